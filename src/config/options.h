@@ -1,0 +1,57 @@
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace distill::config {
+
+// Every options struct lists its settings once, in `void visit(Visitor& v)`:
+//   v.field("epochs", epochs, "training epochs");
+//   v.choice("optimizer", optimizer, "update rule", {"sgd", "adam", "adamw"});
+//   v.section("data", data);
+// The TOML reader, --set, --help, `config --dump` and the run folder's config.toml are all
+// visitors over that one list, so they cannot disagree.
+class Visitor {
+ public:
+  virtual ~Visitor() = default;
+  virtual void field(const char* name, int64_t& value, const char* help) = 0;
+  virtual void field(const char* name, double& value, const char* help) = 0;
+  virtual void field(const char* name, bool& value, const char* help) = 0;
+  virtual void field(const char* name, std::string& value, const char* help) = 0;
+  virtual void field(const char* name, std::vector<std::string>& value, const char* help) = 0;
+  virtual void field(const char* name, std::vector<int64_t>& value, const char* help) = 0;
+  virtual void field(const char* name, std::vector<double>& value, const char* help) = 0;
+  // A string restricted to `choices`; readers reject anything else, naming the choices.
+  virtual void choice(const char* name, std::string& value, const char* help,
+                      const std::vector<std::string>& choices) = 0;
+
+  template <class Options>
+  void section(const char* name, Options& options) {
+    enter(name);
+    options.visit(*this);
+    leave();
+  }
+
+ protected:
+  virtual void enter(const char* name) = 0;
+  virtual void leave() = 0;
+};
+
+// Settings shared by every command; --device/--threads/--seed/--out are shorthands for these.
+struct RunOptions {
+  std::string device = "auto";
+  int64_t threads = 0;
+  int64_t seed = 0;
+  std::string out = "runs/latest";
+  bool progress = true;
+
+  void visit(Visitor& v) {
+    v.field("device", device, "auto, cpu, cuda or cuda:N (auto falls back to CPU)");
+    v.field("threads", threads, "CPU threads; 0 = all cores");
+    v.field("seed", seed, "seed of every random draw; same seed, same result on CPU");
+    v.field("out", out, "run folder for config.toml, metrics.jsonl, checkpoints, results");
+    v.field("progress", progress, "show a progress bar (TTY) or periodic lines");
+  }
+};
+
+}  // namespace distill::config

@@ -1,0 +1,92 @@
+#include "src/core/runtime.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
+#include <malloc.h>
+
+#include <csignal>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "src/core/error.h"
+
+namespace distill {
+
+c10::Device resolve_device(const std::string& spec) {
+  if (spec == "auto") {
+    if (at::hasCUDA()) return c10::Device(c10::kCUDA, 0);
+    std::cerr << "distill: no CUDA device available, running on CPU\n";
+    return c10::Device(c10::kCPU);
+  }
+  c10::Device device(c10::kCPU);
+  try {
+    device = c10::Device(spec);
+  } catch (const std::exception&) {
+    throw Error("--device: expected auto, cpu, cuda or cuda:N, found '" + spec + "'");
+  }
+  if (device.is_cuda() && !at::hasCUDA()) {
+    throw Error("--device " + spec +
+                ": this LibTorch has no CUDA support or no GPU is visible; use --device cpu or auto");
+  }
+  if (!device.is_cpu() && !device.is_cuda()) {
+    throw Error("--device: only cpu and cuda are supported, found '" + spec + "'");
+  }
+  return device;
+}
+
+void set_threads(int64_t threads) {
+  if (threads < 0) throw Error("--threads: expected 0 (all cores) or a positive count, found " +
+                               std::to_string(threads));
+  int n = threads == 0 ? static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))
+                       : static_cast<int>(threads);
+  at::set_num_threads(n);
+}
+
+void tune_allocator() {
+  // Both thresholds at 1 TB: glibc then neither mmaps nor trims large blocks.
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  mallopt(M_TOP_PAD, 64 << 20);
+}
+
+double peak_rss_mib() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  }
+  return 0.0;
+}
+
+uint64_t mix_seed(uint64_t seed, uint64_t stream, uint64_t index) {
+  // splitmix64 over the three words: nearby inputs give unrelated seeds.
+  auto mix = [](uint64_t z) {
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  };
+  return mix(mix(mix(seed) ^ stream) ^ index);
+}
+
+at::Generator make_generator(uint64_t seed, uint64_t stream, uint64_t index) {
+  return at::make_generator<at::CPUGeneratorImpl>(mix_seed(seed, stream, index));
+}
+
+namespace {
+std::atomic<bool> g_interrupt{false};
+extern "C" void on_sigint(int) {
+  if (g_interrupt.exchange(true)) {
+    std::signal(SIGINT, SIG_DFL);
+    std::raise(SIGINT);
+  }
+}
+}  // namespace
+
+void install_interrupt_handler() { std::signal(SIGINT, on_sigint); }
+bool interrupt_requested() { return g_interrupt.load(); }
+void clear_interrupt_request() { g_interrupt.store(false); }
+
+}  // namespace distill

@@ -1,0 +1,82 @@
+#pragma once
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <vector>
+
+#include "src/config/options.h"
+
+namespace distill::data {
+
+// An in-memory labelled image set: images float32 N,C,H,W with raw values in [0,1] (before
+// normalization, which is applied by `normalize`), labels int64 N in [0, num_classes).
+struct Dataset {
+  at::Tensor images;
+  at::Tensor labels;
+  int64_t num_classes = 0;
+  std::vector<std::string> class_names;
+
+  int64_t size() const { return images.defined() ? images.size(0) : 0; }
+  int64_t channels() const { return images.size(1); }
+  int64_t height() const { return images.size(2); }
+  int64_t width() const { return images.size(3); }
+};
+
+struct TrainTestSplit {
+  Dataset train;
+  Dataset test;
+};
+
+// Which data to load and how to prepare it. `format` picks the reader.
+struct DataOptions {
+  std::string format = "idx";  // idx | cifar10 | cifar100 | image-folder | tensor
+  std::string path = "/usr/share/datasets/fashion-mnist";
+  std::string name = "fashion-mnist";  // known names carry their mean/std presets
+  int64_t image_size = 0;              // image-folder: resize to this (0 = 32)
+  int64_t channels = 0;                // image-folder: 1 or 3 (0 = 3)
+  bool normalize = true;
+  std::vector<double> mean;  // empty = preset for `name`, else computed on the training split
+  std::vector<double> std;
+  int64_t train_limit = 0;  // use only the first N training images (0 = all); for quick tests
+
+  void visit(config::Visitor& v) {
+    v.choice("format", format, "reader: idx (MNIST family, .gz or raw), cifar10, cifar100 (binary "
+             "version), image-folder (train/ and test/ with one sub-folder per class), tensor "
+             "(.pt dict with images/labels[/test_images/test_labels])",
+             {"idx", "cifar10", "cifar100", "image-folder", "tensor"});
+    v.field("path", path, "folder (idx, cifar, image-folder) or .pt file (tensor)");
+    v.field("name", name, "dataset name; fashion-mnist, mnist, cifar10, cifar100 have mean/std presets");
+    v.field("image_size", image_size, "image-folder: side length images are resized to (0 = 32)");
+    v.field("channels", channels, "image-folder: 1 (grey) or 3 (RGB); 0 = 3");
+    v.field("normalize", normalize, "subtract the per-channel mean and divide by the std");
+    v.field("mean", mean, "per-channel mean; empty = preset for `name` or computed on train");
+    v.field("std", std, "per-channel std; empty = preset for `name` or computed on train");
+    v.field("train_limit", train_limit, "use only the first N training images (0 = all)");
+  }
+};
+
+// Per-channel statistics used to normalize (stored in synthetic-set files for display).
+struct Normalization {
+  at::Tensor mean;  // float C
+  at::Tensor std;   // float C
+};
+
+// Reads train and test splits as configured (readers in idx_reader.h, cifar_reader.h, ...).
+TrainTestSplit load_dataset(const DataOptions& options);
+
+// Preset mean/std for a known dataset name, else computed on `train` (per channel).
+Normalization normalization_for(const DataOptions& options, const Dataset& train);
+
+// Returns images normalized with `norm` (the dataset's other fields unchanged).
+Dataset normalize(const Dataset& dataset, const Normalization& norm);
+
+// `per_class` distinct indices of each class, drawn with `generator`, ordered by class.
+// Error naming the class when it has fewer images than asked.
+at::Tensor sample_per_class(const at::Tensor& labels, int64_t num_classes, int64_t per_class,
+                            at::Generator& generator);
+
+// Checks shapes and label range; `what` names the source in the error.
+void validate(const Dataset& dataset, const std::string& what);
+
+}  // namespace distill::data

@@ -1,0 +1,65 @@
+#include "src/io/tensor_file.h"
+
+#include <torch/csrc/jit/serialization/pickle.h>
+
+#include "src/core/error.h"
+#include "src/io/atomic_file.h"
+
+namespace distill::io {
+
+TensorDict make_dict() { return TensorDict(c10::StringType::get(), c10::AnyType::get()); }
+
+void save_dict(const std::string& path, const TensorDict& dict) {
+  std::vector<char> bytes = torch::jit::pickle_save(c10::IValue(dict));
+  write_file_atomic(path, std::string_view(bytes.data(), bytes.size()));
+}
+
+c10::IValue load_ivalue(const std::string& path) {
+  std::string bytes = read_file(path);
+  // torch.save's zip files start with the local-file-header magic "PK\3\4".
+  if (bytes.size() < 4 || bytes.compare(0, 4, "PK\x03\x04") != 0) {
+    throw Error("'" + path +
+                "': expected a torch.save file in the zip format (PyTorch >= 1.6), found " +
+                (bytes.empty() ? std::string("an empty file")
+                               : std::string("another format (legacy torch.save or not a tensor "
+                                             "file; re-save with torch.save(obj, path))")));
+  }
+  try {
+    return torch::jit::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    what = what.substr(0, what.find('\n'));
+    throw Error("'" + path + "': cannot unpickle tensor file: " + what);
+  }
+}
+
+TensorDict load_dict(const std::string& path) {
+  c10::IValue value = load_ivalue(path);
+  if (!value.isGenericDict()) {
+    throw Error("'" + path + "': expected a dict of tensors at the top level, found " +
+                value.tagKind());
+  }
+  TensorDict out = make_dict();
+  for (const auto& item : value.toGenericDict()) {
+    if (!item.key().isString()) {
+      throw Error("'" + path + "': expected string keys in the top-level dict, found " +
+                  item.key().tagKind());
+    }
+    out.insert(item.key().toStringRef(), item.value());
+  }
+  return out;
+}
+
+bool has_key(const TensorDict& dict, const std::string& key) { return dict.contains(key); }
+
+at::Tensor get_tensor(const TensorDict& dict, const std::string& key, const std::string& file) {
+  if (!dict.contains(key)) throw Error("'" + file + "': missing key '" + key + "'");
+  c10::IValue value = dict.at(key);
+  if (!value.isTensor()) {
+    throw Error("'" + file + "': key '" + key + "' should hold a tensor, found " +
+                value.tagKind());
+  }
+  return value.toTensor();
+}
+
+}  // namespace distill::io

@@ -1,0 +1,186 @@
+#include "src/models/model.h"
+
+#include <ATen/ATen.h>
+
+#include "src/core/error.h"
+#include "src/models/families.h"
+
+namespace distill::models {
+
+int64_t TensorSpec::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+TensorCursor::TensorCursor(const at::Tensor& flat, const std::vector<TensorSpec>& specs)
+    : flat_(flat), specs_(specs) {
+  int64_t total = 0;
+  for (const auto& spec : specs) total += spec.numel();
+  if (!flat.defined() || flat.dim() != 1 || flat.numel() != total) {
+    throw Error("flat tensor has " + std::to_string(flat.defined() ? flat.numel() : 0) +
+                " elements, the model expects " + std::to_string(total));
+  }
+}
+
+at::Tensor TensorCursor::next() {
+  if (index_ >= specs_.size()) throw RuntimeFailure("model read more tensors than it registered");
+  const TensorSpec& spec = specs_[index_++];
+  at::Tensor view = flat_.narrow(0, offset_, spec.numel()).view(spec.shape);
+  offset_ += spec.numel();
+  return view;
+}
+
+int64_t Model::num_params() const {
+  int64_t n = 0;
+  for (const auto& spec : params_) n += spec.numel();
+  return n;
+}
+
+int64_t Model::num_buffers() const {
+  int64_t n = 0;
+  for (const auto& spec : buffers_) n += spec.numel();
+  return n;
+}
+
+at::Tensor Model::init_params(at::Generator& generator) const {
+  at::Tensor flat = at::empty({num_params()}, at::kFloat);
+  TensorCursor cursor(flat, params_);
+  for (const auto& spec : params_) {
+    at::Tensor view = cursor.next();
+    switch (spec.init) {
+      case TensorSpec::Init::kFanInUniform: {
+        double bound = 1.0 / std::sqrt(static_cast<double>(spec.fan_in));
+        view.uniform_(-bound, bound, generator);
+        break;
+      }
+      case TensorSpec::Init::kOnes: view.fill_(1.0); break;
+      case TensorSpec::Init::kZeros: view.fill_(0.0); break;
+    }
+  }
+  return flat;
+}
+
+at::Tensor Model::init_buffers() const {
+  at::Tensor flat = at::empty({num_buffers()}, at::kFloat);
+  if (flat.numel() == 0) return flat;
+  TensorCursor cursor(flat, buffers_);
+  for (const auto& spec : buffers_) {
+    cursor.next().fill_(spec.init == TensorSpec::Init::kOnes ? 1.0 : 0.0);
+  }
+  return flat;
+}
+
+std::vector<at::Tensor> Model::unflatten(const at::Tensor& flat,
+                                         const std::vector<TensorSpec>& specs) {
+  TensorCursor cursor(flat, specs);
+  std::vector<at::Tensor> out;
+  for (size_t i = 0; i < specs.size(); ++i) out.push_back(cursor.next());
+  return out;
+}
+
+void Model::add_param(TensorSpec spec) { params_.push_back(std::move(spec)); }
+void Model::add_buffer(TensorSpec spec) { buffers_.push_back(std::move(spec)); }
+
+void Model::add_conv(const std::string& prefix, int64_t in, int64_t out, int64_t kernel,
+                     bool bias) {
+  int64_t fan_in = in * kernel * kernel;
+  add_param({prefix + ".weight", {out, in, kernel, kernel}, TensorSpec::Init::kFanInUniform, fan_in});
+  if (bias) add_param({prefix + ".bias", {out}, TensorSpec::Init::kFanInUniform, fan_in});
+}
+
+void Model::add_linear(const std::string& prefix, int64_t in, int64_t out) {
+  add_param({prefix + ".weight", {out, in}, TensorSpec::Init::kFanInUniform, in});
+  add_param({prefix + ".bias", {out}, TensorSpec::Init::kFanInUniform, in});
+}
+
+void Model::add_norm(const std::string& prefix, const std::string& kind, int64_t c, int64_t h,
+                     int64_t w) {
+  if (kind == "none") return;
+  std::vector<int64_t> shape = kind == "layernorm" ? std::vector<int64_t>{c, h, w}
+                                                   : std::vector<int64_t>{c};
+  add_param({prefix + ".weight", shape, TensorSpec::Init::kOnes, 0});
+  add_param({prefix + ".bias", shape, TensorSpec::Init::kZeros, 0});
+  if (kind == "batchnorm") {
+    add_buffer({prefix + ".running_mean", {c}, TensorSpec::Init::kZeros, 0});
+    add_buffer({prefix + ".running_var", {c}, TensorSpec::Init::kOnes, 0});
+  }
+}
+
+at::Tensor Model::conv(const at::Tensor& x, TensorCursor& p, bool bias, int64_t stride,
+                       int64_t padding) {
+  at::Tensor weight = p.next();
+  at::Tensor b = bias ? p.next() : at::Tensor();
+  return at::conv2d(x, weight, b, {stride, stride}, {padding, padding});
+}
+
+at::Tensor Model::linear(const at::Tensor& x, TensorCursor& p) {
+  at::Tensor weight = p.next();
+  at::Tensor bias = p.next();
+  return at::linear(x, weight, bias);
+}
+
+at::Tensor Model::norm(const at::Tensor& x, const std::string& kind, TensorCursor& p,
+                       TensorCursor* b, bool train) {
+  if (kind == "none") return x;
+  at::Tensor weight = p.next();
+  at::Tensor bias = p.next();
+  const int64_t channels = x.size(1);
+  if (kind == "instancenorm") return at::group_norm(x, channels, weight, bias, 1e-5);
+  if (kind == "groupnorm") return at::group_norm(x, 4, weight, bias, 1e-5);
+  if (kind == "layernorm") return at::layer_norm(x, weight.sizes(), weight, bias, 1e-5);
+  if (kind == "batchnorm") {
+    if (!b) throw Error("batchnorm model run without its running-statistics buffers");
+    at::Tensor mean = b->next();
+    at::Tensor var = b->next();
+    return at::batch_norm(x, weight, bias, mean, var, train, 0.1, 1e-5, true);
+  }
+  throw Error("unknown norm '" + kind + "'");
+}
+
+at::Tensor Model::activation(const at::Tensor& x, const std::string& kind) {
+  if (kind == "relu") return at::relu(x);
+  if (kind == "sigmoid") return at::sigmoid(x);
+  if (kind == "leakyrelu") return at::leaky_relu(x, 0.01);
+  throw Error("unknown activation '" + kind + "'");
+}
+
+at::Tensor Model::pool(const at::Tensor& x, const std::string& kind) {
+  if (kind == "avgpool") return at::avg_pool2d(x, {2, 2}, {2, 2});
+  if (kind == "maxpool") return at::max_pool2d(x, {2, 2}, {2, 2});
+  if (kind == "none") return x;
+  throw Error("unknown pooling '" + kind + "'");
+}
+
+std::unique_ptr<TensorCursor> Model::buffer_cursor(const ForwardArgs& args) const {
+  if (buffers_.empty()) return nullptr;
+  if (!args.buffers.defined()) {
+    throw Error("model '" + arch_ + "' has batch-norm buffers but none were passed to forward");
+  }
+  return std::make_unique<TensorCursor>(args.buffers, buffers_);
+}
+
+void Model::record(const ForwardArgs& args, const std::string& name, const at::Tensor& x) {
+  if (args.features) args.features->emplace_back(name, x);
+}
+
+std::unique_ptr<Model> make_model(const ModelOptions& options, int64_t channels,
+                                  int64_t image_size, int64_t num_classes) {
+  if (channels <= 0 || image_size <= 0 || num_classes <= 1) {
+    throw Error("model '" + options.arch + "': needs channels > 0, image size > 0 and at least 2 "
+                "classes, found " + std::to_string(channels) + ", " + std::to_string(image_size) +
+                ", " + std::to_string(num_classes));
+  }
+  const std::string& arch = options.arch;
+  if (arch == "convnet" || arch == "convnetd4" || arch == "convnetd5") {
+    ModelOptions o = options;
+    if (arch == "convnetd4") o.depth = 4;
+    if (arch == "convnetd5") o.depth = 5;
+    return make_convnet(o, channels, image_size, num_classes);
+  }
+  if (arch == "mlp") return make_mlp(options, channels, image_size, num_classes);
+  if (arch == "lenet") return make_lenet(options, channels, image_size, num_classes);
+  throw Error("model.arch: unknown architecture '" + arch + "'");
+}
+
+}  // namespace distill::models

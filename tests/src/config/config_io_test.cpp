@@ -1,0 +1,157 @@
+#include "src/config/config_io.h"
+
+#include <gtest/gtest.h>
+
+#include "src/core/error.h"
+
+namespace distill::config {
+namespace {
+
+struct Inner {
+  int64_t epochs = 300;
+  double lr = 0.01;
+  std::string optimizer = "sgd";
+  std::vector<std::string> models = {"convnet"};
+  std::vector<int64_t> milestones;
+  bool dsa = true;
+  void visit(Visitor& v) {
+    v.field("epochs", epochs, "training epochs");
+    v.field("lr", lr, "learning rate");
+    v.choice("optimizer", optimizer, "update rule", {"sgd", "adam", "adamw"});
+    v.field("models", models, "student models");
+    v.field("milestones", milestones, "decay epochs");
+    v.field("dsa", dsa, "augment");
+  }
+};
+
+struct Outer {
+  RunOptions run;
+  Inner train;
+  void visit(Visitor& v) {
+    v.section("run", run);
+    v.section("train", train);
+  }
+};
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(ConfigIo, ReadsValuesAndKeepsDefaults) {
+  auto source = ConfigSource::from_string("[train]\nepochs = 5\nlr = 1\nmodels = [\"mlp\", \"lenet\"]\n", "a.toml");
+  Outer o;
+  read(source, o);
+  EXPECT_EQ(o.train.epochs, 5);
+  EXPECT_DOUBLE_EQ(o.train.lr, 1.0);  // an integer is accepted for a number
+  EXPECT_EQ(o.train.models, (std::vector<std::string>{"mlp", "lenet"}));
+  EXPECT_EQ(o.train.optimizer, "sgd");
+  EXPECT_TRUE(o.train.dsa);
+}
+
+TEST(ConfigIo, SetOverridesFileAndParsesBareStringsAndLists) {
+  auto source = ConfigSource::from_string("[train]\nepochs = 5\n", "a.toml");
+  source.set("train.epochs=7");
+  source.set("train.optimizer=adam");
+  source.set("train.models=convnet,resnet18");
+  source.set("train.milestones=[10, 20]");
+  source.set("run.seed=3");
+  Outer o;
+  read(source, o);
+  EXPECT_EQ(o.train.epochs, 7);
+  EXPECT_EQ(o.train.optimizer, "adam");
+  EXPECT_EQ(o.train.models, (std::vector<std::string>{"convnet", "resnet18"}));
+  EXPECT_EQ(o.train.milestones, (std::vector<int64_t>{10, 20}));
+  EXPECT_EQ(o.run.seed, 3);
+}
+
+TEST(ConfigIo, UnknownKeySuggestsTheClosestName) {
+  auto source = ConfigSource::from_string("[train]\nepohcs = 5\n", "run.toml");
+  Outer o;
+  std::string message = error_of([&] { read(source, o); });
+  EXPECT_NE(message.find("run.toml:2"), std::string::npos) << message;
+  EXPECT_NE(message.find("unknown key 'train.epohcs'"), std::string::npos) << message;
+  EXPECT_NE(message.find("did you mean 'train.epochs'"), std::string::npos) << message;
+}
+
+TEST(ConfigIo, UnknownSectionIsAnError) {
+  auto source = ConfigSource::from_string("[trian]\nepochs = 5\n", "run.toml");
+  Outer o;
+  std::string message = error_of([&] { read(source, o); });
+  EXPECT_NE(message.find("unknown key 'trian'"), std::string::npos) << message;
+  EXPECT_NE(message.find("did you mean 'train'"), std::string::npos) << message;
+}
+
+TEST(ConfigIo, WrongTypeNamesKeyExpectedTypeAndLine) {
+  auto source = ConfigSource::from_string("\n[train]\nlr = 0.1\nepochs = \"many\"\n", "run.toml");
+  Outer o;
+  std::string message = error_of([&] { read(source, o); });
+  EXPECT_NE(message.find("run.toml:4"), std::string::npos) << message;
+  EXPECT_NE(message.find("'train.epochs' expects an integer"), std::string::npos) << message;
+  EXPECT_NE(message.find("string \"many\""), std::string::npos) << message;
+}
+
+TEST(ConfigIo, WrongTypeFromSetNamesTheArgument) {
+  ConfigSource source;
+  source.set("train.dsa=maybe");
+  Outer o;
+  std::string message = error_of([&] { read(source, o); });
+  EXPECT_NE(message.find("--set train.dsa=maybe"), std::string::npos) << message;
+  EXPECT_NE(message.find("expects true or false"), std::string::npos) << message;
+}
+
+TEST(ConfigIo, ChoiceOutsideTheListIsAnError) {
+  ConfigSource source;
+  source.set("train.optimizer=adamm");
+  Outer o;
+  std::string message = error_of([&] { read(source, o); });
+  EXPECT_NE(message.find("expects one of {sgd, adam, adamw}"), std::string::npos) << message;
+  EXPECT_NE(message.find("did you mean 'adam'"), std::string::npos) << message;
+}
+
+TEST(ConfigIo, SyntaxErrorNamesFileAndLine) {
+  std::string message = error_of([] { ConfigSource::from_string("[train]\nepochs = = 3\n", "bad.toml"); });
+  EXPECT_NE(message.find("bad.toml:2"), std::string::npos) << message;
+}
+
+TEST(ConfigIo, MissingFileIsAnError) {
+  std::string message = error_of([] { ConfigSource::from_file("/nonexistent/x.toml"); });
+  EXPECT_NE(message.find("/nonexistent/x.toml"), std::string::npos) << message;
+}
+
+TEST(ConfigIo, DumpRoundTripsThroughTheReader) {
+  Outer o;
+  o.train.epochs = 42;
+  o.train.lr = 0.125;
+  o.train.models = {"a", "b"};
+  o.train.milestones = {1, 2};
+  o.run.device = "cpu";
+  std::string text = dump(o);
+  Outer back;
+  read(ConfigSource::from_string(text, "dump"), back);
+  EXPECT_EQ(back.train.epochs, 42);
+  EXPECT_DOUBLE_EQ(back.train.lr, 0.125);
+  EXPECT_EQ(back.train.models, o.train.models);
+  EXPECT_EQ(back.train.milestones, o.train.milestones);
+  EXPECT_EQ(back.run.device, "cpu");
+}
+
+TEST(ConfigIo, HelpListsEverySettingWithDefault) {
+  Outer o;
+  std::string text = help(o);
+  EXPECT_NE(text.find("train.epochs (integer, default 300)"), std::string::npos) << text;
+  EXPECT_NE(text.find("train.optimizer (sgd|adam|adamw, default \"sgd\")"), std::string::npos) << text;
+  EXPECT_NE(text.find("run.seed"), std::string::npos) << text;
+}
+
+TEST(ConfigIo, ClosestMatchIgnoresUnrelatedWords) {
+  EXPECT_EQ(closest_match("epohcs", {"epochs", "lr"}), "epochs");
+  EXPECT_EQ(closest_match("zzzzzzzz", {"epochs", "lr"}), "");
+}
+
+}  // namespace
+}  // namespace distill::config
