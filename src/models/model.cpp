@@ -180,6 +180,13 @@ std::unique_ptr<Model> make_model(const ModelOptions& options, int64_t channels,
   }
   if (arch == "mlp") return make_mlp(options, channels, image_size, num_classes);
   if (arch == "lenet") return make_lenet(options, channels, image_size, num_classes);
+  if (arch == "alexnet") return make_alexnet(options, channels, image_size, num_classes);
+  if (arch == "vgg11" || arch == "vgg11bn") {
+    return make_vgg(options, channels, image_size, num_classes);
+  }
+  if (arch == "resnet18" || arch == "resnet18bn") {
+    return make_resnet(options, channels, image_size, num_classes);
+  }
   throw Error("model.arch: unknown architecture '" + arch + "'");
 }
 

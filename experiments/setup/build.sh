@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Configures and builds distill (Release, Ninja, ccache when present) into ${BUILD_DIR:-build}.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=${BUILD_DIR:-$root/build}
+export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
+if [ ! -f "$build/build.ninja" ]; then
+  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@"
+fi
+cmake --build "$build" -j "$(nproc)"

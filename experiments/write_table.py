@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Writes a results table from distill `results.json` files into README.md between markers.
+
+    experiments/write_table.py NAME "caption" results1.json [results2.json ...]
+
+replaces the block between `<!-- table:NAME -->` and `<!-- /table:NAME -->` in README.md with a
+Markdown table (one row per set x model: mean ± std of last-epoch test accuracy, best-epoch mean,
+runs). Numbers come only from the files given; nothing is typed by hand.
+"""
+import json
+import pathlib
+import re
+import sys
+
+
+def rows(paths):
+    for path in paths:
+        data = json.loads(pathlib.Path(path).read_text())
+        for r in data["results"]:
+            yield data.get("protocol", "?"), r
+
+
+def main():
+    name, caption, paths = sys.argv[1], sys.argv[2], sys.argv[3:]
+    lines = [caption, "", "| set | model | IPC | runs | protocol | last-epoch acc % | best acc % |",
+             "|---|---|---|---|---|---|---|"]
+    for protocol, r in rows(paths):
+        ipc = r["ipc"] if r["ipc"] > 0 else "all"
+        lines.append(f"| {pathlib.Path(r['set']).name if r['set'].endswith('.pt') else r['set']} "
+                     f"| {r['model']} | {ipc} | {r['runs']} | {protocol} "
+                     f"| {100 * r['last_mean']:.2f} ± {100 * r['last_std']:.2f} "
+                     f"| {100 * r['best_mean']:.2f} |")
+    readme = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+    text = readme.read_text()
+    start, end = f"<!-- table:{name} -->", f"<!-- /table:{name} -->"
+    block = start + "\n" + "\n".join(lines) + "\n" + end
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        sys.exit(f"README.md has no {start} ... {end} block")
+    readme.write_text(pattern.sub(lambda _: block, text))
+
+
+if __name__ == "__main__":
+    main()

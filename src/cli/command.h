@@ -1,0 +1,87 @@
+#pragma once
+#include <c10/core/Device.h>
+
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "src/config/config_io.h"
+#include "src/config/options.h"
+
+namespace distill::cli {
+
+// What the command line said, beyond the settings.
+struct Invocation {
+  config::ConfigSource source;
+  bool resume = false;
+  std::vector<std::string> positional;  // arguments after the command (e.g. `bench train`)
+};
+
+// A run's environment after the common settings were applied.
+struct RunContext {
+  c10::Device device = c10::Device(c10::kCPU);
+  std::string out;
+  uint64_t seed = 0;
+  bool progress = true;
+};
+
+// Applies run.device/threads, creates the run folder and writes the effective config.toml.
+RunContext start_run(const config::RunOptions& run, const std::string& effective_config);
+
+// One subcommand: its options are a struct with visit(); everything else derives from it.
+struct Command {
+  std::string name;
+  std::string summary;
+  std::string example;
+  std::vector<std::pair<std::string, std::string>> shorthands;  // --flag -> settings key
+  std::function<std::string()> help;                                  // settings with defaults
+  std::function<std::string(const config::ConfigSource&)> dump;       // effective TOML
+  std::function<void(const Invocation&)> run;
+};
+
+// Reads Options from the invocation (presets first, then the user's settings).
+template <class Options>
+Options load_options(const config::ConfigSource& source) {
+  Options options;
+  config::read(source, options);
+  if constexpr (Options::kHasPresets) {
+    options.apply_presets();
+    config::read(source, options);  // the user's settings win over the preset
+  }
+  return options;
+}
+
+template <class Options>
+Command make_command(std::string name, std::string summary, std::string example,
+                     std::vector<std::pair<std::string, std::string>> shorthands,
+                     std::function<void(Options&, const Invocation&)> body) {
+  Command command;
+  command.name = std::move(name);
+  command.summary = std::move(summary);
+  command.example = std::move(example);
+  command.shorthands = std::move(shorthands);
+  command.help = [] {
+    Options defaults;
+    return config::help(defaults);
+  };
+  command.dump = [](const config::ConfigSource& source) {
+    Options options = load_options<Options>(source);
+    return config::dump(options);
+  };
+  command.run = [body](const Invocation& invocation) {
+    Options options = load_options<Options>(invocation.source);
+    body(options, invocation);
+  };
+  return command;
+}
+
+// The subcommands, one source file each.
+Command train_command();
+Command subset_command();
+Command eval_command();
+Command bench_command();
+Command experts_command();
+Command mtt_command();
+
+}  // namespace distill::cli

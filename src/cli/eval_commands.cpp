@@ -1,0 +1,118 @@
+// `distill subset` (class-balanced real subsets) and `distill eval` (train students on a set).
+#include <ATen/ATen.h>
+
+#include <iostream>
+
+#include "src/cli/command.h"
+#include "src/core/error.h"
+#include "src/core/runtime.h"
+#include "src/data/dataset.h"
+#include "src/eval/evaluator.h"
+#include "src/eval/synthetic_set.h"
+#include "src/io/atomic_file.h"
+
+namespace distill::cli {
+namespace {
+
+struct SubsetOptions {
+  int64_t ipc = 10;
+  void visit(config::Visitor& v) { v.field("ipc", ipc, "images per class"); }
+};
+
+struct SubsetCommandOptions {
+  static constexpr bool kHasPresets = false;
+  config::RunOptions run;
+  data::DataOptions data;
+  SubsetOptions subset;
+  void visit(config::Visitor& v) {
+    v.section("run", run);
+    v.section("data", data);
+    v.section("subset", subset);
+  }
+};
+
+void run_subset(SubsetCommandOptions& o, const Invocation&) {
+  RunContext run = start_run(o.run, config::dump(o));
+  data::TrainTestSplit split = data::load_dataset(o.data);
+  data::Normalization norm = data::normalization_for(o.data, split.train);
+  data::Dataset train_set = data::normalize(split.train, norm);
+  at::Generator generator = make_generator(run.seed, 0x5b5e7);
+  eval::SyntheticSet set =
+      eval::Evaluator::random_real_set(train_set, norm, o.subset.ipc, generator, o.data.name);
+  eval::save_synthetic_set(run.out + "/syn.pt", set);
+  eval::save_set_grid(run.out + "/grid.png", set);
+  std::cout << "wrote " << set.images.size(0) << " images (" << o.subset.ipc << " per class) to "
+            << run.out << "/syn.pt and " << run.out << "/grid.png\n";
+}
+
+struct EvalCommandOptions {
+  static constexpr bool kHasPresets = true;
+  config::RunOptions run;
+  data::DataOptions data;
+  eval::EvalOptions eval;
+  void apply_presets() { eval::apply_protocol(eval.protocol, eval); }
+  void visit(config::Visitor& v) {
+    v.section("run", run);
+    v.section("data", data);
+    v.section("eval", eval);
+  }
+};
+
+void check_normalization(const eval::SyntheticSet& set, const data::Normalization& norm,
+                         const std::string& path) {
+  if (set.mean.numel() != norm.mean.numel() || !at::allclose(set.mean, norm.mean, 1e-4, 1e-4) ||
+      !at::allclose(set.std, norm.std, 1e-4, 1e-4)) {
+    throw Error("'" + path + "' was normalized with mean/std different from the evaluation data's "
+                "(check data.name / data.mean / data.std match the run that made the set)");
+  }
+}
+
+void run_eval(EvalCommandOptions& o, const Invocation&) {
+  RunContext run = start_run(o.run, config::dump(o));
+  std::optional<eval::SyntheticSet> set;
+  if (!o.eval.syn.empty()) set = eval::load_synthetic_set(o.eval.syn);
+  data::TrainTestSplit split = data::load_dataset(o.data);
+  data::Normalization norm = data::normalization_for(o.data, split.train);
+  data::Dataset train_set = data::normalize(split.train, norm);
+  data::Dataset test_set = data::normalize(split.test, norm);
+  if (set) check_normalization(*set, norm, o.eval.syn);
+  int64_t ipc = o.eval.ipc > 0 ? o.eval.ipc : (set ? set->images_per_class() : 0);
+  if (!set && !o.eval.random_real && !o.eval.full_data) {
+    throw Error("eval: nothing to evaluate: set eval.syn, eval.random_real or eval.full_data");
+  }
+  if (!set && o.eval.random_real && ipc <= 0) {
+    throw Error("eval.ipc: set the random-real size (images per class) when no eval.syn is given");
+  }
+  eval::Evaluator evaluator(o.eval, train_set, test_set, norm, run.seed, run.device, run.progress);
+  std::vector<eval::Scores> scores;
+  auto report = [&](eval::Scores s) {
+    scores.push_back(std::move(s));
+    io::write_file_atomic(run.out + "/results.json", eval::scores_json(scores, o.eval.protocol));
+  };
+  for (const std::string& arch : o.eval.models) {
+    if (set) report(evaluator.score_set(*set, o.eval.syn, arch));
+    if (o.eval.random_real && ipc > 0) report(evaluator.score_random_real(ipc, arch));
+    if (o.eval.full_data) report(evaluator.score_full_data(arch));
+  }
+  std::cout << eval::format_scores_table(scores);
+  std::cout << "results: " << run.out << "/results.json\n";
+}
+
+}  // namespace
+
+Command subset_command() {
+  return make_command<SubsetCommandOptions>(
+      "subset", "write a class-balanced random real subset as a set file + PNG grid",
+      "distill subset --ipc 10 --out runs/real10", {{"ipc", "subset.ipc"}}, run_subset);
+}
+
+Command eval_command() {
+  return make_command<EvalCommandOptions>(
+      "eval", "train fresh students on a set; mean ± std test accuracy vs random-real",
+      "distill eval --syn runs/real10/syn.pt --models convnet --runs 5 --out runs/eval",
+      {{"syn", "eval.syn"}, {"models", "eval.models"}, {"runs", "eval.runs"},
+       {"epochs", "eval.train.epochs"}, {"ipc", "eval.ipc"}, {"protocol", "eval.protocol"}},
+      run_eval);
+}
+
+}  // namespace distill::cli

@@ -1,0 +1,153 @@
+// distill: one binary, one subcommand per pipeline stage. This file only parses and dispatches.
+#include <boost/program_options.hpp>
+
+#include <iostream>
+
+#include "src/cli/command.h"
+#include "src/core/error.h"
+#include "src/core/runtime.h"
+
+namespace po = boost::program_options;
+using distill::cli::Command;
+
+namespace {
+
+std::vector<Command> commands() {
+  return {distill::cli::train_command(),   distill::cli::subset_command(),
+          distill::cli::eval_command(),    distill::cli::experts_command(),
+          distill::cli::mtt_command(),     distill::cli::bench_command()};
+}
+
+void print_usage(std::ostream& out, const std::vector<Command>& all) {
+  out << "usage: distill <command> [--config file.toml] [--set key.path=value ...]\n"
+         "                         [--device auto|cpu|cuda[:N]] [--threads N] [--seed N] [--out DIR]\n"
+         "       distill config --dump <command> [same options]\n"
+         "       distill <command> --help\n\ncommands:\n";
+  for (const auto& c : all) out << "  " << c.name << std::string(10 - c.name.size(), ' ') << c.summary << "\n";
+  out << "  config    print the effective settings of a command as TOML (--dump)\n\nexamples:\n";
+  for (const auto& c : all) out << "  " << c.example << "\n";
+}
+
+po::options_description common_options(const Command& command) {
+  po::options_description options("options");
+  options.add_options()
+      ("help,h", "list this command's settings with their defaults")
+      ("config,c", po::value<std::string>(), "TOML settings file")
+      ("set,s", po::value<std::vector<std::string>>()->composing(), "override: key.path=value (repeatable)")
+      ("device", po::value<std::string>(), "auto | cpu | cuda | cuda:N  (run.device)")
+      ("threads", po::value<std::string>(), "CPU threads, 0 = all cores  (run.threads)")
+      ("seed", po::value<std::string>(), "random seed  (run.seed)")
+      ("out,o", po::value<std::string>(), "run folder  (run.out)")
+      ("no-progress", "no progress bar  (run.progress = false)")
+      ("resume", "continue the run in --out from its checkpoint");
+  for (const auto& [flag, key] : command.shorthands) {
+    options.add_options()(flag.c_str(), po::value<std::string>(), ("shorthand for --set " + key + "=...").c_str());
+  }
+  return options;
+}
+
+distill::cli::Invocation parse(const Command& command, const std::vector<std::string>& args,
+                               bool* wants_help) {
+  po::options_description options = common_options(command);
+  po::options_description hidden;
+  hidden.add_options()("positional", po::value<std::vector<std::string>>(), "");
+  po::options_description all;
+  all.add(options).add(hidden);
+  po::positional_options_description positional;
+  positional.add("positional", -1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
+  po::notify(vm);
+
+  distill::cli::Invocation invocation;
+  *wants_help = vm.count("help") > 0;
+  if (vm.count("config")) {
+    invocation.source = distill::config::ConfigSource::from_file(vm["config"].as<std::string>());
+  }
+  auto shorthand = [&](const std::string& flag, const std::string& key) {
+    if (vm.count(flag)) invocation.source.set(key + "=" + vm[flag].as<std::string>());
+  };
+  shorthand("device", "run.device");
+  shorthand("threads", "run.threads");
+  shorthand("seed", "run.seed");
+  shorthand("out", "run.out");
+  if (vm.count("no-progress")) invocation.source.set("run.progress=false");
+  for (const auto& [flag, key] : command.shorthands) shorthand(flag, key);
+  if (vm.count("set")) {
+    for (const auto& assignment : vm["set"].as<std::vector<std::string>>()) invocation.source.set(assignment);
+  }
+  invocation.resume = vm.count("resume") > 0;
+  if (vm.count("positional")) invocation.positional = vm["positional"].as<std::vector<std::string>>();
+  return invocation;
+}
+
+const Command* find_command(const std::vector<Command>& all, const std::string& name) {
+  for (const auto& c : all) {
+    if (c.name == name) return &c;
+  }
+  std::vector<std::string> names;
+  for (const auto& c : all) names.push_back(c.name);
+  names.push_back("config");
+  std::string hint = distill::config::closest_match(name, names);
+  throw distill::Error("unknown command '" + name + "'" +
+                       (hint.empty() ? "" : " (did you mean '" + hint + "'?)") +
+                       "; run `distill --help` for the list");
+}
+
+int run_main(int argc, char** argv) {
+  const std::vector<Command> all = commands();
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    print_usage(args.empty() ? std::cerr : std::cout, all);
+    return args.empty() ? 2 : 0;
+  }
+  std::string name = args[0];
+  args.erase(args.begin());
+  bool dump = false;
+  if (name == "config") {
+    if (args.empty() || args[0] != "--dump" || args.size() < 2) {
+      throw distill::Error("usage: distill config --dump <command> [--config f.toml] [--set k=v]");
+    }
+    dump = true;
+    name = args[1];
+    args.erase(args.begin(), args.begin() + 2);
+  }
+  const Command& command = *find_command(all, name);
+  bool wants_help = false;
+  distill::cli::Invocation invocation = parse(command, args, &wants_help);
+  if (wants_help) {
+    std::cout << "distill " << command.name << ": " << command.summary << "\n\n"
+              << common_options(command) << "\nsettings (TOML keys; --set key=value):\n"
+              << command.help() << "\nexample:\n  " << command.example << "\n";
+    return 0;
+  }
+  if (dump) {
+    std::cout << command.dump(invocation.source);
+    return 0;
+  }
+  command.run(invocation);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  distill::tune_allocator();
+  distill::install_interrupt_handler();
+  try {
+    return run_main(argc, argv);
+  } catch (const distill::Error& e) {
+    std::cerr << "distill: error: " << e.what() << "\n";
+    return 2;
+  } catch (const po::error& e) {
+    std::cerr << "distill: error: " << e.what() << " (see --help)\n";
+    return 2;
+  } catch (const distill::Interrupted& e) {
+    std::cerr << "distill: " << e.what() << "\n";
+    return 130;
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    std::cerr << "distill: failed: " << what.substr(0, what.find('\n')) << "\n";
+    return 1;
+  }
+}

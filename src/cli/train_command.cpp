@@ -1,0 +1,98 @@
+// `distill train`: train one model on a dataset (teachers, full-data baselines).
+#include <ATen/ATen.h>
+
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "src/cli/command.h"
+#include "src/data/dataset.h"
+#include "src/io/atomic_file.h"
+#include "src/io/tensor_file.h"
+#include "src/models/model.h"
+#include "src/train/augment.h"
+#include "src/train/trainer.h"
+
+namespace distill::cli {
+namespace {
+
+struct TrainCommandOptions {
+  static constexpr bool kHasPresets = false;
+  config::RunOptions run;
+  data::DataOptions data;
+  models::ModelOptions model;
+  train::TrainOptions train;
+  train::AugmentOptions augment;
+
+  TrainCommandOptions() {
+    train.epochs = 10;
+    train.eval_every = 1;
+    train.schedule.name = "cosine";
+    augment.name = "standard";
+  }
+  void visit(config::Visitor& v) {
+    v.section("run", run);
+    v.section("data", data);
+    v.section("model", model);
+    v.section("train", train);
+    v.section("augment", augment);
+  }
+};
+
+// model.pt: the flat vectors plus every tensor under its PyTorch state_dict name, so Python can
+// `net.load_state_dict({k: v for k, v in torch.load(p).items() if k in net.state_dict()})`.
+void save_model_file(const std::string& path, const models::Model& model,
+                     const train::TrainState& state) {
+  io::TensorDict dict = io::make_dict();
+  dict.insert("arch", model.arch());
+  dict.insert("params", state.params.cpu());
+  dict.insert("buffers", state.buffers.cpu());
+  auto params = models::Model::unflatten(state.params.cpu(), model.param_specs());
+  for (size_t i = 0; i < params.size(); ++i) dict.insert(model.param_specs()[i].name, params[i]);
+  if (state.buffers.numel() > 0) {
+    auto buffers = models::Model::unflatten(state.buffers.cpu(), model.buffer_specs());
+    for (size_t i = 0; i < buffers.size(); ++i) dict.insert(model.buffer_specs()[i].name, buffers[i]);
+  }
+  io::save_dict(path, dict);
+}
+
+void run_train(TrainCommandOptions& o, const Invocation& invocation) {
+  RunContext run = start_run(o.run, config::dump(o));
+  data::TrainTestSplit split = data::load_dataset(o.data);
+  data::Normalization norm = data::normalization_for(o.data, split.train);
+  data::Dataset train_set = data::normalize(split.train, norm);
+  data::Dataset test_set = data::normalize(split.test, norm);
+  auto model = models::make_model(o.model, train_set.channels(), train_set.height(),
+                                  train_set.num_classes);
+  std::cerr << "distill train: " << model->arch() << " (" << model->num_params() << " parameters) on "
+            << train_set.size() << " images, " << o.train.epochs << " epochs, device "
+            << run.device.str() << "\n";
+  train::Trainer trainer(*model, o.train, run.seed);
+  trainer.set_augment(train::make_augment(o.augment, train_set.height()));
+  trainer.set_test_set(test_set.images.to(run.device), test_set.labels.to(run.device));
+  const std::string checkpoint = run.out + "/checkpoint.pt";
+  trainer.set_checkpoint(checkpoint);
+  trainer.set_progress("train " + model->arch(), run.progress);
+  train::TrainState state = invocation.resume ? trainer.load_checkpoint(checkpoint) : trainer.init_state();
+  io::MetricsLog metrics(run.out + "/metrics.jsonl",
+                         invocation.resume ? std::optional<int64_t>(state.step) : std::nullopt);
+  trainer.set_metrics(&metrics);
+  state.params = state.params.to(run.device);
+  state.buffers = state.buffers.to(run.device);
+  auto result = trainer.fit(state, train_set.images.to(run.device), train_set.labels.to(run.device));
+  save_model_file(run.out + "/model.pt", *model, state);
+  nlohmann::json json(result);
+  io::write_file_atomic(run.out + "/results.json", json.dump(2) + "\n");
+  std::cout << "test accuracy " << 100.0 * result["test_accuracy"] << " % after " << state.epoch
+            << " epochs; run folder " << run.out << "\n";
+}
+
+}  // namespace
+
+Command train_command() {
+  return make_command<TrainCommandOptions>(
+      "train", "train one model on a dataset (checkpoints, --resume, metrics.jsonl)",
+      "distill train --set model.arch=convnet --epochs 5 --out runs/convnet",
+      {{"epochs", "train.epochs"}, {"arch", "model.arch"}}, run_train);
+}
+
+}  // namespace distill::cli

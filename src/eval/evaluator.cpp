@@ -1,0 +1,201 @@
+#include "src/eval/evaluator.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <functional>
+#include <iomanip>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "src/core/error.h"
+#include "src/core/runtime.h"
+
+namespace distill::eval {
+namespace {
+
+constexpr uint64_t kStudentStream = 11;
+constexpr uint64_t kRealSubsetStream = 12;
+
+double mean_of(const std::vector<double>& v) {
+  if (v.empty()) return std::nan("");
+  double sum = 0;
+  for (double x : v) sum += x;
+  return sum / static_cast<double>(v.size());
+}
+
+// Population std over runs, as the DC/MTT code reports (np.std).
+double std_of(const std::vector<double>& v) {
+  if (v.empty()) return std::nan("");
+  double m = mean_of(v), sum = 0;
+  for (double x : v) sum += (x - m) * (x - m);
+  return std::sqrt(sum / static_cast<double>(v.size()));
+}
+
+}  // namespace
+
+double Scores::last_mean() const { return mean_of(last); }
+double Scores::last_std() const { return std_of(last); }
+double Scores::best_mean() const { return mean_of(best); }
+
+void apply_protocol(const std::string& name, EvalOptions& options) {
+  if (name == "custom") return;
+  if (name != "dc") throw Error("eval.protocol: unknown protocol '" + name + "' (dc, custom)");
+  // DC/DSA/MTT evaluation (Zhao et al. 2021; Cazenavette et al. 2022).
+  train::TrainOptions& t = options.train;
+  t.epochs = 300;
+  t.batch_size = 256;
+  t.optimizer = train::OptimizerOptions{};
+  t.optimizer.name = "sgd";
+  t.optimizer.lr = 0.01;
+  t.optimizer.momentum = 0.9;
+  t.optimizer.weight_decay = 5e-4;
+  t.schedule = train::ScheduleOptions{};
+  t.schedule.name = "multistep";
+  t.schedule.milestones = {0.5};
+  t.schedule.gamma = 0.1;
+  options.augment.name = "dsa";
+}
+
+Evaluator::Evaluator(EvalOptions options, const data::Dataset& train, const data::Dataset& test,
+                     data::Normalization norm, uint64_t seed, c10::Device device, bool progress)
+    : options_(std::move(options)),
+      train_(train),
+      test_(test),
+      norm_(std::move(norm)),
+      seed_(seed),
+      device_(device),
+      progress_(progress) {
+  if (options_.runs < 1) throw Error("eval.runs must be >= 1, found " + std::to_string(options_.runs));
+  if (options_.models.empty()) throw Error("eval.models is empty: name at least one architecture");
+  test_images_ = test.images.to(device_);
+  test_labels_ = test.labels.to(device_);
+}
+
+std::pair<double, double> Evaluator::train_student(const at::Tensor& images, const at::Tensor& labels,
+                                                   const std::string& arch, double lr,
+                                                   uint64_t seed, const std::string& label) {
+  models::ModelOptions model_options = options_.model;
+  model_options.arch = arch;
+  auto model = models::make_model(model_options, train_.channels(), train_.height(),
+                                  train_.num_classes);
+  train::TrainOptions train_options = options_.train;
+  train_options.optimizer.lr = lr;
+  train::Trainer trainer(*model, train_options, seed);
+  trainer.set_augment(train::make_augment(options_.augment, images.size(2)));
+  trainer.set_test_set(test_images_, test_labels_);
+  trainer.set_progress(label, progress_);
+  train::TrainState state = trainer.init_state();
+  state.params = state.params.to(device_);
+  state.buffers = state.buffers.to(device_);
+  auto metrics = trainer.fit(state, images.to(device_), labels.to(device_));
+  double last = metrics.at("test_accuracy");
+  double best = metrics.count("best_test_accuracy") ? metrics.at("best_test_accuracy") : last;
+  return {last, best};
+}
+
+Scores Evaluator::score_set(const SyntheticSet& set, const std::string& name, const std::string& arch) {
+  if (set.images.size(1) != train_.channels() || set.images.size(2) != train_.height() ||
+      set.images.size(3) != train_.width()) {
+    throw Error("'" + name + "': images are " + std::to_string(set.images.size(1)) + "x" +
+                std::to_string(set.images.size(2)) + "x" + std::to_string(set.images.size(3)) +
+                " but the test data is " + std::to_string(train_.channels()) + "x" +
+                std::to_string(train_.height()) + "x" + std::to_string(train_.width()));
+  }
+  if (set.num_classes != train_.num_classes) {
+    throw Error("'" + name + "': " + std::to_string(set.num_classes) + " classes, the data has " +
+                std::to_string(train_.num_classes));
+  }
+  Scores scores{name, arch, set.images_per_class(), {}, {}};
+  double lr = options_.learned_lr && set.lr ? *set.lr : options_.train.optimizer.lr;
+  uint64_t stream = std::hash<std::string>{}(name + "/" + arch);
+  for (int64_t run = 0; run < options_.runs; ++run) {
+    auto [last, best] = train_student(set.images, set.labels, arch, lr,
+                                      mix_seed(seed_, kStudentStream ^ stream, run),
+                                      name + " " + arch + " run " + std::to_string(run + 1) + "/" +
+                                          std::to_string(options_.runs));
+    scores.last.push_back(last);
+    scores.best.push_back(best);
+  }
+  return scores;
+}
+
+SyntheticSet Evaluator::random_real_set(const data::Dataset& train, const data::Normalization& norm,
+                                        int64_t ipc, at::Generator& generator,
+                                        const std::string& dataset_name) {
+  at::Tensor index = data::sample_per_class(train.labels, train.num_classes, ipc, generator);
+  SyntheticSet set;
+  set.images = train.images.index_select(0, index);
+  set.labels = train.labels.index_select(0, index);
+  set.num_classes = train.num_classes;
+  set.mean = norm.mean;
+  set.std = norm.std;
+  set.dataset = dataset_name;
+  set.method = "random-real";
+  return set;
+}
+
+Scores Evaluator::score_random_real(int64_t ipc, const std::string& arch) {
+  Scores scores{"random-real", arch, ipc, {}, {}};
+  uint64_t stream = std::hash<std::string>{}("random-real/" + arch);
+  for (int64_t run = 0; run < options_.runs; ++run) {
+    // A fresh subset per run (the same subsets for every architecture): the spread then covers
+    // both the draw of real images and the student's initialization.
+    at::Generator generator = make_generator(seed_, kRealSubsetStream, run);
+    SyntheticSet set = random_real_set(train_, norm_, ipc, generator, "");
+    auto [last, best] = train_student(set.images, set.labels, arch, options_.train.optimizer.lr,
+                                      mix_seed(seed_, kStudentStream ^ stream, run),
+                                      "random-real " + arch + " run " + std::to_string(run + 1) +
+                                          "/" + std::to_string(options_.runs));
+    scores.last.push_back(last);
+    scores.best.push_back(best);
+  }
+  return scores;
+}
+
+Scores Evaluator::score_full_data(const std::string& arch) {
+  Scores scores{"full-data", arch, 0, {}, {}};
+  uint64_t stream = std::hash<std::string>{}("full-data/" + arch);
+  for (int64_t run = 0; run < options_.runs; ++run) {
+    auto [last, best] = train_student(train_.images, train_.labels, arch,
+                                      options_.train.optimizer.lr,
+                                      mix_seed(seed_, kStudentStream ^ stream, run),
+                                      "full-data " + arch + " run " + std::to_string(run + 1));
+    scores.last.push_back(last);
+    scores.best.push_back(best);
+  }
+  return scores;
+}
+
+std::string format_scores_table(const std::vector<Scores>& scores) {
+  std::ostringstream out;
+  out << std::left << std::setw(28) << "set" << std::setw(12) << "model" << std::setw(6) << "ipc"
+      << std::setw(6) << "runs" << std::setw(18) << "last-epoch acc %" << "best acc %\n";
+  for (const auto& s : scores) {
+    std::ostringstream acc, best;
+    acc << std::fixed << std::setprecision(2) << 100 * s.last_mean() << " ± " << 100 * s.last_std();
+    best << std::fixed << std::setprecision(2) << 100 * s.best_mean();
+    out << std::left << std::setw(28) << s.set << std::setw(12) << s.model << std::setw(6)
+        << (s.ipc > 0 ? std::to_string(s.ipc) : "all") << std::setw(6) << s.last.size()
+        << std::setw(19) << acc.str() << best.str() << "\n";
+  }
+  return out.str();
+}
+
+std::string scores_json(const std::vector<Scores>& scores, const std::string& protocol) {
+  nlohmann::json rows = nlohmann::json::array();
+  for (const auto& s : scores) {
+    rows.push_back({{"set", s.set},
+                    {"model", s.model},
+                    {"ipc", s.ipc},
+                    {"runs", s.last.size()},
+                    {"last_accuracy", s.last},
+                    {"best_accuracy", s.best},
+                    {"last_mean", s.last_mean()},
+                    {"last_std", s.last_std()},
+                    {"best_mean", s.best_mean()}});
+  }
+  return nlohmann::json{{"protocol", protocol}, {"results", rows}}.dump(2) + "\n";
+}
+
+}  // namespace distill::eval

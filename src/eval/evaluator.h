@@ -1,0 +1,99 @@
+#pragma once
+#include <c10/core/Device.h>
+
+#include <string>
+#include <vector>
+
+#include "src/config/options.h"
+#include "src/data/dataset.h"
+#include "src/eval/synthetic_set.h"
+#include "src/models/model.h"
+#include "src/train/augment.h"
+#include "src/train/trainer.h"
+
+namespace distill::eval {
+
+// How students are trained on a (synthetic) set and scored on the real test split.
+struct EvalOptions {
+  std::string syn;  // the set to evaluate; "" = baselines only
+  std::vector<std::string> models = {"convnet"};
+  int64_t runs = 5;
+  std::string protocol = "dc";
+  int64_t ipc = 0;  // random-real baseline size when there is no set (0 = the set's)
+  bool random_real = true;
+  bool full_data = false;
+  bool learned_lr = true;
+  models::ModelOptions model;
+  train::TrainOptions train;
+  train::AugmentOptions augment;
+
+  void visit(config::Visitor& v) {
+    v.field("syn", syn, "synthetic set (.pt) to evaluate; empty = random-real baseline only");
+    v.field("models", models, "student architectures (model.arch names), each trained `runs` times");
+    v.field("runs", runs, "students per model (mean ± std over them)");
+    v.choice("protocol", protocol,
+             "preset for the student training below: dc = DC/DSA/MTT (SGD .01 mom .9 wd 5e-4, "
+             "x0.1 at half, batch 256, 300 epochs, DSA); custom = only what is set here",
+             {"dc", "custom"});
+    v.field("ipc", ipc, "random-real images per class when no set is given (0 = the set's)");
+    v.field("random_real", random_real, "also score a class-balanced random real subset");
+    v.field("full_data", full_data, "also score students trained on the whole training split");
+    v.field("learned_lr", learned_lr, "train with the set's learned lr when it carries one");
+    v.section("model", model);
+    v.section("train", train);
+    v.section("augment", augment);
+  }
+};
+
+// Sets the training defaults of a named protocol (before the user's settings are read).
+void apply_protocol(const std::string& name, EvalOptions& options);
+
+// Scores of one set under one student architecture.
+struct Scores {
+  std::string set;    // "syn.pt", "random-real", "full-data"
+  std::string model;  // architecture
+  int64_t ipc = 0;
+  std::vector<double> last;  // last-epoch test accuracy per run
+  std::vector<double> best;  // best test accuracy seen at eval_every checkpoints per run
+  double last_mean() const;
+  double last_std() const;
+  double best_mean() const;
+};
+
+class Evaluator {
+ public:
+  // `train`/`test` normalized; `norm` describes that normalization.
+  Evaluator(EvalOptions options, const data::Dataset& train, const data::Dataset& test,
+            data::Normalization norm, uint64_t seed, c10::Device device, bool progress);
+
+  Scores score_set(const SyntheticSet& set, const std::string& name, const std::string& arch);
+  Scores score_random_real(int64_t ipc, const std::string& arch);
+  Scores score_full_data(const std::string& arch);
+
+  // A class-balanced random real subset, as a SyntheticSet (what `distill subset` writes).
+  static SyntheticSet random_real_set(const data::Dataset& train, const data::Normalization& norm,
+                                      int64_t ipc, at::Generator& generator,
+                                      const std::string& dataset_name);
+
+ private:
+  // Trains one student; returns {last, best} test accuracy.
+  std::pair<double, double> train_student(const at::Tensor& images, const at::Tensor& labels,
+                                          const std::string& arch, double lr, uint64_t seed,
+                                          const std::string& label);
+
+  EvalOptions options_;
+  const data::Dataset& train_;
+  const data::Dataset& test_;
+  data::Normalization norm_;
+  uint64_t seed_;
+  c10::Device device_;
+  bool progress_;
+  at::Tensor test_images_, test_labels_;
+};
+
+// The table printed by `distill eval`: one row per (set, model), mean ± std in percent.
+std::string format_scores_table(const std::vector<Scores>& scores);
+// results.json content.
+std::string scores_json(const std::vector<Scores>& scores, const std::string& protocol);
+
+}  // namespace distill::eval

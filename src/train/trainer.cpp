@@ -1,0 +1,228 @@
+#include "src/train/trainer.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <cmath>
+
+#include "src/core/error.h"
+#include "src/core/runtime.h"
+#include "src/io/progress.h"
+#include "src/io/tensor_file.h"
+
+namespace distill::train {
+namespace {
+
+// Independent random streams of one run (see make_generator).
+constexpr uint64_t kInitStream = 1;
+constexpr uint64_t kShuffleStream = 2;
+constexpr uint64_t kAugmentStream = 3;
+
+}  // namespace
+
+at::Tensor classification_loss(const at::Tensor& logits, const at::Tensor& targets,
+                               double temperature) {
+  if (targets.scalar_type() == at::kLong) return at::cross_entropy_loss(logits, targets);
+  if (!(temperature > 0)) {
+    throw Error("label_temperature must be > 0, found " + std::to_string(temperature));
+  }
+  at::Tensor log_probs = at::log_softmax(logits / temperature, 1);
+  // KL(p || q) = sum p (log p - log q); 0 log 0 = 0.
+  at::Tensor plogp = at::xlogy(targets, targets);
+  return (plogp - targets * log_probs).sum() / logits.size(0) * (temperature * temperature);
+}
+
+EvalResult evaluate(const models::Model& model, const at::Tensor& params, const at::Tensor& buffers,
+                    const at::Tensor& images, const at::Tensor& labels, int64_t batch_size) {
+  at::NoGradGuard no_grad;
+  const int64_t n = images.size(0);
+  if (n == 0) return {};
+  double loss_sum = 0.0;
+  int64_t correct = 0;
+  models::ForwardArgs args;
+  args.buffers = buffers;
+  for (int64_t start = 0; start < n; start += batch_size) {
+    int64_t count = std::min(batch_size, n - start);
+    at::Tensor x = images.narrow(0, start, count);
+    at::Tensor y = labels.narrow(0, start, count);
+    at::Tensor logits = model.forward(x, params.detach(), args);
+    loss_sum += at::cross_entropy_loss(logits, y).item<double>() * static_cast<double>(count);
+    correct += logits.argmax(1).eq(y).sum().item<int64_t>();
+  }
+  return {static_cast<double>(correct) / static_cast<double>(n), loss_sum / static_cast<double>(n)};
+}
+
+Trainer::Trainer(const models::Model& model, TrainOptions options, uint64_t seed)
+    : model_(model), options_(std::move(options)), seed_(seed) {
+  if (options_.epochs < 0) throw Error("train.epochs must be >= 0, found " + std::to_string(options_.epochs));
+  if (options_.batch_size < 1) {
+    throw Error("train.batch_size must be >= 1, found " + std::to_string(options_.batch_size));
+  }
+  optimizer_ = Optimizer::make(options_.optimizer);
+}
+
+void Trainer::set_test_set(const at::Tensor& images, const at::Tensor& labels) {
+  test_images_ = images;
+  test_labels_ = labels;
+}
+
+TrainState Trainer::init_state() const {
+  TrainState state;
+  at::Generator generator = make_generator(seed_, kInitStream);
+  state.params = model_.init_params(generator);
+  state.buffers = model_.init_buffers();
+  if (options_.ema_decay > 0) state.ema = state.params.clone();
+  return state;
+}
+
+void Trainer::save_checkpoint(const std::string& path, const TrainState& state) const {
+  io::TensorDict dict = io::make_dict();
+  dict.insert("arch", model_.arch());
+  dict.insert("num_params", model_.num_params());
+  dict.insert("params", state.params.detach().cpu());
+  dict.insert("buffers", state.buffers.cpu());
+  if (state.ema.defined()) dict.insert("ema", state.ema.cpu());
+  dict.insert("epoch", state.epoch);
+  dict.insert("batch", state.batch);
+  dict.insert("step", state.step);
+  auto best = state.last_metrics.find("best_test_accuracy");
+  if (best != state.last_metrics.end()) dict.insert("best_test_accuracy", best->second);
+  optimizer_->save_state(dict, "optimizer.");
+  io::save_dict(path, dict);
+}
+
+TrainState Trainer::load_checkpoint(const std::string& path) {
+  io::TensorDict dict = io::load_dict(path);
+  auto integer = [&](const std::string& key) {
+    if (!dict.contains(key) || !dict.at(key).isInt()) {
+      throw Error("checkpoint '" + path + "': missing integer '" + key + "'");
+    }
+    return dict.at(key).toInt();
+  };
+  std::string arch = dict.contains("arch") ? dict.at("arch").toStringRef() : "?";
+  if (arch != model_.arch() || integer("num_params") != model_.num_params()) {
+    throw Error("checkpoint '" + path + "' holds a '" + arch + "' with " +
+                std::to_string(integer("num_params")) + " parameters, the config builds a '" +
+                model_.arch() + "' with " + std::to_string(model_.num_params()));
+  }
+  TrainState state;
+  state.params = io::get_tensor(dict, "params", path).clone();
+  state.buffers = io::get_tensor(dict, "buffers", path).clone();
+  if (dict.contains("ema")) state.ema = io::get_tensor(dict, "ema", path).clone();
+  state.epoch = integer("epoch");
+  state.batch = integer("batch");
+  state.step = integer("step");
+  if (dict.contains("best_test_accuracy")) {
+    state.last_metrics["best_test_accuracy"] = dict.at("best_test_accuracy").toDouble();
+  }
+  optimizer_->load_state(dict, "optimizer.");
+  return state;
+}
+
+double Trainer::lr_at(const TrainState& state, int64_t batches_per_epoch) const {
+  double epoch = static_cast<double>(state.epoch) +
+                 static_cast<double>(state.batch) / static_cast<double>(batches_per_epoch);
+  return options_.optimizer.lr * lr_multiplier(options_.schedule, epoch, options_.epochs);
+}
+
+std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& images,
+                                           const at::Tensor& targets) {
+  const int64_t n = images.size(0);
+  if (n == 0) throw Error("training set is empty");
+  if (targets.size(0) != n) {
+    throw Error("training set has " + std::to_string(n) + " images but " +
+                std::to_string(targets.size(0)) + " targets");
+  }
+  const int64_t batch_size = std::min(options_.batch_size, n);
+  const int64_t batches = (n + batch_size - 1) / batch_size;
+  io::Progress progress(progress_label_, options_.epochs * batches,
+                        state.epoch * batches + state.batch, progress_enabled_);
+  const at::Tensor device_targets = targets.to(images.device());
+  std::map<std::string, double> result = state.last_metrics;
+  double best_test = result.count("best_test_accuracy") ? result["best_test_accuracy"] : 0.0;
+
+  for (int64_t epoch = state.epoch; epoch < options_.epochs; ++epoch) {
+    at::Generator shuffle = make_generator(seed_, kShuffleStream, static_cast<uint64_t>(epoch));
+    at::Tensor order = at::randperm(n, shuffle, at::kLong).to(images.device());
+    double loss_sum = 0.0;
+    int64_t seen = 0, correct = 0;
+    for (int64_t b = state.batch; b < batches; ++b) {
+      at::Tensor index = order.slice(0, b * batch_size, std::min(n, (b + 1) * batch_size));
+      at::Tensor x = images.index_select(0, index);
+      at::Tensor y = device_targets.index_select(0, index);
+      at::Generator draw = make_generator(seed_, kAugmentStream, static_cast<uint64_t>(state.step));
+      if (augment_) {
+        at::NoGradGuard no_grad;
+        x = augment_(x, draw);
+      }
+      double lr = lr_at(state, batches);
+      at::Tensor params = state.params.detach().requires_grad_(true);
+      models::ForwardArgs args;
+      args.train = true;
+      args.buffers = state.buffers;
+      args.generator = &draw;
+      at::Tensor logits = model_.forward(x, params, args);
+      at::Tensor loss = classification_loss(logits, y, options_.label_temperature);
+      double loss_value = loss.item<double>();
+      if (!std::isfinite(loss_value)) {
+        throw RuntimeFailure("training loss became " + std::to_string(loss_value) + " at step " +
+                             std::to_string(state.step) + " (epoch " + std::to_string(epoch) +
+                             ", lr " + std::to_string(lr) + ")" +
+                             (checkpoint_path_.empty()
+                                  ? std::string()
+                                  : "; the last good checkpoint is " + checkpoint_path_));
+      }
+      at::Tensor grad = torch::autograd::grad({loss}, {params})[0];
+      {
+        at::NoGradGuard no_grad;
+        optimizer_->step(state.params, grad, lr);
+        if (state.ema.defined()) ema_update(state.ema, state.params, options_.ema_decay);
+      }
+      loss_sum += loss_value * static_cast<double>(x.size(0));
+      seen += x.size(0);
+      at::Tensor predicted = logits.argmax(1);
+      at::Tensor truth = y.dim() == 2 ? y.argmax(1) : y;
+      correct += predicted.eq(truth).sum().item<int64_t>();
+      state.batch = b + 1;
+      ++state.step;
+      progress.update(epoch * batches + state.batch,
+                      "loss " + std::to_string(loss_sum / static_cast<double>(seen)).substr(0, 6));
+      if (interrupt_requested()) {
+        if (!checkpoint_path_.empty()) save_checkpoint(checkpoint_path_, state);
+        throw Interrupted("interrupted at step " + std::to_string(state.step) +
+                          (checkpoint_path_.empty() ? std::string()
+                                                    : "; resume with --resume (checkpoint " +
+                                                          checkpoint_path_ + ")"));
+      }
+    }
+    state.epoch = epoch + 1;
+    state.batch = 0;
+    std::map<std::string, double> metrics;
+    if (seen > 0) {
+      metrics["train_loss"] = loss_sum / static_cast<double>(seen);
+      metrics["train_accuracy"] = static_cast<double>(correct) / static_cast<double>(seen);
+    }
+    metrics["lr"] = lr_at(state, batches);
+    bool last = state.epoch == options_.epochs;
+    bool eval_now = options_.eval_every > 0 && state.epoch % options_.eval_every == 0;
+    if (test_images_.defined() && (eval_now || last)) {
+      const at::Tensor& weights = state.ema.defined() ? state.ema : state.params;
+      EvalResult test = evaluate(model_, weights, state.buffers, test_images_, test_labels_);
+      metrics["test_accuracy"] = test.accuracy;
+      metrics["test_loss"] = test.loss;
+      best_test = std::max(best_test, test.accuracy);
+      metrics["best_test_accuracy"] = best_test;
+    }
+    metrics["epoch"] = static_cast<double>(state.epoch);
+    for (const auto& [k, v] : metrics) result[k] = v;
+    state.last_metrics = result;
+    if (metrics_) metrics_->log(state.step, metrics);
+    if (epoch_hook_) epoch_hook_(state);
+    bool checkpoint_now = options_.checkpoint_every > 0 && state.epoch % options_.checkpoint_every == 0;
+    if (!checkpoint_path_.empty() && (checkpoint_now || last)) save_checkpoint(checkpoint_path_, state);
+  }
+  progress.finish();
+  return result;
+}
+
+}  // namespace distill::train

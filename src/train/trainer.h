@@ -1,0 +1,115 @@
+#pragma once
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "src/config/options.h"
+#include "src/io/metrics_log.h"
+#include "src/models/model.h"
+#include "src/train/optimizer.h"
+
+namespace distill::train {
+
+// Cross-entropy for class ids (int64 N); for soft labels (float N,K rows of probabilities) the
+// KL divergence to softmax(logits / T), scaled by T^2 so gradients keep their size (Hinton KD).
+at::Tensor classification_loss(const at::Tensor& logits, const at::Tensor& targets,
+                               double temperature = 1.0);
+
+// Random transformation applied to each training batch (DSA, crop+flip, none), drawing only from
+// the generator it is given.
+using AugmentFn = std::function<at::Tensor(const at::Tensor& images, at::Generator& generator)>;
+
+struct TrainOptions {
+  int64_t epochs = 300;
+  int64_t batch_size = 256;
+  OptimizerOptions optimizer;
+  ScheduleOptions schedule;
+  double label_temperature = 1.0;
+  int64_t eval_every = 0;        // test accuracy every N epochs (0 = at the end only)
+  int64_t checkpoint_every = 1;  // epochs between checkpoints (when the run has a checkpoint path)
+  double ema_decay = 0.0;
+
+  void visit(config::Visitor& v) {
+    v.field("epochs", epochs, "training epochs");
+    v.field("batch_size", batch_size, "mini-batch size");
+    v.section("optimizer", optimizer);
+    v.section("schedule", schedule);
+    v.field("label_temperature", label_temperature, "soft labels: temperature of the KL loss");
+    v.field("eval_every", eval_every, "test every N epochs (0 = only at the end)");
+    v.field("checkpoint_every", checkpoint_every, "epochs between checkpoints");
+    v.field("ema_decay", ema_decay, "keep an EMA of the weights with this decay (0 = off)");
+  }
+};
+
+// Everything a run needs to continue exactly where it stopped.
+struct TrainState {
+  at::Tensor params;   // flat, float
+  at::Tensor buffers;  // flat running statistics (may be empty)
+  at::Tensor ema;      // EMA of params when enabled
+  int64_t epoch = 0;   // epochs completed
+  int64_t batch = 0;   // batches completed within `epoch` (non-zero after an interrupt)
+  int64_t step = 0;    // optimizer steps in total
+  std::map<std::string, double> last_metrics;
+};
+
+struct EvalResult {
+  double accuracy = 0.0;
+  double loss = 0.0;
+};
+
+// Test accuracy/loss of `params` in eval mode, in batches.
+EvalResult evaluate(const models::Model& model, const at::Tensor& params, const at::Tensor& buffers,
+                    const at::Tensor& images, const at::Tensor& labels, int64_t batch_size = 500);
+
+// Trains a functional model on (images, targets) with mini-batch SGD-family updates.
+// Randomness: the epoch-e permutation and the step-s augmentation come from generators derived
+// from (seed, e) and (seed, s), so a resumed run draws exactly what an uninterrupted one would.
+class Trainer {
+ public:
+  Trainer(const models::Model& model, TrainOptions options, uint64_t seed);
+
+  void set_augment(AugmentFn augment) { augment_ = std::move(augment); }
+  void set_test_set(const at::Tensor& images, const at::Tensor& labels);
+  void set_metrics(io::MetricsLog* metrics) { metrics_ = metrics; }
+  void set_checkpoint(const std::string& path) { checkpoint_path_ = path; }
+  void set_progress(const std::string& label, bool enabled) {
+    progress_label_ = label;
+    progress_enabled_ = enabled;
+  }
+  // Called after every completed epoch (experts store parameter snapshots here).
+  void on_epoch_end(std::function<void(const TrainState&)> hook) { epoch_hook_ = std::move(hook); }
+
+  // Fresh state: PyTorch-default initialization drawn from the seed.
+  TrainState init_state() const;
+  // Reads a checkpoint written by this trainer; Error when it belongs to another model.
+  TrainState load_checkpoint(const std::string& path);
+  void save_checkpoint(const std::string& path, const TrainState& state) const;
+
+  // Runs the remaining epochs of `state`. Returns the final metrics (train loss, test accuracy,
+  // best test accuracy when eval_every > 0). Throws RuntimeFailure on a non-finite loss and
+  // Interrupted on Ctrl-C (after saving a checkpoint).
+  std::map<std::string, double> fit(TrainState& state, const at::Tensor& images,
+                                    const at::Tensor& targets);
+
+ private:
+  double lr_at(const TrainState& state, int64_t batches_per_epoch) const;
+
+  const models::Model& model_;
+  TrainOptions options_;
+  uint64_t seed_;
+  std::unique_ptr<Optimizer> optimizer_;
+  AugmentFn augment_;
+  at::Tensor test_images_, test_labels_;
+  io::MetricsLog* metrics_ = nullptr;
+  std::string checkpoint_path_;
+  std::string progress_label_ = "train";
+  bool progress_enabled_ = true;
+  std::function<void(const TrainState&)> epoch_hook_;
+};
+
+}  // namespace distill::train

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Builds distill and runs the whole GoogleTest suite through ctest (README set-up command 2).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+"$root/experiments/setup/install_packages.sh"
+"$root/experiments/setup/build.sh"
+cd "${BUILD_DIR:-$root/build}"
+ctest --output-on-failure -j "$(nproc)" "$@"

@@ -1,0 +1,152 @@
+// End-to-end checks of the `distill` binary: exit codes, error lines, run folders, resume.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "src/core/runtime.h"
+#include "src/io/tensor_file.h"
+#include "tests/support/test_support.h"
+
+namespace distill {
+namespace {
+
+using testing::CommandResult;
+using testing::TempDir;
+
+CommandResult distill_cli(const std::string& args) {
+  return testing::run_command(testing::distill_binary() + " " + args);
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+// A tiny 3-class dataset as a tensor file (the `tensor` data format).
+std::string write_tiny_dataset(const TempDir& dir) {
+  at::Generator gen = make_generator(9);
+  auto make = [&](int64_t n) {
+    at::Tensor labels = at::arange(n, at::kLong).remainder(3);
+    at::Tensor images = at::rand({n, 1, 8, 8}, gen) * 0.3;
+    for (int64_t i = 0; i < n; ++i) images[i][0].narrow(0, labels[i].item<int64_t>() * 2, 3).add_(0.7);
+    return std::make_pair(images.clamp(0, 1), labels);
+  };
+  auto [train_images, train_labels] = make(60);
+  auto [test_images, test_labels] = make(30);
+  io::TensorDict dict = io::make_dict();
+  dict.insert("images", train_images);
+  dict.insert("labels", train_labels);
+  dict.insert("test_images", test_images);
+  dict.insert("test_labels", test_labels);
+  std::string path = dir.file("tiny.pt");
+  io::save_dict(path, dict);
+  return path;
+}
+
+std::string tiny_flags(const std::string& data) {
+  return "--set data.format=tensor --set data.path=" + data +
+         " --set data.name=tiny --threads 1 --no-progress ";
+}
+
+TEST(Cli, NoArgumentsPrintsUsageAndExits2) {
+  CommandResult r = distill_cli("");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.output, "usage: distill <command>")) << r.output;
+}
+
+TEST(Cli, UnknownCommandSuggestsTheClosest) {
+  CommandResult r = distill_cli("evl");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.output, "unknown command 'evl' (did you mean 'eval'?)")) << r.output;
+}
+
+TEST(Cli, UnknownSettingIsOneClearLineWithExit2) {
+  CommandResult r = distill_cli("eval --set eval.rnus=3");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.output, "--set eval.rnus=3: unknown key 'eval.rnus' (did you mean 'eval.runs'?)"))
+      << r.output;
+}
+
+TEST(Cli, WrongTypeInConfigFileNamesFileAndLine) {
+  TempDir dir;
+  std::ofstream(dir.file("bad.toml")) << "[eval]\nruns = \"five\"\n";
+  CommandResult r = distill_cli("eval --config " + dir.file("bad.toml"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.output, "bad.toml:2: key 'eval.runs' expects an integer, found string \"five\""))
+      << r.output;
+}
+
+TEST(Cli, MissingConfigFileAndUnknownFlagExit2) {
+  EXPECT_EQ(distill_cli("eval --config /nonexistent.toml").exit_code, 2);
+  CommandResult r = distill_cli("eval --frobnicate");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.output, "frobnicate")) << r.output;
+}
+
+TEST(Cli, CudaWithoutGpuIsAClearError) {
+  if (at::hasCUDA()) GTEST_SKIP() << "a GPU is present";
+  TempDir dir;
+  CommandResult r = distill_cli("subset --device cuda --out " + dir.file("o"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.output, "--device cuda")) << r.output;
+}
+
+TEST(Cli, ConfigDumpShowsProtocolDefaultsAndOverrides) {
+  CommandResult r = distill_cli("config --dump eval --set eval.runs=3");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "runs = 3")) << r.output;
+  EXPECT_TRUE(contains(r.output, "epochs = 300")) << r.output;  // from the dc protocol
+  EXPECT_TRUE(contains(r.output, "[eval.train.optimizer]")) << r.output;
+}
+
+TEST(Cli, HelpListsSettingsWithDefaults) {
+  CommandResult r = distill_cli("train --help");
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.output, "train.epochs (integer, default 10)")) << r.output;
+  EXPECT_TRUE(contains(r.output, "model.arch")) << r.output;
+}
+
+TEST(Cli, TrainWritesRunFolderAndResumeContinues) {
+  TempDir dir;
+  std::string data = write_tiny_dataset(dir);
+  std::string out = dir.file("run");
+  std::string common = tiny_flags(data) + "--set model.width=8 --set model.depth=1 --out " + out;
+  CommandResult first = distill_cli("train --epochs 2 " + common);
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  for (const char* file : {"config.toml", "metrics.jsonl", "checkpoint.pt", "model.pt", "results.json"}) {
+    EXPECT_TRUE(std::filesystem::exists(out + "/" + file)) << file;
+  }
+  CommandResult resumed = distill_cli("train --epochs 3 --resume " + common);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_TRUE(contains(resumed.output, "after 3 epochs")) << resumed.output;
+  // One metrics line per epoch, none duplicated by the resume.
+  std::ifstream metrics(out + "/metrics.jsonl");
+  int lines = 0;
+  for (std::string line; std::getline(metrics, line);) ++lines;
+  EXPECT_EQ(lines, 3);
+}
+
+TEST(Cli, SubsetThenEvalProduceSetGridAndResults) {
+  TempDir dir;
+  std::string data = write_tiny_dataset(dir);
+  CommandResult subset = distill_cli("subset --ipc 2 " + tiny_flags(data) + "--out " + dir.file("s"));
+  ASSERT_EQ(subset.exit_code, 0) << subset.output;
+  EXPECT_TRUE(std::filesystem::exists(dir.file("s/syn.pt")));
+  EXPECT_TRUE(std::filesystem::exists(dir.file("s/grid.png")));
+  CommandResult eval = distill_cli("eval --syn " + dir.file("s/syn.pt") + " --runs 2 --epochs 3 " +
+                                   tiny_flags(data) + "--set eval.model.width=8 --out " + dir.file("e"));
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  EXPECT_TRUE(contains(eval.output, "random-real")) << eval.output;
+  EXPECT_TRUE(std::filesystem::exists(dir.file("e/results.json")));
+}
+
+TEST(Cli, MissingDatasetIsExit2NamingThePath) {
+  TempDir dir;
+  CommandResult r = distill_cli("subset --set data.path=/nonexistent/fmnist --out " + dir.file("o"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.output, "/nonexistent/fmnist")) << r.output;
+}
+
+}  // namespace
+}  // namespace distill

@@ -1,0 +1,143 @@
+#include "src/eval/evaluator.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "src/core/error.h"
+#include "src/core/runtime.h"
+#include "src/eval/synthetic_set.h"
+#include "src/io/tensor_file.h"
+#include "tests/support/test_support.h"
+
+namespace distill::eval {
+namespace {
+
+SyntheticSet small_set() {
+  SyntheticSet set;
+  set.images = at::arange(2 * 3 * 4 * 4, at::kFloat).view({2 * 3, 1, 4, 4}) / 100.0;
+  set.labels = at::tensor({0, 0, 1, 1, 2, 2}, at::kLong);
+  set.num_classes = 3;
+  set.mean = at::tensor({0.5f});
+  set.std = at::tensor({0.25f});
+  set.lr = 0.02;
+  set.dataset = "toy";
+  set.method = "test";
+  return set;
+}
+
+TEST(SyntheticSet, RoundTripsAndPythonReadsIt) {
+  testing::TempDir dir;
+  SyntheticSet set = small_set();
+  save_synthetic_set(dir.file("syn.pt"), set);
+  SyntheticSet back = load_synthetic_set(dir.file("syn.pt"));
+  EXPECT_TRUE(at::equal(back.images, set.images));
+  EXPECT_TRUE(at::equal(back.labels, set.labels));
+  EXPECT_EQ(back.num_classes, 3);
+  ASSERT_TRUE(back.lr.has_value());
+  EXPECT_NEAR(*back.lr, 0.02, 1e-7);
+  EXPECT_EQ(back.images_per_class(), 2);
+  EXPECT_EQ(back.method, "test");
+
+  DISTILL_REQUIRE_PYTHON();
+  // Python checks the keys/dtypes and writes a soft-label set back.
+  testing::run_python_script("synthetic_set_interop.py", {dir.file("syn.pt"), dir.file("soft.pt")});
+  SyntheticSet soft = load_synthetic_set(dir.file("soft.pt"));
+  ASSERT_TRUE(soft.soft_labels());
+  EXPECT_EQ(soft.num_classes, 3);
+  EXPECT_TRUE(at::equal(soft.class_ids(), set.labels));
+  EXPECT_FALSE(soft.lr.has_value());
+}
+
+TEST(SyntheticSet, InconsistentFilesAreClearErrors) {
+  testing::TempDir dir;
+  io::TensorDict dict = io::make_dict();
+  dict.insert("images", at::zeros({4, 1, 2, 2}));
+  dict.insert("labels", at::zeros({3}, at::kLong));
+  io::save_dict(dir.file("bad.pt"), dict);
+  try {
+    load_synthetic_set(dir.file("bad.pt"));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("4 images but 3 labels"), std::string::npos) << e.what();
+  }
+  dict.insert_or_assign("labels", at::tensor({0, 1, 5, 1}, at::kLong));
+  dict.insert("num_classes", int64_t{3});
+  io::save_dict(dir.file("bad2.pt"), dict);
+  try {
+    load_synthetic_set(dir.file("bad2.pt"));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("labels must lie in [0, 3)"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Scores, MeanAndPopulationStd) {
+  Scores s{"x", "convnet", 10, {0.5, 0.7}, {0.6, 0.8}};
+  EXPECT_NEAR(s.last_mean(), 0.6, 1e-12);
+  EXPECT_NEAR(s.last_std(), 0.1, 1e-12);  // np.std of [0.5, 0.7]
+  EXPECT_NEAR(s.best_mean(), 0.7, 1e-12);
+  auto json = nlohmann::json::parse(scores_json({s}, "dc"));
+  EXPECT_EQ(json["protocol"], "dc");
+  EXPECT_NEAR(json["results"][0]["last_std"].get<double>(), 0.1, 1e-12);
+  EXPECT_NE(format_scores_table({s}).find("60.00 ± 10.00"), std::string::npos);
+}
+
+// A toy task where a few images per class suffice: the protocol must train students that learn.
+data::Dataset toy_split(int64_t n, uint64_t seed) {
+  at::Generator gen = make_generator(seed);
+  data::Dataset d;
+  d.labels = at::randint(3, {n}, gen);
+  d.images = at::randn({n, 1, 8, 8}, gen) * 0.2;
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t k = d.labels[i].item<int64_t>();
+    d.images[i][0].narrow(0, k * 2, 3).add_(1.5);
+  }
+  d.num_classes = 3;
+  return d;
+}
+
+TEST(Evaluator, TinyProtocolRunScoresSetAndRandomRealBaseline) {
+  data::Dataset train = toy_split(300, 1), test = toy_split(150, 2);
+  EvalOptions options;
+  apply_protocol("dc", options);
+  options.train.epochs = 30;
+  options.runs = 2;
+  options.model.width = 8;
+  options.model.depth = 1;
+  data::Normalization norm{at::zeros({1}), at::ones({1})};
+  Evaluator evaluator(options, train, test, norm, 3, c10::Device(c10::kCPU), false);
+  at::Generator gen = make_generator(4);
+  SyntheticSet set = Evaluator::random_real_set(train, norm, 5, gen, "toy");
+  EXPECT_EQ(set.images.size(0), 15);
+  EXPECT_EQ(at::bincount(set.labels).min().item<int64_t>(), 5);
+  Scores scores = evaluator.score_set(set, "toy.pt", "convnet");
+  ASSERT_EQ(scores.last.size(), 2u);
+  EXPECT_GT(scores.last_mean(), 0.8);
+  EXPECT_GE(scores.best[0], scores.last[0] - 1e-12);
+  Scores baseline = evaluator.score_random_real(5, "convnet");
+  EXPECT_EQ(baseline.ipc, 5);
+  EXPECT_GT(baseline.last_mean(), 0.8);
+  // Same seed, same numbers.
+  Evaluator again(options, train, test, norm, 3, c10::Device(c10::kCPU), false);
+  EXPECT_EQ(again.score_random_real(5, "convnet").last, baseline.last);
+}
+
+TEST(Evaluator, SetOfAnotherShapeIsRejected) {
+  data::Dataset train = toy_split(30, 1), test = toy_split(30, 2);
+  EvalOptions options;
+  data::Normalization norm{at::zeros({1}), at::ones({1})};
+  Evaluator evaluator(options, train, test, norm, 3, c10::Device(c10::kCPU), false);
+  SyntheticSet set = small_set();  // 4x4 images
+  try {
+    evaluator.score_set(set, "syn.pt", "convnet");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("1x4x4 but the test data is 1x8x8"), std::string::npos)
+        << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace distill::eval

@@ -1,0 +1,174 @@
+#include "src/train/trainer.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <csignal>
+
+#include "src/core/error.h"
+#include "src/core/runtime.h"
+#include "src/train/augment.h"
+#include "tests/support/test_support.h"
+
+namespace distill::train {
+namespace {
+
+// A learnable toy problem: class k images are noise plus a bright k-th quadrant.
+std::pair<at::Tensor, at::Tensor> toy_data(int64_t n, uint64_t seed) {
+  at::Generator gen = make_generator(seed);
+  at::Tensor labels = at::randint(4, {n}, gen);
+  at::Tensor images = at::randn({n, 1, 8, 8}, gen) * 0.3;
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t k = labels[i].item<int64_t>();
+    images[i].narrow(1, (k / 2) * 4, 4).narrow(2, (k % 2) * 4, 4).add_(1.0);
+  }
+  return {images, labels};
+}
+
+std::unique_ptr<models::Model> tiny_convnet() {
+  models::ModelOptions o;
+  o.width = 8;
+  o.depth = 1;
+  return models::make_model(o, 1, 8, 4);
+}
+
+TrainOptions tiny_options() {
+  TrainOptions o;
+  o.epochs = 4;
+  o.batch_size = 16;
+  o.optimizer.lr = 0.05;
+  return o;
+}
+
+TEST(ClassificationLoss, OneHotSoftLabelsEqualCrossEntropy) {
+  at::Generator gen = make_generator(2);
+  at::Tensor logits = at::randn({5, 3}, gen, at::kDouble);
+  at::Tensor labels = at::tensor({0, 2, 1, 1, 0}, at::kLong);
+  at::Tensor one_hot = at::one_hot(labels, 3).to(at::kDouble);
+  EXPECT_NEAR(classification_loss(logits, one_hot).item<double>(),
+              classification_loss(logits, labels).item<double>(), 1e-12);
+}
+
+TEST(ClassificationLoss, SoftLabelsFollowTheKlFormulaAndItsGradient) {
+  // Hand formula: T^2/N sum_i sum_k p_ik (log p_ik - log softmax(z_i/T)_k).
+  at::Tensor logits = at::tensor({1.0, -0.5, 2.0, 0.0, 0.3, -1.0}, at::kDouble).view({2, 3});
+  at::Tensor p = at::tensor({0.7, 0.2, 0.1, 0.0, 0.5, 0.5}, at::kDouble).view({2, 3});
+  const double T = 2.0;
+  double expected = 0;
+  for (int i = 0; i < 2; ++i) {
+    double z[3], m = -1e9, s = 0;
+    for (int k = 0; k < 3; ++k) m = std::max(m, z[k] = logits[i][k].item<double>() / T);
+    for (int k = 0; k < 3; ++k) s += std::exp(z[k] - m);
+    for (int k = 0; k < 3; ++k) {
+      double pk = p[i][k].item<double>();
+      if (pk > 0) expected += pk * (std::log(pk) - (z[k] - m - std::log(s)));
+    }
+  }
+  expected *= T * T / 2;
+  at::Tensor z = logits.clone().requires_grad_(true);
+  at::Tensor loss = classification_loss(z, p, T);
+  EXPECT_NEAR(loss.item<double>(), expected, 1e-12);
+  at::Tensor grad = torch::autograd::grad({loss}, {z})[0];
+  for (int64_t j = 0; j < 6; ++j) {
+    at::Tensor plus = logits.clone(), minus = logits.clone();
+    plus.view(-1)[j] += 1e-6;
+    minus.view(-1)[j] -= 1e-6;
+    double numeric = (classification_loss(plus, p, T).item<double>() -
+                      classification_loss(minus, p, T).item<double>()) / 2e-6;
+    EXPECT_NEAR(grad.view(-1)[j].item<double>(), numeric, 1e-6);
+  }
+}
+
+TEST(Trainer, LearnsASeparableToyProblem) {
+  auto model = tiny_convnet();
+  auto [images, labels] = toy_data(256, 1);
+  auto [test_images, test_labels] = toy_data(200, 2);
+  TrainOptions o = tiny_options();
+  o.epochs = 8;
+  Trainer trainer(*model, o, 7);
+  trainer.set_test_set(test_images, test_labels);
+  trainer.set_progress("test", false);
+  TrainState state = trainer.init_state();
+  EvalResult before = evaluate(*model, state.params, state.buffers, test_images, test_labels);
+  auto metrics = trainer.fit(state, images, labels);
+  EXPECT_GT(metrics.at("test_accuracy"), 0.9);
+  EXPECT_LT(before.accuracy, 0.6);
+  EXPECT_EQ(state.epoch, 8);
+  EXPECT_EQ(state.step, 8 * 16);
+}
+
+TEST(Trainer, InterruptedAndResumedRunEqualsUninterruptedRun) {
+  set_threads(2);
+  install_interrupt_handler();
+  auto model = tiny_convnet();
+  auto [images, labels] = toy_data(100, 3);  // 7 batches per epoch, the last one short
+  TrainOptions o = tiny_options();
+  o.optimizer.momentum = 0.9;
+  AugmentOptions augment;  // DSA: the augmentation stream must resume too
+  testing::TempDir dir;
+
+  Trainer straight(*model, o, 11);
+  straight.set_augment(make_augment(augment, 8));
+  straight.set_progress("test", false);
+  TrainState full = straight.init_state();
+  straight.fit(full, images, labels);
+
+  Trainer first(*model, o, 11);
+  first.set_augment(make_augment(augment, 8));
+  first.set_progress("test", false);
+  first.set_checkpoint(dir.file("ckpt.pt"));
+  // Ctrl-C during epoch 2: the trainer finishes the current step, checkpoints and stops.
+  first.on_epoch_end([](const TrainState& s) {
+    if (s.epoch == 2) std::raise(SIGINT);
+  });
+  TrainState partial = first.init_state();
+  EXPECT_THROW(first.fit(partial, images, labels), Interrupted);
+  clear_interrupt_request();
+
+  Trainer second(*model, o, 11);
+  second.set_augment(make_augment(augment, 8));
+  second.set_progress("test", false);
+  TrainState resumed = second.load_checkpoint(dir.file("ckpt.pt"));
+  EXPECT_EQ(resumed.epoch, 2);
+  EXPECT_EQ(resumed.batch, 1);  // stopped mid-epoch, after the first step of epoch 3
+  second.fit(resumed, images, labels);
+  EXPECT_EQ(resumed.step, full.step);
+  EXPECT_TRUE(at::equal(resumed.params, full.params))
+      << "max diff " << (resumed.params - full.params).abs().max().item<double>();
+}
+
+TEST(Trainer, NonFiniteLossStopsWithTheStep) {
+  auto model = tiny_convnet();
+  auto [images, labels] = toy_data(64, 4);
+  TrainOptions o = tiny_options();
+  o.optimizer.lr = 1e30;
+  Trainer trainer(*model, o, 1);
+  trainer.set_progress("test", false);
+  TrainState state = trainer.init_state();
+  try {
+    trainer.fit(state, images, labels);
+    FAIL() << "no error";
+  } catch (const RuntimeFailure& e) {
+    EXPECT_NE(std::string(e.what()).find("at step"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Trainer, CheckpointOfAnotherModelIsRejected) {
+  testing::TempDir dir;
+  auto model = tiny_convnet();
+  Trainer trainer(*model, tiny_options(), 1);
+  trainer.save_checkpoint(dir.file("c.pt"), trainer.init_state());
+  models::ModelOptions other;
+  other.arch = "mlp";
+  auto mlp = models::make_model(other, 1, 8, 4);
+  Trainer wrong(*mlp, tiny_options(), 1);
+  try {
+    wrong.load_checkpoint(dir.file("c.pt"));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("holds a 'convnet'"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace distill::train

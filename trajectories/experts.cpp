@@ -1,0 +1,118 @@
+#include "trajectories/experts.h"
+
+#include <ATen/ATen.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "src/core/error.h"
+#include "src/core/runtime.h"
+#include "src/io/atomic_file.h"
+#include "src/io/metrics_log.h"
+
+namespace distill::trajectories {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr uint64_t kExpertStream = 21;
+
+std::string expert_file(const std::string& folder, int64_t k) {
+  char name[64];
+  std::snprintf(name, sizeof name, "expert_%05lld.pt", static_cast<long long>(k));
+  return folder + "/" + name;
+}
+
+}  // namespace
+
+std::pair<int64_t, int64_t> parse_range(const std::string& range, int64_t total) {
+  if (range.empty()) return {0, total};
+  auto colon = range.find(':');
+  try {
+    if (colon == std::string::npos) throw std::invalid_argument("no colon");
+    size_t used = 0;
+    int64_t begin = colon == 0 ? 0 : std::stoll(range.substr(0, colon), &used);
+    int64_t end = colon + 1 == range.size() ? total : std::stoll(range.substr(colon + 1));
+    if (begin < 0 || end > total || begin >= end) throw std::out_of_range("bad bounds");
+    return {begin, end};
+  } catch (const std::exception&) {
+    throw Error("experts.range: expected \"begin:end\" with 0 <= begin < end <= " +
+                std::to_string(total) + ", found \"" + range + "\"");
+  }
+}
+
+void train_experts(const ExpertOptions& options, const data::Dataset& train,
+                   const data::Dataset& test, uint64_t seed, const std::string& folder,
+                   bool progress) {
+  if (options.num_experts < 1) {
+    throw Error("experts.num_experts must be >= 1, found " + std::to_string(options.num_experts));
+  }
+  if (options.save_interval < 1) {
+    throw Error("experts.save_interval must be >= 1, found " + std::to_string(options.save_interval));
+  }
+  auto [begin, end] = parse_range(options.range, options.num_experts);
+  io::make_dirs(folder);
+  auto model = models::make_model(options.model, train.channels(), train.height(), train.num_classes);
+  train::AugmentFn augment = train::make_augment(options.augment, train.height());
+  io::MetricsLog metrics(folder + "/metrics.jsonl", std::optional<int64_t>(INT64_MAX));
+  for (int64_t k = begin; k < end; ++k) {
+    if (fs::exists(expert_file(folder, k))) continue;  // finished earlier (resume, other shard)
+    train::Trainer trainer(*model, options.train, mix_seed(seed, kExpertStream, k));
+    trainer.set_augment(augment);
+    trainer.set_test_set(test.images, test.labels);
+    trainer.set_progress("expert " + std::to_string(k), progress);
+    train::TrainState state = trainer.init_state();
+    Trajectory trajectory{state.params.clone()};
+    trainer.on_epoch_end([&](const train::TrainState& s) { trajectory.push_back(s.params.clone()); });
+    auto result = trainer.fit(state, train.images, train.labels);
+    save_trajectories(expert_file(folder, k), {trajectory}, *model);
+    metrics.log(k, {{"expert", static_cast<double>(k)},
+                    {"test_accuracy", result["test_accuracy"]},
+                    {"train_loss", result["train_loss"]}});
+    std::cerr << "expert " << k << ": test accuracy " << 100 * result["test_accuracy"] << " %\n";
+  }
+  // Pack complete groups into the reference's replay_buffer_N.pt files.
+  for (int64_t group = 0; group * options.save_interval < options.num_experts; ++group) {
+    int64_t first = group * options.save_interval;
+    int64_t last = std::min(options.num_experts, first + options.save_interval);
+    std::string packed = folder + "/replay_buffer_" + std::to_string(group) + ".pt";
+    if (fs::exists(packed)) continue;
+    std::vector<Trajectory> experts;
+    bool complete = true;
+    for (int64_t k = first; k < last && complete; ++k) {
+      if (!fs::exists(expert_file(folder, k))) {
+        complete = false;
+      } else {
+        experts.push_back(load_trajectories(expert_file(folder, k), *model).at(0));
+      }
+    }
+    if (complete) save_trajectories(packed, experts, *model);
+  }
+}
+
+std::vector<Trajectory> load_expert_folder(const std::string& path, const models::Model& model) {
+  if (!fs::exists(path)) throw Error("expert buffer '" + path + "': no such file or folder");
+  if (!fs::is_directory(path)) return load_trajectories(path, model);
+  std::vector<std::string> buffers, singles;
+  for (const auto& entry : fs::directory_iterator(path)) {
+    std::string name = entry.path().filename().string();
+    if (name.rfind("replay_buffer_", 0) == 0 && entry.path().extension() == ".pt") {
+      buffers.push_back(entry.path().string());
+    } else if (name.rfind("expert_", 0) == 0 && entry.path().extension() == ".pt") {
+      singles.push_back(entry.path().string());
+    }
+  }
+  std::vector<std::string>& files = buffers.empty() ? singles : buffers;
+  std::sort(files.begin(), files.end());
+  if (files.empty()) {
+    throw Error("expert buffer folder '" + path +
+                "' holds no replay_buffer_*.pt or expert_*.pt files (run `distill experts` first)");
+  }
+  std::vector<Trajectory> experts;
+  for (const auto& file : files) {
+    for (auto& t : load_trajectories(file, model)) experts.push_back(std::move(t));
+  }
+  return experts;
+}
+
+}  // namespace distill::trajectories

@@ -1,0 +1,144 @@
+#include "trajectories/trajectory_distillation.h"
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <cmath>
+#include <iostream>
+
+#include "src/core/error.h"
+#include "src/core/runtime.h"
+#include "src/io/metrics_log.h"
+#include "src/io/progress.h"
+#include "src/io/tensor_file.h"
+#include "src/train/optimizer.h"
+#include "trajectories/experts.h"
+
+namespace distill::trajectories {
+namespace {
+
+constexpr uint64_t kInitStream = 41;
+constexpr uint64_t kIterationStream = 42;
+
+train::OptimizerOptions momentum_sgd(double lr) {
+  train::OptimizerOptions o;  // the reference's torch.optim.SGD(momentum=0.5)
+  o.name = "sgd";
+  o.lr = lr;
+  o.momentum = 0.5;
+  o.weight_decay = 0.0;
+  return o;
+}
+
+}  // namespace
+
+eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data::Dataset& train,
+                                           const data::Normalization& norm,
+                                           const std::string& dataset_name, uint64_t seed,
+                                           const std::string& out, bool resume, bool progress) {
+  if (options.ipc < 1) throw Error("mtt.ipc must be >= 1, found " + std::to_string(options.ipc));
+  auto model = models::make_model(options.model, train.channels(), train.height(), train.num_classes);
+  std::vector<Trajectory> experts = load_expert_folder(options.buffer, *model);
+  const MatchingOptions& m = options.matching;
+  for (size_t k = 0; k < experts.size(); ++k) {
+    int64_t epochs = static_cast<int64_t>(experts[k].size()) - 1;
+    if (m.max_start_epoch < 1 || m.max_start_epoch - 1 + m.expert_epochs > epochs) {
+      throw Error("mtt.matching: max_start_epoch " + std::to_string(m.max_start_epoch) +
+                  " + expert_epochs " + std::to_string(m.expert_epochs) + " needs experts with at least " +
+                  std::to_string(m.max_start_epoch - 1 + m.expert_epochs) + " epochs; expert " +
+                  std::to_string(k) + " in '" + options.buffer + "' has " + std::to_string(epochs));
+    }
+  }
+  TrajectoryMatcher matcher(*model, m, train::make_augment(options.augment, train.height()));
+
+  // Initial set: class-balanced real images (or noise), class ids as labels.
+  at::Generator init_generator = make_generator(seed, kInitStream);
+  eval::SyntheticSet set = eval::Evaluator::random_real_set(train, norm, options.ipc, init_generator,
+                                                            dataset_name);
+  if (options.init == "noise") set.images = at::randn(set.images.sizes(), init_generator);
+  set.method = "mtt";
+  double lr = m.lr_teacher;
+  auto image_optimizer = train::Optimizer::make(momentum_sgd(m.lr_img));
+  auto lr_optimizer = train::Optimizer::make(momentum_sgd(m.lr_lr));
+  int64_t iteration = 0, failures = 0;
+  const std::string checkpoint = out + "/checkpoint.pt";
+  if (resume) {
+    io::TensorDict dict = io::load_dict(checkpoint);
+    set.images = io::get_tensor(dict, "images", checkpoint).clone();
+    lr = io::get_tensor(dict, "lr", checkpoint).item<double>();
+    iteration = dict.at("iteration").toInt();
+    failures = dict.at("failures").toInt();
+    image_optimizer->load_state(dict, "image_optimizer.");
+    lr_optimizer->load_state(dict, "lr_optimizer.");
+  }
+  auto save_checkpoint = [&](int64_t completed) {
+    io::TensorDict dict = io::make_dict();
+    dict.insert("images", set.images);
+    dict.insert("lr", at::scalar_tensor(lr, at::kDouble));
+    dict.insert("iteration", completed);
+    dict.insert("failures", failures);
+    image_optimizer->save_state(dict, "image_optimizer.");
+    lr_optimizer->save_state(dict, "lr_optimizer.");
+    io::save_dict(checkpoint, dict);
+  };
+  auto write_set = [&] {
+    set.lr = lr;
+    eval::save_synthetic_set(out + "/syn.pt", set);
+    eval::save_set_grid(out + "/grid.png", set);
+  };
+  io::MetricsLog metrics(out + "/metrics.jsonl",
+                         resume ? std::optional<int64_t>(iteration) : std::nullopt);
+  io::Progress bar("mtt", options.iterations, iteration, progress);
+  for (; iteration < options.iterations; ++iteration) {
+    auto begin = std::chrono::steady_clock::now();
+    at::Generator draw = make_generator(seed, kIterationStream, static_cast<uint64_t>(iteration));
+    int64_t expert = at::randint(static_cast<int64_t>(experts.size()), {1}, draw).item<int64_t>();
+    int64_t start = at::randint(m.max_start_epoch, {1}, draw).item<int64_t>();
+    MatchingTask task{experts[expert][start], experts[expert][start + m.expert_epochs],
+                      mix_seed(seed, kIterationStream, static_cast<uint64_t>(iteration))};
+    MetaGradient g = matcher.meta_gradient(set.images, set.labels, lr, task);
+    bool finite = std::isfinite(g.loss) && std::isfinite(g.lr_grad) &&
+                  at::isfinite(g.images_grad).all().item<bool>();
+    if (!finite) {
+      // Skip the update: the set stays as it was. Too many in a row means divergence.
+      ++failures;
+      metrics.log(iteration + 1, {{"skipped_non_finite", 1.0}});
+      std::cerr << "mtt: iteration " << iteration << ": non-finite matching loss, update skipped\n";
+      if (failures >= options.max_failures) {
+        save_checkpoint(iteration);
+        throw RuntimeFailure("mtt: " + std::to_string(failures) +
+                             " consecutive non-finite iterations (last " + std::to_string(iteration) +
+                             "); lower mtt.matching.lr_img or lr_lr. Last good state: " + checkpoint);
+      }
+      continue;
+    }
+    failures = 0;
+    image_optimizer->step(set.images, g.images_grad, m.lr_img);
+    if (m.learn_lr) {
+      at::Tensor lr_tensor = at::scalar_tensor(lr, at::kDouble);
+      lr_optimizer->step(lr_tensor, at::scalar_tensor(g.lr_grad, at::kDouble), m.lr_lr);
+      lr = lr_tensor.item<double>();
+    }
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+    metrics.log(iteration + 1, {{"matching_loss", g.loss}, {"syn_lr", lr}, {"s_per_iter", seconds},
+                                {"start_epoch", static_cast<double>(start)}});
+    bar.update(iteration + 1, "loss " + std::to_string(g.loss).substr(0, 6));
+    bool last = iteration + 1 == options.iterations;
+    if (options.snapshot_every > 0 && (iteration + 1) % options.snapshot_every == 0 && !last) {
+      write_set();
+    }
+    if ((options.checkpoint_every > 0 && (iteration + 1) % options.checkpoint_every == 0) || last ||
+        interrupt_requested()) {
+      save_checkpoint(iteration + 1);
+    }
+    if (interrupt_requested()) {
+      write_set();
+      throw Interrupted("mtt interrupted after iteration " + std::to_string(iteration + 1) +
+                        "; continue with --resume");
+    }
+  }
+  bar.finish();
+  write_set();
+  return set;
+}
+
+}  // namespace distill::trajectories

@@ -1,0 +1,49 @@
+#pragma once
+#include <string>
+
+#include "src/config/options.h"
+#include "src/data/dataset.h"
+#include "src/eval/evaluator.h"
+#include "src/eval/synthetic_set.h"
+#include "src/models/model.h"
+#include "src/train/augment.h"
+#include "trajectories/expert_buffer.h"
+#include "trajectories/trajectory_matcher.h"
+
+namespace distill::trajectories {
+
+// A whole `distill mtt` run: initialise a synthetic set, then `iterations` matching steps.
+struct MttOptions {
+  int64_t ipc = 10;
+  int64_t iterations = 1000;
+  std::string init = "real";
+  std::string buffer = "runs/experts";
+  int64_t checkpoint_every = 20;
+  int64_t snapshot_every = 0;  // write syn.pt + grid.png every N iterations
+  int64_t max_failures = 10;   // consecutive non-finite iterations before giving up
+  MatchingOptions matching;
+  models::ModelOptions model;
+  train::AugmentOptions augment;
+
+  void visit(config::Visitor& v) {
+    v.field("ipc", ipc, "synthetic images per class");
+    v.field("iterations", iterations, "matching iterations (image updates)");
+    v.choice("init", init, "initial images: real (class-balanced real) or noise", {"real", "noise"});
+    v.field("buffer", buffer, "expert trajectories: a folder from `distill experts` or one .pt file");
+    v.field("checkpoint_every", checkpoint_every, "iterations between checkpoints");
+    v.field("snapshot_every", snapshot_every, "iterations between grid/set snapshots (0 = end only)");
+    v.field("max_failures", max_failures, "consecutive non-finite iterations tolerated");
+    v.section("matching", matching);
+    v.section("model", model);
+    v.section("augment", augment);
+  }
+};
+
+// Runs trajectory matching; writes checkpoint.pt, metrics.jsonl, syn.pt and grid.png into
+// `out`, and returns the final set. With `resume`, continues from out/checkpoint.pt.
+eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data::Dataset& train,
+                                           const data::Normalization& norm,
+                                           const std::string& dataset_name, uint64_t seed,
+                                           const std::string& out, bool resume, bool progress);
+
+}  // namespace distill::trajectories
