@@ -97,9 +97,10 @@ nlohmann::json bench_cpp(const BenchOptions& b, c10::Device device) {
           {"peak_rss_mib", peak_rss_mib()}};
 }
 
-nlohmann::json bench_python(const BenchOptions& b, int64_t threads) {
+// `environment` prefixes the command (e.g. glibc malloc tunables for a fairer reference).
+nlohmann::json bench_python(const BenchOptions& b, int64_t threads, const std::string& environment) {
   if (b.python.empty()) return nullptr;
-  std::string command = b.python + " " + b.python_script + " --arch " + b.model.arch +
+  std::string command = environment + " " + b.python + " " + b.python_script + " --arch " + b.model.arch +
                         " --width " + std::to_string(b.model.width) + " --depth " +
                         std::to_string(b.model.depth) + " --batch " + std::to_string(b.batch) +
                         " --steps " + std::to_string(b.steps) + " --warmup " +
@@ -132,7 +133,11 @@ void run_bench(BenchCommandOptions& o, const Invocation& invocation) {
   }
   int64_t threads = at::get_num_threads();
   // Python first: its peak RSS is its own process's, ours is measured after.
-  nlohmann::json python = bench_python(o.bench, threads);
+  nlohmann::json python = bench_python(o.bench, threads, "");
+  // The same Python with glibc's mmap/trim thresholds raised, as distill does for itself (see
+  // shared/notes/cpu-performance.md): the ratio against it isolates everything but the allocator.
+  nlohmann::json python_tuned = bench_python(
+      o.bench, threads, "MALLOC_MMAP_THRESHOLD_=1000000000000 MALLOC_TRIM_THRESHOLD_=1000000000000");
   nlohmann::json cpp = bench_cpp(o.bench, run.device);
   nlohmann::json result = {{"benchmark", "train"},
                            {"arch", o.bench.model.arch},
@@ -140,7 +145,8 @@ void run_bench(BenchCommandOptions& o, const Invocation& invocation) {
                            {"steps", o.bench.steps},
                            {"threads", threads},
                            {"cpp", cpp},
-                           {"python", python}};
+                           {"python", python},
+                           {"python_tuned_malloc", python_tuned}};
   if (!python.is_null()) {
     result["train_speedup_vs_python"] =
         cpp["train_images_per_s"].get<double>() / python["train_images_per_s"].get<double>();
@@ -148,6 +154,10 @@ void run_bench(BenchCommandOptions& o, const Invocation& invocation) {
         cpp["eval_images_per_s"].get<double>() / python["eval_images_per_s"].get<double>();
     result["peak_rss_ratio_vs_python"] =
         cpp["peak_rss_mib"].get<double>() / python["peak_rss_mib"].get<double>();
+    result["train_speedup_vs_python_tuned_malloc"] =
+        cpp["train_images_per_s"].get<double>() / python_tuned["train_images_per_s"].get<double>();
+    result["eval_speedup_vs_python_tuned_malloc"] =
+        cpp["eval_images_per_s"].get<double>() / python_tuned["eval_images_per_s"].get<double>();
   }
   std::cout << result.dump() << std::endl;
 }

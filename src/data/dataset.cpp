@@ -83,6 +83,7 @@ Normalization normalization_for(const DataOptions& options, const Dataset& train
     }
   };
   auto as_tensor = [](const std::vector<double>& v) { return at::tensor(v, at::kDouble).to(at::kFloat); };
+  if (!options.normalize) return {at::zeros({channels}), at::ones({channels})};
   if (!options.mean.empty() || !options.std.empty()) {
     check(options.mean, "mean");
     check(options.std, "std");

@@ -21,14 +21,20 @@ TensorCursor::TensorCursor(const at::Tensor& flat, const std::vector<TensorSpec>
     throw Error("flat tensor has " + std::to_string(flat.defined() ? flat.numel() : 0) +
                 " elements, the model expects " + std::to_string(total));
   }
+  if (flat.requires_grad() && !specs.empty()) {
+    std::vector<int64_t> sizes;
+    for (const auto& spec : specs) sizes.push_back(spec.numel());
+    pieces_ = flat.split_with_sizes(sizes);
+  }
 }
 
 at::Tensor TensorCursor::next() {
   if (index_ >= specs_.size()) throw RuntimeFailure("model read more tensors than it registered");
-  const TensorSpec& spec = specs_[index_++];
-  at::Tensor view = flat_.narrow(0, offset_, spec.numel()).view(spec.shape);
+  const size_t index = index_++;
+  const TensorSpec& spec = specs_[index];
+  at::Tensor piece = pieces_.empty() ? flat_.narrow(0, offset_, spec.numel()) : pieces_[index];
   offset_ += spec.numel();
-  return view;
+  return piece.view(spec.shape);
 }
 
 int64_t Model::num_params() const {

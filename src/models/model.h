@@ -23,6 +23,9 @@ struct TensorSpec {
 };
 
 // Hands out views of a flat tensor in spec order, as the forward pass consumes its layers.
+// A flat tensor that requires grad is cut with one split_with_sizes, whose backward is a single
+// concatenation: per-tensor narrow() views would each scatter a full-size zero tensor in
+// backward (for ResNet-18, 62 x 11.7M floats: ~20 s instead of ~0.2 s per backward).
 class TensorCursor {
  public:
   TensorCursor(const at::Tensor& flat, const std::vector<TensorSpec>& specs);
@@ -34,6 +37,7 @@ class TensorCursor {
   const std::vector<TensorSpec>& specs_;
   size_t index_ = 0;
   int64_t offset_ = 0;
+  std::vector<at::Tensor> pieces_;  // the split, when flat requires grad
 };
 
 // Named intermediate activations, filled on request (KD feature and relation losses).

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# `distill bench train` at the evaluation batch shapes (100 = IPC 10 full batch, 256 = protocol
+# batch); one JSON line each, appended to runs/bench/train.jsonl, and the README table.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+"$root/experiments/setup/build.sh" >/dev/null
+distill="${BUILD_DIR:-$root/build}/src/distill"
+out=$root/runs/bench
+mkdir -p "$out"
+: > "$out/train.jsonl"
+for batch in 100 256; do
+  "$distill" bench train --set bench.batch=$batch --set bench.steps=${STEPS:-10} \
+    --set bench.python_script="$root/experiments/bench/train_step.py" --out "$out/train_$batch" \
+    | tail -n 1 >> "$out/train.jsonl"
+done
+/usr/bin/python3 "$root/experiments/bench/write_bench_table.py" "$out/train.jsonl"

@@ -1,0 +1,28 @@
+#!/usr/bin/env python3
+"""README table from `distill bench train` JSON lines (experiments/bench/train.sh)."""
+import json
+import os
+import pathlib
+import re
+import sys
+
+lines = [json.loads(l) for l in pathlib.Path(sys.argv[1]).read_text().splitlines() if l.strip()]
+rows = ["`distill bench train` (ConvNet-3 w128 instancenorm, 1x28x28, SGD step = forward + backward + "
+        f"update; {os.cpu_count()} cores, threads = {lines[0]['threads']}; `experiments/bench/train.sh`):", "",
+        "| batch | C++ train img/s | C++ eval img/s | Python train img/s (default malloc / tuned malloc) "
+        "| train speed-up vs Python (default / tuned) | eval speed-up (default / tuned) | peak RSS MiB C++ / Python |",
+        "|---|---|---|---|---|---|---|"]
+for r in lines:
+    c, p, t = r["cpp"], r["python"], r["python_tuned_malloc"]
+    rows.append(f"| {r['batch']} | {c['train_images_per_s']:.0f} | {c['eval_images_per_s']:.0f} "
+                f"| {p['train_images_per_s']:.0f} / {t['train_images_per_s']:.0f} "
+                f"| {r['train_speedup_vs_python']:.2f}x / {r['train_speedup_vs_python_tuned_malloc']:.2f}x "
+                f"| {r['eval_speedup_vs_python']:.2f}x / {r['eval_speedup_vs_python_tuned_malloc']:.2f}x "
+                f"| {c['peak_rss_mib']:.0f} / {p['peak_rss_mib']:.0f} |")
+readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
+text = readme.read_text()
+start, end = "<!-- table:bench-train -->", "<!-- /table:bench-train -->"
+pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+if not pattern.search(text):
+    sys.exit(f"README.md has no {start} block")
+readme.write_text(pattern.sub(lambda _: start + "\n" + "\n".join(rows) + "\n" + end, text))
