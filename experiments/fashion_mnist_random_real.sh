@@ -5,7 +5,7 @@
 # (Python reference: 51.8 ± 2.4 / 76.5 ± 1.2 / 83.8 ± 0.6).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-"$root/experiments/setup/build.sh" >/dev/null
+"$root/experiments/setup/build.sh" distill >/dev/null
 distill="${BUILD_DIR:-$root/build}/src/distill"
 out=${OUT:-$root/runs/fashion_mnist_random_real}
 runs=${RUNS:-5}

@@ -11,7 +11,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/runs/quickstart}
 "$root/experiments/setup/install_packages.sh"
-"$root/experiments/setup/build.sh"
+"$root/experiments/setup/build.sh" distill
 distill="${BUILD_DIR:-$root/build}/src/distill"
 mkdir -p "$out"
 
@@ -29,5 +29,6 @@ full=$(sed -n 's/^test accuracy \([0-9.]*\) %.*/\1/p' "$out/train.txt")
 echo
 echo "== summary (Fashion-MNIST test accuracy, ConvNet-3)"
 echo "full training set, $QUICKSTART_EPOCHS epoch(s):  $full %"
-grep -E "^$out/real_ipc10/syn.pt" "$out/eval_table.txt" | awk '{print "random real IPC 10 (DC protocol): " $5 " " $6 " " $7 " % (mean ± std over " $4 " students)"}'
+grep -E "^$out/real_ipc10/syn.pt " "$out/eval_table.txt" |
+  awk '{print "random real IPC 10 (DC protocol): " $(NF-3) " ± " $(NF-1) " % (mean ± std over " $(NF-4) " students)"}'
 echo "images: $out/real_ipc10/grid.png   results: $out/eval_real_ipc10/results.json"

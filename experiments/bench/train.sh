@@ -3,7 +3,7 @@
 # batch); one JSON line each, appended to runs/bench/train.jsonl, and the README table.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-"$root/experiments/setup/build.sh" >/dev/null
+"$root/experiments/setup/build.sh" distill >/dev/null
 distill="${BUILD_DIR:-$root/build}/src/distill"
 out=$root/runs/bench
 mkdir -p "$out"

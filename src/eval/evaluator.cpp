@@ -168,16 +168,19 @@ Scores Evaluator::score_full_data(const std::string& arch) {
 }
 
 std::string format_scores_table(const std::vector<Scores>& scores) {
+  size_t set_width = 5;
+  for (const auto& s : scores) set_width = std::max(set_width, s.set.size());
   std::ostringstream out;
-  out << std::left << std::setw(28) << "set" << std::setw(12) << "model" << std::setw(6) << "ipc"
-      << std::setw(6) << "runs" << std::setw(18) << "last-epoch acc %" << "best acc %\n";
+  out << std::left << std::setw(static_cast<int>(set_width + 2)) << "set" << std::setw(12) << "model"
+      << std::setw(6) << "ipc" << std::setw(6) << "runs" << std::setw(18) << "last-epoch acc %"
+      << "best acc %\n";
   for (const auto& s : scores) {
     std::ostringstream acc, best;
     acc << std::fixed << std::setprecision(2) << 100 * s.last_mean() << " ± " << 100 * s.last_std();
     best << std::fixed << std::setprecision(2) << 100 * s.best_mean();
-    out << std::left << std::setw(28) << s.set << std::setw(12) << s.model << std::setw(6)
-        << (s.ipc > 0 ? std::to_string(s.ipc) : "all") << std::setw(6) << s.last.size()
-        << std::setw(19) << acc.str() << best.str() << "\n";
+    out << std::left << std::setw(static_cast<int>(set_width + 2)) << s.set << std::setw(12)
+        << s.model << std::setw(6) << (s.ipc > 0 ? std::to_string(s.ipc) : "all") << std::setw(6)
+        << s.last.size() << std::setw(19) << acc.str() << best.str() << "\n";
   }
   return out.str();
 }

@@ -72,11 +72,18 @@ SyntheticSet load_synthetic_set(const std::string& path) {
 }
 
 void save_set_grid(const std::string& path, const SyntheticSet& set) {
-  at::Tensor order = at::argsort(set.class_ids().cpu() * set.images.size(0) +
-                                 at::arange(set.images.size(0)));
-  at::Tensor images = io::denormalize(set.images.detach().cpu().index_select(0, order), set.mean,
-                                      set.std);
-  io::save_image_grid(path, images, std::max<int64_t>(1, set.images_per_class()));
+  // One column per class, one row per image of that class (as MTT's figures); gaps stay white.
+  at::Tensor ids = set.class_ids().cpu();
+  at::Tensor images = io::denormalize(set.images.detach().cpu(), set.mean, set.std);
+  const int64_t classes = std::max<int64_t>(1, set.num_classes);
+  const int64_t rows = std::max<int64_t>(1, set.images_per_class());
+  at::Tensor grid = at::ones({rows * classes, images.size(1), images.size(2), images.size(3)});
+  std::vector<int64_t> filled(classes, 0);
+  for (int64_t i = 0; i < images.size(0); ++i) {
+    int64_t c = ids[i].item<int64_t>();
+    grid[filled[c]++ * classes + c].copy_(images[i]);
+  }
+  io::save_image_grid(path, grid, classes);
 }
 
 }  // namespace distill::eval

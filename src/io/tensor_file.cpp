@@ -29,7 +29,14 @@ c10::IValue load_ivalue(const std::string& path) {
   } catch (const std::exception& e) {
     std::string what = e.what();
     what = what.substr(0, what.find('\n'));
-    throw Error("'" + path + "': cannot unpickle tensor file: " + what);
+    std::string hint;
+    if (what.find("Unknown opcode") != std::string::npos) {
+      // Python pickles one-element lists with APPEND and one-item dicts with SETITEM, which the
+      // unpickler of LibTorch 1.13 does not know (shared/notes/libtorch-1.13-facts.md).
+      hint = " (LibTorch 1.13 cannot read a Python list with exactly one element or a dict with "
+             "exactly one key; add an element/key when saving from Python)";
+    }
+    throw Error("'" + path + "': cannot unpickle tensor file: " + what + hint);
   }
 }
 

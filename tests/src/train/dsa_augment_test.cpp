@@ -54,7 +54,7 @@ TEST(DsaOps, NeutralParametersAreTheIdentity) {
 
 TEST(DsaOps, FlipMirrorsSelectedImagesAndTwiceIsIdentity) {
   at::Tensor x = random_images({4, 3, 5, 6}, 2);
-  at::Tensor mask = at::tensor({true, false, true, false});
+  at::Tensor mask = at::tensor({1, 0, 1, 0}, at::kLong).to(at::kBool);
   at::Tensor y = dsa::flip(x, mask);
   for (int64_t i = 0; i < 4; ++i) {
     // Column j of a flipped image is column W-1-j of the original.
@@ -179,7 +179,7 @@ TEST(DsaDraws, DefaultRangesFollowThePaper) {
   for (const at::Tensor& shift : {d.shift_x, d.shift_y}) {
     EXPECT_EQ(shift.min().item<int64_t>(), -4);
     EXPECT_EQ(shift.max().item<int64_t>(), 4);
-    EXPECT_EQ(at::_unique(shift).numel(), 9);
+    EXPECT_EQ(std::get<0>(at::_unique(shift)).numel(), 9);
   }
   // Cutout: side 16 (0.5 * 32), centre in [0, 32].
   EXPECT_EQ(d.cutout_height, 16);
@@ -343,7 +343,7 @@ TEST(DsaSiamese, GradientMatchesCentralDifferences) {
   d.cutout_left = at::tensor({1L, 4L});
   d.cutout_height = 2;
   d.cutout_width = 3;
-  d.flip = at::tensor({true, false});
+  d.flip = at::tensor({1, 0}, at::kLong).to(at::kBool);
   d.scale_x = at::tensor({1.1f, 0.9f});
   d.scale_y = at::tensor({0.85f, 1.15f});
   d.angle = at::tensor({0.2f, -0.15f});
