@@ -13,6 +13,7 @@ out=${1:-$root/runs/quickstart}
 "$root/experiments/setup/install_packages.sh"
 "$root/experiments/setup/build.sh" distill
 distill="${BUILD_DIR:-$root/build}/src/distill"
+build_done=$SECONDS
 mkdir -p "$out"
 
 echo "== 1/3 ConvNet-3 on all 60000 training images (${QUICKSTART_EPOCHS:=1} epoch(s))"
@@ -32,3 +33,4 @@ echo "full training set, $QUICKSTART_EPOCHS epoch(s):  $full %"
 grep -E "^$out/real_ipc10/syn.pt " "$out/eval_table.txt" |
   awk '{print "random real IPC 10 (DC protocol): " $(NF-3) " ± " $(NF-1) " % (mean ± std over " $(NF-4) " students)"}'
 echo "images: $out/real_ipc10/grid.png   results: $out/eval_real_ipc10/results.json"
+echo "quickstart wall time after the build: $((SECONDS - build_done))s"

@@ -33,9 +33,7 @@ struct SubsetCommandOptions {
 
 void run_subset(SubsetCommandOptions& o, const Invocation&) {
   RunContext run = start_run(o.run, config::dump(o));
-  data::TrainTestSplit split = data::load_dataset(o.data);
-  data::Normalization norm = data::normalization_for(o.data, split.train);
-  data::Dataset train_set = data::normalize(split.train, norm);
+  auto [train_set, test_set, norm] = data::load_normalized(o.data);
   at::Generator generator = make_generator(run.seed, 0x5b5e7);
   eval::SyntheticSet set =
       eval::Evaluator::random_real_set(train_set, norm, o.subset.ipc, generator, o.data.name);
@@ -71,10 +69,7 @@ void run_eval(EvalCommandOptions& o, const Invocation&) {
   RunContext run = start_run(o.run, config::dump(o));
   std::optional<eval::SyntheticSet> set;
   if (!o.eval.syn.empty()) set = eval::load_synthetic_set(o.eval.syn);
-  data::TrainTestSplit split = data::load_dataset(o.data);
-  data::Normalization norm = data::normalization_for(o.data, split.train);
-  data::Dataset train_set = data::normalize(split.train, norm);
-  data::Dataset test_set = data::normalize(split.test, norm);
+  auto [train_set, test_set, norm] = data::load_normalized(o.data);
   if (set) check_normalization(*set, norm, o.eval.syn);
   int64_t ipc = o.eval.ipc > 0 ? o.eval.ipc : (set ? set->images_per_class() : 0);
   if (!set && !o.eval.random_real && !o.eval.full_data) {

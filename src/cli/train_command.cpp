@@ -57,10 +57,7 @@ void save_model_file(const std::string& path, const models::Model& model,
 
 void run_train(TrainCommandOptions& o, const Invocation& invocation) {
   RunContext run = start_run(o.run, config::dump(o));
-  data::TrainTestSplit split = data::load_dataset(o.data);
-  data::Normalization norm = data::normalization_for(o.data, split.train);
-  data::Dataset train_set = data::normalize(split.train, norm);
-  data::Dataset test_set = data::normalize(split.test, norm);
+  auto [train_set, test_set, norm] = data::load_normalized(o.data);
   auto model = models::make_model(o.model, train_set.channels(), train_set.height(),
                                   train_set.num_classes);
   std::cerr << "distill train: " << model->arch() << " (" << model->num_params() << " parameters) on "

@@ -23,10 +23,7 @@ struct ExpertsCommandOptions {
 
 void run_experts(ExpertsCommandOptions& o, const Invocation&) {
   RunContext run = start_run(o.run, config::dump(o));
-  data::TrainTestSplit split = data::load_dataset(o.data);
-  data::Normalization norm = data::normalization_for(o.data, split.train);
-  data::Dataset train_set = data::normalize(split.train, norm);
-  data::Dataset test_set = data::normalize(split.test, norm);
+  auto [train_set, test_set, norm] = data::load_normalized(o.data);
   train_set.images = train_set.images.to(run.device);
   train_set.labels = train_set.labels.to(run.device);
   test_set.images = test_set.images.to(run.device);
@@ -50,9 +47,7 @@ struct MttCommandOptions {
 
 void run_mtt(MttCommandOptions& o, const Invocation& invocation) {
   RunContext run = start_run(o.run, config::dump(o));
-  data::TrainTestSplit split = data::load_dataset(o.data);
-  data::Normalization norm = data::normalization_for(o.data, split.train);
-  data::Dataset train_set = data::normalize(split.train, norm);
+  auto [train_set, test_set, norm] = data::load_normalized(o.data);
   eval::SyntheticSet set = trajectories::run_trajectory_matching(
       o.mtt, train_set, norm, o.data.name, run.seed, run.out, invocation.resume, run.progress);
   std::cout << "distilled set: " << run.out << "/syn.pt (" << set.images.size(0)

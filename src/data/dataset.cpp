@@ -111,6 +111,12 @@ Dataset normalize(const Dataset& dataset, const Normalization& norm) {
   return out;
 }
 
+PreparedData load_normalized(const DataOptions& options) {
+  TrainTestSplit split = load_dataset(options);
+  Normalization norm = normalization_for(options, split.train);
+  return {normalize(split.train, norm), normalize(split.test, norm), norm};
+}
+
 at::Tensor sample_per_class(const at::Tensor& labels, int64_t num_classes, int64_t per_class,
                             at::Generator& generator) {
   if (per_class < 1) {

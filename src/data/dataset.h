@@ -71,6 +71,14 @@ Normalization normalization_for(const DataOptions& options, const Dataset& train
 // Returns images normalized with `norm` (the dataset's other fields unchanged).
 Dataset normalize(const Dataset& dataset, const Normalization& norm);
 
+// The configured data, normalized with its normalization_for(): what every command uses.
+struct PreparedData {
+  Dataset train;
+  Dataset test;
+  Normalization norm;
+};
+PreparedData load_normalized(const DataOptions& options);
+
 // `per_class` distinct indices of each class, drawn with `generator`, ordered by class.
 // Error naming the class when it has fewer images than asked.
 at::Tensor sample_per_class(const at::Tensor& labels, int64_t num_classes, int64_t per_class,

@@ -112,6 +112,11 @@ double lr_multiplier(const ScheduleOptions& options, double epoch, int64_t total
       // Whole epochs, as the reference switches lr between epochs: epoch >= floor(m * total).
       if (std::floor(epoch) >= std::floor(milestone * total)) base *= options.gamma;
     }
+  } else if (options.name == "step") {
+    if (options.step_size < 1) {
+      throw Error("schedule.step_size must be >= 1, found " + std::to_string(options.step_size));
+    }
+    base = std::pow(options.gamma, std::floor(std::floor(epoch) / static_cast<double>(options.step_size)));
   } else if (options.name == "cosine") {
     double progress = std::clamp((epoch - warm) / std::max(total - warm, 1e-12), 0.0, 1.0);
     base = options.min_lr_ratio +

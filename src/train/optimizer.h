@@ -59,14 +59,18 @@ struct ScheduleOptions {
   std::string name = "multistep";
   std::vector<double> milestones = {0.5};
   double gamma = 0.1;
+  int64_t step_size = 30;  // step: epochs between decays
   double warmup = 0.0;  // fraction of the run with linear warm-up from 0
   double min_lr_ratio = 0.0;
 
   void visit(config::Visitor& v) {
-    v.choice("name", name, "constant, multistep (x gamma at each milestone) or cosine",
-             {"constant", "multistep", "cosine"});
+    v.choice("name", name,
+             "constant, step (x gamma every step_size epochs), multistep (x gamma at each "
+             "milestone) or cosine",
+             {"constant", "step", "multistep", "cosine"});
     v.field("milestones", milestones, "multistep: fractions of the run where lr *= gamma");
-    v.field("gamma", gamma, "multistep: decay factor");
+    v.field("gamma", gamma, "step/multistep: decay factor");
+    v.field("step_size", step_size, "step: epochs between decays");
     v.field("warmup", warmup, "fraction of the run spent in linear warm-up");
     v.field("min_lr_ratio", min_lr_ratio, "cosine: final lr as a fraction of the base lr");
   }

@@ -66,7 +66,7 @@ TEST(TrajectoryMatcher, AdjointEqualsUnrolledAutograd) {
 
 TEST(TrajectoryMatcher, GradientsMatchCentralFiniteDifferences) {
   Case c = make_case();
-  for (const std::string& method : {"unroll", "adjoint"}) {
+  for (const std::string method : {"unroll", "adjoint"}) {
     TrajectoryMatcher matcher(*c.model, small_options(method), dsa());
     const double lr = 0.1, h = 1e-5;
     MetaGradient g = matcher.meta_gradient(c.images, c.labels, lr, c.task);

@@ -141,6 +141,35 @@ TEST(Cli, SubsetThenEvalProduceSetGridAndResults) {
   EXPECT_TRUE(std::filesystem::exists(dir.file("e/results.json")));
 }
 
+TEST(Cli, ExpertsThenMttAndMttResumeEqualsAStraightRun) {
+  TempDir dir;
+  std::string data = write_tiny_dataset(dir);
+  std::string model = "--set experts.model.width=8 --set experts.model.depth=1 ";
+  CommandResult experts = distill_cli("experts " + tiny_flags(data) + model +
+                                      "--set experts.num_experts=2 --set experts.train.epochs=3 "
+                                      "--set experts.train.batch_size=20 --out " + dir.file("experts"));
+  ASSERT_EQ(experts.exit_code, 0) << experts.output;
+  EXPECT_TRUE(std::filesystem::exists(dir.file("experts/replay_buffer_0.pt")));
+  std::string mtt = "mtt " + tiny_flags(data) + "--buffer " + dir.file("experts") +
+                    " --ipc 2 --set mtt.model.width=8 --set mtt.model.depth=1 "
+                    "--set mtt.matching.syn_steps=3 --set mtt.matching.max_start_epoch=2 "
+                    "--set mtt.matching.lr_img=10 --set mtt.checkpoint_every=2 ";
+  CommandResult straight = distill_cli(mtt + "--iterations 4 --out " + dir.file("straight"));
+  ASSERT_EQ(straight.exit_code, 0) << straight.output;
+  ASSERT_EQ(distill_cli(mtt + "--iterations 2 --out " + dir.file("resumed")).exit_code, 0);
+  CommandResult resumed = distill_cli(mtt + "--iterations 4 --resume --out " + dir.file("resumed"));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  io::TensorDict a = io::load_dict(dir.file("straight/syn.pt"));
+  io::TensorDict b = io::load_dict(dir.file("resumed/syn.pt"));
+  EXPECT_TRUE(at::equal(io::get_tensor(a, "images", "a"), io::get_tensor(b, "images", "b")));
+  EXPECT_TRUE(at::equal(io::get_tensor(a, "lr", "a"), io::get_tensor(b, "lr", "b")));
+  std::ifstream metrics(dir.file("resumed/metrics.jsonl"));
+  int lines = 0;
+  for (std::string line; std::getline(metrics, line);) lines += line.find("matching_loss") != std::string::npos;
+  EXPECT_EQ(lines, 4);  // iterations 1-2 from the first run, 3-4 from the resumed one
+  EXPECT_TRUE(std::filesystem::exists(dir.file("straight/grid.png")));
+}
+
 TEST(Cli, MissingDatasetIsExit2NamingThePath) {
   TempDir dir;
   CommandResult r = distill_cli("subset --set data.path=/nonexistent/fmnist --out " + dir.file("o"));

@@ -118,6 +118,16 @@ TEST(Schedule, MultistepDecaysAtWholeEpochMilestones) {
   EXPECT_NEAR(lr_multiplier(s, 299.0, 300), 0.01, 1e-15);
 }
 
+TEST(Schedule, StepDecaysEveryStepSizeEpochs) {
+  ScheduleOptions s;
+  s.name = "step";
+  s.step_size = 30;
+  s.gamma = 0.5;
+  EXPECT_DOUBLE_EQ(lr_multiplier(s, 29.9, 100), 1.0);
+  EXPECT_DOUBLE_EQ(lr_multiplier(s, 30.0, 100), 0.5);
+  EXPECT_DOUBLE_EQ(lr_multiplier(s, 95.0, 100), 0.125);
+}
+
 TEST(Schedule, CosineAndWarmupFollowTheirClosedForms) {
   ScheduleOptions s;
   s.name = "cosine";
