@@ -82,7 +82,7 @@ void run_eval(EvalCommandOptions& o, const Invocation&) {
   std::vector<eval::Scores> scores;
   auto report = [&](eval::Scores s) {
     scores.push_back(std::move(s));
-    io::write_file_atomic(run.out + "/results.json", eval::scores_json(scores, o.eval.protocol));
+    io::write_file_atomic(run.out + "/results.json", eval::scores_json(scores, o.eval.protocol, o.eval.train.eval_every));
   };
   for (const std::string& arch : o.eval.models) {
     if (set) report(evaluator.score_set(*set, o.eval.syn, arch));

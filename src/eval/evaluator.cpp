@@ -188,7 +188,8 @@ std::string format_scores_table(const std::vector<Scores>& scores) {
   return out.str();
 }
 
-std::string scores_json(const std::vector<Scores>& scores, const std::string& protocol) {
+std::string scores_json(const std::vector<Scores>& scores, const std::string& protocol,
+                        int64_t eval_every) {
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& s : scores) {
     rows.push_back({{"set", s.set},
@@ -201,7 +202,7 @@ std::string scores_json(const std::vector<Scores>& scores, const std::string& pr
                     {"last_std", s.last_std()},
                     {"best_mean", s.best_mean()}});
   }
-  return nlohmann::json{{"protocol", protocol}, {"results", rows}}.dump(2) + "\n";
+  return nlohmann::json{{"protocol", protocol}, {"eval_every", eval_every}, {"results", rows}}.dump(2) + "\n";
 }
 
 }  // namespace distill::eval

@@ -94,6 +94,7 @@ class Evaluator {
 // The table printed by `distill eval`: one row per (set, model), mean ± std in percent.
 std::string format_scores_table(const std::vector<Scores>& scores);
 // results.json content.
-std::string scores_json(const std::vector<Scores>& scores, const std::string& protocol);
+std::string scores_json(const std::vector<Scores>& scores, const std::string& protocol,
+                        int64_t eval_every);
 
 }  // namespace distill::eval

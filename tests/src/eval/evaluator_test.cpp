@@ -78,8 +78,9 @@ TEST(Scores, MeanAndPopulationStd) {
   EXPECT_NEAR(s.last_mean(), 0.6, 1e-12);
   EXPECT_NEAR(s.last_std(), 0.1, 1e-12);  // np.std of [0.5, 0.7]
   EXPECT_NEAR(s.best_mean(), 0.7, 1e-12);
-  auto json = nlohmann::json::parse(scores_json({s}, "dc"));
+  auto json = nlohmann::json::parse(scores_json({s}, "dc", 100));
   EXPECT_EQ(json["protocol"], "dc");
+  EXPECT_EQ(json["eval_every"], 100);
   EXPECT_NEAR(json["results"][0]["last_std"].get<double>(), 0.1, 1e-12);
   EXPECT_NE(format_scores_table({s}).find("60.00 ± 10.00"), std::string::npos);
 }
