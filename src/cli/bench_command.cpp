@@ -1,5 +1,6 @@
-// `distill bench train`: training/evaluation throughput of the core against Python PyTorch on the
-// same workload in the same invocation (ratios, since the machine is shared and noisy).
+// `distill bench train|mtt`: throughput and memory of the core and of trajectory matching against
+// Python PyTorch on the same workload in the same invocation (ratios: the machine is shared and
+// noisy).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -10,11 +11,14 @@
 #include <nlohmann/json.hpp>
 
 #include "src/cli/command.h"
+#include "src/core/caching_allocator.h"
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 #include "src/models/model.h"
 #include "src/train/optimizer.h"
+#include "src/train/augment.h"
 #include "src/train/trainer.h"
+#include "trajectories/trajectory_matcher.h"
 
 namespace distill::cli {
 namespace {
@@ -42,13 +46,36 @@ struct BenchOptions {
   }
 };
 
+// One MTT iteration (student run + meta-gradient + image step) on random data shaped like the
+// reference workload: ConvNet-3 w128 instancenorm, 1x28x28, 10 classes, DSA.
+struct MttBenchOptions {
+  int64_t ipc = 10;
+  int64_t syn_steps = 10;
+  int64_t batch_syn = 100;
+  int64_t iters = 3;
+  int64_t warmup = 1;
+  std::string meta_grad = "adjoint";
+  std::string python_script = "experiments/bench/mtt_step.py";
+  void visit(config::Visitor& v) {
+    v.field("ipc", ipc, "synthetic images per class");
+    v.field("syn_steps", syn_steps, "student steps per iteration");
+    v.field("batch_syn", batch_syn, "synthetic images per student step");
+    v.field("iters", iters, "timed iterations");
+    v.field("warmup", warmup, "untimed iterations first");
+    v.choice("meta_grad", meta_grad, "meta-gradient of the C++ run", {"adjoint", "unroll"});
+    v.field("python_script", python_script, "the reference workload script (bench.python runs it)");
+  }
+};
+
 struct BenchCommandOptions {
   static constexpr bool kHasPresets = false;
   config::RunOptions run;
   BenchOptions bench;
+  MttBenchOptions mtt;
   void visit(config::Visitor& v) {
     v.section("run", run);
     v.section("bench", bench);
+    v.section("mtt", mtt);
   }
 };
 
@@ -97,6 +124,23 @@ nlohmann::json bench_cpp(const BenchOptions& b, c10::Device device) {
           {"peak_rss_mib", peak_rss_mib()}};
 }
 
+// Runs a Python reference script and parses the JSON object on its last output line.
+nlohmann::json run_python_json(const std::string& command) {
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) throw RuntimeFailure("cannot start the Python reference: " + command);
+  std::string output;
+  char buffer[4096];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, n);
+  int status = ::pclose(pipe);
+  size_t brace = output.rfind('{');
+  if (status != 0 || brace == std::string::npos) {
+    throw RuntimeFailure("the Python reference failed (exit " + std::to_string(status) + "): " +
+                         command + "\n" + output);
+  }
+  return nlohmann::json::parse(output.substr(brace));
+}
+
 // `environment` prefixes the command (e.g. glibc malloc tunables for a fairer reference).
 nlohmann::json bench_python(const BenchOptions& b, int64_t threads, const std::string& environment) {
   if (b.python.empty()) return nullptr;
@@ -107,26 +151,101 @@ nlohmann::json bench_python(const BenchOptions& b, int64_t threads, const std::s
                         std::to_string(b.warmup) + " --channels " + std::to_string(b.channels) +
                         " --image-size " + std::to_string(b.image_size) + " --classes " +
                         std::to_string(b.classes) + " --threads " + std::to_string(threads);
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (!pipe) throw RuntimeFailure("cannot start the Python reference: " + command);
-  std::string output;
-  char buffer[4096];
-  size_t n;
-  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, n);
-  int status = ::pclose(pipe);
-  if (status != 0) {
-    throw RuntimeFailure("the Python reference failed (exit " + std::to_string(status) + "): " +
-                         command + "\n" + output);
+  return run_python_json(command);
+}
+
+nlohmann::json bench_mtt_cpp(const BenchOptions& b, const MttBenchOptions& m, c10::Device device) {
+  auto model = models::make_model(b.model, b.channels, b.image_size, b.classes);
+  at::Generator gen = make_generator(0);
+  at::Tensor images =
+      at::randn({m.ipc * b.classes, b.channels, b.image_size, b.image_size}, gen).to(device);
+  at::Tensor labels = at::arange(b.classes, at::kLong).repeat_interleave(m.ipc).to(device);
+  at::Tensor start = model->init_params(gen).to(device);
+  // The target only sets the loss value; the work per iteration does not depend on it.
+  at::Tensor target = start + 0.01 * at::randn(start.sizes(), gen).to(device);
+  trajectories::MatchingOptions options;
+  options.syn_steps = m.syn_steps;
+  options.batch_syn = m.batch_syn;
+  options.meta_grad = m.meta_grad;
+  train::AugmentOptions augment;  // DSA, the reference's strategy
+  trajectories::TrajectoryMatcher matcher(*model, options, train::make_augment(augment, b.image_size));
+  train::OptimizerOptions sgd;
+  sgd.momentum = 0.5;
+  auto image_optimizer = train::Optimizer::make(sgd);
+  double lr = 0.01, loss = 0.0;
+  auto iteration = [&](int64_t i) {
+    trajectories::MatchingTask task{start, target, static_cast<uint64_t>(i)};
+    trajectories::MetaGradient g = matcher.meta_gradient(images, labels, lr, task);
+    image_optimizer->step(images, g.images_grad, 100.0);
+    lr -= 1e-5 * g.lr_grad;
+    loss = g.loss;
+  };
+  for (int64_t i = 0; i < m.warmup; ++i) iteration(i);
+  auto begin = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < m.iters; ++i) iteration(m.warmup + i);
+  double seconds = seconds_since(begin);
+  nlohmann::json out = {{"s_per_iter", seconds / static_cast<double>(m.iters)},
+                        {"peak_rss_mib", peak_rss_mib()},
+                        {"meta_grad", m.meta_grad},
+                        {"last_loss", loss}};
+  if (const auto* cache = installed_caching_cpu_allocator()) {
+    auto stats = cache->stats();
+    out["allocator_hits"] = stats.hits;
+    out["allocator_misses"] = stats.misses;
   }
-  auto last_line = output.substr(output.rfind('{'));
-  return nlohmann::json::parse(last_line);
+  return out;
+}
+
+void run_bench_mtt(const BenchCommandOptions& o, const RunContext& run) {
+  const BenchOptions& b = o.bench;
+  const MttBenchOptions& m = o.mtt;
+  if (b.model.arch != "convnet" && !b.python.empty()) {
+    throw Error("bench.model.arch: the Python reference implements only convnet, found '" +
+                b.model.arch + "' (set bench.python=\"\" to skip it)");
+  }
+  int64_t threads = at::get_num_threads();
+  nlohmann::json python = nullptr;
+  if (!b.python.empty()) {  // first: its peak RSS is its own process's
+    python = run_python_json(
+        b.python + " " + m.python_script + " --width " + std::to_string(b.model.width) +
+        " --depth " + std::to_string(b.model.depth) + " --ipc " + std::to_string(m.ipc) +
+        " --syn-steps " + std::to_string(m.syn_steps) + " --batch-syn " +
+        std::to_string(m.batch_syn) + " --iters " + std::to_string(m.iters) + " --warmup " +
+        std::to_string(m.warmup) + " --channels " + std::to_string(b.channels) + " --image-size " +
+        std::to_string(b.image_size) + " --classes " + std::to_string(b.classes) + " --threads " +
+        std::to_string(threads));
+  }
+  nlohmann::json cpp = bench_mtt_cpp(b, m, run.device);
+  nlohmann::json result = {{"benchmark", "mtt"},       {"arch", b.model.arch},
+                           {"width", b.model.width},   {"ipc", m.ipc},
+                           {"syn_steps", m.syn_steps}, {"batch_syn", m.batch_syn},
+                           {"iters", m.iters},         {"threads", threads},
+                           {"meta_grad", m.meta_grad}, {"s_per_iter", cpp["s_per_iter"]},
+                           {"peak_rss_mib", cpp["peak_rss_mib"]}, {"cpp", cpp},
+                           {"python", python}};
+  if (!python.is_null()) {
+    result["time_ratio_vs_python"] =
+        cpp["s_per_iter"].get<double>() / python["s_per_iter"].get<double>();
+    result["peak_rss_ratio_vs_python"] =
+        cpp["peak_rss_mib"].get<double>() / python["peak_rss_mib"].get<double>();
+  }
+  std::cout << result.dump() << std::endl;
 }
 
 void run_bench(BenchCommandOptions& o, const Invocation& invocation) {
-  if (invocation.positional.size() != 1 || invocation.positional[0] != "train") {
-    throw Error("usage: distill bench train [--set bench.batch=256 ...] (known benchmarks: train)");
+  const std::string usage =
+      "usage: distill bench train|mtt [--set bench.batch=256 ...] [--ipc 10 --syn-steps 10 "
+      "--batch-syn 100 --iters 3 --meta-grad adjoint|unroll]";
+  if (invocation.positional.size() != 1) throw Error(usage + " (known benchmarks: train, mtt)");
+  const std::string& which = invocation.positional[0];
+  if (which != "train" && which != "mtt") {
+    throw Error("unknown benchmark '" + which + "'; " + usage);
   }
   RunContext run = start_run(o.run, config::dump(o));
+  if (which == "mtt") {
+    run_bench_mtt(o, run);
+    return;
+  }
   if (o.bench.model.arch != "convnet" && !o.bench.python.empty()) {
     throw Error("bench.model.arch: the Python reference implements only convnet, found '" +
                 o.bench.model.arch + "' (set bench.python=\"\" to skip it)");
@@ -166,8 +285,14 @@ void run_bench(BenchCommandOptions& o, const Invocation& invocation) {
 
 Command bench_command() {
   return make_command<BenchCommandOptions>(
-      "bench", "benchmarks printing JSON (bench train: core vs Python PyTorch)",
-      "distill bench train --set bench.batch=256 --set bench.steps=20", {}, run_bench);
+      "bench", "benchmarks printing JSON (train: core vs Python; mtt: matching iteration vs Python)",
+      "distill bench mtt --ipc 10 --syn-steps 10 --batch-syn 100 --iters 3 --meta-grad adjoint",
+      {{"ipc", "mtt.ipc"},
+       {"syn-steps", "mtt.syn_steps"},
+       {"batch-syn", "mtt.batch_syn"},
+       {"iters", "mtt.iters"},
+       {"meta-grad", "mtt.meta_grad"}},
+      run_bench);
 }
 
 }  // namespace distill::cli

@@ -15,7 +15,8 @@ c10::Device resolve_device(const std::string& spec);
 // LibTorch defaults to one thread on this kind of machine; 0 means "all cores".
 void set_threads(int64_t threads);
 
-// Keeps freed large blocks inside the process: on this VM page faults from fresh allocations
+// Keeps freed blocks inside the process (glibc thresholds for small ones, a caching allocator
+// for large ones): on this VM page faults from fresh allocations
 // cost more than the arithmetic (see shared/notes/cpu-performance.md).
 void tune_allocator();
 
