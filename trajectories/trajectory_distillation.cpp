@@ -29,6 +29,16 @@ train::OptimizerOptions momentum_sgd(double lr) {
   return o;
 }
 
+// DATM's soft-label initialisation: the logits an expert gives the initial images.
+at::Tensor expert_logits(const models::Model& model, const at::Tensor& params,
+                         const at::Tensor& images) {
+  at::NoGradGuard no_grad;
+  models::ForwardArgs args;
+  args.train = model.num_buffers() > 0;  // batch statistics: experts keep no running ones
+  if (args.train) args.buffers = model.init_buffers();
+  return model.forward(images, params, args).detach().clone();
+}
+
 }  // namespace
 
 eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data::Dataset& train,
@@ -39,14 +49,19 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
   auto model = models::make_model(options.model, train.channels(), train.height(), train.num_classes);
   std::vector<Trajectory> experts = load_expert_folder(options.buffer, *model);
   const MatchingOptions& m = options.matching;
+  const int64_t window_end = final_window_end(m);
   for (size_t k = 0; k < experts.size(); ++k) {
     int64_t epochs = static_cast<int64_t>(experts[k].size()) - 1;
-    if (m.max_start_epoch < 1 || m.max_start_epoch - 1 + m.expert_epochs > epochs) {
-      throw Error("mtt.matching: max_start_epoch " + std::to_string(m.max_start_epoch) +
-                  " + expert_epochs " + std::to_string(m.expert_epochs) + " needs experts with at least " +
-                  std::to_string(m.max_start_epoch - 1 + m.expert_epochs) + " epochs; expert " +
+    if (window_end < 1 || window_end - 1 + m.expert_epochs > epochs) {
+      throw Error("mtt.matching: start epochs up to " + std::to_string(window_end - 1) +
+                  " (max_start_epoch/final_max_start_epoch) + expert_epochs " +
+                  std::to_string(m.expert_epochs) + " need experts with at least " +
+                  std::to_string(window_end - 1 + m.expert_epochs) + " epochs; expert " +
                   std::to_string(k) + " in '" + options.buffer + "' has " + std::to_string(epochs));
     }
+  }
+  if (options.ema_decay < 0 || options.ema_decay >= 1) {
+    throw Error("mtt.ema_decay must lie in [0, 1), found " + std::to_string(options.ema_decay));
   }
   TrajectoryMatcher matcher(*model, m, train::make_augment(options.augment, train.height()));
 
@@ -56,9 +71,20 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
                                                             dataset_name);
   if (options.init == "noise") set.images = at::randn(set.images.sizes(), init_generator);
   set.method = "mtt";
+  // The matcher's labels: class ids, or (DATM) learnable logits from an expert.
+  at::Tensor labels = set.labels;
+  if (m.soft_labels == "expert") {
+    const Trajectory& expert = experts[0];
+    const size_t epoch = std::min<size_t>(static_cast<size_t>(window_end), expert.size() - 1);
+    labels = expert_logits(*model, expert[epoch], set.images);
+  }
+  at::Tensor ema = options.ema_decay > 0 ? set.images.clone() : at::Tensor();
   double lr = m.lr_teacher;
   auto image_optimizer = train::Optimizer::make(momentum_sgd(m.lr_img));
   auto lr_optimizer = train::Optimizer::make(momentum_sgd(m.lr_lr));
+  train::OptimizerOptions label_sgd = momentum_sgd(m.lr_label);
+  label_sgd.momentum = m.label_momentum;
+  auto label_optimizer = train::Optimizer::make(label_sgd);
   int64_t iteration = 0, failures = 0;
   const std::string checkpoint = out + "/checkpoint.pt";
   if (resume) {
@@ -69,6 +95,11 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
     failures = dict.at("failures").toInt();
     image_optimizer->load_state(dict, "image_optimizer.");
     lr_optimizer->load_state(dict, "lr_optimizer.");
+    if (labels.is_floating_point()) {
+      labels = io::get_tensor(dict, "label_logits", checkpoint).clone();
+      label_optimizer->load_state(dict, "label_optimizer.");
+    }
+    if (ema.defined()) ema = io::get_tensor(dict, "ema_images", checkpoint).clone();
   }
   auto save_checkpoint = [&](int64_t completed) {
     io::TensorDict dict = io::make_dict();
@@ -78,12 +109,25 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
     dict.insert("failures", failures);
     image_optimizer->save_state(dict, "image_optimizer.");
     lr_optimizer->save_state(dict, "lr_optimizer.");
+    if (labels.is_floating_point()) {
+      dict.insert("label_logits", labels);
+      label_optimizer->save_state(dict, "label_optimizer.");
+    }
+    if (ema.defined()) dict.insert("ema_images", ema);
     io::save_dict(checkpoint, dict);
   };
+  // What is saved: the EMA of the images when kept (FTD), soft labels as probabilities.
+  auto current_set = [&] {
+    eval::SyntheticSet result = set;
+    result.lr = lr;
+    if (ema.defined()) result.images = ema.clone();
+    if (labels.is_floating_point()) result.labels = at::softmax(labels, 1);
+    return result;
+  };
   auto write_set = [&] {
-    set.lr = lr;
-    eval::save_synthetic_set(out + "/syn.pt", set);
-    eval::save_set_grid(out + "/grid.png", set);
+    eval::SyntheticSet result = current_set();
+    eval::save_synthetic_set(out + "/syn.pt", result);
+    eval::save_set_grid(out + "/grid.png", result);
   };
   io::MetricsLog metrics(out + "/metrics.jsonl",
                          resume ? std::optional<int64_t>(iteration) : std::nullopt);
@@ -92,12 +136,14 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
     auto begin = std::chrono::steady_clock::now();
     at::Generator draw = make_generator(seed, kIterationStream, static_cast<uint64_t>(iteration));
     int64_t expert = at::randint(static_cast<int64_t>(experts.size()), {1}, draw).item<int64_t>();
-    int64_t start = at::randint(m.max_start_epoch, {1}, draw).item<int64_t>();
+    StartWindow window = start_epoch_window(m, iteration, options.iterations);
+    int64_t start = at::randint(window.begin, window.end, {1}, draw).item<int64_t>();
     MatchingTask task{experts[expert][start], experts[expert][start + m.expert_epochs],
                       mix_seed(seed, kIterationStream, static_cast<uint64_t>(iteration))};
-    MetaGradient g = matcher.meta_gradient(set.images, set.labels, lr, task);
+    MetaGradient g = matcher.meta_gradient(set.images, labels, lr, task);
     bool finite = std::isfinite(g.loss) && std::isfinite(g.lr_grad) &&
-                  at::isfinite(g.images_grad).all().item<bool>();
+                  at::isfinite(g.images_grad).all().item<bool>() &&
+                  (!g.labels_grad.defined() || at::isfinite(g.labels_grad).all().item<bool>());
     if (!finite) {
       // Skip the update: the set stays as it was. Too many in a row means divergence.
       ++failures;
@@ -113,6 +159,8 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
     }
     failures = 0;
     image_optimizer->step(set.images, g.images_grad, m.lr_img);
+    if (g.labels_grad.defined()) label_optimizer->step(labels, g.labels_grad, m.lr_label);
+    if (ema.defined()) ema.mul_(options.ema_decay).add_(set.images, 1.0 - options.ema_decay);
     if (m.learn_lr) {
       at::Tensor lr_tensor = at::scalar_tensor(lr, at::kDouble);
       lr_optimizer->step(lr_tensor, at::scalar_tensor(g.lr_grad, at::kDouble), m.lr_lr);
@@ -120,7 +168,8 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
     }
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
     metrics.log(iteration + 1, {{"matching_loss", g.loss}, {"syn_lr", lr}, {"s_per_iter", seconds},
-                                {"start_epoch", static_cast<double>(start)}});
+                                {"start_epoch", static_cast<double>(start)},
+                                {"window_end", static_cast<double>(window.end)}});
     bar.update(iteration + 1, "loss " + std::to_string(g.loss).substr(0, 6));
     bool last = iteration + 1 == options.iterations;
     if (options.snapshot_every > 0 && (iteration + 1) % options.snapshot_every == 0 && !last) {
@@ -138,7 +187,7 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
   }
   bar.finish();
   write_set();
-  return set;
+  return current_set();
 }
 
 }  // namespace distill::trajectories

@@ -21,6 +21,7 @@ struct MttOptions {
   int64_t checkpoint_every = 20;
   int64_t snapshot_every = 0;  // write syn.pt + grid.png every N iterations
   int64_t max_failures = 10;   // consecutive non-finite iterations before giving up
+  double ema_decay = 0.0;      // FTD: the saved set is an EMA of the images (0 = off)
   MatchingOptions matching;
   models::ModelOptions model;
   train::AugmentOptions augment;
@@ -33,6 +34,8 @@ struct MttOptions {
     v.field("checkpoint_every", checkpoint_every, "iterations between checkpoints");
     v.field("snapshot_every", snapshot_every, "iterations between grid/set snapshots (0 = end only)");
     v.field("max_failures", max_failures, "consecutive non-finite iterations tolerated");
+    v.field("ema_decay", ema_decay,
+            "FTD: save an exponential moving average of the images with this decay (0 = off)");
     v.section("matching", matching);
     v.section("model", model);
     v.section("augment", augment);

@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <algorithm>
+
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 
@@ -12,7 +14,29 @@ namespace {
 constexpr uint64_t kBatchStream = 31;
 constexpr uint64_t kAugmentStream = 32;
 
+// Soft cross-entropy to softmax(label logits) (DATM), or plain cross-entropy for class ids.
+at::Tensor student_loss(const at::Tensor& logits, const at::Tensor& labels) {
+  if (!at::isFloatingType(labels.scalar_type())) return train::classification_loss(logits, labels);
+  return -(at::softmax(labels, 1) * at::log_softmax(logits, 1)).sum() / logits.size(0);
+}
+
 }  // namespace
+
+StartWindow start_epoch_window(const MatchingOptions& o, int64_t iteration, int64_t iterations) {
+  StartWindow window{o.min_start_epoch, o.max_start_epoch};
+  if (o.final_max_start_epoch > o.max_start_epoch) {
+    const int64_t span = o.window_growth_iterations > 0 ? o.window_growth_iterations : iterations;
+    // The last iteration of the span draws from the full window.
+    const double progress =
+        span > 1 ? std::min(1.0, double(iteration) / double(span - 1)) : 1.0;
+    window.end += static_cast<int64_t>(progress * double(o.final_max_start_epoch - o.max_start_epoch));
+  }
+  return window;
+}
+
+int64_t final_window_end(const MatchingOptions& o) {
+  return std::max(o.max_start_epoch, o.final_max_start_epoch);
+}
 
 TrajectoryMatcher::TrajectoryMatcher(const models::Model& model, MatchingOptions options,
                                      train::AugmentFn augment)
@@ -22,6 +46,11 @@ TrajectoryMatcher::TrajectoryMatcher(const models::Model& model, MatchingOptions
   }
   if (options_.batch_syn < 0) {
     throw Error("mtt.batch_syn must be >= 0, found " + std::to_string(options_.batch_syn));
+  }
+  if (options_.min_start_epoch < 0 || options_.min_start_epoch >= options_.max_start_epoch) {
+    throw Error("mtt.matching: need 0 <= min_start_epoch < max_start_epoch, found " +
+                std::to_string(options_.min_start_epoch) + " and " +
+                std::to_string(options_.max_start_epoch));
   }
 }
 
@@ -55,24 +84,27 @@ at::Tensor TrajectoryMatcher::step_loss(const at::Tensor& images, const at::Tens
   args.train = true;
   // Batch-norm students use batch statistics; their running statistics are scratch here.
   if (model_.num_buffers() > 0) args.buffers = model_.init_buffers().to(params.options());
-  return train::classification_loss(model_.forward(x, params, args), y);
+  return student_loss(model_.forward(x, params, args), y);
 }
 
 MetaGradient TrajectoryMatcher::meta_gradient(const at::Tensor& images, const at::Tensor& labels,
                                               double lr, const MatchingTask& task) const {
   return options_.meta_grad == "unroll" ? unrolled(images, labels, lr, task)
-                                        : adjoint(images, labels, lr, task);
+                                        : adjoint(images, labels, lr, task,
+                                                  options_.meta_grad == "adjoint");
 }
 
 // Autograd through all syn_steps (the reference's formulation): every step's graph is kept.
 MetaGradient TrajectoryMatcher::unrolled(const at::Tensor& images, const at::Tensor& labels,
                                          double lr, const MatchingTask& task) const {
   at::Tensor x = images.detach().requires_grad_(true);
+  const bool soft = at::isFloatingType(labels.scalar_type());
+  at::Tensor y = soft ? labels.detach().requires_grad_(true) : labels;
   at::Tensor lr_t = at::scalar_tensor(lr, images.options()).requires_grad_(true);
   auto index = batches(images.size(0), task.seed);
   at::Tensor params = task.start.detach().requires_grad_(true);
   for (int64_t step = 0; step < options_.syn_steps; ++step) {
-    at::Tensor loss = step_loss(x, labels, params, index[step], task.seed, step);
+    at::Tensor loss = step_loss(x, y, params, index[step], task.seed, step);
     at::Tensor grad = torch::autograd::grad({loss}, {params}, {}, true, true)[0];
     params = params - lr_t * grad;
   }
@@ -80,17 +112,21 @@ MetaGradient TrajectoryMatcher::unrolled(const at::Tensor& images, const at::Ten
   at::Tensor distance = (params - task.target).pow(2).sum();
   at::Tensor expert_distance = (task.start - task.target).pow(2).sum();
   at::Tensor loss = distance / expert_distance;
-  auto grads = torch::autograd::grad({loss}, {x, lr_t});
-  return {loss.item<double>(), grads[0], grads[1].item<double>()};
+  std::vector<at::Tensor> inputs = {x, lr_t};
+  if (soft) inputs.push_back(y);
+  auto grads = torch::autograd::grad({loss}, inputs);
+  return {loss.item<double>(), grads[0], grads[1].item<double>(),
+          soft ? grads[2] : at::Tensor()};
 }
 
 // The same gradient by reverse-mode over the steps, recomputing each step from its stored
 // parameters: with λ_N = dL/dθ_N and θ_{i+1} = θ_i - η g_i(θ_i, X),
 //   dL/dη += -<λ_{i+1}, g_i>,  dL/dX += -η (∂g_i/∂X)ᵀ λ_{i+1},  λ_i = λ_{i+1} - η H_i λ_{i+1},
 // where both products come from one double-backward of <g_i, λ_{i+1}>. Memory: one parameter
-// snapshot per step plus one step's graph, independent of syn_steps.
+// snapshot per step plus one step's graph, independent of syn_steps. Without `exact` (tesla),
+// λ stays λ_N: each batch's gradient as if the later steps' parameters did not depend on it.
 MetaGradient TrajectoryMatcher::adjoint(const at::Tensor& images, const at::Tensor& labels,
-                                        double lr, const MatchingTask& task) const {
+                                        double lr, const MatchingTask& task, bool exact) const {
   auto index = batches(images.size(0), task.seed);
   const at::Tensor data = images.detach();
   std::vector<at::Tensor> snapshots;
@@ -108,20 +144,26 @@ MetaGradient TrajectoryMatcher::adjoint(const at::Tensor& images, const at::Tens
   double loss = (difference.pow(2).sum() / expert_distance).item<double>();
   at::Tensor lambda = 2.0 * difference / expert_distance;
   at::Tensor images_grad = at::zeros_like(data);
+  const bool soft = at::isFloatingType(labels.scalar_type());
+  at::Tensor labels_grad = soft ? at::zeros_like(labels) : at::Tensor();
   double lr_grad = 0.0;
   for (int64_t step = options_.syn_steps - 1; step >= 0; --step) {
     at::Tensor leaf = snapshots[step].detach().requires_grad_(true);
     at::Tensor x = data.detach().requires_grad_(true);
-    at::Tensor step_value = step_loss(x, labels, leaf, index[step], task.seed, step);
+    at::Tensor y = soft ? labels.detach().requires_grad_(true) : labels;
+    at::Tensor step_value = step_loss(x, y, leaf, index[step], task.seed, step);
     at::Tensor grad = torch::autograd::grad({step_value}, {leaf}, {}, true, true)[0];
     at::Tensor projected = (grad * lambda).sum();
     lr_grad -= projected.item<double>();
-    auto second = torch::autograd::grad({projected}, {leaf, x}, {}, false, false, true);
+    std::vector<at::Tensor> inputs = {leaf, x};
+    if (soft) inputs.push_back(y);
+    auto second = torch::autograd::grad({projected}, inputs, {}, false, false, true);
     if (second[1].defined()) images_grad.sub_(second[1], lr);
-    if (second[0].defined()) lambda = lambda - lr * second[0];
+    if (soft && second[2].defined()) labels_grad.sub_(second[2], lr);
+    if (exact && second[0].defined()) lambda = lambda - lr * second[0];
     snapshots[step] = at::Tensor();  // free as we go
   }
-  return {loss, images_grad, lr_grad};
+  return {loss, images_grad, lr_grad, labels_grad};
 }
 
 }  // namespace distill::trajectories

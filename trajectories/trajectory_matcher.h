@@ -15,18 +15,36 @@ namespace distill::trajectories {
 struct MatchingOptions {
   int64_t syn_steps = 20;       // student SGD steps on the synthetic set per iteration (N)
   int64_t expert_epochs = 2;    // expert epochs the student must cover (M)
-  int64_t max_start_epoch = 20; // start epoch t drawn from [0, max_start_epoch)
+  int64_t max_start_epoch = 20; // start epoch t drawn from [min_start_epoch, max_start_epoch)
+  int64_t min_start_epoch = 0;
+  // DATM's difficulty-aligned window: the upper bound grows linearly from max_start_epoch to
+  // final_max_start_epoch over window_growth_iterations (0 = the whole run); 0 = fixed window.
+  int64_t final_max_start_epoch = 0;
+  int64_t window_growth_iterations = 0;
   double lr_img = 1000;         // SGD (momentum .5) step on the images
   double lr_lr = 1e-5;          // SGD (momentum .5) step on the learnable student lr
   double lr_teacher = 0.01;     // initial student lr
   bool learn_lr = true;
   int64_t batch_syn = 0;        // synthetic images per student step (0 = all)
   std::string meta_grad = "adjoint";
+  // DATM/TESLA learnable soft labels: per-image logits, initialised from an expert's logits,
+  // the student trained on softmax(logits) with soft cross-entropy.
+  std::string soft_labels = "none";
+  double lr_label = 2.0;        // SGD step on the label logits
+  double label_momentum = 0.9;
 
   void visit(config::Visitor& v) {
     v.field("syn_steps", syn_steps, "student steps on the synthetic set per iteration (N)");
     v.field("expert_epochs", expert_epochs, "expert epochs to match (M)");
-    v.field("max_start_epoch", max_start_epoch, "start epoch drawn from [0, max_start_epoch)");
+    v.field("max_start_epoch", max_start_epoch,
+            "start epoch drawn from [min_start_epoch, max_start_epoch) (the window's initial "
+            "upper bound when final_max_start_epoch is set)");
+    v.field("min_start_epoch", min_start_epoch, "lowest start epoch");
+    v.field("final_max_start_epoch", final_max_start_epoch,
+            "DATM: the window's upper bound grows to this (0 = fixed window)");
+    v.field("window_growth_iterations", window_growth_iterations,
+            "DATM: iterations over which the upper bound grows (0 = the whole run, so a resumed run "
+            "with another mtt.iterations changes the schedule)");
     v.field("lr_img", lr_img, "learning rate of the synthetic images (SGD, momentum .5)");
     v.field("lr_lr", lr_lr, "learning rate of the learnable student lr (SGD, momentum .5)");
     v.field("lr_teacher", lr_teacher, "initial student learning rate");
@@ -34,8 +52,15 @@ struct MatchingOptions {
     v.field("batch_syn", batch_syn, "synthetic images per student step (0 = all of them)");
     v.choice("meta_grad", meta_grad,
              "adjoint: exact gradient by recomputing each step backwards (memory of one step); "
-             "unroll: autograd through the whole unrolled run (memory grows with syn_steps)",
-             {"adjoint", "unroll"});
+             "unroll: autograd through the whole unrolled run (memory grows with syn_steps); "
+             "tesla: like adjoint but each step's parameters are treated as constants of the "
+             "earlier batches (TESLA's per-batch gradients: no Hessian-vector products in θ)",
+             {"adjoint", "unroll", "tesla"});
+    v.choice("soft_labels", soft_labels,
+             "none: class ids; expert: learnable logits initialised from an expert (DATM/TESLA)",
+             {"none", "expert"});
+    v.field("lr_label", lr_label, "learning rate of the soft-label logits (SGD)");
+    v.field("label_momentum", label_momentum, "momentum of the soft-label SGD");
   }
 };
 
@@ -50,10 +75,23 @@ struct MetaGradient {
   double loss = 0.0;       // ||θ_N - θ*_{t+M}||² / ||θ*_t - θ*_{t+M}||²
   at::Tensor images_grad;  // d loss / d images
   double lr_grad = 0.0;    // d loss / d lr
+  at::Tensor labels_grad;  // d loss / d label logits (soft labels only)
 };
+
+// The start epochs an iteration may draw from: [begin, end).
+struct StartWindow {
+  int64_t begin = 0;
+  int64_t end = 0;
+};
+StartWindow start_epoch_window(const MatchingOptions& options, int64_t iteration,
+                               int64_t iterations);
+// The largest end a run reaches (experts must hold end - 1 + expert_epochs epochs).
+int64_t final_window_end(const MatchingOptions& options);
 
 // Computes the MTT loss and its exact gradient w.r.t. the synthetic images and the student lr.
 // The student takes syn_steps SGD steps θ_{i+1} = θ_i - lr ∇ℓ(aug_i(X_{B_i}); θ_i) from `start`.
+// `labels` are class ids (int64 N) or label logits (float N,K): then ℓ is the soft cross-entropy
+// to softmax(logits) and the gradient w.r.t. the logits is returned too.
 class TrajectoryMatcher {
  public:
   TrajectoryMatcher(const models::Model& model, MatchingOptions options, train::AugmentFn augment);
@@ -72,7 +110,7 @@ class TrajectoryMatcher {
   MetaGradient unrolled(const at::Tensor& images, const at::Tensor& labels, double lr,
                         const MatchingTask& task) const;
   MetaGradient adjoint(const at::Tensor& images, const at::Tensor& labels, double lr,
-                       const MatchingTask& task) const;
+                       const MatchingTask& task, bool exact) const;
 
   const models::Model& model_;
   MatchingOptions options_;

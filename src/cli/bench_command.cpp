@@ -83,6 +83,17 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+// How often the caching CPU allocator served large tensors from its cache.
+void add_allocator_stats(nlohmann::json& out) {
+  if (const auto* cache = installed_caching_cpu_allocator()) {
+    auto stats = cache->stats();
+    out["allocator_hits"] = stats.hits;
+    out["allocator_misses"] = stats.misses;
+    out["allocator_peak_in_use_mib"] = double(stats.peak_in_use_bytes) / (1 << 20);
+    out["allocator_peak_mapped_mib"] = double(stats.peak_mapped_bytes) / (1 << 20);
+  }
+}
+
 nlohmann::json bench_cpp(const BenchOptions& b, c10::Device device) {
   auto model = models::make_model(b.model, b.channels, b.image_size, b.classes);
   at::Generator gen = make_generator(0);
@@ -119,9 +130,11 @@ nlohmann::json bench_cpp(const BenchOptions& b, c10::Device device) {
   }
   double eval_s = seconds_since(start);
   double images = static_cast<double>(b.batch * b.steps);
-  return {{"train_images_per_s", images / train_s},
-          {"eval_images_per_s", images / eval_s},
-          {"peak_rss_mib", peak_rss_mib()}};
+  nlohmann::json out = {{"train_images_per_s", images / train_s},
+                        {"eval_images_per_s", images / eval_s},
+                        {"peak_rss_mib", peak_rss_mib()}};
+  add_allocator_stats(out);
+  return out;
 }
 
 // Runs a Python reference script and parses the JSON object on its last output line.
@@ -188,11 +201,7 @@ nlohmann::json bench_mtt_cpp(const BenchOptions& b, const MttBenchOptions& m, c1
                         {"peak_rss_mib", peak_rss_mib()},
                         {"meta_grad", m.meta_grad},
                         {"last_loss", loss}};
-  if (const auto* cache = installed_caching_cpu_allocator()) {
-    auto stats = cache->stats();
-    out["allocator_hits"] = stats.hits;
-    out["allocator_misses"] = stats.misses;
-  }
+  add_allocator_stats(out);
   return out;
 }
 

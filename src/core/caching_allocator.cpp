@@ -3,6 +3,7 @@
 #include <c10/core/impl/alloc_cpu.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -27,8 +28,13 @@ void* map_pages(size_t size) {
 
 }  // namespace
 
-CachingCpuAllocator::CachingCpuAllocator(size_t min_bytes, size_t idle_limit)
-    : min_bytes_(min_bytes), idle_limit_(idle_limit) {}
+CachingCpuAllocator::CachingCpuAllocator(size_t min_bytes, size_t idle_floor, size_t fixed_limit)
+    : min_bytes_(min_bytes), idle_floor_(idle_floor), fixed_limit_(fixed_limit) {}
+
+size_t CachingCpuAllocator::idle_limit_locked() const {
+  if (fixed_limit_ > 0) return fixed_limit_;
+  return std::max(idle_floor_, 2 * stats_.peak_in_use_bytes);
+}
 
 CachingCpuAllocator::~CachingCpuAllocator() { release_idle(); }
 
@@ -49,8 +55,9 @@ c10::DataPtr CachingCpuAllocator::allocate(size_t bytes) const {
     stats_.idle_bytes -= got;
     ++stats_.hits;
   } else {
-    // A miss: make room first, so the mapped total stays within in-use + idle_limit.
-    trim_locked(idle_limit_ > size ? idle_limit_ - size : 0);
+    // A miss: make room first, so the mapped total stays within in-use + the idle limit.
+    const size_t limit = idle_limit_locked();
+    trim_locked(limit > size ? limit - size : 0);
     data = map_pages(size);
     if (!data) {
       trim_locked(0);
@@ -64,6 +71,7 @@ c10::DataPtr CachingCpuAllocator::allocate(size_t bytes) const {
   }
   in_use_.emplace(data, got);
   stats_.in_use_bytes += got;
+  stats_.peak_in_use_bytes = std::max(stats_.peak_in_use_bytes, stats_.in_use_bytes);
   size_t mapped = stats_.in_use_bytes + stats_.idle_bytes;
   if (mapped > stats_.peak_mapped_bytes) stats_.peak_mapped_bytes = mapped;
   return {data, data, &CachingCpuAllocator::free_large, c10::Device(c10::kCPU)};
@@ -84,7 +92,7 @@ bool CachingCpuAllocator::give_back(void* data) const {
   stats_.in_use_bytes -= size;
   stats_.idle_bytes += size;
   idle_.emplace(size, IdleBlock{data, ++clock_});
-  trim_locked(idle_limit_);
+  trim_locked(idle_limit_locked());
   return true;
 }
 
@@ -110,14 +118,14 @@ void CachingCpuAllocator::release_idle() const {
   trim_locked(0);
 }
 
-CachingCpuAllocator& install_caching_cpu_allocator(int64_t idle_limit_mib) {
-  if (idle_limit_mib < 0) {
+CachingCpuAllocator& install_caching_cpu_allocator(int64_t fixed_limit_mib) {
+  if (fixed_limit_mib <= 0) {
     const char* env = std::getenv("DISTILL_CPU_CACHE_MIB");
-    idle_limit_mib = env ? std::atoll(env) : 1024;
+    fixed_limit_mib = env ? std::max<int64_t>(0, std::atoll(env)) : 0;
   }
   // Never destroyed: tensors may still be freed during static destruction.
-  static auto* allocator =
-      new CachingCpuAllocator(size_t(1) << 20, static_cast<size_t>(idle_limit_mib) << 20);
+  static auto* allocator = new CachingCpuAllocator(
+      size_t(1) << 20, size_t(256) << 20, static_cast<size_t>(fixed_limit_mib) << 20);
   static bool installed = [] {
     g_instance = allocator;
     c10::SetAllocator(c10::kCPU, allocator, /*priority=*/1);

@@ -14,7 +14,11 @@ namespace distill {
 // arithmetic (shared/notes/cpu-performance.md), and training/matching loops request the same
 // sizes every step. Unlike raising glibc's mmap threshold (no page returned, heap fragmentation
 // adds to the peak), blocks here are reused only for requests of nearly their size, and idle
-// blocks beyond `idle_limit` bytes go back to the OS (least recently used first).
+// blocks go back to the OS (least recently used first) beyond a limit: the larger of
+// `idle_floor` and twice the most bytes ever in use at once. Why twice: a loop keeps one block
+// per size at that size's own peak count, and those peaks fall at different times, so the
+// blocks a step needs add up to more than its peak in use (training ConvNet-3 at batch 256:
+// 640 MiB of blocks for a 514 MiB peak); a limit of one peak missed on every step.
 class CachingCpuAllocator final : public c10::Allocator {
  public:
   struct Stats {
@@ -22,11 +26,13 @@ class CachingCpuAllocator final : public c10::Allocator {
     int64_t misses = 0;         // large requests that mapped new memory
     size_t idle_bytes = 0;      // cached, not in use
     size_t in_use_bytes = 0;    // large blocks handed out
+    size_t peak_in_use_bytes = 0;
     size_t peak_mapped_bytes = 0;
   };
 
   // Requests below `min_bytes` go to c10::alloc_cpu, as in LibTorch's default CPU allocator.
-  CachingCpuAllocator(size_t min_bytes, size_t idle_limit);
+  // `fixed_limit` (> 0) replaces the adaptive limit by a constant one.
+  CachingCpuAllocator(size_t min_bytes, size_t idle_floor, size_t fixed_limit = 0);
   ~CachingCpuAllocator() override;
 
   c10::DataPtr allocate(size_t bytes) const override;
@@ -44,9 +50,11 @@ class CachingCpuAllocator final : public c10::Allocator {
   static void free_any(void* data);
   bool give_back(void* data) const;      // false when `data` is not a large block of ours
   void trim_locked(size_t limit) const;  // idle bytes down to `limit`, oldest first
+  size_t idle_limit_locked() const;
 
   size_t min_bytes_;
-  size_t idle_limit_;
+  size_t idle_floor_;
+  size_t fixed_limit_;
   mutable std::mutex mutex_;
   mutable std::multimap<size_t, IdleBlock> idle_;     // by size, for best fit
   mutable std::unordered_map<void*, size_t> in_use_;  // large blocks handed out, with their size
@@ -55,8 +63,9 @@ class CachingCpuAllocator final : public c10::Allocator {
 };
 
 // Installs one process-wide CachingCpuAllocator as LibTorch's CPU allocator (idempotent) and
-// returns it. `idle_limit_mib` < 0 reads DISTILL_CPU_CACHE_MIB (default 1024).
-CachingCpuAllocator& install_caching_cpu_allocator(int64_t idle_limit_mib = -1);
+// returns it. `fixed_limit_mib` > 0 fixes the idle limit (tests); otherwise it adapts, or is
+// DISTILL_CPU_CACHE_MIB when that is set.
+CachingCpuAllocator& install_caching_cpu_allocator(int64_t fixed_limit_mib = 0);
 
 // The installed allocator, or nullptr when install_caching_cpu_allocator was not called.
 const CachingCpuAllocator* installed_caching_cpu_allocator();

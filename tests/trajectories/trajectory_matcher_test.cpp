@@ -2,7 +2,9 @@
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <torch/csrc/autograd/autograd.h>
 
+#include "src/core/error.h"
 #include "src/core/runtime.h"
 #include "src/train/augment.h"
 
@@ -91,6 +93,114 @@ TEST(TrajectoryMatcher, LossIsZeroWhenTheStudentLandsOnTheTarget) {
   // lr 0: the student stays at the start; with target == start + d the loss is exactly 1.
   TrajectoryMatcher matcher(*c.model, o, train::AugmentFn());
   EXPECT_NEAR(matcher.meta_gradient(c.images, c.labels, 0.0, c.task).loss, 1.0, 1e-12);
+}
+
+// DATM/TESLA soft labels: the label logits get an exact gradient too (adjoint == unroll == FD).
+TEST(TrajectoryMatcher, LabelLogitGradientsMatchUnrollAndFiniteDifferences) {
+  Case c = make_case();
+  at::Generator gen = make_generator(5);
+  at::Tensor logits = at::randn({6, 3}, gen).to(at::kDouble);
+  TrajectoryMatcher unroll(*c.model, small_options("unroll"), dsa());
+  TrajectoryMatcher adjoint(*c.model, small_options("adjoint"), dsa());
+  MetaGradient u = unroll.meta_gradient(c.images, logits, 0.1, c.task);
+  MetaGradient a = adjoint.meta_gradient(c.images, logits, 0.1, c.task);
+  ASSERT_TRUE(a.labels_grad.defined());
+  EXPECT_LT(relative_difference(a.labels_grad, u.labels_grad), 1e-5);
+  EXPECT_LT(relative_difference(a.images_grad, u.images_grad), 1e-5);
+  const double h = 1e-5;
+  for (int64_t entry : {0, 7, 17}) {
+    at::Tensor plus = logits.clone(), minus = logits.clone();
+    plus.view(-1)[entry] += h;
+    minus.view(-1)[entry] -= h;
+    double numeric = (adjoint.meta_gradient(c.images, plus, 0.1, c.task).loss -
+                      adjoint.meta_gradient(c.images, minus, 0.1, c.task).loss) / (2 * h);
+    EXPECT_NEAR(a.labels_grad.view(-1)[entry].item<double>(), numeric, 1e-7 + 1e-4 * std::abs(numeric))
+        << "logit " << entry;
+  }
+  // Class ids are the limit of very confident logits: the loss approaches the hard-label one.
+  at::Tensor confident = at::one_hot(c.labels, 3).to(at::kDouble) * 40.0;
+  EXPECT_NEAR(adjoint.meta_gradient(c.images, confident, 0.1, c.task).loss,
+              adjoint.meta_gradient(c.images, c.labels, 0.1, c.task).loss, 1e-9);
+}
+
+// TESLA's per-batch formulation: dL/dX = -η Σ_i (∂g_i/∂X)ᵀ λ_N with every θ_i a constant. The
+// independent computation: θ_N = θ_0 - η Σ g_i(detached θ_i), differentiated by autograd.
+TEST(TrajectoryMatcher, TeslaEqualsPerBatchGradientsWithDetachedParameters) {
+  Case c = make_case();
+  MatchingOptions o = small_options("tesla");
+  TrajectoryMatcher tesla(*c.model, o, train::AugmentFn());
+  const double lr = 0.1;
+  MetaGradient t = tesla.meta_gradient(c.images, c.labels, lr, c.task);
+
+  at::Tensor x = c.images.detach().requires_grad_(true);
+  // The same mini-batches: the matcher draws them from the task seed (batch_syn 4 of 6).
+  TrajectoryMatcher unroll(*c.model, small_options("unroll"), train::AugmentFn());
+  at::Tensor theta = c.task.start.clone();
+  at::Tensor sum = at::zeros_like(theta);
+  at::Generator order = make_generator(c.task.seed, 31);
+  at::Tensor perm;
+  int64_t used = 6;
+  for (int64_t step = 0; step < o.syn_steps; ++step) {
+    if (used + 4 > 6) {
+      perm = at::randperm(6, order, at::kLong);
+      used = 0;
+    }
+    at::Tensor index = perm.narrow(0, used, 4);
+    used += 4;
+    at::Tensor leaf = theta.detach().requires_grad_(true);
+    models::ForwardArgs args;
+    args.train = true;
+    at::Tensor loss = train::classification_loss(
+        c.model->forward(x.index_select(0, index), leaf, args), c.labels.index_select(0, index));
+    at::Tensor g = torch::autograd::grad({loss}, {leaf}, {}, true, true)[0];
+    sum = sum + g;
+    theta = (theta - lr * g).detach();
+  }
+  at::Tensor final_params = c.task.start - lr * sum;
+  at::Tensor matching = (final_params - c.task.target).pow(2).sum() /
+                        (c.task.start - c.task.target).pow(2).sum();
+  at::Tensor expected = torch::autograd::grad({matching}, {x})[0];
+  EXPECT_NEAR(t.loss, matching.item<double>(), 1e-12);
+  EXPECT_LT(relative_difference(t.images_grad, expected), 1e-9);
+  // ...and it is an approximation: the exact gradient differs once there is more than one step.
+  TrajectoryMatcher exact(*c.model, small_options("adjoint"), train::AugmentFn());
+  EXPECT_GT(relative_difference(t.images_grad,
+                                exact.meta_gradient(c.images, c.labels, lr, c.task).images_grad),
+            1e-4);
+  o.syn_steps = 1;
+  TrajectoryMatcher one_tesla(*c.model, o, train::AugmentFn());
+  o.meta_grad = "adjoint";
+  TrajectoryMatcher one_exact(*c.model, o, train::AugmentFn());
+  EXPECT_LT(relative_difference(one_tesla.meta_gradient(c.images, c.labels, lr, c.task).images_grad,
+                                one_exact.meta_gradient(c.images, c.labels, lr, c.task).images_grad),
+            1e-12);
+}
+
+// DATM's window: [min, max) growing linearly to final_max over the growth iterations.
+TEST(TrajectoryMatcher, StartEpochWindowGrowsLinearly) {
+  MatchingOptions o;
+  o.min_start_epoch = 1;
+  o.max_start_epoch = 10;
+  auto window = [&](int64_t it, int64_t total) { return start_epoch_window(o, it, total); };
+  EXPECT_EQ(window(0, 100).begin, 1);
+  EXPECT_EQ(window(0, 100).end, 10);
+  EXPECT_EQ(window(99, 100).end, 10);  // fixed window without final_max_start_epoch
+  o.final_max_start_epoch = 30;
+  EXPECT_EQ(window(0, 100).end, 10);
+  EXPECT_EQ(window(50, 100).end, 20);
+  EXPECT_EQ(window(100, 100).end, 30);
+  o.window_growth_iterations = 40;  // grows faster, then stays
+  EXPECT_EQ(window(10, 100).end, 15);
+  EXPECT_EQ(window(40, 100).end, 30);
+  EXPECT_EQ(window(90, 100).end, 30);
+  EXPECT_EQ(final_window_end(o), 30);
+  o.min_start_epoch = 10;  // empty window: a clear error
+  try {
+    TrajectoryMatcher bad(*make_case().model, o, train::AugmentFn());
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("min_start_epoch"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -168,6 +168,64 @@ TEST(Cli, ExpertsThenMttAndMttResumeEqualsAStraightRun) {
   for (std::string line; std::getline(metrics, line);) lines += line.find("matching_loss") != std::string::npos;
   EXPECT_EQ(lines, 4);  // iterations 1-2 from the first run, 3-4 from the resumed one
   EXPECT_TRUE(std::filesystem::exists(dir.file("straight/grid.png")));
+
+  // DATM soft labels + growing window with FTD's image EMA: all their state survives --resume.
+  std::string successors = mtt + "--set mtt.matching.soft_labels=expert --set mtt.ema_decay=0.5 "
+                                 "--set mtt.matching.max_start_epoch=1 "
+                                 "--set mtt.matching.final_max_start_epoch=3 "
+                                 "--set mtt.matching.window_growth_iterations=3 "
+                                 "--set mtt.matching.expert_epochs=1 --set mtt.checkpoint_every=1 ";
+  ASSERT_EQ(distill_cli(successors + "--iterations 3 --out " + dir.file("datm")).exit_code, 0);
+  ASSERT_EQ(distill_cli(successors + "--iterations 1 --out " + dir.file("datm_resumed")).exit_code, 0);
+  CommandResult again =
+      distill_cli(successors + "--iterations 3 --resume --out " + dir.file("datm_resumed"));
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  auto tensor = [&](const std::string& file, const std::string& key) {
+    return io::get_tensor(io::load_dict(dir.file(file)), key, file);
+  };
+  for (const std::string key : {"images", "labels"}) {
+    EXPECT_TRUE(at::equal(tensor("datm/syn.pt", key), tensor("datm_resumed/syn.pt", key))) << key;
+  }
+  EXPECT_TRUE(at::equal(tensor("datm/checkpoint.pt", "label_logits"),
+                        tensor("datm_resumed/checkpoint.pt", "label_logits")));
+  at::Tensor labels = tensor("datm/syn.pt", "labels");  // soft: rows of probabilities
+  ASSERT_EQ(labels.dim(), 2);
+  EXPECT_TRUE(at::allclose(labels.sum(1), at::ones({labels.size(0)}), 1e-5, 1e-6));
+  std::ifstream datm_metrics(dir.file("datm/metrics.jsonl"));
+  std::string line, last;
+  while (std::getline(datm_metrics, line)) last = line;
+  EXPECT_TRUE(contains(last, "\"window_end\":3")) << last;  // grown from 1 to 3 by the end
+}
+
+TEST(Cli, MttEmaIsTheClosedFormOfTheRawImages) {
+  TempDir dir;
+  std::string data = write_tiny_dataset(dir);
+  CommandResult experts = distill_cli("experts " + tiny_flags(data) +
+                                      "--set experts.model.width=8 --set experts.model.depth=1 "
+                                      "--set experts.num_experts=1 --set experts.train.epochs=2 "
+                                      "--set experts.train.batch_size=20 --out " + dir.file("experts"));
+  ASSERT_EQ(experts.exit_code, 0) << experts.output;
+  std::string mtt = "mtt " + tiny_flags(data) + "--buffer " + dir.file("experts") +
+                    " --ipc 2 --set mtt.model.width=8 --set mtt.model.depth=1 "
+                    "--set mtt.matching.syn_steps=3 --set mtt.matching.max_start_epoch=1 "
+                    "--set mtt.matching.expert_epochs=1 --set mtt.matching.lr_img=10 "
+                    "--set mtt.checkpoint_every=1 ";
+  const double d = 0.75;
+  for (int iterations : {0, 1, 2}) {
+    std::string flags = "--iterations " + std::to_string(iterations);
+    ASSERT_EQ(distill_cli(mtt + flags + " --out " + dir.file("raw" + std::to_string(iterations))).exit_code, 0);
+    ASSERT_EQ(distill_cli(mtt + flags + " --set mtt.ema_decay=0.75 --out " +
+                          dir.file("ema" + std::to_string(iterations))).exit_code, 0);
+  }
+  auto images = [&](const std::string& file) {
+    return io::get_tensor(io::load_dict(dir.file(file)), "images", file);
+  };
+  at::Tensor x0 = images("raw0/syn.pt"), x1 = images("raw1/syn.pt"), x2 = images("raw2/syn.pt");
+  EXPECT_TRUE(at::equal(images("ema0/syn.pt"), x0));
+  EXPECT_TRUE(at::allclose(images("ema1/syn.pt"), d * x0 + (1 - d) * x1, 1e-5, 1e-6));
+  EXPECT_TRUE(at::allclose(images("ema2/syn.pt"), d * (d * x0 + (1 - d) * x1) + (1 - d) * x2, 1e-5, 1e-6));
+  EXPECT_TRUE(at::equal(images("ema2/checkpoint.pt"), x2));  // the raw images are unaffected
+  EXPECT_FALSE(at::allclose(x1, x2));
 }
 
 TEST(Cli, MissingDatasetIsExit2NamingThePath) {
