@@ -127,7 +127,7 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
   auto write_set = [&] {
     eval::SyntheticSet result = current_set();
     eval::save_synthetic_set(out + "/syn.pt", result);
-    eval::save_set_grid(out + "/grid.png", result);
+    eval::save_set_grid(out + "/grid.png", result, norm.zca.get());
   };
   io::MetricsLog metrics(out + "/metrics.jsonl",
                          resume ? std::optional<int64_t>(iteration) : std::nullopt);

@@ -1,6 +1,7 @@
 // `distill subset` (class-balanced real subsets) and `distill eval` (train students on a set).
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <iostream>
 
 #include "src/cli/command.h"
@@ -38,7 +39,7 @@ void run_subset(SubsetCommandOptions& o, const Invocation&) {
   eval::SyntheticSet set =
       eval::Evaluator::random_real_set(train_set, norm, o.subset.ipc, generator, o.data.name);
   eval::save_synthetic_set(run.out + "/syn.pt", set);
-  eval::save_set_grid(run.out + "/grid.png", set);
+  eval::save_set_grid(run.out + "/grid.png", set, norm.zca.get());
   std::cout << "wrote " << set.images.size(0) << " images (" << o.subset.ipc << " per class) to "
             << run.out << "/syn.pt and " << run.out << "/grid.png\n";
 }
@@ -62,6 +63,16 @@ void check_normalization(const eval::SyntheticSet& set, const data::Normalizatio
       !at::allclose(set.std, norm.std, 1e-4, 1e-4)) {
     throw Error("'" + path + "' was normalized with mean/std different from the evaluation data's "
                 "(check data.name / data.mean / data.std match the run that made the set)");
+  }
+  const double data_eps = norm.zca ? norm.zca->eps() : 0.0;
+  if (std::abs(set.zca_eps - data_eps) > 1e-6) {
+    throw Error("'" + path + "' " +
+                (set.zca_eps > 0 ? "holds ZCA-whitened images (zca_eps " + std::to_string(set.zca_eps) + ")"
+                                 : std::string("holds images that are not ZCA-whitened")) +
+                " but the evaluation data has " +
+                (data_eps > 0 ? "data.zca = true, zca_eps " + std::to_string(data_eps)
+                              : std::string("data.zca = false")) +
+                ": set data.zca/zca_eps as in the run that made the set");
   }
 }
 

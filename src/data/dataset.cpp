@@ -114,7 +114,14 @@ Dataset normalize(const Dataset& dataset, const Normalization& norm) {
 PreparedData load_normalized(const DataOptions& options) {
   TrainTestSplit split = load_dataset(options);
   Normalization norm = normalization_for(options, split.train);
-  return {normalize(split.train, norm), normalize(split.test, norm), norm};
+  Dataset train = normalize(split.train, norm), test = normalize(split.test, norm);
+  if (options.zca) {
+    auto zca = std::make_shared<Zca>(Zca::fit(train.images, options.zca_eps));
+    train.images = zca->apply(train.images);
+    test.images = zca->apply(test.images);
+    norm.zca = zca;
+  }
+  return {train, test, norm};
 }
 
 at::Tensor sample_per_class(const at::Tensor& labels, int64_t num_classes, int64_t per_class,

@@ -2,10 +2,12 @@
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "src/config/options.h"
+#include "src/data/zca.h"
 
 namespace distill::data {
 
@@ -39,6 +41,8 @@ struct DataOptions {
   std::vector<double> mean;  // empty = preset for `name`, else computed on the training split
   std::vector<double> std;
   int64_t train_limit = 0;  // use only the first N training images (0 = all); for quick tests
+  bool zca = false;         // ZCA-whiten after normalizing (MTT's CIFAR setting)
+  double zca_eps = 0.1;
 
   void visit(config::Visitor& v) {
     v.choice("format", format, "reader: idx (MNIST family, .gz or raw), cifar10, cifar100 (binary "
@@ -53,6 +57,9 @@ struct DataOptions {
     v.field("mean", mean, "per-channel mean; empty = preset for `name` or computed on train");
     v.field("std", std, "per-channel std; empty = preset for `name` or computed on train");
     v.field("train_limit", train_limit, "use only the first N training images (0 = all)");
+    v.field("zca", zca, "ZCA-whiten the images after normalizing, fitted on the training split "
+            "(as MTT does for CIFAR); sets made this way stay in that space");
+    v.field("zca_eps", zca_eps, "ZCA regularization added to the eigenvalues");
   }
 };
 
@@ -60,6 +67,7 @@ struct DataOptions {
 struct Normalization {
   at::Tensor mean;  // float C
   at::Tensor std;   // float C
+  std::shared_ptr<const Zca> zca;  // applied after mean/std when data.zca is on, else null
 };
 
 // Reads train and test splits as configured (readers in idx_reader.h, cifar_reader.h, ...).
@@ -71,7 +79,8 @@ Normalization normalization_for(const DataOptions& options, const Dataset& train
 // Returns images normalized with `norm` (the dataset's other fields unchanged).
 Dataset normalize(const Dataset& dataset, const Normalization& norm);
 
-// The configured data, normalized with its normalization_for(): what every command uses.
+// The configured data, normalized with its normalization_for() and, with data.zca, whitened by
+// a ZCA fitted on the normalized training images: what every command uses.
 struct PreparedData {
   Dataset train;
   Dataset test;

@@ -133,6 +133,7 @@ SyntheticSet Evaluator::random_real_set(const data::Dataset& train, const data::
   set.num_classes = train.num_classes;
   set.mean = norm.mean;
   set.std = norm.std;
+  set.zca_eps = norm.zca ? norm.zca->eps() : 0.0;
   set.dataset = dataset_name;
   set.method = "random-real";
   return set;

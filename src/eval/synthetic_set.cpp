@@ -23,6 +23,7 @@ void save_synthetic_set(const std::string& path, const SyntheticSet& set) {
   dict.insert("mean", set.mean.cpu());
   dict.insert("std", set.std.cpu());
   if (set.lr) dict.insert("lr", at::scalar_tensor(*set.lr, at::kFloat));
+  if (set.zca_eps > 0) dict.insert("zca_eps", at::scalar_tensor(set.zca_eps, at::kFloat));
   dict.insert("dataset", set.dataset);
   dict.insert("method", set.method);
   io::save_dict(path, dict);
@@ -66,15 +67,18 @@ SyntheticSet load_synthetic_set(const std::string& path) {
   set.std = dict.contains("std") ? io::get_tensor(dict, "std", path).to(at::kFloat)
                                  : at::ones({channels});
   if (dict.contains("lr")) set.lr = io::get_tensor(dict, "lr", path).item<double>();
+  if (dict.contains("zca_eps")) set.zca_eps = io::get_tensor(dict, "zca_eps", path).item<double>();
   if (dict.contains("dataset") && dict.at("dataset").isString()) set.dataset = dict.at("dataset").toStringRef();
   if (dict.contains("method") && dict.at("method").isString()) set.method = dict.at("method").toStringRef();
   return set;
 }
 
-void save_set_grid(const std::string& path, const SyntheticSet& set) {
+void save_set_grid(const std::string& path, const SyntheticSet& set, const data::Zca* zca) {
   // One column per class, one row per image of that class (as MTT's figures); gaps stay white.
   at::Tensor ids = set.class_ids().cpu();
-  at::Tensor images = io::denormalize(set.images.detach().cpu(), set.mean, set.std);
+  at::Tensor images = set.images.detach().cpu();
+  if (set.zca_eps > 0 && zca && zca->fitted()) images = zca->inverse(images);
+  images = io::denormalize(images, set.mean, set.std);
   const int64_t classes = std::max<int64_t>(1, set.num_classes);
   const int64_t rows = std::max<int64_t>(1, set.images_per_class());
   at::Tensor grid = at::ones({rows * classes, images.size(1), images.size(2), images.size(3)});

@@ -4,6 +4,8 @@
 #include <optional>
 #include <string>
 
+#include "src/data/zca.h"
+
 namespace distill::eval {
 
 // A distilled (or random-real) training set as one `.pt` file that Python reads with torch.load:
@@ -12,6 +14,8 @@ namespace distill::eval {
 //   num_classes int
 //   mean, std   float C, the normalization (to display the images)
 //   lr          float scalar, optional: a learned student learning rate (trajectory matching)
+//   zca_eps     float scalar, optional: the images live in the ZCA-whitened space of the data
+//               (data.zca with this eps); evaluation must whiten the real data the same way
 //   dataset, method  strings describing where it came from
 struct SyntheticSet {
   at::Tensor images;
@@ -20,6 +24,7 @@ struct SyntheticSet {
   at::Tensor mean;
   at::Tensor std;
   std::optional<double> lr;
+  double zca_eps = 0.0;  // > 0: images are ZCA-whitened (see above)
   std::string dataset;
   std::string method;
 
@@ -34,7 +39,9 @@ void save_synthetic_set(const std::string& path, const SyntheticSet& set);
 // Error naming the file and key on any missing or inconsistent field.
 SyntheticSet load_synthetic_set(const std::string& path);
 
-// A PNG grid with one row per class (images sorted by class), denormalized for display.
-void save_set_grid(const std::string& path, const SyntheticSet& set);
+// A PNG grid with one column per class, denormalized for display (and un-whitened by `zca`
+// when the set lives in a ZCA space).
+void save_set_grid(const std::string& path, const SyntheticSet& set,
+                   const data::Zca* zca = nullptr);
 
 }  // namespace distill::eval

@@ -228,6 +228,24 @@ TEST(Cli, MttEmaIsTheClosedFormOfTheRawImages) {
   EXPECT_FALSE(at::allclose(x1, x2));
 }
 
+TEST(Cli, ZcaSetEvaluatedWithoutZcaIsExit2) {
+  TempDir dir;
+  std::string data = write_tiny_dataset(dir);
+  CommandResult subset = distill_cli("subset --ipc 2 " + tiny_flags(data) +
+                                     "--set data.zca=true --out " + dir.file("s"));
+  ASSERT_EQ(subset.exit_code, 0) << subset.output;
+  EXPECT_TRUE(std::filesystem::exists(dir.file("s/grid.png")));
+  CommandResult eval = distill_cli("eval --syn " + dir.file("s/syn.pt") + " --runs 1 --epochs 1 " +
+                                   tiny_flags(data) + "--set eval.model.width=8 --out " + dir.file("e"));
+  EXPECT_EQ(eval.exit_code, 2) << eval.output;
+  EXPECT_TRUE(contains(eval.output, "ZCA-whitened")) << eval.output;
+  EXPECT_TRUE(contains(eval.output, "data.zca = false")) << eval.output;
+  CommandResult matched = distill_cli("eval --syn " + dir.file("s/syn.pt") + " --runs 1 --epochs 1 " +
+                                      tiny_flags(data) + "--set data.zca=true "
+                                      "--set eval.model.width=8 --out " + dir.file("e2"));
+  EXPECT_EQ(matched.exit_code, 0) << matched.output;
+}
+
 TEST(Cli, MissingDatasetIsExit2NamingThePath) {
   TempDir dir;
   CommandResult r = distill_cli("subset --set data.path=/nonexistent/fmnist --out " + dir.file("o"));

@@ -241,6 +241,46 @@ TEST(Dataset, NormalizationPresetsExplicitAndComputed) {
   EXPECT_MESSAGE(error_of([&] { normalization_for(o, d); }), "one per channel, found 2");
 }
 
+// data.zca: the normalized splits are whitened by a ZCA fitted on the normalized training split,
+// so the training covariance becomes U diag(s / (s + eps)) U^T (close to I for large s).
+TEST(Dataset, ZcaWhitensBothSplitsWithTheTrainingFit) {
+  TempDir dir;
+  at::Generator gen = make_generator(4);
+  io::TensorDict d = io::make_dict();
+  at::Tensor mixing = at::randn({16, 16}, gen);
+  auto correlated = [&](int64_t n) {
+    return (at::randn({n, 16}, gen).matmul(mixing) * 0.03 + 0.5).clamp(0, 1).view({n, 1, 4, 4});
+  };
+  d.insert("images", correlated(400));
+  d.insert("labels", at::arange(400, at::kLong).remainder(2));
+  d.insert("test_images", correlated(50));
+  d.insert("test_labels", at::arange(50, at::kLong).remainder(2));
+  io::save_dict(dir.file("d.pt"), d);
+  DataOptions o;
+  o.format = "tensor";
+  o.path = dir.file("d.pt");
+  o.name = "custom";
+  PreparedData plain = load_normalized(o);
+  EXPECT_EQ(plain.norm.zca, nullptr);
+  o.zca = true;
+  o.zca_eps = 1e-3;
+  PreparedData white = load_normalized(o);
+  ASSERT_NE(white.norm.zca, nullptr);
+  Zca independent = Zca::fit(plain.train.images, 1e-3);
+  EXPECT_TRUE(at::allclose(white.train.images, independent.apply(plain.train.images), 1e-5, 1e-5));
+  EXPECT_TRUE(at::allclose(white.test.images, independent.apply(plain.test.images), 1e-5, 1e-5));
+  auto covariance = [](const at::Tensor& images) {
+    at::Tensor z = images.view({400, 16}).to(at::kDouble);
+    at::Tensor centered = z - z.mean(0);
+    return centered.t().matmul(centered) / 399.0;
+  };
+  auto [s, u] = at::linalg_eigh(covariance(plain.train.images));
+  at::Tensor expected = u.matmul(at::diag(s / (s + 1e-3))).matmul(u.t());
+  at::Tensor whitened = covariance(white.train.images);
+  EXPECT_LT((whitened - expected).abs().max().item<double>(), 1e-3);
+  EXPECT_GT((covariance(plain.train.images) - expected).abs().max().item<double>(), 0.1);
+}
+
 TEST(Dataset, SamplePerClassIsBalancedAndSeeded) {
   at::Tensor labels = at::arange(60, at::kLong).remainder(3);
   at::Generator a = make_generator(1), b = make_generator(1), c = make_generator(2);

@@ -1,4 +1,4 @@
-#include "src/train/zca.h"
+#include "src/data/zca.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -7,7 +7,7 @@
 #include "src/io/tensor_file.h"
 #include "tests/support/test_support.h"
 
-namespace distill::train {
+namespace distill::data {
 namespace {
 
 // Correlated data: a random linear mix of independent coordinates, plus an offset.
@@ -59,4 +59,4 @@ TEST(Zca, MatchesTheFormulaComputedByPythonTorch) {
 }
 
 }  // namespace
-}  // namespace distill::train
+}  // namespace distill::data

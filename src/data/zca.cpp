@@ -1,4 +1,4 @@
-#include "src/train/zca.h"
+#include "src/data/zca.h"
 
 #include <ATen/ATen.h>
 
@@ -6,7 +6,7 @@
 
 #include "src/core/error.h"
 
-namespace distill::train {
+namespace distill::data {
 namespace {
 
 // Rows converted to double at a time: a whole CIFAR-10 training set in double would take 1.2 GB.
@@ -117,4 +117,4 @@ void Zca::save(const std::string& path) const {
 
 Zca Zca::load(const std::string& path) { return from_dict(io::load_dict(path), path); }
 
-}  // namespace distill::train
+}  // namespace distill::data

@@ -5,7 +5,7 @@
 
 #include "src/io/tensor_file.h"
 
-namespace distill::train {
+namespace distill::data {
 
 // ZCA whitening as the MTT reference applies it to CIFAR (kornia's ZCAWhitening with eps = 0.1):
 // with mu the mean image and C = (X - mu)^T (X - mu) / (N - 1) the unbiased covariance of the
@@ -47,4 +47,4 @@ class Zca {
   at::Tensor mean_, transform_, inverse_;
 };
 
-}  // namespace distill::train
+}  // namespace distill::data
