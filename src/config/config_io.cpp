@@ -410,9 +410,29 @@ class HelpPrinter : public Visitor {
   void item_list(const char* name, const ItemList& items, const char* help) override {
     Writer defaults;
     defaults.item_list(name, items, help);
+    // Compact: [{name = "hinton", T = 4}, ...] with numbers in %g form.
     std::ostringstream value;
-    value << toml::toml_formatter(*defaults.table().get(name)->as_array(),
-                                  toml::format_flags::none);
+    value << "[";
+    const toml::array& list = *defaults.table().get(name)->as_array();
+    for (size_t i = 0; i < list.size(); ++i) {
+      value << (i ? ", " : "") << "{";
+      bool first = true;
+      for (const auto& [key, node] : *list.get(i)->as_table()) {
+        value << (first ? "" : ", ") << key.str() << " = ";
+        first = false;
+        if (node.is_string()) {
+          value << "\"" << *node.value<std::string>() << "\"";
+        } else if (node.is_number()) {
+          value << *node.value<double>();
+        } else if (node.is_boolean()) {
+          value << (*node.value<bool>() ? "true" : "false");
+        } else {
+          value << "...";
+        }
+      }
+      value << "}";
+    }
+    value << "]";
     line(name, "array of tables", value.str(), help);
     path_.push_back(std::string(name) + "[]");
     items.visit_default(*this);

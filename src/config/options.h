@@ -42,7 +42,8 @@ class Visitor {
   void items(const char* name, std::vector<Item>& list, const char* help) {
     ItemList access;
     access.size = [&list] { return list.size(); };
-    access.resize = [&list](size_t n) { list.resize(n); };
+    // Items read from a file start from Item{}, not from the default list's entries.
+    access.resize = [&list](size_t n) { list.assign(n, Item{}); };
     access.visit = [&list](size_t i, Visitor& v) { list[i].visit(v); };
     access.visit_default = [](Visitor& v) {
       Item item;

@@ -195,9 +195,12 @@ TEST(ConfigIo, ArrayOfTablesReadsItemsAndKeepsItemDefaults) {
   ConfigSource set;
   set.set("kd.losses=[{name=\"hinton\", T=2}]");
   WithItems o3;
+  o3.kd.losses = {Term{"hinton", 0.9, 20.0}};  // a default list with non-default items
   read(set, o3);
   ASSERT_EQ(o3.kd.losses.size(), 1u);
   EXPECT_DOUBLE_EQ(o3.kd.losses[0].T, 2.0);
+  // Keys the user leaves out come from Item{}, not from the default list's entry.
+  EXPECT_DOUBLE_EQ(o3.kd.losses[0].weight, 1.0);
 }
 
 TEST(ConfigIo, ArrayOfTablesErrorsNameTheItem) {
