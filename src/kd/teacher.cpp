@@ -49,17 +49,19 @@ Teacher load_teacher(const TeacherOptions& options, int64_t channels, int64_t im
   // model.pt also stores every tensor under its state_dict name: compare shapes one by one, so a
   // class-count or width mismatch is named precisely. The classifier comes last.
   const auto& specs = model.param_specs();
+  const models::TensorSpec& classifier_bias = specs.back();  // every family ends with it
+  if (dict.contains(classifier_bias.name)) {
+    at::Tensor saved = io::get_tensor(dict, classifier_bias.name, path);
+    if (saved.dim() == 1 && saved.size(0) != num_classes) {
+      throw Error("teacher checkpoint '" + path + "' was trained for " +
+                  std::to_string(saved.size(0)) + " classes (" + classifier_bias.name + " " +
+                  shape_text(saved.sizes()) + "), the data has " + std::to_string(num_classes));
+    }
+  }
   for (size_t i = 0; i < specs.size(); ++i) {
     if (!dict.contains(specs[i].name)) continue;
     at::Tensor saved = io::get_tensor(dict, specs[i].name, path);
     if (saved.sizes().vec() == specs[i].shape) continue;
-    const bool classifier = i + 1 == specs.size() && specs[i].shape.size() == 1 &&
-                            saved.dim() == 1;
-    if (classifier) {
-      throw Error("teacher checkpoint '" + path + "' was trained for " +
-                  std::to_string(saved.size(0)) + " classes (" + specs[i].name + " " +
-                  shape_text(saved.sizes()) + "), the data has " + std::to_string(num_classes));
-    }
     throw Error("teacher checkpoint '" + path + "': '" + specs[i].name + "' has shape " +
                 shape_text(saved.sizes()) + ", teacher.model builds " +
                 shape_text(specs[i].shape) + "; set teacher.model to the teacher's settings");
