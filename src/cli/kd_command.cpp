@@ -115,6 +115,13 @@ std::map<std::string, double> run_job(const Job& job, const KdCommandOptions& o,
   state.buffers = state.buffers.to(run.device);
   if (state.aux.defined()) state.aux = state.aux.to(run.device);
   auto result = trainer.fit(state, train_set.images.to(run.device), train_set.labels.to(run.device));
+  if (!result.count("test_accuracy")) {  // resumed after the last epoch: nothing ran, score now
+    train::EvalResult test = train::evaluate(*job.model, state.params, state.buffers,
+                                             test_set.images.to(run.device),
+                                             test_set.labels.to(run.device));
+    result["test_accuracy"] = test.accuracy;
+    result["test_loss"] = test.loss;
+  }
   save_model_file(job.out + "/model.pt", *job.model, state);
   *final_state = state;
   return result;
