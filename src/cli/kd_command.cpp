@@ -155,10 +155,11 @@ void run_kd(KdCommandOptions& o, const Invocation& invocation) {
   }
   bool needs_teacher = false;
   for (size_t i = 0; i < o.kd.losses.size(); ++i) {
-    if (kd::uses_teacher(o.kd.losses[i]) && o.kd.scheme == "offline" && o.teacher.checkpoint.empty()) {
+    if (kd::uses_teacher(o.kd.losses[i]) && o.kd.scheme == "offline" && !o.teacher.configured()) {
       throw Error("kd.losses[" + std::to_string(i) + "] (" + o.kd.losses[i].name +
                   ") needs a teacher: set teacher.checkpoint to a model.pt or checkpoint.pt "
-                  "written by `distill train` (or use only {name = \"ce\"} for a baseline)");
+                  "written by `distill train`, or teacher.torchscript (or use only "
+                  "{name = \"ce\"} for a baseline)");
     }
     needs_teacher = needs_teacher || kd::uses_teacher(o.kd.losses[i]);
   }
@@ -183,7 +184,7 @@ void run_kd(KdCommandOptions& o, const Invocation& invocation) {
   results["data_fraction"] = o.kd.data_fraction;
 
   std::shared_ptr<const kd::Teacher> teacher;
-  if (!o.teacher.checkpoint.empty() &&
+  if (o.teacher.configured() &&
       ((needs_teacher && o.kd.scheme == "offline") || o.kd.scheme == "born_again")) {
     teacher = std::make_shared<kd::Teacher>(kd::load_teacher(o.teacher, channels, size, classes));
     train::EvalResult t = train::evaluate(*teacher->model, teacher->params.to(run.device),

@@ -6,6 +6,7 @@
 
 #include "src/core/error.h"
 #include "src/io/tensor_file.h"
+#include "src/kd/scripted_model.h"
 
 namespace distill::kd {
 namespace {
@@ -29,6 +30,17 @@ at::Tensor Teacher::forward(const at::Tensor& images, models::Features* features
 
 Teacher load_teacher(const TeacherOptions& options, int64_t channels, int64_t image_size,
                      int64_t num_classes) {
+  if (!options.checkpoint.empty() && !options.torchscript.empty()) {
+    throw Error("teacher.checkpoint and teacher.torchscript are both set ('" + options.checkpoint +
+                "', '" + options.torchscript + "'); set one");
+  }
+  if (!options.torchscript.empty()) {
+    Teacher teacher;
+    teacher.model = load_scripted_model(options.torchscript, channels, image_size, num_classes);
+    teacher.params = at::empty({0});
+    teacher.buffers = at::empty({0});
+    return teacher;
+  }
   const std::string& path = options.checkpoint;
   if (path.empty()) throw Error("teacher.checkpoint is empty: name a model.pt or checkpoint.pt");
   Teacher teacher;

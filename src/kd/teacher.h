@@ -13,13 +13,18 @@ namespace distill::kd {
 // settings it was trained with (checked against the file before any training).
 struct TeacherOptions {
   std::string checkpoint;
+  std::string torchscript;
   models::ModelOptions model;
 
   void visit(config::Visitor& v) {
     v.field("checkpoint", checkpoint,
             "teacher weights: model.pt or checkpoint.pt written by `distill train` (empty = none)");
+    v.field("torchscript", torchscript,
+            "or a TorchScript teacher saved by Python (torch.jit.script(m).save(path)): "
+            "forward(images) -> logits; response-based losses only");
     v.section("model", model);
   }
+  bool configured() const { return !checkpoint.empty() || !torchscript.empty(); }
 };
 
 // A frozen model: evaluated in eval mode, never updated.
@@ -32,9 +37,9 @@ struct Teacher {
   at::Tensor forward(const at::Tensor& images, models::Features* features = nullptr) const;
 };
 
-// Builds the configured architecture for the data's shape and loads the file into it. Errors
-// (before training) name the file and say what differs: another architecture, another class
-// count (the classifier's shape), or another parameter count.
+// Builds the configured architecture for the data's shape and loads the file into it (or loads
+// the TorchScript module). Errors (before training) name the file and say what differs: another
+// architecture, another class count (the classifier's shape), or another parameter count.
 Teacher load_teacher(const TeacherOptions& options, int64_t channels, int64_t image_size,
                      int64_t num_classes);
 

@@ -357,5 +357,40 @@ TEST(Teacher, LoadsItsWeightsAndNamesEveryMismatch) {
       << count;
 }
 
+TEST(Teacher, TorchScriptTeacherFromPythonGivesPythonsLogits) {
+  DISTILL_REQUIRE_PYTHON();
+  testing::TempDir dir;
+  at::Generator gen = make_generator(14);
+  at::Tensor x = at::randn({5, 1, 8, 8}, gen);
+  io::TensorDict in = io::make_dict();
+  in.insert("x", x);
+  io::save_dict(dir.file("in.pt"), in);
+  testing::run_python_script("make_scripted_teacher.py",
+                             {dir.file("teacher.ts"), dir.file("in.pt"), dir.file("out.pt")});
+  at::Tensor expected = io::get_tensor(io::load_dict(dir.file("out.pt")), "logits", "out.pt");
+  TeacherOptions options;
+  options.torchscript = dir.file("teacher.ts");
+  auto teacher = std::make_shared<Teacher>(load_teacher(options, 1, 8, 3));
+  EXPECT_EQ(teacher->model->arch(), "torchscript");
+  EXPECT_TRUE(at::allclose(teacher->forward(x), expected, 1e-5, 1e-6));
+
+  // It drives response-based terms; feature terms name what it lacks.
+  auto student = mlp({8}, 3);
+  KdObjective objective({term("hinton", 1.0)}, "kd.losses", *student, teacher, x);
+  LossSpec hint = term("fitnet", 1);
+  hint.student_layer = "hidden0";
+  hint.teacher_layer = "hidden0";
+  EXPECT_NE(error_of([&] { KdObjective({hint}, "kd.losses", *student, teacher, x); })
+                .find("the teacher (torchscript) has no feature 'hidden0'; available: logits"),
+            std::string::npos);
+
+  std::string classes = error_of([&] { load_teacher(options, 1, 8, 4); });
+  EXPECT_NE(classes.find("outputs [2, 3] for a batch of 2; the data has 4 classes"), std::string::npos)
+      << classes;
+  options.torchscript = dir.file("in.pt");  // a tensor file, not a module
+  std::string bad = error_of([&] { load_teacher(options, 1, 8, 3); });
+  EXPECT_NE(bad.find("cannot be loaded"), std::string::npos) << bad;
+}
+
 }  // namespace
 }  // namespace distill::kd
