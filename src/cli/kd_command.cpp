@@ -114,11 +114,12 @@ std::map<std::string, double> run_job(const Job& job, const KdCommandOptions& o,
   state.params = state.params.to(run.device);
   state.buffers = state.buffers.to(run.device);
   if (state.aux.defined()) state.aux = state.aux.to(run.device);
-  auto result = trainer.fit(state, train_set.images.to(run.device), train_set.labels.to(run.device));
+  auto result =
+      trainer.fit(state, train_set.images.to(run.device), train_set.labels.to(run.device));
   if (!result.count("test_accuracy")) {  // resumed after the last epoch: nothing ran, score now
-    train::EvalResult test = train::evaluate(*job.model, state.params, state.buffers,
-                                             test_set.images.to(run.device),
-                                             test_set.labels.to(run.device));
+    train::EvalResult test =
+        train::evaluate(*job.model, state.params, state.buffers, test_set.images.to(run.device),
+                        test_set.labels.to(run.device));
     result["test_accuracy"] = test.accuracy;
     result["test_loss"] = test.loss;
   }
@@ -171,8 +172,8 @@ void run_kd(KdCommandOptions& o, const Invocation& invocation) {
         1, std::llround(o.kd.data_fraction * static_cast<double>(train_set.size()) /
                         static_cast<double>(train_set.num_classes)));
     at::Generator generator = make_generator(run.seed, 0x6b64);  // "kd": the subset stream
-    at::Tensor index = data::sample_per_class(train_set.labels, train_set.num_classes, per_class,
-                                              generator);
+    at::Tensor index =
+        data::sample_per_class(train_set.labels, train_set.num_classes, per_class, generator);
     train_set.images = train_set.images.index_select(0, index);
     train_set.labels = train_set.labels.index_select(0, index);
   }
@@ -187,10 +188,9 @@ void run_kd(KdCommandOptions& o, const Invocation& invocation) {
   if (o.teacher.configured() &&
       ((needs_teacher && o.kd.scheme == "offline") || o.kd.scheme == "born_again")) {
     teacher = std::make_shared<kd::Teacher>(kd::load_teacher(o.teacher, channels, size, classes));
-    train::EvalResult t = train::evaluate(*teacher->model, teacher->params.to(run.device),
-                                          teacher->buffers.to(run.device),
-                                          test_set.images.to(run.device),
-                                          test_set.labels.to(run.device));
+    train::EvalResult t = train::evaluate(
+        *teacher->model, teacher->params.to(run.device), teacher->buffers.to(run.device),
+        test_set.images.to(run.device), test_set.labels.to(run.device));
     results["teacher_test_accuracy"] = t.accuracy;
     std::cerr << "distill kd: teacher " << teacher->model->arch() << " test accuracy "
               << 100.0 * t.accuracy << " %\n";
@@ -215,15 +215,15 @@ void run_kd(KdCommandOptions& o, const Invocation& invocation) {
     at::Tensor probe = train_set.images.narrow(0, 0, std::min<int64_t>(8, train_set.size()));
     auto objective = std::make_shared<kd::MutualObjective>(o.kd.losses, "kd.losses", cohort,
                                                            probe.to(run.device));
-    auto r = run_job({&cohort, objective, run.out, "dml x" + std::to_string(cohort.size())}, o,
-                     run, train_set, test_set, invocation.resume, &state);
+    auto r = run_job({&cohort, objective, run.out, "dml x" + std::to_string(cohort.size())}, o, run,
+                     train_set, test_set, invocation.resume, &state);
     for (const auto& [k, v] : r) results[k] = v;
     double sum = 0;
     for (size_t i = 0; i < cohort.size(); ++i) {
-      train::EvalResult m = train::evaluate(
-          cohort.member(i), cohort.member_params(state.params, i),
-          cohort.member_buffers(state.buffers, i), test_set.images.to(run.device),
-          test_set.labels.to(run.device));
+      train::EvalResult m =
+          train::evaluate(cohort.member(i), cohort.member_params(state.params, i),
+                          cohort.member_buffers(state.buffers, i), test_set.images.to(run.device),
+                          test_set.labels.to(run.device));
       results["member" + std::to_string(i) + "_test_accuracy"] = m.accuracy;
       sum += m.accuracy;
     }

@@ -62,7 +62,8 @@ class Visitor {
   // Visitors that handle arrays of tables override this; the default refuses, naming the key,
   // rather than silently skipping the setting.
   virtual void item_list(const char* name, const ItemList& items, const char* help) {
-    throw Error(std::string("setting '") + name + "' is an array of tables, which this visitor "
+    throw Error(std::string("setting '") + name +
+                "' is an array of tables, which this visitor "
                 "does not support");
   }
 

@@ -22,8 +22,10 @@ void check_logits(const char* loss, const at::Tensor& student, const at::Tensor&
                 std::to_string(temperature));
   }
   if (student.dim() != 2 || !student.sizes().equals(teacher.sizes())) {
-    throw Error(std::string(loss) + ": student and teacher logits must both be N,K with the same "
-                "shape, found " + shape_of(student) + " and " + shape_of(teacher));
+    throw Error(std::string(loss) +
+                ": student and teacher logits must both be N,K with the same "
+                "shape, found " +
+                shape_of(student) + " and " + shape_of(teacher));
   }
 }
 
@@ -62,8 +64,10 @@ at::Tensor triplet_cosines(const at::Tensor& e) {
 void check_relational(const char* loss, const at::Tensor& student, const at::Tensor& teacher) {
   if (student.dim() < 2 || teacher.dim() < 2 || student.size(0) != teacher.size(0) ||
       student.size(0) < 2) {
-    throw Error(std::string(loss) + ": needs student and teacher features with the same batch "
-                "size >= 2, found " + shape_of(student) + " and " + shape_of(teacher));
+    throw Error(std::string(loss) +
+                ": needs student and teacher features with the same batch "
+                "size >= 2, found " +
+                shape_of(student) + " and " + shape_of(teacher));
   }
 }
 
@@ -119,11 +123,14 @@ at::Tensor attention_map(const at::Tensor& feature, double p) {
 }
 
 at::Tensor attention_transfer_loss(const at::Tensor& student, const at::Tensor& teacher, double p) {
-  if (!(p > 0)) throw Error("attention transfer: exponent p must be > 0, found " + std::to_string(p));
+  if (!(p > 0))
+    throw Error("attention transfer: exponent p must be > 0, found " + std::to_string(p));
   if (student.dim() != 4 || teacher.dim() != 4 || student.size(0) != teacher.size(0) ||
       student.size(2) != teacher.size(2) || student.size(3) != teacher.size(3)) {
-    throw Error("attention transfer: student and teacher maps must be N,C,H,W with the same N, H "
-                "and W, found " + shape_of(student) + " and " + shape_of(teacher));
+    throw Error(
+        "attention transfer: student and teacher maps must be N,C,H,W with the same N, H "
+        "and W, found " +
+        shape_of(student) + " and " + shape_of(teacher));
   }
   return (attention_map(student, p) - attention_map(teacher.detach(), p)).pow(2).mean();
 }

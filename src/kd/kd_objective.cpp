@@ -54,13 +54,14 @@ at::Tensor KdObjective::loss(const train::StepContext& step) {
     if (cached_logits_.defined()) {
       teacher.logits = cached_logits_.index_select(0, step.indices);
     } else {
-      teacher.logits = teacher_->forward(step.images, wants_features() ? &teacher_features : nullptr);
+      teacher.logits =
+          teacher_->forward(step.images, wants_features() ? &teacher_features : nullptr);
       teacher.features = &teacher_features;
     }
   }
   std::vector<double> values;
-  at::Tensor total = terms_.evaluate(student, teacher_ ? &teacher : nullptr, step.targets, step.aux,
-                                     &values);
+  at::Tensor total =
+      terms_.evaluate(student, teacher_ ? &teacher : nullptr, step.targets, step.aux, &values);
   for (size_t i = 0; i < values.size(); ++i) sums_[i] += values[i];
   ++batches_;
   return total;
@@ -82,7 +83,8 @@ MutualObjective::MutualObjective(const std::vector<LossSpec>& losses, const std:
     : cohort_(cohort) {
   for (const auto& spec : losses) {
     if (spec.name == "fitnet") {
-      throw Error(key + ": fitnet needs a regressor per student pair and is not supported in "
+      throw Error(key +
+                  ": fitnet needs a regressor per student pair and is not supported in "
                   "mutual learning; use hinton, reverse_kl, dkd, at or rkd_* with ce");
     }
   }
@@ -100,7 +102,8 @@ MutualObjective::MutualObjective(const std::vector<LossSpec>& losses, const std:
   at::NoGradGuard no_grad;
   cohort.forward(probe, params, args);
   std::vector<models::Features> members;
-  for (size_t i = 0; i < cohort.size(); ++i) members.push_back(Cohort::member_features(features, i));
+  for (size_t i = 0; i < cohort.size(); ++i)
+    members.push_back(Cohort::member_features(features, i));
   auto logits_of = [](const models::Features& f) {
     for (const auto& [name, tensor] : f) {
       if (name == "logits") return tensor;
@@ -110,7 +113,8 @@ MutualObjective::MutualObjective(const std::vector<LossSpec>& losses, const std:
   for (size_t i = 0; i < cohort.size(); ++i) {
     for (size_t j = 0; j < cohort.size(); ++j) {
       if (j == i) continue;
-      terms_[i]->prepare({logits_of(members[i]), &members[i]}, {logits_of(members[j]), &members[j]});
+      terms_[i]->prepare({logits_of(members[i]), &members[i]},
+                         {logits_of(members[j]), &members[j]});
     }
   }
   member_sums_.assign(cohort.size(), 0.0);

@@ -30,7 +30,9 @@ class KdObjective : public train::StepObjective {
   void cache_teacher_logits(const at::Tensor& train_images, int64_t batch_size = 500);
 
   bool wants_features() const override { return terms_.needs_features(); }
-  at::Tensor init_aux(at::Generator& generator) const override { return terms_.init_aux(generator); }
+  at::Tensor init_aux(at::Generator& generator) const override {
+    return terms_.init_aux(generator);
+  }
   at::Tensor loss(const train::StepContext& step) override;
   std::map<std::string, double> take_epoch_metrics() override;
 
@@ -51,8 +53,8 @@ class KdObjective : public train::StepObjective {
 // same batch at the same time (the paper alternates; the simultaneous form is the common one).
 class MutualObjective : public train::StepObjective {
  public:
-  MutualObjective(const std::vector<LossSpec>& losses, const std::string& key,
-                  const Cohort& cohort, const at::Tensor& probe);
+  MutualObjective(const std::vector<LossSpec>& losses, const std::string& key, const Cohort& cohort,
+                  const at::Tensor& probe);
 
   bool wants_features() const override { return true; }  // the members' logits are features
   at::Tensor loss(const train::StepContext& step) override;

@@ -33,7 +33,8 @@ LossTerms::LossTerms(std::vector<LossSpec> specs, std::string key, const models:
                      const models::Model* teacher)
     : specs_(std::move(specs)), key_(std::move(key)) {
   if (specs_.empty()) {
-    throw Error(key_ + " is empty: give at least one term, e.g. [{name = \"hinton\", T = 4, "
+    throw Error(key_ +
+                " is empty: give at least one term, e.g. [{name = \"hinton\", T = 4, "
                 "weight = 0.9}, {name = \"ce\", weight = 0.1}]");
   }
   std::map<std::string, int> seen;
@@ -129,18 +130,21 @@ void LossTerms::prepare(const Side& student, const Side& teacher) {
     regressor_of_[i] = static_cast<int64_t>(aux_specs_.size());
     if (s.dim() == 4 && t.dim() == 4) {
       if (s.size(2) != t.size(2) || s.size(3) != t.size(3)) {
-        throw Error(item + ": student feature '" + spec.student_layer + "' is " +
-                    std::to_string(s.size(2)) + "x" + std::to_string(s.size(3)) +
-                    " but teacher feature '" + spec.teacher_layer + "' is " +
-                    std::to_string(t.size(2)) + "x" + std::to_string(t.size(3)) +
-                    "; pick layers with the same spatial size (a 1x1 regressor maps channels only)");
+        throw Error(
+            item + ": student feature '" + spec.student_layer + "' is " +
+            std::to_string(s.size(2)) + "x" + std::to_string(s.size(3)) + " but teacher feature '" +
+            spec.teacher_layer + "' is " + std::to_string(t.size(2)) + "x" +
+            std::to_string(t.size(3)) +
+            "; pick layers with the same spatial size (a 1x1 regressor maps channels only)");
       }
       const int64_t cs = s.size(1), ct = t.size(1);
-      aux_specs_.push_back({prefix + ".weight", {ct, cs, 1, 1}, models::TensorSpec::Init::kFanInUniform, cs});
+      aux_specs_.push_back(
+          {prefix + ".weight", {ct, cs, 1, 1}, models::TensorSpec::Init::kFanInUniform, cs});
       aux_specs_.push_back({prefix + ".bias", {ct}, models::TensorSpec::Init::kFanInUniform, cs});
     } else {
       const int64_t ds = s.flatten(1).size(1), dt = t.flatten(1).size(1);
-      aux_specs_.push_back({prefix + ".weight", {dt, ds}, models::TensorSpec::Init::kFanInUniform, ds});
+      aux_specs_.push_back(
+          {prefix + ".weight", {dt, ds}, models::TensorSpec::Init::kFanInUniform, ds});
       aux_specs_.push_back({prefix + ".bias", {dt}, models::TensorSpec::Init::kFanInUniform, ds});
     }
   }
@@ -148,10 +152,11 @@ void LossTerms::prepare(const Side& student, const Side& teacher) {
   // One evaluation on the probe: shape errors of any term surface now, naming the term.
   at::NoGradGuard no_grad;
   at::Tensor aux = at::zeros({[&] {
-    int64_t n = 0;
-    for (const auto& a : aux_specs_) n += a.numel();
-    return n;
-  }()}, student.logits.options());
+                               int64_t n = 0;
+                               for (const auto& a : aux_specs_) n += a.numel();
+                               return n;
+                             }()},
+                             student.logits.options());
   at::Tensor labels = at::zeros({student.logits.size(0)}, at::kLong).to(student.logits.device());
   evaluate(student, &teacher, labels, aux);
 }

@@ -25,8 +25,10 @@ class ScriptedModel : public models::Model {
     }
     c10::IValue out = const_cast<torch::jit::Module&>(module_).forward({x});
     if (!out.isTensor()) {
-      throw Error("TorchScript teacher '" + path_ + "': forward must return one logits tensor, "
-                  "it returned a " + out.tagKind());
+      throw Error("TorchScript teacher '" + path_ +
+                  "': forward must return one logits tensor, "
+                  "it returned a " +
+                  out.tagKind());
     }
     return out.toTensor();
   }
@@ -48,7 +50,8 @@ std::unique_ptr<models::Model> load_scripted_model(const std::string& path, int6
   } catch (const c10::Error& e) {
     std::string what = e.what_without_backtrace();
     throw Error("TorchScript teacher '" + path + "' cannot be loaded (" +
-                what.substr(0, what.find('\n')) + "); save it in Python with "
+                what.substr(0, what.find('\n')) +
+                "); save it in Python with "
                 "torch.jit.script(model).save(path)");
   }
   auto model = std::make_unique<ScriptedModel>(std::move(module), path);
@@ -59,14 +62,16 @@ std::unique_ptr<models::Model> load_scripted_model(const std::string& path, int6
   } catch (const c10::Error& e) {
     std::string what = e.what_without_backtrace();
     throw Error("TorchScript teacher '" + path + "' fails on a 2x" + std::to_string(channels) +
-                "x" + std::to_string(image_size) + "x" + std::to_string(image_size) + " batch: " +
-                what.substr(0, what.find('\n')));
+                "x" + std::to_string(image_size) + "x" + std::to_string(image_size) +
+                " batch: " + what.substr(0, what.find('\n')));
   }
   if (out.dim() != 2 || out.size(0) != 2 || out.size(1) != num_classes) {
     std::ostringstream shape;
     shape << out.sizes();
-    throw Error("TorchScript teacher '" + path + "' outputs " + shape.str() + " for a batch of 2; "
-                "the data has " + std::to_string(num_classes) + " classes (expected [2, " +
+    throw Error("TorchScript teacher '" + path + "' outputs " + shape.str() +
+                " for a batch of 2; "
+                "the data has " +
+                std::to_string(num_classes) + " classes (expected [2, " +
                 std::to_string(num_classes) + "])");
   }
   return model;

@@ -50,12 +50,16 @@ Teacher load_teacher(const TeacherOptions& options, int64_t channels, int64_t im
   const std::string arch =
       dict.contains("arch") && dict.at("arch").isString() ? dict.at("arch").toStringRef() : "";
   if (arch.empty()) {
-    throw Error("teacher checkpoint '" + path + "' has no 'arch' entry: not a file written by "
+    throw Error("teacher checkpoint '" + path +
+                "' has no 'arch' entry: not a file written by "
                 "`distill train` (model.pt or checkpoint.pt)");
   }
   if (arch != model.arch()) {
-    throw Error("teacher checkpoint '" + path + "' holds a '" + arch + "', but teacher.model.arch "
-                "builds a '" + model.arch() + "'; set teacher.model to the settings the teacher "
+    throw Error("teacher checkpoint '" + path + "' holds a '" + arch +
+                "', but teacher.model.arch "
+                "builds a '" +
+                model.arch() +
+                "'; set teacher.model to the settings the teacher "
                 "was trained with");
   }
   // model.pt also stores every tensor under its state_dict name: compare shapes one by one, so a
@@ -75,8 +79,8 @@ Teacher load_teacher(const TeacherOptions& options, int64_t channels, int64_t im
     at::Tensor saved = io::get_tensor(dict, specs[i].name, path);
     if (saved.sizes().vec() == specs[i].shape) continue;
     throw Error("teacher checkpoint '" + path + "': '" + specs[i].name + "' has shape " +
-                shape_text(saved.sizes()) + ", teacher.model builds " +
-                shape_text(specs[i].shape) + "; set teacher.model to the teacher's settings");
+                shape_text(saved.sizes()) + ", teacher.model builds " + shape_text(specs[i].shape) +
+                "; set teacher.model to the teacher's settings");
   }
   teacher.params = io::get_tensor(dict, "params", path).to(at::kFloat).contiguous();
   if (teacher.params.dim() != 1 || teacher.params.numel() != model.num_params()) {

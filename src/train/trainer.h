@@ -49,12 +49,12 @@ struct TrainOptions {
 // One training step as a custom objective sees it: KD losses need the (augmented) batch the
 // model saw, its named features and the teacher's view of the same images.
 struct StepContext {
-  at::Tensor images;   // the batch after augmentation
-  at::Tensor targets;  // its targets (class ids or soft labels)
-  at::Tensor indices;  // positions of the batch in the training set
-  at::Tensor logits;   // the model's output (train mode)
+  at::Tensor images;                           // the batch after augmentation
+  at::Tensor targets;                          // its targets (class ids or soft labels)
+  at::Tensor indices;                          // positions of the batch in the training set
+  at::Tensor logits;                           // the model's output (train mode)
   const models::Features* features = nullptr;  // filled when the objective wants features
-  at::Tensor aux;      // the objective's own trainable parameters (requires grad) or undefined
+  at::Tensor aux;  // the objective's own trainable parameters (requires grad) or undefined
   int64_t epoch = 0;
   int64_t step = 0;
 };
@@ -104,7 +104,9 @@ class Trainer {
 
   void set_augment(AugmentFn augment) { augment_ = std::move(augment); }
   // Replaces classification_loss (set before init_state/load_checkpoint: it may own parameters).
-  void set_objective(std::shared_ptr<StepObjective> objective) { objective_ = std::move(objective); }
+  void set_objective(std::shared_ptr<StepObjective> objective) {
+    objective_ = std::move(objective);
+  }
   void set_test_set(const at::Tensor& images, const at::Tensor& labels);
   void set_metrics(io::MetricsLog* metrics) { metrics_ = metrics; }
   void set_checkpoint(const std::string& path) { checkpoint_path_ = path; }

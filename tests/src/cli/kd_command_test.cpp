@@ -37,7 +37,8 @@ std::string write_dataset(const TempDir& dir, int64_t classes) {
   auto make = [&](int64_t n) {
     at::Tensor labels = at::arange(n, at::kLong).remainder(classes);
     at::Tensor images = at::rand({n, 1, 8, 8}, gen) * 0.3;
-    for (int64_t i = 0; i < n; ++i) images[i][0].narrow(0, labels[i].item<int64_t>() * 2, 2).add_(0.7);
+    for (int64_t i = 0; i < n; ++i)
+      images[i][0].narrow(0, labels[i].item<int64_t>() * 2, 2).add_(0.7);
     return std::make_pair(images.clamp(0, 1), labels);
   };
   auto [train_images, train_labels] = make(60);
@@ -64,8 +65,10 @@ class KdCli : public ::testing::Test {
  protected:
   void SetUp() override {
     data_ = write_dataset(dir_, 3);
-    CommandResult r = distill_cli("train " + flags(data_) + "--set model.width=8 --set model.depth=2 "
-                                  "--epochs 3 --out " + dir_.file("teacher"));
+    CommandResult r = distill_cli("train " + flags(data_) +
+                                  "--set model.width=8 --set model.depth=2 "
+                                  "--epochs 3 --out " +
+                                  dir_.file("teacher"));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     teacher_ = dir_.file("teacher/model.pt");
   }
@@ -95,19 +98,23 @@ TEST_F(KdCli, OfflineWritesRunFolderWithTeacherErrorAndTermsAndResumes) {
 }
 
 TEST_F(KdCli, DataFractionDmlAndBornAgainRun) {
-  CommandResult dml = distill_cli("kd " + flags(data_) + "--set kd.scheme=dml --set kd.cohort=3 "
-                                  "--set kd.data_fraction=0.5 --set 'kd.losses=[{name=\"hinton\", "
-                                  "T=1}, {name=\"ce\"}]' --set model.hidden=[16] --epochs 2 --out " +
-                                  dir_.file("dml"));
+  CommandResult dml =
+      distill_cli("kd " + flags(data_) +
+                  "--set kd.scheme=dml --set kd.cohort=3 "
+                  "--set kd.data_fraction=0.5 --set 'kd.losses=[{name=\"hinton\", "
+                  "T=1}, {name=\"ce\"}]' --set model.hidden=[16] --epochs 2 --out " +
+                  dir_.file("dml"));
   ASSERT_EQ(dml.exit_code, 0) << dml.output;
   nlohmann::json r = read_json(dir_.file("dml/results.json"));
   EXPECT_EQ(r["train_images"], 30);  // 10 of each of the 3 classes
   EXPECT_TRUE(r.contains("member2_test_accuracy"));
   EXPECT_TRUE(r.contains("loss_member0"));
 
-  CommandResult ba = distill_cli("kd " + flags(data_) + "--set kd.scheme=born_again "
-                                 "--set kd.generations=2 --set model.hidden=[16] --epochs 2 --out " +
-                                 dir_.file("ba"));
+  CommandResult ba =
+      distill_cli("kd " + flags(data_) +
+                  "--set kd.scheme=born_again "
+                  "--set kd.generations=2 --set model.hidden=[16] --epochs 2 --out " +
+                  dir_.file("ba"));
   ASSERT_EQ(ba.exit_code, 0) << ba.output;
   nlohmann::json b = read_json(dir_.file("ba/results.json"));
   for (const char* key : {"gen0_test_accuracy", "gen1_test_accuracy", "gen2_test_accuracy"}) {
@@ -123,24 +130,29 @@ TEST_F(KdCli, BadInputIsOneLineWithExit2BeforeTraining) {
     std::string message;
   };
   std::vector<Case> cases = {
-      {base + "--set teacher.model.arch=mlp", "holds a 'convnet', but teacher.model.arch builds a 'mlp'"},
+      {base + "--set teacher.model.arch=mlp",
+       "holds a 'convnet', but teacher.model.arch builds a 'mlp'"},
       {"kd " + flags(write_dataset(dir_, 4)) + "--teacher " + teacher_ + " " + kTeacherModel,
        "was trained for 3 classes (classifier.bias [3]), the data has 4"},
-      {base + kTeacherModel + "--set teacher.model.width=16", "has shape [8, 1, 3, 3], teacher.model builds [16, 1, 3, 3]"},
+      {base + kTeacherModel + "--set teacher.model.width=16",
+       "has shape [8, 1, 3, 3], teacher.model builds [16, 1, 3, 3]"},
       {base + kTeacherModel + "--set 'kd.losses=[{name=\"hinton\", T=0}]'",
        "kd.losses[0].T (hinton) must be > 0, found 0"},
       {base + kTeacherModel + "--set 'kd.losses=[{name=\"hinton\", T=-2}]'",
        "kd.losses[0].T (hinton) must be > 0, found -2"},
-      {base + kTeacherModel + "--set model.arch=convnet --set 'kd.losses=[{name=\"at\", "
-       "student_layer=\"block7\", teacher_layer=\"block0\"}]'",
+      {base + kTeacherModel +
+           "--set model.arch=convnet --set 'kd.losses=[{name=\"at\", "
+           "student_layer=\"block7\", teacher_layer=\"block0\"}]'",
        "the student (convnet) has no feature 'block7'"},
-      {base + kTeacherModel + "--set 'kd.losses=[{name=\"fitnet\", student_layer=\"hidden0\", "
-       "teacher_layer=\"embeding\"}]'",
+      {base + kTeacherModel +
+           "--set 'kd.losses=[{name=\"fitnet\", student_layer=\"hidden0\", "
+           "teacher_layer=\"embeding\"}]'",
        "has no feature 'embeding' (did you mean 'embedding'?)"},
       {"kd " + flags(data_), "kd.losses[0] (hinton) needs a teacher: set teacher.checkpoint"},
       {base + kTeacherModel + "--set 'kd.losses=[{name=\"hinton\", Temp=3}]'",
        "unknown key 'kd.losses[0].Temp'"},
-      {base + kTeacherModel + "--set kd.data_fraction=0", "kd.data_fraction must be in (0, 1], found 0"},
+      {base + kTeacherModel + "--set kd.data_fraction=0",
+       "kd.data_fraction must be in (0, 1], found 0"},
   };
   for (const auto& c : cases) {
     CommandResult r = distill_cli(c.args + " --out " + dir_.file("bad"));

@@ -110,7 +110,8 @@ TEST(KdLosses, DkdIsAlphaTckdPlusBetaNckd) {
     nckd += kl(softmax(zt, T), softmax(zs, T));
   }
   double expected = (alpha * tckd + beta * nckd) * T * T / 2;
-  EXPECT_NEAR(dkd_loss(kStudent, kTeacher, kLabels, alpha, beta, T).item<double>(), expected, 1e-12);
+  EXPECT_NEAR(dkd_loss(kStudent, kTeacher, kLabels, alpha, beta, T).item<double>(), expected,
+              1e-12);
   // DKD paper eq. 7 with alpha = beta = 1 is not classical KD (that is TCKD + (1 - p_t) NCKD),
   // but with the teacher's target probability weight it is: check that identity.
   double weighted = 0;
@@ -140,7 +141,8 @@ TEST(KdLosses, AttentionTransferFollowsTheNormalisedMapFormula) {
       ns += qs[j] * qs[j];
       nt += qt[j] * qt[j];
     }
-    for (int j = 0; j < 4; ++j) expected += std::pow(qs[j] / std::sqrt(ns) - qt[j] / std::sqrt(nt), 2);
+    for (int j = 0; j < 4; ++j)
+      expected += std::pow(qs[j] / std::sqrt(ns) - qt[j] / std::sqrt(nt), 2);
   }
   expected /= 8;  // mean over N x H*W
   EXPECT_NEAR(attention_transfer_loss(fs, ft, 2.0).item<double>(), expected, 1e-12);
@@ -150,7 +152,9 @@ TEST(KdLosses, RkdDistanceAndAngleFollowTheirDefinitions) {
   // Three 2-D points: a right triangle (student) and a stretched one (teacher).
   at::Tensor es = at::tensor({0.0, 0.0, 3.0, 0.0, 0.0, 4.0}, at::kDouble).view({3, 2});
   at::Tensor et = at::tensor({0.0, 0.0, 1.0, 0.0, 0.0, 1.0}, at::kDouble).view({3, 2});
-  auto dist = [](const Matrix& e, int i, int j) { return std::hypot(e[i][0] - e[j][0], e[i][1] - e[j][1]); };
+  auto dist = [](const Matrix& e, int i, int j) {
+    return std::hypot(e[i][0] - e[j][0], e[i][1] - e[j][1]);
+  };
   Matrix s = rows(es), t = rows(et);
   double mu_s = 0, mu_t = 0;
   for (int i = 0; i < 3; ++i) {
@@ -200,8 +204,10 @@ TEST(KdLosses, GradientsMatchCentralDifferences) {
   const at::Tensor t = at::randn({4, 5}, gen, at::kDouble) * 2;
   const at::Tensor labels = at::tensor({0, 3, 4, 1}, at::kLong);
   const at::Tensor s = at::randn({4, 5}, gen, at::kDouble) * 2;
-  expect_gradient_matches_differences([&](const at::Tensor& x) { return hinton_loss(x, t, 3.0); }, s);
-  expect_gradient_matches_differences([&](const at::Tensor& x) { return reverse_kl_loss(x, t, 2.0); }, s);
+  expect_gradient_matches_differences([&](const at::Tensor& x) { return hinton_loss(x, t, 3.0); },
+                                      s);
+  expect_gradient_matches_differences(
+      [&](const at::Tensor& x) { return reverse_kl_loss(x, t, 2.0); }, s);
   expect_gradient_matches_differences(
       [&](const at::Tensor& x) { return dkd_loss(x, t, labels, 1.0, 8.0, 4.0); }, s);
   const at::Tensor ft = at::randn({2, 3, 3, 3}, gen, at::kDouble);
@@ -210,8 +216,10 @@ TEST(KdLosses, GradientsMatchCentralDifferences) {
       [&](const at::Tensor& x) { return attention_transfer_loss(x, ft, 2.0); }, fs);
   const at::Tensor et = at::randn({5, 3}, gen, at::kDouble);
   const at::Tensor es = at::randn({5, 4}, gen, at::kDouble);
-  expect_gradient_matches_differences([&](const at::Tensor& x) { return rkd_distance_loss(x, et); }, es);
-  expect_gradient_matches_differences([&](const at::Tensor& x) { return rkd_angle_loss(x, et); }, es);
+  expect_gradient_matches_differences([&](const at::Tensor& x) { return rkd_distance_loss(x, et); },
+                                      es);
+  expect_gradient_matches_differences([&](const at::Tensor& x) { return rkd_angle_loss(x, et); },
+                                      es);
   const at::Tensor w = at::randn({3, 2, 1, 1}, gen, at::kDouble);
   const at::Tensor b = at::randn({3}, gen, at::kDouble);
   expect_gradient_matches_differences(
@@ -258,9 +266,11 @@ TEST(KdLosses, MatchPython) {
       {"at", {"fs"}, [&](auto& x) { return attention_transfer_loss(x[0], ft, 2.0); }},
       {"rkd_distance", {"es"}, [&](auto& x) { return rkd_distance_loss(x[0], et); }},
       {"rkd_angle", {"es"}, [&](auto& x) { return rkd_angle_loss(x[0], et); }},
-      {"fitnet_conv", {"fs", "conv_w", "conv_b"},
+      {"fitnet_conv",
+       {"fs", "conv_w", "conv_b"},
        [&](auto& x) { return hint_loss(regress(x[0], x[1], x[2]), ft); }},
-      {"fitnet_linear", {"es", "lin_w", "lin_b"},
+      {"fitnet_linear",
+       {"es", "lin_w", "lin_b"},
        [&](auto& x) { return hint_loss(regress(x[0], x[1], x[2]), et); }},
   };
   for (const auto& c : cases) {
@@ -281,18 +291,25 @@ TEST(KdLosses, MatchPython) {
 TEST(KdLosses, BadInputsNameTheProblem) {
   EXPECT_NE(error_of([] { hinton_loss(kStudent, kTeacher, 0.0); }).find("T must be > 0, found 0"),
             std::string::npos);
-  EXPECT_NE(error_of([] { hinton_loss(kStudent, kTeacher.narrow(1, 0, 2), 1.0); })
-                .find("same shape, found [2, 3] and [2, 2]"),
+  EXPECT_NE(error_of([] {
+              hinton_loss(kStudent, kTeacher.narrow(1, 0, 2), 1.0);
+            }).find("same shape, found [2, 3] and [2, 2]"),
             std::string::npos);
-  EXPECT_NE(error_of([] { dkd_loss(kStudent, kTeacher, kLabels.to(at::kFloat), 1, 8, 4); })
-                .find("needs int64 class ids"),
+  EXPECT_NE(error_of([] {
+              dkd_loss(kStudent, kTeacher, kLabels.to(at::kFloat), 1, 8, 4);
+            }).find("needs int64 class ids"),
             std::string::npos);
-  EXPECT_NE(error_of([] { attention_transfer_loss(at::zeros({2, 3, 4, 4}), at::zeros({2, 3, 2, 2}), 2); })
-                .find("same N, H and W, found [2, 3, 4, 4] and [2, 3, 2, 2]"),
+  EXPECT_NE(error_of([] {
+              attention_transfer_loss(at::zeros({2, 3, 4, 4}), at::zeros({2, 3, 2, 2}), 2);
+            }).find("same N, H and W, found [2, 3, 4, 4] and [2, 3, 2, 2]"),
             std::string::npos);
-  EXPECT_NE(error_of([] { attention_map(at::zeros({2, 3}), 2); }).find("N,C,H,W"), std::string::npos);
-  EXPECT_NE(error_of([] { rkd_distance_loss(at::zeros({1, 3}), at::zeros({1, 3})); })
-                .find("batch size >= 2"),
+  EXPECT_NE(error_of([] {
+              attention_map(at::zeros({2, 3}), 2);
+            }).find("N,C,H,W"),
+            std::string::npos);
+  EXPECT_NE(error_of([] {
+              rkd_distance_loss(at::zeros({1, 3}), at::zeros({1, 3}));
+            }).find("batch size >= 2"),
             std::string::npos);
 }
 

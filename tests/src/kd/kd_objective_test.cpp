@@ -77,7 +77,8 @@ TEST(LossTerms, WeightedSumOfTheNamedTerms) {
   at::Tensor y = at::tensor({0, 1, 2, 3, 0}, at::kLong);
   std::vector<double> values;
   at::Tensor total = terms.evaluate({s, nullptr}, new LossTerms::Side{t, nullptr}, y, {}, &values);
-  const double h3 = hinton_loss(s, t, 3.0).item<double>(), h1 = hinton_loss(s, t, 1.0).item<double>();
+  const double h3 = hinton_loss(s, t, 3.0).item<double>(),
+               h1 = hinton_loss(s, t, 1.0).item<double>();
   const double ce = at::cross_entropy_loss(s, y).item<double>();
   EXPECT_NEAR(total.item<double>(), 0.9 * h3 + 0.1 * ce + 0.5 * h1, 1e-6);
   ASSERT_EQ(values.size(), 3u);
@@ -95,10 +96,12 @@ TEST(LossTerms, BadSettingsNameTheKeyAndValueBeforeTraining) {
   EXPECT_NE(make({term("ce", 1), term("hinton", 1, 0.0)}, teacher.get())
                 .find("kd.losses[1].T (hinton) must be > 0, found 0"),
             std::string::npos);
-  EXPECT_NE(make({term("dkd", 1, -2.0)}, teacher.get()).find("kd.losses[0].T (dkd) must be > 0, found -2"),
+  EXPECT_NE(make({term("dkd", 1, -2.0)}, teacher.get())
+                .find("kd.losses[0].T (dkd) must be > 0, found -2"),
             std::string::npos);
-  EXPECT_NE(make({term("ce", -1)}, teacher.get()).find("kd.losses[0].weight (ce) must be >= 0, found -1"),
-            std::string::npos);
+  EXPECT_NE(
+      make({term("ce", -1)}, teacher.get()).find("kd.losses[0].weight (ce) must be >= 0, found -1"),
+      std::string::npos);
   LossSpec at_term = term("at", 1);
   at_term.student_layer = at_term.teacher_layer = "block0";
   at_term.p = 0;
@@ -115,8 +118,9 @@ TEST(LossTerms, BadSettingsNameTheKeyAndValueBeforeTraining) {
                          "embedding, logits"),
             std::string::npos)
       << unknown;
-  EXPECT_NE(make({term("hinton", 1)}, nullptr).find("compares with a teacher, but none is configured"),
-            std::string::npos);
+  EXPECT_NE(
+      make({term("hinton", 1)}, nullptr).find("compares with a teacher, but none is configured"),
+      std::string::npos);
   EXPECT_NE(make({}, teacher.get()).find("kd.losses is empty"), std::string::npos);
 }
 
@@ -157,7 +161,8 @@ TEST(KdObjective, CachedTeacherLogitsGiveTheSameLoss) {
   auto [images, labels] = toy_data(20, 4);
   auto teacher = random_teacher(convnet(4), 5);
   KdObjective live({term("hinton", 0.7), term("ce", 0.3)}, "kd.losses", *student, teacher, images);
-  KdObjective cached({term("hinton", 0.7), term("ce", 0.3)}, "kd.losses", *student, teacher, images);
+  KdObjective cached({term("hinton", 0.7), term("ce", 0.3)}, "kd.losses", *student, teacher,
+                     images);
   cached.cache_teacher_logits(images, 7);  // several chunks
   at::Generator gen = make_generator(6);
   at::Tensor params = student->init_params(gen);
@@ -191,7 +196,8 @@ TEST(KdObjective, TrainingWithTheTrainerPullsTheStudentTowardsTheTeacher) {
   train::TrainState state = trainer.init_state();
   auto kl_to_teacher = [&](const at::Tensor& params) {
     at::NoGradGuard no_grad;
-    return hinton_loss(student->forward(images, params), teacher->forward(images), 2.0).item<double>();
+    return hinton_loss(student->forward(images, params), teacher->forward(images), 2.0)
+        .item<double>();
   };
   const double before = kl_to_teacher(state.params);
   trainer.fit(state, images, labels);
@@ -199,7 +205,8 @@ TEST(KdObjective, TrainingWithTheTrainerPullsTheStudentTowardsTheTeacher) {
   EXPECT_LT(after, 0.2 * before) << before << " -> " << after;
   // The student now predicts what the (random, label-agnostic) teacher predicts.
   at::NoGradGuard no_grad;
-  at::Tensor agree = student->forward(images, state.params).argmax(1).eq(teacher->forward(images).argmax(1));
+  at::Tensor agree =
+      student->forward(images, state.params).argmax(1).eq(teacher->forward(images).argmax(1));
   EXPECT_GT(agree.to(at::kDouble).mean().item<double>(), 0.9);
 }
 
@@ -260,7 +267,8 @@ TEST(MutualObjective, EachMemberGetsTheGradientOfItsOwnLoss) {
   for (int i = 0; i < 3; ++i) members.push_back(mlp({5}));
   Cohort cohort(std::move(members));
   auto [images, labels] = toy_data(6, 11);
-  MutualObjective objective({term("hinton", 1.0, 2.0), term("ce", 1.0)}, "kd.losses", cohort, images);
+  MutualObjective objective({term("hinton", 1.0, 2.0), term("ce", 1.0)}, "kd.losses", cohort,
+                            images);
   at::Generator gen = make_generator(12);
   at::Tensor flat = cohort.init_params(gen).to(at::kDouble);
   at::Tensor x = images.to(at::kDouble);
@@ -301,13 +309,15 @@ TEST(MutualObjective, FitnetIsRefusedWithAReason) {
   Cohort cohort(std::move(members));
   LossSpec hint = term("fitnet", 1);
   hint.student_layer = hint.teacher_layer = "hidden0";
-  EXPECT_NE(error_of([&] { MutualObjective({hint}, "kd.losses", cohort, toy_data(4, 1).first); })
-                .find("fitnet needs a regressor per student pair"),
+  EXPECT_NE(error_of([&] {
+              MutualObjective({hint}, "kd.losses", cohort, toy_data(4, 1).first);
+            }).find("fitnet needs a regressor per student pair"),
             std::string::npos);
 }
 
 // A model.pt like `distill train` writes: arch, flat params/buffers, state_dict-named tensors.
-void write_model_file(const std::string& path, const models::Model& model, const at::Tensor& params) {
+void write_model_file(const std::string& path, const models::Model& model,
+                      const at::Tensor& params) {
   io::TensorDict dict = io::make_dict();
   dict.insert("arch", model.arch());
   dict.insert("params", params);
@@ -342,7 +352,8 @@ TEST(Teacher, LoadsItsWeightsAndNamesEveryMismatch) {
       << width;
   options.model.arch = "convnet";
   std::string arch = error_of([&] { load_teacher(options, 1, 8, 5); });
-  EXPECT_NE(arch.find("holds a 'mlp', but teacher.model.arch builds a 'convnet'"), std::string::npos)
+  EXPECT_NE(arch.find("holds a 'mlp', but teacher.model.arch builds a 'convnet'"),
+            std::string::npos)
       << arch;
   // A file without state_dict names (checkpoint.pt) still fails on the parameter count.
   io::TensorDict bare = io::make_dict();
@@ -353,7 +364,8 @@ TEST(Teacher, LoadsItsWeightsAndNamesEveryMismatch) {
   options.model.arch = "mlp";
   options.model.hidden = {16};
   std::string count = error_of([&] { load_teacher(options, 1, 8, 10); });
-  EXPECT_NE(count.find("holds " + std::to_string(params.numel()) + " parameters"), std::string::npos)
+  EXPECT_NE(count.find("holds " + std::to_string(params.numel()) + " parameters"),
+            std::string::npos)
       << count;
 }
 
@@ -380,12 +392,14 @@ TEST(Teacher, TorchScriptTeacherFromPythonGivesPythonsLogits) {
   LossSpec hint = term("fitnet", 1);
   hint.student_layer = "hidden0";
   hint.teacher_layer = "hidden0";
-  EXPECT_NE(error_of([&] { KdObjective({hint}, "kd.losses", *student, teacher, x); })
-                .find("the teacher (torchscript) has no feature 'hidden0'; available: logits"),
+  EXPECT_NE(error_of([&] {
+              KdObjective({hint}, "kd.losses", *student, teacher, x);
+            }).find("the teacher (torchscript) has no feature 'hidden0'; available: logits"),
             std::string::npos);
 
   std::string classes = error_of([&] { load_teacher(options, 1, 8, 4); });
-  EXPECT_NE(classes.find("outputs [2, 3] for a batch of 2; the data has 4 classes"), std::string::npos)
+  EXPECT_NE(classes.find("outputs [2, 3] for a batch of 2; the data has 4 classes"),
+            std::string::npos)
       << classes;
   options.torchscript = dir.file("in.pt");  // a tensor file, not a module
   std::string bad = error_of([&] { load_teacher(options, 1, 8, 3); });
