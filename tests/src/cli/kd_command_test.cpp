@@ -162,5 +162,19 @@ TEST_F(KdCli, BadInputIsOneLineWithExit2BeforeTraining) {
   }
 }
 
+TEST(KdPresets, EveryKdPresetReadsWithoutUnknownKeys) {
+  int found = 0;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(testing::source_dir() + "/experiments/configs")) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("kd_", 0) != 0 || entry.path().extension() != ".toml") continue;
+    ++found;
+    CommandResult r = distill_cli("config --dump kd --config " + entry.path().string());
+    EXPECT_EQ(r.exit_code, 0) << name << "\n" << r.output;
+    EXPECT_TRUE(contains(r.output, "[[kd.losses]]")) << name;
+  }
+  EXPECT_GE(found, 2);
+}
+
 }  // namespace
 }  // namespace distill
