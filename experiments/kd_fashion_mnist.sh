@@ -6,10 +6,12 @@
 #   B. a small ConvNet teacher into a 784-100-100-10 MLP at 3 %, 10 % and 100 % of the training
 #      data (same number of steps as 15 full epochs, capped at 200 epochs), hard labels vs Hinton
 #      KD (T = 4, weight .7) -- where ../shared/notes/fashion-mnist-facts.md saw KD pay off;
+#   B'. at 3 %: other temperatures, soft-target weights, DKD and reverse KL;
 #   C. the ConvNet teacher into a 4x narrower ConvNet on 10 % of the data: hard labels, Hinton KD,
-#      Hinton KD + attention transfer (a feature-based loss).
+#      Hinton KD + attention transfer (a feature-based loss);
+#   D. schemes without an external teacher at 10 %: deep mutual learning, born-again networks.
 # Every run is skipped when its results.json exists, so an interrupted script continues.
-# Budget knobs (defaults fit ~30 min on 2 cores): SEEDS, EPOCHS_A, TEACHER_EPOCHS, THREADS.
+# Budget knobs (defaults fit ~30 min on 2 cores): SEEDS, EPOCHS_A, TEACHER_EPOCHS, THREADS, EXTRA.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 distill=${DISTILL:-${BUILD_DIR:-$root/build}/src/distill}
@@ -25,6 +27,9 @@ start=$(date +%s)
 common=(--no-progress --threads "$threads" --set train.optimizer.name=adam
         --set train.optimizer.lr=0.001 --set train.optimizer.weight_decay=0
         --set train.schedule.name=cosine --set train.batch_size=128 --set train.eval_every=0)
+# EXTRA: flags added to every run, e.g. EXTRA="--set data.train_limit=1000" for a quick smoke run.
+read -r -a extra <<<"${EXTRA:-}"
+common+=("${extra[@]}")
 
 run() {  # run DIR COMMAND ARGS...: one distill run into DIR unless it finished before
   local dir=$1; shift
@@ -70,6 +75,28 @@ for seed in $seeds; do
       --set 'kd.losses=[{name="hinton",T=4,weight=0.7},{name="ce",weight=0.3}]' --epochs "$epochs"
   done
 
+  # B'. at 3 %: other temperatures, soft-target weight and losses (same teacher, same steps).
+  for variant in "T1|hinton|1|0.7" "T20|hinton|20|0.7" "w9|hinton|4|0.9" "dkd|dkd|4|1" "rkl|reverse_kl|4|0.7"; do
+    IFS='|' read -r tag loss T w <<<"$variant"
+    if [ "$loss" = dkd ]; then  # DKD's own weights (alpha 1, beta 8) next to the hard-label term
+      terms="[{name=\"dkd\",T=$T,alpha=1,beta=8},{name=\"ce\"}]"
+    else
+      terms="[{name=\"$loss\",T=$T,weight=$w},{name=\"ce\",weight=$(python3 -c "print(round(1 - $w, 3))")}]"
+    fi
+    run "$out/B_${tag}_0.03/s$seed" kd --seed "$seed" --set model.hidden=[100,100] \
+      --set kd.data_fraction=0.03 --teacher "$teacher" "${conv_as_teacher[@]}" \
+      --set "kd.losses=$terms" --epochs 200
+  done
+
+  # D. schemes without a stronger teacher, 10 % of the data, 150 epochs: deep mutual learning of
+  # two MLP 2x100 (mean member error) and born-again generations (the last one's error).
+  run "$out/D_dml/s$seed" kd --seed "$seed" --set model.hidden=[100,100] --set kd.data_fraction=0.1 \
+    --set kd.scheme=dml --set kd.cohort=2 --set 'kd.losses=[{name="hinton",T=1},{name="ce"}]' \
+    --epochs 150
+  run "$out/D_born_again/s$seed" kd --seed "$seed" --set model.hidden=[100,100] \
+    --set kd.data_fraction=0.1 --set kd.scheme=born_again --set kd.generations=2 \
+    --set 'kd.losses=[{name="hinton",T=4,weight=0.7},{name="ce",weight=0.3}]' --epochs 150
+
   # C. ConvNet -> narrower ConvNet (width 8), 10 % of the data, 30 epochs.
   small=(--set model.arch=convnet --set model.width=8 --set model.depth=2 --set model.norm=none
          --set model.pool=maxpool --set kd.data_fraction=0.1 --epochs 30)
@@ -96,6 +123,13 @@ conv_t="ConvNet conv32-conv32 maxpool ($teacher_epochs epochs, 1 teacher)"
   "B_kd_0.1|B. data fraction|10 % (150 epochs)|MLP 2x100|Hinton KD T=4 (.7 soft + .3 hard)" \
   "B_hard_1|B. data fraction|100 % (15 epochs)|MLP 2x100|hard labels" \
   "B_kd_1|B. data fraction|100 % (15 epochs)|MLP 2x100|Hinton KD T=4 (.7 soft + .3 hard)" \
+  "B_T1_0.03|B'. 3 % variants|3 % (200 epochs)|MLP 2x100|Hinton KD T=1 (.7 soft + .3 hard)" \
+  "B_T20_0.03|B'. 3 % variants|3 % (200 epochs)|MLP 2x100|Hinton KD T=20 (.7 soft + .3 hard)" \
+  "B_w9_0.03|B'. 3 % variants|3 % (200 epochs)|MLP 2x100|Hinton KD T=4 (.9 soft + .1 hard)" \
+  "B_dkd_0.03|B'. 3 % variants|3 % (200 epochs)|MLP 2x100|DKD T=4 (alpha 1, beta 8) + hard" \
+  "B_rkl_0.03|B'. 3 % variants|3 % (200 epochs)|MLP 2x100|reverse KL T=4 (.7) + .3 hard" \
+  "D_dml|D. schemes|10 % (150 epochs)|MLP 2x100 (x2)|deep mutual learning, T=1 KL + hard (mean of 2 members)" \
+  "D_born_again|D. schemes|10 % (150 epochs)|MLP 2x100|born-again gen 2 (gen 0 hard labels), Hinton T=4 .7/.3" \
   "C_hard|C. ConvNet to ConvNet|10 % (30 epochs)|ConvNet conv8-conv8|hard labels" \
   "C_kd|C. ConvNet to ConvNet|10 % (30 epochs)|ConvNet conv8-conv8|Hinton KD T=4 (.7 soft + .3 hard)" \
   "C_kd_at|C. ConvNet to ConvNet|10 % (30 epochs)|ConvNet conv8-conv8|Hinton KD + attention transfer (blocks 0, 1; weight 1000)"
