@@ -111,7 +111,7 @@ minutes=$(( ($(date +%s) - start + 59) / 60 ))
 mlp_a="Adam 1e-3 cosine, $epochs_a epochs"
 conv_t="ConvNet conv32-conv32 maxpool ($teacher_epochs epochs, 1 teacher)"
 /usr/bin/python3 "$root/experiments/write_kd_table.py" \
-  "Knowledge distillation on Fashion-MNIST (\`experiments/kd_fashion_mnist.sh\`, $(nproc) cores, $(date -u +%Y-%m-%d), ${minutes} min; batch 128, Adam 1e-3, cosine; seeds: $seeds):" \
+  "Knowledge distillation on Fashion-MNIST (\`experiments/kd_fashion_mnist.sh\`, $(nproc) cores, $threads thread(s) per run, $(date -u +%Y-%m-%d); {train_minutes} min of training summed over runs; batch 128, Adam 1e-3, cosine; seeds: $seeds):" \
   "$out" \
   "A_teacher|A. Hinton shape|100 %|MLP 2x1200, dropout .2/.5, ±2 px jitter|teacher, hard labels, $epochs_a epochs" \
   "A_hard|A. Hinton shape|100 %|MLP 2x800|hard labels, $epochs_a epochs" \

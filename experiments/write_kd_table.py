@@ -3,6 +3,8 @@
 
     experiments/write_kd_table.py "caption" RUN_ROOT ROW [ROW ...]
 
+"{train_minutes}" in the caption becomes the summed training time of all runs under RUN_ROOT.
+
 Each ROW is "dir|experiment|data|model|training": RUN_ROOT/dir/s*/results.json are the seeds of
 that row (`distill train` or `distill kd` results). The table shows the test error (100 - test
 accuracy, %) as mean ± sample std over the seeds, and for distilled rows the teacher's own test
@@ -25,6 +27,14 @@ def summary(values):
 
 def main():
     caption, root, specs = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3:]
+    # Training time of every run under root (the last metrics line's time_s), so the caption's
+    # cost does not depend on whether the script was resumed.
+    seconds = 0.0
+    for metrics in root.rglob("metrics.jsonl"):
+        lines = metrics.read_text().strip().splitlines()
+        if lines:
+            seconds += json.loads(lines[-1]).get("time_s") or 0.0
+    caption = caption.replace("{train_minutes}", f"{seconds / 60:.0f}")
     lines = [caption, "",
              "| experiment | student data | model | training | seeds | test error % | teacher error % |",
              "|---|---|---|---|---|---|---|"]
