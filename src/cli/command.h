@@ -9,6 +9,13 @@
 #include "src/config/config_io.h"
 #include "src/config/options.h"
 
+namespace distill::models {
+class Model;
+}
+namespace distill::train {
+struct TrainState;
+}
+
 namespace distill::cli {
 
 // What the command line said, beyond the settings.
@@ -76,6 +83,11 @@ Command make_command(std::string name, std::string summary, std::string example,
   return command;
 }
 
+// Writes model.pt: arch, flat params/buffers and every tensor under its state_dict name
+// (train_command.cpp; also used by `distill kd`).
+void save_model_file(const std::string& path, const models::Model& model,
+                     const train::TrainState& state);
+
 // The subcommands, one source file each.
 Command train_command();
 Command subset_command();
@@ -83,5 +95,6 @@ Command eval_command();
 Command bench_command();
 Command experts_command();
 Command mtt_command();
+Command kd_command();
 
 }  // namespace distill::cli

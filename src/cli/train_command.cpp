@@ -38,22 +38,6 @@ struct TrainCommandOptions {
   }
 };
 
-// model.pt: the flat vectors plus every tensor under its PyTorch state_dict name, so Python can
-// `net.load_state_dict({k: v for k, v in torch.load(p).items() if k in net.state_dict()})`.
-void save_model_file(const std::string& path, const models::Model& model,
-                     const train::TrainState& state) {
-  io::TensorDict dict = io::make_dict();
-  dict.insert("arch", model.arch());
-  dict.insert("params", state.params.cpu());
-  dict.insert("buffers", state.buffers.cpu());
-  auto params = models::Model::unflatten(state.params.cpu(), model.param_specs());
-  for (size_t i = 0; i < params.size(); ++i) dict.insert(model.param_specs()[i].name, params[i]);
-  if (state.buffers.numel() > 0) {
-    auto buffers = models::Model::unflatten(state.buffers.cpu(), model.buffer_specs());
-    for (size_t i = 0; i < buffers.size(); ++i) dict.insert(model.buffer_specs()[i].name, buffers[i]);
-  }
-  io::save_dict(path, dict);
-}
 
 void run_train(TrainCommandOptions& o, const Invocation& invocation) {
   RunContext run = start_run(o.run, config::dump(o));
@@ -84,6 +68,23 @@ void run_train(TrainCommandOptions& o, const Invocation& invocation) {
 }
 
 }  // namespace
+
+// model.pt (declared in command.h): the flat vectors plus every tensor under its PyTorch state_dict name, so Python can
+// `net.load_state_dict({k: v for k, v in torch.load(p).items() if k in net.state_dict()})`.
+void save_model_file(const std::string& path, const models::Model& model,
+                     const train::TrainState& state) {
+  io::TensorDict dict = io::make_dict();
+  dict.insert("arch", model.arch());
+  dict.insert("params", state.params.cpu());
+  dict.insert("buffers", state.buffers.cpu());
+  auto params = models::Model::unflatten(state.params.cpu(), model.param_specs());
+  for (size_t i = 0; i < params.size(); ++i) dict.insert(model.param_specs()[i].name, params[i]);
+  if (state.buffers.numel() > 0) {
+    auto buffers = models::Model::unflatten(state.buffers.cpu(), model.buffer_specs());
+    for (size_t i = 0; i < buffers.size(); ++i) dict.insert(model.buffer_specs()[i].name, buffers[i]);
+  }
+  io::save_dict(path, dict);
+}
 
 Command train_command() {
   return make_command<TrainCommandOptions>(

@@ -120,7 +120,9 @@ namespace detail {
 
 class Reader : public Visitor {
  public:
-  explicit Reader(const toml::table& table) : root_(table) {}
+  // `prefix` names where `table` sits when it is an item of an array of tables ("kd.losses[0].").
+  explicit Reader(const toml::table& table, std::string prefix = "")
+      : root_(table), prefix_(std::move(prefix)) {}
 
   void field(const char* name, int64_t& value, const char* help) override {
     if (const toml::node* node = find(name)) {
@@ -155,7 +157,8 @@ class Reader : public Visitor {
         std::string list;
         for (const auto& c : choices) list += (list.empty() ? "" : ", ") + c;
         std::string hint = closest_match(found, choices);
-        throw Error(origin_of(*node) + ": key '" + join(path_, name) + "' expects one of {" +
+        throw Error(origin_of(*node) + ": key '" + prefix_ + join(path_, name) +
+                    "' expects one of {" +
                     list + "}, found \"" + found + "\"" +
                     (hint.empty() ? "" : " (did you mean '" + hint + "'?)"));
       }
@@ -179,6 +182,25 @@ class Reader : public Visitor {
       if (n.is_number()) return *n.value<double>();
       return std::nullopt;
     });
+  }
+
+  void item_list(const char* name, const ItemList& items, const char* help) override {
+    const toml::node* node = find(name);
+    if (!node) return;
+    const toml::array* array = node->as_array();
+    if (!array) fail(*node, name, "an array of tables, e.g. [{name = \"a\"}, {name = \"b\"}]");
+    items.resize(array->size());
+    for (size_t i = 0; i < array->size(); ++i) {
+      const toml::node& item = *array->get(i);
+      const std::string item_key = prefix_ + join(path_, name) + "[" + std::to_string(i) + "]";
+      if (!item.is_table()) {
+        throw Error(origin_of(item) + ": key '" + item_key + "' expects a table ({key = value, "
+                    "...}), found " + describe(item));
+      }
+      Reader reader(*item.as_table(), item_key + ".");
+      items.visit(i, reader);
+      reader.finish();
+    }
   }
 
   void finish() const { check_unknown(root_, {}); }
@@ -207,7 +229,7 @@ class Reader : public Visitor {
       walked.push_back(part);
       if (!child) return nullptr;
       if (!child->is_table()) {
-        throw Error(origin_of(*child) + ": key '" + key_of(walked) +
+        throw Error(origin_of(*child) + ": key '" + prefix_ + key_of(walked) +
                     "' should be a section (table), found " + describe(*child));
       }
       table = child->as_table();
@@ -216,7 +238,7 @@ class Reader : public Visitor {
   }
 
   [[noreturn]] void fail(const toml::node& node, const char* name, const char* expected) const {
-    throw Error(origin_of(node) + ": key '" + join(path_, name) + "' expects " + expected +
+    throw Error(origin_of(node) + ": key '" + prefix_ + join(path_, name) + "' expects " + expected +
                 ", found " + describe(node));
   }
 
@@ -268,13 +290,14 @@ class Reader : public Visitor {
       std::vector<std::string> candidates = known_keys_;
       candidates.insert(candidates.end(), known_sections_.begin(), known_sections_.end());
       std::string hint = closest_match(full, candidates);
-      throw Error(origin_of(node) + ": unknown key '" + full + "'" +
-                  (hint.empty() ? "" : " (did you mean '" + hint + "'?)") +
+      throw Error(origin_of(node) + ": unknown key '" + prefix_ + full + "'" +
+                  (hint.empty() ? "" : " (did you mean '" + prefix_ + hint + "'?)") +
                   "; see --help for the settings of this command");
     }
   }
 
   const toml::table& root_;
+  std::string prefix_;
   std::vector<std::string> path_;
   std::vector<std::string> known_keys_;
   std::set<std::string> known_sections_;
@@ -308,11 +331,21 @@ class Writer : public Visitor {
   void field(const char* name, std::vector<double>& value, const char*) override {
     put_list(name, value);
   }
+  void item_list(const char* name, const ItemList& items, const char*) override {
+    toml::array array;
+    for (size_t i = 0; i < items.size(); ++i) {
+      Writer item;
+      items.visit(i, item);
+      array.push_back(std::move(item.root_));
+    }
+    stack_.back()->insert_or_assign(name, std::move(array));
+  }
   std::string text() const {
     std::ostringstream out;
     out << toml::toml_formatter(root_) << "\n";
     return out.str();
   }
+  const toml::table& table() const { return root_; }
 
  protected:
   void enter(const char* name) override {
@@ -372,6 +405,38 @@ class HelpPrinter : public Visitor {
     std::ostringstream v;
     for (size_t i = 0; i < value.size(); ++i) v << (i ? ", " : "") << value[i];
     line(name, "numbers", "[" + v.str() + "]", help);
+  }
+  // Lists the item's settings under `name[].key`, with the default list written out.
+  void item_list(const char* name, const ItemList& items, const char* help) override {
+    Writer defaults;
+    defaults.item_list(name, items, help);
+    // Compact: [{name = "hinton", T = 4}, ...] with numbers in %g form.
+    std::ostringstream value;
+    value << "[";
+    const toml::array& list = *defaults.table().get(name)->as_array();
+    for (size_t i = 0; i < list.size(); ++i) {
+      value << (i ? ", " : "") << "{";
+      bool first = true;
+      for (const auto& [key, node] : *list.get(i)->as_table()) {
+        value << (first ? "" : ", ") << key.str() << " = ";
+        first = false;
+        if (node.is_string()) {
+          value << "\"" << *node.value<std::string>() << "\"";
+        } else if (node.is_number()) {
+          value << *node.value<double>();
+        } else if (node.is_boolean()) {
+          value << (*node.value<bool>() ? "true" : "false");
+        } else {
+          value << "...";
+        }
+      }
+      value << "}";
+    }
+    value << "]";
+    line(name, "array of tables", value.str(), help);
+    path_.push_back(std::string(name) + "[]");
+    items.visit_default(*this);
+    path_.pop_back();
   }
   std::string text() const { return out_.str(); }
 

@@ -1,7 +1,10 @@
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
+
+#include "src/core/error.h"
 
 namespace distill::config {
 
@@ -30,6 +33,38 @@ class Visitor {
     enter(name);
     options.visit(*this);
     leave();
+  }
+
+  // An array of tables whose items share one options struct, e.g. KD losses:
+  //   v.items("losses", losses, "...");   // losses = [{name = "hinton", T = 4}, {name = "ce"}]
+  // Each item is visited like a section; readers name an item's keys `losses[0].T`.
+  template <class Item>
+  void items(const char* name, std::vector<Item>& list, const char* help) {
+    ItemList access;
+    access.size = [&list] { return list.size(); };
+    // Items read from a file start from Item{}, not from the default list's entries.
+    access.resize = [&list](size_t n) { list.assign(n, Item{}); };
+    access.visit = [&list](size_t i, Visitor& v) { list[i].visit(v); };
+    access.visit_default = [](Visitor& v) {
+      Item item;
+      item.visit(v);
+    };
+    item_list(name, access, help);
+  }
+
+  // Type-erased access to a std::vector<Item> for item_list().
+  struct ItemList {
+    std::function<size_t()> size;
+    std::function<void(size_t)> resize;
+    std::function<void(size_t, Visitor&)> visit;
+    std::function<void(Visitor&)> visit_default;  // a default-constructed item (for help)
+  };
+  // Visitors that handle arrays of tables override this; the default refuses, naming the key,
+  // rather than silently skipping the setting.
+  virtual void item_list(const char* name, const ItemList& items, const char* help) {
+    throw Error(std::string("setting '") + name +
+                "' is an array of tables, which this visitor "
+                "does not support");
   }
 
  protected:

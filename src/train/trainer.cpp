@@ -17,6 +17,7 @@ namespace {
 constexpr uint64_t kInitStream = 1;
 constexpr uint64_t kShuffleStream = 2;
 constexpr uint64_t kAugmentStream = 3;
+constexpr uint64_t kAuxInitStream = 4;
 
 }  // namespace
 
@@ -59,6 +60,7 @@ Trainer::Trainer(const models::Model& model, TrainOptions options, uint64_t seed
     throw Error("train.batch_size must be >= 1, found " + std::to_string(options_.batch_size));
   }
   optimizer_ = Optimizer::make(options_.optimizer);
+  aux_optimizer_ = Optimizer::make(options_.optimizer);
 }
 
 void Trainer::set_test_set(const at::Tensor& images, const at::Tensor& labels) {
@@ -71,6 +73,11 @@ TrainState Trainer::init_state() const {
   at::Generator generator = make_generator(seed_, kInitStream);
   state.params = model_.init_params(generator);
   state.buffers = model_.init_buffers();
+  if (objective_) {
+    at::Generator aux_generator = make_generator(seed_, kAuxInitStream);
+    at::Tensor aux = objective_->init_aux(aux_generator);
+    if (aux.defined() && aux.numel() > 0) state.aux = aux;
+  }
   if (options_.ema_decay > 0) state.ema = state.params.clone();
   return state;
 }
@@ -82,6 +89,10 @@ void Trainer::save_checkpoint(const std::string& path, const TrainState& state) 
   dict.insert("params", state.params.detach().cpu());
   dict.insert("buffers", state.buffers.cpu());
   if (state.ema.defined()) dict.insert("ema", state.ema.cpu());
+  if (state.aux.defined()) {
+    dict.insert("aux", state.aux.detach().cpu());
+    aux_optimizer_->save_state(dict, "aux_optimizer.");
+  }
   dict.insert("epoch", state.epoch);
   dict.insert("batch", state.batch);
   dict.insert("step", state.step);
@@ -109,6 +120,18 @@ TrainState Trainer::load_checkpoint(const std::string& path) {
   state.params = io::get_tensor(dict, "params", path).clone();
   state.buffers = io::get_tensor(dict, "buffers", path).clone();
   if (dict.contains("ema")) state.ema = io::get_tensor(dict, "ema", path).clone();
+  const TrainState fresh = init_state();  // what the objective expects of aux
+  const int64_t aux_expected = fresh.aux.defined() ? fresh.aux.numel() : 0;
+  const int64_t aux_found = dict.contains("aux") ? io::get_tensor(dict, "aux", path).numel() : 0;
+  if (aux_found != aux_expected) {
+    throw Error("checkpoint '" + path + "' holds " + std::to_string(aux_found) +
+                " auxiliary (loss) parameters, the configured objective has " +
+                std::to_string(aux_expected));
+  }
+  if (aux_found > 0) {
+    state.aux = io::get_tensor(dict, "aux", path).clone();
+    aux_optimizer_->load_state(dict, "aux_optimizer.");
+  }
   state.epoch = integer("epoch");
   state.batch = integer("batch");
   state.step = integer("step");
@@ -157,12 +180,29 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
       }
       double lr = lr_at(state, batches);
       at::Tensor params = state.params.detach().requires_grad_(true);
+      at::Tensor aux = state.aux.defined() ? state.aux.detach().requires_grad_(true) : at::Tensor();
+      models::Features features;
       models::ForwardArgs args;
       args.train = true;
       args.buffers = state.buffers;
       args.generator = &draw;
+      if (objective_ && objective_->wants_features()) args.features = &features;
       at::Tensor logits = model_.forward(x, params, args);
-      at::Tensor loss = classification_loss(logits, y, options_.label_temperature);
+      at::Tensor loss;
+      if (objective_) {
+        StepContext step;
+        step.images = x;
+        step.targets = y;
+        step.indices = index;
+        step.logits = logits;
+        step.features = &features;
+        step.aux = aux;
+        step.epoch = epoch;
+        step.step = state.step;
+        loss = objective_->loss(step);
+      } else {
+        loss = classification_loss(logits, y, options_.label_temperature);
+      }
       double loss_value = loss.item<double>();
       if (!std::isfinite(loss_value)) {
         throw RuntimeFailure("training loss became " + std::to_string(loss_value) + " at step " +
@@ -172,9 +212,18 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
                                   ? std::string()
                                   : "; the last good checkpoint is " + checkpoint_path_));
       }
-      at::Tensor grad = torch::autograd::grad({loss}, {params})[0];
+      std::vector<at::Tensor> inputs = {params};
+      if (aux.defined()) inputs.push_back(aux);
+      // allow_unused: an objective may leave its aux parameters out of some steps.
+      std::vector<at::Tensor> grads =
+          torch::autograd::grad({loss}, inputs, {}, c10::nullopt, false, /*allow_unused=*/true);
+      at::Tensor grad = grads[0].defined() ? grads[0] : at::zeros_like(state.params);
       {
         at::NoGradGuard no_grad;
+        if (aux.defined()) {
+          at::Tensor aux_grad = grads[1].defined() ? grads[1] : at::zeros_like(state.aux);
+          aux_optimizer_->step(state.aux, aux_grad, lr);
+        }
         optimizer_->step(state.params, grad, lr);
         if (state.ema.defined()) ema_update(state.ema, state.params, options_.ema_decay);
       }
@@ -203,6 +252,9 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
       metrics["train_accuracy"] = static_cast<double>(correct) / static_cast<double>(seen);
     }
     metrics["lr"] = lr_at(state, batches);
+    if (objective_) {
+      for (const auto& [k, v] : objective_->take_epoch_metrics()) metrics[k] = v;
+    }
     bool last = state.epoch == options_.epochs;
     bool eval_now = options_.eval_every > 0 && state.epoch % options_.eval_every == 0;
     if (test_images_.defined() && (eval_now || last)) {

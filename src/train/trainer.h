@@ -46,10 +46,39 @@ struct TrainOptions {
   }
 };
 
+// One training step as a custom objective sees it: KD losses need the (augmented) batch the
+// model saw, its named features and the teacher's view of the same images.
+struct StepContext {
+  at::Tensor images;                           // the batch after augmentation
+  at::Tensor targets;                          // its targets (class ids or soft labels)
+  at::Tensor indices;                          // positions of the batch in the training set
+  at::Tensor logits;                           // the model's output (train mode)
+  const models::Features* features = nullptr;  // filled when the objective wants features
+  at::Tensor aux;  // the objective's own trainable parameters (requires grad) or undefined
+  int64_t epoch = 0;
+  int64_t step = 0;
+};
+
+// A training objective other than classification_loss (KD: teacher-driven losses). It may own
+// extra trainable parameters (FitNets regressors) as one flat tensor, which the trainer steps
+// with a second optimizer of the same settings and keeps in checkpoints.
+class StepObjective {
+ public:
+  virtual ~StepObjective() = default;
+  virtual bool wants_features() const { return false; }
+  // Initial auxiliary parameters (undefined or empty = none).
+  virtual at::Tensor init_aux(at::Generator& generator) const { return {}; }
+  // The scalar loss of one step; differentiable in step.logits/features and step.aux.
+  virtual at::Tensor loss(const StepContext& step) = 0;
+  // Named scalars for metrics.jsonl (e.g. each term's epoch mean), read once per epoch.
+  virtual std::map<std::string, double> take_epoch_metrics() { return {}; }
+};
+
 // Everything a run needs to continue exactly where it stopped.
 struct TrainState {
   at::Tensor params;   // flat, float
   at::Tensor buffers;  // flat running statistics (may be empty)
+  at::Tensor aux;      // the objective's trainable parameters (undefined when it has none)
   at::Tensor ema;      // EMA of params when enabled
   int64_t epoch = 0;   // epochs completed
   int64_t batch = 0;   // batches completed within `epoch` (non-zero after an interrupt)
@@ -74,6 +103,10 @@ class Trainer {
   Trainer(const models::Model& model, TrainOptions options, uint64_t seed);
 
   void set_augment(AugmentFn augment) { augment_ = std::move(augment); }
+  // Replaces classification_loss (set before init_state/load_checkpoint: it may own parameters).
+  void set_objective(std::shared_ptr<StepObjective> objective) {
+    objective_ = std::move(objective);
+  }
   void set_test_set(const at::Tensor& images, const at::Tensor& labels);
   void set_metrics(io::MetricsLog* metrics) { metrics_ = metrics; }
   void set_checkpoint(const std::string& path) { checkpoint_path_ = path; }
@@ -103,6 +136,8 @@ class Trainer {
   TrainOptions options_;
   uint64_t seed_;
   std::unique_ptr<Optimizer> optimizer_;
+  std::unique_ptr<Optimizer> aux_optimizer_;
+  std::shared_ptr<StepObjective> objective_;
   AugmentFn augment_;
   at::Tensor test_images_, test_labels_;
   io::MetricsLog* metrics_ = nullptr;

@@ -148,6 +148,112 @@ TEST(ConfigIo, HelpListsEverySettingWithDefault) {
   EXPECT_NE(text.find("run.seed"), std::string::npos) << text;
 }
 
+// Arrays of tables (KD losses are a list of {name, weight, ...} items).
+struct Term {
+  std::string name = "ce";
+  double weight = 1.0;
+  double T = 4.0;
+  void visit(Visitor& v) {
+    v.choice("name", name, "loss", {"ce", "hinton"});
+    v.field("weight", weight, "weight");
+    v.field("T", T, "temperature");
+  }
+};
+
+struct WithItems {
+  struct Kd {
+    std::vector<Term> losses = {Term{}};
+    int64_t epochs = 1;
+    void visit(Visitor& v) {
+      v.items("losses", losses, "loss terms");
+      v.field("epochs", epochs, "epochs");
+    }
+  } kd;
+  void visit(Visitor& v) { v.section("kd", kd); }
+};
+
+TEST(ConfigIo, ArrayOfTablesReadsItemsAndKeepsItemDefaults) {
+  auto source = ConfigSource::from_string(
+      "[kd]\nlosses = [{name = \"hinton\", T = 20, weight = 0.9}, {weight = 0.1}]\n", "a.toml");
+  WithItems o;
+  read(source, o);
+  ASSERT_EQ(o.kd.losses.size(), 2u);
+  EXPECT_EQ(o.kd.losses[0].name, "hinton");
+  EXPECT_DOUBLE_EQ(o.kd.losses[0].T, 20.0);
+  EXPECT_DOUBLE_EQ(o.kd.losses[0].weight, 0.9);
+  EXPECT_EQ(o.kd.losses[1].name, "ce");  // unset keys keep the item's defaults
+  EXPECT_DOUBLE_EQ(o.kd.losses[1].T, 4.0);
+  EXPECT_DOUBLE_EQ(o.kd.losses[1].weight, 0.1);
+
+  auto sections = ConfigSource::from_string(
+      "[[kd.losses]]\nname = \"hinton\"\n[[kd.losses]]\nname = \"ce\"\n[[kd.losses]]\n", "b.toml");
+  WithItems o2;
+  read(sections, o2);
+  ASSERT_EQ(o2.kd.losses.size(), 3u);
+  EXPECT_EQ(o2.kd.losses[0].name, "hinton");
+
+  ConfigSource set;
+  set.set("kd.losses=[{name=\"hinton\", T=2}]");
+  WithItems o3;
+  o3.kd.losses = {Term{"hinton", 0.9, 20.0}};  // a default list with non-default items
+  read(set, o3);
+  ASSERT_EQ(o3.kd.losses.size(), 1u);
+  EXPECT_DOUBLE_EQ(o3.kd.losses[0].T, 2.0);
+  // Keys the user leaves out come from Item{}, not from the default list's entry.
+  EXPECT_DOUBLE_EQ(o3.kd.losses[0].weight, 1.0);
+}
+
+TEST(ConfigIo, ArrayOfTablesErrorsNameTheItem) {
+  WithItems o;
+  std::string unknown = error_of([&] {
+    read(ConfigSource::from_string("[kd]\nlosses = [{name = \"ce\"}, {Tt = 3}]\n", "a.toml"), o);
+  });
+  EXPECT_NE(unknown.find("a.toml:2"), std::string::npos) << unknown;
+  EXPECT_NE(unknown.find("unknown key 'kd.losses[1].Tt'"), std::string::npos) << unknown;
+  EXPECT_NE(unknown.find("did you mean 'kd.losses[1].T'"), std::string::npos) << unknown;
+
+  std::string type = error_of([&] {
+    read(ConfigSource::from_string("[kd]\nlosses = [{T = \"hot\"}]\n", "a.toml"), o);
+  });
+  EXPECT_NE(type.find("'kd.losses[0].T' expects a number, found string \"hot\""),
+            std::string::npos) << type;
+
+  std::string choice = error_of([&] {
+    read(ConfigSource::from_string("[kd]\nlosses = [{name = \"hintn\"}]\n", "a.toml"), o);
+  });
+  EXPECT_NE(choice.find("'kd.losses[0].name' expects one of {ce, hinton}"), std::string::npos)
+      << choice;
+
+  std::string not_table = error_of([&] {
+    read(ConfigSource::from_string("[kd]\nlosses = [\"hinton\"]\n", "a.toml"), o);
+  });
+  EXPECT_NE(not_table.find("'kd.losses[0]' expects a table"), std::string::npos) << not_table;
+
+  std::string not_array = error_of([&] {
+    read(ConfigSource::from_string("[kd]\nlosses = 3\n", "a.toml"), o);
+  });
+  EXPECT_NE(not_array.find("'kd.losses' expects an array of tables"), std::string::npos)
+      << not_array;
+}
+
+TEST(ConfigIo, ArrayOfTablesDumpRoundTripsAndHelpListsItemKeys) {
+  WithItems o;
+  o.kd.losses = {Term{"hinton", 0.9, 20.0}, Term{"ce", 0.1, 4.0}};
+  WithItems back;
+  back.kd.losses.clear();
+  read(ConfigSource::from_string(dump(o), "dump"), back);
+  ASSERT_EQ(back.kd.losses.size(), 2u);
+  EXPECT_EQ(back.kd.losses[0].name, "hinton");
+  EXPECT_DOUBLE_EQ(back.kd.losses[0].T, 20.0);
+  EXPECT_DOUBLE_EQ(back.kd.losses[1].weight, 0.1);
+
+  WithItems defaults;
+  std::string text = help(defaults);
+  EXPECT_NE(text.find("kd.losses (array of tables"), std::string::npos) << text;
+  EXPECT_NE(text.find("kd.losses[].T (number, default 4)"), std::string::npos) << text;
+  EXPECT_NE(text.find("kd.epochs"), std::string::npos) << text;
+}
+
 TEST(ConfigIo, ClosestMatchIgnoresUnrelatedWords) {
   EXPECT_EQ(closest_match("epohcs", {"epochs", "lr"}), "epochs");
   EXPECT_EQ(closest_match("zzzzzzzz", {"epochs", "lr"}), "");

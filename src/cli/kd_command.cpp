@@ -1,0 +1,269 @@
+// `distill kd`: teacher-student knowledge distillation (offline, deep mutual learning,
+// born-again generations) on the ordinary Trainer with a KD objective.
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "src/cli/command.h"
+#include "src/core/error.h"
+#include "src/core/runtime.h"
+#include "src/data/dataset.h"
+#include "src/io/atomic_file.h"
+#include "src/kd/cohort.h"
+#include "src/kd/kd_objective.h"
+#include "src/kd/teacher.h"
+#include "src/train/augment.h"
+#include "src/train/trainer.h"
+
+namespace distill::cli {
+namespace {
+
+struct KdSettings {
+  std::string scheme = "offline";
+  std::vector<kd::LossSpec> losses;
+  double data_fraction = 1.0;
+  int64_t cohort = 2;
+  int64_t generations = 2;
+  bool cache_teacher = true;
+
+  KdSettings() {
+    kd::LossSpec hinton;
+    hinton.name = "hinton";
+    hinton.T = 4.0;
+    hinton.weight = 0.9;
+    kd::LossSpec ce;
+    ce.name = "ce";
+    ce.weight = 0.1;
+    losses = {hinton, ce};
+  }
+  void visit(config::Visitor& v) {
+    v.choice("scheme", scheme,
+             "offline (frozen teacher), dml (deep mutual learning of `cohort` students) or "
+             "born_again (generations of the student architecture, each taught by the previous)",
+             {"offline", "dml", "born_again"});
+    v.items("losses", losses, "loss terms, summed with their weights");
+    v.field("data_fraction", data_fraction,
+            "class-balanced fraction of the training set the student sees (seeded by run.seed)");
+    v.field("cohort", cohort, "dml: number of students (>= 2)");
+    v.field("generations", generations,
+            "born_again: students trained after generation 0 (the teacher)");
+    v.field("cache_teacher", cache_teacher,
+            "compute the teacher's logits once when the student sees un-augmented images");
+  }
+};
+
+struct KdCommandOptions {
+  static constexpr bool kHasPresets = false;
+  config::RunOptions run;
+  data::DataOptions data;
+  models::ModelOptions model;
+  kd::TeacherOptions teacher;
+  train::TrainOptions train;
+  train::AugmentOptions augment;
+  KdSettings kd;
+
+  KdCommandOptions() {
+    model.arch = "mlp";
+    teacher.model.arch = "convnet";
+    train.epochs = 15;
+    train.batch_size = 128;
+    train.optimizer.name = "adam";
+    train.optimizer.lr = 1e-3;
+    train.optimizer.weight_decay = 0.0;
+    train.schedule.name = "cosine";
+    augment.name = "none";
+  }
+  void visit(config::Visitor& v) {
+    v.section("run", run);
+    v.section("data", data);
+    v.section("model", model);
+    v.section("teacher", teacher);
+    v.section("train", train);
+    v.section("augment", augment);
+    v.section("kd", kd);
+  }
+};
+
+// What one training run (a student, a cohort, a generation) reads and writes.
+struct Job {
+  const models::Model* model;
+  std::shared_ptr<train::StepObjective> objective;
+  std::string out;
+  std::string label;
+};
+
+std::map<std::string, double> run_job(const Job& job, const KdCommandOptions& o,
+                                      const RunContext& run, const data::Dataset& train_set,
+                                      const data::Dataset& test_set, bool resume,
+                                      train::TrainState* final_state) {
+  io::make_dirs(job.out);
+  train::Trainer trainer(*job.model, o.train, run.seed);
+  trainer.set_objective(job.objective);
+  trainer.set_augment(train::make_augment(o.augment, train_set.height()));
+  trainer.set_test_set(test_set.images.to(run.device), test_set.labels.to(run.device));
+  const std::string checkpoint = job.out + "/checkpoint.pt";
+  trainer.set_checkpoint(checkpoint);
+  trainer.set_progress(job.label, run.progress);
+  const bool resuming = resume && std::filesystem::exists(checkpoint);
+  train::TrainState state = resuming ? trainer.load_checkpoint(checkpoint) : trainer.init_state();
+  io::MetricsLog metrics(job.out + "/metrics.jsonl",
+                         resuming ? std::optional<int64_t>(state.step) : std::nullopt);
+  trainer.set_metrics(&metrics);
+  state.params = state.params.to(run.device);
+  state.buffers = state.buffers.to(run.device);
+  if (state.aux.defined()) state.aux = state.aux.to(run.device);
+  auto result =
+      trainer.fit(state, train_set.images.to(run.device), train_set.labels.to(run.device));
+  if (!result.count("test_accuracy")) {  // resumed after the last epoch: nothing ran, score now
+    train::EvalResult test =
+        train::evaluate(*job.model, state.params, state.buffers, test_set.images.to(run.device),
+                        test_set.labels.to(run.device));
+    result["test_accuracy"] = test.accuracy;
+    result["test_loss"] = test.loss;
+  }
+  save_model_file(job.out + "/model.pt", *job.model, state);
+  *final_state = state;
+  return result;
+}
+
+std::shared_ptr<kd::KdObjective> offline_objective(const KdCommandOptions& o,
+                                                   const models::Model& student,
+                                                   std::shared_ptr<const kd::Teacher> teacher,
+                                                   const data::Dataset& train_set,
+                                                   const RunContext& run) {
+  at::Tensor probe = train_set.images.narrow(0, 0, std::min<int64_t>(8, train_set.size()));
+  auto objective = std::make_shared<kd::KdObjective>(o.kd.losses, "kd.losses", student, teacher,
+                                                     probe.to(run.device));
+  if (teacher && o.kd.cache_teacher && o.augment.name == "none" &&
+      !objective->terms().needs_features()) {
+    objective->cache_teacher_logits(train_set.images.to(run.device));
+  }
+  return objective;
+}
+
+void run_kd(KdCommandOptions& o, const Invocation& invocation) {
+  // Settings that can be checked without data fail first.
+  if (!(o.kd.data_fraction > 0 && o.kd.data_fraction <= 1)) {
+    throw Error("kd.data_fraction must be in (0, 1], found " + std::to_string(o.kd.data_fraction));
+  }
+  if (o.kd.scheme == "dml" && o.kd.cohort < 2) {
+    throw Error("kd.cohort must be >= 2 for scheme dml, found " + std::to_string(o.kd.cohort));
+  }
+  if (o.kd.scheme == "born_again" && o.kd.generations < 1) {
+    throw Error("kd.generations must be >= 1, found " + std::to_string(o.kd.generations));
+  }
+  bool needs_teacher = false;
+  for (size_t i = 0; i < o.kd.losses.size(); ++i) {
+    if (kd::uses_teacher(o.kd.losses[i]) && o.kd.scheme == "offline" && !o.teacher.configured()) {
+      throw Error("kd.losses[" + std::to_string(i) + "] (" + o.kd.losses[i].name +
+                  ") needs a teacher: set teacher.checkpoint to a model.pt or checkpoint.pt "
+                  "written by `distill train`, or teacher.torchscript (or use only "
+                  "{name = \"ce\"} for a baseline)");
+    }
+    needs_teacher = needs_teacher || kd::uses_teacher(o.kd.losses[i]);
+  }
+
+  RunContext run = start_run(o.run, config::dump(o));
+  auto [train_set, test_set, norm] = data::load_normalized(o.data);
+  if (o.kd.data_fraction < 1) {
+    const int64_t per_class = std::max<int64_t>(
+        1, std::llround(o.kd.data_fraction * static_cast<double>(train_set.size()) /
+                        static_cast<double>(train_set.num_classes)));
+    at::Generator generator = make_generator(run.seed, 0x6b64);  // "kd": the subset stream
+    at::Tensor index =
+        data::sample_per_class(train_set.labels, train_set.num_classes, per_class, generator);
+    train_set.images = train_set.images.index_select(0, index);
+    train_set.labels = train_set.labels.index_select(0, index);
+  }
+  const int64_t channels = train_set.channels(), size = train_set.height();
+  const int64_t classes = train_set.num_classes;
+  nlohmann::json results;
+  results["scheme"] = o.kd.scheme;
+  results["train_images"] = train_set.size();
+  results["data_fraction"] = o.kd.data_fraction;
+
+  std::shared_ptr<const kd::Teacher> teacher;
+  if (o.teacher.configured() &&
+      ((needs_teacher && o.kd.scheme == "offline") || o.kd.scheme == "born_again")) {
+    teacher = std::make_shared<kd::Teacher>(kd::load_teacher(o.teacher, channels, size, classes));
+    train::EvalResult t = train::evaluate(
+        *teacher->model, teacher->params.to(run.device), teacher->buffers.to(run.device),
+        test_set.images.to(run.device), test_set.labels.to(run.device));
+    results["teacher_test_accuracy"] = t.accuracy;
+    std::cerr << "distill kd: teacher " << teacher->model->arch() << " test accuracy "
+              << 100.0 * t.accuracy << " %\n";
+  }
+
+  train::TrainState state;
+  if (o.kd.scheme == "offline") {
+    auto student = models::make_model(o.model, channels, size, classes);
+    auto objective = offline_objective(o, *student, teacher, train_set, run);
+    std::cerr << "distill kd: student " << student->arch() << " (" << student->num_params()
+              << " parameters) on " << train_set.size() << " images, " << o.train.epochs
+              << " epochs\n";
+    auto r = run_job({student.get(), objective, run.out, "kd " + student->arch()}, o, run,
+                     train_set, test_set, invocation.resume, &state);
+    for (const auto& [k, v] : r) results[k] = v;
+  } else if (o.kd.scheme == "dml") {
+    std::vector<std::unique_ptr<models::Model>> members;
+    for (int64_t i = 0; i < o.kd.cohort; ++i) {
+      members.push_back(models::make_model(o.model, channels, size, classes));
+    }
+    kd::Cohort cohort(std::move(members));
+    at::Tensor probe = train_set.images.narrow(0, 0, std::min<int64_t>(8, train_set.size()));
+    auto objective = std::make_shared<kd::MutualObjective>(o.kd.losses, "kd.losses", cohort,
+                                                           probe.to(run.device));
+    auto r = run_job({&cohort, objective, run.out, "dml x" + std::to_string(cohort.size())}, o, run,
+                     train_set, test_set, invocation.resume, &state);
+    for (const auto& [k, v] : r) results[k] = v;
+    double sum = 0;
+    for (size_t i = 0; i < cohort.size(); ++i) {
+      train::EvalResult m =
+          train::evaluate(cohort.member(i), cohort.member_params(state.params, i),
+                          cohort.member_buffers(state.buffers, i), test_set.images.to(run.device),
+                          test_set.labels.to(run.device));
+      results["member" + std::to_string(i) + "_test_accuracy"] = m.accuracy;
+      sum += m.accuracy;
+    }
+    results["test_accuracy"] = sum / static_cast<double>(cohort.size());  // members' mean
+  } else {
+    // Born-again networks (Furlanello et al. 2018): generation 0 is the configured teacher, or
+    // the student architecture trained on hard labels; generation g learns from g - 1.
+    std::shared_ptr<const kd::Teacher> previous = teacher;
+    for (int64_t g = previous ? 1 : 0; g <= o.kd.generations; ++g) {
+      auto student = models::make_model(o.model, channels, size, classes);
+      KdCommandOptions generation = o;
+      if (g == 0) generation.kd.losses = {kd::LossSpec{"ce"}};
+      auto objective = offline_objective(generation, *student, previous, train_set, run);
+      const std::string out = run.out + "/gen" + std::to_string(g);
+      auto r = run_job({student.get(), objective, out, "born-again gen " + std::to_string(g)},
+                       generation, run, train_set, test_set, invocation.resume, &state);
+      results["gen" + std::to_string(g) + "_test_accuracy"] = r["test_accuracy"];
+      results["test_accuracy"] = r["test_accuracy"];
+      previous = std::make_shared<kd::Teacher>(
+          kd::teacher_from_state(std::move(student), state.params, state.buffers));
+    }
+  }
+  io::write_file_atomic(run.out + "/results.json", results.dump(2) + "\n");
+  std::cout << "test accuracy " << 100.0 * results["test_accuracy"].get<double>() << " %"
+            << (results.contains("teacher_test_accuracy")
+                    ? " (teacher " +
+                          std::to_string(100.0 * results["teacher_test_accuracy"].get<double>()) +
+                          " %)"
+                    : std::string())
+            << "; run folder " << run.out << "\n";
+}
+
+}  // namespace
+
+Command kd_command() {
+  return make_command<KdCommandOptions>(
+      "kd", "knowledge distillation from a teacher checkpoint (offline, dml, born_again)",
+      "distill kd --set teacher.checkpoint=runs/teacher/model.pt --set model.hidden=[100,100] "
+      "--out runs/kd",
+      {{"epochs", "train.epochs"}, {"teacher", "teacher.checkpoint"}}, run_kd);
+}
+
+}  // namespace distill::cli

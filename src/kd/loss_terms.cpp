@@ -1,0 +1,226 @@
+#include "src/kd/loss_terms.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <map>
+
+#include "src/config/config_io.h"
+#include "src/core/error.h"
+#include "src/kd/kd_losses.h"
+#include "src/train/trainer.h"
+
+namespace distill::kd {
+namespace {
+
+bool reads_layers(const LossSpec& spec) {
+  return spec.name == "fitnet" || spec.name == "at" || spec.name == "rkd_distance" ||
+         spec.name == "rkd_angle";
+}
+
+std::string number(double x) {
+  std::string s = std::to_string(x);
+  s.erase(s.find_last_not_of('0') + 1);
+  if (!s.empty() && s.back() == '.') s.pop_back();
+  return s;
+}
+
+}  // namespace
+
+bool uses_teacher(const LossSpec& spec) { return spec.name != "ce"; }
+
+LossTerms::LossTerms(std::vector<LossSpec> specs, std::string key, const models::Model& student,
+                     const models::Model* teacher)
+    : specs_(std::move(specs)), key_(std::move(key)) {
+  if (specs_.empty()) {
+    throw Error(key_ +
+                " is empty: give at least one term, e.g. [{name = \"hinton\", T = 4, "
+                "weight = 0.9}, {name = \"ce\", weight = 0.1}]");
+  }
+  std::map<std::string, int> seen;
+  for (size_t i = 0; i < specs_.size(); ++i) {
+    LossSpec& spec = specs_[i];
+    const std::string item = key_ + "[" + std::to_string(i) + "]";
+    const std::string what = " (" + spec.name + ")";
+    auto require = [&](bool ok, const std::string& field, const std::string& rule, double value) {
+      if (!ok) {
+        throw Error(item + "." + field + what + " must be " + rule + ", found " + number(value));
+      }
+    };
+    require(std::isfinite(spec.weight) && spec.weight >= 0, "weight", ">= 0", spec.weight);
+    if (spec.name == "hinton" || spec.name == "reverse_kl" || spec.name == "dkd") {
+      require(std::isfinite(spec.T) && spec.T > 0, "T", "> 0", spec.T);
+    }
+    if (spec.name == "dkd") {
+      require(std::isfinite(spec.alpha) && spec.alpha >= 0, "alpha", ">= 0", spec.alpha);
+      require(std::isfinite(spec.beta) && spec.beta >= 0, "beta", ">= 0", spec.beta);
+    }
+    if (spec.name == "at") require(std::isfinite(spec.p) && spec.p > 0, "p", "> 0", spec.p);
+    if (uses_teacher(spec) && !teacher) {
+      throw Error(item + what + " compares with a teacher, but none is configured");
+    }
+    if (reads_layers(spec)) {
+      const bool relational = spec.name == "rkd_distance" || spec.name == "rkd_angle";
+      auto check_layer = [&](std::string& layer, const models::Model& model, const char* side) {
+        const std::string field = std::string(side) + "_layer";
+        if (layer.empty()) {
+          if (!relational) {
+            throw Error(item + "." + field + what + " is required: name a feature of the " + side +
+                        " (" + model.arch() + ")");
+          }
+          layer = "logits";
+        }
+        std::vector<std::string> names = model.feature_names();
+        names.push_back("logits");
+        if (std::find(names.begin(), names.end(), layer) == names.end()) {
+          std::string list;
+          for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+          std::string hint = config::closest_match(layer, names);
+          throw Error(item + "." + field + what + ": the " + side + " (" + model.arch() +
+                      ") has no feature '" + layer + "'" +
+                      (hint.empty() ? "" : " (did you mean '" + hint + "'?)") +
+                      "; available: " + list);
+        }
+      };
+      check_layer(spec.student_layer, student, "student");
+      if (teacher) check_layer(spec.teacher_layer, *teacher, "teacher");
+    }
+    int count = ++seen[spec.name];
+    metric_names_.push_back("loss_" + spec.name + (count > 1 ? "_" + std::to_string(count) : ""));
+  }
+  regressor_of_.assign(specs_.size(), -1);
+}
+
+bool LossTerms::needs_teacher() const {
+  for (const auto& spec : specs_) {
+    if (uses_teacher(spec)) return true;
+  }
+  return false;
+}
+
+bool LossTerms::needs_features() const {
+  for (const auto& spec : specs_) {
+    if (reads_layers(spec) && (spec.student_layer != "logits" || spec.teacher_layer != "logits")) {
+      return true;
+    }
+  }
+  return false;
+}
+
+at::Tensor LossTerms::layer(const Side& side, const std::string& name, bool student) const {
+  if (name == "logits") return side.logits;
+  if (side.features) {
+    for (const auto& [feature, tensor] : *side.features) {
+      if (feature == name) return tensor;
+    }
+  }
+  throw RuntimeFailure(std::string("the ") + (student ? "student" : "teacher") +
+                       " forward did not record feature '" + name + "'");
+}
+
+void LossTerms::prepare(const Side& student, const Side& teacher) {
+  aux_specs_.clear();
+  for (size_t i = 0; i < specs_.size(); ++i) {
+    const LossSpec& spec = specs_[i];
+    if (spec.name != "fitnet") continue;
+    const std::string item = key_ + "[" + std::to_string(i) + "] (fitnet)";
+    at::Tensor s = layer(student, spec.student_layer, true);
+    at::Tensor t = layer(teacher, spec.teacher_layer, false);
+    const std::string prefix = "losses." + std::to_string(i) + ".regressor";
+    regressor_of_[i] = static_cast<int64_t>(aux_specs_.size());
+    if (s.dim() == 4 && t.dim() == 4) {
+      if (s.size(2) != t.size(2) || s.size(3) != t.size(3)) {
+        throw Error(
+            item + ": student feature '" + spec.student_layer + "' is " +
+            std::to_string(s.size(2)) + "x" + std::to_string(s.size(3)) + " but teacher feature '" +
+            spec.teacher_layer + "' is " + std::to_string(t.size(2)) + "x" +
+            std::to_string(t.size(3)) +
+            "; pick layers with the same spatial size (a 1x1 regressor maps channels only)");
+      }
+      const int64_t cs = s.size(1), ct = t.size(1);
+      aux_specs_.push_back(
+          {prefix + ".weight", {ct, cs, 1, 1}, models::TensorSpec::Init::kFanInUniform, cs});
+      aux_specs_.push_back({prefix + ".bias", {ct}, models::TensorSpec::Init::kFanInUniform, cs});
+    } else {
+      const int64_t ds = s.flatten(1).size(1), dt = t.flatten(1).size(1);
+      aux_specs_.push_back(
+          {prefix + ".weight", {dt, ds}, models::TensorSpec::Init::kFanInUniform, ds});
+      aux_specs_.push_back({prefix + ".bias", {dt}, models::TensorSpec::Init::kFanInUniform, ds});
+    }
+  }
+  prepared_ = true;
+  // One evaluation on the probe: shape errors of any term surface now, naming the term.
+  at::NoGradGuard no_grad;
+  at::Tensor aux = at::zeros({[&] {
+                               int64_t n = 0;
+                               for (const auto& a : aux_specs_) n += a.numel();
+                               return n;
+                             }()},
+                             student.logits.options());
+  at::Tensor labels = at::zeros({student.logits.size(0)}, at::kLong).to(student.logits.device());
+  evaluate(student, &teacher, labels, aux);
+}
+
+at::Tensor LossTerms::init_aux(at::Generator& generator) const {
+  int64_t total = 0;
+  for (const auto& spec : aux_specs_) total += spec.numel();
+  at::Tensor flat = at::zeros({total}, at::kFloat);
+  if (total == 0) return flat;
+  models::TensorCursor cursor(flat, aux_specs_);
+  for (const auto& spec : aux_specs_) {
+    // PyTorch's Conv2d/Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias.
+    const double bound = 1.0 / std::sqrt(static_cast<double>(spec.fan_in));
+    cursor.next().uniform_(-bound, bound, generator);
+  }
+  return flat;
+}
+
+at::Tensor LossTerms::evaluate(const Side& student, const Side* teacher, const at::Tensor& targets,
+                               const at::Tensor& aux, std::vector<double>* values) const {
+  std::vector<at::Tensor> regressors;
+  if (!aux_specs_.empty()) {
+    if (!prepared_) throw RuntimeFailure("LossTerms::evaluate before prepare()");
+    regressors = models::Model::unflatten(aux, aux_specs_);
+  }
+  if (values) values->assign(specs_.size(), 0.0);
+  at::Tensor total;
+  for (size_t i = 0; i < specs_.size(); ++i) {
+    const LossSpec& spec = specs_[i];
+    if (uses_teacher(spec) && !teacher) {
+      throw RuntimeFailure(key_ + "[" + std::to_string(i) + "] evaluated without a teacher");
+    }
+    at::Tensor term;
+    try {
+      if (spec.name == "ce") {
+        term = train::classification_loss(student.logits, targets);
+      } else if (spec.name == "hinton") {
+        term = hinton_loss(student.logits, teacher->logits, spec.T);
+      } else if (spec.name == "reverse_kl") {
+        term = reverse_kl_loss(student.logits, teacher->logits, spec.T);
+      } else if (spec.name == "dkd") {
+        term = dkd_loss(student.logits, teacher->logits, targets, spec.alpha, spec.beta, spec.T);
+      } else {
+        at::Tensor s = layer(student, spec.student_layer, true);
+        at::Tensor t = layer(*teacher, spec.teacher_layer, false);
+        if (spec.name == "fitnet") {
+          const size_t r = static_cast<size_t>(regressor_of_[i]);
+          term = hint_loss(regress(s, regressors[r], regressors[r + 1]), t);
+        } else if (spec.name == "at") {
+          term = attention_transfer_loss(s, t, spec.p);
+        } else if (spec.name == "rkd_distance") {
+          term = rkd_distance_loss(s, t);
+        } else {
+          term = rkd_angle_loss(s, t);
+        }
+      }
+    } catch (const Error& e) {
+      throw Error(key_ + "[" + std::to_string(i) + "] (" + spec.name + "): " + e.what());
+    }
+    if (values) (*values)[i] = term.item<double>();
+    at::Tensor weighted = term * spec.weight;
+    total = total.defined() ? total + weighted : weighted;
+  }
+  return total;
+}
+
+}  // namespace distill::kd

@@ -1,0 +1,92 @@
+#pragma once
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <vector>
+
+#include "src/config/options.h"
+#include "src/models/model.h"
+
+namespace distill::kd {
+
+// One term of a KD objective, picked by name in the config, e.g.
+//   losses = [{name = "hinton", T = 4, weight = 0.9}, {name = "ce", weight = 0.1}]
+struct LossSpec {
+  std::string name = "hinton";
+  double weight = 1.0;
+  double T = 4.0;
+  double alpha = 1.0;
+  double beta = 8.0;
+  double p = 2.0;
+  std::string student_layer;
+  std::string teacher_layer;
+
+  void visit(config::Visitor& v) {
+    v.choice("name", name,
+             "ce (hard labels), hinton (KL of softened outputs x T^2), reverse_kl, dkd (decoupled "
+             "KD), fitnet (hint regression), at (attention transfer), rkd_distance, rkd_angle",
+             {"ce", "hinton", "reverse_kl", "dkd", "fitnet", "at", "rkd_distance", "rkd_angle"});
+    v.field("weight", weight, "weight of this term in the sum (>= 0)");
+    v.field("T", T, "hinton, reverse_kl, dkd: temperature (> 0)");
+    v.field("alpha", alpha, "dkd: weight of the target-class part (TCKD)");
+    v.field("beta", beta, "dkd: weight of the non-target part (NCKD)");
+    v.field("p", p, "at: exponent of the attention map (> 0)");
+    v.field("student_layer", student_layer,
+            "fitnet, at, rkd_*: student feature name (\"logits\" = output; rkd default)");
+    v.field("teacher_layer", teacher_layer,
+            "fitnet, at, rkd_*: teacher feature name (\"logits\" = output; rkd default)");
+  }
+};
+
+// The configured terms for one student/teacher pair: checks them, owns the FitNets regressors
+// (one flat auxiliary tensor) and evaluates the weighted sum.
+class LossTerms {
+ public:
+  // Validates every term before any training: temperatures, weights, exponents and layer names
+  // (against the models' feature_names() plus "logits"). `key` names the setting in errors
+  // ("kd.losses"). `teacher` may be null when the terms do not need one (ce only).
+  LossTerms(std::vector<LossSpec> specs, std::string key, const models::Model& student,
+            const models::Model* teacher);
+
+  // What one side (student or teacher) of a batch provides.
+  struct Side {
+    at::Tensor logits;
+    const models::Features* features = nullptr;
+  };
+
+  bool needs_teacher() const;
+  // True when a term reads an intermediate layer (the forward must record features).
+  bool needs_features() const;
+
+  // Sizes the regressors and checks the feature shapes of every term on one probe batch, so
+  // mismatches (e.g. attention maps of different sizes) fail before training.
+  void prepare(const Side& student, const Side& teacher);
+
+  // Layout and PyTorch-default initialization of the regressors (empty when there are none).
+  const std::vector<models::TensorSpec>& aux_specs() const { return aux_specs_; }
+  at::Tensor init_aux(at::Generator& generator) const;
+
+  // Sum of weight x term. `values`, when given, receives each term's unweighted value.
+  at::Tensor evaluate(const Side& student, const Side* teacher, const at::Tensor& targets,
+                      const at::Tensor& aux, std::vector<double>* values = nullptr) const;
+
+  // One metric name per term ("loss_hinton", "loss_ce", a suffix _2, _3 for repeats).
+  const std::vector<std::string>& metric_names() const { return metric_names_; }
+  const std::vector<LossSpec>& specs() const { return specs_; }
+
+ private:
+  at::Tensor layer(const Side& side, const std::string& name, bool student) const;
+
+  std::vector<LossSpec> specs_;
+  std::string key_;
+  std::vector<std::string> metric_names_;
+  std::vector<models::TensorSpec> aux_specs_;
+  std::vector<int64_t> regressor_of_;  // per term: index of its first aux spec, or -1
+  bool prepared_ = false;
+};
+
+// True for the terms that compare with a teacher (everything but ce).
+bool uses_teacher(const LossSpec& spec);
+
+}  // namespace distill::kd

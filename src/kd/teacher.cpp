@@ -1,0 +1,116 @@
+#include "src/kd/teacher.h"
+
+#include <ATen/ATen.h>
+
+#include <sstream>
+
+#include "src/core/error.h"
+#include "src/io/tensor_file.h"
+#include "src/kd/scripted_model.h"
+
+namespace distill::kd {
+namespace {
+
+std::string shape_text(at::IntArrayRef shape) {
+  std::ostringstream out;
+  out << shape;
+  return out.str();
+}
+
+}  // namespace
+
+at::Tensor Teacher::forward(const at::Tensor& images, models::Features* features) const {
+  at::NoGradGuard no_grad;
+  models::ForwardArgs args;
+  args.train = false;
+  args.buffers = buffers;
+  args.features = features;
+  return model->forward(images, params, args);
+}
+
+Teacher load_teacher(const TeacherOptions& options, int64_t channels, int64_t image_size,
+                     int64_t num_classes) {
+  if (!options.checkpoint.empty() && !options.torchscript.empty()) {
+    throw Error("teacher.checkpoint and teacher.torchscript are both set ('" + options.checkpoint +
+                "', '" + options.torchscript + "'); set one");
+  }
+  if (!options.torchscript.empty()) {
+    Teacher teacher;
+    teacher.model = load_scripted_model(options.torchscript, channels, image_size, num_classes);
+    teacher.params = at::empty({0});
+    teacher.buffers = at::empty({0});
+    return teacher;
+  }
+  const std::string& path = options.checkpoint;
+  if (path.empty()) throw Error("teacher.checkpoint is empty: name a model.pt or checkpoint.pt");
+  Teacher teacher;
+  teacher.model = models::make_model(options.model, channels, image_size, num_classes);
+  const models::Model& model = *teacher.model;
+  io::TensorDict dict = io::load_dict(path);
+  const std::string arch =
+      dict.contains("arch") && dict.at("arch").isString() ? dict.at("arch").toStringRef() : "";
+  if (arch.empty()) {
+    throw Error("teacher checkpoint '" + path +
+                "' has no 'arch' entry: not a file written by "
+                "`distill train` (model.pt or checkpoint.pt)");
+  }
+  if (arch != model.arch()) {
+    throw Error("teacher checkpoint '" + path + "' holds a '" + arch +
+                "', but teacher.model.arch "
+                "builds a '" +
+                model.arch() +
+                "'; set teacher.model to the settings the teacher "
+                "was trained with");
+  }
+  // model.pt also stores every tensor under its state_dict name: compare shapes one by one, so a
+  // class-count or width mismatch is named precisely. The classifier comes last.
+  const auto& specs = model.param_specs();
+  const models::TensorSpec& classifier_bias = specs.back();  // every family ends with it
+  if (dict.contains(classifier_bias.name)) {
+    at::Tensor saved = io::get_tensor(dict, classifier_bias.name, path);
+    if (saved.dim() == 1 && saved.size(0) != num_classes) {
+      throw Error("teacher checkpoint '" + path + "' was trained for " +
+                  std::to_string(saved.size(0)) + " classes (" + classifier_bias.name + " " +
+                  shape_text(saved.sizes()) + "), the data has " + std::to_string(num_classes));
+    }
+  }
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (!dict.contains(specs[i].name)) continue;
+    at::Tensor saved = io::get_tensor(dict, specs[i].name, path);
+    if (saved.sizes().vec() == specs[i].shape) continue;
+    throw Error("teacher checkpoint '" + path + "': '" + specs[i].name + "' has shape " +
+                shape_text(saved.sizes()) + ", teacher.model builds " + shape_text(specs[i].shape) +
+                "; set teacher.model to the teacher's settings");
+  }
+  teacher.params = io::get_tensor(dict, "params", path).to(at::kFloat).contiguous();
+  if (teacher.params.dim() != 1 || teacher.params.numel() != model.num_params()) {
+    throw Error("teacher checkpoint '" + path + "' holds " +
+                std::to_string(teacher.params.numel()) + " parameters, teacher.model ('" +
+                model.arch() + "', " + std::to_string(num_classes) + " classes) has " +
+                std::to_string(model.num_params()) +
+                "; check teacher.model and the class count of the data");
+  }
+  teacher.buffers = dict.contains("buffers") ? io::get_tensor(dict, "buffers", path).to(at::kFloat)
+                                             : at::empty({0});
+  if (teacher.buffers.numel() != model.num_buffers()) {
+    throw Error("teacher checkpoint '" + path + "' holds " +
+                std::to_string(teacher.buffers.numel()) + " buffer values, teacher.model has " +
+                std::to_string(model.num_buffers()));
+  }
+  return teacher;
+}
+
+Teacher teacher_from_state(std::unique_ptr<models::Model> model, const at::Tensor& params,
+                           const at::Tensor& buffers) {
+  if (params.numel() != model->num_params()) {
+    throw Error("teacher state has " + std::to_string(params.numel()) + " parameters, the model " +
+                std::to_string(model->num_params()));
+  }
+  Teacher teacher;
+  teacher.model = std::move(model);
+  teacher.params = params.detach().clone();
+  teacher.buffers = buffers.defined() ? buffers.detach().clone() : at::empty({0});
+  return teacher;
+}
+
+}  // namespace distill::kd

@@ -1,0 +1,180 @@
+// End-to-end checks of `distill kd`: run folders, the three schemes, resume, and the bad-input
+// errors the issue asks for (teacher architecture/class count, feature names, temperature).
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "src/core/runtime.h"
+#include "src/io/tensor_file.h"
+#include "tests/support/test_support.h"
+
+namespace distill {
+namespace {
+
+using testing::CommandResult;
+using testing::TempDir;
+
+CommandResult distill_cli(const std::string& args) {
+  return testing::run_command(testing::distill_binary() + " " + args);
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+
+// A tiny dataset with `classes` <= 4 classes (the `tensor` data format): class k lights up rows
+// 2k and 2k+1.
+std::string write_dataset(const TempDir& dir, int64_t classes) {
+  at::Generator gen = make_generator(9);
+  auto make = [&](int64_t n) {
+    at::Tensor labels = at::arange(n, at::kLong).remainder(classes);
+    at::Tensor images = at::rand({n, 1, 8, 8}, gen) * 0.3;
+    for (int64_t i = 0; i < n; ++i)
+      images[i][0].narrow(0, labels[i].item<int64_t>() * 2, 2).add_(0.7);
+    return std::make_pair(images.clamp(0, 1), labels);
+  };
+  auto [train_images, train_labels] = make(60);
+  auto [test_images, test_labels] = make(30);
+  io::TensorDict dict = io::make_dict();
+  dict.insert("images", train_images);
+  dict.insert("labels", train_labels);
+  dict.insert("test_images", test_images);
+  dict.insert("test_labels", test_labels);
+  std::string path = dir.file("tiny" + std::to_string(classes) + ".pt");
+  io::save_dict(path, dict);
+  return path;
+}
+
+std::string flags(const std::string& data) {
+  return "--set data.format=tensor --set data.path=" + data +
+         " --set data.name=tiny --threads 1 --no-progress ";
+}
+
+const char* kTeacherModel =
+    "--set teacher.model.arch=convnet --set teacher.model.width=8 --set teacher.model.depth=2 ";
+
+class KdCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    data_ = write_dataset(dir_, 3);
+    CommandResult r = distill_cli("train " + flags(data_) +
+                                  "--set model.width=8 --set model.depth=2 "
+                                  "--epochs 3 --out " +
+                                  dir_.file("teacher"));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    teacher_ = dir_.file("teacher/model.pt");
+  }
+  TempDir dir_;
+  std::string data_, teacher_;
+};
+
+TEST_F(KdCli, OfflineWritesRunFolderWithTeacherErrorAndTermsAndResumes) {
+  const std::string args = "kd " + flags(data_) + kTeacherModel + "--teacher " + teacher_ +
+                           " --set model.hidden=[16] --epochs 3 --out " + dir_.file("kd");
+  CommandResult r = distill_cli(args);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  nlohmann::json results = read_json(dir_.file("kd/results.json"));
+  EXPECT_TRUE(results.contains("teacher_test_accuracy"));
+  EXPECT_TRUE(results.contains("loss_hinton") && results.contains("loss_ce"));
+  EXPECT_EQ(results["train_images"], 60);
+  EXPECT_TRUE(std::filesystem::exists(dir_.file("kd/model.pt")));
+  // The effective config lists the loss terms and reads back.
+  CommandResult dump = distill_cli("config --dump kd --config " + dir_.file("kd/config.toml"));
+  ASSERT_EQ(dump.exit_code, 0) << dump.output;
+  EXPECT_TRUE(contains(dump.output, "[[kd.losses]]")) << dump.output;
+  EXPECT_TRUE(contains(dump.output, "name = 'hinton'")) << dump.output;
+  // --resume of a finished run keeps its result (the checkpoint is at the last epoch).
+  CommandResult again = distill_cli(args + " --resume");
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_EQ(read_json(dir_.file("kd/results.json"))["test_accuracy"], results["test_accuracy"]);
+}
+
+TEST_F(KdCli, DataFractionDmlAndBornAgainRun) {
+  CommandResult dml =
+      distill_cli("kd " + flags(data_) +
+                  "--set kd.scheme=dml --set kd.cohort=3 "
+                  "--set kd.data_fraction=0.5 --set 'kd.losses=[{name=\"hinton\", "
+                  "T=1}, {name=\"ce\"}]' --set model.hidden=[16] --epochs 2 --out " +
+                  dir_.file("dml"));
+  ASSERT_EQ(dml.exit_code, 0) << dml.output;
+  nlohmann::json r = read_json(dir_.file("dml/results.json"));
+  EXPECT_EQ(r["train_images"], 30);  // 10 of each of the 3 classes
+  EXPECT_TRUE(r.contains("member2_test_accuracy"));
+  EXPECT_TRUE(r.contains("loss_member0"));
+
+  CommandResult ba =
+      distill_cli("kd " + flags(data_) +
+                  "--set kd.scheme=born_again "
+                  "--set kd.generations=2 --set model.hidden=[16] --epochs 2 --out " +
+                  dir_.file("ba"));
+  ASSERT_EQ(ba.exit_code, 0) << ba.output;
+  nlohmann::json b = read_json(dir_.file("ba/results.json"));
+  for (const char* key : {"gen0_test_accuracy", "gen1_test_accuracy", "gen2_test_accuracy"}) {
+    EXPECT_TRUE(b.contains(key)) << key;
+  }
+  EXPECT_TRUE(std::filesystem::exists(dir_.file("ba/gen2/model.pt")));
+}
+
+TEST_F(KdCli, BadInputIsOneLineWithExit2BeforeTraining) {
+  const std::string base = "kd " + flags(data_) + "--teacher " + teacher_ + " ";
+  struct Case {
+    std::string args;
+    std::string message;
+  };
+  std::vector<Case> cases = {
+      {base + "--set teacher.model.arch=mlp",
+       "holds a 'convnet', but teacher.model.arch builds a 'mlp'"},
+      {"kd " + flags(write_dataset(dir_, 4)) + "--teacher " + teacher_ + " " + kTeacherModel,
+       "was trained for 3 classes (classifier.bias [3]), the data has 4"},
+      {base + kTeacherModel + "--set teacher.model.width=16",
+       "has shape [8, 1, 3, 3], teacher.model builds [16, 1, 3, 3]"},
+      {base + kTeacherModel + "--set 'kd.losses=[{name=\"hinton\", T=0}]'",
+       "kd.losses[0].T (hinton) must be > 0, found 0"},
+      {base + kTeacherModel + "--set 'kd.losses=[{name=\"hinton\", T=-2}]'",
+       "kd.losses[0].T (hinton) must be > 0, found -2"},
+      {base + kTeacherModel +
+           "--set model.arch=convnet --set 'kd.losses=[{name=\"at\", "
+           "student_layer=\"block7\", teacher_layer=\"block0\"}]'",
+       "the student (convnet) has no feature 'block7'"},
+      {base + kTeacherModel +
+           "--set 'kd.losses=[{name=\"fitnet\", student_layer=\"hidden0\", "
+           "teacher_layer=\"embeding\"}]'",
+       "has no feature 'embeding' (did you mean 'embedding'?)"},
+      {"kd " + flags(data_), "kd.losses[0] (hinton) needs a teacher: set teacher.checkpoint"},
+      {base + kTeacherModel + "--set 'kd.losses=[{name=\"hinton\", Temp=3}]'",
+       "unknown key 'kd.losses[0].Temp'"},
+      {base + kTeacherModel + "--set kd.data_fraction=0",
+       "kd.data_fraction must be in (0, 1], found 0"},
+  };
+  for (const auto& c : cases) {
+    CommandResult r = distill_cli(c.args + " --out " + dir_.file("bad"));
+    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.output;
+    EXPECT_TRUE(contains(r.output, c.message)) << c.message << "\n" << r.output;
+    EXPECT_FALSE(std::filesystem::exists(dir_.file("bad/metrics.jsonl"))) << c.args;
+  }
+}
+
+TEST(KdPresets, EveryKdPresetReadsWithoutUnknownKeys) {
+  int found = 0;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(testing::source_dir() + "/experiments/configs")) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("kd_", 0) != 0 || entry.path().extension() != ".toml") continue;
+    ++found;
+    CommandResult r = distill_cli("config --dump kd --config " + entry.path().string());
+    EXPECT_EQ(r.exit_code, 0) << name << "\n" << r.output;
+    EXPECT_TRUE(contains(r.output, "[[kd.losses]]")) << name;
+  }
+  EXPECT_GE(found, 2);
+}
+
+}  // namespace
+}  // namespace distill

@@ -1,0 +1,410 @@
+#include "src/kd/kd_objective.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include "src/core/error.h"
+#include "src/core/runtime.h"
+#include "src/io/tensor_file.h"
+#include "src/kd/kd_losses.h"
+#include "tests/support/test_support.h"
+
+namespace distill::kd {
+namespace {
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+std::unique_ptr<models::Model> mlp(std::vector<int64_t> hidden, int64_t classes = 4) {
+  models::ModelOptions o;
+  o.arch = "mlp";
+  o.hidden = std::move(hidden);
+  return models::make_model(o, 1, 8, classes);
+}
+
+std::unique_ptr<models::Model> convnet(int64_t width) {
+  models::ModelOptions o;
+  o.width = width;
+  o.depth = 2;
+  o.norm = "none";
+  o.pool = "maxpool";
+  return models::make_model(o, 1, 8, 4);
+}
+
+LossSpec term(const std::string& name, double weight, double T = 4.0) {
+  LossSpec s;
+  s.name = name;
+  s.weight = weight;
+  s.T = T;
+  return s;
+}
+
+// Class k images: noise plus a bright k-th quadrant (as in the trainer tests).
+std::pair<at::Tensor, at::Tensor> toy_data(int64_t n, uint64_t seed) {
+  at::Generator gen = make_generator(seed);
+  at::Tensor labels = at::randint(4, {n}, gen);
+  at::Tensor images = at::randn({n, 1, 8, 8}, gen) * 0.3;
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t k = labels[i].item<int64_t>();
+    images[i].narrow(1, (k / 2) * 4, 4).narrow(2, (k % 2) * 4, 4).add_(1.0);
+  }
+  return {images, labels};
+}
+
+std::shared_ptr<Teacher> random_teacher(std::unique_ptr<models::Model> model, uint64_t seed) {
+  at::Generator gen = make_generator(seed);
+  at::Tensor params = model->init_params(gen) * 3;  // sharper outputs than a fresh init
+  at::Tensor buffers = model->init_buffers();
+  return std::make_shared<Teacher>(teacher_from_state(std::move(model), params, buffers));
+}
+
+TEST(LossTerms, WeightedSumOfTheNamedTerms) {
+  auto student = mlp({6});
+  auto teacher = mlp({5});
+  LossTerms terms({term("hinton", 0.9, 3.0), term("ce", 0.1), term("hinton", 0.5, 1.0)},
+                  "kd.losses", *student, teacher.get());
+  EXPECT_EQ(terms.metric_names(),
+            (std::vector<std::string>{"loss_hinton", "loss_ce", "loss_hinton_2"}));
+  at::Generator gen = make_generator(1);
+  at::Tensor s = at::randn({5, 4}, gen), t = at::randn({5, 4}, gen);
+  at::Tensor y = at::tensor({0, 1, 2, 3, 0}, at::kLong);
+  std::vector<double> values;
+  at::Tensor total = terms.evaluate({s, nullptr}, new LossTerms::Side{t, nullptr}, y, {}, &values);
+  const double h3 = hinton_loss(s, t, 3.0).item<double>(),
+               h1 = hinton_loss(s, t, 1.0).item<double>();
+  const double ce = at::cross_entropy_loss(s, y).item<double>();
+  EXPECT_NEAR(total.item<double>(), 0.9 * h3 + 0.1 * ce + 0.5 * h1, 1e-6);
+  ASSERT_EQ(values.size(), 3u);
+  EXPECT_NEAR(values[0], h3, 1e-6);
+  EXPECT_NEAR(values[1], ce, 1e-6);
+  EXPECT_NEAR(values[2], h1, 1e-6);
+}
+
+TEST(LossTerms, BadSettingsNameTheKeyAndValueBeforeTraining) {
+  auto student = convnet(4);
+  auto teacher = convnet(8);
+  auto make = [&](std::vector<LossSpec> specs, const models::Model* t) {
+    return error_of([&] { LossTerms(specs, "kd.losses", *student, t); });
+  };
+  EXPECT_NE(make({term("ce", 1), term("hinton", 1, 0.0)}, teacher.get())
+                .find("kd.losses[1].T (hinton) must be > 0, found 0"),
+            std::string::npos);
+  EXPECT_NE(make({term("dkd", 1, -2.0)}, teacher.get())
+                .find("kd.losses[0].T (dkd) must be > 0, found -2"),
+            std::string::npos);
+  EXPECT_NE(
+      make({term("ce", -1)}, teacher.get()).find("kd.losses[0].weight (ce) must be >= 0, found -1"),
+      std::string::npos);
+  LossSpec at_term = term("at", 1);
+  at_term.student_layer = at_term.teacher_layer = "block0";
+  at_term.p = 0;
+  EXPECT_NE(make({at_term}, teacher.get()).find("kd.losses[0].p (at) must be > 0, found 0"),
+            std::string::npos);
+  LossSpec fitnet = term("fitnet", 1);
+  EXPECT_NE(make({fitnet}, teacher.get()).find("kd.losses[0].student_layer (fitnet) is required"),
+            std::string::npos);
+  fitnet.student_layer = "blok0";
+  fitnet.teacher_layer = "block0";
+  std::string unknown = make({fitnet}, teacher.get());
+  EXPECT_NE(unknown.find("kd.losses[0].student_layer (fitnet): the student (convnet) has no "
+                         "feature 'blok0' (did you mean 'block0'?); available: block0, block1, "
+                         "embedding, logits"),
+            std::string::npos)
+      << unknown;
+  EXPECT_NE(
+      make({term("hinton", 1)}, nullptr).find("compares with a teacher, but none is configured"),
+      std::string::npos);
+  EXPECT_NE(make({}, teacher.get()).find("kd.losses is empty"), std::string::npos);
+}
+
+TEST(KdObjective, RegressorsAreSizedFromTheFeaturesAndShapeMismatchesFailEarly) {
+  auto student = convnet(4);
+  auto [images, labels] = toy_data(6, 2);
+  LossSpec conv_hint = term("fitnet", 1);
+  conv_hint.student_layer = "block0";
+  conv_hint.teacher_layer = "block0";
+  LossSpec flat_hint = term("fitnet", 1);
+  flat_hint.student_layer = "embedding";  // 4 channels x 3 x 3 (8 -> 12 padded -> 6 -> 3)
+  flat_hint.teacher_layer = "logits";     // 4 classes
+  KdObjective objective({conv_hint, flat_hint}, "kd.losses", *student,
+                        random_teacher(convnet(8), 3), images);
+  at::Generator gen = make_generator(0);
+  // 1x1 conv 4 -> 8 channels (+ bias), then linear 36 -> 4 (+ bias).
+  EXPECT_EQ(objective.init_aux(gen).numel(), 8 * 4 + 8 + 4 * 36 + 4);
+  EXPECT_TRUE(objective.wants_features());
+
+  LossSpec at_term = term("at", 1);
+  at_term.student_layer = "block0";  // 6x6 maps
+  at_term.teacher_layer = "block1";  // 3x3 maps
+  std::string message = error_of([&] {
+    KdObjective({at_term}, "kd.losses", *student, random_teacher(convnet(8), 3), images);
+  });
+  EXPECT_NE(message.find("kd.losses[0] (at): attention transfer: student and teacher maps must"),
+            std::string::npos)
+      << message;
+  message = error_of([&] {
+    KdObjective({term("hinton", 1)}, "kd.losses", *student, random_teacher(mlp({5}, 3), 1), images);
+  });
+  EXPECT_NE(message.find("the teacher predicts 3 classes, the student 4"), std::string::npos)
+      << message;
+}
+
+TEST(KdObjective, CachedTeacherLogitsGiveTheSameLoss) {
+  auto student = mlp({8});
+  auto [images, labels] = toy_data(20, 4);
+  auto teacher = random_teacher(convnet(4), 5);
+  KdObjective live({term("hinton", 0.7), term("ce", 0.3)}, "kd.losses", *student, teacher, images);
+  KdObjective cached({term("hinton", 0.7), term("ce", 0.3)}, "kd.losses", *student, teacher,
+                     images);
+  cached.cache_teacher_logits(images, 7);  // several chunks
+  at::Generator gen = make_generator(6);
+  at::Tensor params = student->init_params(gen);
+  train::StepContext step;
+  step.indices = at::tensor({3, 17, 5, 0}, at::kLong);
+  step.images = images.index_select(0, step.indices);
+  step.targets = labels.index_select(0, step.indices);
+  step.logits = student->forward(step.images, params);
+  models::Features none;
+  step.features = &none;
+  EXPECT_NEAR(live.loss(step).item<double>(), cached.loss(step).item<double>(), 1e-6);
+  auto metrics = cached.take_epoch_metrics();
+  EXPECT_TRUE(metrics.count("loss_hinton") && metrics.count("loss_ce"));
+}
+
+TEST(KdObjective, TrainingWithTheTrainerPullsTheStudentTowardsTheTeacher) {
+  auto student = mlp({16});
+  auto [images, labels] = toy_data(128, 7);
+  auto teacher = random_teacher(convnet(4), 8);
+  auto objective = std::make_shared<KdObjective>(std::vector<LossSpec>{term("hinton", 1.0, 2.0)},
+                                                 "kd.losses", *student, teacher, images);
+  train::TrainOptions o;
+  o.epochs = 30;
+  o.batch_size = 32;
+  o.optimizer.name = "adam";
+  o.optimizer.lr = 0.01;
+  o.optimizer.weight_decay = 0;
+  train::Trainer trainer(*student, o, 1);
+  trainer.set_objective(objective);
+  trainer.set_progress("test", false);
+  train::TrainState state = trainer.init_state();
+  auto kl_to_teacher = [&](const at::Tensor& params) {
+    at::NoGradGuard no_grad;
+    return hinton_loss(student->forward(images, params), teacher->forward(images), 2.0)
+        .item<double>();
+  };
+  const double before = kl_to_teacher(state.params);
+  trainer.fit(state, images, labels);
+  const double after = kl_to_teacher(state.params);
+  EXPECT_LT(after, 0.2 * before) << before << " -> " << after;
+  // The student now predicts what the (random, label-agnostic) teacher predicts.
+  at::NoGradGuard no_grad;
+  at::Tensor agree =
+      student->forward(images, state.params).argmax(1).eq(teacher->forward(images).argmax(1));
+  EXPECT_GT(agree.to(at::kDouble).mean().item<double>(), 0.9);
+}
+
+TEST(KdObjective, FitnetRegressorIsTrainedAsAuxParameters) {
+  auto student = convnet(4);
+  auto [images, labels] = toy_data(64, 9);
+  LossSpec hint = term("fitnet", 1);
+  hint.student_layer = "block1";
+  hint.teacher_layer = "block1";
+  auto objective = std::make_shared<KdObjective>(std::vector<LossSpec>{hint}, "kd.losses", *student,
+                                                 random_teacher(convnet(8), 10), images);
+  train::TrainOptions o;
+  o.epochs = 10;
+  o.batch_size = 16;
+  o.optimizer.name = "adam";
+  o.optimizer.lr = 0.01;
+  train::Trainer trainer(*student, o, 2);
+  trainer.set_objective(objective);
+  trainer.set_progress("test", false);
+  train::TrainState state = trainer.init_state();
+  at::Tensor aux_before = state.aux.clone();
+  auto metrics = trainer.fit(state, images, labels);
+  EXPECT_GT((state.aux - aux_before).abs().max().item<double>(), 1e-3);
+  // The hint loss fell: first-epoch mean vs. the final epoch's.
+  EXPECT_TRUE(metrics.count("loss_fitnet"));
+}
+
+TEST(Cohort, SplitsParametersAndRecordsEveryMember) {
+  std::vector<std::unique_ptr<models::Model>> members;
+  members.push_back(mlp({6}));
+  members.push_back(mlp({6}));
+  Cohort cohort(std::move(members));
+  EXPECT_EQ(cohort.num_params(), 2 * cohort.member(0).num_params());
+  EXPECT_EQ(cohort.param_specs()[0].name, "member0.layers.0.weight");
+  at::Generator gen = make_generator(3);
+  at::Tensor params = cohort.init_params(gen);
+  at::Tensor x = at::randn({3, 1, 8, 8}, gen);
+  models::Features features;
+  models::ForwardArgs args;
+  args.features = &features;
+  at::Tensor out = cohort.forward(x, params, args);
+  at::Tensor m0 = cohort.member(0).forward(x, cohort.member_params(params, 0));
+  at::Tensor m1 = cohort.member(1).forward(x, cohort.member_params(params, 1));
+  EXPECT_TRUE(at::allclose(out, m0));
+  auto second = Cohort::member_features(features, 1);
+  ASSERT_EQ(second.size(), 2u);  // logits, hidden0
+  EXPECT_EQ(second[0].first, "logits");
+  EXPECT_TRUE(at::allclose(second[0].second, m1));
+  EXPECT_FALSE(at::allclose(m0, m1));  // members start from different draws
+  std::vector<std::unique_ptr<models::Model>> one;
+  one.push_back(mlp({6}));
+  EXPECT_NE(error_of([&] { Cohort alone(std::move(one)); }).find("at least 2 students, found 1"),
+            std::string::npos);
+}
+
+TEST(MutualObjective, EachMemberGetsTheGradientOfItsOwnLoss) {
+  std::vector<std::unique_ptr<models::Model>> members;
+  for (int i = 0; i < 3; ++i) members.push_back(mlp({5}));
+  Cohort cohort(std::move(members));
+  auto [images, labels] = toy_data(6, 11);
+  MutualObjective objective({term("hinton", 1.0, 2.0), term("ce", 1.0)}, "kd.losses", cohort,
+                            images);
+  at::Generator gen = make_generator(12);
+  at::Tensor flat = cohort.init_params(gen).to(at::kDouble);
+  at::Tensor x = images.to(at::kDouble);
+
+  at::Tensor params = flat.clone().requires_grad_(true);
+  models::Features features;
+  models::ForwardArgs args;
+  args.features = &features;
+  train::StepContext step;
+  step.images = x;
+  step.targets = labels;
+  step.logits = cohort.forward(x, params, args);
+  step.features = &features;
+  at::Tensor grad = torch::autograd::grad({objective.loss(step)}, {params})[0];
+
+  // Independent: DML eq. 10 per member, peers' predictions as constants.
+  std::vector<at::Tensor> logits;
+  for (size_t i = 0; i < 3; ++i) {
+    logits.push_back(cohort.member(i).forward(x, cohort.member_params(flat, i)).detach());
+  }
+  for (size_t i = 0; i < 3; ++i) {
+    at::Tensor p = cohort.member_params(flat, i).clone().requires_grad_(true);
+    at::Tensor z = cohort.member(i).forward(x, p);
+    at::Tensor loss = at::cross_entropy_loss(z, labels);
+    for (size_t j = 0; j < 3; ++j) {
+      if (j != i) loss = loss + hinton_loss(z, logits[j], 2.0) / 2.0;
+    }
+    at::Tensor expected = torch::autograd::grad({loss}, {p})[0];
+    EXPECT_TRUE(at::allclose(cohort.member_params(grad, i), expected, 1e-9, 1e-12))
+        << "member " << i;
+  }
+}
+
+TEST(MutualObjective, FitnetIsRefusedWithAReason) {
+  std::vector<std::unique_ptr<models::Model>> members;
+  members.push_back(mlp({5}));
+  members.push_back(mlp({5}));
+  Cohort cohort(std::move(members));
+  LossSpec hint = term("fitnet", 1);
+  hint.student_layer = hint.teacher_layer = "hidden0";
+  EXPECT_NE(error_of([&] {
+              MutualObjective({hint}, "kd.losses", cohort, toy_data(4, 1).first);
+            }).find("fitnet needs a regressor per student pair"),
+            std::string::npos);
+}
+
+// A model.pt like `distill train` writes: arch, flat params/buffers, state_dict-named tensors.
+void write_model_file(const std::string& path, const models::Model& model,
+                      const at::Tensor& params) {
+  io::TensorDict dict = io::make_dict();
+  dict.insert("arch", model.arch());
+  dict.insert("params", params);
+  dict.insert("buffers", model.init_buffers());
+  auto views = models::Model::unflatten(params, model.param_specs());
+  for (size_t i = 0; i < views.size(); ++i) dict.insert(model.param_specs()[i].name, views[i]);
+  io::save_dict(path, dict);
+}
+
+TEST(Teacher, LoadsItsWeightsAndNamesEveryMismatch) {
+  testing::TempDir dir;
+  auto saved = mlp({16}, 5);
+  at::Generator gen = make_generator(13);
+  at::Tensor params = saved->init_params(gen);
+  write_model_file(dir.file("model.pt"), *saved, params);
+  TeacherOptions options;
+  options.checkpoint = dir.file("model.pt");
+  options.model.arch = "mlp";
+  options.model.hidden = {16};
+  Teacher teacher = load_teacher(options, 1, 8, 5);
+  at::Tensor x = at::randn({2, 1, 8, 8}, gen);
+  EXPECT_TRUE(at::equal(teacher.forward(x), saved->forward(x, params)));
+
+  std::string classes = error_of([&] { load_teacher(options, 1, 8, 10); });
+  EXPECT_NE(classes.find("was trained for 5 classes (layers.1.bias [5]), the data has 10"),
+            std::string::npos)
+      << classes;
+  options.model.hidden = {32};
+  std::string width = error_of([&] { load_teacher(options, 1, 8, 5); });
+  EXPECT_NE(width.find("'layers.0.weight' has shape [16, 64], teacher.model builds [32, 64]"),
+            std::string::npos)
+      << width;
+  options.model.arch = "convnet";
+  std::string arch = error_of([&] { load_teacher(options, 1, 8, 5); });
+  EXPECT_NE(arch.find("holds a 'mlp', but teacher.model.arch builds a 'convnet'"),
+            std::string::npos)
+      << arch;
+  // A file without state_dict names (checkpoint.pt) still fails on the parameter count.
+  io::TensorDict bare = io::make_dict();
+  bare.insert("arch", std::string("mlp"));
+  bare.insert("params", params);
+  io::save_dict(dir.file("bare.pt"), bare);
+  options.checkpoint = dir.file("bare.pt");
+  options.model.arch = "mlp";
+  options.model.hidden = {16};
+  std::string count = error_of([&] { load_teacher(options, 1, 8, 10); });
+  EXPECT_NE(count.find("holds " + std::to_string(params.numel()) + " parameters"),
+            std::string::npos)
+      << count;
+}
+
+TEST(Teacher, TorchScriptTeacherFromPythonGivesPythonsLogits) {
+  DISTILL_REQUIRE_PYTHON();
+  testing::TempDir dir;
+  at::Generator gen = make_generator(14);
+  at::Tensor x = at::randn({5, 1, 8, 8}, gen);
+  io::TensorDict in = io::make_dict();
+  in.insert("x", x);
+  io::save_dict(dir.file("in.pt"), in);
+  testing::run_python_script("make_scripted_teacher.py",
+                             {dir.file("teacher.ts"), dir.file("in.pt"), dir.file("out.pt")});
+  at::Tensor expected = io::get_tensor(io::load_dict(dir.file("out.pt")), "logits", "out.pt");
+  TeacherOptions options;
+  options.torchscript = dir.file("teacher.ts");
+  auto teacher = std::make_shared<Teacher>(load_teacher(options, 1, 8, 3));
+  EXPECT_EQ(teacher->model->arch(), "torchscript");
+  EXPECT_TRUE(at::allclose(teacher->forward(x), expected, 1e-5, 1e-6));
+
+  // It drives response-based terms; feature terms name what it lacks.
+  auto student = mlp({8}, 3);
+  KdObjective objective({term("hinton", 1.0)}, "kd.losses", *student, teacher, x);
+  LossSpec hint = term("fitnet", 1);
+  hint.student_layer = "hidden0";
+  hint.teacher_layer = "hidden0";
+  EXPECT_NE(error_of([&] {
+              KdObjective({hint}, "kd.losses", *student, teacher, x);
+            }).find("the teacher (torchscript) has no feature 'hidden0'; available: logits"),
+            std::string::npos);
+
+  std::string classes = error_of([&] { load_teacher(options, 1, 8, 4); });
+  EXPECT_NE(classes.find("outputs [2, 3] for a batch of 2; the data has 4 classes"),
+            std::string::npos)
+      << classes;
+  options.torchscript = dir.file("in.pt");  // a tensor file, not a module
+  std::string bad = error_of([&] { load_teacher(options, 1, 8, 3); });
+  EXPECT_NE(bad.find("cannot be loaded"), std::string::npos) << bad;
+}
+
+}  // namespace
+}  // namespace distill::kd
