@@ -275,6 +275,23 @@ class Reader : public Visitor {
     value = std::move(out);
   }
 
+  static bool is_command_section(const std::string& name) {
+    static const std::vector<std::string> sections = {
+        "train", "subset", "eval", "experts", "mtt", "kd", "bench", "report", "committee", "synth",
+        "diffusion"};
+    return std::find(sections.begin(), sections.end(), name) != sections.end();
+  }
+
+  static bool holds_set_value(const toml::table& table) {
+    for (const auto& [key, node] : table) {
+      if (node.is_table() ? holds_set_value(*node.as_table())
+                          : origin_of(node).rfind("--set", 0) == 0) {
+        return true;
+      }
+    }
+    return false;
+  }
+
   void check_unknown(const toml::table& table, const std::vector<std::string>& path) const {
     for (const auto& [key, node] : table) {
       std::vector<std::string> child_path = path;
@@ -285,6 +302,13 @@ class Reader : public Visitor {
       if (is_known_key) continue;
       if (node.is_table() && known_sections_.count(full)) {
         check_unknown(*node.as_table(), child_path);
+        continue;
+      }
+      // A preset may configure a whole pipeline (experts, mtt, eval, ...): each command reads
+      // its own sections and leaves the other commands' top-level sections to them.
+      // Only from files: `--set mtt.ipc=1` given to another command is still an error.
+      if (path.empty() && node.is_table() && is_command_section(full) &&
+          !holds_set_value(*node.as_table())) {
         continue;
       }
       std::vector<std::string> candidates = known_keys_;

@@ -246,6 +246,34 @@ TEST(Cli, ZcaSetEvaluatedWithoutZcaIsExit2) {
   EXPECT_EQ(matched.exit_code, 0) << matched.output;
 }
 
+// Each MTT preset is one pipeline file: experts, mtt and eval all read it without unknown keys,
+// and the IPC in the file name is the one mtt reads.
+TEST(Cli, EveryMttPresetReadsForExpertsMttAndEval) {
+  int found = 0;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(testing::source_dir() + "/experiments/configs")) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("mtt_", 0) != 0 || entry.path().extension() != ".toml") continue;
+    ++found;
+    for (const std::string command : {"experts", "mtt", "eval"}) {
+      CommandResult r = distill_cli("config --dump " + command + " --config " + entry.path().string());
+      ASSERT_EQ(r.exit_code, 0) << name << " " << command << "\n" << r.output;
+      if (command == "mtt") {
+        std::string ipc = name.substr(name.rfind("ipc") + 3);
+        ipc = ipc.substr(0, ipc.find('.'));
+        EXPECT_TRUE(contains(r.output, "ipc = " + ipc + "\n")) << name << "\n" << r.output;
+      }
+    }
+  }
+  EXPECT_GE(found, 9);  // CIFAR-10/100 and Tiny-ImageNet at IPC 1/10/50
+  for (const auto& [file, command] : std::vector<std::pair<std::string, std::string>>{
+           {"quickstart_experts.toml", "experts"}, {"quickstart_mtt_ipc1.toml", "mtt"}}) {
+    CommandResult r = distill_cli("config --dump " + command + " --config " +
+                                  testing::source_dir() + "/experiments/configs/" + file);
+    EXPECT_EQ(r.exit_code, 0) << file << "\n" << r.output;
+  }
+}
+
 TEST(Cli, MissingDatasetIsExit2NamingThePath) {
   TempDir dir;
   CommandResult r = distill_cli("subset --set data.path=/nonexistent/fmnist --out " + dir.file("o"));

@@ -86,6 +86,22 @@ TEST(ConfigIo, UnknownSectionIsAnError) {
   EXPECT_NE(message.find("did you mean 'train'"), std::string::npos) << message;
 }
 
+// One preset file may hold a whole pipeline: other commands' sections are theirs to check, but
+// `--set` into them from this command, and unknown sections, stay errors.
+TEST(ConfigIo, OtherCommandsSectionsInAFileAreLeftToThem) {
+  auto source = ConfigSource::from_string(
+      "[train]\nepochs = 5\n[mtt]\nipc = 10\n[mtt.matching]\nsyn_steps = 3\n[eval]\nruns = 2\n",
+      "pipeline.toml");
+  Outer o;
+  read(source, o);
+  EXPECT_EQ(o.train.epochs, 5);
+  source.set("mtt.ipc=1");
+  std::string message = error_of([&] { read(source, o); });
+  EXPECT_NE(message.find("unknown key 'mtt'"), std::string::npos) << message;
+  auto typo = ConfigSource::from_string("[mtx]\nipc = 10\n", "pipeline.toml");
+  EXPECT_NE(error_of([&] { read(typo, o); }).find("unknown key 'mtx'"), std::string::npos);
+}
+
 TEST(ConfigIo, WrongTypeNamesKeyExpectedTypeAndLine) {
   auto source = ConfigSource::from_string("\n[train]\nlr = 0.1\nepochs = \"many\"\n", "run.toml");
   Outer o;
