@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -21,6 +23,12 @@ std::string expert_file(const std::string& folder, int64_t k) {
   char name[64];
   std::snprintf(name, sizeof name, "expert_%05lld.pt", static_cast<long long>(k));
   return folder + "/" + name;
+}
+
+// expert_NNNNN.pt, not the .partial.pt/.checkpoint.pt of an expert still training.
+bool is_finished_expert(const std::string& name) {
+  const std::string digits = name.substr(7, name.size() - 10);
+  return !digits.empty() && std::all_of(digits.begin(), digits.end(), ::isdigit);
 }
 
 }  // namespace
@@ -55,17 +63,41 @@ void train_experts(const ExpertOptions& options, const data::Dataset& train,
   auto model = models::make_model(options.model, train.channels(), train.height(), train.num_classes);
   train::AugmentFn augment = train::make_augment(options.augment, train.height());
   io::MetricsLog metrics(folder + "/metrics.jsonl", std::optional<int64_t>(INT64_MAX));
+  train::TrainOptions train_options = options.train;
+  train_options.checkpoint_every = 1;  // an interrupted expert continues from its last epoch
   for (int64_t k = begin; k < end; ++k) {
-    if (fs::exists(expert_file(folder, k))) continue;  // finished earlier (resume, other shard)
-    train::Trainer trainer(*model, options.train, mix_seed(seed, kExpertStream, k));
+    const std::string done = expert_file(folder, k);
+    if (fs::exists(done)) continue;  // finished earlier (resume, other shard)
+    // While expert k trains, its trainer checkpoint and its trajectory so far sit beside it.
+    const std::string checkpoint = done.substr(0, done.size() - 3) + ".checkpoint.pt";
+    const std::string partial = done.substr(0, done.size() - 3) + ".partial.pt";
+    train::Trainer trainer(*model, train_options, mix_seed(seed, kExpertStream, k));
     trainer.set_augment(augment);
     trainer.set_test_set(test.images, test.labels);
     trainer.set_progress("expert " + std::to_string(k), progress);
+    trainer.set_checkpoint(checkpoint);
     train::TrainState state = trainer.init_state();
     Trajectory trajectory{state.params.clone()};
-    trainer.on_epoch_end([&](const train::TrainState& s) { trajectory.push_back(s.params.clone()); });
+    if (fs::exists(checkpoint) && fs::exists(partial)) {
+      train::TrainState saved = trainer.load_checkpoint(checkpoint);
+      Trajectory so_far = load_trajectories(partial, *model).at(0);
+      // The snapshot of epoch e is written just before the checkpoint of epoch e: a stop in
+      // between leaves one snapshot too many, which the checkpoint's epoch count drops.
+      if (static_cast<int64_t>(so_far.size()) >= saved.epoch + 1) {
+        so_far.resize(static_cast<size_t>(saved.epoch + 1));
+        state = std::move(saved);
+        trajectory = std::move(so_far);
+        std::cerr << "expert " << k << ": continuing after epoch " << state.epoch << "\n";
+      }
+    }
+    trainer.on_epoch_end([&](const train::TrainState& s) {
+      trajectory.push_back(s.params.clone());
+      save_trajectories(partial, {trajectory}, *model);
+    });
     auto result = trainer.fit(state, train.images, train.labels);
-    save_trajectories(expert_file(folder, k), {trajectory}, *model);
+    save_trajectories(done, {trajectory}, *model);
+    fs::remove(checkpoint);
+    fs::remove(partial);
     metrics.log(k, {{"expert", static_cast<double>(k)},
                     {"test_accuracy", result["test_accuracy"]},
                     {"train_loss", result["train_loss"]}});
@@ -98,7 +130,8 @@ std::vector<Trajectory> load_expert_folder(const std::string& path, const models
     std::string name = entry.path().filename().string();
     if (name.rfind("replay_buffer_", 0) == 0 && entry.path().extension() == ".pt") {
       buffers.push_back(entry.path().string());
-    } else if (name.rfind("expert_", 0) == 0 && entry.path().extension() == ".pt") {
+    } else if (name.rfind("expert_", 0) == 0 && entry.path().extension() == ".pt" &&
+               is_finished_expert(name)) {
       singles.push_back(entry.path().string());
     }
   }

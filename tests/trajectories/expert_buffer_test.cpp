@@ -3,6 +3,12 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <thread>
+
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 #include "trajectories/experts.h"
@@ -105,6 +111,52 @@ TEST(Experts, ShardedRunsEqualOneRunAndResumeSkipsFinishedExperts) {
     for (size_t e = 0; e < 3; ++e) EXPECT_TRUE(at::equal(all[k][e], shards[k][e])) << k << "," << e;
   }
   EXPECT_FALSE(at::equal(all[0][1], all[1][1]));  // experts differ from each other
+}
+
+
+// Ctrl-C while an expert trains: the next run continues it from its last checkpoint, and the
+// trajectory equals an uninterrupted one (snapshots, final weights).
+TEST(Experts, InterruptedExpertContinuesFromItsCheckpoint) {
+  testing::TempDir dir;
+  data::Dataset train = toy(40, 1), test = toy(20, 2);
+  ExpertOptions o;
+  o.num_experts = 1;
+  o.model.width = 4;
+  o.model.depth = 1;
+  o.train.epochs = 60;
+  o.train.batch_size = 16;
+  train_experts(o, train, test, 5, dir.file("straight"), false);
+
+  install_interrupt_handler();
+  std::atomic<bool> stop{false};
+  std::thread interrupter([&] {  // Ctrl-C once the first epochs are on disk
+    while (!stop && !std::filesystem::exists(dir.file("cut/expert_00000.partial.pt"))) {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    if (!stop) std::raise(SIGINT);
+  });
+  bool interrupted = false;
+  try {
+    train_experts(o, train, test, 5, dir.file("cut"), false);
+  } catch (const Interrupted&) {
+    interrupted = true;
+  }
+  stop = true;
+  interrupter.join();
+  clear_interrupt_request();
+  ASSERT_TRUE(interrupted) << "the run finished before the interrupt: make it longer";
+  EXPECT_FALSE(std::filesystem::exists(dir.file("cut/expert_00000.pt")));
+  EXPECT_TRUE(std::filesystem::exists(dir.file("cut/expert_00000.checkpoint.pt")));
+  train_experts(o, train, test, 5, dir.file("cut"), false);
+  EXPECT_FALSE(std::filesystem::exists(dir.file("cut/expert_00000.partial.pt")));
+
+  auto model = models::make_model(o.model, 1, 8, 3);
+  auto a = load_expert_folder(dir.file("straight"), *model);
+  auto b = load_expert_folder(dir.file("cut"), *model);
+  ASSERT_EQ(a.size(), 1u);
+  ASSERT_EQ(b.size(), 1u);
+  ASSERT_EQ(b[0].size(), 61u);
+  for (size_t e = 0; e < 61; ++e) EXPECT_TRUE(at::equal(a[0][e], b[0][e])) << "epoch " << e;
 }
 
 }  // namespace
