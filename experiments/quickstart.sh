@@ -33,3 +33,7 @@ awk -v set="$out/mtt_ipc1/syn.pt" '$1 == set {print "trajectory matching, IPC 1:
   $1 == "random-real" {print "random real,         IPC 1: " $(NF-3) " ± " $(NF-1) " %"}' "$out/eval_table.txt"
 echo "images: $out/mtt_ipc1/grid.png   results: $out/eval_ipc1/results.json"
 echo "quickstart wall time after the build: $((SECONDS - build_done))s"
+echo "$((SECONDS - build_done))" > "$out/wall_time_s"
+if [ "${QUICKSTART_WRITE_README:-0}" = 1 ]; then  # how the README's quickstart table is made
+  /usr/bin/python3 "$root/experiments/write_quickstart_table.py" "$out"
+fi
