@@ -34,7 +34,10 @@ def main():
     for data, r in rows(paths):
         protocol = data.get("protocol", "?")
         ipc = r["ipc"] if r["ipc"] > 0 else "all"
-        lines.append(f"| {pathlib.Path(r['set']).name if r['set'].endswith('.pt') else r['set']} "
+        set_name = r["set"]
+        if set_name.endswith(".pt"):  # the run folder names the set: mtt_ipc10/syn.pt
+            set_name = "/".join(pathlib.Path(set_name).parts[-2:])
+        lines.append(f"| {set_name} "
                      f"| {r['model']} | {ipc} | {r['runs']} | {protocol} "
                      f"| {100 * r['last_mean']:.2f} ± {100 * r['last_std']:.2f} "
                      f"| {best(data, r)} |")

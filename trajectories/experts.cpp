@@ -73,6 +73,9 @@ void train_experts(const ExpertOptions& options, const data::Dataset& train,
     const std::string partial = done.substr(0, done.size() - 3) + ".partial.pt";
     train::Trainer trainer(*model, train_options, mix_seed(seed, kExpertStream, k));
     trainer.set_augment(augment);
+    if (options.smoothing.enabled()) {
+      trainer.set_objective(std::make_shared<SmoothExpertObjective>(options.smoothing));
+    }
     trainer.set_test_set(test.images, test.labels);
     trainer.set_progress("expert " + std::to_string(k), progress);
     trainer.set_checkpoint(checkpoint);

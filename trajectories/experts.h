@@ -8,6 +8,7 @@
 #include "src/train/augment.h"
 #include "src/train/trainer.h"
 #include "trajectories/expert_buffer.h"
+#include "trajectories/smooth_expert_objective.h"
 
 namespace distill::trajectories {
 
@@ -20,6 +21,7 @@ struct ExpertOptions {
   models::ModelOptions model;
   train::TrainOptions train;
   train::AugmentOptions augment;
+  SmoothingOptions smoothing;
 
   ExpertOptions() {
     train.epochs = 50;
@@ -38,6 +40,7 @@ struct ExpertOptions {
     v.section("model", model);
     v.section("train", train);
     v.section("augment", augment);
+    v.section("smoothing", smoothing);
   }
 };
 

@@ -197,6 +197,7 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
         step.logits = logits;
         step.features = &features;
         step.aux = aux;
+        step.params = params;
         step.epoch = epoch;
         step.step = state.step;
         loss = objective_->loss(step);

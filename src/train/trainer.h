@@ -55,6 +55,7 @@ struct StepContext {
   at::Tensor logits;                           // the model's output (train mode)
   const models::Features* features = nullptr;  // filled when the objective wants features
   at::Tensor aux;  // the objective's own trainable parameters (requires grad) or undefined
+  at::Tensor params;  // the model's flat parameters (requires grad): for gradient penalties
   int64_t epoch = 0;
   int64_t step = 0;
 };

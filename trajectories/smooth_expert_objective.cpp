@@ -1,0 +1,48 @@
+#include "trajectories/smooth_expert_objective.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include "src/core/error.h"
+
+namespace distill::trajectories {
+
+SmoothExpertObjective::SmoothExpertObjective(SmoothingOptions options)
+    : options_(std::move(options)) {
+  for (double scale : options_.loss_scale) {
+    if (!(scale > 0)) {
+      throw Error("experts.smoothing.loss_scale: every multiplier must be > 0, found " +
+                  std::to_string(scale));
+    }
+  }
+  if (options_.gradient_penalty < 0) {
+    throw Error("experts.smoothing.gradient_penalty must be >= 0, found " +
+                std::to_string(options_.gradient_penalty));
+  }
+}
+
+at::Tensor SmoothExpertObjective::loss(const train::StepContext& step) {
+  at::Tensor ce = train::classification_loss(step.logits, step.targets);
+  at::Tensor total = ce;
+  if (options_.gradient_penalty > 0) {
+    // create_graph: the penalty's own gradient (a Hessian-vector product) reaches the update.
+    at::Tensor grad = torch::autograd::grad({ce}, {step.params}, {}, true, true)[0];
+    at::Tensor penalty = grad.pow(2).sum();
+    penalty_sum_ += penalty.item<double>();
+    ++steps_;
+    total = total + options_.gradient_penalty * penalty;
+  }
+  const size_t epoch = static_cast<size_t>(step.epoch);
+  if (epoch < options_.loss_scale.size()) total = total * options_.loss_scale[epoch];
+  return total;
+}
+
+std::map<std::string, double> SmoothExpertObjective::take_epoch_metrics() {
+  std::map<std::string, double> out;
+  if (steps_ > 0) out["gradient_norm_sq"] = penalty_sum_ / static_cast<double>(steps_);
+  penalty_sum_ = 0.0;
+  steps_ = 0;
+  return out;
+}
+
+}  // namespace distill::trajectories
