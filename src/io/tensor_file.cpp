@@ -1,11 +1,43 @@
 #include "src/io/tensor_file.h"
 
+#include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/serialization/pickle.h>
+#include <torch/csrc/jit/serialization/unpickler.h>
+
+#include <cstring>
+#include <sstream>
 
 #include "src/core/error.h"
 #include "src/io/atomic_file.h"
+#include "src/io/pickle_rewrite.h"
 
 namespace distill::io {
+namespace {
+
+// torch.save's zip read with the pickle rewritten first (see pickle_rewrite.h): the same steps as
+// LibTorch's pickle_load, which reads <archive>/data.pkl and the tensors from <archive>/data/.
+c10::IValue load_rewritten(const std::string& bytes) {
+  std::istringstream stream(bytes);
+  caffe2::serialize::PyTorchStreamReader zip(&stream);
+  auto [pickle_data, pickle_size] = zip.getRecord("data.pkl");
+  std::string pickle = rewrite_single_item_containers(
+      std::string(static_cast<const char*>(pickle_data.get()), pickle_size));
+  size_t offset = 0;
+  auto read = [&](char* buffer, size_t n) {
+    n = std::min(n, pickle.size() - offset);
+    std::memcpy(buffer, pickle.data() + offset, n);
+    offset += n;
+    return n;
+  };
+  auto read_record = [&](const std::string& name) {
+    return std::get<0>(zip.getRecord("data/" + name));
+  };
+  torch::jit::Unpickler unpickler(read, nullptr, nullptr, read_record, c10::nullopt);
+  unpickler.set_version(zip.version());
+  return unpickler.parse_ivalue();
+}
+
+}  // namespace
 
 TensorDict make_dict() { return TensorDict(c10::StringType::get(), c10::AnyType::get()); }
 
@@ -29,14 +61,17 @@ c10::IValue load_ivalue(const std::string& path) {
   } catch (const std::exception& e) {
     std::string what = e.what();
     what = what.substr(0, what.find('\n'));
-    std::string hint;
-    if (what.find("Unknown opcode") != std::string::npos) {
-      // Python pickles one-element lists with APPEND and one-item dicts with SETITEM, which the
-      // unpickler of LibTorch 1.13 does not know (shared/notes/libtorch-1.13-facts.md).
-      hint = " (LibTorch 1.13 cannot read a Python list with exactly one element or a dict with "
-             "exactly one key; add an element/key when saving from Python)";
+    if (what.find("Unknown opcode") == std::string::npos) {
+      throw Error("'" + path + "': cannot unpickle tensor file: " + what);
     }
-    throw Error("'" + path + "': cannot unpickle tensor file: " + what + hint);
+  }
+  // Python pickles one-element lists with APPEND and one-key dicts with SETITEM, which the
+  // unpickler of LibTorch 1.13 does not know (shared/notes/libtorch-1.13-facts.md): rewrite them.
+  try {
+    return load_rewritten(bytes);
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    throw Error("'" + path + "': cannot unpickle tensor file: " + what.substr(0, what.find('\n')));
   }
 }
 

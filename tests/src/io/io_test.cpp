@@ -12,6 +12,7 @@
 #include "src/io/image_grid.h"
 #include "src/io/metrics_log.h"
 #include "src/io/progress.h"
+#include "src/io/pickle_rewrite.h"
 #include "src/io/tensor_file.h"
 #include "tests/support/test_support.h"
 
@@ -63,6 +64,61 @@ TEST(TensorFile, PythonReadsOurFileAndWeReadPythons) {
   // The script doubles `images` and adds an int64 label vector.
   EXPECT_TRUE(at::allclose(get_tensor(theirs, "images", "theirs.pt"), images * 2));
   EXPECT_TRUE(at::equal(get_tensor(theirs, "labels", "theirs.pt"), at::arange(2, at::kLong)));
+}
+
+// Python writes one-element lists / one-key dicts with APPEND / SETITEM; we rewrite them.
+TEST(TensorFile, ReadsPythonFilesWithSingleItemContainers) {
+  DISTILL_REQUIRE_PYTHON();
+  TempDir dir;
+  testing::run_python_script("single_item_containers.py", {dir.path()});
+  auto arange = [](int64_t n, double k) { return at::arange(n, at::kFloat) + k; };
+  c10::IValue buffer = load_ivalue(dir.file("one_expert.pt"));
+  auto experts = buffer.toList();
+  ASSERT_EQ(experts.size(), 1u);
+  auto epochs = experts.get(0).toList();
+  ASSERT_EQ(epochs.size(), 2u);
+  auto first = epochs.get(0).toList();
+  ASSERT_EQ(first.size(), 2u);
+  EXPECT_TRUE(at::equal(first.get(0).toTensor(), arange(3, 0)));
+  EXPECT_TRUE(at::equal(first.get(1).toTensor(), arange(2, 10)));
+  auto second = epochs.get(1).toList();
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_TRUE(at::equal(second.get(0).toTensor(), arange(3, 20)));
+
+  TensorDict one = load_dict(dir.file("one_key.pt"));
+  EXPECT_EQ(one.size(), 1u);
+  EXPECT_TRUE(at::equal(get_tensor(one, "images", "one_key.pt"), arange(4, 0)));
+
+  TensorDict nested = load_dict(dir.file("nested.pt"));
+  EXPECT_TRUE(at::equal(nested.at("a").toList().get(0).toTensor(), arange(2, 5)));
+  auto inner = nested.at("b").toGenericDict();
+  EXPECT_TRUE(at::equal(inner.at("c").toTensor(), arange(1, 7)));
+  EXPECT_EQ(nested.at("n").toInt(), 3);
+  EXPECT_EQ(nested.at("s").toStringRef(), "x");
+}
+
+// The rewrite on hand-made pickles: APPEND/SETITEM become MARK ... APPENDS/SETITEMS; junk fails.
+TEST(PickleRewrite, RewritesAppendAndSetitemAndRejectsJunk) {
+  // [1] as protocol 2: PROTO 2, EMPTY_LIST, BINPUT 0, BININT1 1, APPEND, STOP
+  // (literals split where a hex escape would swallow the next letter)
+  std::string list("\x80\x02]q\x00K\x01" "a.", 9);
+  EXPECT_EQ(rewrite_single_item_containers(list), std::string("\x80\x02]q\x00(K\x01" "e.", 10));
+  // {"k": 2}: EMPTY_DICT, BINPUT 0, BINUNICODE "k", BINPUT 1, BININT1 2, SETITEM, STOP
+  std::string dict("\x80\x02}q\x00X\x01\x00\x00\x00kq\x01K\x02s.", 17);
+  EXPECT_EQ(rewrite_single_item_containers(dict),
+            std::string("\x80\x02}q\x00(X\x01\x00\x00\x00kq\x01K\x02u.", 18));
+  // A list holding a reduced object (a tensor's rebuild call) moves MARK before the GLOBAL.
+  std::string reduced("\x80\x02]q\x00" "cm\nf\n)Ra.", 14);
+  EXPECT_EQ(rewrite_single_item_containers(reduced),
+            std::string("\x80\x02]q\x00(cm\nf\n)Re.", 15));
+  try {
+    rewrite_single_item_containers(std::string("\x80\x02\xff.", 4));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("unsupported opcode 0xff at byte 2"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(rewrite_single_item_containers(std::string("\x80\x02]", 3)), Error);
 }
 
 TEST(TensorFile, NonZipFileIsAClearError) {
