@@ -27,7 +27,7 @@ std::string excerpt(std::string_view line) {
   return "'" + shown + (line.size() > kShown ? "...'" : "'");
 }
 
-const char* json_type(const nlohmann::json& value) {
+const char* json_type(const nlohmann::ordered_json& value) {
   switch (value.type()) {
     case nlohmann::json::value_t::string:
       return "a string";
@@ -101,9 +101,9 @@ void read_images(RunFolder& run, const ReadOptions& options) {
       continue;
     }
     if (size > options.max_image_bytes) {
-      run.warnings.push_back(name + ": image is " + std::to_string(size >> 20) + " MiB, over the " +
-                             std::to_string(options.max_image_bytes >> 20) +
-                             " MiB embedding limit (report.max_image_mib), not shown");
+      run.warnings.push_back(
+          name + ": image is " + std::to_string(size) + " bytes, over the embedding limit of " +
+          std::to_string(options.max_image_bytes) + " bytes (report.max_image_mib), not shown");
       continue;
     }
     ImageFile image;
@@ -194,7 +194,9 @@ Metrics parse_metrics(std::string_view text, const std::string& label,
     ++number;
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.find_first_not_of(" \t") == std::string_view::npos) continue;
-    nlohmann::json record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    // ordered_json: series appear in the order the run logged them, not alphabetically.
+    nlohmann::ordered_json record =
+        nlohmann::ordered_json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (record.is_discarded()) {
       bad_line(number, "not valid JSON (a line cut short?), skipped: " + excerpt(line));
       continue;
