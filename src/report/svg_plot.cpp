@@ -17,6 +17,7 @@ constexpr const char* kPalette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", 
                                     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
 constexpr double kMarginLeft = 64, kMarginRight = 16, kMarginTop = 28, kMarginBottom = 44;
 constexpr double kRowHeight = 18;
+constexpr double kLogLadder[] = {1, 2, 5};  // log-axis ticks within a decade
 
 std::string px(double v) {
   char buffer[32];
@@ -40,12 +41,30 @@ Axis linear_axis(double lo, double hi) {
   return axis;
 }
 
+// Within about two decades the axis ends at 1, 2 or 5 times a power of ten around the data
+// (so 1.06..1.2 is drawn on 1..2, not squeezed into 1..10); wider ranges end at powers of ten.
 Axis log_axis(double lo, double hi) {
   Axis axis;
   axis.log = true;
-  axis.lo = std::pow(10.0, std::floor(std::log10(lo) + 1e-9));
-  axis.hi = std::pow(10.0, std::ceil(std::log10(hi) - 1e-9));
-  if (axis.hi <= axis.lo) axis.hi = axis.lo * 10.0;
+  const int first = static_cast<int>(std::floor(std::log10(lo) + 1e-9));
+  const int last = static_cast<int>(std::ceil(std::log10(hi) - 1e-9));
+  if (last - first > 2) {
+    axis.lo = std::pow(10.0, first);
+    axis.hi = std::pow(10.0, last);
+  } else {
+    std::vector<double> ladder;
+    for (int k = first; k <= last + 1; ++k) {
+      for (double m : kLogLadder) ladder.push_back(m * std::pow(10.0, k));
+    }
+    axis.lo = ladder.front();
+    for (double v : ladder) {
+      if (v <= lo * (1 + 1e-9)) axis.lo = v;
+    }
+    axis.hi = ladder.back();
+    for (auto it = ladder.rbegin(); it != ladder.rend(); ++it) {
+      if (*it >= hi * (1 - 1e-9) && *it > axis.lo) axis.hi = *it;
+    }
+  }
   axis.ticks = log_ticks(axis.lo, axis.hi);
   return axis;
 }
@@ -122,15 +141,16 @@ std::vector<double> log_ticks(double lo, double hi) {
   }
   const int first = static_cast<int>(std::floor(std::log10(lo) + 1e-9));
   const int last = static_cast<int>(std::ceil(std::log10(hi) - 1e-9));
-  const int decades = std::max(last - first, 1);
-  const int stride = (decades + 7) / 8;  // at most ~8 labelled decades
   std::vector<double> ticks;
-  for (int k = first; k <= last; k += stride) {
-    const double decade = std::pow(10.0, k);
-    ticks.push_back(decade);
-    if (decades <= 2 && k < last) {
-      ticks.push_back(2 * decade);
-      ticks.push_back(5 * decade);
+  if (last - first > 2) {
+    const int stride = (last - first + 7) / 8;  // at most ~8 labelled decades
+    for (int k = first; k <= last; k += stride) ticks.push_back(std::pow(10.0, k));
+    return ticks;
+  }
+  for (int k = first; k <= last; ++k) {
+    for (double m : kLogLadder) {
+      const double v = m * std::pow(10.0, k);
+      if (v >= lo * (1 - 1e-9) && v <= hi * (1 + 1e-9)) ticks.push_back(v);
     }
   }
   return ticks;

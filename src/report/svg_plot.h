@@ -48,7 +48,8 @@ struct PlotLayout {
 // tick <= lo, the last >= hi). lo == hi is widened first.
 std::vector<double> nice_ticks(double lo, double hi, int target = 5);
 
-// Powers of ten covering [lo, hi] (both > 0), with 2x and 5x between when few decades are spanned.
+// Log-axis ticks in [lo, hi] (both > 0): 1, 2 and 5 times powers of ten when at most two decades
+// are spanned, else powers of ten (every n-th one beyond eight decades).
 std::vector<double> log_ticks(double lo, double hi);
 
 // Short tick/table label: "0", "0.25", "1500", "1e-05" -> "1e-5".

@@ -112,6 +112,23 @@ TEST(SvgPlot, LogScaleMapsDecadesEvenly) {
   EXPECT_TRUE(layout.notes.empty());
 }
 
+TEST(SvgPlot, NarrowLogRangesEndAtOneTwoOrFiveTimesAPowerOfTen) {
+  PlotOptions options;
+  options.log_y = true;
+  PlotLayout layout = layout_plot({Series{"loss", {0, 1}, {1.06, 1.2}}}, options);
+  ASSERT_TRUE(layout.y.log);
+  EXPECT_DOUBLE_EQ(layout.y.lo, 1);
+  EXPECT_DOUBLE_EQ(layout.y.hi, 2);
+  expect_ticks(layout.y.ticks, {1, 2});
+  layout = layout_plot({Series{"loss", {0, 1}, {0.03, 0.4}}}, options);
+  EXPECT_DOUBLE_EQ(layout.y.lo, 0.02);
+  EXPECT_DOUBLE_EQ(layout.y.hi, 0.5);
+  expect_ticks(layout.y.ticks, {0.02, 0.05, 0.1, 0.2, 0.5});
+  layout = layout_plot({Series{"loss", {0, 1}, {5, 5}}}, options);  // one value: a whole step
+  EXPECT_DOUBLE_EQ(layout.y.lo, 5);
+  EXPECT_DOUBLE_EQ(layout.y.hi, 10);
+}
+
 TEST(SvgPlot, LogScaleIsRefusedWithANoteForNonPositiveData) {
   Series s{"delta", {0, 1, 2, 3}, {-1, 0, 2, 4}};
   PlotOptions options;
