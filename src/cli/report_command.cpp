@@ -10,13 +10,22 @@
 namespace distill::cli {
 namespace {
 
+// Only run.out (--out) applies: a report reads folders, it trains nothing (no device, threads or
+// seed; setting them is an "unknown key" error rather than silently ignored).
+struct ReportRunOptions {
+  std::string out;
+  void visit(config::Visitor& v) {
+    v.field("out", out,
+            "the HTML file to write; empty = RUN_DIR/report.html (one folder only); an existing "
+            "folder = FOLDER/report.html");
+  }
+};
+
 struct ReportCommandOptions {
   static constexpr bool kHasPresets = false;
-  config::RunOptions run;
+  ReportRunOptions run;
   report::ReportOptions report;
 
-  // --out names the HTML file here; empty = RUN_DIR/report.html for a single folder.
-  ReportCommandOptions() { run.out = ""; }
   void visit(config::Visitor& v) {
     v.section("run", run);
     v.section("report", report);
