@@ -44,6 +44,12 @@ std::string fixed2(double v) {
   return buffer;
 }
 
+// Counts as Python prints them (write_table.py): 123456, not 1.23e5.
+std::string count_cell(double v) {
+  if (v == std::floor(v) && std::abs(v) < 1e15) return std::to_string(static_cast<int64_t>(v));
+  return format_number(v);
+}
+
 std::string run_label(const RunFolder& run, const std::vector<RunFolder>& runs) {
   // Two folders with one name (runs/a/mtt, runs/b/mtt) are told apart by their paths.
   size_t same = std::count_if(runs.begin(), runs.end(),
@@ -202,8 +208,8 @@ Table eval_table(const nlohmann::json& json, const std::string& label,
       best = best_mean ? fixed2(100 * *best_mean) : "?";
     }
     table.rows.push_back(
-        {set, text("model"), ipc ? (*ipc > 0 ? format_number(*ipc) : std::string("all")) : "?",
-         runs ? format_number(*runs) : "?", protocol,
+        {set, text("model"), ipc ? (*ipc > 0 ? count_cell(*ipc) : std::string("all")) : "?",
+         runs ? count_cell(*runs) : "?", protocol,
          last_mean && last_std ? fixed2(100 * *last_mean) + " ± " + fixed2(100 * *last_std) : "?",
          best});
   }
@@ -373,6 +379,10 @@ std::string render_report(const std::vector<RunFolder>& runs, const ReportOption
 std::vector<std::string> write_report(const std::vector<std::string>& run_dirs,
                                       const std::string& out, const ReportOptions& options) {
   if (run_dirs.empty()) throw Error("report: no run folder given");
+  if (options.max_points < 2) {
+    throw Error("report.max_points: expected at least 2 points per curve, found " +
+                std::to_string(options.max_points));
+  }
   if (options.max_image_mib <= 0) {
     throw Error("report.max_image_mib: expected a positive number of MiB, found " +
                 std::to_string(options.max_image_mib));

@@ -150,11 +150,13 @@ TEST(RunReport, EvalTableWithMissingFieldsShowsQuestionMarksAndWarns) {
   nlohmann::json json = nlohmann::json::parse(fixture::kEvalResults);
   json["results"][0].erase("last_mean");
   json["results"][1]["ipc"] = "ten";
+  json["results"][1]["runs"] = 123456;
   std::vector<std::string> warnings;
   Table table = eval_table(json, "results.json", warnings);
   ASSERT_EQ(table.rows.size(), 2u);
   EXPECT_EQ(table.rows[0][5], "?");
   EXPECT_EQ(table.rows[1][2], "?");
+  EXPECT_EQ(table.rows[1][3], "123456");
   EXPECT_EQ(warnings, (std::vector<std::string>{
                           "results.json: results[0].last_mean: expected a number, found nothing",
                           "results.json: results[1].ipc: expected a number, found \"ten\""}));
@@ -254,6 +256,14 @@ TEST(RunReport, WriteReportWritesTheFileAndReturnsItsWarnings) {
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_STREQ(e.what(), "report: no run folder given");
+  }
+  ReportOptions few;
+  few.max_points = 1;
+  try {
+    write_report({dir.file("r")}, dir.file("o.html"), few);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "report.max_points: expected at least 2 points per curve, found 1");
   }
   ReportOptions bad;
   bad.max_image_mib = 0;
