@@ -12,6 +12,10 @@ if [ "${DISTILL_WITH_PYTHON_REFERENCE:-1}" = 1 ]; then
   # Test-only references for parity checks and .pt interop (never used by the library).
   packages+=(python3-torch python3-torchvision)
 fi
+if [ "${DISTILL_WITH_BROWSER_TEST:-0}" = 1 ]; then
+  # Test-only: the `distill report` end-to-end test opens a report in headless Chromium.
+  packages+=(chromium)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -88,6 +88,10 @@ Command make_command(std::string name, std::string summary, std::string example,
 void save_model_file(const std::string& path, const models::Model& model,
                      const train::TrainState& state);
 
+// Writes RUN_DIR/report.html (`distill report RUN_DIR`) at the end of a run and returns what to
+// print; a failure is one warning line on stderr, never a failed run (report_command.cpp).
+std::string refresh_run_report(const std::string& run_dir);
+
 // The subcommands, one source file each.
 Command train_command();
 Command subset_command();
@@ -96,5 +100,6 @@ Command bench_command();
 Command experts_command();
 Command mtt_command();
 Command kd_command();
+Command report_command();
 
 }  // namespace distill::cli

@@ -102,6 +102,7 @@ void run_eval(EvalCommandOptions& o, const Invocation&) {
   }
   std::cout << eval::format_scores_table(scores);
   std::cout << "results: " << run.out << "/results.json\n";
+  std::cout << "report: " << refresh_run_report(run.out) << "\n";
 }
 
 }  // namespace

@@ -65,6 +65,7 @@ void run_train(TrainCommandOptions& o, const Invocation& invocation) {
   io::write_file_atomic(run.out + "/results.json", json.dump(2) + "\n");
   std::cout << "test accuracy " << 100.0 * result["test_accuracy"] << " % after " << state.epoch
             << " epochs; run folder " << run.out << "\n";
+  std::cout << "report: " << refresh_run_report(run.out) << "\n";
 }
 
 }  // namespace

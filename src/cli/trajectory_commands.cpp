@@ -53,6 +53,7 @@ void run_mtt(MttCommandOptions& o, const Invocation& invocation) {
   std::cout << "distilled set: " << run.out << "/syn.pt (" << set.images.size(0)
             << " images, learned lr " << (set.lr ? *set.lr : 0.0) << "), grid: " << run.out
             << "/grid.png\n";
+  std::cout << "report: " << refresh_run_report(run.out) << "\n";
 }
 
 }  // namespace

@@ -1,0 +1,177 @@
+// `distill report` end to end: usage errors, the report a tiny real run refreshes at its end, and
+// that report opened in headless Chromium (screenshot + DOM); skipped when Chromium is absent.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <stb_image.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "src/core/runtime.h"
+#include "src/io/atomic_file.h"
+#include "src/io/tensor_file.h"
+#include "tests/support/test_support.h"
+
+namespace distill {
+namespace {
+
+using testing::CommandResult;
+using testing::TempDir;
+
+constexpr const char* kChromium = "/usr/bin/chromium";
+
+CommandResult distill_cli(const std::string& args) {
+  return testing::run_command(testing::distill_binary() + " " + args);
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+std::string quoted(const std::string& path) { return "'" + path + "'"; }
+
+// A tiny 3-class tensor dataset, as tests/src/cli/cli_test.cpp makes it.
+std::string write_tiny_dataset(const TempDir& dir) {
+  at::Generator gen = make_generator(9);
+  auto make = [&](int64_t n) {
+    at::Tensor labels = at::arange(n, at::kLong).remainder(3);
+    at::Tensor images = at::rand({n, 1, 8, 8}, gen) * 0.3;
+    for (int64_t i = 0; i < n; ++i) {
+      images[i][0].narrow(0, labels[i].item<int64_t>() * 2, 3).add_(0.7);
+    }
+    return std::make_pair(images.clamp(0, 1), labels);
+  };
+  auto [train_images, train_labels] = make(60);
+  auto [test_images, test_labels] = make(30);
+  io::TensorDict dict = io::make_dict();
+  dict.insert("images", train_images);
+  dict.insert("labels", train_labels);
+  dict.insert("test_images", test_images);
+  dict.insert("test_labels", test_labels);
+  std::string path = dir.file("tiny.pt");
+  io::save_dict(path, dict);
+  return path;
+}
+
+std::string tiny_flags(const std::string& data) {
+  return "--set data.format=tensor --set data.path=" + data +
+         " --set data.name=tiny --threads 1 --no-progress ";
+}
+
+TEST(ReportCommand, UsageErrorsExit2WithOneLine) {
+  TempDir dir;
+  CommandResult none = distill_cli("report");
+  EXPECT_EQ(none.exit_code, 2);
+  EXPECT_TRUE(contains(none.output,
+                       "distill: error: report: no run folder given; usage: distill "
+                       "report RUN_DIR [RUN_DIR ...] [--out report.html]"))
+      << none.output;
+  CommandResult missing = distill_cli("report " + dir.file("nope"));
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_TRUE(contains(missing.output, "distill: error: report: run folder '" + dir.file("nope") +
+                                           "' does not exist"))
+      << missing.output;
+  std::filesystem::create_directories(dir.file("a"));
+  std::filesystem::create_directories(dir.file("b"));
+  CommandResult two = distill_cli("report " + dir.file("a") + " " + dir.file("b"));
+  EXPECT_EQ(two.exit_code, 2);
+  EXPECT_TRUE(
+      contains(two.output, "2 run folders given: name the report file with --out FILE.html"))
+      << two.output;
+  CommandResult help = distill_cli("report --help");
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_TRUE(contains(help.output, "report.log_y")) << help.output;
+}
+
+TEST(ReportCommand, EmptyFolderStillGetsAReportWithWarnings) {
+  TempDir dir;
+  std::filesystem::create_directories(dir.file("empty"));
+  CommandResult r = distill_cli("report " + dir.file("empty"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "report: " + dir.file("empty") + "/report.html")) << r.output;
+  EXPECT_TRUE(contains(r.output, "distill report: warning: empty: metrics.jsonl missing"))
+      << r.output;
+  std::string html = io::read_file(dir.file("empty/report.html"));
+  EXPECT_TRUE(contains(html, "<h2>Warnings (2)</h2>")) << html.substr(0, 2000);
+}
+
+// Counts pixels near an RGB colour (the plots' first series colour, say).
+size_t pixels_near(const unsigned char* rgb, size_t n, int r, int g, int b, int tolerance) {
+  size_t count = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char* p = rgb + 3 * i;
+    if (std::abs(p[0] - r) <= tolerance && std::abs(p[1] - g) <= tolerance &&
+        std::abs(p[2] - b) <= tolerance) {
+      ++count;
+    }
+  }
+  return count;
+}
+
+TEST(ReportCommand, TinyRunReportRendersInHeadlessChromium) {
+  TempDir dir;
+  std::string data = write_tiny_dataset(dir);
+  // The run is named `<script>`: the page must show it as text.
+  const std::string run = dir.file("<script>");
+  CommandResult train = distill_cli("train --epochs 3 " + tiny_flags(data) +
+                                    "--set model.width=8 --set model.depth=1 --out " + quoted(run));
+  ASSERT_EQ(train.exit_code, 0) << train.output;
+  // Long commands refresh RUN_DIR/report.html at their end and print its path.
+  EXPECT_TRUE(contains(train.output, "report: " + run + "/report.html")) << train.output;
+  EXPECT_TRUE(std::filesystem::exists(run + "/report.html"));
+  CommandResult subset =
+      distill_cli("subset --ipc 2 " + tiny_flags(data) + "--out " + dir.file("subset"));
+  ASSERT_EQ(subset.exit_code, 0) << subset.output;
+
+  const std::string out = dir.file("compare.html");
+  CommandResult report = distill_cli("report " + quoted(run) + " " + dir.file("subset") +
+                                     " --set 'report.log_y=[\"train_loss\"]' --out " + out);
+  ASSERT_EQ(report.exit_code, 0) << report.output;
+  EXPECT_TRUE(contains(report.output, "report: " + out)) << report.output;
+  std::string html = io::read_file(out);
+  EXPECT_TRUE(contains(html, "<title>distill report: &lt;script&gt;, subset</title>"));
+  EXPECT_TRUE(contains(html, "data:image/png;base64,"));  // subset's grid.png
+  EXPECT_TRUE(contains(html, "<svg "));
+
+  if (!std::filesystem::exists(kChromium)) {
+    GTEST_SKIP() << "no " << kChromium
+                 << ": install Debian's chromium (tests/run.sh does) to open the report in a "
+                    "real browser";
+  }
+  // As root Chromium needs --no-sandbox; its own profile keeps the test from touching $HOME.
+  const std::string chromium = std::string("timeout 120 ") + kChromium +
+                               " --headless --no-sandbox --disable-gpu --hide-scrollbars "
+                               "--user-data-dir=" +
+                               dir.file("profile") + " ";
+  const std::string url = "file://" + out;
+  CommandResult shot = testing::run_command(chromium + "--window-size=1200,2400 --screenshot=" +
+                                            dir.file("shot.png") + " " + url + " 2>&1");
+  ASSERT_EQ(shot.exit_code, 0) << shot.output;
+  int width = 0, height = 0, channels = 0;
+  unsigned char* rgb = stbi_load(dir.file("shot.png").c_str(), &width, &height, &channels, 3);
+  ASSERT_NE(rgb, nullptr) << "screenshot is not a readable PNG: " << shot.output;
+  EXPECT_EQ(width, 1200);
+  EXPECT_EQ(height, 2400);
+  const size_t n = static_cast<size_t>(width) * height;
+  const size_t white = pixels_near(rgb, n, 255, 255, 255, 0);
+  const size_t line_blue = pixels_near(rgb, n, 0x1f, 0x77, 0xb4, 40);  // first series colour
+  const size_t warning_yellow = pixels_near(rgb, n, 0xff, 0xf4, 0xd6, 4);
+  stbi_image_free(rgb);
+  // Not blank: text, tables and curves cover a few percent of the page...
+  EXPECT_GT(n - white, n / 50) << "only " << n - white << " non-white pixels of " << n;
+  // ...the SVG curves were drawn (runs overlaid: blue is the first run's line)...
+  EXPECT_GT(line_blue, 200u);
+  // ...and the page has no warning box for these two complete runs.
+  EXPECT_EQ(warning_yellow, 0u);
+
+  CommandResult dom = testing::run_command(chromium + "--dump-dom " + url + " 2>/dev/null");
+  ASSERT_EQ(dom.exit_code, 0) << dom.output;
+  EXPECT_TRUE(contains(dom.output, "<title>distill report: &lt;script&gt;, subset</title>"))
+      << dom.output.substr(0, 2000);
+  EXPECT_TRUE(contains(dom.output, "<h1>distill report: &lt;script&gt;, subset</h1>"));
+  EXPECT_TRUE(contains(dom.output, "train_loss (log scale)"));
+  EXPECT_FALSE(contains(dom.output, "<script>"));  // the run name never became an element
+}
+
+}  // namespace
+}  // namespace distill
