@@ -196,7 +196,10 @@ Table eval_table(const nlohmann::json& json, const std::string& label,
     };
     std::string set = text("set");
     if (set.size() > 3 && set.compare(set.size() - 3, 3, ".pt") == 0) {
-      set = std::filesystem::path(set).filename().string();
+      // The run folder names the set (mtt_ipc10/syn.pt), as experiments/write_table.py prints it.
+      std::filesystem::path path(set);
+      std::string folder = path.parent_path().filename().string();
+      set = folder.empty() ? path.filename().string() : folder + "/" + path.filename().string();
     }
     auto ipc = number("ipc");
     auto runs = number("runs");

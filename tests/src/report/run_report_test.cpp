@@ -168,7 +168,7 @@ TEST(RunReport, EvalTableHasTheCellsOfTheReadmeTableWriter) {
   std::string markdown = markdown_table(eval_table(json, "results.json", warnings));
   EXPECT_TRUE(warnings.empty());
   const std::string rows =
-      "| syn.pt | convnet | 10 | 5 | dc | 73.87 ± 1.96 | 74.50 |\n"
+      "| mtt/syn.pt | convnet | 10 | 5 | dc | 73.87 ± 1.96 | 74.50 |\n"
       "| random-real | convnet | all | 2 | dc | 50.43 ± 5.58 | 51.00 |\n";
   EXPECT_EQ(markdown,
             "| set | model | IPC | runs | protocol | last-epoch acc % | best acc % |\n"
