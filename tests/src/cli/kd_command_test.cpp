@@ -9,6 +9,7 @@
 
 #include "src/core/runtime.h"
 #include "src/io/tensor_file.h"
+#include "tests/support/cli_support.h"
 #include "tests/support/test_support.h"
 
 namespace distill {
@@ -16,14 +17,10 @@ namespace {
 
 using testing::CommandResult;
 using testing::TempDir;
-
-CommandResult distill_cli(const std::string& args) {
-  return testing::run_command(testing::distill_binary() + " " + args);
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
+using testing::contains;
+using testing::distill_cli;
+using testing::tiny_flags;
+using testing::write_tiny_dataset;
 
 nlohmann::json read_json(const std::string& path) {
   std::ifstream in(path);
