@@ -15,13 +15,13 @@ bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
 
-std::string write_tiny_dataset(const TempDir& dir) {
+std::string write_tiny_dataset(const TempDir& dir, int64_t classes, int64_t band_rows) {
   at::Generator gen = make_generator(9);
   auto make = [&](int64_t n) {
-    at::Tensor labels = at::arange(n, at::kLong).remainder(3);
+    at::Tensor labels = at::arange(n, at::kLong).remainder(classes);
     at::Tensor images = at::rand({n, 1, 8, 8}, gen) * 0.3;
     for (int64_t i = 0; i < n; ++i) {
-      images[i][0].narrow(0, labels[i].item<int64_t>() * 2, 3).add_(0.7);
+      images[i][0].narrow(0, labels[i].item<int64_t>() * 2, band_rows).add_(0.7);
     }
     return std::make_pair(images.clamp(0, 1), labels);
   };
@@ -32,7 +32,7 @@ std::string write_tiny_dataset(const TempDir& dir) {
   dict.insert("labels", train_labels);
   dict.insert("test_images", test_images);
   dict.insert("test_labels", test_labels);
-  std::string path = dir.file("tiny.pt");
+  std::string path = dir.file("tiny" + std::to_string(classes) + ".pt");
   io::save_dict(path, dict);
   return path;
 }

@@ -27,27 +27,9 @@ nlohmann::json read_json(const std::string& path) {
   return nlohmann::json::parse(in);
 }
 
-// A tiny dataset with `classes` <= 4 classes (the `tensor` data format): class k lights up rows
-// 2k and 2k+1.
+// Class k lights up rows 2k and 2k+1.
 std::string write_dataset(const TempDir& dir, int64_t classes) {
-  at::Generator gen = make_generator(9);
-  auto make = [&](int64_t n) {
-    at::Tensor labels = at::arange(n, at::kLong).remainder(classes);
-    at::Tensor images = at::rand({n, 1, 8, 8}, gen) * 0.3;
-    for (int64_t i = 0; i < n; ++i)
-      images[i][0].narrow(0, labels[i].item<int64_t>() * 2, 2).add_(0.7);
-    return std::make_pair(images.clamp(0, 1), labels);
-  };
-  auto [train_images, train_labels] = make(60);
-  auto [test_images, test_labels] = make(30);
-  io::TensorDict dict = io::make_dict();
-  dict.insert("images", train_images);
-  dict.insert("labels", train_labels);
-  dict.insert("test_images", test_images);
-  dict.insert("test_labels", test_labels);
-  std::string path = dir.file("tiny" + std::to_string(classes) + ".pt");
-  io::save_dict(path, dict);
-  return path;
+  return write_tiny_dataset(dir, classes, 2);
 }
 
 std::string flags(const std::string& data) {
