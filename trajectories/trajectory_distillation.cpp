@@ -8,6 +8,7 @@
 
 #include "src/core/error.h"
 #include "src/core/runtime.h"
+#include "src/io/atomic_file.h"
 #include "src/io/metrics_log.h"
 #include "src/io/progress.h"
 #include "src/io/tensor_file.h"
@@ -42,6 +43,7 @@ at::Tensor expert_logits(const models::Model& model, const at::Tensor& params,
 }  // namespace
 
 eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data::Dataset& train,
+                                           const data::Dataset& test,
                                            const data::Normalization& norm,
                                            const std::string& dataset_name, uint64_t seed,
                                            const std::string& out, bool resume, bool progress) {
@@ -171,9 +173,30 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
                                 {"start_epoch", static_cast<double>(start)},
                                 {"window_end", static_cast<double>(window.end)}});
     bar.update(iteration + 1, "loss " + std::to_string(g.loss).substr(0, 6));
+    if (options.eval_every > 0 && (iteration + 1) % options.eval_every == 0) {
+      // Students trained on the set as it is now (the saved form: EMA images, soft labels).
+      eval::EvalOptions protocol;
+      eval::apply_protocol("dc", protocol);
+      protocol.runs = options.eval_runs;
+      protocol.train.epochs = options.eval_epochs;
+      protocol.train.eval_every = 0;
+      protocol.model = options.model;
+      eval::Evaluator evaluator(protocol, train, test, norm,
+                                mix_seed(seed, kIterationStream + 1, static_cast<uint64_t>(iteration)),
+                                set.images.device(), false);
+      eval::Scores scores = evaluator.score_set(current_set(), "mtt", options.model.arch);
+      metrics.log(iteration + 1, {{"eval_accuracy", scores.last_mean()},
+                                  {"eval_accuracy_std", scores.last_std()}});
+      std::cerr << "mtt: iteration " << iteration + 1 << ": students on the set reach "
+                << 100 * scores.last_mean() << " % test accuracy\n";
+    }
     bool last = iteration + 1 == options.iterations;
-    if (options.snapshot_every > 0 && (iteration + 1) % options.snapshot_every == 0 && !last) {
-      write_set();
+    if (options.snapshot_every > 0 && (iteration + 1) % options.snapshot_every == 0) {
+      if (!last) write_set();
+      // The history of the images (distill report shows snapshots/ in order).
+      io::make_dirs(out + "/snapshots");
+      eval::save_set_grid(out + "/snapshots/grid_" + std::to_string(iteration + 1) + ".png",
+                          current_set(), norm.zca.get());
     }
     if ((options.checkpoint_every > 0 && (iteration + 1) % options.checkpoint_every == 0) || last ||
         interrupt_requested()) {

@@ -22,6 +22,9 @@ struct MttOptions {
   int64_t snapshot_every = 0;  // write syn.pt + grid.png every N iterations
   int64_t max_failures = 10;   // consecutive non-finite iterations before giving up
   double ema_decay = 0.0;      // FTD: the saved set is an EMA of the images (0 = off)
+  int64_t eval_every = 0;      // evaluate the current set every N iterations (0 = off)
+  int64_t eval_runs = 1;       // students per snapshot evaluation (DC protocol)
+  int64_t eval_epochs = 300;
   MatchingOptions matching;
   models::ModelOptions model;
   train::AugmentOptions augment;
@@ -36,6 +39,11 @@ struct MttOptions {
     v.field("max_failures", max_failures, "consecutive non-finite iterations tolerated");
     v.field("ema_decay", ema_decay,
             "FTD: save an exponential moving average of the images with this decay (0 = off)");
+    v.field("eval_every", eval_every,
+            "train students on the current set every N iterations and log their test accuracy "
+            "(eval_accuracy in metrics.jsonl; 0 = off)");
+    v.field("eval_runs", eval_runs, "students per snapshot evaluation (DC protocol, mtt.model)");
+    v.field("eval_epochs", eval_epochs, "epochs of each snapshot student");
     v.section("matching", matching);
     v.section("model", model);
     v.section("augment", augment);
@@ -45,6 +53,7 @@ struct MttOptions {
 // Runs trajectory matching; writes checkpoint.pt, metrics.jsonl, syn.pt and grid.png into
 // `out`, and returns the final set. With `resume`, continues from out/checkpoint.pt.
 eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data::Dataset& train,
+                                           const data::Dataset& test,
                                            const data::Normalization& norm,
                                            const std::string& dataset_name, uint64_t seed,
                                            const std::string& out, bool resume, bool progress);

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <vector>
 
 #include "src/core/runtime.h"
 #include "src/io/tensor_file.h"
@@ -197,6 +198,38 @@ TEST(Cli, MttEmaIsTheClosedFormOfTheRawImages) {
   EXPECT_TRUE(at::allclose(images("ema2/syn.pt"), d * (d * x0 + (1 - d) * x1) + (1 - d) * x2, 1e-5, 1e-6));
   EXPECT_TRUE(at::equal(images("ema2/checkpoint.pt"), x2));  // the raw images are unaffected
   EXPECT_FALSE(at::allclose(x1, x2));
+}
+
+// Snapshots: every 2 iterations the set's grid goes to snapshots/ and students trained on it log
+// their test accuracy.
+TEST(Cli, MttSnapshotsWriteGridsAndEvalAccuracy) {
+  TempDir dir;
+  std::string data = write_tiny_dataset(dir);
+  CommandResult experts = distill_cli("experts " + tiny_flags(data) +
+                                      "--set experts.model.width=8 --set experts.model.depth=1 "
+                                      "--set experts.num_experts=1 --set experts.train.epochs=2 "
+                                      "--set experts.train.batch_size=20 --out " + dir.file("experts"));
+  ASSERT_EQ(experts.exit_code, 0) << experts.output;
+  CommandResult mtt = distill_cli(
+      "mtt " + tiny_flags(data) + "--buffer " + dir.file("experts") +
+      " --ipc 2 --iterations 4 --set mtt.model.width=8 --set mtt.model.depth=1 "
+      "--set mtt.matching.syn_steps=2 --set mtt.matching.max_start_epoch=1 "
+      "--set mtt.matching.expert_epochs=1 --set mtt.snapshot_every=2 --set mtt.eval_every=2 "
+      "--set mtt.eval_epochs=3 --out " + dir.file("m"));
+  ASSERT_EQ(mtt.exit_code, 0) << mtt.output;
+  EXPECT_TRUE(std::filesystem::exists(dir.file("m/snapshots/grid_2.png")));
+  EXPECT_TRUE(std::filesystem::exists(dir.file("m/snapshots/grid_4.png")));
+  std::ifstream metrics(dir.file("m/metrics.jsonl"));
+  std::vector<double> accuracies;
+  for (std::string line; std::getline(metrics, line);) {
+    auto at = line.find("\"eval_accuracy\":");
+    if (at != std::string::npos) accuracies.push_back(std::stod(line.substr(at + 16)));
+  }
+  ASSERT_EQ(accuracies.size(), 2u);
+  for (double a : accuracies) {
+    EXPECT_GE(a, 0.0);
+    EXPECT_LE(a, 1.0);
+  }
 }
 
 TEST(Cli, ZcaSetEvaluatedWithoutZcaIsExit2) {
