@@ -21,7 +21,10 @@ results=()
 for ipc in ${IPCS:-1 10 50}; do
   results+=("$out/eval_ipc$ipc/results.json")
   # A finished IPC is kept (re-running the script only adds what is missing; FORCE=1 redoes it).
-  if [ -f "$out/eval_ipc$ipc/results.json" ] && [ -z "${FORCE:-}" ]; then continue; fi
+  # (results.json grows set by set; the random-real row comes last)
+  if grep -qs '"random-real"' "$out/eval_ipc$ipc/results.json" && [ -z "${FORCE:-}" ]; then
+    continue
+  fi
   case $ipc in
     1) matching="--set mtt.matching.syn_steps=20 --set mtt.matching.max_start_epoch=2 --set mtt.matching.lr_lr=1e-7" ;;
     *) matching="--set mtt.matching.syn_steps=10 --set mtt.matching.max_start_epoch=6 --set mtt.matching.batch_syn=100" ;;
