@@ -12,9 +12,10 @@ error next to it. Numbers come only from the files; nothing is typed by hand.
 """
 import json
 import pathlib
-import re
 import statistics
 import sys
+
+import readme_tables
 
 
 def summary(values):
@@ -45,14 +46,7 @@ def main():
         teacher = [100 * (1 - r["teacher_test_accuracy"]) for r in results if "teacher_test_accuracy" in r]
         lines.append(f"| {experiment} | {data} | {model} | {training} | {len(results)} "
                      f"| {summary(errors)} | {summary(teacher) if teacher else '—'} |")
-    readme = pathlib.Path(__file__).resolve().parent.parent / "README.md"
-    text = readme.read_text()
-    start, end = "<!-- table:kd -->", "<!-- /table:kd -->"
-    block = start + "\n" + "\n".join(lines) + "\n" + end
-    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    if not pattern.search(text):
-        sys.exit(f"README.md has no {start} ... {end} block")
-    readme.write_text(pattern.sub(lambda _: block, text))
+    readme_tables.write_block("kd", lines)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ import datetime
 import json
 import os
 import pathlib
-import re
 import sys
+
+import readme_tables
 
 run = pathlib.Path(sys.argv[1])
 results = json.loads((run / "eval_ipc1" / "results.json").read_text())
@@ -17,10 +18,4 @@ rows = [f"Quickstart on Fashion-MNIST ({os.cpu_count()} cores, {stamp}; wall tim
 for r in results["results"]:
     name = "random real" if r["set"] == "random-real" else "trajectory matching (3 experts × 4 epochs, 100 iterations)"
     rows.append(f"| {name} | {r['ipc']} | {100 * r['last_mean']:.2f} ± {100 * r['last_std']:.2f} |")
-readme = pathlib.Path(__file__).resolve().parents[1] / "README.md"
-text = readme.read_text()
-start, end = "<!-- table:quickstart -->", "<!-- /table:quickstart -->"
-pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-if not pattern.search(text):
-    sys.exit(f"README.md has no {start} block")
-readme.write_text(pattern.sub(lambda _: start + "\n" + "\n".join(rows) + "\n" + end, text))
+readme_tables.write_block("quickstart", rows)

@@ -9,8 +9,9 @@ runs). Numbers come only from the files given; nothing is typed by hand.
 """
 import json
 import pathlib
-import re
 import sys
+
+import readme_tables
 
 
 def rows(paths):
@@ -41,14 +42,7 @@ def main():
                      f"| {r['model']} | {ipc} | {r['runs']} | {protocol} "
                      f"| {100 * r['last_mean']:.2f} ± {100 * r['last_std']:.2f} "
                      f"| {best(data, r)} |")
-    readme = pathlib.Path(__file__).resolve().parent.parent / "README.md"
-    text = readme.read_text()
-    start, end = f"<!-- table:{name} -->", f"<!-- /table:{name} -->"
-    block = start + "\n" + "\n".join(lines) + "\n" + end
-    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    if not pattern.search(text):
-        sys.exit(f"README.md has no {start} ... {end} block")
-    readme.write_text(pattern.sub(lambda _: block, text))
+    readme_tables.write_block(name, lines)
 
 
 if __name__ == "__main__":

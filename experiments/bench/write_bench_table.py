@@ -3,8 +3,10 @@
 import json
 import os
 import pathlib
-import re
 import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import readme_tables  # noqa: E402
 
 lines = [json.loads(l) for l in pathlib.Path(sys.argv[1]).read_text().splitlines() if l.strip()]
 rows = ["`distill bench train` (ConvNet-3 w128 instancenorm, 1x28x28, SGD step = forward + backward + "
@@ -19,10 +21,4 @@ for r in lines:
                 f"| {r['train_speedup_vs_python']:.2f}x / {r['train_speedup_vs_python_tuned_malloc']:.2f}x "
                 f"| {r['eval_speedup_vs_python']:.2f}x / {r['eval_speedup_vs_python_tuned_malloc']:.2f}x "
                 f"| {c['peak_rss_mib']:.0f} / {p['peak_rss_mib']:.0f} |")
-readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
-text = readme.read_text()
-start, end = "<!-- table:bench-train -->", "<!-- /table:bench-train -->"
-pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-if not pattern.search(text):
-    sys.exit(f"README.md has no {start} block")
-readme.write_text(pattern.sub(lambda _: start + "\n" + "\n".join(rows) + "\n" + end, text))
+readme_tables.write_block("bench-train", rows)

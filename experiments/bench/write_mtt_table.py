@@ -3,8 +3,10 @@
 import json
 import os
 import pathlib
-import re
 import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import readme_tables  # noqa: E402
 
 lines = [json.loads(l) for l in pathlib.Path(sys.argv[1]).read_text().splitlines() if l.strip()]
 ten = next(r for r in lines if r["syn_steps"] == 10 and r["meta_grad"] == "adjoint")
@@ -20,10 +22,4 @@ for r in lines:
           f"| {r['peak_rss_ratio_vs_python']:.2f}x") if p else "not run | not run | - | -"
     rows.append(f"| {r['syn_steps']} | {r['meta_grad']} | {r['s_per_iter']:.2f} | {r['peak_rss_mib']:.0f} | {py} "
                 f"| {r['peak_rss_mib'] / ten['peak_rss_mib']:.2f}x |")
-readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
-text = readme.read_text()
-start, end = "<!-- table:bench-mtt -->", "<!-- /table:bench-mtt -->"
-pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-if not pattern.search(text):
-    sys.exit(f"README.md has no {start} block")
-readme.write_text(pattern.sub(lambda _: start + "\n" + "\n".join(rows) + "\n" + end, text))
+readme_tables.write_block("bench-mtt", rows)

@@ -180,8 +180,10 @@ TEST(RunReport, EvalTableHasTheCellsOfTheReadmeTableWriter) {
     GTEST_SKIP() << "no /usr/bin/python3 for write_table.py";
   TempDir dir;
   std::filesystem::create_directories(dir.file("experiments"));
-  std::filesystem::copy_file(testing::source_dir() + "/experiments/write_table.py",
-                             dir.file("experiments/write_table.py"));
+  for (const char* script : {"write_table.py", "readme_tables.py"}) {
+    std::filesystem::copy_file(testing::source_dir() + "/experiments/" + script,
+                               dir.file(std::string("experiments/") + script));
+  }
   fixture::write(dir.file("README.md"), "<!-- table:t -->\n<!-- /table:t -->\n");
   fixture::write(dir.file("results.json"), fixture::kEvalResults);
   testing::CommandResult r =
