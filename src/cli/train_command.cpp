@@ -74,11 +74,13 @@ void run_train(TrainCommandOptions& o, const Invocation& invocation) {
 // `net.load_state_dict({k: v for k, v in torch.load(p).items() if k in net.state_dict()})`.
 void save_model_file(const std::string& path, const models::Model& model,
                      const train::TrainState& state) {
+  // The weights that were scored: the EMA when the run kept one (train.ema_decay > 0).
+  const at::Tensor weights = state.ema.defined() ? state.ema.cpu() : state.params.cpu();
   io::TensorDict dict = io::make_dict();
   dict.insert("arch", model.arch());
-  dict.insert("params", state.params.cpu());
+  dict.insert("params", weights);
   dict.insert("buffers", state.buffers.cpu());
-  auto params = models::Model::unflatten(state.params.cpu(), model.param_specs());
+  auto params = models::Model::unflatten(weights, model.param_specs());
   for (size_t i = 0; i < params.size(); ++i) dict.insert(model.param_specs()[i].name, params[i]);
   if (state.buffers.numel() > 0) {
     auto buffers = models::Model::unflatten(state.buffers.cpu(), model.buffer_specs());

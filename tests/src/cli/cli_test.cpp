@@ -232,6 +232,21 @@ TEST(Cli, MttSnapshotsWriteGridsAndEvalAccuracy) {
   }
 }
 
+// With an EMA of the weights, model.pt holds the EMA (what the test accuracy was measured on).
+TEST(Cli, TrainWithEmaSavesTheEmaWeights) {
+  TempDir dir;
+  std::string data = write_tiny_dataset(dir);
+  CommandResult r = distill_cli("train --epochs 2 " + tiny_flags(data) +
+                                "--set model.width=8 --set model.depth=1 "
+                                "--set train.ema_decay=0.9 --out " + dir.file("t"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  io::TensorDict model = io::load_dict(dir.file("t/model.pt"));
+  io::TensorDict checkpoint = io::load_dict(dir.file("t/checkpoint.pt"));
+  at::Tensor ema = io::get_tensor(checkpoint, "ema", "checkpoint.pt");
+  EXPECT_TRUE(at::equal(io::get_tensor(model, "params", "model.pt"), ema));
+  EXPECT_FALSE(at::equal(ema, io::get_tensor(checkpoint, "params", "checkpoint.pt")));
+}
+
 TEST(Cli, ZcaSetEvaluatedWithoutZcaIsExit2) {
   TempDir dir;
   std::string data = write_tiny_dataset(dir);
