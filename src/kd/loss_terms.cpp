@@ -48,6 +48,24 @@ LossTerms::LossTerms(std::vector<LossSpec> specs, std::string key, const models:
       }
     };
     require(std::isfinite(spec.weight) && spec.weight >= 0, "weight", ">= 0", spec.weight);
+    // A setting this term does not read is a mistake (e.g. T on "ce"): say so rather than
+    // ignore it. Detectable when it differs from the default.
+    const LossSpec defaults;
+    const bool tempered = spec.name == "hinton" || spec.name == "reverse_kl" || spec.name == "dkd";
+    auto unused = [&](bool set, const std::string& field, const std::string& used_by) {
+      if (set) {
+        throw Error(item + "." + field + " does not apply to '" + spec.name + "' (used by " +
+                    used_by + ")");
+      }
+    };
+    unused(!tempered && spec.T != defaults.T, "T", "hinton, reverse_kl, dkd");
+    unused(spec.name != "dkd" && spec.alpha != defaults.alpha, "alpha", "dkd");
+    unused(spec.name != "dkd" && spec.beta != defaults.beta, "beta", "dkd");
+    unused(spec.name != "at" && spec.p != defaults.p, "p", "at");
+    unused(!reads_layers(spec) && !spec.student_layer.empty(), "student_layer",
+           "fitnet, at, rkd_distance, rkd_angle");
+    unused(!reads_layers(spec) && !spec.teacher_layer.empty(), "teacher_layer",
+           "fitnet, at, rkd_distance, rkd_angle");
     if (spec.name == "hinton" || spec.name == "reverse_kl" || spec.name == "dkd") {
       require(std::isfinite(spec.T) && spec.T > 0, "T", "> 0", spec.T);
     }

@@ -122,6 +122,17 @@ TEST(LossTerms, BadSettingsNameTheKeyAndValueBeforeTraining) {
       make({term("hinton", 1)}, nullptr).find("compares with a teacher, but none is configured"),
       std::string::npos);
   EXPECT_NE(make({}, teacher.get()).find("kd.losses is empty"), std::string::npos);
+  // Settings a term does not read are errors, not silently ignored.
+  LossSpec tempered_ce = term("ce", 1);
+  tempered_ce.T = 2;
+  EXPECT_NE(make({tempered_ce}, teacher.get())
+                .find("kd.losses[0].T does not apply to 'ce' (used by hinton, reverse_kl, dkd)"),
+            std::string::npos);
+  LossSpec layered_hinton = term("hinton", 1);
+  layered_hinton.student_layer = "block0";
+  EXPECT_NE(make({layered_hinton}, teacher.get())
+                .find("kd.losses[0].student_layer does not apply to 'hinton'"),
+            std::string::npos);
 }
 
 TEST(KdObjective, RegressorsAreSizedFromTheFeaturesAndShapeMismatchesFailEarly) {
