@@ -46,7 +46,8 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
                                            const data::Dataset& test,
                                            const data::Normalization& norm,
                                            const std::string& dataset_name, uint64_t seed,
-                                           const std::string& out, bool resume, bool progress) {
+                                           const std::string& out, bool resume, bool progress,
+                                           const std::function<void()>& on_checkpoint) {
   if (options.ipc < 1) throw Error("mtt.ipc must be >= 1, found " + std::to_string(options.ipc));
   auto model = models::make_model(options.model, train.channels(), train.height(), train.num_classes);
   std::vector<Trajectory> experts = load_expert_folder(options.buffer, *model);
@@ -201,6 +202,7 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
     if ((options.checkpoint_every > 0 && (iteration + 1) % options.checkpoint_every == 0) || last ||
         interrupt_requested()) {
       save_checkpoint(iteration + 1);
+      if (on_checkpoint && !last) on_checkpoint();
     }
     if (interrupt_requested()) {
       write_set();

@@ -1,4 +1,5 @@
 #pragma once
+#include <functional>
 #include <string>
 
 #include "src/config/options.h"
@@ -52,10 +53,12 @@ struct MttOptions {
 
 // Runs trajectory matching; writes checkpoint.pt, metrics.jsonl, syn.pt and grid.png into
 // `out`, and returns the final set. With `resume`, continues from out/checkpoint.pt.
+// `on_checkpoint` (optional) runs after every regular checkpoint (e.g. to refresh a report).
 eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data::Dataset& train,
                                            const data::Dataset& test,
                                            const data::Normalization& norm,
                                            const std::string& dataset_name, uint64_t seed,
-                                           const std::string& out, bool resume, bool progress);
+                                           const std::string& out, bool resume, bool progress,
+                                           const std::function<void()>& on_checkpoint = {});
 
 }  // namespace distill::trajectories

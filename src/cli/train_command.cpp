@@ -57,6 +57,11 @@ void run_train(TrainCommandOptions& o, const Invocation& invocation) {
   io::MetricsLog metrics(run.out + "/metrics.jsonl",
                          invocation.resume ? std::optional<int64_t>(state.step) : std::nullopt);
   trainer.set_metrics(&metrics);
+  if (o.run.report_on_checkpoint && o.train.checkpoint_every > 0) {
+    trainer.on_epoch_end([&, every = o.train.checkpoint_every](const train::TrainState& s) {
+      if (s.epoch % every == 0) std::cout << "report: " << refresh_run_report(run.out) << "\n";
+    });
+  }
   state.params = state.params.to(run.device);
   state.buffers = state.buffers.to(run.device);
   auto result = trainer.fit(state, train_set.images.to(run.device), train_set.labels.to(run.device));

@@ -48,9 +48,13 @@ struct MttCommandOptions {
 void run_mtt(MttCommandOptions& o, const Invocation& invocation) {
   RunContext run = start_run(o.run, config::dump(o));
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
+  std::function<void()> on_checkpoint;
+  if (o.run.report_on_checkpoint) {
+    on_checkpoint = [&] { std::cout << "report: " << refresh_run_report(run.out) << "\n"; };
+  }
   eval::SyntheticSet set = trajectories::run_trajectory_matching(
       o.mtt, train_set, test_set, norm, o.data.name, run.seed, run.out, invocation.resume,
-      run.progress);
+      run.progress, on_checkpoint);
   std::cout << "distilled set: " << run.out << "/syn.pt (" << set.images.size(0)
             << " images, learned lr " << (set.lr ? *set.lr : 0.0) << "), grid: " << run.out
             << "/grid.png\n";

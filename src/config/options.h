@@ -79,6 +79,7 @@ struct RunOptions {
   int64_t seed = 0;
   std::string out = "runs/latest";
   bool progress = true;
+  bool report_on_checkpoint = false;
 
   void visit(Visitor& v) {
     v.field("device", device, "auto, cpu, cuda or cuda:N (auto falls back to CPU)");
@@ -86,6 +87,8 @@ struct RunOptions {
     v.field("seed", seed, "seed of every random draw; same seed, same result on CPU");
     v.field("out", out, "run folder for config.toml, metrics.jsonl, checkpoints, results");
     v.field("progress", progress, "show a progress bar (TTY) or periodic lines");
+    v.field("report_on_checkpoint", report_on_checkpoint,
+            "train, mtt: also refresh RUN_DIR/report.html at every checkpoint, not only at the end");
   }
 };
 

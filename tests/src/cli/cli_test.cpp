@@ -215,8 +215,13 @@ TEST(Cli, MttSnapshotsWriteGridsAndEvalAccuracy) {
       " --ipc 2 --iterations 4 --set mtt.model.width=8 --set mtt.model.depth=1 "
       "--set mtt.matching.syn_steps=2 --set mtt.matching.max_start_epoch=1 "
       "--set mtt.matching.expert_epochs=1 --set mtt.snapshot_every=2 --set mtt.eval_every=2 "
-      "--set mtt.eval_epochs=3 --out " + dir.file("m"));
+      "--set mtt.eval_epochs=3 --set mtt.checkpoint_every=2 --set run.report_on_checkpoint=true "
+      "--out " + dir.file("m"));
   ASSERT_EQ(mtt.exit_code, 0) << mtt.output;
+  // The report: refreshed at the iteration-2 checkpoint and at the end.
+  size_t first = mtt.output.find("report: ");
+  ASSERT_NE(first, std::string::npos) << mtt.output;
+  EXPECT_NE(mtt.output.find("report: ", first + 1), std::string::npos) << mtt.output;
   EXPECT_TRUE(std::filesystem::exists(dir.file("m/snapshots/grid_2.png")));
   EXPECT_TRUE(std::filesystem::exists(dir.file("m/snapshots/grid_4.png")));
   std::ifstream metrics(dir.file("m/metrics.jsonl"));
@@ -245,6 +250,30 @@ TEST(Cli, TrainWithEmaSavesTheEmaWeights) {
   at::Tensor ema = io::get_tensor(checkpoint, "ema", "checkpoint.pt");
   EXPECT_TRUE(at::equal(io::get_tensor(model, "params", "model.pt"), ema));
   EXPECT_FALSE(at::equal(ema, io::get_tensor(checkpoint, "params", "checkpoint.pt")));
+}
+
+// run.report_on_checkpoint: the report is refreshed at every checkpoint too (each refresh prints
+// its path), not only at the end.
+TEST(Cli, ReportRefreshedAtCheckpointsWhenAsked) {
+  TempDir dir;
+  std::string data = write_tiny_dataset(dir);
+  auto refreshes = [](const std::string& output) {
+    int n = 0;
+    for (size_t at = output.find("report: "); at != std::string::npos;
+         at = output.find("report: ", at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  std::string train = "train --epochs 3 " + tiny_flags(data) +
+                      "--set model.width=8 --set model.depth=1 --set train.checkpoint_every=1 ";
+  CommandResult plain = distill_cli(train + "--out " + dir.file("plain"));
+  ASSERT_EQ(plain.exit_code, 0) << plain.output;
+  EXPECT_EQ(refreshes(plain.output), 1) << plain.output;
+  CommandResult asked =
+      distill_cli(train + "--set run.report_on_checkpoint=true --out " + dir.file("asked"));
+  ASSERT_EQ(asked.exit_code, 0) << asked.output;
+  EXPECT_EQ(refreshes(asked.output), 4) << asked.output;  // epochs 1, 2, 3 and the end
 }
 
 TEST(Cli, ZcaSetEvaluatedWithoutZcaIsExit2) {
