@@ -111,7 +111,9 @@ Scores Evaluator::score_set(const SyntheticSet& set, const std::string& name, co
   }
   Scores scores{name, arch, set.images_per_class(), {}, {}};
   double lr = options_.learned_lr && set.lr ? *set.lr : options_.train.optimizer.lr;
-  uint64_t stream = std::hash<std::string>{}(name + "/" + arch);
+  // Students depend on (seed, arch, run) only, not on where the set file lies: the same set
+  // scores the same from any path, and different sets meet the same student draws.
+  uint64_t stream = std::hash<std::string>{}("set/" + arch);
   for (int64_t run = 0; run < options_.runs; ++run) {
     auto [last, best] = train_student(set.images, set.labels, arch, lr,
                                       mix_seed(seed_, kStudentStream ^ stream, run),

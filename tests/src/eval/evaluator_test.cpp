@@ -123,6 +123,8 @@ TEST(Evaluator, TinyProtocolRunScoresSetAndRandomRealBaseline) {
   // Same seed, same numbers.
   Evaluator again(options, train, test, norm, 3, c10::Device(c10::kCPU), false);
   EXPECT_EQ(again.score_random_real(5, "convnet").last, baseline.last);
+  // The set's file name does not change its students.
+  EXPECT_EQ(again.score_set(set, "elsewhere/other_name.pt", "convnet").last, scores.last);
 }
 
 TEST(Evaluator, SetOfAnotherShapeIsRejected) {
