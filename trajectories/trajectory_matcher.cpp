@@ -155,12 +155,14 @@ MetaGradient TrajectoryMatcher::adjoint(const at::Tensor& images, const at::Tens
     at::Tensor grad = torch::autograd::grad({step_value}, {leaf}, {}, true, true)[0];
     at::Tensor projected = (grad * lambda).sum();
     lr_grad -= projected.item<double>();
-    std::vector<at::Tensor> inputs = {leaf, x};
+    // tesla never uses the Hessian-vector product in θ: do not ask autograd for it.
+    std::vector<at::Tensor> inputs = {x};
     if (soft) inputs.push_back(y);
+    if (exact) inputs.push_back(leaf);
     auto second = torch::autograd::grad({projected}, inputs, {}, false, false, true);
-    if (second[1].defined()) images_grad.sub_(second[1], lr);
-    if (soft && second[2].defined()) labels_grad.sub_(second[2], lr);
-    if (exact && second[0].defined()) lambda = lambda - lr * second[0];
+    if (second[0].defined()) images_grad.sub_(second[0], lr);
+    if (soft && second[1].defined()) labels_grad.sub_(second[1], lr);
+    if (exact && second.back().defined()) lambda = lambda - lr * second.back();
     snapshots[step] = at::Tensor();  // free as we go
   }
   return {loss, images_grad, lr_grad, labels_grad};
