@@ -21,6 +21,16 @@ using testing::distill_cli;
 using testing::tiny_flags;
 using testing::write_tiny_dataset;
 
+// Small ConvNet experts (width 8, depth 1) on the tiny dataset, into dir/experts.
+CommandResult train_tiny_experts(const TempDir& dir, const std::string& data, int experts,
+                                 int epochs) {
+  return distill_cli("experts " + tiny_flags(data) +
+                     "--set experts.model.width=8 --set experts.model.depth=1 "
+                     "--set experts.num_experts=" + std::to_string(experts) +
+                     " --set experts.train.epochs=" + std::to_string(epochs) +
+                     " --set experts.train.batch_size=20 --out " + dir.file("experts"));
+}
+
 TEST(Cli, NoArgumentsPrintsUsageAndExits2) {
   CommandResult r = distill_cli("");
   EXPECT_EQ(r.exit_code, 2);
@@ -116,10 +126,7 @@ TEST(Cli, SubsetThenEvalProduceSetGridAndResults) {
 TEST(Cli, ExpertsThenMttAndMttResumeEqualsAStraightRun) {
   TempDir dir;
   std::string data = write_tiny_dataset(dir);
-  std::string model = "--set experts.model.width=8 --set experts.model.depth=1 ";
-  CommandResult experts = distill_cli("experts " + tiny_flags(data) + model +
-                                      "--set experts.num_experts=2 --set experts.train.epochs=3 "
-                                      "--set experts.train.batch_size=20 --out " + dir.file("experts"));
+  CommandResult experts = train_tiny_experts(dir, data, 2, 3);
   ASSERT_EQ(experts.exit_code, 0) << experts.output;
   EXPECT_TRUE(std::filesystem::exists(dir.file("experts/replay_buffer_0.pt")));
   std::string mtt = "mtt " + tiny_flags(data) + "--buffer " + dir.file("experts") +
@@ -172,10 +179,7 @@ TEST(Cli, ExpertsThenMttAndMttResumeEqualsAStraightRun) {
 TEST(Cli, MttEmaIsTheClosedFormOfTheRawImages) {
   TempDir dir;
   std::string data = write_tiny_dataset(dir);
-  CommandResult experts = distill_cli("experts " + tiny_flags(data) +
-                                      "--set experts.model.width=8 --set experts.model.depth=1 "
-                                      "--set experts.num_experts=1 --set experts.train.epochs=2 "
-                                      "--set experts.train.batch_size=20 --out " + dir.file("experts"));
+  CommandResult experts = train_tiny_experts(dir, data, 1, 2);
   ASSERT_EQ(experts.exit_code, 0) << experts.output;
   std::string mtt = "mtt " + tiny_flags(data) + "--buffer " + dir.file("experts") +
                     " --ipc 2 --set mtt.model.width=8 --set mtt.model.depth=1 "
@@ -205,10 +209,7 @@ TEST(Cli, MttEmaIsTheClosedFormOfTheRawImages) {
 TEST(Cli, MttSnapshotsWriteGridsAndEvalAccuracy) {
   TempDir dir;
   std::string data = write_tiny_dataset(dir);
-  CommandResult experts = distill_cli("experts " + tiny_flags(data) +
-                                      "--set experts.model.width=8 --set experts.model.depth=1 "
-                                      "--set experts.num_experts=1 --set experts.train.epochs=2 "
-                                      "--set experts.train.batch_size=20 --out " + dir.file("experts"));
+  CommandResult experts = train_tiny_experts(dir, data, 1, 2);
   ASSERT_EQ(experts.exit_code, 0) << experts.output;
   CommandResult mtt = distill_cli(
       "mtt " + tiny_flags(data) + "--buffer " + dir.file("experts") +
