@@ -3,46 +3,39 @@
 
     experiments/write_table.py NAME "caption" results1.json [results2.json ...]
 
-replaces the block between `<!-- table:NAME -->` and `<!-- /table:NAME -->` in README.md with a
-Markdown table (one row per set x model: mean ± std of last-epoch test accuracy, best-epoch mean,
-runs). Numbers come only from the files given; nothing is typed by hand.
+replaces the block between `<!-- table:NAME -->` and `<!-- /table:NAME -->` in README.md with the
+caption and the evaluation table (one row per set x model: mean ± std of last-epoch test accuracy,
+best-epoch mean, runs). The table is `distill report --format markdown`'s output, the code that
+draws the same table in run reports, so a README table and a report never disagree. The binary is
+$DISTILL, else ${BUILD_DIR:-build}/src/distill. Numbers come only from the files given.
 """
-import json
+import os
 import pathlib
+import subprocess
 import sys
 
 import readme_tables
 
 
-def rows(paths):
-    for path in paths:
-        data = json.loads(pathlib.Path(path).read_text())
-        for r in data["results"]:
-            yield data, r
+def distill_binary():
+    if os.environ.get("DISTILL"):
+        return os.environ["DISTILL"]
+    root = pathlib.Path(__file__).resolve().parent.parent
+    return str(pathlib.Path(os.environ.get("BUILD_DIR", root / "build")) / "src" / "distill")
 
 
-def best(data, r):
-    # Runs with eval_every = 0 (or from before it was recorded) score the test set only at the end.
-    if data.get("eval_every", 0) <= 0:
-        return "n/a (end only)"
-    return f"{100 * r['best_mean']:.2f}"
+def eval_table(paths):
+    """The Markdown lines of the evaluation table of these results files (or run folders)."""
+    done = subprocess.run([distill_binary(), "report", "--format", "markdown", *map(str, paths)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"write_table.py: distill report failed ({done.returncode}):\n{done.stderr}")
+    return done.stdout.rstrip("\n").split("\n")
 
 
 def main():
     name, caption, paths = sys.argv[1], sys.argv[2], sys.argv[3:]
-    lines = [caption, "", "| set | model | IPC | runs | protocol | last-epoch acc % | best acc % |",
-             "|---|---|---|---|---|---|---|"]
-    for data, r in rows(paths):
-        protocol = data.get("protocol", "?")
-        ipc = r["ipc"] if r["ipc"] > 0 else "all"
-        set_name = r["set"]
-        if set_name.endswith(".pt"):  # the run folder names the set: mtt_ipc10/syn.pt
-            set_name = "/".join(pathlib.Path(set_name).parts[-2:])
-        lines.append(f"| {set_name} "
-                     f"| {r['model']} | {ipc} | {r['runs']} | {protocol} "
-                     f"| {100 * r['last_mean']:.2f} ± {100 * r['last_std']:.2f} "
-                     f"| {best(data, r)} |")
-    readme_tables.write_block(name, lines)
+    readme_tables.write_block(name, [caption, ""] + eval_table(paths))
 
 
 if __name__ == "__main__":

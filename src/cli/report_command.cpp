@@ -1,10 +1,15 @@
 // `distill report RUN_DIR [RUN_DIR ...]`: one self-contained HTML page per run folder(s): config,
 // final metrics, curves (runs overlaid), results tables and image grids.
+// `distill report --format markdown RESULTS [...]`: the evaluation table of those results as
+// Markdown, the text experiments/write_table.py puts into README.md (one code path for both).
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 
 #include "src/cli/command.h"
 #include "src/core/error.h"
+#include "src/io/atomic_file.h"
 #include "src/report/run_report.h"
 
 namespace distill::cli {
@@ -14,10 +19,14 @@ namespace {
 // seed; setting them is an "unknown key" error rather than silently ignored).
 struct ReportRunOptions {
   std::string out;
+  std::string format = "html";
   void visit(config::Visitor& v) {
     v.field("out", out,
             "the HTML file to write; empty = RUN_DIR/report.html (one folder only); an existing "
-            "folder = FOLDER/report.html");
+            "folder = FOLDER/report.html; with format = \"markdown\": the file (empty = stdout)");
+    v.field("format", format,
+            "html (the report) | markdown (only the evaluation table of the given results.json "
+            "files or run folders holding one, as in README.md)");
   }
 };
 
@@ -32,7 +41,50 @@ struct ReportCommandOptions {
   }
 };
 
+// A results.json path, or a run folder holding one.
+nlohmann::json read_results(const std::string& path, std::string& file) {
+  file = std::filesystem::is_directory(path) ? path + "/results.json" : path;
+  std::ifstream in(file);
+  if (!in) throw Error("report: cannot read results file '" + file + "'");
+  nlohmann::json json = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (json.is_discarded()) throw Error("report: '" + file + "' is not valid JSON");
+  return json;
+}
+
+// The README path: any cell the files cannot fill is an error here, not a "?" in a README table.
+void print_markdown(const ReportRunOptions& run, const std::vector<std::string>& paths) {
+  if (paths.empty()) {
+    throw Error("report: no results given; usage: distill report --format markdown "
+                "RESULTS.json|RUN_DIR [...]");
+  }
+  report::Table all;
+  std::vector<std::string> warnings;
+  for (const std::string& path : paths) {
+    std::string file;
+    nlohmann::json json = read_results(path, file);
+    report::Table table = report::eval_table(json, file, warnings);
+    all.header = table.header;
+    all.rows.insert(all.rows.end(), table.rows.begin(), table.rows.end());
+  }
+  if (!warnings.empty()) {
+    std::string message = "report: the evaluation table is incomplete:";
+    for (const std::string& w : warnings) message += "\n  " + w;
+    throw Error(message);
+  }
+  const std::string markdown = report::markdown_table(all);
+  if (run.out.empty()) {
+    std::cout << markdown;
+  } else {
+    io::write_file_atomic(run.out, markdown);
+    std::cerr << "report: " << run.out << "\n";
+  }
+}
+
 void run_report(ReportCommandOptions& o, const Invocation& invocation) {
+  if (o.run.format == "markdown") return print_markdown(o.run, invocation.positional);
+  if (o.run.format != "html") {
+    throw Error("report: run.format = '" + o.run.format + "': expected \"html\" or \"markdown\"");
+  }
   const std::vector<std::string>& dirs = invocation.positional;
   if (dirs.empty()) {
     throw Error(
@@ -74,7 +126,8 @@ std::string refresh_run_report(const std::string& run_dir) {
 Command report_command() {
   return make_command<ReportCommandOptions>(
       "report", "HTML report of run folders: config, metrics, curves, results, image grids",
-      "distill report runs/mtt runs/mtt_zca --out runs/compare.html", {}, run_report);
+      "distill report runs/mtt runs/mtt_zca --out runs/compare.html",
+      {{"format", "run.format"}}, run_report);
 }
 
 }  // namespace distill::cli

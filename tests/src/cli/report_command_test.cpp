@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <stb_image.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -10,6 +11,7 @@
 #include "src/core/runtime.h"
 #include "src/io/atomic_file.h"
 #include "src/io/tensor_file.h"
+#include "tests/src/report/run_fixture.h"
 #include "tests/support/cli_support.h"
 #include "tests/support/test_support.h"
 
@@ -62,6 +64,63 @@ TEST(ReportCommand, EmptyFolderStillGetsAReportWithWarnings) {
       << r.output;
   std::string html = io::read_file(dir.file("empty/report.html"));
   EXPECT_TRUE(contains(html, "<h2>Warnings (2)</h2>")) << html.substr(0, 2000);
+}
+
+// README tables and reports share one code path: `--format markdown` prints the evaluation table
+// the report draws, and experiments/write_table.py puts exactly that text under its caption.
+TEST(ReportCommand, MarkdownTableIsWhatWriteTableWritesIntoTheReadme) {
+  TempDir dir;
+  std::filesystem::create_directories(dir.file("run"));
+  report::fixture::write(dir.file("run/results.json"), report::fixture::kEvalResults);
+  const std::string expected =
+      "| set | model | IPC | runs | protocol | last-epoch acc % | best acc % |\n"
+      "|---|---|---|---|---|---|---|\n"
+      "| mtt/syn.pt | convnet | 10 | 5 | dc | 73.87 ± 1.96 | 74.50 |\n"
+      "| random-real | convnet | all | 2 | dc | 50.43 ± 5.58 | 51.00 |\n";
+  CommandResult folder = distill_cli("report --format markdown " + dir.file("run"));
+  ASSERT_EQ(folder.exit_code, 0) << folder.output;
+  EXPECT_TRUE(contains(folder.output, expected)) << folder.output;
+
+  // Two files: one table, rows in order; --out writes the file instead of printing.
+  CommandResult two = distill_cli("report --format markdown " + dir.file("run/results.json") +
+                                  " " + dir.file("run") + " --out " + dir.file("table.md"));
+  ASSERT_EQ(two.exit_code, 0) << two.output;
+  const std::string rows = expected.substr(expected.find("| mtt/"));
+  EXPECT_EQ(io::read_file(dir.file("table.md")), expected + rows);
+
+  if (access("/usr/bin/python3", X_OK) != 0) GTEST_SKIP() << "no /usr/bin/python3";
+  std::filesystem::create_directories(dir.file("experiments"));
+  for (const char* script : {"write_table.py", "readme_tables.py"}) {
+    std::filesystem::copy_file(testing::source_dir() + "/experiments/" + script,
+                               dir.file(std::string("experiments/") + script));
+  }
+  report::fixture::write(dir.file("README.md"), "a\n<!-- table:t -->\n<!-- /table:t -->\nb\n");
+  CommandResult r = testing::run_command("DISTILL=" + testing::distill_binary() +
+                                         " /usr/bin/python3 " +
+                                         dir.file("experiments/write_table.py") +
+                                         " t 'the caption' " + dir.file("run/results.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(io::read_file(dir.file("README.md")),
+            "a\n<!-- table:t -->\nthe caption\n\n" + expected + "<!-- /table:t -->\nb\n");
+}
+
+TEST(ReportCommand, MarkdownTableRefusesIncompleteResults) {
+  TempDir dir;
+  report::fixture::write(dir.file("results.json"),
+                         R"({"protocol": "dc", "results": [{"set": "s", "model": "m", "ipc": 1}]})");
+  CommandResult r = distill_cli("report --format markdown " + dir.file("results.json"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "the evaluation table is incomplete")) << r.output;
+  EXPECT_TRUE(contains(r.output, "results.json: results[0].runs: expected a number, found nothing"))
+      << r.output;
+  report::fixture::write(dir.file("bad.json"), "{\"results\": [");
+  CommandResult bad = distill_cli("report --format markdown " + dir.file("bad.json"));
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+  EXPECT_TRUE(contains(bad.output, "bad.json' is not valid JSON")) << bad.output;
+  CommandResult format = distill_cli("report --format pdf " + dir.file("results.json"));
+  EXPECT_EQ(format.exit_code, 2);
+  EXPECT_TRUE(contains(format.output, "run.format = 'pdf': expected \"html\" or \"markdown\""))
+      << format.output;
 }
 
 // Counts pixels near an RGB colour (the plots' first series colour, say).

@@ -1,5 +1,5 @@
 // The HTML report: every string escaped, self-contained, warnings visible, runs overlaid, and
-// the evaluation table cell for cell as experiments/write_table.py writes README tables.
+// the evaluation table cell for cell as README tables show it (report --format markdown).
 #include "src/report/run_report.h"
 
 #include <gtest/gtest.h>
@@ -175,23 +175,6 @@ TEST(RunReport, EvalTableHasTheCellsOfTheReadmeTableWriter) {
             "|---|---|---|---|---|---|---|\n" +
                 rows);
 
-  // The same file through experiments/write_table.py (run on a copy of it, into a scratch README).
-  if (access("/usr/bin/python3", X_OK) != 0)
-    GTEST_SKIP() << "no /usr/bin/python3 for write_table.py";
-  TempDir dir;
-  std::filesystem::create_directories(dir.file("experiments"));
-  for (const char* script : {"write_table.py", "readme_tables.py"}) {
-    std::filesystem::copy_file(testing::source_dir() + "/experiments/" + script,
-                               dir.file(std::string("experiments/") + script));
-  }
-  fixture::write(dir.file("README.md"), "<!-- table:t -->\n<!-- /table:t -->\n");
-  fixture::write(dir.file("results.json"), fixture::kEvalResults);
-  testing::CommandResult r =
-      testing::run_command("/usr/bin/python3 " + dir.file("experiments/write_table.py") +
-                           " t caption " + dir.file("results.json"));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  std::string readme = io::read_file(dir.file("README.md"));
-  EXPECT_TRUE(contains(readme, rows)) << readme;
 }
 
 TEST(RunReport, MarkdownCellsEscapePipes) {
