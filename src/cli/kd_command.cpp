@@ -254,6 +254,7 @@ void run_kd(KdCommandOptions& o, const Invocation& invocation) {
                           " %)"
                     : std::string())
             << "; run folder " << run.out << "\n";
+  std::cout << "report: " << refresh_run_report(run.out) << "\n";
 }
 
 }  // namespace

@@ -31,6 +31,7 @@ void run_experts(ExpertsCommandOptions& o, const Invocation&) {
   // Expert files are resumable by construction: finished experts are skipped.
   trajectories::train_experts(o.experts, train_set, test_set, run.seed, run.out, run.progress);
   std::cout << "expert trajectories in " << run.out << "\n";
+  std::cout << "report: " << refresh_run_report(run.out) << "\n";
 }
 
 struct MttCommandOptions {

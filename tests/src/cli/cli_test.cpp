@@ -129,6 +129,10 @@ TEST(Cli, ExpertsThenMttAndMttResumeEqualsAStraightRun) {
   CommandResult experts = train_tiny_experts(dir, data, 2, 3);
   ASSERT_EQ(experts.exit_code, 0) << experts.output;
   EXPECT_TRUE(std::filesystem::exists(dir.file("experts/replay_buffer_0.pt")));
+  // Long commands refresh the run's report at their end and print where it is.
+  EXPECT_TRUE(contains(experts.output, "report: " + dir.file("experts") + "/report.html"))
+      << experts.output;
+  EXPECT_TRUE(std::filesystem::exists(dir.file("experts/report.html")));
   std::string mtt = "mtt " + tiny_flags(data) + "--buffer " + dir.file("experts") +
                     " --ipc 2 --set mtt.model.width=8 --set mtt.model.depth=1 "
                     "--set mtt.matching.syn_steps=3 --set mtt.matching.max_start_epoch=2 "

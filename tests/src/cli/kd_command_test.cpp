@@ -65,6 +65,7 @@ TEST_F(KdCli, OfflineWritesRunFolderWithTeacherErrorAndTermsAndResumes) {
   EXPECT_TRUE(results.contains("loss_hinton") && results.contains("loss_ce"));
   EXPECT_EQ(results["train_images"], 60);
   EXPECT_TRUE(std::filesystem::exists(dir_.file("kd/model.pt")));
+  EXPECT_TRUE(contains(r.output, "report: " + dir_.file("kd") + "/report.html")) << r.output;
   // The effective config lists the loss terms and reads back.
   CommandResult dump = distill_cli("config --dump kd --config " + dir_.file("kd/config.toml"));
   ASSERT_EQ(dump.exit_code, 0) << dump.output;
