@@ -18,8 +18,9 @@ namespace distill {
 
 c10::Device resolve_device(const std::string& spec) {
   if (spec == "auto") {
+    // No message on the CPU fallback: commands name their device in their first line, and a
+    // warning on every run of a CPU-only build is noise.
     if (at::hasCUDA()) return c10::Device(c10::kCUDA, 0);
-    std::cerr << "distill: no CUDA device available, running on CPU\n";
     return c10::Device(c10::kCPU);
   }
   c10::Device device(c10::kCPU);
