@@ -96,8 +96,8 @@ void Trainer::save_checkpoint(const std::string& path, const TrainState& state) 
   dict.insert("epoch", state.epoch);
   dict.insert("batch", state.batch);
   dict.insert("step", state.step);
-  auto best = state.last_metrics.find("best_test_accuracy");
-  if (best != state.last_metrics.end()) dict.insert("best_test_accuracy", best->second);
+  // The last epoch's metrics, so resuming a finished run reports its results instead of nothing.
+  for (const auto& [name, value] : state.last_metrics) dict.insert("metric." + name, value);
   optimizer_->save_state(dict, "optimizer.");
   io::save_dict(path, dict);
 }
@@ -135,7 +135,13 @@ TrainState Trainer::load_checkpoint(const std::string& path) {
   state.epoch = integer("epoch");
   state.batch = integer("batch");
   state.step = integer("step");
-  if (dict.contains("best_test_accuracy")) {
+  for (const auto& entry : dict) {
+    const std::string& key = entry.key().toStringRef();
+    if (key.rfind("metric.", 0) == 0 && entry.value().isDouble()) {
+      state.last_metrics[key.substr(7)] = entry.value().toDouble();
+    }
+  }
+  if (dict.contains("best_test_accuracy")) {  // checkpoints written before the metric.* keys
     state.last_metrics["best_test_accuracy"] = dict.at("best_test_accuracy").toDouble();
   }
   optimizer_->load_state(dict, "optimizer.");

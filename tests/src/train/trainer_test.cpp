@@ -137,6 +137,30 @@ TEST(Trainer, InterruptedAndResumedRunEqualsUninterruptedRun) {
       << "max diff " << (resumed.params - full.params).abs().max().item<double>();
 }
 
+// Resuming a finished run trains nothing and reports the results the run ended with.
+TEST(Trainer, ResumingAFinishedRunReturnsItsFinalMetrics) {
+  auto model = tiny_convnet();
+  auto [images, labels] = toy_data(40, 3);
+  auto [test_images, test_labels] = toy_data(20, 3);
+  TrainOptions o = tiny_options();
+  testing::TempDir dir;
+  Trainer first(*model, o, 3);
+  first.set_progress("test", false);
+  first.set_test_set(test_images, test_labels);
+  first.set_checkpoint(dir.file("ckpt.pt"));
+  TrainState state = first.init_state();
+  std::map<std::string, double> finished = first.fit(state, images, labels);
+  ASSERT_TRUE(finished.count("test_accuracy"));
+
+  Trainer again(*model, o, 3);
+  again.set_progress("test", false);
+  again.set_test_set(test_images, test_labels);
+  TrainState resumed = again.load_checkpoint(dir.file("ckpt.pt"));
+  std::map<std::string, double> reported = again.fit(resumed, images, labels);
+  EXPECT_EQ(resumed.step, state.step);
+  EXPECT_EQ(reported, finished);
+}
+
 TEST(Trainer, NonFiniteLossStopsWithTheStep) {
   auto model = tiny_convnet();
   auto [images, labels] = toy_data(64, 4);
