@@ -61,12 +61,15 @@ std::vector<at::Tensor> TrajectoryMatcher::batches(int64_t count, uint64_t seed)
   at::Tensor order;
   int64_t used = count;
   for (int64_t step = 0; step < options_.syn_steps; ++step) {
-    if (used + batch > count) {  // the permutation is used up: draw a new one
+    if (used == count) {  // the permutation is used up: draw a new one
       order = at::randperm(count, generator, at::kLong);
       used = 0;
     }
-    out.push_back(order.narrow(0, used, batch));
-    used += batch;
+    // As the reference code: a permutation's short last chunk is a step of its own, so every
+    // image takes part when batch_syn does not divide the set.
+    const int64_t size = std::min(batch, count - used);
+    out.push_back(order.narrow(0, used, size));
+    used += size;
   }
   return out;
 }

@@ -101,9 +101,11 @@ class TrajectoryMatcher {
 
   const MatchingOptions& options() const { return options_; }
 
- private:
-  // Mini-batch indices of every student step (chunks of random permutations, as the reference).
+  // Mini-batch indices of every student step: chunks of batch_syn (0 = all) of random
+  // permutations of the `count` images, a short last chunk included, as the reference code.
   std::vector<at::Tensor> batches(int64_t count, uint64_t seed) const;
+
+ private:
   // ∇_θ ℓ at one student step, recomputable: same indices, same augmentation draw.
   at::Tensor step_loss(const at::Tensor& images, const at::Tensor& labels, const at::Tensor& params,
                        const at::Tensor& index, uint64_t seed, int64_t step) const;

@@ -52,6 +52,26 @@ double relative_difference(const at::Tensor& a, const at::Tensor& b) {
   return ((a - b).norm() / b.norm()).item<double>();
 }
 
+TEST(TrajectoryMatcher, InnerBatchesCoverEveryImageIncludingAShortLastChunk) {
+  auto model = models::make_model(models::ModelOptions{}, 1, 8, 3);
+  MatchingOptions o;
+  o.batch_syn = 4;
+  o.syn_steps = 7;
+  TrajectoryMatcher matcher(*model, o, train::AugmentFn());
+  std::vector<at::Tensor> batches = matcher.batches(10, 5);
+  ASSERT_EQ(batches.size(), 7u);
+  std::vector<int64_t> sizes;
+  for (const at::Tensor& b : batches) sizes.push_back(b.numel());
+  EXPECT_EQ(sizes, (std::vector<int64_t>{4, 4, 2, 4, 4, 2, 4}));
+  for (int pass = 0; pass < 2; ++pass) {  // each permutation is used up exactly once
+    at::Tensor seen = at::cat({batches[3 * pass], batches[3 * pass + 1], batches[3 * pass + 2]});
+    EXPECT_TRUE(at::equal(std::get<0>(seen.sort()), at::arange(10, at::kLong)));
+  }
+  o.batch_syn = 0;  // the whole set every step
+  TrajectoryMatcher whole(*model, o, train::AugmentFn());
+  for (const at::Tensor& b : whole.batches(10, 5)) EXPECT_EQ(b.numel(), 10);
+}
+
 TEST(TrajectoryMatcher, AdjointEqualsUnrolledAutograd) {
   for (bool augment : {false, true}) {
     Case c = make_case();
