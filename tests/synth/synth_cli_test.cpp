@@ -83,6 +83,33 @@ TEST_F(SynthCli, CommitteeRecoverRelabelAndEvalOnSoftLabels) {
   ASSERT_EQ(e.exit_code, 0) << e.output;
 }
 
+TEST_F(SynthCli, LoadedCheckpointsAndResumedCommitteesKeepTheirAccuracies) {
+  nlohmann::json trained = read_json(dir_.file("c/results.json"));
+  // The first member's weights loaded into a committee of one: same held-out split (same seed),
+  // same weights, so the same accuracy; the manifest points at the file it loaded.
+  CommandResult one = distill_cli(
+      "committee train " + tiny_flags(data_) + "--set committee.val_per_class=5 "
+      "--set 'committee.members=[{checkpoint=\"" + dir_.file("c/member_0/model.pt") +
+      "\", model={arch=\"convnet\", norm=\"batchnorm\", width=8, depth=2}}]' --out " +
+      dir_.file("one"));
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  nlohmann::json loaded = read_json(dir_.file("one/results.json"));
+  ASSERT_EQ(loaded["members"].size(), 1u);
+  EXPECT_DOUBLE_EQ(loaded["members"][0]["val_accuracy"].get<double>(),
+                   trained["members"][0]["val_accuracy"].get<double>());
+  // A finished committee resumed: nothing is retrained, the accuracies are unchanged.
+  CommandResult again = distill_cli("committee train " + tiny_flags(data_) + kMembers + "--out " +
+                                    dir_.file("c") + " --resume");
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_TRUE(contains(again.output, "already trained")) << again.output;
+  EXPECT_EQ(read_json(dir_.file("c/results.json")), trained);
+  // Recovery with the committee of one and a draw of one (the single-teacher ablation).
+  CommandResult r = distill_cli("synth recover " + tiny_flags(data_) + "--committee " +
+                                dir_.file("one/committee.toml") +
+                                " --ipc 1 --iterations 2 --draw 1 --out " + dir_.file("rec1"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+}
+
 TEST_F(SynthCli, BadInputIsOneLineWithExit2BeforeAnyWork) {
   const std::string recover = "synth recover " + tiny_flags(data_) + "--iterations 2 ";
   struct Case {
