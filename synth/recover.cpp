@@ -24,6 +24,7 @@ namespace {
 
 constexpr uint64_t kInitStream = 0x5e0;
 constexpr uint64_t kStepStream = 0x5e2;
+constexpr uint64_t kViewStream = 0x5e3;
 
 int64_t batch_ipc_of(const RecoverOptions& o) {
   return o.batch_ipc > 0 ? std::min(o.batch_ipc, o.ipc) : o.ipc;
@@ -60,25 +61,63 @@ MemberLoss member_loss(const Member& member, const at::Tensor& images, const at:
 
 }  // namespace
 
-at::Tensor random_resized_crop_flip(const at::Tensor& x, double min_scale, bool flip,
-                                    at::Generator& generator) {
-  const int64_t h = x.size(2), w = x.size(3);
+std::array<int64_t, 5> draw_crop_box(int64_t h, int64_t w, double min_scale, bool flip,
+                                     at::Generator& generator) {
   at::Tensor u = at::rand({5}, generator, at::kDouble);
   const double* r = u.data_ptr<double>();
-  at::Tensor out = x;
+  std::array<int64_t, 5> box = {0, 0, h, w, flip && r[4] < 0.5 ? 1 : 0};
   if (min_scale < 1.0) {
     // torchvision's RandomResizedCrop draw (area fraction, log-uniform aspect), one try, clamped.
     const double area = (min_scale + (1.0 - min_scale) * r[0]) * static_cast<double>(h * w);
-    const double ratio = std::exp(std::log(3.0 / 4.0) + (std::log(4.0 / 3.0) - std::log(3.0 / 4.0)) * r[1]);
-    const int64_t cw = std::clamp<int64_t>(std::llround(std::sqrt(area * ratio)), 1, w);
-    const int64_t ch = std::clamp<int64_t>(std::llround(std::sqrt(area / ratio)), 1, h);
-    const int64_t top = std::min<int64_t>(h - ch, static_cast<int64_t>(r[2] * (h - ch + 1)));
-    const int64_t left = std::min<int64_t>(w - cw, static_cast<int64_t>(r[3] * (w - cw + 1)));
-    out = out.narrow(2, top, ch).narrow(3, left, cw);
-    if (ch != h || cw != w) out = at::upsample_bilinear2d(out, {h, w}, /*align_corners=*/false);
+    const double log_lo = std::log(3.0 / 4.0), log_hi = std::log(4.0 / 3.0);
+    const double ratio = std::exp(log_lo + (log_hi - log_lo) * r[1]);
+    box[3] = std::clamp<int64_t>(std::llround(std::sqrt(area * ratio)), 1, w);
+    box[2] = std::clamp<int64_t>(std::llround(std::sqrt(area / ratio)), 1, h);
+    box[0] = std::min<int64_t>(h - box[2], static_cast<int64_t>(r[2] * (h - box[2] + 1)));
+    box[1] = std::min<int64_t>(w - box[3], static_cast<int64_t>(r[3] * (w - box[3] + 1)));
   }
-  if (flip && r[4] < 0.5) out = at::flip(out, {3});
+  return box;
+}
+
+at::Tensor random_resized_crop_flip(const at::Tensor& x, double min_scale, bool flip,
+                                    at::Generator& generator) {
+  const int64_t h = x.size(2), w = x.size(3);
+  const std::array<int64_t, 5> box = draw_crop_box(h, w, min_scale, flip, generator);
+  // One box for the whole batch (SRe2L applies torchvision's transform to the batch tensor).
+  at::Tensor out = x.narrow(2, box[0], box[2]).narrow(3, box[1], box[3]);
+  if (box[2] != h || box[3] != w) out = at::upsample_bilinear2d(out, {h, w}, false);
+  if (box[4]) out = at::flip(out, {3});
   return out;
+}
+
+void add_replay_views(eval::SyntheticSet& set, const std::vector<Member>& committee,
+                      const RelabelOptions& options, double weight_temperature, uint64_t seed,
+                      c10::Device device) {
+  const int64_t n = set.images.size(0), views = options.views;
+  if (views < 1) throw Error("synth.relabel.views must be >= 1 to store views, found " + std::to_string(views));
+  if (!(options.view_min_scale > 0 && options.view_min_scale <= 1)) {
+    throw Error("synth.relabel.view_min_scale must be in (0, 1], found " +
+                std::to_string(options.view_min_scale));
+  }
+  const int64_t h = set.images.size(2), w = set.images.size(3);
+  at::Tensor boxes = at::empty({n, views, 5}, at::kLong);
+  auto access = boxes.accessor<int64_t, 3>();
+  for (int64_t i = 0; i < n; ++i) {
+    at::Generator generator = make_generator(seed, kViewStream, static_cast<uint64_t>(i));
+    for (int64_t v = 0; v < views; ++v) {
+      const auto box = draw_crop_box(h, w, options.view_min_scale, options.view_flip, generator);
+      for (int64_t k = 0; k < 5; ++k) access[i][v][k] = box[k];
+    }
+  }
+  std::vector<at::Tensor> labels;
+  at::Tensor images = set.images.to(device);
+  for (int64_t v = 0; v < views; ++v) {
+    at::Tensor view = eval::crop_resize_flip(images, boxes.select(1, v));
+    labels.push_back(
+        committee_soft_labels(committee, view, weight_temperature, options.T).cpu());
+  }
+  set.view_boxes = boxes;
+  set.view_labels = at::stack(labels, 1);
 }
 
 void check_recover_options(const SynthOptions& options, int64_t committee_size,

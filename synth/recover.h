@@ -2,6 +2,7 @@
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
+#include <array>
 #include <string>
 #include <vector>
 
@@ -53,11 +54,20 @@ struct RecoverOptions {
 struct RelabelOptions {
   std::string syn;
   double T = 4.0;
+  int64_t views = 0;
+  double view_min_scale = 0.5;
+  bool view_flip = true;
 
   void visit(config::Visitor& v) {
     v.field("syn", syn, "set to relabel (.pt from synth recover, mtt or subset)");
     v.field("T", T, "temperature of the members' softened outputs; evaluate with "
             "eval.train.label_temperature set to the same value");
+    v.field("views", views,
+            "FKD-style: also store this many random-resized-crop + flip views per image with the "
+            "committee's soft label of each; `distill eval` then trains epoch e on view e % views "
+            "(instead of eval.augment). 0 = off");
+    v.field("view_min_scale", view_min_scale, "views: smallest crop area fraction");
+    v.field("view_flip", view_flip, "views: random horizontal flips");
   }
 };
 
@@ -83,6 +93,16 @@ struct SynthOptions {
 // bilinearly) and, with `flip`, a horizontal flip with probability 1/2; differentiable in x.
 at::Tensor random_resized_crop_flip(const at::Tensor& x, double min_scale, bool flip,
                                     at::Generator& generator);
+
+// One crop box (top, left, height, width, flip) drawn like random_resized_crop_flip's.
+std::array<int64_t, 5> draw_crop_box(int64_t height, int64_t width, double min_scale, bool flip,
+                                     at::Generator& generator);
+
+// FKD-style stored views: `views` boxes per image (image i draws from its own generator) and the
+// committee's soft labels of each view, into set.view_boxes / set.view_labels.
+void add_replay_views(eval::SyntheticSet& set, const std::vector<Member>& committee,
+                      const RelabelOptions& options, double weight_temperature, uint64_t seed,
+                      c10::Device device);
 
 // Checks the recover settings against the committee and data (before any work).
 void check_recover_options(const SynthOptions& options, int64_t committee_size,

@@ -69,6 +69,18 @@ TEST_F(SynthCli, CommitteeRecoverRelabelAndEvalOnSoftLabels) {
   ASSERT_EQ(l.exit_code, 0) << l.output;
   EXPECT_TRUE(contains(l.output, "label_temperature=4")) << l.output;
   nlohmann::json relabel = read_json(dir_.file("rel/results.json"));
+  // FKD-style stored views, replayed by eval in place of its augmentation.
+  CommandResult v = distill_cli("synth relabel " + tiny_flags(data_) + "--committee " + manifest_ +
+                                " --syn " + dir_.file("rec/syn.pt") +
+                                " --set synth.relabel.views=3 --out " + dir_.file("views"));
+  ASSERT_EQ(v.exit_code, 0) << v.output;
+  CommandResult ev = distill_cli("eval " + tiny_flags(data_) + "--set eval.syn=" +
+                                 dir_.file("views/syn.pt") +
+                                 " --set eval.runs=1 --set eval.train.epochs=4 "
+                                 "--set eval.train.label_temperature=4 --set eval.random_real=false "
+                                 "--set eval.model.width=8 --set eval.model.depth=2 --out " +
+                                 dir_.file("ev_views"));
+  ASSERT_EQ(ev.exit_code, 0) << ev.output;
   EXPECT_GE(relabel["agreement"].get<double>(), 0.0);
   if (!reference_python().empty()) {
     run_python_script("synth_set_check.py",

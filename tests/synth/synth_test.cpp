@@ -351,5 +351,58 @@ TEST(Recover, InterruptedAndResumedRunEqualsUninterruptedRun) {
   EXPECT_TRUE(at::equal(eval::load_synthetic_set(dir.file("a/syn.pt")).images, straight.images));
 }
 
+TEST(Recover, StoredViewsReplayTheSameCropAndLabel) {
+  at::Generator gen = make_generator(12);
+  at::Tensor real = at::randn({12, 1, 8, 8}, gen);
+  std::vector<Member> committee = tiny_committee(real);
+  eval::SyntheticSet set;
+  set.images = at::randn({4, 1, 8, 8}, gen);
+  set.labels = at::tensor({0, 1, 2, 0}, at::kLong);
+  set.num_classes = 3;
+  RelabelOptions o;
+  o.views = 3;
+  o.view_min_scale = 0.3;
+  o.T = 2.0;
+  add_replay_views(set, committee, o, 0.1, 9, at::kCPU);
+  ASSERT_EQ(set.view_boxes.sizes(), (std::vector<int64_t>{4, 3, 5}));
+  ASSERT_EQ(set.view_labels.sizes(), (std::vector<int64_t>{4, 3, 3}));
+  // Boxes lie inside the image and cover at least ~min_scale of it (rounding aside).
+  for (int64_t i = 0; i < 4; ++i) {
+    for (int64_t v = 0; v < 3; ++v) {
+      auto b = set.view_boxes[i][v];
+      const int64_t top = b[0].item<int64_t>(), left = b[1].item<int64_t>();
+      const int64_t h = b[2].item<int64_t>(), w = b[3].item<int64_t>();
+      EXPECT_TRUE(top >= 0 && left >= 0 && top + h <= 8 && left + w <= 8);
+      EXPECT_GE(h * w, 10);  // 0.3 * 64 = 19.2 before rounding each side
+    }
+  }
+  // Epoch 4 replays view 4 % 3 = 1: the crop cut out here by hand and its stored label, which is
+  // the committee's soft label of that very crop.
+  auto [images, labels] = eval::replay_views(set, at::tensor({2, 0}, at::kLong), 4);
+  for (int64_t j = 0; j < 2; ++j) {
+    const int64_t i = j == 0 ? 2 : 0;
+    auto b = set.view_boxes[i][1];
+    at::Tensor crop = set.images.narrow(0, i, 1)
+                          .narrow(2, b[0].item<int64_t>(), b[2].item<int64_t>())
+                          .narrow(3, b[1].item<int64_t>(), b[3].item<int64_t>());
+    crop = at::upsample_bilinear2d(crop, {8, 8}, false);
+    if (b[4].item<int64_t>()) crop = at::flip(crop, {3});
+    EXPECT_TRUE(at::allclose(images.narrow(0, j, 1), crop)) << "image " << i;
+    EXPECT_TRUE(at::equal(labels[j], set.view_labels[i][1]));
+  }
+  EXPECT_TRUE(at::allclose(committee_soft_labels(committee, images, 0.1, 2.0), labels, 1e-5, 1e-6));
+  // The same seed draws the same views; the set file keeps them.
+  eval::SyntheticSet again = set;
+  add_replay_views(again, committee, o, 0.1, 9, at::kCPU);
+  EXPECT_TRUE(at::equal(again.view_boxes, set.view_boxes));
+  testing::TempDir dir;
+  set.mean = at::zeros({1});
+  set.std = at::ones({1});
+  eval::save_synthetic_set(dir.file("views.pt"), set);
+  eval::SyntheticSet back = eval::load_synthetic_set(dir.file("views.pt"));
+  EXPECT_TRUE(at::equal(back.view_boxes, set.view_boxes));
+  EXPECT_TRUE(at::equal(back.view_labels, set.view_labels));
+}
+
 }  // namespace
 }  // namespace distill::synth
