@@ -8,6 +8,8 @@
 #      labels, single-teacher set with soft labels, random real with committee soft labels, and
 #      random real with hard labels (eval's baseline), mean ± std over RUNS students.
 # Every run is skipped when its results.json exists, so an interrupted script continues.
+#   VIEWS > 0 adds a row: the committee set with FKD-style stored views (VIEWS crops per image,
+#   each with its committee label, replayed by the students instead of DSA).
 # Budget knobs: IPCS, RUNS, STUDENTS, COMMITTEE_EPOCHS, ITERATIONS, EVAL_EPOCHS, THREADS, EXTRA.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,6 +23,7 @@ committee_epochs=${COMMITTEE_EPOCHS:-5}
 iterations=${ITERATIONS:-500}
 eval_epochs=${EVAL_EPOCHS:-300}
 T=${T:-4}
+views=${VIEWS:-0}
 threads=${THREADS:-2}
 common=(--no-progress --threads "$threads")
 read -r -a extra <<<"${EXTRA:-}"
@@ -69,5 +72,11 @@ for ipc in $ipcs; do
     --set eval.train.label_temperature="$T"
   evaluate "$d/eval_real_soft" "$d/real_relabel/syn.pt" --set eval.random_real=false \
     --set eval.train.label_temperature="$T"
+  if [ "$views" -gt 0 ]; then
+    run "$d/relabel_views" synth relabel --committee "$out/committee/committee.toml" \
+      --syn "$d/recover/syn.pt" --set synth.relabel.T="$T" --set synth.relabel.views="$views"
+    evaluate "$d/eval_soft_views" "$d/relabel_views/syn.pt" --set eval.random_real=false \
+      --set eval.train.label_temperature="$T"
+  fi
 done
 python3 "$root/experiments/write_synth_table.py" "$out" $ipcs

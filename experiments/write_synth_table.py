@@ -17,6 +17,7 @@ import readme_tables
 
 ROWS = [("eval_hard", "syn.pt", "committee recover, hard labels"),
         ("eval_soft", "syn.pt", "committee recover + committee soft labels"),
+        ("eval_soft_views", "syn.pt", "committee recover + committee soft labels of stored views (FKD-style)"),
         ("eval_single_soft", "syn.pt", "single-teacher recover + its soft labels (SRe2L-style)"),
         ("eval_real_soft", "syn.pt", "random real + committee soft labels"),
         ("eval_hard", "random-real", "random real, hard labels")]
