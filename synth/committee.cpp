@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <iostream>
 
@@ -153,6 +154,39 @@ std::vector<Member> load_committee(const std::string& manifest_path, int64_t cha
   return members;
 }
 
+void check_normalization(const std::string& manifest_path, const at::Tensor& mean,
+                         const at::Tensor& std, double zca_eps, const std::string& what) {
+  CommitteeManifest manifest = load_manifest(manifest_path);
+  auto text = [](const std::vector<double>& v) {
+    std::string out = "[";
+    for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + std::to_string(v[i]);
+    return out + "]";
+  };
+  auto as_vector = [](const at::Tensor& t) {
+    at::Tensor d = t.to(at::kDouble).contiguous().cpu();
+    return std::vector<double>(d.data_ptr<double>(), d.data_ptr<double>() + d.numel());
+  };
+  const std::vector<double> m = as_vector(mean), s = as_vector(std);
+  auto close = [](const std::vector<double>& a, const std::vector<double>& b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i) {
+      if (std::abs(a[i] - b[i]) > 1e-4 * std::max(1.0, std::abs(b[i]))) return false;
+    }
+    return true;
+  };
+  // A hand-written manifest may leave the normalization out: nothing to compare then.
+  if (!manifest.mean.empty() && (!close(m, manifest.mean) || !close(s, manifest.std))) {
+    throw Error(what + " is normalized with mean " + text(m) + ", std " + text(s) +
+                ", but the committee in '" + manifest_path + "' was trained on mean " +
+                text(manifest.mean) + ", std " + text(manifest.std));
+  }
+  if (std::abs(zca_eps - manifest.zca_eps) > 1e-9) {
+    throw Error(what + " has zca_eps " + std::to_string(zca_eps) + ", but the committee in '" +
+                manifest_path + "' was trained with zca_eps " + std::to_string(manifest.zca_eps) +
+                " (0 = not whitened)");
+  }
+}
+
 CommitteeOptions::CommitteeOptions() {
   MemberOptions convnet;
   convnet.model.arch = "convnet";
@@ -172,7 +206,8 @@ CommitteeOptions::CommitteeOptions() {
 }
 
 CommitteeManifest train_committee(const CommitteeOptions& options, const data::Dataset& train_set,
-                                  const data::Dataset& test_set, const std::string& dataset_name,
+                                  const data::Dataset& test_set, const data::Normalization& norm,
+                                  const std::string& dataset_name,
                                   uint64_t seed, const std::string& out, bool resume,
                                   bool progress, c10::Device device, const SaveModelFn& save_model) {
   const int64_t channels = train_set.channels(), size = train_set.height();
@@ -225,6 +260,10 @@ CommitteeManifest train_committee(const CommitteeOptions& options, const data::D
   manifest.channels = channels;
   manifest.image_size = size;
   manifest.num_classes = classes;
+  at::Tensor mean = norm.mean.to(at::kDouble).contiguous(), std = norm.std.to(at::kDouble).contiguous();
+  manifest.mean.assign(mean.data_ptr<double>(), mean.data_ptr<double>() + mean.numel());
+  manifest.std.assign(std.data_ptr<double>(), std.data_ptr<double>() + std.numel());
+  manifest.zca_eps = norm.zca ? norm.zca->eps() : 0.0;
   for (size_t i = 0; i < options.members.size(); ++i) {
     MemberOptions spec = options.members[i];
     const models::Model& model = *models[i];

@@ -41,10 +41,15 @@ struct MemberOptions {
 struct CommitteeManifest {
   std::string dataset;
   int64_t channels = 0, image_size = 0, num_classes = 0;
+  std::vector<double> mean, std;  // the normalization the members' inputs had
+  double zca_eps = 0.0;           // > 0: inputs were ZCA-whitened with this eps
   std::vector<MemberOptions> members;
 
   void visit(config::Visitor& v) {
     v.field("dataset", dataset, "dataset name the members were trained on");
+    v.field("mean", mean, "per-channel mean the inputs were normalized with");
+    v.field("std", std, "per-channel std the inputs were normalized with");
+    v.field("zca_eps", zca_eps, "ZCA eps of the inputs (0 = not whitened)");
     v.field("channels", channels, "image channels");
     v.field("image_size", image_size, "image side length");
     v.field("num_classes", num_classes, "classes");
@@ -80,6 +85,11 @@ struct Member {
 std::vector<Member> load_committee(const std::string& manifest_path, int64_t channels,
                                    int64_t image_size, int64_t num_classes, c10::Device device);
 
+// Error naming the manifest and `what` when images normalized with (mean, std, zca_eps) are not
+// in the space the committee was trained in.
+void check_normalization(const std::string& manifest_path, const at::Tensor& mean,
+                         const at::Tensor& std, double zca_eps, const std::string& what);
+
 // `distill committee train`: train (or load) each member on the real data minus a class-balanced
 // held-out split, measure its held-out and test accuracy, store the feature statistics of members
 // without batch norm, and write OUT/committee.toml.
@@ -111,7 +121,8 @@ using SaveModelFn = std::function<void(const std::string& path, const models::Mo
 // Returns the manifest written to out/committee.toml. With `resume`, finished members
 // (member_K/model.pt present) are kept and an interrupted one continues from its checkpoint.
 CommitteeManifest train_committee(const CommitteeOptions& options, const data::Dataset& train_set,
-                                  const data::Dataset& test_set, const std::string& dataset_name,
+                                  const data::Dataset& test_set, const data::Normalization& norm,
+                                  const std::string& dataset_name,
                                   uint64_t seed, const std::string& out, bool resume,
                                   bool progress, c10::Device device, const SaveModelFn& save_model);
 

@@ -37,7 +37,7 @@ void run_committee(CommitteeCommandOptions& o, const Invocation& invocation) {
   RunContext run = start_run(o.run, config::dump(o));
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   synth::CommitteeManifest manifest = synth::train_committee(
-      o.committee, train_set, test_set, o.data.name, run.seed, run.out, invocation.resume,
+      o.committee, train_set, test_set, norm, o.data.name, run.seed, run.out, invocation.resume,
       run.progress, run.device, save_model_file);
   nlohmann::json results = nlohmann::json::array();
   for (const auto& m : manifest.members) {
@@ -72,6 +72,8 @@ void run_recover(SynthCommandOptions& o, const Invocation& invocation) {
       synth::load_committee(o.synth.committee, train_set.channels(), train_set.height(),
                             train_set.num_classes, run.device);
   synth::check_recover_options(o.synth, static_cast<int64_t>(committee.size()), train_set);
+  synth::check_normalization(o.synth.committee, norm.mean, norm.std,
+                             norm.zca ? norm.zca->eps() : 0.0, "the data (data.*)");
   std::cerr << "distill synth recover: " << o.synth.recover.ipc << " images per class, committee of "
             << committee.size() << " (" << o.synth.draw << " drawn per step), "
             << o.synth.recover.iterations << " steps per batch\n";
@@ -88,6 +90,9 @@ void run_relabel(SynthCommandOptions& o, const Invocation&) {
   if (o.synth.relabel.syn.empty()) {
     throw Error("synth.relabel.syn is empty: name the set to relabel (--syn runs/x/syn.pt)");
   }
+  if (o.synth.relabel.views < 0) {
+    throw Error("synth.relabel.views must be >= 0, found " + std::to_string(o.synth.relabel.views));
+  }
   if (!(o.synth.relabel.T > 0)) {
     throw Error("synth.relabel.T must be > 0, found " + std::to_string(o.synth.relabel.T));
   }
@@ -95,17 +100,27 @@ void run_relabel(SynthCommandOptions& o, const Invocation&) {
   RunContext run = start_run(o.run, config::dump(o));
   std::vector<synth::Member> committee = synth::load_committee(
       o.synth.committee, set.images.size(1), set.images.size(2), set.num_classes, run.device);
+  synth::check_normalization(o.synth.committee, set.mean, set.std, set.zca_eps,
+                             "'" + o.synth.relabel.syn + "'");
   const at::Tensor classes = set.class_ids();
   at::Tensor soft = synth::committee_soft_labels(committee, set.images.to(run.device),
                                                  o.synth.temperature, o.synth.relabel.T)
                         .cpu();
   set.labels = soft;
+  if (o.synth.relabel.views > 0) {
+    synth::add_replay_views(set, committee, o.synth.relabel, o.synth.temperature, run.seed,
+                            run.device);
+  } else {
+    set.view_boxes = at::Tensor();  // views of the source set belong to its old labels
+    set.view_labels = at::Tensor();
+  }
   set.method = (set.method.empty() ? std::string("set") : set.method) + "+committee-relabel";
   eval::save_synthetic_set(run.out + "/syn.pt", set);
   nlohmann::json results;
   results["source"] = o.synth.relabel.syn;
   results["T"] = o.synth.relabel.T;
   results["images"] = set.images.size(0);
+  results["views"] = o.synth.relabel.views;
   // How often the committee's vote agrees with the class the image stands for.
   results["agreement"] = soft.argmax(1).eq(classes.cpu()).to(at::kFloat).mean().item<double>();
   results["mean_max_probability"] = std::get<0>(soft.max(1)).mean().item<double>();

@@ -9,6 +9,9 @@
 namespace distill::eval {
 
 int64_t SyntheticSet::images_per_class() const {
+  // Soft labels: the set's budget (images / classes, rounded up), not where the argmax falls: a
+  // relabeled set keeps its IPC, and its random-real baseline the same number of images.
+  if (soft_labels() && num_classes > 0) return (labels.size(0) + num_classes - 1) / num_classes;
   at::Tensor counts = at::bincount(class_ids().cpu(), {}, num_classes);
   return counts.max().item<int64_t>();
 }
@@ -129,7 +132,8 @@ void save_set_grid(const std::string& path, const SyntheticSet& set, const data:
   if (set.zca_eps > 0 && zca && zca->fitted()) images = zca->inverse(images);
   images = io::denormalize(images, set.mean, set.std);
   const int64_t classes = std::max<int64_t>(1, set.num_classes);
-  const int64_t rows = std::max<int64_t>(1, set.images_per_class());
+  const int64_t rows =
+      std::max<int64_t>(1, at::bincount(ids, {}, classes).max().item<int64_t>());
   at::Tensor grid = at::ones({rows * classes, images.size(1), images.size(2), images.size(3)});
   std::vector<int64_t> filled(classes, 0);
   for (int64_t i = 0; i < images.size(0); ++i) {

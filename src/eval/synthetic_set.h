@@ -36,7 +36,7 @@ struct SyntheticSet {
 
   bool soft_labels() const { return labels.dim() == 2; }
   bool has_views() const { return view_boxes.defined() && view_boxes.numel() > 0; }
-  // Images per class (for hard labels: the largest class count).
+  // Images per class (hard labels: the largest class count; soft labels: ceil(N / classes)).
   int64_t images_per_class() const;
   // Class ids: the labels, or the argmax of soft labels.
   at::Tensor class_ids() const;

@@ -130,6 +130,11 @@ TEST_F(SynthCli, BadInputIsOneLineWithExit2BeforeAnyWork) {
   // A teacher trained on 3 classes offered to a committee on 4-class data.
   const std::string data4 = write_tiny_dataset(dir_, 4, 2);
   const std::string teacher = dir_.file("c/member_0/model.pt");
+  // A set normalized differently from the committee's data.
+  CommandResult other = distill_cli("subset " + tiny_flags(data_) +
+                                    "--set data.mean=[0.5] --set data.std=[0.5] --ipc 2 --out " +
+                                    dir_.file("other_norm"));
+  ASSERT_EQ(other.exit_code, 0) << other.output;
   std::vector<Case> cases = {
       {"committee train " + tiny_flags(data_) + "--set 'committee.members=[]'",
        "committee of size 0"},
@@ -146,6 +151,11 @@ TEST_F(SynthCli, BadInputIsOneLineWithExit2BeforeAnyWork) {
       {recover + "--committee " + dir_.file("nothing.toml"), "does not exist"},
       {"synth relabel " + tiny_flags(data_) + "--committee " + manifest_, "synth.relabel.syn is empty"},
       {"synth sculpt " + tiny_flags(data_), "unknown synth step 'sculpt'"},
+      {"synth relabel " + tiny_flags(data_) + "--committee " + manifest_ + " --syn " +
+           dir_.file("other_norm/syn.pt"),
+       "is normalized with mean [0.500000], std [0.500000], but the committee"},
+      {recover + "--committee " + manifest_ + " --set data.mean=[0.5] --set data.std=[0.5]",
+       "the data (data.*) is normalized with mean [0.500000]"},
   };
   for (const auto& c : cases) {
     CommandResult r = distill_cli(c.args + " --out " + dir_.file("bad"));

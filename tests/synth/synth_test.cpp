@@ -400,6 +400,10 @@ TEST(Recover, StoredViewsReplayTheSameCropAndLabel) {
   set.std = at::ones({1});
   eval::save_synthetic_set(dir.file("views.pt"), set);
   eval::SyntheticSet back = eval::load_synthetic_set(dir.file("views.pt"));
+  // Soft labels keep the set's budget as its IPC, whatever the argmax says (4 images, 3 classes).
+  back.labels = at::zeros({4, 3});
+  back.labels.select(1, 0).fill_(1.0);
+  EXPECT_EQ(back.images_per_class(), 2);
   EXPECT_TRUE(at::equal(back.view_boxes, set.view_boxes));
   EXPECT_TRUE(at::equal(back.view_labels, set.view_labels));
 }
