@@ -101,5 +101,7 @@ Command experts_command();
 Command mtt_command();
 Command kd_command();
 Command report_command();
+Command committee_command();
+Command synth_command();
 
 }  // namespace distill::cli

@@ -77,7 +77,8 @@ Evaluator::Evaluator(EvalOptions options, const data::Dataset& train, const data
 
 std::pair<double, double> Evaluator::train_student(const at::Tensor& images, const at::Tensor& labels,
                                                    const std::string& arch, double lr,
-                                                   uint64_t seed, const std::string& label) {
+                                                   uint64_t seed, const std::string& label,
+                                                   const SyntheticSet* replay) {
   models::ModelOptions model_options = options_.model;
   model_options.arch = arch;
   auto model = models::make_model(model_options, train_.channels(), train_.height(),
@@ -85,7 +86,14 @@ std::pair<double, double> Evaluator::train_student(const at::Tensor& images, con
   train::TrainOptions train_options = options_.train;
   train_options.optimizer.lr = lr;
   train::Trainer trainer(*model, train_options, seed);
-  trainer.set_augment(train::make_augment(options_.augment, images.size(2)));
+  if (replay && replay->has_views()) {
+    trainer.set_batch_source([replay, device = device_](const at::Tensor& index, int64_t epoch) {
+      auto [x, y] = replay_views(*replay, index.cpu(), epoch);
+      return std::make_pair(x.to(device), y.to(device));
+    });
+  } else {
+    trainer.set_augment(train::make_augment(options_.augment, images.size(2)));
+  }
   trainer.set_test_set(test_images_, test_labels_);
   trainer.set_progress(label, progress_);
   train::TrainState state = trainer.init_state();
@@ -118,7 +126,8 @@ Scores Evaluator::score_set(const SyntheticSet& set, const std::string& name, co
     auto [last, best] = train_student(set.images, set.labels, arch, lr,
                                       mix_seed(seed_, kStudentStream ^ stream, run),
                                       name + " " + arch + " run " + std::to_string(run + 1) + "/" +
-                                          std::to_string(options_.runs));
+                                          std::to_string(options_.runs),
+                                      &set);
     scores.last.push_back(last);
     scores.best.push_back(best);
   }

@@ -77,9 +77,12 @@ class Evaluator {
 
  private:
   // Trains one student; returns {last, best} test accuracy.
+  // With `replay` (a set storing FKD-style views), batches are its replayed views and labels,
+  // which take the place of eval.augment.
   std::pair<double, double> train_student(const at::Tensor& images, const at::Tensor& labels,
                                           const std::string& arch, double lr, uint64_t seed,
-                                          const std::string& label);
+                                          const std::string& label,
+                                          const SyntheticSet* replay = nullptr);
 
   EvalOptions options_;
   const data::Dataset& train_;

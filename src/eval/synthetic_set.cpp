@@ -9,6 +9,9 @@
 namespace distill::eval {
 
 int64_t SyntheticSet::images_per_class() const {
+  // Soft labels: the set's budget (images / classes, rounded up), not where the argmax falls: a
+  // relabeled set keeps its IPC, and its random-real baseline the same number of images.
+  if (soft_labels() && num_classes > 0) return (labels.size(0) + num_classes - 1) / num_classes;
   at::Tensor counts = at::bincount(class_ids().cpu(), {}, num_classes);
   return counts.max().item<int64_t>();
 }
@@ -26,6 +29,10 @@ void save_synthetic_set(const std::string& path, const SyntheticSet& set) {
   if (set.zca_eps > 0) dict.insert("zca_eps", at::scalar_tensor(set.zca_eps, at::kFloat));
   dict.insert("dataset", set.dataset);
   dict.insert("method", set.method);
+  if (set.has_views()) {
+    dict.insert("view_boxes", set.view_boxes.cpu().contiguous());
+    dict.insert("view_labels", set.view_labels.detach().cpu().contiguous());
+  }
   io::save_dict(path, dict);
 }
 
@@ -70,7 +77,52 @@ SyntheticSet load_synthetic_set(const std::string& path) {
   if (dict.contains("zca_eps")) set.zca_eps = io::get_tensor(dict, "zca_eps", path).item<double>();
   if (dict.contains("dataset") && dict.at("dataset").isString()) set.dataset = dict.at("dataset").toStringRef();
   if (dict.contains("method") && dict.at("method").isString()) set.method = dict.at("method").toStringRef();
+  if (dict.contains("view_boxes")) {
+    set.view_boxes = io::get_tensor(dict, "view_boxes", path).to(at::kLong);
+    set.view_labels = io::get_tensor(dict, "view_labels", path).to(at::kFloat);
+    const auto& b = set.view_boxes;
+    const auto& l = set.view_labels;
+    if (b.dim() != 3 || b.size(0) != set.images.size(0) || b.size(2) != 5 || l.dim() != 3 ||
+        l.size(0) != b.size(0) || l.size(1) != b.size(1) || l.size(2) != set.num_classes) {
+      throw Error("'" + path + "': view_boxes should be N,V,5 and view_labels N,V," +
+                  std::to_string(set.num_classes) + " for the " +
+                  std::to_string(set.images.size(0)) + " images");
+    }
+    const int64_t h = set.images.size(2), w = set.images.size(3);
+    at::Tensor top = b.select(2, 0), left = b.select(2, 1), ch = b.select(2, 2), cw = b.select(2, 3);
+    if (!(top.ge(0).all().item<bool>() && left.ge(0).all().item<bool>() &&
+          ch.ge(1).all().item<bool>() && cw.ge(1).all().item<bool>() &&
+          (top + ch).le(h).all().item<bool>() && (left + cw).le(w).all().item<bool>())) {
+      throw Error("'" + path + "': a view box lies outside the " + std::to_string(h) + "x" +
+                  std::to_string(w) + " images");
+    }
+  }
   return set;
+}
+
+at::Tensor crop_resize_flip(const at::Tensor& x, const at::Tensor& boxes) {
+  const int64_t h = x.size(2), w = x.size(3);
+  at::Tensor cpu_boxes = boxes.to(at::kCPU, at::kLong).contiguous();
+  const int64_t* b = cpu_boxes.data_ptr<int64_t>();
+  std::vector<at::Tensor> out;
+  for (int64_t i = 0; i < x.size(0); ++i, b += 5) {
+    at::Tensor crop = x.narrow(0, i, 1).narrow(2, b[0], b[2]).narrow(3, b[1], b[3]);
+    if (b[2] != h || b[3] != w) crop = at::upsample_bilinear2d(crop, {h, w}, false);
+    if (b[4]) crop = at::flip(crop, {3});
+    out.push_back(crop);
+  }
+  return at::cat(out, 0);
+}
+
+std::pair<at::Tensor, at::Tensor> replay_views(const SyntheticSet& set, const at::Tensor& index,
+                                               int64_t epoch) {
+  if (!set.has_views()) throw Error("replay_views: the set stores no views");
+  const int64_t view = epoch % set.view_boxes.size(1);
+  at::Tensor cpu_index = index.to(at::kCPU);
+  at::Tensor boxes = set.view_boxes.index_select(0, cpu_index).select(1, view);
+  at::Tensor images = set.images.index_select(0, index.to(set.images.device()));
+  at::Tensor labels = set.view_labels.index_select(0, index.to(set.view_labels.device())).select(1, view);
+  return {crop_resize_flip(images, boxes), labels};
 }
 
 void save_set_grid(const std::string& path, const SyntheticSet& set, const data::Zca* zca) {
@@ -80,7 +132,8 @@ void save_set_grid(const std::string& path, const SyntheticSet& set, const data:
   if (set.zca_eps > 0 && zca && zca->fitted()) images = zca->inverse(images);
   images = io::denormalize(images, set.mean, set.std);
   const int64_t classes = std::max<int64_t>(1, set.num_classes);
-  const int64_t rows = std::max<int64_t>(1, set.images_per_class());
+  const int64_t rows =
+      std::max<int64_t>(1, at::bincount(ids, {}, classes).max().item<int64_t>());
   at::Tensor grid = at::ones({rows * classes, images.size(1), images.size(2), images.size(3)});
   std::vector<int64_t> filled(classes, 0);
   for (int64_t i = 0; i < images.size(0); ++i) {

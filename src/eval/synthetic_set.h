@@ -3,6 +3,7 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "src/data/zca.h"
 
@@ -17,6 +18,9 @@ namespace distill::eval {
 //   zca_eps     float scalar, optional: the images live in the ZCA-whitened space of the data
 //               (data.zca with this eps); evaluation must whiten the real data the same way
 //   dataset, method  strings describing where it came from
+//   view_boxes  int64 N,V,5, optional: V stored augmentations per image (FKD-style), each a
+//               crop (top, left, height, width) resized back to H,W, then a flip when the 5th is 1
+//   view_labels float N,V,K, optional with view_boxes: the soft label of each stored view
 struct SyntheticSet {
   at::Tensor images;
   at::Tensor labels;
@@ -27,9 +31,12 @@ struct SyntheticSet {
   double zca_eps = 0.0;  // > 0: images are ZCA-whitened (see above)
   std::string dataset;
   std::string method;
+  at::Tensor view_boxes;
+  at::Tensor view_labels;
 
   bool soft_labels() const { return labels.dim() == 2; }
-  // Images per class (for hard labels: the largest class count).
+  bool has_views() const { return view_boxes.defined() && view_boxes.numel() > 0; }
+  // Images per class (hard labels: the largest class count; soft labels: ceil(N / classes)).
   int64_t images_per_class() const;
   // Class ids: the labels, or the argmax of soft labels.
   at::Tensor class_ids() const;
@@ -38,6 +45,15 @@ struct SyntheticSet {
 void save_synthetic_set(const std::string& path, const SyntheticSet& set);
 // Error naming the file and key on any missing or inconsistent field.
 SyntheticSet load_synthetic_set(const std::string& path);
+
+// Crops x (N,C,H,W) to boxes (N,5 int64: top, left, height, width, flip), resizes each crop back
+// to H,W (bilinear, align_corners=false, as torchvision's RandomResizedCrop) and flips when asked.
+at::Tensor crop_resize_flip(const at::Tensor& x, const at::Tensor& boxes);
+
+// FKD-style replay: the images at `index` as their stored view number epoch % V shows them, and
+// that view's soft labels (Error when the set has no views).
+std::pair<at::Tensor, at::Tensor> replay_views(const SyntheticSet& set, const at::Tensor& index,
+                                               int64_t epoch);
 
 // A PNG grid with one column per class, denormalized for display (and un-whitened by `zca`
 // when the set lives in a ZCA space).

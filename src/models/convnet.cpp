@@ -45,7 +45,7 @@ class ConvNet : public Model {
     at::Tensor h = x;
     for (int64_t d = 0; d < options_.depth; ++d) {
       h = conv(h, p, true, 1, paddings_[d]);
-      h = norm(h, options_.norm, p, b.get(), args.train);
+      h = norm(h, options_.norm, p, b.get(), args);
       h = activation(h, options_.act);
       h = pool(h, options_.pool);
       record(args, "block" + std::to_string(d), h);

@@ -127,7 +127,7 @@ at::Tensor Model::linear(const at::Tensor& x, TensorCursor& p) {
 }
 
 at::Tensor Model::norm(const at::Tensor& x, const std::string& kind, TensorCursor& p,
-                       TensorCursor* b, bool train) {
+                       TensorCursor* b, const ForwardArgs& args) {
   if (kind == "none") return x;
   at::Tensor weight = p.next();
   at::Tensor bias = p.next();
@@ -139,7 +139,11 @@ at::Tensor Model::norm(const at::Tensor& x, const std::string& kind, TensorCurso
     if (!b) throw Error("batchnorm model run without its running-statistics buffers");
     at::Tensor mean = b->next();
     at::Tensor var = b->next();
-    return at::batch_norm(x, weight, bias, mean, var, train, 0.1, 1e-5, true);
+    // Before the update a training-mode pass makes: the statistics the input is compared with.
+    if (args.norm_inputs) {
+      args.norm_inputs->push_back({x, mean.detach().clone(), var.detach().clone()});
+    }
+    return at::batch_norm(x, weight, bias, mean, var, args.train, 0.1, 1e-5, true);
   }
   throw Error("unknown norm '" + kind + "'");
 }

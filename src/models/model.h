@@ -43,12 +43,21 @@ class TensorCursor {
 // Named intermediate activations, filled on request (KD feature and relation losses).
 using Features = std::vector<std::pair<std::string, at::Tensor>>;
 
+// One batch-norm layer as a forward pass met it: its input and its running statistics (the
+// flat buffers' views). SRe2L-style recovery matches the input's batch statistics to them.
+struct NormInput {
+  at::Tensor input;         // N,C,H,W (or N,C): what the layer normalized
+  at::Tensor running_mean;  // C
+  at::Tensor running_var;   // C
+};
+
 // How to run one forward pass.
 struct ForwardArgs {
   bool train = false;
   at::Tensor buffers;                  // flat running statistics; updated in place when train
   at::Generator* generator = nullptr;  // dropout draws (train only)
   Features* features = nullptr;        // when set, receives the named features
+  std::vector<NormInput>* norm_inputs = nullptr;  // when set, receives every batch-norm layer
 };
 
 // A model is a description (layer shapes) plus a pure forward(x, params): params are one flat
@@ -96,7 +105,7 @@ class Model {
                          int64_t padding);
   static at::Tensor linear(const at::Tensor& x, TensorCursor& p);
   static at::Tensor norm(const at::Tensor& x, const std::string& kind, TensorCursor& p,
-                         TensorCursor* b, bool train);
+                         TensorCursor* b, const ForwardArgs& args);
   static at::Tensor activation(const at::Tensor& x, const std::string& kind);
   static at::Tensor pool(const at::Tensor& x, const std::string& kind);
   // Buffers cursor for `args` (nullptr when the model has none).

@@ -57,19 +57,19 @@ class ResNet18 : public Model {
     auto b = buffer_cursor(args);
     at::Tensor h;
     if (imagenet_stem_) {
-      h = at::relu(norm(conv(x, p, false, 2, 3), norm_, p, b.get(), args.train));
+      h = at::relu(norm(conv(x, p, false, 2, 3), norm_, p, b.get(), args));
       h = at::max_pool2d(h, {3, 3}, {2, 2}, {1, 1});
     } else {
-      h = at::relu(norm(conv(x, p, false, 1, 1), norm_, p, b.get(), args.train));
+      h = at::relu(norm(conv(x, p, false, 1, 1), norm_, p, b.get(), args));
     }
     for (size_t i = 0; i < blocks_.size(); ++i) {
       const Block& block = blocks_[i];
       // The cursors hand out tensors in registration order: main path, then the shortcut.
       at::Tensor out =
-          at::relu(norm(conv(h, p, false, block.stride, 1), norm_, p, b.get(), args.train));
-      out = norm(conv(out, p, false, 1, 1), norm_, p, b.get(), args.train);
+          at::relu(norm(conv(h, p, false, block.stride, 1), norm_, p, b.get(), args));
+      out = norm(conv(out, p, false, 1, 1), norm_, p, b.get(), args);
       at::Tensor shortcut =
-          block.downsample ? norm(conv(h, p, false, block.stride, 0), norm_, p, b.get(), args.train)
+          block.downsample ? norm(conv(h, p, false, block.stride, 0), norm_, p, b.get(), args)
                            : h;
       h = at::relu(out + shortcut);
       if (i % 2 == 1) record(args, "layer" + std::to_string(i / 2 + 1), h);

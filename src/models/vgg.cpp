@@ -62,7 +62,7 @@ class Vgg : public Model {
         continue;
       }
       h = conv(h, p, true, 1, first ? first_padding_ : 1);
-      h = at::relu(norm(h, norm_, p, b.get(), args.train));
+      h = at::relu(norm(h, norm_, p, b.get(), args));
       first = false;
     }
     h = h.flatten(1);

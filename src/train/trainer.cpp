@@ -4,6 +4,7 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include <cmath>
+#include <tuple>
 
 #include "src/core/error.h"
 #include "src/core/runtime.h"
@@ -179,6 +180,7 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
       at::Tensor index = order.slice(0, b * batch_size, std::min(n, (b + 1) * batch_size));
       at::Tensor x = images.index_select(0, index);
       at::Tensor y = device_targets.index_select(0, index);
+      if (batch_source_) std::tie(x, y) = batch_source_(index, epoch);
       at::Generator draw = make_generator(seed_, kAugmentStream, static_cast<uint64_t>(state.step));
       if (augment_) {
         at::NoGradGuard no_grad;

@@ -109,6 +109,11 @@ class Trainer {
     objective_ = std::move(objective);
   }
   void set_test_set(const at::Tensor& images, const at::Tensor& labels);
+  // Replayed batches (FKD-style stored views): the batch at `index` in `epoch` comes from this
+  // function, images and targets, instead of the training tensors; augmentation still applies.
+  using BatchSource =
+      std::function<std::pair<at::Tensor, at::Tensor>(const at::Tensor& index, int64_t epoch)>;
+  void set_batch_source(BatchSource source) { batch_source_ = std::move(source); }
   void set_metrics(io::MetricsLog* metrics) { metrics_ = metrics; }
   void set_checkpoint(const std::string& path) { checkpoint_path_ = path; }
   void set_progress(const std::string& label, bool enabled) {
@@ -146,6 +151,7 @@ class Trainer {
   std::string progress_label_ = "train";
   bool progress_enabled_ = true;
   std::function<void(const TrainState&)> epoch_hook_;
+  BatchSource batch_source_;
 };
 
 }  // namespace distill::train

@@ -535,5 +535,50 @@ TEST(Models, BatchNormModelsNeedTheirBuffers) {
   }
 }
 
+// The norm-input observer (synth/ recovery): one entry per batch-norm layer in forward order; the
+// first is the first convolution's output computed here by hand, the statistics are the buffers
+// as they were before a training-mode pass updated them.
+TEST(Models, NormInputsReportEveryBatchNormLayer) {
+  ModelOptions o;
+  o.norm = "batchnorm";
+  o.width = 4;
+  auto model = make_model(o, 1, 8, 3);
+  auto gen = make_generator(2);
+  at::Tensor params = model->init_params(gen);
+  at::Tensor buffers = model->init_buffers();
+  buffers.uniform_(0.5, 1.5, gen);
+  const at::Tensor before = buffers.clone();
+  at::Tensor x = at::randn({5, 1, 8, 8}, gen);
+  std::vector<NormInput> seen;
+  ForwardArgs args;
+  args.train = true;
+  args.buffers = buffers;
+  args.norm_inputs = &seen;
+  model->forward(x, params, args);
+  ASSERT_EQ(seen.size(), 3u);  // depth 3
+  auto p = Model::unflatten(params, model->param_specs());
+  at::Tensor conv1 = at::conv2d(x, p[0], p[1], {1, 1}, {3, 3});  // one channel: padding 3
+  EXPECT_TRUE(at::allclose(seen[0].input, conv1, 1e-5, 1e-6));
+  auto b = Model::unflatten(before, model->buffer_specs());
+  for (size_t i = 0; i < seen.size(); ++i) {
+    EXPECT_TRUE(at::equal(seen[i].running_mean, b[2 * i]));
+    EXPECT_TRUE(at::equal(seen[i].running_var, b[2 * i + 1]));
+  }
+  EXPECT_FALSE(at::equal(buffers, before));  // the training pass did update them
+  std::vector<NormInput> resnet_seen;
+  auto resnet = make_model(arch_options("resnet18bn"), 1, 8, 3);
+  ForwardArgs resnet_args;
+  resnet_args.buffers = resnet->init_buffers();
+  resnet_args.norm_inputs = &resnet_seen;
+  resnet->forward(at::randn({2, 1, 8, 8}, gen), resnet->init_params(gen), resnet_args);
+  EXPECT_EQ(resnet_seen.size(), 20u);  // stem + 16 in blocks + 3 downsample shortcuts
+  // Instance-norm models report nothing.
+  std::vector<NormInput> none;
+  ForwardArgs plain;
+  plain.norm_inputs = &none;
+  make_model(ModelOptions{}, 1, 8, 3)->forward(x, make_model(ModelOptions{}, 1, 8, 3)->init_params(gen), plain);
+  EXPECT_TRUE(none.empty());
+}
+
 }  // namespace
 }  // namespace distill::models

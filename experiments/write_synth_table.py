@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Writes the committee soft-labeling table into README.md (<!-- table:synth -->).
+
+    experiments/write_synth_table.py RUN_ROOT IPC [IPC ...]
+
+RUN_ROOT is the folder of experiments/fashion_mnist_synth.sh. Rows per IPC: the committee set
+(hard and soft labels), the single-teacher set (soft labels), random real with committee soft
+labels and random real with hard labels; one column per student architecture, last-epoch test
+accuracy as mean ± std over the students (eval's results.json). Committee members' held-out and
+test accuracies go in the caption. Numbers come only from the files.
+"""
+import json
+import pathlib
+import sys
+
+import readme_tables
+
+ROWS = [("eval_hard", "syn.pt", "committee recover, hard labels"),
+        ("eval_soft", "syn.pt", "committee recover + committee soft labels"),
+        ("eval_soft_views", "syn.pt", "committee recover + committee soft labels of stored views (FKD-style)"),
+        ("eval_single_soft", "syn.pt", "single-teacher recover + its soft labels (SRe2L-style)"),
+        ("eval_real_soft", "syn.pt", "random real + committee soft labels"),
+        ("eval_hard", "random-real", "random real, hard labels")]
+
+
+def cell(row):
+    return f"{100 * row['last_mean']:.2f} ± {100 * row['last_std']:.2f}"
+
+
+def main():
+    root, ipcs = pathlib.Path(sys.argv[1]), sys.argv[2:]
+    committee = json.loads((root / "committee" / "results.json").read_text())["members"]
+    members = ", ".join(f"{m['arch']} {100 * m['val_accuracy']:.1f} / {100 * m['test_accuracy']:.1f}"
+                        for m in committee)
+    models, table = [], {}
+    for ipc in ipcs:
+        for folder, set_name, label in ROWS:
+            path = root / f"ipc{ipc}" / folder / "results.json"
+            if not path.exists():
+                continue
+            for r in json.loads(path.read_text())["results"]:
+                if not r["set"].endswith(set_name):
+                    continue
+                if r["model"] not in models:
+                    models.append(r["model"])
+                table.setdefault((ipc, label), {})[r["model"]] = r
+    runs = {r["runs"] for cells in table.values() for r in cells.values()}
+    lines = [f"Committee soft-labeling on Fashion-MNIST (`experiments/fashion_mnist_synth.sh`): "
+             f"committee members (held-out / test accuracy %): {members}; last-epoch test accuracy "
+             f"% of {'/'.join(map(str, sorted(runs)))} students per cell (mean ± std):", "",
+             "| IPC | set | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
+    for ipc in ipcs:
+        for _, _, label in ROWS:
+            cells = table.get((ipc, label))
+            if cells:
+                lines.append(f"| {ipc} | {label} | " +
+                             " | ".join(cell(cells[m]) if m in cells else "—" for m in models) + " |")
+    readme_tables.write_block("synth", lines)
+
+
+if __name__ == "__main__":
+    main()

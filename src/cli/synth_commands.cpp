@@ -1,0 +1,164 @@
+// `distill committee train` (teachers of several families and their held-out accuracies) and
+// `distill synth recover|relabel` (committee soft-labeling, synth/).
+#include <ATen/ATen.h>
+
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "src/cli/command.h"
+#include "src/core/error.h"
+#include "src/data/dataset.h"
+#include "src/eval/synthetic_set.h"
+#include "src/io/atomic_file.h"
+#include "synth/committee.h"
+#include "synth/recover.h"
+
+namespace distill::cli {
+namespace {
+
+struct CommitteeCommandOptions {
+  static constexpr bool kHasPresets = false;
+  config::RunOptions run;
+  data::DataOptions data;
+  synth::CommitteeOptions committee;
+  void visit(config::Visitor& v) {
+    v.section("run", run);
+    v.section("data", data);
+    v.section("committee", committee);
+  }
+};
+
+void run_committee(CommitteeCommandOptions& o, const Invocation& invocation) {
+  const std::string usage = "usage: distill committee train [--set committee.members=[...]]";
+  if (invocation.positional.size() != 1 || invocation.positional[0] != "train") {
+    throw Error(usage);
+  }
+  if (o.committee.members.empty()) throw Error("committee.members: committee of size 0");
+  RunContext run = start_run(o.run, config::dump(o));
+  auto [train_set, test_set, norm] = data::load_normalized(o.data);
+  synth::CommitteeManifest manifest = synth::train_committee(
+      o.committee, train_set, test_set, norm, o.data.name, run.seed, run.out, invocation.resume,
+      run.progress, run.device, save_model_file);
+  nlohmann::json results = nlohmann::json::array();
+  for (const auto& m : manifest.members) {
+    results.push_back({{"arch", m.model.arch},
+                       {"val_accuracy", m.val_accuracy},
+                       {"test_accuracy", m.test_accuracy},
+                       {"checkpoint", m.checkpoint}});
+  }
+  io::write_file_atomic(run.out + "/results.json",
+                        nlohmann::json{{"members", results}}.dump(2) + "\n");
+  std::cout << "committee of " << manifest.members.size() << ": " << run.out
+            << "/committee.toml\n";
+}
+
+struct SynthCommandOptions {
+  static constexpr bool kHasPresets = false;
+  config::RunOptions run;
+  data::DataOptions data;
+  synth::SynthOptions synth;
+  void visit(config::Visitor& v) {
+    v.section("run", run);
+    v.section("data", data);
+    v.section("synth", synth);
+  }
+};
+
+void run_recover(SynthCommandOptions& o, const Invocation& invocation) {
+  auto [train_set, test_set, norm] = data::load_normalized(o.data);
+  RunContext run = start_run(o.run, config::dump(o));
+  // Committee, draw, IPC: all checked before the first step.
+  std::vector<synth::Member> committee =
+      synth::load_committee(o.synth.committee, train_set.channels(), train_set.height(),
+                            train_set.num_classes, run.device);
+  synth::check_recover_options(o.synth, static_cast<int64_t>(committee.size()), train_set);
+  synth::check_normalization(o.synth.committee, norm.mean, norm.std,
+                             norm.zca ? norm.zca->eps() : 0.0, "the data (data.*)");
+  std::cerr << "distill synth recover: " << o.synth.recover.ipc << " images per class, committee of "
+            << committee.size() << " (" << o.synth.draw << " drawn per step), "
+            << o.synth.recover.iterations << " steps per batch\n";
+  eval::SyntheticSet set = synth::recover_images(o.synth, committee, train_set, norm, o.data.name,
+                                                 run.seed, run.out, invocation.resume,
+                                                 run.progress, run.device);
+  std::cout << "recovered set: " << run.out << "/syn.pt (" << set.images.size(0)
+            << " images, hard labels; `distill synth relabel` adds soft labels), grid: "
+            << run.out << "/grid.png\n";
+  std::cout << "report: " << refresh_run_report(run.out) << "\n";
+}
+
+void run_relabel(SynthCommandOptions& o, const Invocation&) {
+  if (o.synth.relabel.syn.empty()) {
+    throw Error("synth.relabel.syn is empty: name the set to relabel (--syn runs/x/syn.pt)");
+  }
+  if (o.synth.relabel.views < 0) {
+    throw Error("synth.relabel.views must be >= 0, found " + std::to_string(o.synth.relabel.views));
+  }
+  if (!(o.synth.relabel.T > 0)) {
+    throw Error("synth.relabel.T must be > 0, found " + std::to_string(o.synth.relabel.T));
+  }
+  eval::SyntheticSet set = eval::load_synthetic_set(o.synth.relabel.syn);
+  RunContext run = start_run(o.run, config::dump(o));
+  std::vector<synth::Member> committee = synth::load_committee(
+      o.synth.committee, set.images.size(1), set.images.size(2), set.num_classes, run.device);
+  synth::check_normalization(o.synth.committee, set.mean, set.std, set.zca_eps,
+                             "'" + o.synth.relabel.syn + "'");
+  const at::Tensor classes = set.class_ids();
+  at::Tensor soft = synth::committee_soft_labels(committee, set.images.to(run.device),
+                                                 o.synth.temperature, o.synth.relabel.T)
+                        .cpu();
+  set.labels = soft;
+  if (o.synth.relabel.views > 0) {
+    synth::add_replay_views(set, committee, o.synth.relabel, o.synth.temperature, run.seed,
+                            run.device);
+  } else {
+    set.view_boxes = at::Tensor();  // views of the source set belong to its old labels
+    set.view_labels = at::Tensor();
+  }
+  set.method = (set.method.empty() ? std::string("set") : set.method) + "+committee-relabel";
+  eval::save_synthetic_set(run.out + "/syn.pt", set);
+  nlohmann::json results;
+  results["source"] = o.synth.relabel.syn;
+  results["T"] = o.synth.relabel.T;
+  results["images"] = set.images.size(0);
+  results["views"] = o.synth.relabel.views;
+  // How often the committee's vote agrees with the class the image stands for.
+  results["agreement"] = soft.argmax(1).eq(classes.cpu()).to(at::kFloat).mean().item<double>();
+  results["mean_max_probability"] = std::get<0>(soft.max(1)).mean().item<double>();
+  io::write_file_atomic(run.out + "/results.json", results.dump(2) + "\n");
+  std::cout << "relabeled set: " << run.out << "/syn.pt (" << set.images.size(0)
+            << " images, soft labels at T = " << o.synth.relabel.T
+            << "; evaluate with --set eval.train.label_temperature=" << o.synth.relabel.T
+            << "), committee agrees with the image's class on "
+            << 100.0 * results["agreement"].get<double>() << " %\n";
+}
+
+void run_synth(SynthCommandOptions& o, const Invocation& invocation) {
+  const std::string usage = "usage: distill synth recover|relabel [--committee FILE] [...]";
+  if (invocation.positional.size() != 1) throw Error(usage);
+  const std::string& which = invocation.positional[0];
+  if (which == "recover") return run_recover(o, invocation);
+  if (which == "relabel") return run_relabel(o, invocation);
+  throw Error("unknown synth step '" + which + "'; " + usage);
+}
+
+}  // namespace
+
+Command committee_command() {
+  return make_command<CommitteeCommandOptions>(
+      "committee", "train a committee of teachers of several families (committee.toml)",
+      "distill committee train --out runs/committee", {}, run_committee);
+}
+
+Command synth_command() {
+  return make_command<SynthCommandOptions>(
+      "synth", "committee soft-labeling: recover images, relabel any set by committee vote",
+      "distill synth recover --committee runs/committee/committee.toml --ipc 10 --out runs/syn",
+      {{"committee", "synth.committee"},
+       {"ipc", "synth.recover.ipc"},
+       {"iterations", "synth.recover.iterations"},
+       {"draw", "synth.draw"},
+       {"syn", "synth.relabel.syn"}},
+      run_synth);
+}
+
+}  // namespace distill::cli

@@ -1,0 +1,123 @@
+#pragma once
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <string>
+#include <vector>
+
+#include "src/config/options.h"
+#include "src/data/dataset.h"
+#include "src/eval/synthetic_set.h"
+#include "synth/committee.h"
+
+namespace distill::synth {
+
+// Recovery (SRe2L's "recover" with CV-DD's committee): optimise synthetic images so that the
+// members drawn at each step classify them as their class and their statistics match.
+struct RecoverOptions {
+  int64_t ipc = 10;
+  int64_t iterations = 1000;
+  int64_t batch_ipc = 0;  // images per class optimised together (0 = all)
+  std::string init = "noise";
+  double lr = 0.1;
+  double beta1 = 0.5;  // SRe2L's Adam betas
+  double beta2 = 0.9;
+  double statistics_weight = 0.01;
+  double first_multiplier = 10.0;
+  double crop_min_scale = 0.5;
+  bool flip = true;
+  int64_t checkpoint_every = 100;
+  int64_t log_every = 10;
+
+  void visit(config::Visitor& v) {
+    v.field("ipc", ipc, "synthetic images per class");
+    v.field("iterations", iterations, "optimisation steps per batch of images");
+    v.field("batch_ipc", batch_ipc,
+            "images per class optimised together (a class-balanced batch; 0 = all at once)");
+    v.choice("init", init, "initial images: noise (N(0,1) in normalized space) or real "
+             "(class-balanced random real images)", {"noise", "real"});
+    v.field("lr", lr, "Adam learning rate on the (normalized) pixels, cosine-decayed to 0");
+    v.field("beta1", beta1, "Adam first-moment decay (SRe2L: 0.5)");
+    v.field("beta2", beta2, "Adam second-moment decay (SRe2L: 0.9)");
+    v.field("statistics_weight", statistics_weight,
+            "weight of the statistics term (BN running statistics, or real feature statistics)");
+    v.field("first_multiplier", first_multiplier, "extra weight of the first layer's statistics");
+    v.field("crop_min_scale", crop_min_scale,
+            "random-resized-crop: smallest area fraction (1 = no crop)");
+    v.field("flip", flip, "random horizontal flip between steps");
+    v.field("checkpoint_every", checkpoint_every, "steps between checkpoints (0 = only per batch)");
+    v.field("log_every", log_every, "steps between metrics.jsonl lines");
+  }
+};
+
+struct RelabelOptions {
+  std::string syn;
+  double T = 4.0;
+  int64_t views = 0;
+  double view_min_scale = 0.5;
+  bool view_flip = true;
+
+  void visit(config::Visitor& v) {
+    v.field("syn", syn, "set to relabel (.pt from synth recover, mtt or subset)");
+    v.field("T", T, "temperature of the members' softened outputs; evaluate with "
+            "eval.train.label_temperature set to the same value");
+    v.field("views", views,
+            "FKD-style: also store this many random-resized-crop + flip views per image with the "
+            "committee's soft label of each; `distill eval` then trains epoch e on view e % views "
+            "(instead of eval.augment). 0 = off");
+    v.field("view_min_scale", view_min_scale, "views: smallest crop area fraction");
+    v.field("view_flip", view_flip, "views: random horizontal flips");
+  }
+};
+
+// Everything `distill synth recover|relabel` reads besides run/data.
+struct SynthOptions {
+  std::string committee = "runs/committee/committee.toml";
+  int64_t draw = 2;
+  double temperature = 0.05;
+  RecoverOptions recover;
+  RelabelOptions relabel;
+
+  void visit(config::Visitor& v) {
+    v.field("committee", committee, "committee manifest written by `distill committee train`");
+    v.field("draw", draw, "recover: members drawn at random per step");
+    v.field("temperature", temperature,
+            "voting weights softmax(val_accuracy / temperature), accuracies as fractions");
+    v.section("recover", recover);
+    v.section("relabel", relabel);
+  }
+};
+
+// Same batch-wide random-resized crop (area in [min_scale, 1], aspect in [3/4, 4/3], resized back
+// bilinearly) and, with `flip`, a horizontal flip with probability 1/2; differentiable in x.
+at::Tensor random_resized_crop_flip(const at::Tensor& x, double min_scale, bool flip,
+                                    at::Generator& generator);
+
+// One crop box (top, left, height, width, flip) drawn like random_resized_crop_flip's.
+std::array<int64_t, 5> draw_crop_box(int64_t height, int64_t width, double min_scale, bool flip,
+                                     at::Generator& generator);
+
+// FKD-style stored views: `views` boxes per image (image i draws from its own generator) and the
+// committee's soft labels of each view, into set.view_boxes / set.view_labels.
+void add_replay_views(eval::SyntheticSet& set, const std::vector<Member>& committee,
+                      const RelabelOptions& options, double weight_temperature, uint64_t seed,
+                      c10::Device device);
+
+// Checks the recover settings against the committee and data (before any work).
+void check_recover_options(const SynthOptions& options, int64_t committee_size,
+                           const data::Dataset& train);
+
+// Runs recovery; writes out/checkpoint.pt, metrics.jsonl, syn.pt (hard labels), grid.png and
+// results.json. With `resume`, continues from out/checkpoint.pt.
+eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector<Member>& committee,
+                                  const data::Dataset& train, const data::Normalization& norm,
+                                  const std::string& dataset_name, uint64_t seed,
+                                  const std::string& out, bool resume, bool progress,
+                                  c10::Device device);
+
+// The committee's weighted soft labels for `images` (all members, weights softmax(acc/temp)).
+at::Tensor committee_soft_labels(const std::vector<Member>& committee, const at::Tensor& images,
+                                 double weight_temperature, double T, int64_t batch_size = 256);
+
+}  // namespace distill::synth
