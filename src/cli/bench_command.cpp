@@ -251,6 +251,7 @@ void run_bench(BenchCommandOptions& o, const Invocation& invocation) {
     throw Error("unknown benchmark '" + which + "'; " + usage);
   }
   RunContext run = start_run(o.run, config::dump(o));
+  require_single_process(run, "bench");
   if (which == "mtt") {
     run_bench_mtt(o, run);
     return;
