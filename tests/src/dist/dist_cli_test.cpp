@@ -102,6 +102,31 @@ TEST(DistCli, DataParallelTrainMatchesOneProcess) {
   EXPECT_TRUE(fs::exists(dir.file("two/checkpoint.pt")));
 }
 
+// The launcher the README documents: Debian's torchrun (1.13: underscore flags; `-r 1 -t 1`
+// works around its Python 3.11 failure on the default --redirects/--tee "0"). Its agent hosts the
+// TCPStore (TORCHELASTIC_USE_AGENT_STORE=True), so every rank is a store client.
+TEST(DistCli, TorchrunLaunchesDataParallelTrain) {
+  if (!fs::exists("/usr/bin/torchrun")) {
+    GTEST_SKIP() << "no /usr/bin/torchrun (Debian python3-torch; tests/run.sh installs it)";
+  }
+  TempDir dir;
+  const std::string data = write_tiny_dataset(dir);
+  const std::string args = "train --epochs 1 " + tiny_flags(data) +
+                           "--set model.width=8 --set model.depth=1 --set train.batch_size=25 ";
+  CommandResult single = distill_cli(args + "--out " + dir.file("one"));
+  ASSERT_EQ(single.exit_code, 0) << single.output;
+  CommandResult launched = run_command(
+      "cd " + dir.path() + " && timeout 300 /usr/bin/torchrun --nproc_per_node=2 --master_port=" +
+      std::to_string(free_port()) + " -r 1 -t 1 --no_python " + distill_binary() + " " + args +
+      "--out " + dir.file("two") + " 2>&1");
+  ASSERT_EQ(launched.exit_code, 0) << launched.output;
+  EXPECT_TRUE(contains(launched.output, "2 processes (gloo)")) << launched.output;
+  at::Tensor one = io::get_tensor(io::load_dict(dir.file("one/model.pt")), "params", "one");
+  at::Tensor two = io::get_tensor(io::load_dict(dir.file("two/model.pt")), "params", "two");
+  EXPECT_TRUE(at::allclose(one, two, 1e-4, 1e-5))
+      << "max |diff| " << (one - two).abs().max().item<double>();
+}
+
 TEST(DistCli, CommandsWithoutMultiProcessSupportRefuse) {
   TempDir dir;
   const std::string data = write_tiny_dataset(dir);
