@@ -66,7 +66,9 @@ void train_experts(const ExpertOptions& options, const data::Dataset& train,
   auto model = models::make_model(options.model, train.channels(), train.height(), train.num_classes);
   train::AugmentFn augment = train::make_augment(options.augment, train.height());
   std::optional<io::MetricsLog> metrics;  // rank 0 writes the shared files
-  if (ranks.is_main()) metrics.emplace(folder + "/metrics.jsonl", std::optional<int64_t>(INT64_MAX));
+  if (ranks.is_main()) {
+    metrics.emplace(folder + "/metrics.jsonl", std::optional<int64_t>(INT64_MAX));
+  }
   std::vector<double> logged_elsewhere;  // (k, test accuracy, train loss) of this rank's experts
   train::TrainOptions train_options = options.train;
   train_options.checkpoint_every = 1;  // an interrupted expert continues from its last epoch
@@ -112,8 +114,9 @@ void train_experts(const ExpertOptions& options, const data::Dataset& train,
                        {"test_accuracy", result["test_accuracy"]},
                        {"train_loss", result["train_loss"]}});
     } else {
-      logged_elsewhere.insert(logged_elsewhere.end(), {static_cast<double>(k),
-                                                       result["test_accuracy"], result["train_loss"]});
+      logged_elsewhere.insert(
+          logged_elsewhere.end(),
+          {static_cast<double>(k), result["test_accuracy"], result["train_loss"]});
     }
     std::cerr << "expert " << k << ": test accuracy " << 100 * result["test_accuracy"] << " %"
               << (ranks.distributed() ? " (rank " + std::to_string(ranks.rank()) + ")" : "")
@@ -126,9 +129,9 @@ void train_experts(const ExpertOptions& options, const data::Dataset& train,
     if (!ranks.is_main()) return;
     for (const auto& lines : gathered) {
       for (size_t i = 0; i + 2 < lines.size(); i += 3) {
-        metrics->log(static_cast<int64_t>(lines[i]), {{"expert", lines[i]},
-                                                       {"test_accuracy", lines[i + 1]},
-                                                       {"train_loss", lines[i + 2]}});
+        metrics->log(
+            static_cast<int64_t>(lines[i]),
+            {{"expert", lines[i]}, {"test_accuracy", lines[i + 1]}, {"train_loss", lines[i + 2]}});
       }
     }
   }

@@ -18,7 +18,8 @@ RunContext start_run(const config::RunOptions& run, const std::string& effective
   context.device = resolve_device(run.device);
   // One GPU per rank on a multi-GPU node: "cuda" means the rank's own, cuda:LOCAL_RANK.
   if (context.device.is_cuda() && !context.device.has_index() && context.group->distributed()) {
-    context.device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(context.group->local_rank()));
+    context.device =
+        c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(context.group->local_rank()));
   }
   set_threads(run.threads);
   context.out = run.out;

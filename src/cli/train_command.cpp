@@ -45,9 +45,11 @@ void run_train(TrainCommandOptions& o, const Invocation& invocation) {
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   auto model = models::make_model(o.model, train_set.channels(), train_set.height(),
                                   train_set.num_classes);
-  if (run.rank == 0) std::cerr << "distill train: " << model->arch() << " (" << model->num_params() << " parameters) on "
-            << train_set.size() << " images, " << o.train.epochs << " epochs, device "
-            << run.device.str() << "\n";
+  if (run.rank == 0) {
+    std::cerr << "distill train: " << model->arch() << " (" << model->num_params()
+              << " parameters) on " << train_set.size() << " images, " << o.train.epochs
+              << " epochs, device " << run.device.str() << "\n";
+  }
   train::Trainer trainer(*model, o.train, run.seed);
   trainer.set_augment(train::make_augment(o.augment, train_set.height()));
   trainer.set_test_set(test_set.images.to(run.device), test_set.labels.to(run.device));

@@ -1,14 +1,14 @@
 #include "src/dist/process_group.h"
 
 #include <ATen/ATen.h>
-#include <torch/csrc/distributed/c10d/FileStore.hpp>
-#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <torch/csrc/distributed/c10d/FileStore.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "src/core/error.h"
 
@@ -34,7 +34,8 @@ int64_t parse_int(const char* name, const char* text) {
 std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
 
 std::string what_of(const std::exception& e) {
-  if (auto* c10 = dynamic_cast<const c10::Error*>(&e)) return first_line(c10->what_without_backtrace());
+  if (auto* c10 = dynamic_cast<const c10::Error*>(&e))
+    return first_line(c10->what_without_backtrace());
   return first_line(e.what());
 }
 
@@ -78,7 +79,8 @@ LaunchEnv read_launch_env(const GetEnv& getenv_fn) {
                   ": expected a TCP port 1..65535");
     }
   }
-  if (const char* agent = get("TORCHELASTIC_USE_AGENT_STORE"); agent && std::string(agent) == "True") {
+  if (const char* agent = get("TORCHELASTIC_USE_AGENT_STORE");
+      agent && std::string(agent) == "True") {
     env.agent_store = true;
     if (const char* restarts = get("TORCHELASTIC_RESTART_COUNT"); restarts && *restarts) {
       env.restart_count = parse_int("TORCHELASTIC_RESTART_COUNT", restarts);
@@ -98,10 +100,10 @@ struct ProcessGroup::Impl {
     try {
       fn();
     } catch (const std::exception& e) {
-      throw RuntimeFailure(where + ": " + op + " failed: " + what_of(e) +
-                           " (another rank died, or did not reach the same " + op + " within " +
-                           "run.dist.timeout_s = " + std::to_string(static_cast<int64_t>(timeout_s)) +
-                           " s)");
+      throw RuntimeFailure(
+          where + ": " + op + " failed: " + what_of(e) +
+          " (another rank died, or did not reach the same " + op + " within " +
+          "run.dist.timeout_s = " + std::to_string(static_cast<int64_t>(timeout_s)) + " s)");
     }
   }
 };
@@ -122,8 +124,9 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const config::DistOptions& op
   }
   if (options.backend == "nccl") {
     // Debian's LibTorch (what this is built and tested with) has no CUDA, hence no NCCL.
-    throw Error("run.dist.backend = \"nccl\": this build of distill has only the gloo backend "
-                "(its LibTorch has no NCCL); use run.dist.backend = \"gloo\" or \"auto\"");
+    throw Error(
+        "run.dist.backend = \"nccl\": this build of distill has only the gloo backend "
+        "(its LibTorch has no NCCL); use run.dist.backend = \"gloo\" or \"auto\"");
   }
   if (options.backend != "auto" && options.backend != "gloo") {
     throw Error("run.dist.backend: unknown backend '" + options.backend + "' (auto, gloo, nccl)");
@@ -136,15 +139,15 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const config::DistOptions& op
   Impl& impl = *group->impl_;
   impl.where = "rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size);
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(options.timeout_s * 1000));
-  const std::string endpoint = options.store == "file"
-                                   ? "file store '" + options.store_path + "'"
-                                   : "TCP store " + env.master_addr + ":" +
-                                         std::to_string(env.master_port);
+  const std::string endpoint = options.store == "file" ? "file store '" + options.store_path + "'"
+                                                       : "TCP store " + env.master_addr + ":" +
+                                                             std::to_string(env.master_port);
   try {
     if (options.store == "file") {
       if (options.store_path.empty()) {
-        throw Error("run.dist.store = \"file\" needs run.dist.store_path (a fresh file every rank "
-                    "can reach)");
+        throw Error(
+            "run.dist.store = \"file\" needs run.dist.store_path (a fresh file every rank "
+            "can reach)");
       }
       impl.store = c10::make_intrusive<c10d::FileStore>(options.store_path,
                                                         static_cast<int>(env.world_size));
@@ -181,10 +184,10 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const config::DistOptions& op
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
-    throw RuntimeFailure(impl.where + ": could not join the job through the " + endpoint +
-                         " within run.dist.timeout_s = " +
-                         std::to_string(static_cast<int64_t>(options.timeout_s)) +
-                         " s: " + what_of(e));
+    throw RuntimeFailure(
+        impl.where + ": could not join the job through the " + endpoint +
+        " within run.dist.timeout_s = " + std::to_string(static_cast<int64_t>(options.timeout_s)) +
+        " s: " + what_of(e));
   }
   return group;
 }

@@ -265,9 +265,9 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
                                              : at::zeros_like(state.aux));
         }
         if (state.buffers.numel() > 0) parts.push_back(state.buffers.reshape(-1) * n_r);
-        parts.push_back(at::tensor({loss_value * n_r, n_r, static_cast<double>(batch_correct),
-                                    stop ? 1.0 : 0.0},
-                                   state.params.options()));
+        parts.push_back(at::tensor(
+            {loss_value * n_r, n_r, static_cast<double>(batch_correct), stop ? 1.0 : 0.0},
+            state.params.options()));
         at::Tensor flat = at::cat(parts);
         group_->all_reduce(flat, dist::Reduce::kSum);
         const int64_t tail = flat.numel() - 4;
@@ -282,9 +282,8 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
         }
         if (state.buffers.numel() > 0) {
           at::NoGradGuard no_grad;
-          state.buffers.copy_(flat.narrow(0, offset, state.buffers.numel())
-                                  .div(total)
-                                  .view(state.buffers.sizes()));
+          state.buffers.copy_(
+              flat.narrow(0, offset, state.buffers.numel()).div(total).view(state.buffers.sizes()));
         }
         loss_value = book[0].item<double>() / total;
         batch_count = static_cast<int64_t>(std::llround(total));

@@ -21,8 +21,7 @@ void run_two_ranks(const TempDir& dir, const std::string& args) {
   std::vector<Rank> ranks;
   for (int r = 0; r < 2; ++r) {
     ranks.push_back(start_rank({"/bin/sh", "-c", "exec " + distill_binary() + " " + args}, r, 2,
-                               port, dir.file("rank" + std::to_string(r) + ".log"),
-                               {}));
+                               port, dir.file("rank" + std::to_string(r) + ".log"), {}));
   }
   wait_ranks(ranks, 300);
   for (const auto& r : ranks) {
@@ -51,9 +50,9 @@ TEST(DistCli, ShardedExpertsAreTheSingleProcessFiles) {
   ASSERT_EQ(single.exit_code, 0) << single.output;
   run_two_ranks(dir, args + "--out " + dir.file("two"));
   const auto names = pt_files(dir.file("one"));
-  EXPECT_EQ(names, (std::vector<std::string>{"expert_00000.pt", "expert_00001.pt",
-                                             "expert_00002.pt", "replay_buffer_0.pt",
-                                             "replay_buffer_1.pt"}));
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"expert_00000.pt", "expert_00001.pt", "expert_00002.pt",
+                                      "replay_buffer_0.pt", "replay_buffer_1.pt"}));
   EXPECT_EQ(pt_files(dir.file("two")), names);
   for (const auto& name : names) {
     EXPECT_EQ(read_text(dir.file("one/" + name)), read_text(dir.file("two/" + name)))
@@ -71,7 +70,8 @@ TEST(DistCli, ShardedExpertsAreTheSingleProcessFiles) {
 TEST(DistCli, SpreadStudentsScoreAsOneProcess) {
   TempDir dir;
   const std::string data = write_tiny_dataset(dir);
-  CommandResult subset = distill_cli("subset --ipc 2 " + tiny_flags(data) + "--out " + dir.file("s"));
+  CommandResult subset =
+      distill_cli("subset --ipc 2 " + tiny_flags(data) + "--out " + dir.file("s"));
   ASSERT_EQ(subset.exit_code, 0) << subset.output;
   // 3 students per set: runs 0 and 2 on rank 0, run 1 on rank 1.
   const std::string args = "eval --syn " + dir.file("s/syn.pt") + " --runs 3 --epochs 3 " +
@@ -84,7 +84,8 @@ TEST(DistCli, SpreadStudentsScoreAsOneProcess) {
   ASSERT_EQ(one["results"].size(), 2u);  // the set and random-real
   EXPECT_EQ(one["results"], two["results"]);
   EXPECT_TRUE(contains(read_text(dir.file("rank0.log")), "random-real"));
-  EXPECT_FALSE(contains(read_text(dir.file("rank1.log")), "results:")) << "rank 1 printed the table";
+  EXPECT_FALSE(contains(read_text(dir.file("rank1.log")), "results:"))
+      << "rank 1 printed the table";
 }
 
 TEST(DistCli, DataParallelTrainMatchesOneProcess) {
@@ -135,8 +136,9 @@ TEST(DistCli, CommandsWithoutMultiProcessSupportRefuse) {
   // after joining, so start both ranks.
   std::vector<Rank> ranks;
   for (int r = 0; r < 2; ++r) {
-    ranks.push_back(start_rank({"/bin/sh", "-c", "exec " + distill_binary() + " subset --ipc 1 " +
-                                                     tiny_flags(data) + "--out " + dir.file("s")},
+    ranks.push_back(start_rank({"/bin/sh", "-c",
+                                "exec " + distill_binary() + " subset --ipc 1 " + tiny_flags(data) +
+                                    "--out " + dir.file("s")},
                                r, 2, port, dir.file("rank" + std::to_string(r) + ".log")));
   }
   wait_ranks(ranks, 120);

@@ -49,8 +49,8 @@ inline Rank start_rank(const std::vector<std::string>& argv, int rank, int world
   if (pid == 0) {
     std::vector<std::string> env = {"RANK=" + std::to_string(rank),
                                     "WORLD_SIZE=" + std::to_string(world),
-                                    "LOCAL_RANK=" + std::to_string(rank),
-                                    "MASTER_ADDR=127.0.0.1", "MASTER_PORT=" + std::to_string(port)};
+                                    "LOCAL_RANK=" + std::to_string(rank), "MASTER_ADDR=127.0.0.1",
+                                    "MASTER_PORT=" + std::to_string(port)};
     env.insert(env.end(), extra_env.begin(), extra_env.end());
     for (const auto& e : env) ::putenv(::strdup(e.c_str()));
     FILE* out = std::freopen(log.c_str(), "w", stdout);

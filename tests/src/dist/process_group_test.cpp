@@ -92,12 +92,14 @@ TEST(ProcessGroup, BadOptionsAreErrorsBeforeAnyNetworking) {
   env.world_size = 2;
   config::DistOptions options;
   options.backend = "nccl";
-  EXPECT_NE(error_of([&] { ProcessGroup::create(options, env); }).find("run.dist.backend = \"nccl\""),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { ProcessGroup::create(options, env); }).find("run.dist.backend = \"nccl\""),
+      std::string::npos);
   options = {};
   options.timeout_s = 0;
-  EXPECT_NE(error_of([&] { ProcessGroup::create(options, env); }).find("run.dist.timeout_s must be > 0"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { ProcessGroup::create(options, env); }).find("run.dist.timeout_s must be > 0"),
+      std::string::npos);
   options = {};
   options.store = "file";
   EXPECT_NE(error_of([&] { ProcessGroup::create(options, env); }).find("run.dist.store_path"),
@@ -151,8 +153,8 @@ TEST(DistWorker, Collectives) {
 TEST(DistWorker, AllReduceLoop) {
   if (!is_worker()) GTEST_SKIP() << "runs as a child process of TwoProcesses.*";
   auto group = ProcessGroup::from_environment(worker_options());
-  const std::string ready = std::string(std::getenv("DISTILL_TEST_READY")) + "_" +
-                            std::to_string(group->rank());
+  const std::string ready =
+      std::string(std::getenv("DISTILL_TEST_READY")) + "_" + std::to_string(group->rank());
   for (int64_t i = 0;; ++i) {
     at::Tensor t = at::ones({1000});
     group->all_reduce(t);
@@ -173,9 +175,9 @@ std::vector<Rank> launch_workers(const std::string& test, const testing::TempDir
   for (int r = 0; r < 2; ++r) {
     std::vector<std::string> vars = {"DISTILL_DIST_WORKER=1"};
     vars.insert(vars.end(), env.begin(), env.end());
-    ranks.push_back(testing::start_rank({testing::self_binary(), "--gtest_filter=DistWorker." + test},
-                                        r, 2, port, dir.file("rank" + std::to_string(r) + ".log"),
-                                        vars));
+    ranks.push_back(
+        testing::start_rank({testing::self_binary(), "--gtest_filter=DistWorker." + test}, r, 2,
+                            port, dir.file("rank" + std::to_string(r) + ".log"), vars));
   }
   return ranks;
 }
@@ -191,8 +193,9 @@ TEST(TwoProcesses, CollectivesOverTcpStore) {
 
 TEST(TwoProcesses, CollectivesOverFileStore) {
   testing::TempDir dir;
-  auto ranks = launch_workers("Collectives", dir,
-                              {"DISTILL_TEST_TIMEOUT=60", "DISTILL_TEST_FILE_STORE=" + dir.file("store")});
+  auto ranks =
+      launch_workers("Collectives", dir,
+                     {"DISTILL_TEST_TIMEOUT=60", "DISTILL_TEST_FILE_STORE=" + dir.file("store")});
   testing::wait_ranks(ranks, 120);
   for (const auto& r : ranks) {
     EXPECT_EQ(r.exit_code, 0) << testing::read_text(r.log);
@@ -202,8 +205,10 @@ TEST(TwoProcesses, CollectivesOverFileStore) {
 // Waits for both ranks' ready files (the group is up and one all-reduce went through).
 bool wait_ready(const testing::TempDir& dir, double seconds) {
   auto start = std::chrono::steady_clock::now();
-  while (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < seconds) {
-    if (std::filesystem::exists(dir.file("ready_0")) && std::filesystem::exists(dir.file("ready_1"))) {
+  while (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() <
+         seconds) {
+    if (std::filesystem::exists(dir.file("ready_0")) &&
+        std::filesystem::exists(dir.file("ready_1"))) {
       return true;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -213,9 +218,10 @@ bool wait_ready(const testing::TempDir& dir, double seconds) {
 
 TEST(TwoProcesses, KilledRankMakesTheOtherFailWithAClearError) {
   testing::TempDir dir;
-  auto ranks = launch_workers("AllReduceLoop", dir,
-                              {"DISTILL_TEST_TIMEOUT=20", "DISTILL_TEST_READY=" + dir.file("ready")});
-  ASSERT_TRUE(wait_ready(dir, 60)) << testing::read_text(ranks[0].log) << testing::read_text(ranks[1].log);
+  auto ranks = launch_workers(
+      "AllReduceLoop", dir, {"DISTILL_TEST_TIMEOUT=20", "DISTILL_TEST_READY=" + dir.file("ready")});
+  ASSERT_TRUE(wait_ready(dir, 60))
+      << testing::read_text(ranks[0].log) << testing::read_text(ranks[1].log);
   ::kill(ranks[1].pid, SIGKILL);
   // The survivor must stop on its own, well within the 20 s collective timeout plus start-up.
   double waited = testing::wait_ranks(ranks, 45);
@@ -227,9 +233,9 @@ TEST(TwoProcesses, KilledRankMakesTheOtherFailWithAClearError) {
 
 TEST(TwoProcesses, HungRankMakesTheOtherFailAfterTheTimeout) {
   testing::TempDir dir;
-  auto ranks = launch_workers("AllReduceLoop", dir,
-                              {"DISTILL_TEST_TIMEOUT=3", "DISTILL_TEST_HANG=1",
-                               "DISTILL_TEST_READY=" + dir.file("ready")});
+  auto ranks = launch_workers(
+      "AllReduceLoop", dir,
+      {"DISTILL_TEST_TIMEOUT=3", "DISTILL_TEST_HANG=1", "DISTILL_TEST_READY=" + dir.file("ready")});
   ASSERT_TRUE(wait_ready(dir, 60)) << testing::read_text(ranks[0].log);
   std::vector<Rank> first = {ranks[0]};
   double waited = testing::wait_ranks(first, 30);
