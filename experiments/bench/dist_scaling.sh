@@ -7,7 +7,8 @@
 #   2p x 1t  two processes, one thread each (data-parallel)
 #   1p x 2t  one process, two threads    (what the same 2 cores give without c10d)
 # scaling efficiency = ips(2p x 1t) / (2 ips(1p x 1t)), and the bytes all-reduced per step (the
-# Trainer's one flat tensor: gradient + running statistics + 4 bookkeeping floats, float32).
+# Trainer's one flat tensor: gradient + running statistics + 4 bookkeeping floats, float32) and
+# the seconds rank 0 spent in those all-reduces during the epoch (including waiting for rank 1).
 # Other jobs sharing the cores skew the figures: the load average is recorded beside them.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -34,10 +35,13 @@ python3 - "$out" "$limit" "$batch" <<'EOF'
 import json, os, sys
 out, limit, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 
-def epoch_seconds(run):
+def epoch_lines(run):
     lines = [json.loads(l) for l in open(os.path.join(out, run, "metrics.jsonl")) if l.strip()]
-    t = {int(l["epoch"]): l["time_s"] for l in lines if "epoch" in l}
-    return t[2] - t[1]
+    return {int(l["epoch"]): l for l in lines if "epoch" in l}
+
+def epoch_seconds(run):
+    e = epoch_lines(run)
+    return e[2]["time_s"] - e[1]["time_s"]
 
 def params(log):
     for line in open(os.path.join(out, log)):
@@ -61,6 +65,8 @@ result = {
     "allreduce_payload_bytes_per_step": payload,
     "ring_allreduce_bytes_sent_per_rank_per_step_2p": payload,  # 2 (W-1)/W x payload, W = 2
     "steps_per_epoch": steps,
+    "allreduce_seconds_in_epoch_2p": round(epoch_lines("p2t1")[2]["allreduce_s"], 3),
+    "epoch_seconds_2p": round(epoch_seconds("p2t1"), 3),
     "load_average_1min_at_end": os.getloadavg()[0],
     "cores": os.cpu_count(),
 }

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <chrono>
 #include <cmath>
 
 #include "src/core/error.h"
@@ -182,6 +183,7 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
     at::Generator shuffle = make_generator(seed_, kShuffleStream, static_cast<uint64_t>(epoch));
     at::Tensor order = at::randperm(n, shuffle, at::kLong).to(images.device());
     double loss_sum = 0.0;
+    double allreduce_s = 0.0;  // data-parallel: time in the per-step all-reduce
     int64_t seen = 0, correct = 0;
     for (int64_t b = state.batch; b < batches; ++b) {
       at::Tensor index = order.slice(0, b * batch_size, std::min(n, (b + 1) * batch_size));
@@ -269,7 +271,9 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
             {loss_value * n_r, n_r, static_cast<double>(batch_correct), stop ? 1.0 : 0.0},
             state.params.options()));
         at::Tensor flat = at::cat(parts);
+        const auto sent = std::chrono::steady_clock::now();
         group_->all_reduce(flat, dist::Reduce::kSum);
+        allreduce_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - sent).count();
         const int64_t tail = flat.numel() - 4;
         at::Tensor book = flat.narrow(0, tail, 4).to(at::kDouble).cpu();
         const double total = book[1].item<double>();
@@ -331,6 +335,8 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
       metrics["train_accuracy"] = static_cast<double>(correct) / static_cast<double>(seen);
     }
     metrics["lr"] = lr_at(state, batches);
+    // Communication plus waiting for the slower rank (the two are not separable from here).
+    if (parallel) metrics["allreduce_s"] = allreduce_s;
     if (objective_) {
       for (const auto& [k, v] : objective_->take_epoch_metrics()) metrics[k] = v;
     }
