@@ -250,8 +250,8 @@ void run_bench(BenchCommandOptions& o, const Invocation& invocation) {
   if (which != "train" && which != "mtt") {
     throw Error("unknown benchmark '" + which + "'; " + usage);
   }
+  require_single_process("bench");
   RunContext run = start_run(o.run, config::dump(o));
-  require_single_process(run, "bench");
   if (which == "mtt") {
     run_bench_mtt(o, run);
     return;

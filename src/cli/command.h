@@ -47,8 +47,9 @@ struct RunContext {
 RunContext start_run(const config::RunOptions& run, const std::string& effective_config);
 
 // Error for commands that do not yet split their work over several processes (run under
-// torchrun/WORLD_SIZE > 1 they would all write the same files).
-void require_single_process(const RunContext& run, const std::string& command);
+// torchrun/WORLD_SIZE > 1 they would all write the same files). Call before start_run: it reads
+// the launcher's variables and joins nothing.
+void require_single_process(const std::string& command);
 
 // One subcommand: its options are a struct with visit(); everything else derives from it.
 struct Command {

@@ -33,8 +33,8 @@ struct SubsetCommandOptions {
 };
 
 void run_subset(SubsetCommandOptions& o, const Invocation&) {
+  require_single_process("subset");
   RunContext run = start_run(o.run, config::dump(o));
-  require_single_process(run, "subset");
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   at::Generator generator = make_generator(run.seed, 0x5b5e7);
   eval::SyntheticSet set =

@@ -36,10 +36,11 @@ RunContext start_run(const config::RunOptions& run, const std::string& effective
   return context;
 }
 
-void require_single_process(const RunContext& run, const std::string& command) {
-  if (run.world_size > 1) {
+void require_single_process(const std::string& command) {
+  const int64_t world_size = dist::read_launch_env().world_size;
+  if (world_size > 1) {
     throw Error("distill " + command + " runs as one process (WORLD_SIZE is " +
-                std::to_string(run.world_size) +
+                std::to_string(world_size) +
                 "): multi-process runs exist for train, experts and eval; launch this one "
                 "without torchrun");
   }

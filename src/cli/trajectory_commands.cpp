@@ -47,8 +47,8 @@ struct MttCommandOptions {
 };
 
 void run_mtt(MttCommandOptions& o, const Invocation& invocation) {
+  require_single_process("mtt");
   RunContext run = start_run(o.run, config::dump(o));
-  require_single_process(run, "mtt");
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   std::function<void()> on_checkpoint;
   if (o.run.report_on_checkpoint) {

@@ -181,6 +181,9 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const config::DistOptions& op
     }
     impl.group = c10::make_intrusive<c10d::ProcessGroupGloo>(
         impl.store, static_cast<int>(env.rank), static_cast<int>(env.world_size), gloo_options);
+    // Nobody leaves before everybody has joined: a rank that fails right after its own set-up
+    // would otherwise break the connections another rank is still making.
+    impl.group->barrier()->wait();
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
