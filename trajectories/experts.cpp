@@ -10,6 +10,7 @@
 
 #include "src/core/error.h"
 #include "src/core/runtime.h"
+#include "src/dist/process_group.h"
 #include "src/io/atomic_file.h"
 #include "src/io/metrics_log.h"
 
@@ -51,7 +52,9 @@ std::pair<int64_t, int64_t> parse_range(const std::string& range, int64_t total)
 
 void train_experts(const ExpertOptions& options, const data::Dataset& train,
                    const data::Dataset& test, uint64_t seed, const std::string& folder,
-                   bool progress) {
+                   bool progress, const dist::ProcessGroup* group) {
+  const dist::ProcessGroup single;
+  const dist::ProcessGroup& ranks = group ? *group : single;
   if (options.num_experts < 1) {
     throw Error("experts.num_experts must be >= 1, found " + std::to_string(options.num_experts));
   }
@@ -62,10 +65,15 @@ void train_experts(const ExpertOptions& options, const data::Dataset& train,
   io::make_dirs(folder);
   auto model = models::make_model(options.model, train.channels(), train.height(), train.num_classes);
   train::AugmentFn augment = train::make_augment(options.augment, train.height());
-  io::MetricsLog metrics(folder + "/metrics.jsonl", std::optional<int64_t>(INT64_MAX));
+  std::optional<io::MetricsLog> metrics;  // rank 0 writes the shared files
+  if (ranks.is_main()) {
+    metrics.emplace(folder + "/metrics.jsonl", std::optional<int64_t>(INT64_MAX));
+  }
+  std::vector<double> logged_elsewhere;  // (k, test accuracy, train loss) of this rank's experts
   train::TrainOptions train_options = options.train;
   train_options.checkpoint_every = 1;  // an interrupted expert continues from its last epoch
   for (int64_t k = begin; k < end; ++k) {
+    if (!dist::owns_item(ranks, k - begin)) continue;
     const std::string done = expert_file(folder, k);
     if (fs::exists(done)) continue;  // finished earlier (resume, other shard)
     // While expert k trains, its trainer checkpoint and its trajectory so far sit beside it.
@@ -101,10 +109,31 @@ void train_experts(const ExpertOptions& options, const data::Dataset& train,
     save_trajectories(done, {trajectory}, *model);
     fs::remove(checkpoint);
     fs::remove(partial);
-    metrics.log(k, {{"expert", static_cast<double>(k)},
-                    {"test_accuracy", result["test_accuracy"]},
-                    {"train_loss", result["train_loss"]}});
-    std::cerr << "expert " << k << ": test accuracy " << 100 * result["test_accuracy"] << " %\n";
+    if (metrics) {
+      metrics->log(k, {{"expert", static_cast<double>(k)},
+                       {"test_accuracy", result["test_accuracy"]},
+                       {"train_loss", result["train_loss"]}});
+    } else {
+      logged_elsewhere.insert(
+          logged_elsewhere.end(),
+          {static_cast<double>(k), result["test_accuracy"], result["train_loss"]});
+    }
+    std::cerr << "expert " << k << ": test accuracy " << 100 * result["test_accuracy"] << " %"
+              << (ranks.distributed() ? " (rank " + std::to_string(ranks.rank()) + ")" : "")
+              << "\n";
+  }
+  if (ranks.distributed()) {
+    // Every rank's experts are done once this returns (it waits for the slowest rank, within
+    // run.dist.timeout_s); rank 0 then logs the others' experts and packs.
+    auto gathered = ranks.all_gather(logged_elsewhere);
+    if (!ranks.is_main()) return;
+    for (const auto& lines : gathered) {
+      for (size_t i = 0; i + 2 < lines.size(); i += 3) {
+        metrics->log(
+            static_cast<int64_t>(lines[i]),
+            {{"expert", lines[i]}, {"test_accuracy", lines[i + 1]}, {"train_loss", lines[i + 2]}});
+      }
+    }
   }
   // Pack complete groups into the reference's replay_buffer_N.pt files.
   for (int64_t group = 0; group * options.save_interval < options.num_experts; ++group) {

@@ -10,6 +10,10 @@
 #include "trajectories/expert_buffer.h"
 #include "trajectories/smooth_expert_objective.h"
 
+namespace distill::dist {
+class ProcessGroup;
+}
+
 namespace distill::trajectories {
 
 // Expert training as in the MTT reference's buffer.py: plain SGD (lr .01, no momentum, no weight
@@ -51,9 +55,12 @@ std::pair<int64_t, int64_t> parse_range(const std::string& range, int64_t total)
 // file exists are skipped, so an interrupted run continues at the first unfinished expert and
 // shards can run anywhere. Expert k's randomness depends only on (seed, k): sharded runs equal a
 // single run. Then packs every complete group of save_interval experts into replay_buffer_N.pt.
+// With a `group` of W > 1 processes, rank r trains experts begin + r, begin + r + W, ... of the
+// range (the same files as one process); rank 0 alone appends to metrics.jsonl (the others'
+// lines are gathered once every rank finished) and packs the replay buffers.
 void train_experts(const ExpertOptions& options, const data::Dataset& train,
                    const data::Dataset& test, uint64_t seed, const std::string& folder,
-                   bool progress);
+                   bool progress, const dist::ProcessGroup* group = nullptr);
 
 // All trajectories of a folder (replay_buffer_*.pt files, else expert_*.pt files) or one file.
 std::vector<Trajectory> load_expert_folder(const std::string& path, const models::Model& model);

@@ -250,6 +250,7 @@ void run_bench(BenchCommandOptions& o, const Invocation& invocation) {
   if (which != "train" && which != "mtt") {
     throw Error("unknown benchmark '" + which + "'; " + usage);
   }
+  require_single_process("bench");
   RunContext run = start_run(o.run, config::dump(o));
   if (which == "mtt") {
     run_bench_mtt(o, run);

@@ -2,6 +2,7 @@
 #include <c10/core/Device.h>
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,6 +15,9 @@ class Model;
 }
 namespace distill::train {
 struct TrainState;
+}
+namespace distill::dist {
+class ProcessGroup;
 }
 
 namespace distill::cli {
@@ -30,11 +34,22 @@ struct RunContext {
   c10::Device device = c10::Device(c10::kCPU);
   std::string out;
   uint64_t seed = 0;
-  bool progress = true;
+  bool progress = true;  // false on ranks other than 0
+  // The job's ranks (src/dist): world size 1 unless launched by torchrun or with RANK/WORLD_SIZE.
+  // Only rank 0 writes the run folder's shared files and prints the summary.
+  std::shared_ptr<dist::ProcessGroup> group;
+  int64_t rank = 0;
+  int64_t world_size = 1;
 };
 
-// Applies run.device/threads, creates the run folder and writes the effective config.toml.
+// Applies run.device/threads, joins the job's process group (run.dist; launcher variables),
+// creates the run folder and (rank 0) writes the effective config.toml.
 RunContext start_run(const config::RunOptions& run, const std::string& effective_config);
+
+// Error for commands that do not yet split their work over several processes (run under
+// torchrun/WORLD_SIZE > 1 they would all write the same files). Call before start_run: it reads
+// the launcher's variables and joins nothing.
+void require_single_process(const std::string& command);
 
 // One subcommand: its options are a struct with visit(); everything else derives from it.
 struct Command {

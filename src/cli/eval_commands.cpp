@@ -33,6 +33,7 @@ struct SubsetCommandOptions {
 };
 
 void run_subset(SubsetCommandOptions& o, const Invocation&) {
+  require_single_process("subset");
   RunContext run = start_run(o.run, config::dump(o));
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   at::Generator generator = make_generator(run.seed, 0x5b5e7);
@@ -90,9 +91,11 @@ void run_eval(EvalCommandOptions& o, const Invocation&) {
     throw Error("eval.ipc: set the random-real size (images per class) when no eval.syn is given");
   }
   eval::Evaluator evaluator(o.eval, train_set, test_set, norm, run.seed, run.device, run.progress);
+  evaluator.set_process_group(run.group);  // students spread over the ranks, if several
   std::vector<eval::Scores> scores;
   auto report = [&](eval::Scores s) {
     scores.push_back(std::move(s));
+    if (run.rank != 0) return;  // rank 0 writes the run folder
     io::write_file_atomic(run.out + "/results.json", eval::scores_json(scores, o.eval.protocol, o.eval.train.eval_every));
   };
   for (const std::string& arch : o.eval.models) {
@@ -100,6 +103,7 @@ void run_eval(EvalCommandOptions& o, const Invocation&) {
     if (o.eval.random_real && ipc > 0) report(evaluator.score_random_real(ipc, arch));
     if (o.eval.full_data) report(evaluator.score_full_data(arch));
   }
+  if (run.rank != 0) return;
   std::cout << eval::format_scores_table(scores);
   std::cout << "results: " << run.out << "/results.json\n";
   std::cout << "report: " << refresh_run_report(run.out) << "\n";

@@ -165,6 +165,7 @@ void run_kd(KdCommandOptions& o, const Invocation& invocation) {
     needs_teacher = needs_teacher || kd::uses_teacher(o.kd.losses[i]);
   }
 
+  require_single_process("kd");
   RunContext run = start_run(o.run, config::dump(o));
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   if (o.kd.data_fraction < 1) {

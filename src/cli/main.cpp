@@ -41,7 +41,8 @@ po::options_description common_options(const Command& command) {
       ("seed", po::value<std::string>(), "random seed  (run.seed)")
       ("out,o", po::value<std::string>(), "run folder  (run.out)")
       ("no-progress", "no progress bar  (run.progress = false)")
-      ("resume", "continue the run in --out from its checkpoint");
+      ("resume", "continue the run in --out from its checkpoint")
+      ("dist-backend", po::value<std::string>(), "multi-process backend: auto | gloo | nccl  (run.dist.backend)");
   for (const auto& [flag, key] : command.shorthands) {
     options.add_options()(flag.c_str(), po::value<std::string>(), ("shorthand for --set " + key + "=...").c_str());
   }
@@ -73,6 +74,7 @@ distill::cli::Invocation parse(const Command& command, const std::vector<std::st
   shorthand("threads", "run.threads");
   shorthand("seed", "run.seed");
   shorthand("out", "run.out");
+  shorthand("dist-backend", "run.dist.backend");
   if (vm.count("no-progress")) invocation.source.set("run.progress=false");
   for (const auto& [flag, key] : command.shorthands) shorthand(flag, key);
   if (vm.count("set")) {

@@ -3,21 +3,47 @@
 #include <iostream>
 
 #include "src/cli/command.h"
+#include "src/core/error.h"
 #include "src/core/runtime.h"
+#include "src/dist/process_group.h"
 #include "src/io/atomic_file.h"
 
 namespace distill::cli {
 
 RunContext start_run(const config::RunOptions& run, const std::string& effective_config) {
   RunContext context;
+  context.group = dist::ProcessGroup::from_environment(run.dist);
+  context.rank = context.group->rank();
+  context.world_size = context.group->world_size();
   context.device = resolve_device(run.device);
+  // One GPU per rank on a multi-GPU node: "cuda" means the rank's own, cuda:LOCAL_RANK.
+  if (context.device.is_cuda() && !context.device.has_index() && context.group->distributed()) {
+    context.device =
+        c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(context.group->local_rank()));
+  }
   set_threads(run.threads);
   context.out = run.out;
   context.seed = static_cast<uint64_t>(run.seed);
-  context.progress = run.progress;
+  context.progress = run.progress && context.group->is_main();
   io::make_dirs(context.out);
-  io::write_file_atomic(context.out + "/config.toml", effective_config);
+  if (context.group->is_main()) {
+    io::write_file_atomic(context.out + "/config.toml", effective_config);
+    if (context.group->distributed()) {
+      std::cerr << "distill: " << context.world_size << " processes (" << context.group->backend()
+                << "), this is rank 0\n";
+    }
+  }
   return context;
+}
+
+void require_single_process(const std::string& command) {
+  const int64_t world_size = dist::read_launch_env().world_size;
+  if (world_size > 1) {
+    throw Error("distill " + command + " runs as one process (WORLD_SIZE is " +
+                std::to_string(world_size) +
+                "): multi-process runs exist for train, experts and eval; launch this one "
+                "without torchrun");
+  }
 }
 
 }  // namespace distill::cli

@@ -34,6 +34,7 @@ void run_committee(CommitteeCommandOptions& o, const Invocation& invocation) {
     throw Error(usage);
   }
   if (o.committee.members.empty()) throw Error("committee.members: committee of size 0");
+  require_single_process("committee train");
   RunContext run = start_run(o.run, config::dump(o));
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   synth::CommitteeManifest manifest = synth::train_committee(
@@ -65,6 +66,7 @@ struct SynthCommandOptions {
 };
 
 void run_recover(SynthCommandOptions& o, const Invocation& invocation) {
+  require_single_process("synth recover");
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   RunContext run = start_run(o.run, config::dump(o));
   // Committee, draw, IPC: all checked before the first step.
@@ -87,6 +89,7 @@ void run_recover(SynthCommandOptions& o, const Invocation& invocation) {
 }
 
 void run_relabel(SynthCommandOptions& o, const Invocation&) {
+  require_single_process("synth relabel");
   if (o.synth.relabel.syn.empty()) {
     throw Error("synth.relabel.syn is empty: name the set to relabel (--syn runs/x/syn.pt)");
   }

@@ -3,6 +3,7 @@
 
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "src/cli/command.h"
 #include "src/data/dataset.h"
@@ -44,20 +45,26 @@ void run_train(TrainCommandOptions& o, const Invocation& invocation) {
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   auto model = models::make_model(o.model, train_set.channels(), train_set.height(),
                                   train_set.num_classes);
-  std::cerr << "distill train: " << model->arch() << " (" << model->num_params() << " parameters) on "
-            << train_set.size() << " images, " << o.train.epochs << " epochs, device "
-            << run.device.str() << "\n";
+  if (run.rank == 0) {
+    std::cerr << "distill train: " << model->arch() << " (" << model->num_params()
+              << " parameters) on " << train_set.size() << " images, " << o.train.epochs
+              << " epochs, device " << run.device.str() << "\n";
+  }
   train::Trainer trainer(*model, o.train, run.seed);
   trainer.set_augment(train::make_augment(o.augment, train_set.height()));
   trainer.set_test_set(test_set.images.to(run.device), test_set.labels.to(run.device));
   const std::string checkpoint = run.out + "/checkpoint.pt";
   trainer.set_checkpoint(checkpoint);
   trainer.set_progress("train " + model->arch(), run.progress);
+  trainer.set_process_group(run.group);  // data-parallel when launched on several processes
   train::TrainState state = invocation.resume ? trainer.load_checkpoint(checkpoint) : trainer.init_state();
-  io::MetricsLog metrics(run.out + "/metrics.jsonl",
-                         invocation.resume ? std::optional<int64_t>(state.step) : std::nullopt);
-  trainer.set_metrics(&metrics);
-  if (o.run.report_on_checkpoint && o.train.checkpoint_every > 0) {
+  std::optional<io::MetricsLog> metrics;  // rank 0 writes the run folder
+  if (run.rank == 0) {
+    metrics.emplace(run.out + "/metrics.jsonl",
+                    invocation.resume ? std::optional<int64_t>(state.step) : std::nullopt);
+    trainer.set_metrics(&*metrics);
+  }
+  if (o.run.report_on_checkpoint && o.train.checkpoint_every > 0 && run.rank == 0) {
     trainer.on_epoch_end([&, every = o.train.checkpoint_every](const train::TrainState& s) {
       if (s.epoch % every == 0) std::cout << "report: " << refresh_run_report(run.out) << "\n";
     });
@@ -65,6 +72,7 @@ void run_train(TrainCommandOptions& o, const Invocation& invocation) {
   state.params = state.params.to(run.device);
   state.buffers = state.buffers.to(run.device);
   auto result = trainer.fit(state, train_set.images.to(run.device), train_set.labels.to(run.device));
+  if (run.rank != 0) return;
   save_model_file(run.out + "/model.pt", *model, state);
   nlohmann::json json(result);
   io::write_file_atomic(run.out + "/results.json", json.dump(2) + "\n");

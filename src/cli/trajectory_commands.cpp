@@ -29,9 +29,12 @@ void run_experts(ExpertsCommandOptions& o, const Invocation&) {
   test_set.images = test_set.images.to(run.device);
   test_set.labels = test_set.labels.to(run.device);
   // Expert files are resumable by construction: finished experts are skipped.
-  trajectories::train_experts(o.experts, train_set, test_set, run.seed, run.out, run.progress);
-  std::cout << "expert trajectories in " << run.out << "\n";
-  std::cout << "report: " << refresh_run_report(run.out) << "\n";
+  trajectories::train_experts(o.experts, train_set, test_set, run.seed, run.out, run.progress,
+                              run.group.get());
+  if (run.rank == 0) {
+    std::cout << "expert trajectories in " << run.out << "\n";
+    std::cout << "report: " << refresh_run_report(run.out) << "\n";
+  }
 }
 
 struct MttCommandOptions {
@@ -47,6 +50,7 @@ struct MttCommandOptions {
 };
 
 void run_mtt(MttCommandOptions& o, const Invocation& invocation) {
+  require_single_process("mtt");
   RunContext run = start_run(o.run, config::dump(o));
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   std::function<void()> on_checkpoint;

@@ -72,6 +72,28 @@ class Visitor {
   virtual void leave() = 0;
 };
 
+// Multi-process runs (src/dist): which launcher variables and c10d pieces to use. A process
+// started without WORLD_SIZE (or with WORLD_SIZE=1) is a single process and touches none of this.
+struct DistOptions {
+  std::string backend = "auto";
+  std::string store = "tcp";
+  std::string store_path;
+  double timeout_s = 1800;
+
+  void visit(Visitor& v) {
+    v.choice("backend", backend, "c10d backend: auto (gloo on CPU), gloo or nccl",
+             {"auto", "gloo", "nccl"});
+    v.choice("store", store,
+             "rendezvous: tcp (TCPStore at MASTER_ADDR:MASTER_PORT) or file (FileStore at "
+             "store_path, on a file system every rank sees)",
+             {"tcp", "file"});
+    v.field("store_path", store_path, "store = file: the FileStore path (fresh for each job)");
+    v.field("timeout_s", timeout_s,
+            "seconds a rank waits in a collective for the others before failing (a dead or hung "
+            "peer); also bounds the wait for the slowest rank after sharded work");
+  }
+};
+
 // Settings shared by every command; --device/--threads/--seed/--out are shorthands for these.
 struct RunOptions {
   std::string device = "auto";
@@ -80,6 +102,7 @@ struct RunOptions {
   std::string out = "runs/latest";
   bool progress = true;
   bool report_on_checkpoint = false;
+  DistOptions dist;
 
   void visit(Visitor& v) {
     v.field("device", device, "auto, cpu, cuda or cuda:N (auto falls back to CPU)");
@@ -89,6 +112,7 @@ struct RunOptions {
     v.field("progress", progress, "show a progress bar (TTY) or periodic lines");
     v.field("report_on_checkpoint", report_on_checkpoint,
             "train, mtt: also refresh RUN_DIR/report.html at every checkpoint, not only at the end");
+    v.section("dist", dist);
   }
 };
 

@@ -10,6 +10,7 @@
 
 #include "src/core/error.h"
 #include "src/core/runtime.h"
+#include "src/dist/process_group.h"
 
 namespace distill::eval {
 namespace {
@@ -123,6 +124,10 @@ Scores Evaluator::score_set(const SyntheticSet& set, const std::string& name, co
   // scores the same from any path, and different sets meet the same student draws.
   uint64_t stream = std::hash<std::string>{}("set/" + arch);
   for (int64_t run = 0; run < options_.runs; ++run) {
+    if (!owns_run(run)) {
+      skip_run(scores);
+      continue;
+    }
     auto [last, best] = train_student(set.images, set.labels, arch, lr,
                                       mix_seed(seed_, kStudentStream ^ stream, run),
                                       name + " " + arch + " run " + std::to_string(run + 1) + "/" +
@@ -131,6 +136,7 @@ Scores Evaluator::score_set(const SyntheticSet& set, const std::string& name, co
     scores.last.push_back(last);
     scores.best.push_back(best);
   }
+  gather_runs(scores);
   return scores;
 }
 
@@ -154,6 +160,10 @@ Scores Evaluator::score_random_real(int64_t ipc, const std::string& arch) {
   Scores scores{"random-real", arch, ipc, {}, {}};
   uint64_t stream = std::hash<std::string>{}("random-real/" + arch);
   for (int64_t run = 0; run < options_.runs; ++run) {
+    if (!owns_run(run)) {
+      skip_run(scores);
+      continue;
+    }
     // A fresh subset per run (the same subsets for every architecture): the spread then covers
     // both the draw of real images and the student's initialization.
     at::Generator generator = make_generator(seed_, kRealSubsetStream, run);
@@ -165,6 +175,7 @@ Scores Evaluator::score_random_real(int64_t ipc, const std::string& arch) {
     scores.last.push_back(last);
     scores.best.push_back(best);
   }
+  gather_runs(scores);
   return scores;
 }
 
@@ -172,6 +183,10 @@ Scores Evaluator::score_full_data(const std::string& arch) {
   Scores scores{"full-data", arch, 0, {}, {}};
   uint64_t stream = std::hash<std::string>{}("full-data/" + arch);
   for (int64_t run = 0; run < options_.runs; ++run) {
+    if (!owns_run(run)) {
+      skip_run(scores);
+      continue;
+    }
     auto [last, best] = train_student(train_.images, train_.labels, arch,
                                       options_.train.optimizer.lr,
                                       mix_seed(seed_, kStudentStream ^ stream, run),
@@ -179,7 +194,29 @@ Scores Evaluator::score_full_data(const std::string& arch) {
     scores.last.push_back(last);
     scores.best.push_back(best);
   }
+  gather_runs(scores);
   return scores;
+}
+
+bool Evaluator::owns_run(int64_t run) const { return !group_ || dist::owns_item(*group_, run); }
+
+void Evaluator::skip_run(Scores& scores) {
+  scores.last.push_back(std::nan(""));
+  scores.best.push_back(std::nan(""));
+}
+
+void Evaluator::gather_runs(Scores& scores) const {
+  if (!group_ || !group_->distributed()) return;
+  std::vector<double> mine = scores.last;
+  mine.insert(mine.end(), scores.best.begin(), scores.best.end());
+  // Waits for the slowest rank's students (within run.dist.timeout_s).
+  auto all = group_->all_gather(mine);
+  const size_t runs = scores.last.size();
+  for (size_t run = 0; run < runs; ++run) {
+    const auto& owner = all.at(run % all.size());
+    scores.last[run] = owner.at(run);
+    scores.best[run] = owner.at(runs + run);
+  }
 }
 
 std::string format_scores_table(const std::vector<Scores>& scores) {

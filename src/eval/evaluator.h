@@ -11,6 +11,10 @@
 #include "src/train/augment.h"
 #include "src/train/trainer.h"
 
+namespace distill::dist {
+class ProcessGroup;
+}
+
 namespace distill::eval {
 
 // How students are trained on a (synthetic) set and scored on the real test split.
@@ -66,6 +70,12 @@ class Evaluator {
   Evaluator(EvalOptions options, const data::Dataset& train, const data::Dataset& test,
             data::Normalization norm, uint64_t seed, c10::Device device, bool progress);
 
+  // Spreads the students of each score_* call over the ranks of `group` (run i on rank i mod W)
+  // and gathers their accuracies on every rank: the same Scores as one process.
+  void set_process_group(std::shared_ptr<const dist::ProcessGroup> group) {
+    group_ = std::move(group);
+  }
+
   Scores score_set(const SyntheticSet& set, const std::string& name, const std::string& arch);
   Scores score_random_real(int64_t ipc, const std::string& arch);
   Scores score_full_data(const std::string& arch);
@@ -84,6 +94,13 @@ class Evaluator {
                                           const std::string& label,
                                           const SyntheticSet* replay = nullptr);
 
+  // Multi-process: whether this rank trains student `run`; a placeholder for one it does not;
+  // every rank's results merged after the loop.
+  bool owns_run(int64_t run) const;
+  static void skip_run(Scores& scores);
+  void gather_runs(Scores& scores) const;
+
+  std::shared_ptr<const dist::ProcessGroup> group_;
   EvalOptions options_;
   const data::Dataset& train_;
   const data::Dataset& test_;

@@ -3,11 +3,13 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <chrono>
 #include <cmath>
 #include <tuple>
 
 #include "src/core/error.h"
 #include "src/core/runtime.h"
+#include "src/dist/process_group.h"
 #include "src/io/progress.h"
 #include "src/io/tensor_file.h"
 
@@ -19,6 +21,7 @@ constexpr uint64_t kInitStream = 1;
 constexpr uint64_t kShuffleStream = 2;
 constexpr uint64_t kAugmentStream = 3;
 constexpr uint64_t kAuxInitStream = 4;
+constexpr uint64_t kRankDropoutStream = 5;
 
 }  // namespace
 
@@ -165,8 +168,20 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
   }
   const int64_t batch_size = std::min(options_.batch_size, n);
   const int64_t batches = (n + batch_size - 1) / batch_size;
+  const bool parallel = group_ && group_->distributed();
+  const int64_t rank = parallel ? group_->rank() : 0;
+  const int64_t world = parallel ? group_->world_size() : 1;
+  const bool writer = rank == 0;  // the one rank that logs, shows progress and checkpoints
+  if (parallel) {
+    // Every rank starts from rank 0's state (they agree already when all read the same
+    // checkpoint or seed; this makes a mismatch impossible rather than silent).
+    group_->broadcast(state.params);
+    if (state.buffers.numel() > 0) group_->broadcast(state.buffers);
+    if (state.aux.defined()) group_->broadcast(state.aux);
+    if (state.ema.defined()) group_->broadcast(state.ema);
+  }
   io::Progress progress(progress_label_, options_.epochs * batches,
-                        state.epoch * batches + state.batch, progress_enabled_);
+                        state.epoch * batches + state.batch, progress_enabled_ && writer);
   const at::Tensor device_targets = targets.to(images.device());
   std::map<std::string, double> result = state.last_metrics;
   double best_test = result.count("best_test_accuracy") ? result["best_test_accuracy"] : 0.0;
@@ -175,6 +190,7 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
     at::Generator shuffle = make_generator(seed_, kShuffleStream, static_cast<uint64_t>(epoch));
     at::Tensor order = at::randperm(n, shuffle, at::kLong).to(images.device());
     double loss_sum = 0.0;
+    double allreduce_s = 0.0;  // data-parallel: time in the per-step all-reduce
     int64_t seen = 0, correct = 0;
     for (int64_t b = state.batch; b < batches; ++b) {
       at::Tensor index = order.slice(0, b * batch_size, std::min(n, (b + 1) * batch_size));
@@ -186,6 +202,18 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
         at::NoGradGuard no_grad;
         x = augment_(x, draw);
       }
+      // Data-parallel: this rank's contiguous part of the global batch, augmented as part of the
+      // whole batch (the same draws as one process, at the price of augmenting W times).
+      at::Generator rank_draw;
+      if (parallel) {
+        const int64_t count = index.size(0);
+        const int64_t lo = count * rank / world, hi = count * (rank + 1) / world;
+        index = index.slice(0, lo, hi);
+        x = x.slice(0, lo, hi);
+        y = y.slice(0, lo, hi);
+        rank_draw = make_generator(mix_seed(seed_, kRankDropoutStream, state.step), 0,
+                                   static_cast<uint64_t>(rank));
+      }
       double lr = lr_at(state, batches);
       at::Tensor params = state.params.detach().requires_grad_(true);
       at::Tensor aux = state.aux.defined() ? state.aux.detach().requires_grad_(true) : at::Tensor();
@@ -193,11 +221,15 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
       models::ForwardArgs args;
       args.train = true;
       args.buffers = state.buffers;
-      args.generator = &draw;
+      args.generator = parallel ? &rank_draw : &draw;
       if (objective_ && objective_->wants_features()) args.features = &features;
-      at::Tensor logits = model_.forward(x, params, args);
+      // A rank whose part of a short last batch is empty still joins the all-reduce below.
+      const bool empty_part = x.size(0) == 0;
+      at::Tensor logits = empty_part ? at::Tensor() : model_.forward(x, params, args);
       at::Tensor loss;
-      if (objective_) {
+      if (empty_part) {
+        loss = at::zeros({}, state.params.options());
+      } else if (objective_) {
         StepContext step;
         step.images = x;
         step.targets = y;
@@ -213,6 +245,63 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
         loss = classification_loss(logits, y, options_.label_temperature);
       }
       double loss_value = loss.item<double>();
+      std::vector<at::Tensor> inputs = {params};
+      if (aux.defined()) inputs.push_back(aux);
+      // allow_unused: an objective may leave its aux parameters out of some steps.
+      std::vector<at::Tensor> grads =
+          empty_part ? std::vector<at::Tensor>(inputs.size())
+                     : torch::autograd::grad({loss}, inputs, {}, c10::nullopt, false,
+                                             /*allow_unused=*/true);
+      int64_t batch_correct = 0;
+      if (!empty_part) {
+        at::Tensor predicted = logits.argmax(1);
+        at::Tensor truth = y.dim() == 2 ? y.argmax(1) : y;
+        batch_correct = predicted.eq(truth).sum().item<int64_t>();
+      }
+      int64_t batch_count = x.size(0);
+      bool stop = interrupt_requested();
+      if (parallel) {
+        // One all-reduce per step of one flat tensor: the flat parameter gradient is already a
+        // single contiguous bucket (DDP's bucketing exists to group many small per-layer
+        // tensors), and the step's bookkeeping rides along, so every rank sees the same global
+        // loss, count, accuracy and stop decision. Each part is weighted by its size n_r so that
+        // sum_r n_r g_r / sum_r n_r is the global batch's mean gradient even for unequal parts.
+        const double n_r = static_cast<double>(batch_count);
+        std::vector<at::Tensor> parts;
+        parts.push_back(grads[0].defined() ? grads[0].detach().reshape(-1) * n_r
+                                           : at::zeros_like(state.params));
+        if (aux.defined()) {
+          parts.push_back(grads[1].defined() ? grads[1].detach().reshape(-1) * n_r
+                                             : at::zeros_like(state.aux));
+        }
+        if (state.buffers.numel() > 0) parts.push_back(state.buffers.reshape(-1) * n_r);
+        parts.push_back(at::tensor(
+            {loss_value * n_r, n_r, static_cast<double>(batch_correct), stop ? 1.0 : 0.0},
+            state.params.options()));
+        at::Tensor flat = at::cat(parts);
+        const auto sent = std::chrono::steady_clock::now();
+        group_->all_reduce(flat, dist::Reduce::kSum);
+        allreduce_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - sent).count();
+        const int64_t tail = flat.numel() - 4;
+        at::Tensor book = flat.narrow(0, tail, 4).to(at::kDouble).cpu();
+        const double total = book[1].item<double>();
+        int64_t offset = 0;
+        grads[0] = flat.narrow(0, offset, state.params.numel()).div(total);
+        offset += state.params.numel();
+        if (aux.defined()) {
+          grads[1] = flat.narrow(0, offset, state.aux.numel()).div(total);
+          offset += state.aux.numel();
+        }
+        if (state.buffers.numel() > 0) {
+          at::NoGradGuard no_grad;
+          state.buffers.copy_(
+              flat.narrow(0, offset, state.buffers.numel()).div(total).view(state.buffers.sizes()));
+        }
+        loss_value = book[0].item<double>() / total;
+        batch_count = static_cast<int64_t>(std::llround(total));
+        batch_correct = static_cast<int64_t>(std::llround(book[2].item<double>()));
+        stop = book[3].item<double>() > 0;
+      }
       if (!std::isfinite(loss_value)) {
         throw RuntimeFailure("training loss became " + std::to_string(loss_value) + " at step " +
                              std::to_string(state.step) + " (epoch " + std::to_string(epoch) +
@@ -221,11 +310,6 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
                                   ? std::string()
                                   : "; the last good checkpoint is " + checkpoint_path_));
       }
-      std::vector<at::Tensor> inputs = {params};
-      if (aux.defined()) inputs.push_back(aux);
-      // allow_unused: an objective may leave its aux parameters out of some steps.
-      std::vector<at::Tensor> grads =
-          torch::autograd::grad({loss}, inputs, {}, c10::nullopt, false, /*allow_unused=*/true);
       at::Tensor grad = grads[0].defined() ? grads[0] : at::zeros_like(state.params);
       {
         at::NoGradGuard no_grad;
@@ -236,17 +320,15 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
         optimizer_->step(state.params, grad, lr);
         if (state.ema.defined()) ema_update(state.ema, state.params, options_.ema_decay);
       }
-      loss_sum += loss_value * static_cast<double>(x.size(0));
-      seen += x.size(0);
-      at::Tensor predicted = logits.argmax(1);
-      at::Tensor truth = y.dim() == 2 ? y.argmax(1) : y;
-      correct += predicted.eq(truth).sum().item<int64_t>();
+      loss_sum += loss_value * static_cast<double>(batch_count);
+      seen += batch_count;
+      correct += batch_correct;
       state.batch = b + 1;
       ++state.step;
       progress.update(epoch * batches + state.batch,
                       "loss " + std::to_string(loss_sum / static_cast<double>(seen)).substr(0, 6));
-      if (interrupt_requested()) {
-        if (!checkpoint_path_.empty()) save_checkpoint(checkpoint_path_, state);
+      if (stop) {
+        if (!checkpoint_path_.empty() && writer) save_checkpoint(checkpoint_path_, state);
         throw Interrupted("interrupted at step " + std::to_string(state.step) +
                           (checkpoint_path_.empty() ? std::string()
                                                     : "; resume with --resume (checkpoint " +
@@ -261,6 +343,8 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
       metrics["train_accuracy"] = static_cast<double>(correct) / static_cast<double>(seen);
     }
     metrics["lr"] = lr_at(state, batches);
+    // Communication plus waiting for the slower rank (the two are not separable from here).
+    if (parallel) metrics["allreduce_s"] = allreduce_s;
     if (objective_) {
       for (const auto& [k, v] : objective_->take_epoch_metrics()) metrics[k] = v;
     }
@@ -268,7 +352,21 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
     bool eval_now = options_.eval_every > 0 && state.epoch % options_.eval_every == 0;
     if (test_images_.defined() && (eval_now || last)) {
       const at::Tensor& weights = state.ema.defined() ? state.ema : state.params;
-      EvalResult test = evaluate(model_, weights, state.buffers, test_images_, test_labels_);
+      EvalResult test;
+      if (parallel) {
+        // Each rank scores a contiguous part of the test set; sums combine them.
+        const int64_t total = test_images_.size(0);
+        const int64_t lo = total * rank / world, hi = total * (rank + 1) / world;
+        EvalResult part = evaluate(model_, weights, state.buffers, test_images_.slice(0, lo, hi),
+                                   test_labels_.slice(0, lo, hi));
+        const double count = static_cast<double>(hi - lo);
+        at::Tensor sums = at::tensor({part.accuracy * count, part.loss * count}, at::kDouble);
+        group_->all_reduce(sums, dist::Reduce::kSum);
+        test.accuracy = sums[0].item<double>() / static_cast<double>(total);
+        test.loss = sums[1].item<double>() / static_cast<double>(total);
+      } else {
+        test = evaluate(model_, weights, state.buffers, test_images_, test_labels_);
+      }
       metrics["test_accuracy"] = test.accuracy;
       metrics["test_loss"] = test.loss;
       best_test = std::max(best_test, test.accuracy);
@@ -277,10 +375,12 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
     metrics["epoch"] = static_cast<double>(state.epoch);
     for (const auto& [k, v] : metrics) result[k] = v;
     state.last_metrics = result;
-    if (metrics_) metrics_->log(state.step, metrics);
+    if (metrics_ && writer) metrics_->log(state.step, metrics);
     if (epoch_hook_) epoch_hook_(state);
     bool checkpoint_now = options_.checkpoint_every > 0 && state.epoch % options_.checkpoint_every == 0;
-    if (!checkpoint_path_.empty() && (checkpoint_now || last)) save_checkpoint(checkpoint_path_, state);
+    if (!checkpoint_path_.empty() && writer && (checkpoint_now || last)) {
+      save_checkpoint(checkpoint_path_, state);
+    }
   }
   progress.finish();
   return result;

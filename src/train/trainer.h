@@ -13,6 +13,10 @@
 #include "src/models/model.h"
 #include "src/train/optimizer.h"
 
+namespace distill::dist {
+class ProcessGroup;
+}
+
 namespace distill::train {
 
 // Cross-entropy for class ids (int64 N); for soft labels (float N,K rows of probabilities) the
@@ -120,6 +124,16 @@ class Trainer {
     progress_label_ = label;
     progress_enabled_ = enabled;
   }
+  // Data-parallel training over the ranks of `group` when its world size is > 1 (a world of one
+  // changes nothing). train.batch_size stays the global batch: every rank draws the same epoch
+  // order, takes its contiguous part of each global batch, and the gradients are combined into
+  // the global batch's mean, so the run matches one process up to float summation order (and a
+  // checkpoint resumes under any world size). Only rank 0 shows progress, logs metrics and writes
+  // checkpoints. Not synchronised: batch statistics of batch norm in the forward pass (each rank
+  // normalises its part; running statistics are averaged) and dropout masks (drawn per rank).
+  void set_process_group(std::shared_ptr<const dist::ProcessGroup> group) {
+    group_ = std::move(group);
+  }
   // Called after every completed epoch (experts store parameter snapshots here).
   void on_epoch_end(std::function<void(const TrainState&)> hook) { epoch_hook_ = std::move(hook); }
 
@@ -152,6 +166,7 @@ class Trainer {
   bool progress_enabled_ = true;
   std::function<void(const TrainState&)> epoch_hook_;
   BatchSource batch_source_;
+  std::shared_ptr<const dist::ProcessGroup> group_;
 };
 
 }  // namespace distill::train

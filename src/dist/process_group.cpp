@@ -1,0 +1,262 @@
+#include "src/dist/process_group.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <torch/csrc/distributed/c10d/FileStore.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include "src/core/error.h"
+
+namespace distill::dist {
+namespace {
+
+int64_t parse_int(const char* name, const char* text) {
+  std::string value(text);
+  size_t used = 0;
+  int64_t parsed = 0;
+  try {
+    parsed = std::stoll(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != value.size()) {
+    throw Error("environment variable " + std::string(name) + "=\"" + value +
+                "\": expected an integer");
+  }
+  return parsed;
+}
+
+std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
+
+std::string what_of(const std::exception& e) {
+  if (auto* c10 = dynamic_cast<const c10::Error*>(&e))
+    return first_line(c10->what_without_backtrace());
+  return first_line(e.what());
+}
+
+bool is_loopback(const std::string& address) {
+  return address == "localhost" || address.rfind("127.", 0) == 0 || address == "::1";
+}
+
+}  // namespace
+
+LaunchEnv read_launch_env(const GetEnv& getenv_fn) {
+  GetEnv get = getenv_fn ? getenv_fn : [](const char* name) { return std::getenv(name); };
+  LaunchEnv env;
+  const char* world = get("WORLD_SIZE");
+  if (world == nullptr || *world == '\0') return env;
+  env.world_size = parse_int("WORLD_SIZE", world);
+  if (env.world_size < 1) {
+    throw Error("environment variable WORLD_SIZE=" + std::string(world) + ": expected >= 1");
+  }
+  if (env.world_size == 1) return env;
+  const char* rank = get("RANK");
+  if (rank == nullptr || *rank == '\0') {
+    throw Error("environment variable WORLD_SIZE=" + std::string(world) +
+                " but RANK is not set (launch with torchrun, or set RANK for every process)");
+  }
+  env.rank = parse_int("RANK", rank);
+  if (env.rank < 0 || env.rank >= env.world_size) {
+    throw Error("environment variable RANK=" + std::string(rank) + ": expected 0.." +
+                std::to_string(env.world_size - 1) + " for WORLD_SIZE=" + std::string(world));
+  }
+  if (const char* local = get("LOCAL_RANK"); local && *local) {
+    env.local_rank = parse_int("LOCAL_RANK", local);
+    if (env.local_rank < 0) {
+      throw Error("environment variable LOCAL_RANK=" + std::string(local) + ": expected >= 0");
+    }
+  }
+  if (const char* addr = get("MASTER_ADDR"); addr && *addr) env.master_addr = addr;
+  if (const char* port = get("MASTER_PORT"); port && *port) {
+    env.master_port = parse_int("MASTER_PORT", port);
+    if (env.master_port < 1 || env.master_port > 65535) {
+      throw Error("environment variable MASTER_PORT=" + std::string(port) +
+                  ": expected a TCP port 1..65535");
+    }
+  }
+  if (const char* agent = get("TORCHELASTIC_USE_AGENT_STORE");
+      agent && std::string(agent) == "True") {
+    env.agent_store = true;
+    if (const char* restarts = get("TORCHELASTIC_RESTART_COUNT"); restarts && *restarts) {
+      env.restart_count = parse_int("TORCHELASTIC_RESTART_COUNT", restarts);
+    }
+  }
+  return env;
+}
+
+struct ProcessGroup::Impl {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+  std::string where;  // "rank 1 of 2" for messages
+
+  // Runs a collective and turns any failure into one clear line.
+  template <class Fn>
+  void run(const char* op, double timeout_s, Fn&& fn) const {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      throw RuntimeFailure(
+          where + ": " + op + " failed: " + what_of(e) +
+          " (another rank died, or did not reach the same " + op + " within " +
+          "run.dist.timeout_s = " + std::to_string(static_cast<int64_t>(timeout_s)) + " s)");
+    }
+  }
+};
+
+ProcessGroup::ProcessGroup() = default;
+ProcessGroup::~ProcessGroup() = default;
+
+std::shared_ptr<ProcessGroup> ProcessGroup::from_environment(const config::DistOptions& options) {
+  return create(options, read_launch_env());
+}
+
+std::shared_ptr<ProcessGroup> ProcessGroup::create(const config::DistOptions& options,
+                                                   const LaunchEnv& env) {
+  auto group = std::make_shared<ProcessGroup>();
+  if (env.world_size <= 1) return group;
+  if (!(options.timeout_s > 0)) {
+    throw Error("run.dist.timeout_s must be > 0, found " + std::to_string(options.timeout_s));
+  }
+  if (options.backend == "nccl") {
+    // Debian's LibTorch (what this is built and tested with) has no CUDA, hence no NCCL.
+    throw Error(
+        "run.dist.backend = \"nccl\": this build of distill has only the gloo backend "
+        "(its LibTorch has no NCCL); use run.dist.backend = \"gloo\" or \"auto\"");
+  }
+  if (options.backend != "auto" && options.backend != "gloo") {
+    throw Error("run.dist.backend: unknown backend '" + options.backend + "' (auto, gloo, nccl)");
+  }
+  group->rank_ = env.rank;
+  group->world_size_ = env.world_size;
+  group->local_rank_ = env.local_rank;
+  group->timeout_s_ = options.timeout_s;
+  group->impl_ = std::make_unique<Impl>();
+  Impl& impl = *group->impl_;
+  impl.where = "rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size);
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(options.timeout_s * 1000));
+  const std::string endpoint = options.store == "file" ? "file store '" + options.store_path + "'"
+                                                       : "TCP store " + env.master_addr + ":" +
+                                                             std::to_string(env.master_port);
+  try {
+    if (options.store == "file") {
+      if (options.store_path.empty()) {
+        throw Error(
+            "run.dist.store = \"file\" needs run.dist.store_path (a fresh file every rank "
+            "can reach)");
+      }
+      impl.store = c10::make_intrusive<c10d::FileStore>(options.store_path,
+                                                        static_cast<int>(env.world_size));
+      impl.store->setTimeout(timeout);
+    } else {
+      c10d::TCPStoreOptions tcp;
+      tcp.port = static_cast<std::uint16_t>(env.master_port);
+      tcp.isServer = env.rank == 0 && !env.agent_store;
+      tcp.numWorkers = static_cast<size_t>(env.world_size);
+      tcp.waitWorkers = !env.agent_store;
+      tcp.timeout = timeout;
+      tcp.multiTenant = true;  // several groups of one process may share the server
+      c10::intrusive_ptr<c10d::Store> store =
+          c10::make_intrusive<c10d::TCPStore>(env.master_addr, tcp);
+      if (env.agent_store) {
+        impl.store = c10::make_intrusive<c10d::PrefixStore>(
+            "/worker/attempt_" + std::to_string(env.restart_count), store);
+      } else {
+        impl.store = store;
+      }
+    }
+    auto gloo_options = c10d::ProcessGroupGloo::Options::create(timeout);
+    const char* interface = std::getenv("GLOO_SOCKET_IFNAME");
+    if (interface && *interface) {
+      gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(interface));
+    } else if (is_loopback(env.master_addr) || options.store == "file") {
+      // One machine: loopback needs no resolvable host name.
+      gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+    } else {
+      gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    }
+    impl.group = c10::make_intrusive<c10d::ProcessGroupGloo>(
+        impl.store, static_cast<int>(env.rank), static_cast<int>(env.world_size), gloo_options);
+    // Nobody leaves before everybody has joined: a rank that fails right after its own set-up
+    // would otherwise break the connections another rank is still making.
+    impl.group->barrier()->wait();
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw RuntimeFailure(
+        impl.where + ": could not join the job through the " + endpoint +
+        " within run.dist.timeout_s = " + std::to_string(static_cast<int64_t>(options.timeout_s)) +
+        " s: " + what_of(e));
+  }
+  return group;
+}
+
+std::string ProcessGroup::backend() const { return impl_ ? "gloo" : "none"; }
+
+void ProcessGroup::all_reduce(at::Tensor& tensor, Reduce op) const {
+  if (!impl_) return;
+  at::Tensor host = tensor.device().is_cpu() ? tensor.contiguous() : tensor.cpu().contiguous();
+  impl_->run("all_reduce", timeout_s_, [&] {
+    std::vector<at::Tensor> tensors = {host};
+    c10d::AllreduceOptions opts;
+    opts.reduceOp = c10d::ReduceOp::SUM;
+    impl_->group->allreduce(tensors, opts)->wait();
+  });
+  // Gloo has no AVG reduction: divide the sum.
+  if (op == Reduce::kMean) host.div_(static_cast<double>(world_size_));
+  if (!host.is_same(tensor)) tensor.copy_(host);
+}
+
+void ProcessGroup::broadcast(at::Tensor& tensor, int64_t root) const {
+  if (!impl_) return;
+  at::Tensor host = tensor.device().is_cpu() ? tensor.contiguous() : tensor.cpu().contiguous();
+  impl_->run("broadcast", timeout_s_, [&] {
+    std::vector<at::Tensor> tensors = {host};
+    c10d::BroadcastOptions opts;
+    opts.rootRank = root;
+    impl_->group->broadcast(tensors, opts)->wait();
+  });
+  if (!host.is_same(tensor)) tensor.copy_(host);
+}
+
+std::vector<at::Tensor> ProcessGroup::all_gather(const at::Tensor& tensor) const {
+  if (!impl_) return {tensor.clone()};
+  at::Tensor host = tensor.cpu().contiguous();
+  std::vector<std::vector<at::Tensor>> outputs(1);
+  for (int64_t r = 0; r < world_size_; ++r) outputs[0].push_back(at::empty_like(host));
+  impl_->run("all_gather", timeout_s_, [&] {
+    std::vector<at::Tensor> inputs = {host};
+    impl_->group->allgather(outputs, inputs)->wait();
+  });
+  for (auto& t : outputs[0]) t = t.to(tensor.device());
+  return outputs[0];
+}
+
+std::vector<std::vector<double>> ProcessGroup::all_gather(const std::vector<double>& values) const {
+  if (!impl_) return {values};
+  // Lengths first, then the values padded to the longest.
+  at::Tensor length = at::full({1}, static_cast<int64_t>(values.size()), at::kLong);
+  std::vector<at::Tensor> lengths = all_gather(length);
+  int64_t longest = 0;
+  for (const auto& l : lengths) longest = std::max(longest, l.item<int64_t>());
+  at::Tensor padded = at::zeros({longest}, at::kDouble);
+  std::copy(values.begin(), values.end(), padded.data_ptr<double>());
+  std::vector<at::Tensor> gathered = all_gather(padded);
+  std::vector<std::vector<double>> result;
+  for (size_t r = 0; r < gathered.size(); ++r) {
+    const double* data = gathered[r].data_ptr<double>();
+    result.emplace_back(data, data + lengths[r].item<int64_t>());
+  }
+  return result;
+}
+
+void ProcessGroup::barrier() const {
+  if (!impl_) return;
+  impl_->run("barrier", timeout_s_, [&] { impl_->group->barrier()->wait(); });
+}
+
+}  // namespace distill::dist

@@ -1,0 +1,153 @@
+// `distill` launched as 2 processes on 127.0.0.1 (the variables torchrun sets) against the same
+// command run as one process: the single-process run is the independent truth.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "src/io/tensor_file.h"
+#include "tests/src/dist/launch_support.h"
+#include "tests/support/cli_support.h"
+
+namespace distill::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Runs `distill <args>` (shell syntax) as ranks 0 and 1 of one job; both must succeed.
+void run_two_ranks(const TempDir& dir, const std::string& args) {
+  const int port = free_port();
+  std::vector<Rank> ranks;
+  for (int r = 0; r < 2; ++r) {
+    ranks.push_back(start_rank({"/bin/sh", "-c", "exec " + distill_binary() + " " + args}, r, 2,
+                               port, dir.file("rank" + std::to_string(r) + ".log"), {}));
+  }
+  wait_ranks(ranks, 300);
+  for (const auto& r : ranks) {
+    ASSERT_EQ(r.exit_code, 0) << read_text(r.log);
+  }
+}
+
+std::vector<std::string> pt_files(const std::string& folder) {
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(folder)) {
+    if (entry.path().extension() == ".pt") names.push_back(entry.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+TEST(DistCli, ShardedExpertsAreTheSingleProcessFiles) {
+  TempDir dir;
+  const std::string data = write_tiny_dataset(dir);
+  // 3 experts in buffers of 2: rank 0 trains experts 0 and 2, rank 1 expert 1.
+  const std::string args = "experts " + tiny_flags(data) +
+                           "--set experts.model.width=8 --set experts.model.depth=1 "
+                           "--set experts.num_experts=3 --set experts.save_interval=2 "
+                           "--set experts.train.epochs=2 --set experts.train.batch_size=20 ";
+  CommandResult single = distill_cli(args + "--out " + dir.file("one"));
+  ASSERT_EQ(single.exit_code, 0) << single.output;
+  run_two_ranks(dir, args + "--out " + dir.file("two"));
+  const auto names = pt_files(dir.file("one"));
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"expert_00000.pt", "expert_00001.pt", "expert_00002.pt",
+                                      "replay_buffer_0.pt", "replay_buffer_1.pt"}));
+  EXPECT_EQ(pt_files(dir.file("two")), names);
+  for (const auto& name : names) {
+    EXPECT_EQ(read_text(dir.file("one/" + name)), read_text(dir.file("two/" + name)))
+        << name << " differs from the single-process file";
+  }
+  // Rank 1 trained expert 1; rank 0 logged it in the one metrics.jsonl.
+  EXPECT_TRUE(contains(read_text(dir.file("rank1.log")), "expert 1: test accuracy"));
+  const std::string metrics = read_text(dir.file("two/metrics.jsonl"));
+  EXPECT_EQ(std::count(metrics.begin(), metrics.end(), '\n'), 3) << metrics;
+  for (const std::string expert : {"\"expert\":0.0", "\"expert\":1.0", "\"expert\":2.0"}) {
+    EXPECT_TRUE(contains(metrics, expert)) << metrics;
+  }
+}
+
+TEST(DistCli, SpreadStudentsScoreAsOneProcess) {
+  TempDir dir;
+  const std::string data = write_tiny_dataset(dir);
+  CommandResult subset =
+      distill_cli("subset --ipc 2 " + tiny_flags(data) + "--out " + dir.file("s"));
+  ASSERT_EQ(subset.exit_code, 0) << subset.output;
+  // 3 students per set: runs 0 and 2 on rank 0, run 1 on rank 1.
+  const std::string args = "eval --syn " + dir.file("s/syn.pt") + " --runs 3 --epochs 3 " +
+                           tiny_flags(data) + "--set eval.model.width=8 ";
+  CommandResult single = distill_cli(args + "--out " + dir.file("one"));
+  ASSERT_EQ(single.exit_code, 0) << single.output;
+  run_two_ranks(dir, args + "--out " + dir.file("two"));
+  auto one = nlohmann::json::parse(read_text(dir.file("one/results.json")));
+  auto two = nlohmann::json::parse(read_text(dir.file("two/results.json")));
+  ASSERT_EQ(one["results"].size(), 2u);  // the set and random-real
+  EXPECT_EQ(one["results"], two["results"]);
+  EXPECT_TRUE(contains(read_text(dir.file("rank0.log")), "random-real"));
+  EXPECT_FALSE(contains(read_text(dir.file("rank1.log")), "results:"))
+      << "rank 1 printed the table";
+}
+
+TEST(DistCli, DataParallelTrainMatchesOneProcess) {
+  TempDir dir;
+  const std::string data = write_tiny_dataset(dir);
+  const std::string args = "train --epochs 2 " + tiny_flags(data) +
+                           "--set model.width=8 --set model.depth=1 --set train.batch_size=25 ";
+  CommandResult single = distill_cli(args + "--out " + dir.file("one"));
+  ASSERT_EQ(single.exit_code, 0) << single.output;
+  run_two_ranks(dir, args + "--out " + dir.file("two"));
+  at::Tensor one = io::get_tensor(io::load_dict(dir.file("one/model.pt")), "params", "one");
+  at::Tensor two = io::get_tensor(io::load_dict(dir.file("two/model.pt")), "params", "two");
+  EXPECT_TRUE(at::allclose(one, two, 1e-4, 1e-5))
+      << "max |diff| " << (one - two).abs().max().item<double>();
+  EXPECT_TRUE(fs::exists(dir.file("two/checkpoint.pt")));
+}
+
+// The launcher the README documents: Debian's torchrun (1.13: underscore flags; `-r 1 -t 1`
+// works around its Python 3.11 failure on the default --redirects/--tee "0"). Its agent hosts the
+// TCPStore (TORCHELASTIC_USE_AGENT_STORE=True), so every rank is a store client.
+TEST(DistCli, TorchrunLaunchesDataParallelTrain) {
+  if (!fs::exists("/usr/bin/torchrun")) {
+    GTEST_SKIP() << "no /usr/bin/torchrun (Debian python3-torch; tests/run.sh installs it)";
+  }
+  TempDir dir;
+  const std::string data = write_tiny_dataset(dir);
+  const std::string args = "train --epochs 1 " + tiny_flags(data) +
+                           "--set model.width=8 --set model.depth=1 --set train.batch_size=25 ";
+  CommandResult single = distill_cli(args + "--out " + dir.file("one"));
+  ASSERT_EQ(single.exit_code, 0) << single.output;
+  CommandResult launched = run_command(
+      "cd " + dir.path() + " && timeout 300 /usr/bin/torchrun --nproc_per_node=2 --master_port=" +
+      std::to_string(free_port()) + " -r 1 -t 1 --no_python " + distill_binary() + " " + args +
+      "--out " + dir.file("two") + " 2>&1");
+  ASSERT_EQ(launched.exit_code, 0) << launched.output;
+  EXPECT_TRUE(contains(launched.output, "2 processes (gloo)")) << launched.output;
+  at::Tensor one = io::get_tensor(io::load_dict(dir.file("one/model.pt")), "params", "one");
+  at::Tensor two = io::get_tensor(io::load_dict(dir.file("two/model.pt")), "params", "two");
+  EXPECT_TRUE(at::allclose(one, two, 1e-4, 1e-5))
+      << "max |diff| " << (one - two).abs().max().item<double>();
+}
+
+TEST(DistCli, BadLauncherVariablesAreUsageErrors) {
+  CommandResult r = run_command("WORLD_SIZE=2 " + distill_binary() + " train --out /nonexistent/x");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "WORLD_SIZE=2 but RANK is not set")) << r.output;
+  r = run_command("WORLD_SIZE=2 RANK=0 " + distill_binary() +
+                  " train --dist-backend nccl --out /nonexistent/x");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "run.dist.backend = \"nccl\"")) << r.output;
+}
+
+TEST(DistCli, CommandsWithoutMultiProcessSupportRefuse) {
+  TempDir dir;
+  const std::string data = write_tiny_dataset(dir);
+  // Refused before joining anything: each rank exits on its own, no peer needed.
+  CommandResult r = run_command("WORLD_SIZE=2 RANK=1 " + distill_binary() + " subset --ipc 1 " +
+                                tiny_flags(data) + "--out " + dir.file("s"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "distill subset runs as one process")) << r.output;
+  EXPECT_FALSE(fs::exists(dir.file("s/config.toml")));
+}
+
+}  // namespace
+}  // namespace distill::testing
