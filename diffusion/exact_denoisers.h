@@ -9,7 +9,7 @@ namespace distill::diffusion {
 // Both satisfy the Denoiser signature (denoiser.h) and work in the dtype of their data.
 
 // The empirical distribution of `data` (M x ...): E[x0 | x] = sum_i w_i y_i with
-// w = softmax_i(-|x - y_i|^2 / (2 sigma^2)) (Karras et al. 2022, appendix B.3). Sampling with it
+// w = softmax_i(-|x - y_i|^2 / (2 sigma^2)) (the ideal denoiser of Karras et al. 2022). Sampling with it
 // reproduces training points; it is the ideal a network trained on `data` approaches.
 class FiniteSetDenoiser {
  public:

@@ -38,7 +38,7 @@ struct Preconditioning {
 // EDM Table 1: c_skip = sd^2 / (s^2 + sd^2), c_out = s sd / sqrt(s^2 + sd^2),
 // c_in = 1 / sqrt(s^2 + sd^2), c_noise = ln(s) / 4.
 Preconditioning edm_preconditioning(const at::Tensor& sigma, double sigma_data);
-// Consistency models (Song et al. 2023, appendix C): c_skip = sd^2 / ((s - e)^2 + sd^2),
+// Consistency models (Song et al. 2023, sec. 3): c_skip = sd^2 / ((s - e)^2 + sd^2),
 // c_out = sd (s - e) / sqrt(s^2 + sd^2), so f(x, e) = x exactly at e = sigma_min; c_in and
 // c_noise as EDM.
 Preconditioning consistency_preconditioning(const at::Tensor& sigma, double sigma_data,

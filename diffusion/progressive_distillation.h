@@ -17,7 +17,7 @@ namespace distill::diffusion {
 //
 // Two DDIM steps of the teacher from x at level s through s_mid to s_end, and the x-target of a
 // student that must cover both in one DDIM step: from x2 = xt + (s_end / s)(x - xt),
-//   xt = (x2 - (s_end / s) x) / (1 - s_end / s)      (PD eq. 8 with alpha = 1).
+//   xt = (x2 - (s_end / s) x) / (1 - s_end / s)      (PD Algorithm 2 with alpha = 1).
 // x, s, s_mid, s_end: N x ... and N; s > s_mid > s_end >= 0.
 at::Tensor progressive_target(const Denoiser& teacher, const at::Tensor& x, const at::Tensor& s,
                               const at::Tensor& s_mid, const at::Tensor& s_end);

@@ -11,7 +11,7 @@
 
 namespace distill::diffusion {
 
-// Samplers of the probability-flow ODE dx/dsigma = (x - D(x, sigma)) / sigma (EDM eq. 3 with
+// Samplers of the probability-flow ODE dx/dsigma = (x - D(x, sigma)) / sigma (EDM's ODE with
 // sigma(t) = t) and of its stochastic counterpart. Each runs from x at sigmas.front() down the
 // decreasing grid `sigmas` (which ends with 0, see sampling_sigmas) and returns the final state.
 // `steps` = sigmas.size() - 1.

@@ -135,7 +135,7 @@ TEST(Parameterization, EdmAndConsistencyScalingsByHand) {
     EXPECT_NEAR(c.c_in[i].item<double>(), 1 / std::sqrt(v * v + 0.25), 1e-14);
     EXPECT_NEAR(c.c_noise[i].item<double>(), std::log(v) / 4, 1e-14);
   }
-  // EDM's design goal (appendix B.6): the network's effective target (y - c_skip (y + s n)) / c_out
+  // EDM's preconditioning goal: the network's effective target (y - c_skip (y + s n)) / c_out
   // has unit variance for data of variance sd^2: ((1 - c_skip)^2 sd^2 + c_skip^2 s^2) / c_out^2 = 1.
   EXPECT_TRUE(at::allclose(((1 - c.c_skip).pow(2) * 0.25 + c.c_skip.pow(2) * s.pow(2)) / c.c_out.pow(2),
                            at::ones_like(s)));
