@@ -1,0 +1,123 @@
+#include "diffusion/consistency_distillation.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <cmath>
+
+#include "diffusion/noise_schedule.h"
+#include "diffusion/parameterization.h"
+#include "src/core/error.h"
+
+namespace distill::diffusion {
+
+OdeStep heun_step(Denoiser teacher) {
+  return [teacher](const at::Tensor& x, const at::Tensor& s, const at::Tensor& s_next) {
+    at::Tensor h = per_sample(s_next - s, x);
+    at::Tensor slope = (x - teacher(x, s)) / per_sample(s, x);
+    at::Tensor euler = x + h * slope;
+    at::Tensor slope_next = (euler - teacher(euler, s_next)) / per_sample(s_next, x);
+    return x + h * 0.5 * (slope + slope_next);
+  };
+}
+
+at::Tensor consistency_distance(const at::Tensor& a, const at::Tensor& b,
+                                const std::string& distance, double huber_c) {
+  at::Tensor squared = (a - b).pow(2).flatten(1);
+  if (distance == "l2") return squared.mean(1);
+  if (distance == "pseudo_huber") {
+    const double c = huber_c > 0 ? huber_c : 0.00054 * std::sqrt(static_cast<double>(squared.size(1)));
+    return (squared.sum(1) + c * c).sqrt() - c;
+  }
+  throw Error("consistency.distance: unknown distance '" + distance +
+              "' (expected l2 or pseudo_huber)");
+}
+
+at::Tensor consistency_loss(const Denoiser& f, const Denoiser& f_target, const OdeStep& step,
+                            const at::Tensor& x0, const at::Tensor& z, const at::Tensor& s_n,
+                            const at::Tensor& s_next, const std::string& distance,
+                            double huber_c) {
+  at::Tensor x_next = x0 + per_sample(s_next, x0) * z;
+  at::Tensor target;
+  {
+    at::NoGradGuard no_grad;
+    target = f_target(step(x_next, s_next, s_n), s_n);
+  }
+  return consistency_distance(f(x_next, s_next), target, distance, huber_c).mean();
+}
+
+void validate(const ConsistencyOptions& o) {
+  if (o.discretisation < 2) {
+    throw Error("consistency.discretisation: must be >= 2, found " +
+                std::to_string(o.discretisation));
+  }
+  ScheduleOptions karras;
+  karras.sigma_min = o.sigma_min;
+  karras.sigma_max = o.sigma_max;
+  karras.rho = o.rho;
+  validate(karras, "consistency");
+  if (!(o.ema_decay >= 0 && o.ema_decay < 1)) {
+    throw Error("consistency.ema_decay: must be in [0, 1), found " + std::to_string(o.ema_decay));
+  }
+  if (o.iterations < 1 || o.batch < 1) {
+    throw Error("consistency: iterations and batch must be >= 1, found " +
+                std::to_string(o.iterations) + " and " + std::to_string(o.batch));
+  }
+  consistency_distance(at::zeros({1, 1}), at::zeros({1, 1}), o.distance, o.huber_c);
+}
+
+void consistency_distillation(const Denoiser& teacher, const StudentFactory& student,
+                              at::Tensor& params, at::Tensor& target, const DataSource& data,
+                              const ConsistencyOptions& o, at::Generator& generator,
+                              const ProgressiveCallback& callback) {
+  validate(o);
+  std::vector<double> grid = karras_grid(o.discretisation, o.sigma_min, o.sigma_max, o.rho);
+  at::Tensor table = at::tensor(grid, at::kDouble).to(params.scalar_type());
+  OdeStep step = heun_step(teacher);
+  auto optimizer = train::Optimizer::make(o.optimizer);
+  params = params.detach().clone();
+  target = target.defined() ? target.detach().clone() : params.clone();
+  for (int64_t it = 0; it < o.iterations; ++it) {
+    at::Tensor x0 = data(o.batch, generator).to(params.scalar_type());
+    at::Tensor n = at::randint(0, o.discretisation - 1, {o.batch}, generator,
+                               at::TensorOptions().dtype(at::kLong));
+    at::Tensor z = at::randn(x0.sizes(), generator, x0.options());
+    at::Tensor leaf = params.detach().requires_grad_(true);
+    at::Tensor loss = consistency_loss(student(leaf), student(target), step, x0, z,
+                                       table.index({n}), table.index({n + 1}), o.distance,
+                                       o.huber_c);
+    const double value = loss.item<double>();
+    if (!std::isfinite(value)) {
+      throw RuntimeFailure("consistency distillation: non-finite loss at iteration " +
+                           std::to_string(it));
+    }
+    at::Tensor grad = torch::autograd::grad({loss}, {leaf})[0];
+    optimizer->step(params, grad,
+                    o.optimizer.lr * train::lr_multiplier(o.lr_schedule, it, o.iterations));
+    train::ema_update(target, params, o.ema_decay);
+    if (callback) callback(0, it, value);
+  }
+}
+
+at::Tensor consistency_sample(const Denoiser& f, at::Tensor x, const std::vector<double>& sigmas,
+                              double sigma_min, at::Generator& generator) {
+  if (sigmas.empty()) throw Error("consistency sampling: needs at least one noise level");
+  for (size_t i = 0; i < sigmas.size(); ++i) {
+    if (!(sigmas[i] > sigma_min) || (i > 0 && !(sigmas[i] < sigmas[i - 1]))) {
+      throw Error("consistency sampling: levels must decrease and stay above sigma_min = " +
+                  std::to_string(sigma_min) + ", found sigma[" + std::to_string(i) +
+                  "] = " + std::to_string(sigmas[i]));
+    }
+  }
+  auto level = [&](double s) { return at::full({x.size(0)}, s, x.options()); };
+  x = f(x, level(sigmas[0]));
+  for (size_t i = 1; i < sigmas.size(); ++i) {
+    const double s = sigmas[i];
+    x = x + std::sqrt(s * s - sigma_min * sigma_min) *
+                at::randn(x.sizes(), generator, x.options());
+    x = f(x, level(s));
+  }
+  return x;
+}
+
+}  // namespace distill::diffusion

@@ -1,0 +1,103 @@
+#include "diffusion/noise_schedule.h"
+
+#include <cmath>
+#include <sstream>
+
+#include "src/core/error.h"
+
+namespace distill::diffusion {
+namespace {
+
+std::string num(double x) {
+  std::ostringstream s;
+  s << x;
+  return s.str();
+}
+
+}  // namespace
+
+void validate(const ScheduleOptions& o, const std::string& key) {
+  if (o.name == "karras") {
+    if (!(std::isfinite(o.sigma_min) && std::isfinite(o.sigma_max) && o.sigma_min > 0 &&
+          o.sigma_min < o.sigma_max)) {
+      throw Error(key + ": sigma_min and sigma_max must be finite with 0 < sigma_min < sigma_max "
+                        "(an increasing range), found sigma_min = " + num(o.sigma_min) +
+                  ", sigma_max = " + num(o.sigma_max));
+    }
+    if (!(std::isfinite(o.rho) && o.rho > 0)) {
+      throw Error(key + ".rho: must be a finite number > 0, found " + num(o.rho));
+    }
+  } else if (o.name == "vp_cosine") {
+    if (!(std::isfinite(o.logsnr_min) && std::isfinite(o.logsnr_max) &&
+          o.logsnr_min < o.logsnr_max)) {
+      throw Error(key + ": logsnr_min and logsnr_max must be finite with logsnr_min < logsnr_max "
+                        "(an increasing range), found logsnr_min = " + num(o.logsnr_min) +
+                  ", logsnr_max = " + num(o.logsnr_max));
+    }
+  } else {
+    throw Error(key + ".name: unknown schedule '" + o.name + "' (expected karras or vp_cosine)");
+  }
+}
+
+double vp_cosine_logsnr(double t, double logsnr_min, double logsnr_max) {
+  const double b = std::atan(std::exp(-0.5 * logsnr_max));
+  const double a = std::atan(std::exp(-0.5 * logsnr_min)) - b;
+  return -2.0 * std::log(std::tan(a * t + b));
+}
+
+VpLevel vp_level(double logsnr) {
+  // sigmoid(l) = 1 / (1 + exp(-l)), computed without overflow for large |l|.
+  auto sigmoid = [](double l) {
+    return l >= 0 ? 1.0 / (1.0 + std::exp(-l)) : std::exp(l) / (1.0 + std::exp(l));
+  };
+  return {std::sqrt(sigmoid(logsnr)), std::sqrt(sigmoid(-logsnr))};
+}
+
+double sigma_from_logsnr(double logsnr) { return std::exp(-0.5 * logsnr); }
+double logsnr_from_sigma(double sigma) { return -2.0 * std::log(sigma); }
+
+double schedule_sigma(const ScheduleOptions& o, double t) {
+  validate(o, "schedule");
+  if (!(t >= 0 && t <= 1)) throw Error("schedule: time must be in [0, 1], found " + num(t));
+  if (t == 0) return 0.0;
+  if (o.name == "karras") {
+    const double lo = std::pow(o.sigma_min, 1.0 / o.rho), hi = std::pow(o.sigma_max, 1.0 / o.rho);
+    return std::pow(lo + t * (hi - lo), o.rho);
+  }
+  return sigma_from_logsnr(vp_cosine_logsnr(t, o.logsnr_min, o.logsnr_max));
+}
+
+std::vector<double> karras_grid(int64_t n, double sigma_min, double sigma_max, double rho) {
+  if (n < 2) throw Error("karras grid: needs at least 2 noise levels, found " + std::to_string(n));
+  const double lo = std::pow(sigma_min, 1.0 / rho), hi = std::pow(sigma_max, 1.0 / rho);
+  std::vector<double> grid(n);
+  for (int64_t i = 0; i < n; ++i) {
+    grid[i] = std::pow(lo + static_cast<double>(i) / (n - 1) * (hi - lo), rho);
+  }
+  grid.front() = sigma_min;  // exact endpoints despite rounding in pow
+  grid.back() = sigma_max;
+  return grid;
+}
+
+std::vector<double> sampling_sigmas(const ScheduleOptions& o, int64_t steps) {
+  validate(o, "schedule");
+  if (steps < 1) throw Error("sampler: steps must be >= 1, found " + std::to_string(steps));
+  std::vector<double> sigmas;
+  if (o.name == "karras") {
+    if (steps == 1) {
+      sigmas = {o.sigma_max};
+    } else {
+      std::vector<double> grid = karras_grid(steps, o.sigma_min, o.sigma_max, o.rho);
+      sigmas.assign(grid.rbegin(), grid.rend());
+    }
+    sigmas.push_back(0.0);
+  } else {
+    for (int64_t i = 0; i <= steps; ++i) {
+      sigmas.push_back(schedule_sigma(o, 1.0 - static_cast<double>(i) / steps));
+    }
+    sigmas.back() = 0.0;
+  }
+  return sigmas;
+}
+
+}  // namespace distill::diffusion

@@ -1,0 +1,105 @@
+#pragma once
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <string>
+
+#include "diffusion/denoiser.h"
+#include "diffusion/noise_schedule.h"
+#include "src/config/options.h"
+#include "src/train/optimizer.h"
+
+namespace distill::diffusion {
+
+// Progressive distillation (Salimans & Ho 2022, Algorithm 2), in EDM form (noise levels s; a VP
+// point z = alpha x is the same point scaled, see noise_schedule.h).
+//
+// Two DDIM steps of the teacher from x at level s through s_mid to s_end, and the x-target of a
+// student that must cover both in one DDIM step: from x2 = xt + (s_end / s)(x - xt),
+//   xt = (x2 - (s_end / s) x) / (1 - s_end / s)      (PD Algorithm 2 with alpha = 1).
+// x, s, s_mid, s_end: N x ... and N; s > s_mid > s_end >= 0.
+at::Tensor progressive_target(const Denoiser& teacher, const at::Tensor& x, const at::Tensor& s,
+                              const at::Tensor& s_mid, const at::Tensor& s_end);
+
+// PD's loss weights as a function of the level (log-SNR = -2 log s for unit-scale data):
+//   truncated_snr: max(snr, 1) (PD sec. 4, "truncated SNR"), snr_plus_one: snr + 1 (the v loss),
+//   constant: 1 (plain x loss).
+at::Tensor progressive_weight(const std::string& weighting, const at::Tensor& s);
+
+struct ProgressiveOptions {
+  int64_t teacher_steps = 8;  // steps of the first teacher; each stage halves them
+  int64_t student_steps = 1;  // where halving stops
+  int64_t iterations = 2000;  // optimizer steps per stage
+  int64_t batch = 256;
+  std::string weighting = "truncated_snr";
+  ScheduleOptions schedule = vp_cosine_schedule();
+  train::OptimizerOptions optimizer = default_optimizer();
+  train::ScheduleOptions lr_schedule = cosine_decay();
+
+  static ScheduleOptions vp_cosine_schedule() {
+    ScheduleOptions s;
+    s.name = "vp_cosine";
+    return s;
+  }
+  static train::OptimizerOptions default_optimizer() {
+    train::OptimizerOptions o;
+    o.name = "adam";
+    o.lr = 1e-3;
+    o.weight_decay = 0;
+    return o;
+  }
+  static train::ScheduleOptions cosine_decay() {
+    train::ScheduleOptions s;
+    s.name = "cosine";
+    return s;
+  }
+  void visit(config::Visitor& v) {
+    v.field("teacher_steps", teacher_steps, "sampling steps of the first teacher (halved per stage)");
+    v.field("student_steps", student_steps, "steps of the final student (teacher_steps / 2^k)");
+    v.field("iterations", iterations, "optimizer steps per halving stage");
+    v.field("batch", batch, "training points per step");
+    v.choice("weighting", weighting, "loss weight: max(snr, 1), snr + 1 or 1",
+             {"truncated_snr", "snr_plus_one", "constant"});
+    v.section("schedule", schedule);
+    v.section("optimizer", optimizer);
+    v.section("lr_schedule", lr_schedule);  // over the iterations of each stage
+  }
+};
+
+// Throws Error unless student_steps >= 1 and teacher_steps = student_steps * 2^k with k >= 1.
+void validate(const ProgressiveOptions& options);
+
+// The student as a function of its flat parameters (e.g. precondition(net.network(params), ...)).
+using StudentFactory = std::function<Denoiser(const at::Tensor& params)>;
+// n clean training points.
+using DataSource = std::function<at::Tensor(int64_t n, at::Generator& generator)>;
+// Called after every optimizer step: (student steps of this stage, iteration, loss).
+using ProgressiveCallback = std::function<void(int64_t steps, int64_t iteration, double loss)>;
+
+// One stage: trains `params` (in place; a leaf tensor, no grad needed) so that the student with
+// `steps` steps matches the teacher with 2 * steps steps on the schedule's grid
+// t_i = i / steps. Times, noise and batches come from `generator`.
+void progressive_stage(const Denoiser& teacher, const StudentFactory& student, at::Tensor& params,
+                       int64_t steps, const DataSource& data, const ProgressiveOptions& options,
+                       at::Generator& generator, const ProgressiveCallback& callback = {});
+
+// Stage 0 of PD when the teacher is not a network of the student's shape: regress the student
+// onto the teacher's denoiser itself, D_student(x, s) ~ D_teacher(x, s) at t ~ U(0, 1] on the
+// schedule (same weighting and optimizer), so that the first halving stage starts from a copy
+// of the teacher as PD requires. With an empty `teacher` the target is the clean x0, i.e. plain
+// denoising training of a diffusion model.
+void fit_denoiser(const Denoiser& teacher, const StudentFactory& student, at::Tensor& params,
+                  const DataSource& data, const ProgressiveOptions& options,
+                  at::Generator& generator, const ProgressiveCallback& callback = {});
+
+// All stages: teacher_steps -> teacher_steps / 2 -> ... -> student_steps. The first stage
+// distills `teacher`; each later one distills the previous stage's student (a frozen copy). The
+// student starts from `params` (the teacher's own parameters when it is a network) and returns
+// the final student's parameters.
+at::Tensor progressive_distillation(const Denoiser& teacher, const StudentFactory& student,
+                                    at::Tensor params, const DataSource& data,
+                                    const ProgressiveOptions& options, at::Generator& generator,
+                                    const ProgressiveCallback& callback = {});
+
+}  // namespace distill::diffusion

@@ -1,0 +1,63 @@
+#pragma once
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <vector>
+
+#include "diffusion/denoiser.h"
+#include "diffusion/noise_schedule.h"
+#include "src/config/options.h"
+
+namespace distill::diffusion {
+
+// Samplers of the probability-flow ODE dx/dsigma = (x - D(x, sigma)) / sigma (EDM's ODE with
+// sigma(t) = t) and of its stochastic counterpart. Each runs from x at sigmas.front() down the
+// decreasing grid `sigmas` (which ends with 0, see sampling_sigmas) and returns the final state.
+// `steps` = sigmas.size() - 1.
+
+// DDIM (Song et al. 2021, eta = 0): x' = D + (s' / s)(x - D). One evaluation per step; in this
+// form it is exactly Euler's method on the ODE in sigma.
+at::Tensor sample_ddim(const Denoiser& denoiser, at::Tensor x, const std::vector<double>& sigmas);
+
+// DDPM ancestral sampling (Ho et al. 2020): x' drawn from q(x' | x, x0 = D), i.e.
+// mean = D (s^2 - s'^2) / s^2 + x s'^2 / s^2, variance s'^2 (s^2 - s'^2) / s^2.
+at::Tensor sample_ddpm(const Denoiser& denoiser, at::Tensor x, const std::vector<double>& sigmas,
+                       at::Generator& generator);
+
+// EDM's deterministic Heun sampler (Karras et al. 2022, Algorithm 1 without churn): Euler
+// predictor, trapezoidal corrector except for the final step to sigma = 0. 2 steps - 1
+// evaluations.
+at::Tensor sample_heun(const Denoiser& denoiser, at::Tensor x, const std::vector<double>& sigmas);
+
+// DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2) in lambda = -log sigma: the first step and the
+// step to sigma = 0 are first order, the others extrapolate D linearly from the previous step.
+at::Tensor sample_dpmpp_2m(const Denoiser& denoiser, at::Tensor x,
+                           const std::vector<double>& sigmas);
+
+// Which sampler, how many steps, on which noise levels.
+struct SamplerOptions {
+  std::string name = "heun";
+  int64_t steps = 18;
+  ScheduleOptions schedule;
+
+  void visit(config::Visitor& v) {
+    v.choice("name", name,
+             "ddim (deterministic), ddpm (ancestral), heun (EDM) or dpmpp_2m (DPM-Solver++ 2M)",
+             {"ddim", "ddpm", "heun", "dpmpp_2m"});
+    v.field("steps", steps, "sampling steps (>= 1); heun evaluates the denoiser 2 steps - 1 times");
+    v.section("schedule", schedule);
+  }
+};
+
+// Runs the named sampler on `x` (whose noise level is sigmas.front()); `generator` feeds ddpm.
+at::Tensor run_sampler(const std::string& name, const Denoiser& denoiser, at::Tensor x,
+                       const std::vector<double>& sigmas, at::Generator& generator);
+
+// Draws `count` items of `item_shape` from the sampler's starting distribution N(0, s_max^2 I)
+// and samples them; the denoiser sees `dtype` tensors.
+at::Tensor generate(const SamplerOptions& options, const Denoiser& denoiser,
+                    const std::vector<int64_t>& item_shape, int64_t count,
+                    at::Generator& generator, at::ScalarType dtype);
+
+}  // namespace distill::diffusion

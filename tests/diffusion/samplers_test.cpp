@@ -1,0 +1,128 @@
+// Samplers with exact denoisers: the closed-form ODE solution of a Gaussian and the moments of a
+// 2-D Gaussian mixture.
+#include "diffusion/samplers.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "diffusion/exact_denoisers.h"
+#include "src/core/error.h"
+#include "src/core/runtime.h"
+
+namespace distill::diffusion {
+namespace {
+
+const auto kDouble = at::TensorOptions().dtype(at::kDouble);
+
+struct GaussianCase {
+  at::Tensor mu = at::tensor({0.5, -1.0, 2.0}, kDouble);
+  at::Tensor var = at::tensor({0.3, 1.2, 0.05}, kDouble);
+  GaussianMixture teacher{at::ones({1}, kDouble), mu.unsqueeze(0), at::diag(var).unsqueeze(0)};
+  // For x0 ~ N(mu, v) the probability-flow ODE dx/ds = (x - D(x, s)) / s has
+  // D = mu + v / (v + s^2)(x - mu), so d(x - mu)/ds = s / (v + s^2) (x - mu) and
+  // x(s') - mu = (x(s) - mu) sqrt((v + s'^2) / (v + s^2)).
+  at::Tensor solution(const at::Tensor& x, double from, double to) const {
+    return mu + (x - mu) * ((var + to * to) / (var + from * from)).sqrt();
+  }
+};
+
+double ode_error(const std::string& name, int64_t steps) {
+  GaussianCase c;
+  ScheduleOptions schedule;
+  std::vector<double> sigmas = sampling_sigmas(schedule, steps);
+  at::Generator gen = make_generator(11);
+  at::Tensor x = c.mu + at::randn({64, 3}, gen, kDouble) * std::sqrt(80.0 * 80.0 + 1.0);
+  at::Tensor out = run_sampler(name, c.teacher, x, sigmas, gen);
+  return (out - c.solution(x, 80.0, 0.0)).abs().max().item<double>();
+}
+
+TEST(Samplers, DdimWithTheExactGaussianDenoiserFollowsTheClosedFormOde) {
+  // DDIM is Euler's method on the ODE: first order, so doubling the steps halves the error,
+  // and it reaches the closed-form endpoint as steps grow.
+  // (Errors are absolute on samples of scale ~1 started at sigma = 80.)
+  const double e64 = ode_error("ddim", 64), e128 = ode_error("ddim", 128);
+  const double e1024 = ode_error("ddim", 1024);
+  EXPECT_NEAR(e64 / e128, 2.0, 0.2);
+  EXPECT_LT(e1024, 0.01);
+  // Midway levels too: one DDIM step from s to s' is exact when the data is a single point.
+  FiniteSetDenoiser point(at::tensor({0.25, -0.75}, kDouble).view({1, 2}));
+  at::Tensor x = at::tensor({3.0, 4.0, -8.0, 1.0}, kDouble).view({2, 2});
+  at::Tensor one = sample_ddim(point, x, {5.0, 2.0});
+  EXPECT_TRUE(at::allclose(one, at::tensor({0.25, -0.75}, kDouble) +
+                                    (x - at::tensor({0.25, -0.75}, kDouble)) * 0.4));
+}
+
+TEST(Samplers, SecondOrderSolversConvergeToTheClosedFormOdeSolution) {
+  for (std::string name : {"heun", "dpmpp_2m"}) {
+    const double e64 = ode_error(name, 64), e128 = ode_error(name, 128);
+    const double e1024 = ode_error(name, 1024);
+    EXPECT_NEAR(e64 / e128, 4.0, 0.5) << name << " " << e64 << " " << e128;  // second order
+    EXPECT_LT(e1024, 5e-5) << name;
+    EXPECT_LT(e64, ode_error("ddim", 64) / 5) << name;
+  }
+}
+
+GaussianMixture mixture() {
+  at::Tensor w = at::tensor({0.5, 0.3, 0.2}, kDouble);
+  at::Tensor means = at::tensor({-1.0, 0.0, 1.0, 0.5, 0.0, -1.2}, kDouble).view({3, 2});
+  at::Tensor covs =
+      at::tensor({0.05, 0.02, 0.02, 0.03, 0.02, 0.0, 0.0, 0.08, 0.04, -0.01, -0.01, 0.02}, kDouble)
+          .view({3, 2, 2});
+  return GaussianMixture(w, means, covs);
+}
+
+// Distance of a sample set to the mixture's known distribution: the largest error of the mean,
+// covariance and mode weights (each sample counted for its most probable component).
+double moment_error(const GaussianMixture& g, const at::Tensor& samples) {
+  at::Tensor mean = samples.mean(0), centred = samples - mean;
+  at::Tensor cov = at::matmul(centred.t(), centred) / samples.size(0);
+  at::Tensor modes = g.responsibilities(samples, at::full({samples.size(0)}, 1e-3, kDouble));
+  at::Tensor share = at::one_hot(modes.argmax(1), 3).to(at::kDouble).mean(0);
+  return std::max({(mean - g.mean()).abs().max().item<double>(),
+                   (cov - g.covariance()).abs().max().item<double>(),
+                   (share - g.weights()).abs().max().item<double>()});
+}
+
+double sampler_moment_error(const std::string& name, int64_t steps) {
+  GaussianMixture g = mixture();
+  SamplerOptions o;
+  o.name = name;
+  o.steps = steps;
+  at::Generator gen = make_generator(21);
+  return moment_error(g, generate(o, g, {2}, 20000, gen, at::kDouble));
+}
+
+TEST(Samplers, EachReproducesTheMixtureMomentsAsStepsGrow) {
+  // Monte Carlo floor of 20000 samples: ~0.01 on these moments.
+  const std::vector<std::pair<std::string, std::pair<int64_t, int64_t>>> cases = {
+      {"ddim", {2, 128}}, {"ddpm", {2, 256}}, {"heun", {2, 32}}, {"dpmpp_2m", {2, 32}}};
+  for (const auto& [name, steps] : cases) {
+    const double coarse = sampler_moment_error(name, steps.first);
+    const double fine = sampler_moment_error(name, steps.second);
+    EXPECT_LT(fine, 0.025) << name << " at " << steps.second << " steps";
+    EXPECT_GT(coarse, 2 * fine) << name << ": " << coarse << " vs " << fine;
+  }
+}
+
+TEST(Samplers, BadGridsAreErrors) {
+  GaussianMixture g = mixture();
+  at::Tensor x = at::zeros({2, 2}, kDouble);
+  try {
+    sample_ddim(g, x, {1.0, 2.0, 0.0});
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("must decrease"), std::string::npos) << e.what();
+  }
+  at::Generator gen = make_generator(0);
+  try {
+    run_sampler("euler_a", g, x, {1.0, 0.0}, gen);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown sampler 'euler_a'"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace distill::diffusion
