@@ -153,20 +153,21 @@ TEST(TrajectoryMatcher, TeslaEqualsPerBatchGradientsWithDetachedParameters) {
   MetaGradient t = tesla.meta_gradient(c.images, c.labels, lr, c.task);
 
   at::Tensor x = c.images.detach().requires_grad_(true);
-  // The same mini-batches: the matcher draws them from the task seed (batch_syn 4 of 6).
-  TrajectoryMatcher unroll(*c.model, small_options("unroll"), train::AugmentFn());
+  // The same mini-batches: the matcher draws them from the task seed (batch_syn 4 of 6: chunks
+  // of 4 and 2 from each permutation).
   at::Tensor theta = c.task.start.clone();
   at::Tensor sum = at::zeros_like(theta);
   at::Generator order = make_generator(c.task.seed, 31);
   at::Tensor perm;
   int64_t used = 6;
   for (int64_t step = 0; step < o.syn_steps; ++step) {
-    if (used + 4 > 6) {
+    if (used == 6) {
       perm = at::randperm(6, order, at::kLong);
       used = 0;
     }
-    at::Tensor index = perm.narrow(0, used, 4);
-    used += 4;
+    const int64_t size = std::min<int64_t>(4, 6 - used);
+    at::Tensor index = perm.narrow(0, used, size);
+    used += size;
     at::Tensor leaf = theta.detach().requires_grad_(true);
     models::ForwardArgs args;
     args.train = true;
