@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "src/core/runtime.h"
+#include "tests/diffusion/mixture_fixture.h"
 
 namespace distill::diffusion {
 namespace {
@@ -62,19 +63,10 @@ TEST(GaussianMixture, SingleGaussianIsTheClosedFormPosteriorMean) {
   EXPECT_TRUE(at::allclose(g(x, same), mu + var / (var + 0.49) * (x - mu), 1e-12, 1e-12));
 }
 
-GaussianMixture test_mixture() {
-  at::Tensor w = at::tensor({0.5, 0.3, 0.2}, kDouble);
-  at::Tensor means = at::tensor({-1.0, 0.0, 1.0, 0.5, 0.0, -1.2}, kDouble).view({3, 2});
-  at::Tensor covs =
-      at::tensor({0.05, 0.02, 0.02, 0.03, 0.02, 0.0, 0.0, 0.08, 0.04, -0.01, -0.01, 0.02}, kDouble)
-          .view({3, 2, 2});
-  return GaussianMixture(w, means, covs);
-}
-
 // Monte Carlo: the posterior mean of x0 given x is the prior-sample average weighted by the
 // likelihood N(x; x0, s^2), i.e. the finite-set denoiser of many exact samples.
 TEST(GaussianMixture, MatchesMonteCarloPosteriorMeanAndMoments) {
-  GaussianMixture g = test_mixture();
+  GaussianMixture g = fixture::three_component_mixture();
   at::Generator gen = make_generator(3);
   at::Tensor samples = g.sample(400000, gen);
   EXPECT_TRUE(at::allclose(samples.mean(0), g.mean(), 0, 0.005));

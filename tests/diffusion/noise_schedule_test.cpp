@@ -9,18 +9,12 @@
 #include "diffusion/parameterization.h"
 #include "src/core/error.h"
 #include "src/core/runtime.h"
+#include "tests/support/test_support.h"
 
 namespace distill::diffusion {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using testing::error_of;
 
 TEST(VpCosineSchedule, EndpointsAndUnclippedCosine) {
   EXPECT_NEAR(vp_cosine_logsnr(0.0, -20, 20), 20.0, 1e-9);

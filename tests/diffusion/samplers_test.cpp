@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "diffusion/exact_denoisers.h"
+#include "tests/diffusion/mixture_fixture.h"
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 
@@ -64,15 +65,6 @@ TEST(Samplers, SecondOrderSolversConvergeToTheClosedFormOdeSolution) {
   }
 }
 
-GaussianMixture mixture() {
-  at::Tensor w = at::tensor({0.5, 0.3, 0.2}, kDouble);
-  at::Tensor means = at::tensor({-1.0, 0.0, 1.0, 0.5, 0.0, -1.2}, kDouble).view({3, 2});
-  at::Tensor covs =
-      at::tensor({0.05, 0.02, 0.02, 0.03, 0.02, 0.0, 0.0, 0.08, 0.04, -0.01, -0.01, 0.02}, kDouble)
-          .view({3, 2, 2});
-  return GaussianMixture(w, means, covs);
-}
-
 // Distance of a sample set to the mixture's known distribution: the largest error of the mean,
 // covariance and mode weights (each sample counted for its most probable component).
 double moment_error(const GaussianMixture& g, const at::Tensor& samples) {
@@ -86,7 +78,7 @@ double moment_error(const GaussianMixture& g, const at::Tensor& samples) {
 }
 
 double sampler_moment_error(const std::string& name, int64_t steps) {
-  GaussianMixture g = mixture();
+  GaussianMixture g = fixture::three_component_mixture();
   SamplerOptions o;
   o.name = name;
   o.steps = steps;
@@ -107,7 +99,7 @@ TEST(Samplers, EachReproducesTheMixtureMomentsAsStepsGrow) {
 }
 
 TEST(Samplers, BadGridsAreErrors) {
-  GaussianMixture g = mixture();
+  GaussianMixture g = fixture::three_component_mixture();
   at::Tensor x = at::zeros({2, 2}, kDouble);
   try {
     sample_ddim(g, x, {1.0, 2.0, 0.0});

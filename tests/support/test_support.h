@@ -1,6 +1,7 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,9 @@ CommandResult run_python_script(const std::string& script, const std::vector<std
 // The `distill` binary under test (DISTILL_BIN from ctest), and the source tree.
 std::string distill_binary();
 std::string source_dir();
+
+// The message of the exception `f` throws, or "no error" (bad-input tests compare messages).
+std::string error_of(const std::function<void()>& f);
 
 // Writes bytes to a file (fixtures).
 void write_bytes(const std::string& path, const std::string& bytes);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "src/core/error.h"
+#include "tests/support/test_support.h"
 
 namespace distill::config {
 namespace {
@@ -33,14 +34,7 @@ struct Outer {
   }
 };
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
+using testing::error_of;
 
 TEST(ConfigIo, ReadsValuesAndKeepsDefaults) {
   auto source = ConfigSource::from_string("[train]\nepochs = 5\nlr = 1\nmodels = [\"mlp\", \"lenet\"]\n", "a.toml");

@@ -57,14 +57,7 @@ void write_idx_folder(const std::string& folder, bool gz, const std::string& tra
   put("t10k-labels-idx1-ubyte", idx_labels(2));
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
+using testing::error_of;
 
 #define EXPECT_MESSAGE(message, part) \
   EXPECT_NE((message).find(part), std::string::npos) << (message)

@@ -24,14 +24,7 @@ dist::GetEnv fake_env(const std::map<std::string, std::string>& vars) {
   };
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using testing::error_of;
 
 TEST(LaunchEnv, NoVariablesIsOneProcess) {
   LaunchEnv env = read_launch_env(fake_env({}));

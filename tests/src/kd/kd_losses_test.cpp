@@ -63,14 +63,7 @@ void expect_gradient_matches_differences(const std::function<at::Tensor(const at
   }
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
+using testing::error_of;
 
 TEST(KdLosses, HintonIsTSquaredKlOfSoftenedOutputs) {
   const double T = 4.0;

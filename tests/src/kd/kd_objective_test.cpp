@@ -13,14 +13,7 @@
 namespace distill::kd {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
+using testing::error_of;
 
 std::unique_ptr<models::Model> mlp(std::vector<int64_t> hidden, int64_t classes = 4) {
   models::ModelOptions o;
