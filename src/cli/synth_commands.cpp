@@ -110,6 +110,7 @@ void run_relabel(SynthCommandOptions& o, const Invocation&) {
                                                  o.synth.temperature, o.synth.relabel.T)
                         .cpu();
   set.labels = soft;
+  set.label_temperature = o.synth.relabel.T;  // eval trains its students at this temperature
   if (o.synth.relabel.views > 0) {
     synth::add_replay_views(set, committee, o.synth.relabel, o.synth.temperature, run.seed,
                             run.device);
@@ -130,7 +131,7 @@ void run_relabel(SynthCommandOptions& o, const Invocation&) {
   io::write_file_atomic(run.out + "/results.json", results.dump(2) + "\n");
   std::cout << "relabeled set: " << run.out << "/syn.pt (" << set.images.size(0)
             << " images, soft labels at T = " << o.synth.relabel.T
-            << "; evaluate with --set eval.train.label_temperature=" << o.synth.relabel.T
+            << ", recorded in the set: distill eval trains at that temperature"
             << "), committee agrees with the image's class on "
             << 100.0 * results["agreement"].get<double>() << " %\n";
 }

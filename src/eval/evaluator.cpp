@@ -86,6 +86,9 @@ std::pair<double, double> Evaluator::train_student(const at::Tensor& images, con
                                   train_.num_classes);
   train::TrainOptions train_options = options_.train;
   train_options.optimizer.lr = lr;
+  if (replay && replay->label_temperature && options_.set_label_temperature) {
+    train_options.label_temperature = *replay->label_temperature;
+  }
   train::Trainer trainer(*model, train_options, seed);
   if (replay && replay->has_views()) {
     trainer.set_batch_source([replay, device = device_](const at::Tensor& index, int64_t epoch) {

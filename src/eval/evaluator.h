@@ -27,6 +27,7 @@ struct EvalOptions {
   bool random_real = true;
   bool full_data = false;
   bool learned_lr = true;
+  bool set_label_temperature = true;
   models::ModelOptions model;
   train::TrainOptions train;
   train::AugmentOptions augment;
@@ -43,6 +44,9 @@ struct EvalOptions {
     v.field("random_real", random_real, "also score a class-balanced random real subset");
     v.field("full_data", full_data, "also score students trained on the whole training split");
     v.field("learned_lr", learned_lr, "train with the set's learned lr when it carries one");
+    v.field("set_label_temperature", set_label_temperature,
+            "train on soft labels at the temperature the set records they were made at (committee "
+            "relabel) instead of train.label_temperature");
     v.section("model", model);
     v.section("train", train);
     v.section("augment", augment);

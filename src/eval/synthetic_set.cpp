@@ -26,6 +26,9 @@ void save_synthetic_set(const std::string& path, const SyntheticSet& set) {
   dict.insert("mean", set.mean.cpu());
   dict.insert("std", set.std.cpu());
   if (set.lr) dict.insert("lr", at::scalar_tensor(*set.lr, at::kFloat));
+  if (set.label_temperature) {
+    dict.insert("label_temperature", at::scalar_tensor(*set.label_temperature, at::kFloat));
+  }
   if (set.zca_eps > 0) dict.insert("zca_eps", at::scalar_tensor(set.zca_eps, at::kFloat));
   dict.insert("dataset", set.dataset);
   dict.insert("method", set.method);
@@ -74,6 +77,13 @@ SyntheticSet load_synthetic_set(const std::string& path) {
   set.std = dict.contains("std") ? io::get_tensor(dict, "std", path).to(at::kFloat)
                                  : at::ones({channels});
   if (dict.contains("lr")) set.lr = io::get_tensor(dict, "lr", path).item<double>();
+  if (dict.contains("label_temperature")) {
+    const double t = io::get_tensor(dict, "label_temperature", path).item<double>();
+    if (!(t > 0)) {
+      throw Error("'" + path + "': label_temperature must be > 0, found " + std::to_string(t));
+    }
+    set.label_temperature = t;
+  }
   if (dict.contains("zca_eps")) set.zca_eps = io::get_tensor(dict, "zca_eps", path).item<double>();
   if (dict.contains("dataset") && dict.at("dataset").isString()) set.dataset = dict.at("dataset").toStringRef();
   if (dict.contains("method") && dict.at("method").isString()) set.method = dict.at("method").toStringRef();

@@ -15,6 +15,8 @@ namespace distill::eval {
 //   num_classes int
 //   mean, std   float C, the normalization (to display the images)
 //   lr          float scalar, optional: a learned student learning rate (trajectory matching)
+//   label_temperature  float scalar, optional: the temperature the soft labels were made at
+//               (committee relabel); students are trained with KL at that temperature
 //   zca_eps     float scalar, optional: the images live in the ZCA-whitened space of the data
 //               (data.zca with this eps); evaluation must whiten the real data the same way
 //   dataset, method  strings describing where it came from
@@ -28,6 +30,7 @@ struct SyntheticSet {
   at::Tensor mean;
   at::Tensor std;
   std::optional<double> lr;
+  std::optional<double> label_temperature;
   double zca_eps = 0.0;  // > 0: images are ZCA-whitened (see above)
   std::string dataset;
   std::string method;

@@ -15,4 +15,6 @@ assert soft["labels"].dtype == torch.float32 and soft["labels"].shape == (n, cla
 assert torch.allclose(soft["labels"].sum(1), torch.ones(n), atol=1e-5), soft["labels"].sum(1)
 assert bool((soft["labels"] >= 0).all())
 assert soft["method"] == "committee-recover+committee-relabel", soft["method"]
+assert "label_temperature" not in hard
+assert soft["label_temperature"].item() == 4.0, soft["label_temperature"]  # synth.relabel.T
 print("ok")

@@ -67,7 +67,7 @@ TEST_F(SynthCli, CommitteeRecoverRelabelAndEvalOnSoftLabels) {
   CommandResult l = distill_cli("synth relabel " + tiny_flags(data_) + "--committee " + manifest_ +
                                 " --syn " + dir_.file("rec/syn.pt") + " --out " + dir_.file("rel"));
   ASSERT_EQ(l.exit_code, 0) << l.output;
-  EXPECT_TRUE(contains(l.output, "label_temperature=4")) << l.output;
+  EXPECT_TRUE(contains(l.output, "soft labels at T = 4, recorded in the set")) << l.output;
   nlohmann::json relabel = read_json(dir_.file("rel/results.json"));
   // FKD-style stored views, replayed by eval in place of its augmentation.
   CommandResult v = distill_cli("synth relabel " + tiny_flags(data_) + "--committee " + manifest_ +
@@ -86,13 +86,21 @@ TEST_F(SynthCli, CommitteeRecoverRelabelAndEvalOnSoftLabels) {
     run_python_script("synth_set_check.py",
                       {dir_.file("rec/syn.pt"), dir_.file("rel/syn.pt"), "6", "3"});
   }
-  CommandResult e = distill_cli("eval " + tiny_flags(data_) + "--set eval.syn=" +
-                                dir_.file("rel/syn.pt") +
-                                " --set eval.runs=1 --set eval.train.epochs=2 "
-                                "--set eval.train.label_temperature=4 --set eval.random_real=false "
-                                "--set eval.model.width=8 --set eval.model.depth=2 --out " +
-                                dir_.file("ev"));
+  // The set records T = 4 and eval trains at it: the same students as T = 4 set by hand.
+  const std::string eval = "eval " + tiny_flags(data_) + "--set eval.syn=" +
+                           dir_.file("rel/syn.pt") +
+                           " --set eval.runs=2 --set eval.train.epochs=3 "
+                           "--set eval.random_real=false "
+                           "--set eval.model.width=8 --set eval.model.depth=2 ";
+  CommandResult e = distill_cli(eval + "--out " + dir_.file("ev"));
   ASSERT_EQ(e.exit_code, 0) << e.output;
+  CommandResult by_hand = distill_cli(eval +
+                                      "--set eval.set_label_temperature=false "
+                                      "--set eval.train.label_temperature=4 --out " +
+                                      dir_.file("ev_hand"));
+  ASSERT_EQ(by_hand.exit_code, 0) << by_hand.output;
+  EXPECT_EQ(read_json(dir_.file("ev/results.json"))["results"][0]["last_accuracy"],
+            read_json(dir_.file("ev_hand/results.json"))["results"][0]["last_accuracy"]);
 }
 
 TEST_F(SynthCli, LoadedCheckpointsAndResumedCommitteesKeepTheirAccuracies) {
