@@ -118,5 +118,6 @@ Command kd_command();
 Command report_command();
 Command committee_command();
 Command synth_command();
+Command diffusion_command();
 
 }  // namespace distill::cli

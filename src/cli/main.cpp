@@ -17,7 +17,8 @@ std::vector<Command> commands() {
           distill::cli::eval_command(),    distill::cli::experts_command(),
           distill::cli::mtt_command(),     distill::cli::bench_command(),
           distill::cli::kd_command(),      distill::cli::report_command(),
-          distill::cli::committee_command(), distill::cli::synth_command()};
+          distill::cli::committee_command(), distill::cli::synth_command(),
+          distill::cli::diffusion_command()};
 }
 
 void print_usage(std::ostream& out, const std::vector<Command>& all) {
