@@ -68,6 +68,14 @@ TEST_F(DiffusionCli, DeterministicSamplersEndOnTheFirstTrainingImages) {
     EXPECT_TRUE(std::filesystem::exists(dir_.file(out + "/grid.png")));
     EXPECT_TRUE(std::filesystem::exists(dir_.file(out + "/config.toml")));
   }
+  // Python reads the samples file with plain torch.load.
+  if (testing::reference_python().empty()) GTEST_SKIP() << "no python3 with torch";
+  CommandResult py = testing::run_command(
+      testing::reference_python() + " -c \"import torch; d = torch.load('" +
+      dir_.file("exact_heun/samples.pt") +
+      "'); assert d['images'].shape == (12, 1, 8, 8) and d['sampler'] == 'heun', d; print('ok')\"");
+  EXPECT_EQ(py.exit_code, 0) << py.output;
+  EXPECT_TRUE(contains(py.output, "ok")) << py.output;
 }
 
 // ddpm draws fresh noise at every step: the seed alone must fix all of it.
