@@ -29,14 +29,8 @@ common=(--no-progress --threads "$threads")
 read -r -a extra <<<"${EXTRA:-}"
 common+=("${extra[@]}")
 
-run() {  # run DIR COMMAND ARGS...: one distill run into DIR unless it finished before
-  local dir=$1; shift
-  [ -f "$dir/results.json" ] && return 0
-  mkdir -p "$(dirname "$dir")"
-  echo "== $dir" >&2
-  "$distill" "$@" "${common[@]}" --out "$dir" >"$dir.log" 2>&1 || { tail -5 "$dir.log" >&2; exit 1; }
-  tail -1 "$dir.log" >&2
-}
+# shellcheck source=lib/run_once.sh
+source "$root/experiments/lib/run_once.sh"
 
 convnet_bn='{arch="convnet", norm="batchnorm", width=64}'
 run "$out/committee" committee train --set committee.train.epochs="$committee_epochs" \

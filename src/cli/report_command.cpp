@@ -3,7 +3,6 @@
 // `distill report --format markdown RESULTS [...]`: the evaluation table of those results as
 // Markdown, the text experiments/write_table.py puts into README.md (one code path for both).
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -42,11 +41,13 @@ struct ReportCommandOptions {
 };
 
 // A results.json path, or a run folder holding one.
-nlohmann::json read_results(const std::string& path, std::string& file) {
-  file = std::filesystem::is_directory(path) ? path + "/results.json" : path;
-  std::ifstream in(file);
-  if (!in) throw Error("report: cannot read results file '" + file + "'");
-  nlohmann::json json = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+std::string results_file(const std::string& path) {
+  return std::filesystem::is_directory(path) ? path + "/results.json" : path;
+}
+
+nlohmann::json read_json(const std::string& file) {
+  nlohmann::json json = nlohmann::json::parse(io::read_file(file), nullptr,
+                                              /*allow_exceptions=*/false);
   if (json.is_discarded()) throw Error("report: '" + file + "' is not valid JSON");
   return json;
 }
@@ -60,9 +61,8 @@ void print_markdown(const ReportRunOptions& run, const std::vector<std::string>&
   report::Table all;
   std::vector<std::string> warnings;
   for (const std::string& path : paths) {
-    std::string file;
-    nlohmann::json json = read_results(path, file);
-    report::Table table = report::eval_table(json, file, warnings);
+    const std::string file = results_file(path);
+    report::Table table = report::eval_table(read_json(file), file, warnings);
     all.header = table.header;
     all.rows.insert(all.rows.end(), table.rows.begin(), table.rows.end());
   }

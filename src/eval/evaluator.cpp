@@ -79,20 +79,20 @@ Evaluator::Evaluator(EvalOptions options, const data::Dataset& train, const data
 std::pair<double, double> Evaluator::train_student(const at::Tensor& images, const at::Tensor& labels,
                                                    const std::string& arch, double lr,
                                                    uint64_t seed, const std::string& label,
-                                                   const SyntheticSet* replay) {
+                                                   const SyntheticSet* set) {
   models::ModelOptions model_options = options_.model;
   model_options.arch = arch;
   auto model = models::make_model(model_options, train_.channels(), train_.height(),
                                   train_.num_classes);
   train::TrainOptions train_options = options_.train;
   train_options.optimizer.lr = lr;
-  if (replay && replay->label_temperature && options_.set_label_temperature) {
-    train_options.label_temperature = *replay->label_temperature;
+  if (set && set->label_temperature && options_.set_label_temperature) {
+    train_options.label_temperature = *set->label_temperature;
   }
   train::Trainer trainer(*model, train_options, seed);
-  if (replay && replay->has_views()) {
-    trainer.set_batch_source([replay, device = device_](const at::Tensor& index, int64_t epoch) {
-      auto [x, y] = replay_views(*replay, index.cpu(), epoch);
+  if (set && set->has_views()) {
+    trainer.set_batch_source([set, device = device_](const at::Tensor& index, int64_t epoch) {
+      auto [x, y] = replay_views(*set, index.cpu(), epoch);
       return std::make_pair(x.to(device), y.to(device));
     });
   } else {

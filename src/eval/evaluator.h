@@ -91,12 +91,13 @@ class Evaluator {
 
  private:
   // Trains one student; returns {last, best} test accuracy.
-  // With `replay` (a set storing FKD-style views), batches are its replayed views and labels,
-  // which take the place of eval.augment.
+  // `set`: the synthetic set the images and labels come from (none for real data). When it
+  // stores FKD-style views, batches are its replayed views and labels, which take the place of
+  // eval.augment; when it records its soft labels' temperature, students train at it.
   std::pair<double, double> train_student(const at::Tensor& images, const at::Tensor& labels,
                                           const std::string& arch, double lr, uint64_t seed,
                                           const std::string& label,
-                                          const SyntheticSet* replay = nullptr);
+                                          const SyntheticSet* set = nullptr);
 
   // Multi-process: whether this rank trains student `run`; a placeholder for one it does not;
   // every rank's results merged after the loop.
