@@ -39,15 +39,21 @@ run "$out/committee" committee train --set committee.train.epochs="$committee_ep
 run "$out/single" committee train \
   --set "committee.members=[{checkpoint=\"$out/committee/member_0/model.pt\", model=$convnet_bn}]"
 
-# Students: the DC protocol; soft labels are learned with KL at temperature T.
+# Students: the DC protocol; soft labels are learned with KL at temperature T. One run folder per
+# (set, student architecture), DIR/ARCH, so students can be added later (STUDENTS) without
+# retraining the others; STUDENTS_IPC<N> overrides STUDENTS for one IPC (e.g. STUDENTS_IPC50=convnet).
 evaluate() {  # evaluate DIR SET [extra eval flags...]
-  local dir=$1 set=$2; shift 2
-  run "$dir" eval --set eval.syn="$set" --set "eval.models=[\"${students//,/\",\"}\"]" \
-    --set eval.runs="$runs" --set eval.train.epochs="$eval_epochs" "$@"
+  local dir=$1 set=$2 model; shift 2
+  for model in ${ipc_students//,/ }; do
+    run "$dir/$model" eval --set eval.syn="$set" --set "eval.models=[\"$model\"]" \
+      --set eval.runs="$runs" --set eval.train.epochs="$eval_epochs" "$@"
+  done
 }
 
 for ipc in $ipcs; do
   d="$out/ipc$ipc"
+  override="STUDENTS_IPC$ipc"
+  ipc_students=${!override:-$students}
   run "$d/recover" synth recover --committee "$out/committee/committee.toml" --ipc "$ipc" \
     --iterations "$iterations"
   run "$d/recover_single" synth recover --committee "$out/single/committee.toml" --ipc "$ipc" \

@@ -5,7 +5,7 @@
 
 RUN_ROOT is the folder of experiments/fashion_mnist_synth.sh. Rows per IPC: the committee set
 (hard and soft labels), the single-teacher set (soft labels), random real with committee soft
-labels and random real with hard labels; one column per student architecture, last-epoch test
+labels and random real with hard labels; one column per student architecture (the run folders FOLDER/ARCH), last-epoch test
 accuracy as mean ± std over the students (eval's results.json). Committee members' held-out and
 test accuracies go in the caption. Numbers come only from the files.
 """
@@ -35,10 +35,8 @@ def main():
     models, table = [], {}
     for ipc in ipcs:
         for folder, set_name, label in ROWS:
-            path = root / f"ipc{ipc}" / folder / "results.json"
-            if not path.exists():
-                continue
-            for r in json.loads(path.read_text())["results"]:
+            paths = sorted((root / f"ipc{ipc}" / folder).glob("*/results.json"))
+            for r in (r for path in paths for r in json.loads(path.read_text())["results"]):
                 if not r["set"].endswith(set_name):
                     continue
                 if r["model"] not in models:

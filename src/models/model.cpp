@@ -126,6 +126,34 @@ at::Tensor Model::linear(const at::Tensor& x, TensorCursor& p) {
   return at::linear(x, weight, bias);
 }
 
+at::Tensor Model::synchronised_batch_norm(
+    const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, at::Tensor& running_mean,
+    at::Tensor& running_var, const std::function<at::Tensor(const at::Tensor&)>& sum_over_replicas) {
+  const int64_t channels = x.size(1);
+  std::vector<int64_t> reduce_dims = {0};
+  for (int64_t d = 2; d < x.dim(); ++d) reduce_dims.push_back(d);
+  std::vector<int64_t> shape(x.dim(), 1);
+  shape[1] = channels;
+  // One all-reduce per layer: per-channel sums and sums of squares plus this replica's count
+  // (a replica with an empty part contributes zeros and still takes part in the collective).
+  const double local_count = static_cast<double>(x.numel() / channels);
+  at::Tensor local = at::cat({x.sum(reduce_dims), (x * x).sum(reduce_dims),
+                              at::full({1}, local_count, x.options())});
+  at::Tensor global = sum_over_replicas(local);
+  at::Tensor count = global.narrow(0, 2 * channels, 1);
+  at::Tensor mean = global.narrow(0, 0, channels) / count;
+  // Biased variance normalises (as batch_norm in train mode); the running estimate is unbiased.
+  at::Tensor var = (global.narrow(0, channels, channels) / count - mean * mean).clamp_min(0);
+  {
+    at::NoGradGuard no_grad;
+    const double n = count.item<double>();
+    running_mean.mul_(0.9).add_(mean.detach(), 0.1);
+    running_var.mul_(0.9).add_(var.detach() * (n / std::max(n - 1.0, 1.0)), 0.1);
+  }
+  at::Tensor scale = at::rsqrt(var + 1e-5) * weight;
+  return (x - mean.view(shape)) * scale.view(shape) + bias.view(shape);
+}
+
 at::Tensor Model::norm(const at::Tensor& x, const std::string& kind, TensorCursor& p,
                        TensorCursor* b, const ForwardArgs& args) {
   if (kind == "none") return x;
@@ -142,6 +170,9 @@ at::Tensor Model::norm(const at::Tensor& x, const std::string& kind, TensorCurso
     // Before the update a training-mode pass makes: the statistics the input is compared with.
     if (args.norm_inputs) {
       args.norm_inputs->push_back({x, mean.detach().clone(), var.detach().clone()});
+    }
+    if (args.train && args.sum_over_replicas) {
+      return synchronised_batch_norm(x, weight, bias, mean, var, args.sum_over_replicas);
     }
     return at::batch_norm(x, weight, bias, mean, var, args.train, 0.1, 1e-5, true);
   }

@@ -2,6 +2,7 @@
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -58,6 +59,11 @@ struct ForwardArgs {
   at::Generator* generator = nullptr;  // dropout draws (train only)
   Features* features = nullptr;        // when set, receives the named features
   std::vector<NormInput>* norm_inputs = nullptr;  // when set, receives every batch-norm layer
+  // Data-parallel training with synchronised batch norm (PyTorch's SyncBatchNorm): sums a tensor
+  // over all replicas, differentiably (its backward sums the gradients likewise). When set,
+  // batch-norm layers in train mode normalise with the statistics of the whole global batch,
+  // so W processes compute what one process computes on the global batch.
+  std::function<at::Tensor(const at::Tensor&)> sum_over_replicas;
 };
 
 // A model is a description (layer shapes) plus a pure forward(x, params): params are one flat
@@ -106,6 +112,13 @@ class Model {
   static at::Tensor linear(const at::Tensor& x, TensorCursor& p);
   static at::Tensor norm(const at::Tensor& x, const std::string& kind, TensorCursor& p,
                          TensorCursor* b, const ForwardArgs& args);
+  // Batch norm in train mode over the global batch of all replicas (ForwardArgs::sum_over_replicas):
+  // the same output, gradients and running-statistics update as at::batch_norm on the
+  // concatenated batch (momentum .1, eps 1e-5).
+  static at::Tensor synchronised_batch_norm(
+      const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+      at::Tensor& running_mean, at::Tensor& running_var,
+      const std::function<at::Tensor(const at::Tensor&)>& sum_over_replicas);
   static at::Tensor activation(const at::Tensor& x, const std::string& kind);
   static at::Tensor pool(const at::Tensor& x, const std::string& kind);
   // Buffers cursor for `args` (nullptr when the model has none).

@@ -9,6 +9,7 @@
 
 #include "src/core/error.h"
 #include "src/core/runtime.h"
+#include "src/dist/differentiable_sum.h"
 #include "src/dist/process_group.h"
 #include "src/io/progress.h"
 #include "src/io/tensor_file.h"
@@ -223,12 +224,20 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
       args.buffers = state.buffers;
       args.generator = parallel ? &rank_draw : &draw;
       if (objective_ && objective_->wants_features()) args.features = &features;
-      // A rank whose part of a short last batch is empty still joins the all-reduce below.
+      const bool sync_batchnorm = parallel && options_.sync_batchnorm;
+      if (sync_batchnorm) {
+        args.sum_over_replicas = [this](const at::Tensor& t) {
+          return dist::differentiable_sum(*group_, t);
+        };
+      }
+      // A rank whose part of a short last batch is empty still joins the all-reduce below (and,
+      // with synchronised batch norm, the per-layer collectives of forward and backward).
       const bool empty_part = x.size(0) == 0;
-      at::Tensor logits = empty_part ? at::Tensor() : model_.forward(x, params, args);
+      at::Tensor logits =
+          empty_part && !sync_batchnorm ? at::Tensor() : model_.forward(x, params, args);
       at::Tensor loss;
       if (empty_part) {
-        loss = at::zeros({}, state.params.options());
+        loss = sync_batchnorm ? logits.sum() * 0 : at::zeros({}, state.params.options());
       } else if (objective_) {
         StepContext step;
         step.images = x;
@@ -247,11 +256,17 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
       double loss_value = loss.item<double>();
       std::vector<at::Tensor> inputs = {params};
       if (aux.defined()) inputs.push_back(aux);
+      // Synchronised batch norm couples the ranks' losses, so each rank differentiates its
+      // weighted share n_r L_r of the global loss (the backward collectives then sum gradients of
+      // one objective); otherwise each rank's mean-loss gradient is weighted by n_r afterwards.
+      const double n_r = static_cast<double>(x.size(0));
+      const double grad_weight = sync_batchnorm ? 1.0 : n_r;
       // allow_unused: an objective may leave its aux parameters out of some steps.
       std::vector<at::Tensor> grads =
-          empty_part ? std::vector<at::Tensor>(inputs.size())
-                     : torch::autograd::grad({loss}, inputs, {}, c10::nullopt, false,
-                                             /*allow_unused=*/true);
+          empty_part && !sync_batchnorm
+              ? std::vector<at::Tensor>(inputs.size())
+              : torch::autograd::grad({sync_batchnorm ? loss * n_r : loss}, inputs, {},
+                                      c10::nullopt, false, /*allow_unused=*/true);
       int64_t batch_correct = 0;
       if (!empty_part) {
         at::Tensor predicted = logits.argmax(1);
@@ -266,12 +281,11 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
         // tensors), and the step's bookkeeping rides along, so every rank sees the same global
         // loss, count, accuracy and stop decision. Each part is weighted by its size n_r so that
         // sum_r n_r g_r / sum_r n_r is the global batch's mean gradient even for unequal parts.
-        const double n_r = static_cast<double>(batch_count);
         std::vector<at::Tensor> parts;
-        parts.push_back(grads[0].defined() ? grads[0].detach().reshape(-1) * n_r
+        parts.push_back(grads[0].defined() ? grads[0].detach().reshape(-1) * grad_weight
                                            : at::zeros_like(state.params));
         if (aux.defined()) {
-          parts.push_back(grads[1].defined() ? grads[1].detach().reshape(-1) * n_r
+          parts.push_back(grads[1].defined() ? grads[1].detach().reshape(-1) * grad_weight
                                              : at::zeros_like(state.aux));
         }
         if (state.buffers.numel() > 0) parts.push_back(state.buffers.reshape(-1) * n_r);

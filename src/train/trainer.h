@@ -37,6 +37,7 @@ struct TrainOptions {
   int64_t eval_every = 0;        // test accuracy every N epochs (0 = at the end only)
   int64_t checkpoint_every = 1;  // epochs between checkpoints (when the run has a checkpoint path)
   double ema_decay = 0.0;
+  bool sync_batchnorm = false;
 
   void visit(config::Visitor& v) {
     v.field("epochs", epochs, "training epochs");
@@ -47,6 +48,9 @@ struct TrainOptions {
     v.field("eval_every", eval_every, "test every N epochs (0 = only at the end)");
     v.field("checkpoint_every", checkpoint_every, "epochs between checkpoints");
     v.field("ema_decay", ema_decay, "keep an EMA of the weights with this decay (0 = off)");
+    v.field("sync_batchnorm", sync_batchnorm,
+            "data-parallel runs: batch norm uses the statistics of the whole global batch "
+            "(SyncBatchNorm; one all-reduce per layer and step); no effect on one process");
   }
 };
 

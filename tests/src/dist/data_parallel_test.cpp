@@ -27,7 +27,8 @@ struct TinyRun {
   TrainOptions options;
   AugmentOptions augment;
 
-  explicit TinyRun(int64_t epochs) {
+  // norm "batchnorm" with sync: synchronised batch norm (train.sync_batchnorm).
+  explicit TinyRun(int64_t epochs, const std::string& norm = "instancenorm", bool sync = false) {
     at::Generator g = make_generator(7);
     images = at::randn({50, 1, 8, 8}, g, at::kFloat);
     labels = at::randint(0, 3, {50}, g, at::kLong);
@@ -37,6 +38,7 @@ struct TinyRun {
     m.arch = "convnet";
     m.width = 8;
     m.depth = 1;
+    m.norm = norm;
     model = models::make_model(m, 1, 8, 3);
     options.epochs = epochs;
     options.batch_size = 15;
@@ -46,6 +48,7 @@ struct TinyRun {
     options.optimizer.weight_decay = 5e-4;
     options.schedule.name = "constant";
     options.eval_every = 1;
+    options.sync_batchnorm = sync;
     augment.name = "dsa";
   }
 
@@ -76,10 +79,12 @@ TEST(DistWorker, DataParallelTraining) {
   auto group = dist::ProcessGroup::from_environment(options);
   ASSERT_EQ(group->world_size(), 2);
   const char* resume = std::getenv("DISTILL_TEST_RESUME");
-  TinyRun setup(2);
+  const char* norm = std::getenv("DISTILL_TEST_NORM");
+  TinyRun setup(2, norm ? norm : "instancenorm", std::getenv("DISTILL_TEST_SYNC_BN") != nullptr);
   auto [state, metrics] = setup.run(group, "", resume ? resume : "");
   io::TensorDict dict = io::make_dict();
   dict.insert("params", state.params);
+  dict.insert("buffers", state.buffers);
   dict.insert("test_accuracy", metrics.at("test_accuracy"));
   dict.insert("train_loss", metrics.at("train_loss"));
   dict.insert("train_accuracy", metrics.at("train_accuracy"));
@@ -138,6 +143,28 @@ TEST(DataParallel, OneProcessCheckpointResumesOnTwo) {
   TinyRun straight(2);
   auto [state, metrics] = straight.run(nullptr);
   expect_matches(dir, state, metrics);
+}
+
+// Batch norm: with synchronised statistics two processes train what one process trains on the
+// global batches (running statistics too); without, each rank normalises its own part (7 or 8
+// images), which is a different computation: the control that the comparison can fail.
+TEST(DataParallel, SynchronisedBatchNormEqualsOneProcess) {
+  TinyRun single(2, "batchnorm");
+  auto [state, metrics] = single.run(nullptr);
+  testing::TempDir synced;
+  run_two_ranks(synced, {"DISTILL_TEST_NORM=batchnorm", "DISTILL_TEST_SYNC_BN=1"});
+  io::TensorDict rank0 = io::load_dict(synced.file("out_0.pt"));
+  at::Tensor p0 = io::get_tensor(rank0, "params", "out_0.pt");
+  at::Tensor b0 = io::get_tensor(rank0, "buffers", "out_0.pt");
+  EXPECT_TRUE(at::allclose(p0, state.params, 1e-4, 1e-5))
+      << "max |diff| " << (p0 - state.params).abs().max().item<double>();
+  EXPECT_TRUE(at::allclose(b0, state.buffers, 1e-4, 1e-5))
+      << "max |diff| " << (b0 - state.buffers).abs().max().item<double>();
+  EXPECT_NEAR(rank0.at("train_loss").toDouble(), metrics.at("train_loss"), 1e-4);
+  testing::TempDir local;
+  run_two_ranks(local, {"DISTILL_TEST_NORM=batchnorm"});
+  at::Tensor unsynced = io::get_tensor(io::load_dict(local.file("out_0.pt")), "params", "out_0.pt");
+  EXPECT_GT((unsynced - state.params).abs().max().item<double>(), 1e-3);
 }
 
 TEST(DataParallel, WorldOfOneIsThePlainTrainer) {

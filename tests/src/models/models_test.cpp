@@ -535,6 +535,49 @@ TEST(Models, BatchNormModelsNeedTheirBuffers) {
   }
 }
 
+// Synchronised batch norm with one replica (the sum over replicas is the identity) is batch norm
+// on the same batch: at::batch_norm is the independent truth for the output, the gradients of
+// input and parameters, and the running-statistics update (unbiased variance, momentum .1).
+TEST(Models, SynchronisedBatchNormOfOneReplicaIsBatchNorm) {
+  for (const std::string arch : {"convnet", "resnet18bn"}) {
+    ModelOptions o = arch_options(arch);
+    o.norm = "batchnorm";
+    o.width = 4;
+    o.depth = 2;
+    auto model = make_model(o, 2, 8, 3);
+    auto gen = make_generator(5);
+    const at::Tensor params = model->init_params(gen).to(at::kDouble);
+    const at::Tensor x = at::randn({6, 2, 8, 8}, gen).to(at::kDouble);
+    const at::Tensor start = model->init_buffers().to(at::kDouble).uniform_(0.5, 1.5, gen);
+    auto run = [&](bool synchronised) {
+      at::Tensor p = params.clone().requires_grad_(true);
+      at::Tensor input = x.clone().requires_grad_(true);
+      ForwardArgs args;
+      args.train = true;
+      args.buffers = start.clone();
+      int calls = 0;
+      if (synchronised) {
+        args.sum_over_replicas = [&calls](const at::Tensor& t) {
+          ++calls;
+          return t;
+        };
+      }
+      at::Tensor out = model->forward(input, p, args);
+      auto grads = torch::autograd::grad({(out * out).sum()}, {p, input});
+      if (synchronised) EXPECT_EQ(calls, static_cast<int>(model->buffer_specs().size() / 2));
+      return std::vector<at::Tensor>{out, grads[0], grads[1], args.buffers};
+    };
+    auto plain = run(false), synchronised = run(true);
+    const char* what[] = {"output", "parameter gradient", "input gradient", "running statistics"};
+    for (size_t i = 0; i < plain.size(); ++i) {
+      EXPECT_TRUE(at::allclose(synchronised[i], plain[i], 1e-8, 1e-10))
+          << arch << " " << what[i] << ": max |diff| "
+          << (synchronised[i] - plain[i]).abs().max().item<double>();
+    }
+    EXPECT_FALSE(at::equal(plain[3], start)) << arch << ": the pass updated the statistics";
+  }
+}
+
 // The norm-input observer (synth/ recovery): one entry per batch-norm layer in forward order; the
 // first is the first convolution's output computed here by hand, the statistics are the buffers
 // as they were before a training-mode pass updated them.
