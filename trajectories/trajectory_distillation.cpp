@@ -42,12 +42,12 @@ at::Tensor expert_logits(const models::Model& model, const at::Tensor& params,
 
 }  // namespace
 
-eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data::Dataset& train,
-                                           const data::Dataset& test,
-                                           const data::Normalization& norm,
-                                           const std::string& dataset_name, uint64_t seed,
-                                           const std::string& out, bool resume, bool progress,
-                                           const std::function<void()>& on_checkpoint) {
+eval::SyntheticSet run_trajectory_matching(
+    const MttOptions& options, const data::Dataset& train, const data::Dataset& test,
+    const data::Normalization& norm, const std::string& dataset_name, uint64_t seed,
+    const std::string& out, bool resume, bool progress, const std::function<void()>& on_checkpoint,
+    std::shared_ptr<const dist::ProcessGroup> group) {
+  const bool writer = !group || group->is_main();  // the one rank that writes files
   if (options.ipc < 1) throw Error("mtt.ipc must be >= 1, found " + std::to_string(options.ipc));
   auto model = models::make_model(options.model, train.channels(), train.height(), train.num_classes);
   std::vector<Trajectory> experts = load_expert_folder(options.buffer, *model);
@@ -67,6 +67,7 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
     throw Error("mtt.ema_decay must lie in [0, 1), found " + std::to_string(options.ema_decay));
   }
   TrajectoryMatcher matcher(*model, m, train::make_augment(options.augment, train.height()));
+  matcher.set_process_group(group, options.dist_split);
 
   // Initial set: class-balanced real images (or noise), class ids as labels.
   at::Generator init_generator = make_generator(seed, kInitStream);
@@ -105,6 +106,7 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
     if (ema.defined()) ema = io::get_tensor(dict, "ema_images", checkpoint).clone();
   }
   auto save_checkpoint = [&](int64_t completed) {
+    if (!writer) return;
     io::TensorDict dict = io::make_dict();
     dict.insert("images", set.images);
     dict.insert("lr", at::scalar_tensor(lr, at::kDouble));
@@ -128,13 +130,20 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
     return result;
   };
   auto write_set = [&] {
+    if (!writer) return;
     eval::SyntheticSet result = current_set();
     eval::save_synthetic_set(out + "/syn.pt", result);
     eval::save_set_grid(out + "/grid.png", result, norm.zca.get());
   };
-  io::MetricsLog metrics(out + "/metrics.jsonl",
+  std::optional<io::MetricsLog> metrics_file;
+  if (writer) {
+    metrics_file.emplace(out + "/metrics.jsonl",
                          resume ? std::optional<int64_t>(iteration) : std::nullopt);
-  io::Progress bar("mtt", options.iterations, iteration, progress);
+  }
+  auto log = [&](int64_t step, const std::map<std::string, double>& values) {
+    if (metrics_file) metrics_file->log(step, values);
+  };
+  io::Progress bar("mtt", options.iterations, iteration, progress && writer);
   for (; iteration < options.iterations; ++iteration) {
     auto begin = std::chrono::steady_clock::now();
     at::Generator draw = make_generator(seed, kIterationStream, static_cast<uint64_t>(iteration));
@@ -150,8 +159,8 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
     if (!finite) {
       // Skip the update: the set stays as it was. Too many in a row means divergence.
       ++failures;
-      metrics.log(iteration + 1, {{"skipped_non_finite", 1.0}});
-      std::cerr << "mtt: iteration " << iteration << ": non-finite matching loss, update skipped\n";
+      log(iteration + 1, {{"skipped_non_finite", 1.0}});
+      if (writer) std::cerr << "mtt: iteration " << iteration << ": non-finite matching loss, update skipped\n";
       if (failures >= options.max_failures) {
         save_checkpoint(iteration);
         throw RuntimeFailure("mtt: " + std::to_string(failures) +
@@ -170,7 +179,7 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
       lr = lr_tensor.item<double>();
     }
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
-    metrics.log(iteration + 1, {{"matching_loss", g.loss}, {"syn_lr", lr}, {"s_per_iter", seconds},
+    log(iteration + 1, {{"matching_loss", g.loss}, {"syn_lr", lr}, {"s_per_iter", seconds},
                                 {"start_epoch", static_cast<double>(start)},
                                 {"window_end", static_cast<double>(window.end)}});
     bar.update(iteration + 1, "loss " + std::to_string(g.loss).substr(0, 6));
@@ -185,24 +194,25 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
       eval::Evaluator evaluator(protocol, train, test, norm,
                                 mix_seed(seed, kIterationStream + 1, static_cast<uint64_t>(iteration)),
                                 set.images.device(), false);
+      evaluator.set_process_group(group);
       eval::Scores scores = evaluator.score_set(current_set(), "mtt", options.model.arch);
-      metrics.log(iteration + 1, {{"eval_accuracy", scores.last_mean()},
-                                  {"eval_accuracy_std", scores.last_std()}});
-      std::cerr << "mtt: iteration " << iteration + 1 << ": students on the set reach "
+      log(iteration + 1, {{"eval_accuracy", scores.last_mean()},
+                          {"eval_accuracy_std", scores.last_std()}});
+      if (writer) std::cerr << "mtt: iteration " << iteration + 1 << ": students on the set reach "
                 << 100 * scores.last_mean() << " % test accuracy\n";
     }
     bool last = iteration + 1 == options.iterations;
     if (options.snapshot_every > 0 && (iteration + 1) % options.snapshot_every == 0) {
       if (!last) write_set();
       // The history of the images (distill report shows snapshots/ in order).
-      io::make_dirs(out + "/snapshots");
-      eval::save_set_grid(out + "/snapshots/grid_" + std::to_string(iteration + 1) + ".png",
+      if (writer) io::make_dirs(out + "/snapshots");
+      if (writer) eval::save_set_grid(out + "/snapshots/grid_" + std::to_string(iteration + 1) + ".png",
                           current_set(), norm.zca.get());
     }
     if ((options.checkpoint_every > 0 && (iteration + 1) % options.checkpoint_every == 0) || last ||
         interrupt_requested()) {
       save_checkpoint(iteration + 1);
-      if (on_checkpoint && !last) on_checkpoint();
+      if (on_checkpoint && !last && writer) on_checkpoint();
     }
     if (interrupt_requested()) {
       write_set();

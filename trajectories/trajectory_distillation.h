@@ -1,5 +1,6 @@
 #pragma once
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "src/config/options.h"
@@ -26,6 +27,7 @@ struct MttOptions {
   int64_t eval_every = 0;      // evaluate the current set every N iterations (0 = off)
   int64_t eval_runs = 1;       // students per snapshot evaluation (DC protocol)
   int64_t eval_epochs = 300;
+  std::string dist_split = "batch";  // several processes: how a student step's batch is split
   MatchingOptions matching;
   models::ModelOptions model;
   train::AugmentOptions augment;
@@ -45,6 +47,10 @@ struct MttOptions {
             "(eval_accuracy in metrics.jsonl; 0 = off)");
     v.field("eval_runs", eval_runs, "students per snapshot evaluation (DC protocol, mtt.model)");
     v.field("eval_epochs", eval_epochs, "epochs of each snapshot student");
+    v.choice("dist_split", dist_split,
+             "WORLD_SIZE > 1: split every student step's batch over the ranks in contiguous "
+             "parts (batch) or by class (class mod W = rank)",
+             {"batch", "class"});
     v.section("matching", matching);
     v.section("model", model);
     v.section("augment", augment);
@@ -54,11 +60,14 @@ struct MttOptions {
 // Runs trajectory matching; writes checkpoint.pt, metrics.jsonl, syn.pt and grid.png into
 // `out`, and returns the final set. With `resume`, continues from out/checkpoint.pt.
 // `on_checkpoint` (optional) runs after every regular checkpoint (e.g. to refresh a report).
-eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data::Dataset& train,
-                                           const data::Dataset& test,
-                                           const data::Normalization& norm,
-                                           const std::string& dataset_name, uint64_t seed,
-                                           const std::string& out, bool resume, bool progress,
-                                           const std::function<void()>& on_checkpoint = {});
+// With a multi-process `group`, the ranks compute each meta-gradient together (see
+// TrajectoryMatcher::set_process_group) and apply the same update; only rank 0 writes files and
+// shows progress.
+eval::SyntheticSet run_trajectory_matching(
+    const MttOptions& options, const data::Dataset& train, const data::Dataset& test,
+    const data::Normalization& norm, const std::string& dataset_name, uint64_t seed,
+    const std::string& out, bool resume, bool progress,
+    const std::function<void()>& on_checkpoint = {},
+    std::shared_ptr<const dist::ProcessGroup> group = nullptr);
 
 }  // namespace distill::trajectories

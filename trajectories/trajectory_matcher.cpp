@@ -54,6 +54,39 @@ TrajectoryMatcher::TrajectoryMatcher(const models::Model& model, MatchingOptions
   }
 }
 
+void TrajectoryMatcher::set_process_group(std::shared_ptr<const dist::ProcessGroup> group,
+                                          std::string split) {
+  if (split != "batch" && split != "class") {
+    throw Error("mtt.dist_split must be batch or class, found '" + split + "'");
+  }
+  if (group && group->distributed()) {
+    if (options_.meta_grad == "unroll") {
+      throw Error("mtt.matching.meta_grad = unroll runs on one process only (its graph would "
+                  "need collectives inside autograd); use adjoint (the same gradient) with " +
+                  std::to_string(group->world_size()) + " processes");
+    }
+    if (model_.num_buffers() > 0) {
+      throw Error("mtt on " + std::to_string(group->world_size()) + " processes: the student '" +
+                  model_.arch() + "' has batch norm, whose statistics would differ per part of " +
+                  "the batch; use an instance-norm student or one process");
+    }
+  }
+  group_ = std::move(group);
+  split_ = std::move(split);
+}
+
+at::Tensor TrajectoryMatcher::part_rows(const at::Tensor& index, const at::Tensor& labels) const {
+  const int64_t count = index.size(0);
+  if (!parallel()) return at::arange(count, at::kLong);
+  const int64_t rank = group_->rank(), world = group_->world_size();
+  if (split_ == "batch") {
+    return at::arange(count * rank / world, count * (rank + 1) / world, at::kLong);
+  }
+  at::Tensor classes = at::isFloatingType(labels.scalar_type()) ? labels.argmax(1) : labels;
+  at::Tensor batch_classes = classes.cpu().index_select(0, index.cpu());
+  return at::nonzero(batch_classes.remainder(world).eq(rank)).reshape(-1);
+}
+
 std::vector<at::Tensor> TrajectoryMatcher::batches(int64_t count, uint64_t seed) const {
   const int64_t batch = options_.batch_syn == 0 ? count : std::min(options_.batch_syn, count);
   at::Generator generator = make_generator(seed, kBatchStream);
@@ -83,11 +116,23 @@ at::Tensor TrajectoryMatcher::step_loss(const at::Tensor& images, const at::Tens
     at::Generator draw = make_generator(seed, kAugmentStream, static_cast<uint64_t>(step));
     x = augment_(x, draw);
   }
+  // Several processes: this rank's rows of the batch, augmented as part of the whole batch (the
+  // single-process draws), with the loss weighted by the rows' share so that the ranks' losses
+  // sum to the batch's mean loss.
+  double share = 1.0;
+  if (parallel()) {
+    at::Tensor rows = part_rows(index, labels);
+    if (rows.size(0) == 0) return (params * 0).sum();
+    share = static_cast<double>(rows.size(0)) / static_cast<double>(index.size(0));
+    x = x.index_select(0, rows.to(x.device()));
+    y = y.index_select(0, rows.to(y.device()));
+  }
   models::ForwardArgs args;
   args.train = true;
   // Batch-norm students use batch statistics; their running statistics are scratch here.
   if (model_.num_buffers() > 0) args.buffers = model_.init_buffers().to(params.options());
-  return student_loss(model_.forward(x, params, args), y);
+  at::Tensor loss = student_loss(model_.forward(x, params, args), y);
+  return share == 1.0 ? loss : loss * share;
 }
 
 MetaGradient TrajectoryMatcher::meta_gradient(const at::Tensor& images, const at::Tensor& labels,
@@ -140,6 +185,7 @@ MetaGradient TrajectoryMatcher::adjoint(const at::Tensor& images, const at::Tens
     at::Tensor leaf = params.detach().requires_grad_(true);
     at::Tensor loss = step_loss(data, labels, leaf, index[step], task.seed, step);
     at::Tensor grad = torch::autograd::grad({loss}, {leaf})[0];
+    if (parallel()) group_->all_reduce(grad, dist::Reduce::kSum);
     params = (params - lr * grad).detach();
   }
   at::Tensor expert_distance = (task.start - task.target).pow(2).sum();
@@ -162,11 +208,34 @@ MetaGradient TrajectoryMatcher::adjoint(const at::Tensor& images, const at::Tens
     std::vector<at::Tensor> inputs = {x};
     if (soft) inputs.push_back(y);
     if (exact) inputs.push_back(leaf);
-    auto second = torch::autograd::grad({projected}, inputs, {}, false, false, true);
+    // (A rank whose part of this batch is empty has a constant projection: no gradients.)
+    auto second = projected.requires_grad()
+                      ? torch::autograd::grad({projected}, inputs, {}, false, false, true)
+                      : std::vector<at::Tensor>(inputs.size());
     if (second[0].defined()) images_grad.sub_(second[0], lr);
     if (soft && second[1].defined()) labels_grad.sub_(second[1], lr);
-    if (exact && second.back().defined()) lambda = lambda - lr * second.back();
+    if (exact) {
+      at::Tensor hvp = second.back().defined() ? second.back() : at::zeros_like(lambda);
+      if (parallel()) group_->all_reduce(hvp, dist::Reduce::kSum);
+      lambda = lambda - lr * hvp;
+    }
     snapshots[step] = at::Tensor();  // free as we go
+  }
+  if (parallel()) {
+    // Each rank holds the gradient of its rows' terms: one all-reduce sums them.
+    std::vector<at::Tensor> parts = {images_grad.reshape(-1)};
+    if (soft) parts.push_back(labels_grad.reshape(-1));
+    parts.push_back(at::full({1}, lr_grad, images_grad.options()));
+    at::Tensor flat = at::cat(parts);
+    group_->all_reduce(flat, dist::Reduce::kSum);
+    int64_t offset = 0;
+    images_grad = flat.narrow(0, offset, images_grad.numel()).view(images_grad.sizes());
+    offset += images_grad.numel();
+    if (soft) {
+      labels_grad = flat.narrow(0, offset, labels_grad.numel()).view(labels_grad.sizes());
+      offset += labels_grad.numel();
+    }
+    lr_grad = flat[offset].item<double>();
   }
   return {loss, images_grad, lr_grad, labels_grad};
 }

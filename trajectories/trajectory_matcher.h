@@ -2,10 +2,12 @@
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "src/config/options.h"
+#include "src/dist/process_group.h"
 #include "src/models/model.h"
 #include "src/train/trainer.h"
 
@@ -101,6 +103,16 @@ class TrajectoryMatcher {
 
   const MatchingOptions& options() const { return options_; }
 
+  // Several processes compute one meta-gradient together (issue 8): every student step's batch is
+  // split over the ranks, which all-reduce the step's parameter gradient (forward sweep) and
+  // Hessian-vector product (adjoint sweep), then the image, label and lr gradients once at the
+  // end, so every rank holds the single-process meta-gradient (up to float summation order).
+  // split "batch": rank r takes the r-th contiguous part of each batch (balanced); "class": the
+  // images whose class c has c mod W = r (parts follow each batch's class counts). Needs
+  // meta_grad adjoint or tesla (unroll would need collectives inside autograd's graph) and a
+  // student without batch norm (each part would be normalised on its own).
+  void set_process_group(std::shared_ptr<const dist::ProcessGroup> group, std::string split);
+
   // Mini-batch indices of every student step: chunks of batch_syn (0 = all) of random
   // permutations of the `count` images, a short last chunk included, as the reference code.
   std::vector<at::Tensor> batches(int64_t count, uint64_t seed) const;
@@ -114,9 +126,15 @@ class TrajectoryMatcher {
   MetaGradient adjoint(const at::Tensor& images, const at::Tensor& labels, double lr,
                        const MatchingTask& task, bool exact) const;
 
+  // This rank's rows of a step's batch (positions in `index`); all rows on one process.
+  at::Tensor part_rows(const at::Tensor& index, const at::Tensor& labels) const;
+  bool parallel() const { return group_ && group_->distributed(); }
+
   const models::Model& model_;
   MatchingOptions options_;
   train::AugmentFn augment_;
+  std::shared_ptr<const dist::ProcessGroup> group_;
+  std::string split_ = "batch";
 };
 
 }  // namespace distill::trajectories

@@ -50,7 +50,6 @@ struct MttCommandOptions {
 };
 
 void run_mtt(MttCommandOptions& o, const Invocation& invocation) {
-  require_single_process("mtt");
   RunContext run = start_run(o.run, config::dump(o));
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   std::function<void()> on_checkpoint;
@@ -59,7 +58,8 @@ void run_mtt(MttCommandOptions& o, const Invocation& invocation) {
   }
   eval::SyntheticSet set = trajectories::run_trajectory_matching(
       o.mtt, train_set, test_set, norm, o.data.name, run.seed, run.out, invocation.resume,
-      run.progress, on_checkpoint);
+      run.progress, on_checkpoint, run.group);
+  if (run.rank != 0) return;
   std::cout << "distilled set: " << run.out << "/syn.pt (" << set.images.size(0)
             << " images, learned lr " << (set.lr ? *set.lr : 0.0) << "), grid: " << run.out
             << "/grid.png\n";

@@ -103,6 +103,61 @@ TEST(DistCli, DataParallelTrainMatchesOneProcess) {
   EXPECT_TRUE(fs::exists(dir.file("two/checkpoint.pt")));
 }
 
+// Trajectory matching with every student step's batch split over 2 ranks (contiguous parts, or
+// by class) computes the single-process meta-gradients: the distilled images and learned lr
+// equal one process's up to float summation order. batch_syn 4 of 6 images: a short last chunk
+// of 2, and class parts of unequal sizes; DSA draws for the whole batch.
+TEST(DistCli, SplitTrajectoryMatchingEqualsOneProcess) {
+  TempDir dir;
+  const std::string data = write_tiny_dataset(dir);
+  CommandResult experts = distill_cli(
+      "experts " + tiny_flags(data) +
+      "--set experts.model.width=8 --set experts.model.depth=1 --set experts.num_experts=1 "
+      "--set experts.train.epochs=3 --set experts.train.batch_size=20 --out " +
+      dir.file("experts"));
+  ASSERT_EQ(experts.exit_code, 0) << experts.output;
+  const std::string mtt = "mtt " + tiny_flags(data) + "--buffer " + dir.file("experts") +
+                          " --ipc 2 --set mtt.model.width=8 "
+                          "--set mtt.model.depth=1 --set mtt.matching.syn_steps=4 "
+                          "--set mtt.matching.batch_syn=4 --set mtt.matching.max_start_epoch=2 "
+                          "--set mtt.matching.lr_img=100 --set mtt.augment.name=dsa ";
+  CommandResult single = distill_cli(mtt + "--iterations 3 --out " + dir.file("one"));
+  ASSERT_EQ(single.exit_code, 0) << single.output;
+  auto tensor = [&](const std::string& file, const std::string& key) {
+    return io::get_tensor(io::load_dict(dir.file(file)), key, file);
+  };
+  const at::Tensor start = tensor("one/syn.pt", "images");
+  for (const std::string split : {"batch", "class"}) {
+    run_two_ranks(dir, mtt + "--iterations 3 --set mtt.dist_split=" + split + " --out " +
+                           dir.file(split));
+    at::Tensor images = tensor(split + "/syn.pt", "images");
+    EXPECT_TRUE(at::allclose(images, start, 1e-4, 1e-5))
+        << split << ": max |diff| " << (images - start).abs().max().item<double>();
+    EXPECT_NEAR(tensor(split + "/syn.pt", "lr").item<double>(),
+                tensor("one/syn.pt", "lr").item<double>(), 1e-6);
+    EXPECT_FALSE(contains(read_text(dir.file("rank1.log")), "distilled set:"));
+  }
+  // The images moved: the comparison is not between two copies of the initial set.
+  CommandResult none = distill_cli(mtt + "--iterations 0 --out " + dir.file("zero"));
+  ASSERT_EQ(none.exit_code, 0) << none.output;
+  EXPECT_GT((tensor("zero/syn.pt", "images") - start).abs().max().item<double>(), 1e-3);
+  // unroll needs collectives inside autograd: refused with a usage error on every rank.
+  const int port = free_port();
+  std::vector<Rank> ranks;
+  for (int r = 0; r < 2; ++r) {
+    ranks.push_back(start_rank({"/bin/sh", "-c", "exec " + distill_binary() + " " + mtt +
+                                "--iterations 3 --set mtt.matching.meta_grad=unroll --out " +
+                                    dir.file("unroll")},
+                               r, 2, port, dir.file("unroll" + std::to_string(r) + ".log"), {}));
+  }
+  wait_ranks(ranks, 120);
+  for (const auto& r : ranks) {
+    EXPECT_EQ(r.exit_code, 2) << read_text(r.log);
+    EXPECT_TRUE(contains(read_text(r.log), "meta_grad = unroll runs on one process only"))
+        << read_text(r.log);
+  }
+}
+
 // The launcher the README documents: Debian's torchrun (1.13: underscore flags; `-r 1 -t 1`
 // works around its Python 3.11 failure on the default --redirects/--tee "0"). Its agent hosts the
 // TCPStore (TORCHELASTIC_USE_AGENT_STORE=True), so every rank is a store client.
