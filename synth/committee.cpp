@@ -209,7 +209,8 @@ CommitteeManifest train_committee(const CommitteeOptions& options, const data::D
                                   const data::Dataset& test_set, const data::Normalization& norm,
                                   const std::string& dataset_name,
                                   uint64_t seed, const std::string& out, bool resume,
-                                  bool progress, c10::Device device, const SaveModelFn& save_model) {
+                                  bool progress, c10::Device device, const SaveModelFn& save_model,
+                                  std::shared_ptr<const dist::ProcessGroup> group) {
   const int64_t channels = train_set.channels(), size = train_set.height();
   const int64_t classes = train_set.num_classes;
   // Everything that can be checked is checked before any training.
@@ -264,6 +265,44 @@ CommitteeManifest train_committee(const CommitteeOptions& options, const data::D
   manifest.mean.assign(mean.data_ptr<double>(), mean.data_ptr<double>() + mean.numel());
   manifest.std.assign(std.data_ptr<double>(), std.data_ptr<double>() + std.numel());
   manifest.zca_eps = norm.zca ? norm.zca->eps() : 0.0;
+  // Trains member i into out/member_i (model.pt, checkpoint.pt, metrics.jsonl); resumes an
+  // interrupted one from its checkpoint.
+  auto train_member = [&](size_t i, const MemberOptions& spec) {
+    const models::Model& model = *models[i];
+    const std::string dir = out + "/member_" + std::to_string(i);
+    io::make_dirs(dir);
+    train::Trainer trainer(model, options.train, mix_seed(seed, 0xc0, i));
+    trainer.set_augment(train::make_augment(options.augment, size));
+    trainer.set_test_set(val_images, val_labels);
+    const std::string checkpoint = dir + "/checkpoint.pt";
+    trainer.set_checkpoint(checkpoint);
+    trainer.set_progress("committee " + member_name(i, spec), progress);
+    const bool resuming = resume && fs::exists(checkpoint);
+    train::TrainState state = resuming ? trainer.load_checkpoint(checkpoint) : trainer.init_state();
+    io::MetricsLog metrics(dir + "/metrics.jsonl",
+                           resuming ? std::optional<int64_t>(state.step) : std::nullopt);
+    trainer.set_metrics(&metrics);
+    state.params = state.params.to(device);
+    state.buffers = state.buffers.to(device);
+    trainer.fit(state, fit_images, fit_labels);
+    save_model(dir + "/model.pt", model, state);
+    return state;
+  };
+  // Several processes: rank r trains members r, r + W, ... (each on its own, with the seed it
+  // has on one process, so the files are the single-process files); rank 0 then reads them all
+  // and measures and writes the committee as below.
+  std::vector<bool> trained_elsewhere(options.members.size(), false);
+  if (group && group->distributed()) {
+    for (size_t i = 0; i < options.members.size(); ++i) {
+      const MemberOptions& spec = options.members[i];
+      const std::string model_file = out + "/member_" + std::to_string(i) + "/model.pt";
+      if (!spec.checkpoint.empty() || (resume && fs::exists(model_file))) continue;
+      if (dist::owns_item(*group, static_cast<int64_t>(i))) train_member(i, spec);
+      trained_elsewhere[i] = true;
+    }
+    group->barrier();
+    if (!group->is_main()) return manifest;
+  }
   for (size_t i = 0; i < options.members.size(); ++i) {
     MemberOptions spec = options.members[i];
     const models::Model& model = *models[i];
@@ -277,31 +316,19 @@ CommitteeManifest train_committee(const CommitteeOptions& options, const data::D
       spec.checkpoint = fs::absolute(spec.checkpoint).lexically_normal().string();
     } else {
       const std::string model_file = dir + "/model.pt";
-      if (resume && fs::exists(model_file)) {
+      if (trained_elsewhere[i] || (resume && fs::exists(model_file))) {
         kd::TeacherOptions teacher;
         teacher.checkpoint = model_file;
         teacher.model = spec.model;
         kd::Teacher done = kd::load_teacher(teacher, channels, size, classes);
         params = done.params.to(device);
         buffers = done.buffers.to(device);
-        std::cerr << "distill committee: " << member_name(i, spec) << " already trained ("
-                  << model_file << ")\n";
+        if (!trained_elsewhere[i]) {
+          std::cerr << "distill committee: " << member_name(i, spec) << " already trained ("
+                    << model_file << ")\n";
+        }
       } else {
-        train::Trainer trainer(model, options.train, mix_seed(seed, 0xc0, i));
-        trainer.set_augment(train::make_augment(options.augment, size));
-        trainer.set_test_set(val_images, val_labels);
-        const std::string checkpoint = dir + "/checkpoint.pt";
-        trainer.set_checkpoint(checkpoint);
-        trainer.set_progress("committee " + member_name(i, spec), progress);
-        const bool resuming = resume && fs::exists(checkpoint);
-        train::TrainState state = resuming ? trainer.load_checkpoint(checkpoint) : trainer.init_state();
-        io::MetricsLog metrics(dir + "/metrics.jsonl",
-                               resuming ? std::optional<int64_t>(state.step) : std::nullopt);
-        trainer.set_metrics(&metrics);
-        state.params = state.params.to(device);
-        state.buffers = state.buffers.to(device);
-        trainer.fit(state, fit_images, fit_labels);
-        save_model(model_file, model, state);
+        train::TrainState state = train_member(i, spec);
         params = state.ema.defined() ? state.ema : state.params;
         buffers = state.buffers;
       }

@@ -9,6 +9,7 @@
 
 #include "src/config/options.h"
 #include "src/data/dataset.h"
+#include "src/dist/process_group.h"
 #include "src/kd/teacher.h"
 #include "src/models/model.h"
 #include "src/train/augment.h"
@@ -120,10 +121,13 @@ using SaveModelFn = std::function<void(const std::string& path, const models::Mo
 
 // Returns the manifest written to out/committee.toml. With `resume`, finished members
 // (member_K/model.pt present) are kept and an interrupted one continues from its checkpoint.
+// With a multi-process `group`, rank r trains members r, r + W, ...; rank 0 writes the manifest
+// and returns it (the other ranks return an empty one).
 CommitteeManifest train_committee(const CommitteeOptions& options, const data::Dataset& train_set,
                                   const data::Dataset& test_set, const data::Normalization& norm,
                                   const std::string& dataset_name,
                                   uint64_t seed, const std::string& out, bool resume,
-                                  bool progress, c10::Device device, const SaveModelFn& save_model);
+                                  bool progress, c10::Device device, const SaveModelFn& save_model,
+                                  std::shared_ptr<const dist::ProcessGroup> group = nullptr);
 
 }  // namespace distill::synth

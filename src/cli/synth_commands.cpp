@@ -34,12 +34,12 @@ void run_committee(CommitteeCommandOptions& o, const Invocation& invocation) {
     throw Error(usage);
   }
   if (o.committee.members.empty()) throw Error("committee.members: committee of size 0");
-  require_single_process("committee train");
   RunContext run = start_run(o.run, config::dump(o));
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   synth::CommitteeManifest manifest = synth::train_committee(
       o.committee, train_set, test_set, norm, o.data.name, run.seed, run.out, invocation.resume,
-      run.progress, run.device, save_model_file);
+      run.progress, run.device, save_model_file, run.group);
+  if (run.rank != 0) return;
   nlohmann::json results = nlohmann::json::array();
   for (const auto& m : manifest.members) {
     results.push_back({{"arch", m.model.arch},

@@ -103,6 +103,30 @@ TEST(DistCli, DataParallelTrainMatchesOneProcess) {
   EXPECT_TRUE(fs::exists(dir.file("two/checkpoint.pt")));
 }
 
+// Committee members spread over the ranks (rank 0: members 0 and 2, rank 1: member 1): every
+// member file and the manifest equal a single-process run's.
+TEST(DistCli, ShardedCommitteeIsTheSingleProcessCommittee) {
+  TempDir dir;
+  const std::string data = write_tiny_dataset(dir);
+  const std::string args =
+      "committee train " + tiny_flags(data) +
+      "--set 'committee.members=[{model={arch=\"convnet\", norm=\"batchnorm\", width=8, "
+      "depth=1}}, {model={arch=\"mlp\", hidden=[16]}}, {model={arch=\"mlp\", hidden=[8, 8]}}]' "
+      "--set committee.val_per_class=5 --set committee.train.epochs=2 "
+      "--set committee.train.batch_size=16 ";
+  CommandResult single = distill_cli(args + "--out " + dir.file("one"));
+  ASSERT_EQ(single.exit_code, 0) << single.output;
+  run_two_ranks(dir, args + "--out " + dir.file("two"));
+  for (const std::string file : {"member_0/model.pt", "member_1/model.pt", "member_2/model.pt",
+                                 "member_1/feature_stats.pt", "member_2/feature_stats.pt",
+                                 "committee.toml", "results.json"}) {
+    EXPECT_EQ(read_text(dir.file("one/" + file)), read_text(dir.file("two/" + file)))
+        << file << " differs from the single-process file";
+  }
+  EXPECT_TRUE(contains(read_text(dir.file("rank0.log")), "committee of 3"));
+  EXPECT_FALSE(contains(read_text(dir.file("rank1.log")), "committee of 3"));
+}
+
 // Trajectory matching with every student step's batch split over 2 ranks (contiguous parts, or
 // by class) computes the single-process meta-gradients: the distilled images and learned lr
 // equal one process's up to float summation order. batch_syn 4 of 6 images: a short last chunk
