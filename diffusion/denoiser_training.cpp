@@ -84,8 +84,7 @@ DenoiserModel train_denoiser(DenoiserModel model, const DenoiserTrainOptions& o,
     if (config::dump(ours) != config::dump(theirs) || saved.item_shape != model.item_shape ||
         saved.num_classes != model.num_classes || saved.ema.defined() != (o.ema_decay > 0)) {
       throw Error("'" + checkpoint_path + "' holds a " + saved.options.arch + " for " +
-                  shape_string(saved.item_shape) + " items, " +
-                  std::to_string(saved.num_classes) +
+                  shape_string(saved.item_shape) + " items, " + std::to_string(saved.num_classes) +
                   " classes, other settings than this run's; resume with the settings the run "
                   "was started with");
     }
@@ -152,8 +151,8 @@ DenoiserModel train_denoiser(DenoiserModel model, const DenoiserTrainOptions& o,
     if (model.num_classes > 0) {
       y = labels.index_select(0, index).to(at::kLong);
       // Classifier-free guidance training (Ho & Salimans 2022): some labels become the null one.
-      at::Tensor drop = at::rand({o.batch}, g, at::TensorOptions().dtype(at::kFloat)) <
-                        o.label_dropout;
+      at::Tensor drop =
+          at::rand({o.batch}, g, at::TensorOptions().dtype(at::kFloat)) < o.label_dropout;
       y = at::where(drop.to(device), at::full_like(y, model.num_classes), y);
     }
     at::Tensor leaf = model.params.detach().requires_grad_(true);
@@ -170,8 +169,8 @@ DenoiserModel train_denoiser(DenoiserModel model, const DenoiserTrainOptions& o,
                                 : std::string()));
     }
     at::Tensor grad = torch::autograd::grad({loss}, {leaf})[0];
-    const double lr = o.optimizer.lr * train::lr_multiplier(o.lr_schedule,
-                                                            static_cast<double>(step + 1), o.steps);
+    const double lr = o.optimizer.lr *
+                      train::lr_multiplier(o.lr_schedule, static_cast<double>(step + 1), o.steps);
     {
       at::NoGradGuard no_grad;
       optimizer->step(model.params, grad, lr);

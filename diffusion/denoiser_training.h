@@ -68,7 +68,8 @@ struct DenoiserTrainOptions {
     v.field("label_dropout", label_dropout,
             "class_conditional: probability a training label is replaced by the null class");
     v.field("log_every", log_every, "steps between metrics.jsonl lines");
-    v.field("checkpoint_every", checkpoint_every, "steps between checkpoints (0 = only at the end)");
+    v.field("checkpoint_every", checkpoint_every,
+            "steps between checkpoints (0 = only at the end)");
   }
 };
 

@@ -140,6 +140,18 @@ DenoiserModel load_denoiser_model(const std::string& path) {
   return m;
 }
 
+void require_output(const DenoiserModel& model, const std::vector<std::string>& allowed,
+                    const std::string& path, const std::string& purpose) {
+  const std::string& output = model.options.precondition.output;
+  std::string names;
+  for (const auto& name : allowed) {
+    if (name == output) return;
+    names += (names.empty() ? "" : ", ") + name;
+  }
+  throw Error("'" + path + "': the denoiser predicts '" + output + "' (precondition.output), " +
+              purpose + " needs one of {" + names + "}");
+}
+
 std::string resolve_model_path(const std::string& path, const std::string& key) {
   if (std::filesystem::is_regular_file(path)) return path;
   if (std::filesystem::is_directory(path)) {

@@ -78,6 +78,11 @@ void save_denoiser_model(const std::string& path, const DenoiserModel& model);
 // of the wrong size for the recorded network.
 DenoiserModel load_denoiser_model(const std::string& path);
 
+// For methods that need a particular output of their teacher (e.g. x or v): Error naming the
+// file, its prediction and `purpose` unless options.precondition.output is one of `allowed`.
+void require_output(const DenoiserModel& model, const std::vector<std::string>& allowed,
+                    const std::string& path, const std::string& purpose);
+
 // `path` itself when it is a file, else path/model.pt (a run folder of `distill diffusion
 // train`). Error naming `key` when neither exists.
 std::string resolve_model_path(const std::string& path, const std::string& key);

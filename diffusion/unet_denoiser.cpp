@@ -20,8 +20,8 @@ std::string str(int64_t value) { return std::to_string(value); }
 // DDPM's integer timesteps 0..999 do.
 at::Tensor noise_embedding(const at::Tensor& c_noise, int64_t dim) {
   const int64_t half = dim / 2;
-  at::Tensor freqs =
-      at::exp(at::arange(half, c_noise.options()) * (-std::log(10000.0) / static_cast<double>(half)));
+  at::Tensor freqs = at::exp(at::arange(half, c_noise.options()) *
+                             (-std::log(10000.0) / static_cast<double>(half)));
   at::Tensor angles = (1000.0 * c_noise).unsqueeze(1) * freqs.unsqueeze(0);
   return at::cat({at::cos(angles), at::sin(angles)}, 1);
 }
@@ -47,12 +47,13 @@ UnetDenoiserNet::UnetDenoiserNet(int64_t channels, int64_t height, int64_t width
                 "x" + str(width));
   }
   if (num_classes < 0) throw Error("unet: num_classes must be >= 0, found " + str(num_classes));
-  if (o.channels < 1 || o.res_blocks < 1 || o.groups < 1 || o.heads < 1 ||
-      o.channel_mult.empty()) {
-    throw Error("unet: channels, res_blocks, groups and heads must be >= 1 and channel_mult "
-                "non-empty, found channels " + str(o.channels) + ", res_blocks " +
-                str(o.res_blocks) + ", groups " + str(o.groups) + ", heads " + str(o.heads) +
-                ", " + str(static_cast<int64_t>(o.channel_mult.size())) + " multipliers");
+  if (o.channels < 1 || o.res_blocks < 1 || o.groups < 1 || o.heads < 1 || o.channel_mult.empty()) {
+    throw Error(
+        "unet: channels, res_blocks, groups and heads must be >= 1 and channel_mult "
+        "non-empty, found channels " +
+        str(o.channels) + ", res_blocks " + str(o.res_blocks) + ", groups " + str(o.groups) +
+        ", heads " + str(o.heads) + ", " + str(static_cast<int64_t>(o.channel_mult.size())) +
+        " multipliers");
   }
   if (o.channels % 2 != 0) {
     throw Error("unet.channels: must be even (sin/cos pairs of the noise embedding), found " +
@@ -68,8 +69,9 @@ UnetDenoiserNet::UnetDenoiserNet(int64_t channels, int64_t height, int64_t width
   for (int64_t m : o.channel_mult) {
     const int64_t c = o.channels * m;
     if (m < 1 || c % o.groups != 0) {
-      throw Error("unet: every width channels * channel_mult must be >= 1 and divisible by groups = " +
-                  str(o.groups) + ", found " + str(c));
+      throw Error(
+          "unet: every width channels * channel_mult must be >= 1 and divisible by groups = " +
+          str(o.groups) + ", found " + str(c));
     }
   }
   embed_dim_ = 4 * o.channels;
@@ -79,8 +81,8 @@ UnetDenoiserNet::UnetDenoiserNet(int64_t channels, int64_t height, int64_t width
   add_linear("embed.2", embed_dim_, embed_dim_);
   if (num_classes > 0) {
     // nn.Embedding draws N(0, 1); here U(-1, 1) (fan-in 1): only the scale of the start differs.
-    add_param({"label_embed.weight", {num_classes + 1, embed_dim_},
-               TensorSpec::Init::kFanInUniform, 1});
+    add_param(
+        {"label_embed.weight", {num_classes + 1, embed_dim_}, TensorSpec::Init::kFanInUniform, 1});
   }
   add_conv("input", channels, o.channels, 3, true);
 
@@ -137,8 +139,8 @@ void UnetDenoiserNet::add_block(const std::string& prefix, const Block& b) {
   if (b.in != b.out) add_conv(prefix + ".skip", b.in, b.out, 1, true);
   if (b.attention) {
     if (b.out % options_.heads != 0) {
-      throw Error("unet.heads: " + str(options_.heads) + " heads do not divide an attended width of " +
-                  str(b.out) + " channels");
+      throw Error("unet.heads: " + str(options_.heads) +
+                  " heads do not divide an attended width of " + str(b.out) + " channels");
     }
     add_norm(prefix + ".attn.norm", "groupnorm", b.out, 0, 0);
     add_conv(prefix + ".attn.qkv", b.out, 3 * b.out, 1, true);
@@ -163,7 +165,8 @@ at::Tensor UnetDenoiserNet::res_block(const Block& b, const at::Tensor& x, const
 at::Tensor UnetDenoiserNet::attention(const at::Tensor& x, TensorCursor& p) const {
   const int64_t n = x.size(0), c = x.size(1), hw = x.size(2) * x.size(3);
   const int64_t heads = options_.heads, d = c / heads;
-  at::Tensor qkv = conv(group_norm(x, options_.groups, p), p, true, 1, 0).reshape({n, 3, heads, d, hw});
+  at::Tensor qkv =
+      conv(group_norm(x, options_.groups, p), p, true, 1, 0).reshape({n, 3, heads, d, hw});
   at::Tensor q = qkv.select(1, 0), k = qkv.select(1, 1), v = qkv.select(1, 2);  // n, heads, d, hw
   at::Tensor weights =
       at::softmax(at::matmul(q.transpose(-1, -2), k) / std::sqrt(static_cast<double>(d)), -1);

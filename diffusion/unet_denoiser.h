@@ -17,12 +17,12 @@ namespace distill::diffusion {
 // conditioning (a label embedding added to the noise embedding, with one extra "null" class for
 // unconditional use, as classifier-free guidance trains it).
 struct UnetDenoiserOptions {
-  int64_t channels = 32;                       // base width
+  int64_t channels = 32;                          // base width
   std::vector<int64_t> channel_mult = {1, 2, 2};  // one entry per resolution: 28 -> 14 -> 7
-  int64_t res_blocks = 1;                      // residual blocks per resolution on the way down
-  int64_t attention_max_size = 8;              // attention where the map side is <= this
-  int64_t groups = 8;                          // GroupNorm groups
-  int64_t heads = 1;                           // attention heads (must divide the width)
+  int64_t res_blocks = 1;                         // residual blocks per resolution on the way down
+  int64_t attention_max_size = 8;                 // attention where the map side is <= this
+  int64_t groups = 8;                             // GroupNorm groups
+  int64_t heads = 1;                              // attention heads (must divide the width)
 
   void visit(config::Visitor& v) {
     v.field("channels", channels, "unet: base number of channels");

@@ -42,8 +42,7 @@ TEST(DenoiserTraining, AutoWeightIsTheMseOfTheNetworkOutput) {
     at::Tensor weighted = denoiser_loss_weight("auto", output, s, o.sigma_data) *
                           (precondition(fixed, o)(x, s) - x0).pow(2).sum(1);
     at::Tensor direct = (f - target).pow(2).sum(1);
-    EXPECT_TRUE(at::allclose(weighted, direct, 1e-9, 1e-9)) << output << "\n"
-                                                            << weighted << direct;
+    EXPECT_TRUE(at::allclose(weighted, direct, 1e-9, 1e-9)) << output << "\n" << weighted << direct;
   }
   EXPECT_EQ(testing::error_of([&] { denoiser_loss_weight("cubic", "edm", s, 1.0); }),
             "weighting: unknown 'cubic' (expected auto, edm, snr, truncated_snr, snr_plus_one or "
@@ -84,14 +83,23 @@ TEST(DenoiserTraining, ModelFileRebuildsTheSameDenoiser) {
   EXPECT_TRUE(at::equal(make_denoiser(m.options, *net, m.ema, labels)(x, s),
                         make_denoiser(loaded.options, *rebuilt, loaded.ema, labels)(x, s)));
   EXPECT_EQ(resolve_model_path(dir.path(), "k"), dir.file("model.pt"));
+  EXPECT_EQ(testing::error_of([&] { require_output(loaded, {"v", "x"}, "m.pt", "ok"); }),
+            "no error");
+  EXPECT_EQ(testing::error_of([&] {
+              require_output(loaded, {"eps", "edm"}, "m.pt", "progressive distillation");
+            }),
+            "'m.pt': the denoiser predicts 'v' (precondition.output), progressive distillation "
+            "needs one of {eps, edm}");
   EXPECT_EQ(testing::error_of([&] { load_denoiser_model(dir.file("none.pt")); }),
             "denoiser model file '" + dir.file("none.pt") + "' does not exist");
-  EXPECT_EQ(testing::error_of([&] { make_denoiser_net(DenoiserArchOptions{[] {
-                                                        DenoiserArchOptions o;
-                                                        o.arch = "mlp";
-                                                        return o;
-                                                      }()},
-                                                      {2}, 3); }),
+  EXPECT_EQ(testing::error_of([&] {
+              make_denoiser_net(DenoiserArchOptions{[] {
+                                  DenoiserArchOptions o;
+                                  o.arch = "mlp";
+                                  return o;
+                                }()},
+                                {2}, 3);
+            }),
             "denoiser arch mlp: has no class conditioning, found num_classes = 3 (use arch unet "
             "or train unconditionally)");
 }

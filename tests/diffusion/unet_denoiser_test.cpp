@@ -81,8 +81,8 @@ TEST(UnetDenoiser, MatchesPythonReference) {
                           {"attention_max_size", o.attention_max_size},
                           {"groups", o.groups},
                           {"heads", o.heads}}}});
-    at::Tensor out64 = net.forward(x.to(at::kDouble), c_noise.to(at::kDouble),
-                                   params.to(at::kDouble), labels);
+    at::Tensor out64 =
+        net.forward(x.to(at::kDouble), c_noise.to(at::kDouble), params.to(at::kDouble), labels);
     at::Tensor out32 = net.forward(x, c_noise, params, labels);
     ours[c.name] = {out64, out32};
   }
@@ -90,8 +90,7 @@ TEST(UnetDenoiser, MatchesPythonReference) {
   testing::CommandResult r = testing::run_python_script("unet_reference.py", {dir.path()});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   for (const UnetCase& c : parity_cases()) {
-    at::Tensor theirs =
-        io::get_tensor(io::load_dict(dir.file(c.name + "_ref.pt")), "out", c.name);
+    at::Tensor theirs = io::get_tensor(io::load_dict(dir.file(c.name + "_ref.pt")), "out", c.name);
     const auto& [out64, out32] = ours.at(c.name);
     ASSERT_EQ(theirs.sizes(), out64.sizes()) << c.name;
     const double scale = theirs.abs().max().item<double>();
@@ -109,8 +108,8 @@ TEST(UnetDenoiser, MatchesPythonReference) {
 TEST(UnetDenoiser, GradientsMatchFiniteDifferences) {
   UnetDenoiserNet net(2, 8, 8, 3, options_of(4, {1, 2}, 1, 4, 2, 2));
   at::Generator gen = make_generator(3, 5);
-  at::Tensor params = (net.init_params(gen) + 0.05 * at::randn({net.num_params()}, gen))
-                          .to(at::kDouble);
+  at::Tensor params =
+      (net.init_params(gen) + 0.05 * at::randn({net.num_params()}, gen)).to(at::kDouble);
   at::Tensor x = at::randn({2, 2, 8, 8}, gen).to(at::kDouble);
   at::Tensor c_noise = at::tensor({-0.7, 0.4}, at::kDouble);
   at::Tensor labels = at::tensor({int64_t{1}, int64_t{3}});
@@ -166,13 +165,19 @@ TEST(UnetDenoiser, ModelFormAndPreconditionedDenoiser) {
 }
 
 TEST(UnetDenoiser, BadShapesNameTheSetting) {
-  EXPECT_EQ(testing::error_of([] { UnetDenoiserNet(1, 28, 28, 0, options_of(8, {1, 2, 2, 2}, 1, 7, 4, 1)); }),
+  EXPECT_EQ(testing::error_of([] {
+              UnetDenoiserNet(1, 28, 28, 0, options_of(8, {1, 2, 2, 2}, 1, 7, 4, 1));
+            }),
             "unet.channel_mult: 4 resolutions halve the image 3 times, so its side must be "
             "divisible by 8; found 28x28 (28x28 and 32x32 allow up to 3)");
-  EXPECT_EQ(testing::error_of([] { UnetDenoiserNet(1, 28, 28, 0, options_of(6, {1, 2}, 1, 7, 4, 1)); }),
+  EXPECT_EQ(testing::error_of([] {
+              UnetDenoiserNet(1, 28, 28, 0, options_of(6, {1, 2}, 1, 7, 4, 1));
+            }),
             "unet: every width channels * channel_mult must be >= 1 and divisible by groups = 4, "
             "found 6");
-  EXPECT_EQ(testing::error_of([] { UnetDenoiserNet(1, 28, 28, 0, options_of(8, {1, 2}, 1, 14, 4, 3)); }),
+  EXPECT_EQ(testing::error_of([] {
+              UnetDenoiserNet(1, 28, 28, 0, options_of(8, {1, 2}, 1, 14, 4, 3));
+            }),
             "unet.heads: 3 heads do not divide an attended width of 16 channels");
   UnetDenoiserNet net(1, 28, 28, 0, options_of(8, {1, 2}, 1, 14, 4, 1));
   at::Generator gen = make_generator(1);
