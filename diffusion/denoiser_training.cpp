@@ -174,7 +174,13 @@ DenoiserModel train_denoiser(DenoiserModel model, const DenoiserTrainOptions& o,
     {
       at::NoGradGuard no_grad;
       optimizer->step(model.params, grad, lr);
-      if (model.ema.defined()) train::ema_update(model.ema, model.params, o.ema_decay);
+      // EMA with tf.train.ExponentialMovingAverage's num_updates warm-up: decay
+      // min(d, (1 + t) / (10 + t)), so a short run's EMA is not mostly the initialization
+      // (at d = 0.999 a plain EMA after 300 steps still weighs the init by 0.74).
+      const double t = static_cast<double>(step);
+      if (model.ema.defined()) {
+        train::ema_update(model.ema, model.params, std::min(o.ema_decay, (1 + t) / (10 + t)));
+      }
     }
     model.steps = step + 1;
     loss_sum += value;

@@ -50,7 +50,9 @@ struct DenoiserTrainOptions {
     v.field("batch", batch, "training images per step (each epoch is a fresh permutation)");
     v.section("optimizer", optimizer);
     v.section("lr_schedule", lr_schedule);  // over the steps
-    v.field("ema_decay", ema_decay, "decay of the EMA weights sampling uses by default (0 = off)");
+    v.field("ema_decay", ema_decay,
+            "decay of the EMA weights sampling uses by default (0 = off); step t uses "
+            "min(ema_decay, (1 + t) / (10 + t))");
     v.choice("sigma_distribution", sigma_distribution,
              "training noise levels: lognormal (EDM: ln s ~ N(p_mean, p_std^2)) or schedule "
              "(t ~ U(0, 1] on `schedule`, as Progressive Distillation trains)",
