@@ -12,6 +12,7 @@
 #include "diffusion/noise_schedule.h"
 #include "diffusion/samplers.h"
 #include "src/cli/command.h"
+#include "src/cli/diffusion_score_command.h"
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 #include "src/data/dataset.h"
@@ -28,6 +29,7 @@ struct DiffusionSampleSettings {
   int64_t train_images = 2000;
   int64_t samples = 64;
   diffusion::SamplerOptions sampler;
+  DiffusionScoreSettings score;  // `distill diffusion score` (diffusion_score_command.cpp)
 
   void visit(config::Visitor& v) {
     v.choice("teacher", teacher,
@@ -38,6 +40,7 @@ struct DiffusionSampleSettings {
             "exact teacher: how many training images (the first ones) form its finite set");
     v.field("samples", samples, "how many images to draw");
     v.section("sampler", sampler);
+    v.section("score", score);
   }
 };
 
@@ -133,24 +136,34 @@ void run_sample(DiffusionCommandOptions& o) {
 }
 
 void run_diffusion(DiffusionCommandOptions& o, const Invocation& invocation) {
-  const std::string usage = "usage: distill diffusion sample [--sampler NAME] [--steps N] [...]";
-  if (invocation.positional.size() != 1) throw Error(usage);
+  const std::string usage =
+      "usage: distill diffusion sample [--sampler NAME] [--steps N] [...] | distill diffusion "
+      "score RUN_DIR|samples.pt --classifier MODEL.pt [...]";
+  if (invocation.positional.empty()) throw Error(usage);
   const std::string& which = invocation.positional[0];
+  if (which == "score" && invocation.positional.size() <= 2) {
+    if (invocation.positional.size() == 2) o.diffusion.score.samples = invocation.positional[1];
+    return run_diffusion_score(o.run, o.data, o.diffusion.score, config::dump(o));
+  }
+  if (invocation.positional.size() != 1) throw Error(usage);
   if (which == "sample") return run_sample(o);
-  throw Error("unknown diffusion step '" + which + "' (only sample exists so far); " + usage);
+  throw Error("unknown diffusion step '" + which + "' (sample and score exist so far); " + usage);
 }
 
 }  // namespace
 
 Command diffusion_command() {
   return make_command<DiffusionCommandOptions>(
-      "diffusion", "diffusion sampling: draw images from a teacher denoiser (exact finite set)",
+      "diffusion", "diffusion sampling: draw images from a teacher denoiser (exact finite set); score them "
+      "(FCD, precision/recall, coverage)",
       "distill diffusion sample --sampler heun --steps 18 --samples 64 --out runs/diff",
       {{"teacher", "diffusion.teacher"},
        {"sampler", "diffusion.sampler.name"},
        {"steps", "diffusion.sampler.steps"},
        {"samples", "diffusion.samples"},
-       {"train-images", "diffusion.train_images"}},
+       {"train-images", "diffusion.train_images"},
+       {"classifier", "diffusion.score.classifier"},
+       {"k", "diffusion.score.k"}},
       run_diffusion);
 }
 
