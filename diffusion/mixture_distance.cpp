@@ -15,18 +15,18 @@ namespace {
 at::Tensor joint_log_density(const GaussianMixture& mixture, const at::Tensor& x) {
   const at::Tensor& means = mixture.means();
   if (x.dim() != 2 || x.size(1) != means.size(1)) {
-    throw Error("mixture score: samples must be N x " + std::to_string(means.size(1)) +
-                ", found " + c10::str(x.sizes()));
+    throw Error("mixture score: samples must be N x " + std::to_string(means.size(1)) + ", found " +
+                c10::str(x.sizes()));
   }
   const int64_t d = means.size(1);
-  at::Tensor chol = at::linalg_cholesky(mixture.covariances());             // K x D x D
+  at::Tensor chol = at::linalg_cholesky(mixture.covariances());                      // K x D x D
   at::Tensor centred = x.to(means.scalar_type()).unsqueeze(0) - means.unsqueeze(1);  // K x N x D
   at::Tensor solved = at::linalg_solve_triangular(chol, centred.transpose(1, 2), /*upper=*/false);
-  at::Tensor mahalanobis = solved.pow(2).sum(1);                            // K x N
-  at::Tensor log_det = 2 * chol.diagonal(0, 1, 2).log().sum(1);            // K
+  at::Tensor mahalanobis = solved.pow(2).sum(1);                 // K x N
+  at::Tensor log_det = 2 * chol.diagonal(0, 1, 2).log().sum(1);  // K
   at::Tensor log_normal =
       -0.5 * (mahalanobis + log_det.unsqueeze(1) + d * std::log(2 * M_PI));  // K x N
-  return (log_normal + mixture.weights().log().unsqueeze(1)).t();          // N x K
+  return (log_normal + mixture.weights().log().unsqueeze(1)).t();            // N x K
 }
 
 }  // namespace

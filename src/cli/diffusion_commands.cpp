@@ -154,7 +154,8 @@ void run_diffusion(DiffusionCommandOptions& o, const Invocation& invocation) {
 
 Command diffusion_command() {
   return make_command<DiffusionCommandOptions>(
-      "diffusion", "diffusion sampling: draw images from a teacher denoiser (exact finite set); score them "
+      "diffusion",
+      "diffusion sampling: draw images from a teacher denoiser (exact finite set); score them "
       "(FCD, precision/recall, coverage)",
       "distill diffusion sample --sampler heun --steps 18 --samples 64 --out runs/diff",
       {{"teacher", "diffusion.teacher"},

@@ -90,8 +90,8 @@ at::Tensor renormalized(const at::Tensor& images, const io::TensorDict& dict,
   at::Tensor mean = io::get_tensor(dict, "mean", file).to(at::kFloat).reshape({-1});
   at::Tensor std = io::get_tensor(dict, "std", file).to(at::kFloat).reshape({-1});
   if (mean.numel() != images.size(1) || std.numel() != images.size(1)) {
-    throw Error("samples '" + file + "': 'mean'/'std' have " + std::to_string(mean.numel()) +
-                "/" + std::to_string(std.numel()) + " values, 'images' has " +
+    throw Error("samples '" + file + "': 'mean'/'std' have " + std::to_string(mean.numel()) + "/" +
+                std::to_string(std.numel()) + " values, 'images' has " +
                 std::to_string(images.size(1)) + " channels");
   }
   at::Tensor pixels = images * std.view({1, -1, 1, 1}) + mean.view({1, -1, 1, 1});
@@ -116,8 +116,9 @@ void run_diffusion_score(const config::RunOptions& run_options, const data::Data
                 "' is not a file (expected a model.pt or checkpoint.pt of `distill train`)");
   }
   if (data.zca) {
-    throw Error("data.zca = true: diffusion score compares samples in the classifier's input "
-                "space and does not whiten them; score on un-whitened data");
+    throw Error(
+        "data.zca = true: diffusion score compares samples in the classifier's input "
+        "space and does not whiten them; score on un-whitened data");
   }
   require_single_process("diffusion score");
 
@@ -145,12 +146,13 @@ void run_diffusion_score(const config::RunOptions& run_options, const data::Data
   const std::vector<int64_t> sample_item(images.sizes().begin() + 1, images.sizes().end());
   if (item != sample_item) {
     throw Error("samples '" + file + "': 'images' are " + shape_text(sample_item) +
-                " (C,H,W), but data '" + data.name + "' (" + data.path + ") and its classifier "
-                "take " + shape_text(item));
+                " (C,H,W), but data '" + data.name + "' (" + data.path +
+                ") and its classifier "
+                "take " +
+                shape_text(item));
   }
-  const int64_t reference_count = s.reference_count == 0
-                                      ? split.size()
-                                      : std::min<int64_t>(s.reference_count, split.size());
+  const int64_t reference_count =
+      s.reference_count == 0 ? split.size() : std::min<int64_t>(s.reference_count, split.size());
   const int64_t manifold_count =
       std::min(reference_count, s.manifold_count == 0 ? count : s.manifold_count);
   if (s.k >= manifold_count) {
@@ -179,9 +181,9 @@ void run_diffusion_score(const config::RunOptions& run_options, const data::Data
   RunContext run = start_run(run_options, effective_config);
   const auto start = std::chrono::steady_clock::now();
   const at::Tensor samples = renormalized(images, dict, file, norm);
-  eval::ClassifierOutputs fake = eval::classifier_outputs(
-      *classifier.model, classifier.params, classifier.buffers, samples, s.feature_layer,
-      s.batch_size);
+  eval::ClassifierOutputs fake =
+      eval::classifier_outputs(*classifier.model, classifier.params, classifier.buffers, samples,
+                               s.feature_layer, s.batch_size);
 
   // Everything the real side depends on; a retrained classifier has other bytes.
   models::ModelOptions model = s.model;
@@ -209,10 +211,10 @@ void run_diffusion_score(const config::RunOptions& run_options, const data::Data
       },
       &cached);
 
-  const double fcd = eval::frechet_distance(reference.moments,
-                                            eval::feature_moments(fake.features, "sample features"));
-  const eval::ManifoldMetrics manifold = eval::manifold_metrics(
-      reference.features.narrow(0, 0, manifold_count), fake.features, s.k);
+  const double fcd = eval::frechet_distance(
+      reference.moments, eval::feature_moments(fake.features, "sample features"));
+  const eval::ManifoldMetrics manifold =
+      eval::manifold_metrics(reference.features.narrow(0, 0, manifold_count), fake.features, s.k);
   const eval::ClassCoverage classes =
       eval::class_coverage(fake.predicted, reference.labels, split.num_classes);
   const double seconds =
@@ -222,15 +224,19 @@ void run_diffusion_score(const config::RunOptions& run_options, const data::Data
   results["samples_file"] = file;
   results["samples"] = count;
   for (const char* what : {"sampler", "teacher", "schedule"}) {
-    if (dict.contains(what) && dict.at(what).isString()) results[what] = dict.at(what).toStringRef();
+    if (dict.contains(what) && dict.at(what).isString())
+      results[what] = dict.at(what).toStringRef();
   }
-  if (dict.contains("steps") && dict.at("steps").isInt()) results["steps"] = dict.at("steps").toInt();
+  if (dict.contains("steps") && dict.at("steps").isInt())
+    results["steps"] = dict.at("steps").toInt();
   results["classifier"] = s.classifier;
   results["classifier_fingerprint"] = eval::file_fingerprint(s.classifier);
   results["feature_layer"] = s.feature_layer;
   results["feature_dim"] = fake.features.size(1);
-  results["reference"] = {{"dataset", data.name},     {"split", s.split},
-                          {"count", reference_count}, {"manifold_count", manifold_count},
+  results["reference"] = {{"dataset", data.name},
+                          {"split", s.split},
+                          {"count", reference_count},
+                          {"manifold_count", manifold_count},
                           {"cached", cached}};
   results["fcd"] = fcd;
   results["k"] = s.k;

@@ -66,7 +66,8 @@ double frechet_distance(const FeatureMoments& a, const FeatureMoments& b) {
   at::Tensor inner = at::matmul(at::matmul(root1, s2), root1);
   inner = (inner + inner.t()) / 2;  // symmetric up to rounding; eigvalsh reads one triangle
   const double cross = at::linalg_eigvalsh(inner).clamp_min(0).sqrt().sum().item<double>();
-  const double mean_term = (a.mean.to(at::kDouble) - b.mean.to(at::kDouble)).pow(2).sum().item<double>();
+  const double mean_term =
+      (a.mean.to(at::kDouble) - b.mean.to(at::kDouble)).pow(2).sum().item<double>();
   const double value =
       mean_term + s1.trace().item<double>() + s2.trace().item<double>() - 2 * cross;
   // Identical sets give +-1e-12-ish rounding; a distance is not negative.
@@ -107,8 +108,8 @@ ManifoldMetrics manifold_metrics(const at::Tensor& real_features, const at::Tens
   at::Tensor fake_radii = kth_neighbour_distances(fake, k);  // M
 
   // One pass over fake-vs-real distance chunks gives all four counts.
-  at::Tensor real_covered = at::zeros({n}, at::kBool);   // real ball holds some fake point
-  at::Tensor real_in_fake = at::zeros({n}, at::kBool);   // real point inside some fake ball
+  at::Tensor real_covered = at::zeros({n}, at::kBool);  // real ball holds some fake point
+  at::Tensor real_in_fake = at::zeros({n}, at::kBool);  // real point inside some fake ball
   int64_t fake_in_real = 0;
   double balls_holding = 0;
   for (int64_t start = 0; start < m; start += kChunkRows) {

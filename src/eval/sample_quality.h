@@ -51,11 +51,11 @@ at::Tensor kth_neighbour_distances(const at::Tensor& points, int64_t k);
 
 // Which classes a classifier sees in the samples, against the real class distribution.
 struct ClassCoverage {
-  std::vector<int64_t> counts;  // predicted class histogram of the samples
-  double covered = 0;           // fraction of classes predicted at least once
-  double entropy = 0;           // of the predicted histogram, nats (log C when uniform)
-  double reference_entropy = 0; // of the real class distribution, nats
-  double kl_to_reference = 0;   // KL(predicted || real), nats; 0 when they match
+  std::vector<int64_t> counts;   // predicted class histogram of the samples
+  double covered = 0;            // fraction of classes predicted at least once
+  double entropy = 0;            // of the predicted histogram, nats (log C when uniform)
+  double reference_entropy = 0;  // of the real class distribution, nats
+  double kl_to_reference = 0;    // KL(predicted || real), nats; 0 when they match
 };
 
 // predicted: M class ids in [0, num_classes); reference: N real class ids (their histogram is

@@ -20,8 +20,8 @@ const auto kF64 = at::TensorOptions().dtype(at::kDouble);
 // x - mu = (2, 1) gives a Mahalanobis distance 4/2 + 1/0.5 = 4, so log p = -log(2 pi) - 2.
 TEST(MixtureDistance, LogDensityMatchesTheGaussianFormula) {
   at::Tensor cov = at::tensor({2.0, 0.0, 0.0, 0.5}, kF64).view({1, 2, 2});
-  GaussianMixture twice(at::tensor({1.0, 1.0}, kF64), at::tensor({1.0, -1.0, 1.0, -1.0}, kF64).view({2, 2}),
-                        at::cat({cov, cov}));
+  GaussianMixture twice(at::tensor({1.0, 1.0}, kF64),
+                        at::tensor({1.0, -1.0, 1.0, -1.0}, kF64).view({2, 2}), at::cat({cov, cov}));
   at::Tensor x = at::tensor({3.0, 0.0}, kF64).view({1, 2});
   EXPECT_NEAR(mixture_log_density(twice, x).item<double>(), -std::log(2 * M_PI) - 2, 1e-12);
 }

@@ -51,9 +51,8 @@ class DiffusionScoreCli : public ::testing::Test {
                              const std::string& out, std::string classifier = "") {
     if (classifier.empty()) classifier = dir_->file("clf/model.pt");
     return distill_cli("diffusion score " + samples + " " + tiny_flags(data_) + kScoreModel +
-                       "--classifier " + classifier +
-                       " --set diffusion.score.cache_dir=" + dir_->file("cache") + " " + flags +
-                       " --out " + dir_->file(out));
+                       "--classifier " + classifier + " --set diffusion.score.cache_dir=" +
+                       dir_->file("cache") + " " + flags + " --out " + dir_->file(out));
   }
   static nlohmann::json results(const std::string& out) {
     std::ifstream in(dir_->file(out + "/results.json"));
@@ -105,11 +104,12 @@ TEST_F(DiffusionScoreCli, RealImagesScoreAsRealAndNoiseDoesNot) {
 // A `distill diffusion sample` run folder is scored as it is (its own normalization), and a
 // retrained classifier (other bytes) does not reuse the first one's cached statistics.
 TEST_F(DiffusionScoreCli, ScoresASampleRunAndTheCacheFollowsTheClassifier) {
-  CommandResult sampled = distill_cli("diffusion sample " + tiny_flags(data_) +
-                                      "--sampler heun --steps 16 --samples 12 --out " +
-                                      dir_->file("sampled"));
+  CommandResult sampled =
+      distill_cli("diffusion sample " + tiny_flags(data_) +
+                  "--sampler heun --steps 16 --samples 12 --out " + dir_->file("sampled"));
   ASSERT_EQ(sampled.exit_code, 0) << sampled.output;
-  CommandResult r = score(dir_->file("sampled"), "--set diffusion.score.split=train", "sampled_score");
+  CommandResult r =
+      score(dir_->file("sampled"), "--set diffusion.score.split=train", "sampled_score");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   nlohmann::json j = results("sampled_score");
   EXPECT_EQ(j["sampler"], "heun");
@@ -151,8 +151,8 @@ TEST_F(DiffusionScoreCli, BadInputNamesFileKeyAndValueBeforeAnyWork) {
     std::string samples, flags, message, classifier;
   };
   const std::vector<Case> cases = {
-      {dir_->file("none.pt"), "", "diffusion.score.samples: '" + dir_->file("none.pt") +
-                                      "' does not exist"},
+      {dir_->file("none.pt"), "",
+       "diffusion.score.samples: '" + dir_->file("none.pt") + "' does not exist"},
       {dir_->path(), "", "has no samples.pt"},
       {wide, "",
        "samples '" + wide + "': 'images' are [1, 10, 10] (C,H,W), but data 'tiny' (" + data_ +
@@ -178,8 +178,8 @@ TEST_F(DiffusionScoreCli, BadInputNamesFileKeyAndValueBeforeAnyWork) {
     EXPECT_TRUE(contains(r.output, cases[i].message)) << r.output;
     EXPECT_FALSE(std::filesystem::exists(dir_->file(out))) << cases[i].flags;
   }
-  CommandResult none = distill_cli("diffusion score " + tiny_flags(data_) + "--out " +
-                                   dir_->file("bad_none"));
+  CommandResult none =
+      distill_cli("diffusion score " + tiny_flags(data_) + "--out " + dir_->file("bad_none"));
   EXPECT_EQ(none.exit_code, 2);
   EXPECT_TRUE(contains(none.output, "diffusion.score.samples is empty")) << none.output;
 }

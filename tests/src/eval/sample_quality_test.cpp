@@ -1,6 +1,8 @@
 // Sample-quality metrics (src/eval/sample_quality.*, reference_statistics.*): the Fréchet distance
 // against numpy on the same features and a diagonal closed form, k-NN precision/recall/density/
 // coverage and class coverage on hand-computed cases, and the reference-statistics cache.
+#include "src/eval/sample_quality.h"
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -8,7 +10,6 @@
 
 #include "src/core/runtime.h"
 #include "src/eval/reference_statistics.h"
-#include "src/eval/sample_quality.h"
 #include "src/io/tensor_file.h"
 #include "tests/support/test_support.h"
 
@@ -69,7 +70,9 @@ TEST(FrechetDistance, DiagonalCovariancesClosedForm) {
 }
 
 TEST(FrechetDistance, BadInputNamesWhatIsWrong) {
-  EXPECT_EQ(error_of([] { feature_moments(at::zeros({1, 3}), "sample features"); }),
+  EXPECT_EQ(error_of([] {
+              feature_moments(at::zeros({1, 3}), "sample features");
+            }),
             "sample features: a covariance needs at least 2 feature vectors, found 1");
   EXPECT_EQ(error_of([] { feature_moments(at::zeros({4})); }),
             "features: expected an N x D feature matrix, found 1 dimensions");
@@ -88,7 +91,8 @@ TEST(FrechetDistance, BadInputNamesWhatIsWrong) {
 TEST(ManifoldMetrics, HandComputedOneDimensionalCase) {
   at::Tensor real = column({0, 1, 2, 3, 6});
   at::Tensor fake = column({0.5, 2.2, 3.5, 10, 11});
-  EXPECT_TRUE(at::allclose(kth_neighbour_distances(real, 1), at::tensor({1.0, 1.0, 1.0, 1.0, 3.0}, at::kDouble)));
+  EXPECT_TRUE(at::allclose(kth_neighbour_distances(real, 1),
+                           at::tensor({1.0, 1.0, 1.0, 1.0, 3.0}, at::kDouble)));
   ManifoldMetrics m = manifold_metrics(real, fake, 1);
   EXPECT_DOUBLE_EQ(m.precision, 0.6);
   EXPECT_DOUBLE_EQ(m.recall, 0.8);
@@ -116,7 +120,9 @@ TEST(ManifoldMetrics, IdenticalSetsAreCoveredAndDisjointOnesAreNot) {
 }
 
 TEST(ManifoldMetrics, KMustBeBelowBothSetSizes) {
-  EXPECT_EQ(error_of([] { manifold_metrics(at::zeros({10, 2}), at::zeros({3, 2}), 3); }),
+  EXPECT_EQ(error_of([] {
+              manifold_metrics(at::zeros({10, 2}), at::zeros({3, 2}), 3);
+            }),
             "manifold metrics: k must be >= 1 and below both set sizes (10 real, 3 samples), "
             "found 3");
 }
@@ -131,7 +137,9 @@ TEST(ClassCoverage, HandComputedCase) {
   EXPECT_NEAR(c.entropy, std::log(2.0), 1e-12);
   EXPECT_NEAR(c.reference_entropy, std::log(3.0), 1e-12);
   EXPECT_NEAR(c.kl_to_reference, std::log(1.5), 1e-12);
-  EXPECT_EQ(error_of([] { class_coverage(at::tensor({0, 3}, at::kLong), at::tensor({0, 1}), 3); }),
+  EXPECT_EQ(error_of([] {
+              class_coverage(at::tensor({0, 3}, at::kLong), at::tensor({0, 1}), 3);
+            }),
             "class coverage: predicted labels hold class 3, expected ids in [0, 3)");
 }
 
@@ -166,7 +174,8 @@ TEST(ReferenceStatistics, CacheReturnsTheSameStatisticsAndFollowsTheKey) {
   testing::write_bytes(classifier, "weights v2");
   const std::string key2 = "fashion-mnist test 50 embedding " + file_fingerprint(classifier);
   EXPECT_NE(key1, key2);
-  ReferenceStatistics retrained = cached_reference_statistics(dir.file("cache"), key2, compute, &hit);
+  ReferenceStatistics retrained =
+      cached_reference_statistics(dir.file("cache"), key2, compute, &hit);
   EXPECT_FALSE(hit);
   EXPECT_EQ(calls, 2);
   EXPECT_FALSE(at::equal(first.features, retrained.features));
