@@ -17,6 +17,7 @@
 #include "diffusion/noise_schedule.h"
 #include "diffusion/samplers.h"
 #include "src/cli/command.h"
+#include "src/cli/diffusion_score_command.h"
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 #include "src/data/dataset.h"
@@ -38,6 +39,7 @@ struct DiffusionSampleSettings {
   // `distill diffusion train`
   diffusion::DenoiserArchOptions model;
   diffusion::DenoiserTrainOptions train;
+  DiffusionScoreSettings score;  // `distill diffusion score` (diffusion_score_command.cpp)
 
   void visit(config::Visitor& v) {
     v.field("teacher", teacher,
@@ -56,6 +58,7 @@ struct DiffusionSampleSettings {
     v.section("sampler", sampler);
     v.section("model", model);
     v.section("train", train);
+    v.section("score", score);
   }
 };
 
@@ -271,12 +274,19 @@ void run_sample(DiffusionCommandOptions& o) {
 void run_diffusion(DiffusionCommandOptions& o, const Invocation& invocation) {
   const std::string usage =
       "usage: distill diffusion train|sample [--arch unet|mlp] [--train-steps N] [--teacher "
-      "RUN_DIR|model.pt|exact] [--sampler NAME] [--steps N] [...]";
-  if (invocation.positional.size() != 1) throw Error(usage);
+      "RUN_DIR|model.pt|exact] [--sampler NAME] [--steps N] [...] | distill diffusion score "
+      "RUN_DIR|samples.pt --classifier MODEL.pt [...]";
+  if (invocation.positional.empty()) throw Error(usage);
   const std::string& which = invocation.positional[0];
+  if (which == "score" && invocation.positional.size() <= 2) {
+    if (invocation.positional.size() == 2) o.diffusion.score.samples = invocation.positional[1];
+    return run_diffusion_score(o.run, o.data, o.diffusion.score, config::dump(o));
+  }
+  if (invocation.positional.size() != 1) throw Error(usage);
   if (which == "train") return run_train(o, invocation);
   if (which == "sample") return run_sample(o);
-  throw Error("unknown diffusion step '" + which + "' (train and sample exist so far); " + usage);
+  throw Error("unknown diffusion step '" + which + "' (train, sample and score exist so far); " +
+              usage);
 }
 
 }  // namespace
@@ -285,7 +295,7 @@ Command diffusion_command() {
   return make_command<DiffusionCommandOptions>(
       "diffusion",
       "diffusion models: train a denoiser (U-Net/MLP), draw images from it or from the exact "
-      "denoiser of a finite set",
+      "denoiser of a finite set, score samples (FCD, precision/recall, coverage)",
       "distill diffusion train --train-steps 2000 --out runs/unet && distill diffusion sample "
       "--teacher runs/unet --sampler heun --steps 18 --samples 64 --out runs/unet_samples",
       {{"teacher", "diffusion.teacher"},
@@ -296,7 +306,9 @@ Command diffusion_command() {
        {"sampler", "diffusion.sampler.name"},
        {"steps", "diffusion.sampler.steps"},
        {"samples", "diffusion.samples"},
-       {"train-images", "diffusion.train_images"}},
+       {"train-images", "diffusion.train_images"},
+       {"classifier", "diffusion.score.classifier"},
+       {"k", "diffusion.score.k"}},
       run_diffusion);
 }
 

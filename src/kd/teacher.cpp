@@ -29,7 +29,8 @@ at::Tensor Teacher::forward(const at::Tensor& images, models::Features* features
 }
 
 Teacher load_teacher(const TeacherOptions& options, int64_t channels, int64_t image_size,
-                     int64_t num_classes) {
+                     int64_t num_classes, const std::string& file_label,
+                     const std::string& model_key) {
   if (!options.checkpoint.empty() && !options.torchscript.empty()) {
     throw Error("teacher.checkpoint and teacher.torchscript are both set ('" + options.checkpoint +
                 "', '" + options.torchscript + "'); set one");
@@ -50,17 +51,14 @@ Teacher load_teacher(const TeacherOptions& options, int64_t channels, int64_t im
   const std::string arch =
       dict.contains("arch") && dict.at("arch").isString() ? dict.at("arch").toStringRef() : "";
   if (arch.empty()) {
-    throw Error("teacher checkpoint '" + path +
+    throw Error(file_label + " '" + path +
                 "' has no 'arch' entry: not a file written by "
                 "`distill train` (model.pt or checkpoint.pt)");
   }
   if (arch != model.arch()) {
-    throw Error("teacher checkpoint '" + path + "' holds a '" + arch +
-                "', but teacher.model.arch "
-                "builds a '" +
-                model.arch() +
-                "'; set teacher.model to the settings the teacher "
-                "was trained with");
+    throw Error(file_label + " '" + path + "' holds a '" + arch + "', but " + model_key +
+                ".arch builds a '" + model.arch() + "'; set " + model_key +
+                " to the settings it was trained with");
   }
   // model.pt also stores every tensor under its state_dict name: compare shapes one by one, so a
   // class-count or width mismatch is named precisely. The classifier comes last.
@@ -69,33 +67,33 @@ Teacher load_teacher(const TeacherOptions& options, int64_t channels, int64_t im
   if (dict.contains(classifier_bias.name)) {
     at::Tensor saved = io::get_tensor(dict, classifier_bias.name, path);
     if (saved.dim() == 1 && saved.size(0) != num_classes) {
-      throw Error("teacher checkpoint '" + path + "' was trained for " +
-                  std::to_string(saved.size(0)) + " classes (" + classifier_bias.name + " " +
-                  shape_text(saved.sizes()) + "), the data has " + std::to_string(num_classes));
+      throw Error(file_label + " '" + path + "' was trained for " + std::to_string(saved.size(0)) +
+                  " classes (" + classifier_bias.name + " " + shape_text(saved.sizes()) +
+                  "), the data has " + std::to_string(num_classes));
     }
   }
   for (size_t i = 0; i < specs.size(); ++i) {
     if (!dict.contains(specs[i].name)) continue;
     at::Tensor saved = io::get_tensor(dict, specs[i].name, path);
     if (saved.sizes().vec() == specs[i].shape) continue;
-    throw Error("teacher checkpoint '" + path + "': '" + specs[i].name + "' has shape " +
-                shape_text(saved.sizes()) + ", teacher.model builds " + shape_text(specs[i].shape) +
-                "; set teacher.model to the teacher's settings");
+    throw Error(file_label + " '" + path + "': '" + specs[i].name + "' has shape " +
+                shape_text(saved.sizes()) + ", " + model_key + " builds " +
+                shape_text(specs[i].shape) + "; set " + model_key +
+                " to the settings it was trained with");
   }
   teacher.params = io::get_tensor(dict, "params", path).to(at::kFloat).contiguous();
   if (teacher.params.dim() != 1 || teacher.params.numel() != model.num_params()) {
-    throw Error("teacher checkpoint '" + path + "' holds " +
-                std::to_string(teacher.params.numel()) + " parameters, teacher.model ('" +
-                model.arch() + "', " + std::to_string(num_classes) + " classes) has " +
-                std::to_string(model.num_params()) +
-                "; check teacher.model and the class count of the data");
+    throw Error(file_label + " '" + path + "' holds " + std::to_string(teacher.params.numel()) +
+                " parameters, " + model_key + " ('" + model.arch() + "', " +
+                std::to_string(num_classes) + " classes) has " +
+                std::to_string(model.num_params()) + "; check " + model_key +
+                " and the class count of the data");
   }
   teacher.buffers = dict.contains("buffers") ? io::get_tensor(dict, "buffers", path).to(at::kFloat)
                                              : at::empty({0});
   if (teacher.buffers.numel() != model.num_buffers()) {
-    throw Error("teacher checkpoint '" + path + "' holds " +
-                std::to_string(teacher.buffers.numel()) + " buffer values, teacher.model has " +
-                std::to_string(model.num_buffers()));
+    throw Error(file_label + " '" + path + "' holds " + std::to_string(teacher.buffers.numel()) +
+                " buffer values, " + model_key + " has " + std::to_string(model.num_buffers()));
   }
   return teacher;
 }

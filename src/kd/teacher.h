@@ -40,8 +40,11 @@ struct Teacher {
 // Builds the configured architecture for the data's shape and loads the file into it (or loads
 // the TorchScript module). Errors (before training) name the file and say what differs: another
 // architecture, another class count (the classifier's shape), or another parameter count.
+// `file_label` and `model_key` are how those messages name the file and the model settings (other
+// commands load classifiers too: `distill diffusion score`).
 Teacher load_teacher(const TeacherOptions& options, int64_t channels, int64_t image_size,
-                     int64_t num_classes);
+                     int64_t num_classes, const std::string& file_label = "teacher checkpoint",
+                     const std::string& model_key = "teacher.model");
 
 // The same checks and loading for an existing model (born-again generations).
 Teacher teacher_from_state(std::unique_ptr<models::Model> model, const at::Tensor& params,

@@ -1,0 +1,48 @@
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "src/eval/sample_quality.h"
+#include "src/models/model.h"
+
+namespace distill::eval {
+
+// What a classifier says about a batch of images: one feature layer, flattened to N x D, and
+// the predicted class of each image.
+struct ClassifierOutputs {
+  at::Tensor features;   // N x D, float
+  at::Tensor predicted;  // N, int64 (argmax of the logits)
+};
+
+// Runs `model` in eval mode (no autograd) over `images` in batches and keeps `feature_layer`
+// (one of model.feature_names(); Error naming it and the choices otherwise).
+ClassifierOutputs classifier_outputs(const models::Model& model, const at::Tensor& params,
+                                     const at::Tensor& buffers, const at::Tensor& images,
+                                     const std::string& feature_layer, int64_t batch_size = 256);
+
+// The real side of every sample-quality comparison, computed once per (dataset, split, count,
+// classifier, layer): moments for the Fréchet distance, the features themselves for the k-NN
+// metrics, and the true labels for class coverage.
+struct ReferenceStatistics {
+  FeatureMoments moments;
+  at::Tensor features;  // N x D, float
+  at::Tensor labels;    // N, int64
+};
+
+// A stable fingerprint of a file's bytes (64-bit FNV-1a, hex): a classifier retrained in place
+// gets a new one, so its cached statistics are not reused. Error naming the path when unreadable.
+std::string file_fingerprint(const std::string& path);
+
+// Reads CACHE_DIR/reference_<hash of key>.pt when it exists and was written for exactly `key`;
+// otherwise calls `compute` and writes that file atomically (a crash never leaves half a file, two
+// concurrent runs at worst both compute). `key` must name everything the statistics depend on.
+// `hit` (optional) tells which happened. An empty cache_dir disables caching.
+ReferenceStatistics cached_reference_statistics(const std::string& cache_dir,
+                                                const std::string& key,
+                                                const std::function<ReferenceStatistics()>& compute,
+                                                bool* hit = nullptr);
+
+}  // namespace distill::eval
