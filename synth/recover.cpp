@@ -18,6 +18,7 @@
 #include "src/io/progress.h"
 #include "src/io/tensor_file.h"
 #include "src/train/optimizer.h"
+#include "synth/kmeans_selection.h"
 
 namespace distill::synth {
 namespace {
@@ -138,12 +139,17 @@ void check_recover_options(const SynthOptions& options, int64_t committee_size,
     throw Error("synth.recover.crop_min_scale must be in (0, 1], found " +
                 std::to_string(r.crop_min_scale));
   }
-  if (r.init == "real") {
+  if (r.init == "kmeans" && r.kmeans_iterations < 0) {
+    throw Error("synth.recover.kmeans_iterations must be >= 0, found " +
+                std::to_string(r.kmeans_iterations));
+  }
+  if (r.init == "real" || r.init == "kmeans") {
     at::Tensor counts = at::bincount(train.labels.cpu(), {}, train.num_classes);
     for (int64_t c = 0; c < train.num_classes; ++c) {
       const int64_t have = counts[c].item<int64_t>();
       if (have < r.ipc) {
-        throw Error("synth.recover.ipc = " + std::to_string(r.ipc) + " with init \"real\": class " +
+        throw Error("synth.recover.ipc = " + std::to_string(r.ipc) + " with init \"" + r.init +
+                    "\": class " +
                     std::to_string(c) + " has only " + std::to_string(have) + " training images");
       }
     }
@@ -196,8 +202,16 @@ eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector
     optimizer->load_state(dict, "adam.");
   } else {
     at::Generator generator = make_generator(seed, kInitStream);
-    if (r.init == "real") {
-      at::Tensor index = data::sample_per_class(train.labels, classes, r.ipc, generator);
+    if (r.init == "real" || r.init == "kmeans") {
+      at::Tensor index;
+      if (r.init == "kmeans") {
+        const Member& member = committee[feature_member(committee)];
+        at::Tensor features = penultimate_features(member, train.images.to(device));
+        index = kmeans_per_class(features, train.labels, classes, r.ipc, r.kmeans_iterations,
+                                 generator);
+      } else {
+        index = data::sample_per_class(train.labels, classes, r.ipc, generator);
+      }
       index = index.view({classes, r.ipc}).t().reshape({-1});  // class-major -> image-major
       images = train.images.index_select(0, index).clone();
     } else {

@@ -20,6 +20,7 @@ struct RecoverOptions {
   int64_t iterations = 1000;
   int64_t batch_ipc = 0;  // images per class optimised together (0 = all)
   std::string init = "noise";
+  int64_t kmeans_iterations = 100;
   double lr = 0.1;
   double beta1 = 0.5;  // SRe2L's Adam betas
   double beta2 = 0.9;
@@ -35,8 +36,12 @@ struct RecoverOptions {
     v.field("iterations", iterations, "optimisation steps per batch of images");
     v.field("batch_ipc", batch_ipc,
             "images per class optimised together (a class-balanced batch; 0 = all at once)");
-    v.choice("init", init, "initial images: noise (N(0,1) in normalized space) or real "
-             "(class-balanced random real images)", {"noise", "real"});
+    v.choice("init", init, "initial images: noise (N(0,1) in normalized space), real "
+             "(class-balanced random real images) or kmeans (per class, the real images nearest "
+             "to k-means centroids in the best committee member's penultimate features)",
+             {"noise", "real", "kmeans"});
+    v.field("kmeans_iterations", kmeans_iterations,
+            "init kmeans: at most this many Lloyd iterations (after k-means++ seeding)");
     v.field("lr", lr, "Adam learning rate on the (normalized) pixels, cosine-decayed to 0");
     v.field("beta1", beta1, "Adam first-moment decay (SRe2L: 0.5)");
     v.field("beta2", beta2, "Adam second-moment decay (SRe2L: 0.9)");
