@@ -39,7 +39,11 @@ void run_committee(CommitteeCommandOptions& o, const Invocation& invocation) {
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   synth::CommitteeManifest manifest = synth::train_committee(
       o.committee, train_set, test_set, norm, o.data.name, run.seed, run.out, invocation.resume,
-      run.progress, run.device, save_model_file);
+      run.progress, run.device,
+      [shape = std::vector<int64_t>{train_set.channels(), train_set.height(), train_set.width()}](
+          const std::string& path, const models::Model& model, const train::TrainState& state) {
+        save_model_file(path, model, state, shape);
+      });
   nlohmann::json results = nlohmann::json::array();
   for (const auto& m : manifest.members) {
     results.push_back({{"arch", m.model.arch},
@@ -110,6 +114,7 @@ void run_relabel(SynthCommandOptions& o, const Invocation&) {
                                                  o.synth.temperature, o.synth.relabel.T)
                         .cpu();
   set.labels = soft;
+  set.classes = classes.cpu();  // the class each image stands for, for grids and exports
   set.label_temperature = o.synth.relabel.T;  // eval trains its students at this temperature
   if (o.synth.relabel.views > 0) {
     synth::add_replay_views(set, committee, o.synth.relabel, o.synth.temperature, run.seed,
