@@ -91,6 +91,18 @@ at::Tensor random_resized_crop_flip(const at::Tensor& x, double min_scale, bool 
   return out;
 }
 
+at::Tensor multi_crop_loss(const at::Tensor& x, int64_t crops, double min_scale, bool flip,
+                           at::Generator& generator,
+                           const std::function<at::Tensor(const at::Tensor& view)>& loss_of_view) {
+  if (crops < 1) throw Error("synth.recover.crops must be >= 1, found " + std::to_string(crops));
+  at::Tensor total = loss_of_view(random_resized_crop_flip(x, min_scale, flip, generator));
+  if (crops == 1) return total;  // the single-crop step exactly, no extra op in its graph
+  for (int64_t c = 1; c < crops; ++c) {
+    total = total + loss_of_view(random_resized_crop_flip(x, min_scale, flip, generator));
+  }
+  return total / static_cast<double>(crops);
+}
+
 void add_replay_views(eval::SyntheticSet& set, const std::vector<Member>& committee,
                       const RelabelOptions& options, double weight_temperature, uint64_t seed,
                       c10::Device device) {
@@ -132,6 +144,7 @@ void check_recover_options(const SynthOptions& options, int64_t committee_size,
     throw Error("synth.temperature must be > 0, found " + std::to_string(options.temperature));
   }
   if (r.ipc < 1) throw Error("synth.recover.ipc must be >= 1, found " + std::to_string(r.ipc));
+  if (r.crops < 1) throw Error("synth.recover.crops must be >= 1, found " + std::to_string(r.crops));
   if (r.iterations < 1) {
     throw Error("synth.recover.iterations must be >= 1, found " + std::to_string(r.iterations));
   }
@@ -253,18 +266,22 @@ eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector
       for (int64_t k : drawn) drawn_acc.push_back(accuracies[k]);
       at::Tensor weights = committee_weights(drawn_acc, options.temperature);
       at::Tensor leaf = x.detach().requires_grad_(true);
-      at::Tensor view = random_resized_crop_flip(leaf, r.crop_min_scale, r.flip, generator);
-      at::Tensor loss;
-      double ce = 0, stat = 0, acc = 0;
-      for (size_t j = 0; j < drawn.size(); ++j) {
-        MemberLoss m = member_loss(committee[drawn[j]], view, y, r.first_multiplier);
-        const double w = weights[static_cast<int64_t>(j)].item<double>();
-        at::Tensor term = (m.ce + m.statistics * r.statistics_weight) * w;
-        loss = loss.defined() ? loss + term : term;
-        ce += w * m.ce.item<double>();
-        stat += w * m.statistics.item<double>();
-        acc += w * m.accuracy;
-      }
+      double ce = 0, stat = 0, acc = 0;  // logged: weighted over members, averaged over crops
+      const double per_crop = 1.0 / static_cast<double>(r.crops);
+      at::Tensor loss = multi_crop_loss(
+          leaf, r.crops, r.crop_min_scale, r.flip, generator, [&](const at::Tensor& view) {
+            at::Tensor view_loss;
+            for (size_t j = 0; j < drawn.size(); ++j) {
+              MemberLoss m = member_loss(committee[drawn[j]], view, y, r.first_multiplier);
+              const double w = weights[static_cast<int64_t>(j)].item<double>();
+              at::Tensor term = (m.ce + m.statistics * r.statistics_weight) * w;
+              view_loss = view_loss.defined() ? view_loss + term : term;
+              ce += per_crop * w * m.ce.item<double>();
+              stat += per_crop * w * m.statistics.item<double>();
+              acc += per_crop * w * m.accuracy;
+            }
+            return view_loss;
+          });
       if (!std::isfinite(loss.item<double>())) {
         throw RuntimeFailure("synth recover: non-finite loss at batch " + std::to_string(b) +
                              ", step " + std::to_string(it));

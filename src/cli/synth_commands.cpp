@@ -8,6 +8,7 @@
 #include "src/cli/command.h"
 #include "src/core/error.h"
 #include "src/data/dataset.h"
+#include "src/eval/set_export.h"
 #include "src/eval/synthetic_set.h"
 #include "src/io/atomic_file.h"
 #include "synth/committee.h"
@@ -125,6 +126,7 @@ void run_relabel(SynthCommandOptions& o, const Invocation&) {
   }
   set.method = (set.method.empty() ? std::string("set") : set.method) + "+committee-relabel";
   eval::save_synthetic_set(run.out + "/syn.pt", set);
+  if (set.zca_eps == 0) eval::save_set_grid(run.out + "/grid.png", set);  // by each image's class
   nlohmann::json results;
   results["source"] = o.synth.relabel.syn;
   results["T"] = o.synth.relabel.T;
@@ -141,12 +143,32 @@ void run_relabel(SynthCommandOptions& o, const Invocation&) {
             << 100.0 * results["agreement"].get<double>() << " %\n";
 }
 
+void run_export(SynthCommandOptions& o, const Invocation&) {
+  const std::string& path = o.synth.export_set.syn;
+  if (path.empty()) {
+    throw Error("synth.export.syn is empty: name the set to export (--set synth.export.syn=FILE)");
+  }
+  eval::SyntheticSet set = eval::load_synthetic_set(path);
+  RunContext run = start_run(o.run, config::dump(o));
+  // A ZCA set is shown in pixel space: its whitening is refitted from the data settings.
+  std::shared_ptr<const data::Zca> zca;
+  if (set.zca_eps > 0) zca = data::load_normalized(o.data).norm.zca;
+  const std::vector<std::string> names = eval::export_image_folder(set, run.out, zca.get());
+  eval::save_set_grid(run.out + "/grid.png", set, zca.get());
+  std::cout << "exported " << set.images.size(0) << " images in " << names.size()
+            << " class folders: " << run.out << "/train/<class>/<i>.png (read it with "
+            << "data.format=image-folder data.path=" << run.out
+            << " data.image_size=" << set.images.size(2) << " data.channels=" << set.images.size(1)
+            << "), grid: " << run.out << "/grid.png\n";
+}
+
 void run_synth(SynthCommandOptions& o, const Invocation& invocation) {
-  const std::string usage = "usage: distill synth recover|relabel [--committee FILE] [...]";
+  const std::string usage = "usage: distill synth recover|relabel|export [--committee FILE] [...]";
   if (invocation.positional.size() != 1) throw Error(usage);
   const std::string& which = invocation.positional[0];
   if (which == "recover") return run_recover(o, invocation);
   if (which == "relabel") return run_relabel(o, invocation);
+  if (which == "export") return run_export(o, invocation);
   throw Error("unknown synth step '" + which + "'; " + usage);
 }
 
@@ -160,7 +182,7 @@ Command committee_command() {
 
 Command synth_command() {
   return make_command<SynthCommandOptions>(
-      "synth", "committee soft-labeling: recover images, relabel any set by committee vote",
+      "synth", "committee soft-labeling: recover images, relabel any set by committee vote, export a set",
       "distill synth recover --committee runs/committee/committee.toml --ipc 10 --out runs/syn",
       {{"committee", "synth.committee"},
        {"ipc", "synth.recover.ipc"},

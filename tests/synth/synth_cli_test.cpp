@@ -102,6 +102,25 @@ TEST_F(SynthCli, CommitteeRecoverRelabelAndEvalOnSoftLabels) {
   ASSERT_EQ(l.exit_code, 0) << l.output;
   EXPECT_TRUE(contains(l.output, "soft labels at T = 4, recorded in the set")) << l.output;
   nlohmann::json relabel = read_json(dir_.file("rel/results.json"));
+  EXPECT_TRUE(std::filesystem::exists(dir_.file("rel/grid.png")));
+  // Export: an image folder (own class of each image) that `distill` itself reads as a dataset.
+  CommandResult x = distill_cli("synth export --set synth.export.syn=" + dir_.file("rel/syn.pt") +
+                                " --threads 1 --no-progress --out " + dir_.file("exp"));
+  ASSERT_EQ(x.exit_code, 0) << x.output;
+  for (const char* file : {"exp/train/0/0.png", "exp/train/2/1.png", "exp/grid.png"}) {
+    EXPECT_TRUE(std::filesystem::exists(dir_.file(file))) << file;
+  }
+  CommandResult read_back = distill_cli(
+      "subset --set data.format=image-folder --set data.path=" + dir_.file("exp") +
+      " --set data.image_size=8 --set data.channels=1 --set data.name=exported --threads 1 "
+      "--no-progress --ipc 2 --out " + dir_.file("exp_subset"));
+  EXPECT_EQ(read_back.exit_code, 0) << read_back.output;
+  EXPECT_TRUE(contains(read_back.output, "wrote 6 images")) << read_back.output;
+  // Multi-crop recovery runs end to end.
+  CommandResult mc = distill_cli("synth recover " + tiny_flags(data_) + "--committee " + manifest_ +
+                                 " --ipc 1 --iterations 2 --set synth.recover.crops=3 --out " +
+                                 dir_.file("multicrop"));
+  EXPECT_EQ(mc.exit_code, 0) << mc.output;
   // FKD-style stored views, replayed by eval in place of its augmentation.
   CommandResult v = distill_cli("synth relabel " + tiny_flags(data_) + "--committee " + manifest_ +
                                 " --syn " + dir_.file("rec/syn.pt") +
@@ -220,6 +239,9 @@ TEST_F(SynthCli, BadInputIsOneLineWithExit2BeforeAnyWork) {
       {recover + "--committee " + dir_.file("nothing.toml"), "does not exist"},
       {"synth relabel " + tiny_flags(data_) + "--committee " + manifest_, "synth.relabel.syn is empty"},
       {"synth sculpt " + tiny_flags(data_), "unknown synth step 'sculpt'"},
+      {"synth export " + tiny_flags(data_), "synth.export.syn is empty"},
+      {recover + "--committee " + manifest_ + " --set synth.recover.crops=0",
+       "synth.recover.crops must be >= 1, found 0"},
       {"synth relabel " + tiny_flags(data_) + "--committee " + manifest_ + " --syn " +
            dir_.file("other_norm/syn.pt"),
        "is normalized with mean [0.500000], std [0.500000], but the committee"},
