@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <iterator>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -17,6 +18,11 @@ namespace {
 nlohmann::json read_json(const std::string& path) {
   std::ifstream in(path);
   return nlohmann::json::parse(in);
+}
+
+std::string read_file_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 size_t count_lines(const std::string& path) {
@@ -133,6 +139,23 @@ TEST_F(SynthCli, CommitteeRecoverRelabelAndEvalOnSoftLabels) {
                                  "--set eval.model.width=8 --set eval.model.depth=2 --out " +
                                  dir_.file("ev_views"));
   ASSERT_EQ(ev.exit_code, 0) << ev.output;
+  // The SRe2L/CV-DD post-evaluation preset (AdamW, cosine, CutMix on the soft labels) reads and
+  // runs on the relabelled set (shortened here).
+  CommandResult post = distill_cli(
+      "eval --config " + source_dir() + "/experiments/configs/synth_post_eval_fashion_mnist.toml " +
+      tiny_flags(data_) + "--set eval.syn=" + dir_.file("views/syn.pt") +
+      " --set eval.runs=1 --set eval.train.epochs=2 --set 'eval.models=[\"convnet\"]' "
+      "--set eval.random_real=false --set eval.model.width=8 --set eval.model.depth=2 --out " +
+      dir_.file("ev_post"));
+  ASSERT_EQ(post.exit_code, 0) << post.output;
+  EXPECT_TRUE(contains(read_file_text(dir_.file("ev_post/config.toml")), "name = 'adamw'"));
+  // Teacher-in-the-loop: the committee labels every augmented batch (the set's labels unused).
+  CommandResult online = distill_cli(
+      "eval " + tiny_flags(data_) + "--set eval.syn=" + dir_.file("rec/syn.pt") +
+      " --set committee_labels.committee=" + manifest_ +
+      " --set eval.runs=1 --set eval.train.epochs=2 --set eval.random_real=false "
+      "--set eval.model.width=8 --set eval.model.depth=2 --out " + dir_.file("ev_online"));
+  ASSERT_EQ(online.exit_code, 0) << online.output;
   EXPECT_GE(relabel["agreement"].get<double>(), 0.0);
   if (!reference_python().empty()) {
     run_python_script("synth_set_check.py",
@@ -240,6 +263,8 @@ TEST_F(SynthCli, BadInputIsOneLineWithExit2BeforeAnyWork) {
       {"synth relabel " + tiny_flags(data_) + "--committee " + manifest_, "synth.relabel.syn is empty"},
       {"synth sculpt " + tiny_flags(data_), "unknown synth step 'sculpt'"},
       {"synth export " + tiny_flags(data_), "synth.export.syn is empty"},
+      {"eval " + tiny_flags(data4) + "--set eval.ipc=1 --set committee_labels.committee=" +
+           manifest_, "3 classes, the data has 4"},
       {recover + "--committee " + manifest_ + " --set synth.recover.crops=0",
        "synth.recover.crops must be >= 1, found 0"},
       {"synth relabel " + tiny_flags(data_) + "--committee " + manifest_ + " --syn " +
