@@ -18,6 +18,7 @@
 #include "src/io/progress.h"
 #include "src/io/tensor_file.h"
 #include "src/train/optimizer.h"
+#include "synth/kmeans_selection.h"
 
 namespace distill::synth {
 namespace {
@@ -90,6 +91,18 @@ at::Tensor random_resized_crop_flip(const at::Tensor& x, double min_scale, bool 
   return out;
 }
 
+at::Tensor multi_crop_loss(const at::Tensor& x, int64_t crops, double min_scale, bool flip,
+                           at::Generator& generator,
+                           const std::function<at::Tensor(const at::Tensor& view)>& loss_of_view) {
+  if (crops < 1) throw Error("synth.recover.crops must be >= 1, found " + std::to_string(crops));
+  at::Tensor total = loss_of_view(random_resized_crop_flip(x, min_scale, flip, generator));
+  if (crops == 1) return total;  // the single-crop step exactly, no extra op in its graph
+  for (int64_t c = 1; c < crops; ++c) {
+    total = total + loss_of_view(random_resized_crop_flip(x, min_scale, flip, generator));
+  }
+  return total / static_cast<double>(crops);
+}
+
 void add_replay_views(eval::SyntheticSet& set, const std::vector<Member>& committee,
                       const RelabelOptions& options, double weight_temperature, uint64_t seed,
                       c10::Device device) {
@@ -131,6 +144,7 @@ void check_recover_options(const SynthOptions& options, int64_t committee_size,
     throw Error("synth.temperature must be > 0, found " + std::to_string(options.temperature));
   }
   if (r.ipc < 1) throw Error("synth.recover.ipc must be >= 1, found " + std::to_string(r.ipc));
+  if (r.crops < 1) throw Error("synth.recover.crops must be >= 1, found " + std::to_string(r.crops));
   if (r.iterations < 1) {
     throw Error("synth.recover.iterations must be >= 1, found " + std::to_string(r.iterations));
   }
@@ -138,12 +152,17 @@ void check_recover_options(const SynthOptions& options, int64_t committee_size,
     throw Error("synth.recover.crop_min_scale must be in (0, 1], found " +
                 std::to_string(r.crop_min_scale));
   }
-  if (r.init == "real") {
+  if (r.init == "kmeans" && r.kmeans_iterations < 0) {
+    throw Error("synth.recover.kmeans_iterations must be >= 0, found " +
+                std::to_string(r.kmeans_iterations));
+  }
+  if (r.init == "real" || r.init == "kmeans") {
     at::Tensor counts = at::bincount(train.labels.cpu(), {}, train.num_classes);
     for (int64_t c = 0; c < train.num_classes; ++c) {
       const int64_t have = counts[c].item<int64_t>();
       if (have < r.ipc) {
-        throw Error("synth.recover.ipc = " + std::to_string(r.ipc) + " with init \"real\": class " +
+        throw Error("synth.recover.ipc = " + std::to_string(r.ipc) + " with init \"" + r.init +
+                    "\": class " +
                     std::to_string(c) + " has only " + std::to_string(have) + " training images");
       }
     }
@@ -196,8 +215,16 @@ eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector
     optimizer->load_state(dict, "adam.");
   } else {
     at::Generator generator = make_generator(seed, kInitStream);
-    if (r.init == "real") {
-      at::Tensor index = data::sample_per_class(train.labels, classes, r.ipc, generator);
+    if (r.init == "real" || r.init == "kmeans") {
+      at::Tensor index;
+      if (r.init == "kmeans") {
+        const Member& member = committee[feature_member(committee)];
+        at::Tensor features = penultimate_features(member, train.images.to(device));
+        index = kmeans_per_class(features, train.labels, classes, r.ipc, r.kmeans_iterations,
+                                 generator);
+      } else {
+        index = data::sample_per_class(train.labels, classes, r.ipc, generator);
+      }
       index = index.view({classes, r.ipc}).t().reshape({-1});  // class-major -> image-major
       images = train.images.index_select(0, index).clone();
     } else {
@@ -239,18 +266,22 @@ eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector
       for (int64_t k : drawn) drawn_acc.push_back(accuracies[k]);
       at::Tensor weights = committee_weights(drawn_acc, options.temperature);
       at::Tensor leaf = x.detach().requires_grad_(true);
-      at::Tensor view = random_resized_crop_flip(leaf, r.crop_min_scale, r.flip, generator);
-      at::Tensor loss;
-      double ce = 0, stat = 0, acc = 0;
-      for (size_t j = 0; j < drawn.size(); ++j) {
-        MemberLoss m = member_loss(committee[drawn[j]], view, y, r.first_multiplier);
-        const double w = weights[static_cast<int64_t>(j)].item<double>();
-        at::Tensor term = (m.ce + m.statistics * r.statistics_weight) * w;
-        loss = loss.defined() ? loss + term : term;
-        ce += w * m.ce.item<double>();
-        stat += w * m.statistics.item<double>();
-        acc += w * m.accuracy;
-      }
+      double ce = 0, stat = 0, acc = 0;  // logged: weighted over members, averaged over crops
+      const double per_crop = 1.0 / static_cast<double>(r.crops);
+      at::Tensor loss = multi_crop_loss(
+          leaf, r.crops, r.crop_min_scale, r.flip, generator, [&](const at::Tensor& view) {
+            at::Tensor view_loss;
+            for (size_t j = 0; j < drawn.size(); ++j) {
+              MemberLoss m = member_loss(committee[drawn[j]], view, y, r.first_multiplier);
+              const double w = weights[static_cast<int64_t>(j)].item<double>();
+              at::Tensor term = (m.ce + m.statistics * r.statistics_weight) * w;
+              view_loss = view_loss.defined() ? view_loss + term : term;
+              ce += per_crop * w * m.ce.item<double>();
+              stat += per_crop * w * m.statistics.item<double>();
+              acc += per_crop * w * m.accuracy;
+            }
+            return view_loss;
+          });
       if (!std::isfinite(loss.item<double>())) {
         throw RuntimeFailure("synth recover: non-finite loss at batch " + std::to_string(b) +
                              ", step " + std::to_string(it));

@@ -3,6 +3,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <array>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -20,12 +21,14 @@ struct RecoverOptions {
   int64_t iterations = 1000;
   int64_t batch_ipc = 0;  // images per class optimised together (0 = all)
   std::string init = "noise";
+  int64_t kmeans_iterations = 100;
   double lr = 0.1;
   double beta1 = 0.5;  // SRe2L's Adam betas
   double beta2 = 0.9;
   double statistics_weight = 0.01;
   double first_multiplier = 10.0;
   double crop_min_scale = 0.5;
+  int64_t crops = 1;
   bool flip = true;
   int64_t checkpoint_every = 100;
   int64_t log_every = 10;
@@ -35,8 +38,12 @@ struct RecoverOptions {
     v.field("iterations", iterations, "optimisation steps per batch of images");
     v.field("batch_ipc", batch_ipc,
             "images per class optimised together (a class-balanced batch; 0 = all at once)");
-    v.choice("init", init, "initial images: noise (N(0,1) in normalized space) or real "
-             "(class-balanced random real images)", {"noise", "real"});
+    v.choice("init", init, "initial images: noise (N(0,1) in normalized space), real "
+             "(class-balanced random real images) or kmeans (per class, the real images nearest "
+             "to k-means centroids in the best committee member's penultimate features)",
+             {"noise", "real", "kmeans"});
+    v.field("kmeans_iterations", kmeans_iterations,
+            "init kmeans: at most this many Lloyd iterations (after k-means++ seeding)");
     v.field("lr", lr, "Adam learning rate on the (normalized) pixels, cosine-decayed to 0");
     v.field("beta1", beta1, "Adam first-moment decay (SRe2L: 0.5)");
     v.field("beta2", beta2, "Adam second-moment decay (SRe2L: 0.9)");
@@ -45,6 +52,9 @@ struct RecoverOptions {
     v.field("first_multiplier", first_multiplier, "extra weight of the first layer's statistics");
     v.field("crop_min_scale", crop_min_scale,
             "random-resized-crop: smallest area fraction (1 = no crop)");
+    v.field("crops", crops,
+            "multi-crop: random-resized crops (+ flips) of the batch per step, each scored by the "
+            "drawn members, losses averaged (1 = one crop per step)");
     v.field("flip", flip, "random horizontal flip between steps");
     v.field("checkpoint_every", checkpoint_every, "steps between checkpoints (0 = only per batch)");
     v.field("log_every", log_every, "steps between metrics.jsonl lines");
@@ -71,13 +81,24 @@ struct RelabelOptions {
   }
 };
 
-// Everything `distill synth recover|relabel` reads besides run/data.
+struct ExportOptions {
+  std::string syn;
+
+  void visit(config::Visitor& v) {
+    v.field("syn", syn,
+            "`distill synth export`: set to write as an image folder OUT/train/<class>/<i>.png "
+            "(.pt from synth recover/relabel, mtt or subset) plus OUT/grid.png");
+  }
+};
+
+// Everything `distill synth recover|relabel|export` reads besides run/data.
 struct SynthOptions {
   std::string committee = "runs/committee/committee.toml";
   int64_t draw = 2;
   double temperature = 0.05;
   RecoverOptions recover;
   RelabelOptions relabel;
+  ExportOptions export_set;
 
   void visit(config::Visitor& v) {
     v.field("committee", committee, "committee manifest written by `distill committee train`");
@@ -86,6 +107,7 @@ struct SynthOptions {
             "voting weights softmax(val_accuracy / temperature), accuracies as fractions");
     v.section("recover", recover);
     v.section("relabel", relabel);
+    v.section("export", export_set);
   }
 };
 
@@ -93,6 +115,13 @@ struct SynthOptions {
 // bilinearly) and, with `flip`, a horizontal flip with probability 1/2; differentiable in x.
 at::Tensor random_resized_crop_flip(const at::Tensor& x, double min_scale, bool flip,
                                     at::Generator& generator);
+
+// One recovery step's objective on the images `x` (SRe2L recover with a multi-crop option): `crops`
+// views of the batch, each drawn by random_resized_crop_flip from `generator` in turn and scored by
+// `loss_of_view`, averaged. With one crop it is loss_of_view(random_resized_crop_flip(x, ...)).
+at::Tensor multi_crop_loss(const at::Tensor& x, int64_t crops, double min_scale, bool flip,
+                           at::Generator& generator,
+                           const std::function<at::Tensor(const at::Tensor& view)>& loss_of_view);
 
 // One crop box (top, left, height, width, flip) drawn like random_resized_crop_flip's.
 std::array<int64_t, 5> draw_crop_box(int64_t height, int64_t width, double min_scale, bool flip,

@@ -98,10 +98,11 @@ Command make_command(std::string name, std::string summary, std::string example,
   return command;
 }
 
-// Writes model.pt: arch, flat params/buffers and every tensor under its state_dict name
-// (train_command.cpp; also used by `distill kd`).
+// Writes model.pt: arch, flat params/buffers, every tensor under its state_dict name and, when
+// given, the input shape C,H,W the model was trained on (`input_shape`, checked when the file is
+// loaded as a teacher) (train_command.cpp; also used by `distill kd` and `committee train`).
 void save_model_file(const std::string& path, const models::Model& model,
-                     const train::TrainState& state);
+                     const train::TrainState& state, const std::vector<int64_t>& input_shape = {});
 
 // Writes RUN_DIR/report.html (`distill report RUN_DIR`) at the end of a run and returns what to
 // print; a failure is one warning line on stderr, never a failed run (report_command.cpp).

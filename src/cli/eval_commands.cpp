@@ -11,6 +11,8 @@
 #include "src/eval/evaluator.h"
 #include "src/eval/synthetic_set.h"
 #include "src/io/atomic_file.h"
+#include "synth/committee.h"
+#include "synth/recover.h"
 
 namespace distill::cli {
 namespace {
@@ -45,16 +47,34 @@ void run_subset(SubsetCommandOptions& o, const Invocation&) {
             << run.out << "/syn.pt and " << run.out << "/grid.png\n";
 }
 
+// Teacher-in-the-loop evaluation: soft labels from a committee (synth/) on every augmented batch.
+struct CommitteeLabelOptions {
+  std::string committee;
+  double T = 4.0;
+  double temperature = 0.05;
+  void visit(config::Visitor& v) {
+    v.field("committee", committee,
+            "committee manifest (committee.toml): when set, every student (set, random real, full "
+            "data) learns from the committee's soft labels computed on each augmented and "
+            "CutMixed batch instead of stored labels; empty = stored labels");
+    v.field("T", T, "temperature of the members' softened outputs and of the students' KL loss");
+    v.field("temperature", temperature,
+            "voting weights softmax(val_accuracy / temperature), as synth.temperature");
+  }
+};
+
 struct EvalCommandOptions {
   static constexpr bool kHasPresets = true;
   config::RunOptions run;
   data::DataOptions data;
   eval::EvalOptions eval;
+  CommitteeLabelOptions committee_labels;
   void apply_presets() { eval::apply_protocol(eval.protocol, eval); }
   void visit(config::Visitor& v) {
     v.section("run", run);
     v.section("data", data);
     v.section("eval", eval);
+    v.section("committee_labels", committee_labels);
   }
 };
 
@@ -90,8 +110,30 @@ void run_eval(EvalCommandOptions& o, const Invocation&) {
   if (!set && o.eval.random_real && ipc <= 0) {
     throw Error("eval.ipc: set the random-real size (images per class) when no eval.syn is given");
   }
+  // Committee labels on the fly: the committee is loaded and checked against the data first.
+  std::shared_ptr<const std::vector<synth::Member>> committee;
+  const CommitteeLabelOptions& cl = o.committee_labels;
+  if (!cl.committee.empty()) {
+    if (!(cl.T > 0)) throw Error("committee_labels.T must be > 0, found " + std::to_string(cl.T));
+    if (!(cl.temperature > 0)) {
+      throw Error("committee_labels.temperature must be > 0, found " +
+                  std::to_string(cl.temperature));
+    }
+    committee = std::make_shared<const std::vector<synth::Member>>(
+        synth::load_committee(cl.committee, train_set.channels(), train_set.height(),
+                              train_set.num_classes, run.device));
+    synth::check_normalization(cl.committee, norm.mean, norm.std,
+                               norm.zca ? norm.zca->eps() : 0.0, "the data (data.*)");
+  }
   eval::Evaluator evaluator(o.eval, train_set, test_set, norm, run.seed, run.device, run.progress);
   evaluator.set_process_group(run.group);  // students spread over the ranks, if several
+  if (committee) {
+    evaluator.set_online_labels(
+        [committee, weights = cl.temperature, T = cl.T](const at::Tensor& images) {
+          return synth::committee_soft_labels(*committee, images, weights, T);
+        },
+        cl.T);
+  }
   std::vector<eval::Scores> scores;
   auto report = [&](eval::Scores s) {
     scores.push_back(std::move(s));

@@ -123,7 +123,8 @@ std::map<std::string, double> run_job(const Job& job, const KdCommandOptions& o,
     result["test_accuracy"] = test.accuracy;
     result["test_loss"] = test.loss;
   }
-  save_model_file(job.out + "/model.pt", *job.model, state);
+  save_model_file(job.out + "/model.pt", *job.model, state,
+                  {train_set.channels(), train_set.height(), train_set.width()});
   *final_state = state;
   return result;
 }

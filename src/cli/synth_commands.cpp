@@ -8,6 +8,7 @@
 #include "src/cli/command.h"
 #include "src/core/error.h"
 #include "src/data/dataset.h"
+#include "src/eval/set_export.h"
 #include "src/eval/synthetic_set.h"
 #include "src/io/atomic_file.h"
 #include "synth/committee.h"
@@ -38,7 +39,12 @@ void run_committee(CommitteeCommandOptions& o, const Invocation& invocation) {
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   synth::CommitteeManifest manifest = synth::train_committee(
       o.committee, train_set, test_set, norm, o.data.name, run.seed, run.out, invocation.resume,
-      run.progress, run.device, save_model_file, run.group);
+      run.progress, run.device,
+      [shape = std::vector<int64_t>{train_set.channels(), train_set.height(), train_set.width()}](
+          const std::string& path, const models::Model& model, const train::TrainState& state) {
+        save_model_file(path, model, state, shape);
+      },
+      run.group);
   if (run.rank != 0) return;
   nlohmann::json results = nlohmann::json::array();
   for (const auto& m : manifest.members) {
@@ -110,6 +116,7 @@ void run_relabel(SynthCommandOptions& o, const Invocation&) {
                                                  o.synth.temperature, o.synth.relabel.T)
                         .cpu();
   set.labels = soft;
+  set.classes = classes.cpu();  // the class each image stands for, for grids and exports
   set.label_temperature = o.synth.relabel.T;  // eval trains its students at this temperature
   if (o.synth.relabel.views > 0) {
     synth::add_replay_views(set, committee, o.synth.relabel, o.synth.temperature, run.seed,
@@ -120,6 +127,7 @@ void run_relabel(SynthCommandOptions& o, const Invocation&) {
   }
   set.method = (set.method.empty() ? std::string("set") : set.method) + "+committee-relabel";
   eval::save_synthetic_set(run.out + "/syn.pt", set);
+  if (set.zca_eps == 0) eval::save_set_grid(run.out + "/grid.png", set);  // by each image's class
   nlohmann::json results;
   results["source"] = o.synth.relabel.syn;
   results["T"] = o.synth.relabel.T;
@@ -136,12 +144,32 @@ void run_relabel(SynthCommandOptions& o, const Invocation&) {
             << 100.0 * results["agreement"].get<double>() << " %\n";
 }
 
+void run_export(SynthCommandOptions& o, const Invocation&) {
+  const std::string& path = o.synth.export_set.syn;
+  if (path.empty()) {
+    throw Error("synth.export.syn is empty: name the set to export (--set synth.export.syn=FILE)");
+  }
+  eval::SyntheticSet set = eval::load_synthetic_set(path);
+  RunContext run = start_run(o.run, config::dump(o));
+  // A ZCA set is shown in pixel space: its whitening is refitted from the data settings.
+  std::shared_ptr<const data::Zca> zca;
+  if (set.zca_eps > 0) zca = data::load_normalized(o.data).norm.zca;
+  const std::vector<std::string> names = eval::export_image_folder(set, run.out, zca.get());
+  eval::save_set_grid(run.out + "/grid.png", set, zca.get());
+  std::cout << "exported " << set.images.size(0) << " images in " << names.size()
+            << " class folders: " << run.out << "/train/<class>/<i>.png (read it with "
+            << "data.format=image-folder data.path=" << run.out
+            << " data.image_size=" << set.images.size(2) << " data.channels=" << set.images.size(1)
+            << "), grid: " << run.out << "/grid.png\n";
+}
+
 void run_synth(SynthCommandOptions& o, const Invocation& invocation) {
-  const std::string usage = "usage: distill synth recover|relabel [--committee FILE] [...]";
+  const std::string usage = "usage: distill synth recover|relabel|export [--committee FILE] [...]";
   if (invocation.positional.size() != 1) throw Error(usage);
   const std::string& which = invocation.positional[0];
   if (which == "recover") return run_recover(o, invocation);
   if (which == "relabel") return run_relabel(o, invocation);
+  if (which == "export") return run_export(o, invocation);
   throw Error("unknown synth step '" + which + "'; " + usage);
 }
 
@@ -155,7 +183,7 @@ Command committee_command() {
 
 Command synth_command() {
   return make_command<SynthCommandOptions>(
-      "synth", "committee soft-labeling: recover images, relabel any set by committee vote",
+      "synth", "committee soft-labeling: recover images, relabel any set by committee vote, export a set",
       "distill synth recover --committee runs/committee/committee.toml --ipc 10 --out runs/syn",
       {{"committee", "synth.committee"},
        {"ipc", "synth.recover.ipc"},

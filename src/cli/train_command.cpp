@@ -73,7 +73,8 @@ void run_train(TrainCommandOptions& o, const Invocation& invocation) {
   state.buffers = state.buffers.to(run.device);
   auto result = trainer.fit(state, train_set.images.to(run.device), train_set.labels.to(run.device));
   if (run.rank != 0) return;
-  save_model_file(run.out + "/model.pt", *model, state);
+  save_model_file(run.out + "/model.pt", *model, state,
+                  {train_set.channels(), train_set.height(), train_set.width()});
   nlohmann::json json(result);
   io::write_file_atomic(run.out + "/results.json", json.dump(2) + "\n");
   std::cout << "test accuracy " << 100.0 * result["test_accuracy"] << " % after " << state.epoch
@@ -86,13 +87,14 @@ void run_train(TrainCommandOptions& o, const Invocation& invocation) {
 // model.pt (declared in command.h): the flat vectors plus every tensor under its PyTorch state_dict name, so Python can
 // `net.load_state_dict({k: v for k, v in torch.load(p).items() if k in net.state_dict()})`.
 void save_model_file(const std::string& path, const models::Model& model,
-                     const train::TrainState& state) {
+                     const train::TrainState& state, const std::vector<int64_t>& input_shape) {
   // The weights that were scored: the EMA when the run kept one (train.ema_decay > 0).
   const at::Tensor weights = state.ema.defined() ? state.ema.cpu() : state.params.cpu();
   io::TensorDict dict = io::make_dict();
   dict.insert("arch", model.arch());
   dict.insert("params", weights);
   dict.insert("buffers", state.buffers.cpu());
+  if (!input_shape.empty()) dict.insert("input_shape", at::tensor(input_shape, at::kLong));
   auto params = models::Model::unflatten(weights, model.param_specs());
   for (size_t i = 0; i < params.size(); ++i) dict.insert(model.param_specs()[i].name, params[i]);
   if (state.buffers.numel() > 0) {

@@ -71,6 +71,12 @@ Evaluator::Evaluator(EvalOptions options, const data::Dataset& train, const data
       device_(device),
       progress_(progress) {
   if (options_.runs < 1) throw Error("eval.runs must be >= 1, found " + std::to_string(options_.runs));
+  if (!(options_.cutmix.prob >= 0 && options_.cutmix.prob <= 1)) {
+    throw Error("eval.cutmix.prob must be in [0, 1], found " + std::to_string(options_.cutmix.prob));
+  }
+  if (!(options_.cutmix.beta > 0)) {
+    throw Error("eval.cutmix.beta must be > 0, found " + std::to_string(options_.cutmix.beta));
+  }
   if (options_.models.empty()) throw Error("eval.models is empty: name at least one architecture");
   test_images_ = test.images.to(device_);
   test_labels_ = test.labels.to(device_);
@@ -97,6 +103,16 @@ std::pair<double, double> Evaluator::train_student(const at::Tensor& images, con
     });
   } else {
     trainer.set_augment(train::make_augment(options_.augment, images.size(2)));
+  }
+  if (online_labels_) {
+    trainer.set_objective(std::make_shared<OnlineLabelObjective>(online_labels_, online_temperature_));
+  }
+  if (options_.cutmix.prob > 0) {
+    // After eval.augment or the replayed views; soft labels are mixed by the box's area.
+    trainer.set_batch_mix([options = options_.cutmix, classes = train_.num_classes](
+                              const at::Tensor& x, const at::Tensor& y, at::Generator& g) {
+      return train::cutmix(x, y, classes, options, g);
+    });
   }
   trainer.set_test_set(test_images_, test_labels_);
   trainer.set_progress(label, progress_);

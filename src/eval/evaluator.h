@@ -6,9 +6,11 @@
 
 #include "src/config/options.h"
 #include "src/data/dataset.h"
+#include "src/eval/online_labels.h"
 #include "src/eval/synthetic_set.h"
 #include "src/models/model.h"
 #include "src/train/augment.h"
+#include "src/train/cutmix.h"
 #include "src/train/trainer.h"
 
 namespace distill::dist {
@@ -31,6 +33,7 @@ struct EvalOptions {
   models::ModelOptions model;
   train::TrainOptions train;
   train::AugmentOptions augment;
+  train::CutMixOptions cutmix;
 
   void visit(config::Visitor& v) {
     v.field("syn", syn, "synthetic set (.pt) to evaluate; empty = random-real baseline only");
@@ -50,6 +53,7 @@ struct EvalOptions {
     v.section("model", model);
     v.section("train", train);
     v.section("augment", augment);
+    v.section("cutmix", cutmix);
   }
 };
 
@@ -80,6 +84,14 @@ class Evaluator {
     group_ = std::move(group);
   }
 
+  // Every student (set, random real, full data) then learns from soft labels that `label_fn`
+  // computes on each augmented (and CutMixed) batch, at `temperature`, instead of the stored
+  // labels: the teacher-in-the-loop (KD) evaluation.
+  void set_online_labels(LabelFn label_fn, double temperature) {
+    online_labels_ = std::move(label_fn);
+    online_temperature_ = temperature;
+  }
+
   Scores score_set(const SyntheticSet& set, const std::string& name, const std::string& arch);
   Scores score_random_real(int64_t ipc, const std::string& arch);
   Scores score_full_data(const std::string& arch);
@@ -106,6 +118,8 @@ class Evaluator {
   void gather_runs(Scores& scores) const;
 
   std::shared_ptr<const dist::ProcessGroup> group_;
+  LabelFn online_labels_;
+  double online_temperature_ = 1.0;
   EvalOptions options_;
   const data::Dataset& train_;
   const data::Dataset& test_;

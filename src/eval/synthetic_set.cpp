@@ -16,7 +16,10 @@ int64_t SyntheticSet::images_per_class() const {
   return counts.max().item<int64_t>();
 }
 
-at::Tensor SyntheticSet::class_ids() const { return soft_labels() ? labels.argmax(1) : labels; }
+at::Tensor SyntheticSet::class_ids() const {
+  if (classes.defined() && classes.numel() > 0) return classes;
+  return soft_labels() ? labels.argmax(1) : labels;
+}
 
 void save_synthetic_set(const std::string& path, const SyntheticSet& set) {
   io::TensorDict dict = io::make_dict();
@@ -35,6 +38,9 @@ void save_synthetic_set(const std::string& path, const SyntheticSet& set) {
   if (set.has_views()) {
     dict.insert("view_boxes", set.view_boxes.cpu().contiguous());
     dict.insert("view_labels", set.view_labels.detach().cpu().contiguous());
+  }
+  if (set.classes.defined() && set.classes.numel() > 0) {
+    dict.insert("classes", set.classes.cpu().to(at::kLong).contiguous());
   }
   io::save_dict(path, dict);
 }
@@ -87,6 +93,16 @@ SyntheticSet load_synthetic_set(const std::string& path) {
   if (dict.contains("zca_eps")) set.zca_eps = io::get_tensor(dict, "zca_eps", path).item<double>();
   if (dict.contains("dataset") && dict.at("dataset").isString()) set.dataset = dict.at("dataset").toStringRef();
   if (dict.contains("method") && dict.at("method").isString()) set.method = dict.at("method").toStringRef();
+  if (dict.contains("classes")) {
+    set.classes = io::get_tensor(dict, "classes", path).to(at::kLong);
+    if (set.classes.dim() != 1 || set.classes.size(0) != set.images.size(0) ||
+        (set.classes.numel() && (set.classes.min().item<int64_t>() < 0 ||
+                                 set.classes.max().item<int64_t>() >= set.num_classes))) {
+      throw Error("'" + path + "': 'classes' should hold one class in [0, " +
+                  std::to_string(set.num_classes) + ") per image (" +
+                  std::to_string(set.images.size(0)) + ")");
+    }
+  }
   if (dict.contains("view_boxes")) {
     set.view_boxes = io::get_tensor(dict, "view_boxes", path).to(at::kLong);
     set.view_labels = io::get_tensor(dict, "view_labels", path).to(at::kFloat);

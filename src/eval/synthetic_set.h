@@ -23,6 +23,8 @@ namespace distill::eval {
 //   view_boxes  int64 N,V,5, optional: V stored augmentations per image (FKD-style), each a
 //               crop (top, left, height, width) resized back to H,W, then a flip when the 5th is 1
 //   view_labels float N,V,K, optional with view_boxes: the soft label of each stored view
+//   classes     int64 N, optional: the class each image stands for, kept when its labels became
+//               soft (committee relabel), so grids and exports follow it rather than the argmax
 struct SyntheticSet {
   at::Tensor images;
   at::Tensor labels;
@@ -36,12 +38,13 @@ struct SyntheticSet {
   std::string method;
   at::Tensor view_boxes;
   at::Tensor view_labels;
+  at::Tensor classes;
 
   bool soft_labels() const { return labels.dim() == 2; }
   bool has_views() const { return view_boxes.defined() && view_boxes.numel() > 0; }
   // Images per class (hard labels: the largest class count; soft labels: ceil(N / classes)).
   int64_t images_per_class() const;
-  // Class ids: the labels, or the argmax of soft labels.
+  // Class ids: `classes` when the set records them, else the labels or the argmax of soft labels.
   at::Tensor class_ids() const;
 };
 
@@ -58,7 +61,7 @@ at::Tensor crop_resize_flip(const at::Tensor& x, const at::Tensor& boxes);
 std::pair<at::Tensor, at::Tensor> replay_views(const SyntheticSet& set, const at::Tensor& index,
                                                int64_t epoch);
 
-// A PNG grid with one column per class, denormalized for display (and un-whitened by `zca`
+// A PNG grid with one column per class (the image's own class, class_ids()), denormalized for display (and un-whitened by `zca`
 // when the set lives in a ZCA space).
 void save_set_grid(const std::string& path, const SyntheticSet& set,
                    const data::Zca* zca = nullptr);

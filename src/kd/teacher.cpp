@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <sstream>
+#include <vector>
 
 #include "src/core/error.h"
 #include "src/io/tensor_file.h"
@@ -59,6 +60,22 @@ Teacher load_teacher(const TeacherOptions& options, int64_t channels, int64_t im
     throw Error(file_label + " '" + path + "' holds a '" + arch + "', but " + model_key +
                 ".arch builds a '" + model.arch() + "'; set " + model_key +
                 " to the settings it was trained with");
+  }
+  // model.pt records the input shape it was trained on (files from before it do not): a model
+  // whose parameters do not depend on the image size (global pooling) would otherwise load.
+  if (dict.contains("input_shape")) {
+    at::Tensor shape = io::get_tensor(dict, "input_shape", path).to(at::kLong).contiguous();
+    const std::vector<int64_t> want = {channels, image_size, image_size};
+    if (shape.dim() != 1 || shape.numel() != 3 ||
+        std::vector<int64_t>(shape.data_ptr<int64_t>(), shape.data_ptr<int64_t>() + 3) != want) {
+      std::string found;
+      for (int64_t i = 0; i < shape.numel(); ++i) {
+        found += (i ? "x" : "") + std::to_string(shape.view({-1})[i].item<int64_t>());
+      }
+      throw Error("teacher checkpoint '" + path + "' was trained on " + found +
+                  " images, the data is " + std::to_string(channels) + "x" +
+                  std::to_string(image_size) + "x" + std::to_string(image_size));
+    }
   }
   // model.pt also stores every tensor under its state_dict name: compare shapes one by one, so a
   // class-count or width mismatch is named precisely. The classifier comes last.

@@ -203,6 +203,10 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
         at::NoGradGuard no_grad;
         x = augment_(x, draw);
       }
+      if (batch_mix_) {
+        at::NoGradGuard no_grad;
+        std::tie(x, y) = batch_mix_(x, y, draw);
+      }
       // Data-parallel: this rank's contiguous part of the global batch, augmented as part of the
       // whole batch (the same draws as one process, at the price of augmenting W times).
       at::Generator rank_draw;

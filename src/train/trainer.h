@@ -112,6 +112,11 @@ class Trainer {
   Trainer(const models::Model& model, TrainOptions options, uint64_t seed);
 
   void set_augment(AugmentFn augment) { augment_ = std::move(augment); }
+  // Mixes each batch after augmentation, images and targets together (CutMix), drawing from the
+  // step's augmentation generator after the augmentation's own draws.
+  using BatchMixFn = std::function<std::pair<at::Tensor, at::Tensor>(
+      const at::Tensor& images, const at::Tensor& targets, at::Generator& generator)>;
+  void set_batch_mix(BatchMixFn mix) { batch_mix_ = std::move(mix); }
   // Replaces classification_loss (set before init_state/load_checkpoint: it may own parameters).
   void set_objective(std::shared_ptr<StepObjective> objective) {
     objective_ = std::move(objective);
@@ -163,6 +168,7 @@ class Trainer {
   std::unique_ptr<Optimizer> aux_optimizer_;
   std::shared_ptr<StepObjective> objective_;
   AugmentFn augment_;
+  BatchMixFn batch_mix_;
   at::Tensor test_images_, test_labels_;
   io::MetricsLog* metrics_ = nullptr;
   std::string checkpoint_path_;

@@ -1,11 +1,15 @@
 // `distill committee train` and `distill synth recover|relabel` end to end on a tiny dataset,
 // and their bad-input errors (one line, exit 2, before any work).
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <functional>
+#include <iterator>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "src/io/tensor_file.h"
 #include "tests/support/cli_support.h"
 
 namespace distill::testing {
@@ -16,11 +20,46 @@ nlohmann::json read_json(const std::string& path) {
   return nlohmann::json::parse(in);
 }
 
+std::string read_file_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
 size_t count_lines(const std::string& path) {
   std::ifstream in(path);
   size_t n = 0;
   for (std::string line; std::getline(in, line);) ++n;
   return n;
+}
+
+// The tiny dataset's images changed by `change` (both splits), saved next to it as `name`.
+std::string reshaped_dataset(const TempDir& dir, const std::string& data, const std::string& name,
+                             const std::function<at::Tensor(const at::Tensor&)>& change) {
+  io::TensorDict dict = io::load_dict(data);
+  for (const char* key : {"images", "test_images"}) {
+    dict.insert_or_assign(key, change(io::get_tensor(dict, key, data)).contiguous());
+  }
+  const std::string path = dir.file(name);
+  io::save_dict(path, dict);
+  return path;
+}
+
+// `manifest` without the lines naming its data's shape and class count (a hand-written manifest),
+// so that every member's own checkpoint is what is checked. Written next to it: member paths are
+// relative to the manifest's folder.
+std::string without_data_shape(const std::string& manifest) {
+  std::ifstream in(manifest);
+  const std::string path =
+      (std::filesystem::path(manifest).parent_path() / "hand.toml").string();
+  std::ofstream out(path);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("channels", 0) == 0 || line.rfind("image_size", 0) == 0 ||
+        line.rfind("num_classes", 0) == 0) {
+      continue;
+    }
+    out << line << "\n";
+  }
+  return path;
 }
 
 // A BN ConvNet and an MLP (no BN: feature statistics), 3 epochs on the tiny data.
@@ -69,6 +108,25 @@ TEST_F(SynthCli, CommitteeRecoverRelabelAndEvalOnSoftLabels) {
   ASSERT_EQ(l.exit_code, 0) << l.output;
   EXPECT_TRUE(contains(l.output, "soft labels at T = 4, recorded in the set")) << l.output;
   nlohmann::json relabel = read_json(dir_.file("rel/results.json"));
+  EXPECT_TRUE(std::filesystem::exists(dir_.file("rel/grid.png")));
+  // Export: an image folder (own class of each image) that `distill` itself reads as a dataset.
+  CommandResult x = distill_cli("synth export --set synth.export.syn=" + dir_.file("rel/syn.pt") +
+                                " --threads 1 --no-progress --out " + dir_.file("exp"));
+  ASSERT_EQ(x.exit_code, 0) << x.output;
+  for (const char* file : {"exp/train/0/0.png", "exp/train/2/1.png", "exp/grid.png"}) {
+    EXPECT_TRUE(std::filesystem::exists(dir_.file(file))) << file;
+  }
+  CommandResult read_back = distill_cli(
+      "subset --set data.format=image-folder --set data.path=" + dir_.file("exp") +
+      " --set data.image_size=8 --set data.channels=1 --set data.name=exported --threads 1 "
+      "--no-progress --ipc 2 --out " + dir_.file("exp_subset"));
+  EXPECT_EQ(read_back.exit_code, 0) << read_back.output;
+  EXPECT_TRUE(contains(read_back.output, "wrote 6 images")) << read_back.output;
+  // Multi-crop recovery runs end to end.
+  CommandResult mc = distill_cli("synth recover " + tiny_flags(data_) + "--committee " + manifest_ +
+                                 " --ipc 1 --iterations 2 --set synth.recover.crops=3 --out " +
+                                 dir_.file("multicrop"));
+  EXPECT_EQ(mc.exit_code, 0) << mc.output;
   // FKD-style stored views, replayed by eval in place of its augmentation.
   CommandResult v = distill_cli("synth relabel " + tiny_flags(data_) + "--committee " + manifest_ +
                                 " --syn " + dir_.file("rec/syn.pt") +
@@ -81,6 +139,23 @@ TEST_F(SynthCli, CommitteeRecoverRelabelAndEvalOnSoftLabels) {
                                  "--set eval.model.width=8 --set eval.model.depth=2 --out " +
                                  dir_.file("ev_views"));
   ASSERT_EQ(ev.exit_code, 0) << ev.output;
+  // The SRe2L/CV-DD post-evaluation preset (AdamW, cosine, CutMix on the soft labels) reads and
+  // runs on the relabelled set (shortened here).
+  CommandResult post = distill_cli(
+      "eval --config " + source_dir() + "/experiments/configs/synth_post_eval_fashion_mnist.toml " +
+      tiny_flags(data_) + "--set eval.syn=" + dir_.file("views/syn.pt") +
+      " --set eval.runs=1 --set eval.train.epochs=2 --set 'eval.models=[\"convnet\"]' "
+      "--set eval.random_real=false --set eval.model.width=8 --set eval.model.depth=2 --out " +
+      dir_.file("ev_post"));
+  ASSERT_EQ(post.exit_code, 0) << post.output;
+  EXPECT_TRUE(contains(read_file_text(dir_.file("ev_post/config.toml")), "name = 'adamw'"));
+  // Teacher-in-the-loop: the committee labels every augmented batch (the set's labels unused).
+  CommandResult online = distill_cli(
+      "eval " + tiny_flags(data_) + "--set eval.syn=" + dir_.file("rec/syn.pt") +
+      " --set committee_labels.committee=" + manifest_ +
+      " --set eval.runs=1 --set eval.train.epochs=2 --set eval.random_real=false "
+      "--set eval.model.width=8 --set eval.model.depth=2 --out " + dir_.file("ev_online"));
+  ASSERT_EQ(online.exit_code, 0) << online.output;
   EXPECT_GE(relabel["agreement"].get<double>(), 0.0);
   if (!reference_python().empty()) {
     run_python_script("synth_set_check.py",
@@ -128,6 +203,32 @@ TEST_F(SynthCli, LoadedCheckpointsAndResumedCommitteesKeepTheirAccuracies) {
                                 dir_.file("one/committee.toml") +
                                 " --ipc 1 --iterations 2 --draw 1 --out " + dir_.file("rec1"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
+  // k-means initialisation runs end to end, and with 0 steps' worth of change (lr 0) the set is
+  // made of real training images, 2 per class, of their own class, deterministic for the seed.
+  const std::string kmeans = "synth recover " + tiny_flags(data_) + "--committee " + manifest_ +
+                             " --ipc 2 --iterations 1 --set synth.recover.init=kmeans "
+                             "--set synth.recover.lr=0 --set run.seed=4 --out ";
+  CommandResult k1 = distill_cli(kmeans + dir_.file("km1"));
+  ASSERT_EQ(k1.exit_code, 0) << k1.output;
+  CommandResult k2 = distill_cli(kmeans + dir_.file("km2"));
+  ASSERT_EQ(k2.exit_code, 0) << k2.output;
+  io::TensorDict set = io::load_dict(dir_.file("km1/syn.pt"));
+  at::Tensor a = io::get_tensor(set, "images", "km1");
+  const double mean = io::get_tensor(set, "mean", "km1").item<double>();
+  const double std = io::get_tensor(set, "std", "km1").item<double>();
+  at::Tensor b = io::get_tensor(io::load_dict(dir_.file("km2/syn.pt")), "images", "km2");
+  EXPECT_TRUE(at::equal(a, b));
+  io::TensorDict data = io::load_dict(data_);
+  at::Tensor real = io::get_tensor(data, "images", data_);
+  at::Tensor real_labels = io::get_tensor(data, "labels", data_);
+  ASSERT_EQ(a.size(0), 6);
+  for (int64_t i = 0; i < 6; ++i) {
+    // The real image whose normalized form (the set's mean/std) it is.
+    at::Tensor d = (real.sub(mean).div(std) - a[i]).abs().flatten(1).amax(1);
+    const int64_t nearest = d.argmin().item<int64_t>();
+    EXPECT_LT(d[nearest].item<double>(), 1e-3) << "image " << i << " is not a real image";
+    EXPECT_EQ(real_labels[nearest].item<int64_t>(), i % 3) << "image " << i;
+  }
 }
 
 TEST_F(SynthCli, BadInputIsOneLineWithExit2BeforeAnyWork) {
@@ -156,9 +257,16 @@ TEST_F(SynthCli, BadInputIsOneLineWithExit2BeforeAnyWork) {
       {recover + "--committee " + manifest_ + " --draw 0", "found 0"},
       {recover + "--committee " + manifest_ + " --ipc 21 --set synth.recover.init=real",
        "has only 20 training images"},
+      {recover + "--committee " + manifest_ + " --ipc 21 --set synth.recover.init=kmeans",
+       "synth.recover.ipc = 21 with init \"kmeans\": class 0 has only 20 training images"},
       {recover + "--committee " + dir_.file("nothing.toml"), "does not exist"},
       {"synth relabel " + tiny_flags(data_) + "--committee " + manifest_, "synth.relabel.syn is empty"},
       {"synth sculpt " + tiny_flags(data_), "unknown synth step 'sculpt'"},
+      {"synth export " + tiny_flags(data_), "synth.export.syn is empty"},
+      {"eval " + tiny_flags(data4) + "--set eval.ipc=1 --set committee_labels.committee=" +
+           manifest_, "3 classes, the data has 4"},
+      {recover + "--committee " + manifest_ + " --set synth.recover.crops=0",
+       "synth.recover.crops must be >= 1, found 0"},
       {"synth relabel " + tiny_flags(data_) + "--committee " + manifest_ + " --syn " +
            dir_.file("other_norm/syn.pt"),
        "is normalized with mean [0.500000], std [0.500000], but the committee"},
@@ -171,6 +279,59 @@ TEST_F(SynthCli, BadInputIsOneLineWithExit2BeforeAnyWork) {
     EXPECT_TRUE(contains(r.output, c.message)) << c.args << "\n" << r.output;
     EXPECT_FALSE(std::filesystem::exists(dir_.file("bad/metrics.jsonl"))) << c.args;
   }
+}
+
+// Issue 6's bad input, the shape half: a member whose input shape (channels or size) or class count
+// differs from the data, caught from the manifest or, for a hand-written manifest that does not
+// record them, from each member's checkpoint (named with the member, expected vs found).
+TEST_F(SynthCli, MembersOfAnotherInputShapeOrClassCountAreNamedBeforeAnyWork) {
+  const std::string rgb = reshaped_dataset(dir_, data_, "rgb.pt", [](const at::Tensor& x) {
+    return x.repeat({1, 3, 1, 1});
+  });
+  const std::string big = reshaped_dataset(dir_, data_, "big.pt", [](const at::Tensor& x) {
+    return at::constant_pad_nd(x, {2, 2, 2, 2}, 0.0);
+  });
+  const std::string data4 = write_tiny_dataset(dir_, 4, 2);
+  const std::string hand = without_data_shape(manifest_);
+  const std::string teacher = dir_.file("c/member_0/model.pt");
+  const std::string where = "committee manifest '" + hand + "', member 0 (convnet): ";
+  // An empty committee written by hand.
+  const std::string empty = dir_.file("empty.toml");
+  std::ofstream(empty) << "dataset = \"tiny\"\nchannels = 1\nimage_size = 8\nnum_classes = 3\n";
+  struct Case {
+    std::string args, message;
+  };
+  const std::string recover = "synth recover --iterations 2 --ipc 1 ";
+  std::vector<Case> cases = {
+      {recover + tiny_flags(rgb) + "--committee " + manifest_,
+       "members take 1x8x8 images, the data is 3x8x8"},
+      {recover + tiny_flags(big) + "--committee " + manifest_,
+       "members take 1x8x8 images, the data is 1x12x12"},
+      {recover + tiny_flags(rgb) + "--committee " + hand,
+       where + "teacher checkpoint '" + teacher + "' was trained on 1x8x8 images, the data is 3x8x8"},
+      {recover + tiny_flags(big) + "--committee " + hand,
+       where + "teacher checkpoint '" + teacher + "' was trained on 1x8x8 images, the data is 1x12x12"},
+      {recover + tiny_flags(data4) + "--committee " + hand,
+       where + "teacher checkpoint '" + teacher + "' was trained for 3 classes"},
+      {"committee train " + tiny_flags(big) + "--set committee.val_per_class=5 "
+       "--set 'committee.members=[{checkpoint=\"" + teacher +
+       "\", model={arch=\"convnet\", norm=\"batchnorm\", width=8, depth=2}}]'",
+       "committee.members[0] (convnet): teacher checkpoint '" + teacher +
+           "' was trained on 1x8x8 images, the data is 1x12x12"},
+      {recover + tiny_flags(data_) + "--committee " + empty, "committee of size 0"},
+      {recover + tiny_flags(data_) + "--committee " + hand + " --draw 3",
+       "synth.draw must be between 1 and the committee size 2, found 3"},
+  };
+  for (const auto& c : cases) {
+    CommandResult r = distill_cli(c.args + " --out " + dir_.file("bad"));
+    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.output;
+    EXPECT_TRUE(contains(r.output, c.message)) << c.args << "\n" << r.output;
+    EXPECT_FALSE(std::filesystem::exists(dir_.file("bad/metrics.jsonl"))) << c.args;
+  }
+  // The hand-written manifest itself is fine for data of the committee's shape.
+  CommandResult ok = distill_cli(recover + tiny_flags(data_) + "--committee " + hand + " --out " +
+                                 dir_.file("hand_ok"));
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
 }
 
 }  // namespace

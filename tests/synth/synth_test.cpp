@@ -255,6 +255,42 @@ TEST(Recover, CropAndFlipKeepShapeAndGradient) {
   EXPECT_GT(g.abs().sum().item<double>(), 0);
 }
 
+TEST(Recover, MultiCropWithOneCropIsTheSingleCropStepAndKCropsScoreKViews) {
+  at::Generator gen = make_generator(13);
+  at::Tensor x = at::randn({4, 1, 8, 8}, gen).requires_grad_(true);
+  std::vector<at::Tensor> seen;
+  auto f = [](const at::Tensor& v) { return (v * v).sum() + v.mean() * 3.0; };
+  auto recording = [&](const at::Tensor& v) {
+    seen.push_back(v.detach().clone());
+    return f(v);
+  };
+  // One crop: the step as it was before the option, bit for bit (value, gradient, and the
+  // generator left where the single crop leaves it).
+  at::Generator g1 = make_generator(7, 1), g2 = make_generator(7, 1);
+  at::Tensor a = multi_crop_loss(x, 1, 0.3, true, g1, recording);
+  at::Tensor b = f(random_resized_crop_flip(x, 0.3, true, g2));
+  EXPECT_TRUE(at::equal(a, b));
+  EXPECT_TRUE(at::equal(torch::autograd::grad({a}, {x})[0], torch::autograd::grad({b}, {x})[0]));
+  EXPECT_TRUE(at::equal(at::rand({3}, g1), at::rand({3}, g2)));
+  EXPECT_EQ(seen.size(), 1u);
+  // k crops: the loss is called on k views, the k successive crops of the generator, averaged.
+  seen.clear();
+  at::Generator g3 = make_generator(8), g4 = make_generator(8);
+  at::Tensor c = multi_crop_loss(x, 3, 0.3, true, g3, recording);
+  ASSERT_EQ(seen.size(), 3u);
+  double sum = 0;
+  for (size_t k = 0; k < 3; ++k) {
+    at::Tensor view = random_resized_crop_flip(x, 0.3, true, g4);
+    EXPECT_TRUE(at::equal(seen[k], view.detach())) << "view " << k;
+    sum += f(view).item<double>();
+  }
+  EXPECT_FALSE(at::equal(seen[0], seen[1]));
+  EXPECT_NEAR(c.item<double>(), sum / 3.0, 1e-4 * std::abs(sum));
+  at::Generator g5 = make_generator(8);
+  EXPECT_EQ(testing::error_of([&] { multi_crop_loss(x, 0, 0.3, true, g5, recording); }),
+            "synth.recover.crops must be >= 1, found 0");
+}
+
 TEST(Committee, ManifestRoundTripsAndAnEmptyOneIsAnError) {
   testing::TempDir dir;
   CommitteeManifest manifest;

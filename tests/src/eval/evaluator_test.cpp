@@ -127,6 +127,60 @@ TEST(Evaluator, TinyProtocolRunScoresSetAndRandomRealBaseline) {
   EXPECT_EQ(again.score_set(set, "elsewhere/other_name.pt", "convnet").last, scores.last);
 }
 
+TEST(Evaluator, OnlineLabelsThatReproduceTheStoredLabelsTrainTheSameStudents) {
+  data::Dataset train = toy_split(120, 1), test = toy_split(60, 2);
+  EvalOptions options;
+  apply_protocol("custom", options);
+  options.train.epochs = 6;
+  options.train.batch_size = 8;
+  options.train.label_temperature = 2.0;
+  options.runs = 1;
+  options.model.width = 8;
+  options.model.depth = 1;
+  options.augment.name = "none";
+  data::Normalization norm{at::zeros({1}), at::ones({1})};
+  at::Generator gen = make_generator(5);
+  SyntheticSet set = Evaluator::random_real_set(train, norm, 4, gen, "toy");
+  set.labels = at::softmax(at::randn({set.images.size(0), 3}, gen) * 2, 1);
+  Evaluator stored(options, train, test, norm, 3, c10::Device(c10::kCPU), false);
+  Scores a = stored.score_set(set, "toy.pt", "convnet");
+  // A "teacher" that looks each image up in the set and answers its stored label.
+  int64_t calls = 0;
+  auto lookup = [&](const at::Tensor& images) {
+    ++calls;
+    at::Tensor flat = set.images.flatten(1);
+    std::vector<at::Tensor> rows;
+    for (int64_t i = 0; i < images.size(0); ++i) {
+      at::Tensor hit = (flat - images[i].flatten()).abs().amax(1).eq(0).nonzero();
+      EXPECT_EQ(hit.size(0), 1) << "not an image of the set";
+      rows.push_back(set.labels[hit[0][0].item<int64_t>()]);
+    }
+    return at::stack(rows);
+  };
+  Evaluator online(options, train, test, norm, 3, c10::Device(c10::kCPU), false);
+  online.set_online_labels(lookup, 2.0);
+  Scores b = online.score_set(set, "toy.pt", "convnet");
+  EXPECT_EQ(calls, 6 * 2);  // every step: 12 images in batches of 8, 6 epochs
+  EXPECT_EQ(b.last, a.last);
+  // With augmentation on, the teacher sees the augmented batch, not the stored images.
+  options.augment.name = "standard";
+  bool saw_augmented = false;
+  Evaluator augmented(options, train, test, norm, 3, c10::Device(c10::kCPU), false);
+  augmented.set_online_labels(
+      [&](const at::Tensor& images) {
+        at::Tensor flat = set.images.flatten(1);
+        for (int64_t i = 0; i < images.size(0); ++i) {
+          if ((flat - images[i].flatten()).abs().amax(1).min().item<double>() > 0) {
+            saw_augmented = true;
+          }
+        }
+        return at::full({images.size(0), 3}, 1.0 / 3);
+      },
+      2.0);
+  augmented.score_set(set, "toy.pt", "convnet");
+  EXPECT_TRUE(saw_augmented);
+}
+
 TEST(Evaluator, SetOfAnotherShapeIsRejected) {
   data::Dataset train = toy_split(30, 1), test = toy_split(30, 2);
   EvalOptions options;

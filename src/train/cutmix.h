@@ -1,0 +1,41 @@
+#pragma once
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <cstdint>
+#include <utility>
+
+#include "src/config/options.h"
+
+namespace distill::train {
+
+// CutMix (Yun et al. 2019) as the SRe2L/CV-DD post-evaluation applies it to a whole batch: one
+// box, each image pasted with the box cut from a partner image (a random permutation of the batch).
+struct CutMixOptions {
+  double prob = 0.0;  // 0 = off
+  double beta = 1.0;
+
+  void visit(config::Visitor& v) {
+    v.field("prob", prob, "probability that a training batch is CutMixed (0 = off)");
+    v.field("beta", beta, "the kept area fraction is drawn from Beta(beta, beta)");
+  }
+};
+
+// Deterministic core: pastes `box` (top, left, height, width) of image partner[i] into image i, and
+// mixes the targets by the box's area (CutMix eq. 1 with the area-adjusted lambda):
+// target_i = (1 - a) t_i + a t_partner[i], a = box area / image area. Class ids become one-hot
+// rows over `num_classes` first; soft labels (rows of probabilities) are mixed as they are.
+std::pair<at::Tensor, at::Tensor> cutmix_box(const at::Tensor& images, const at::Tensor& targets,
+                                             int64_t num_classes, const std::array<int64_t, 4>& box,
+                                             const at::Tensor& partner);
+
+// A random CutMix of the batch: with probability `prob`, lambda ~ Beta(beta, beta), a box of side
+// sqrt(1 - lambda) times the image's centred at a uniform pixel and clipped to the image (as the
+// reference code), a random partner permutation; then cutmix_box. Otherwise the batch unchanged
+// (targets still as float rows, so a run's target type does not change from batch to batch).
+std::pair<at::Tensor, at::Tensor> cutmix(const at::Tensor& images, const at::Tensor& targets,
+                                         int64_t num_classes, const CutMixOptions& options,
+                                         at::Generator& generator);
+
+}  // namespace distill::train
