@@ -42,7 +42,7 @@ for sampler in $samplers; do
   done
 done
 # The floor: as many real training images (class-balanced, random) scored the same way.
-ipc=$((samples / 10))
+ipc=$((samples / 10))  # Fashion-MNIST has 10 classes
 if [ ! -f "$out/real_subset/syn.pt" ]; then
   "$distill" subset --ipc "$ipc" "${common[@]}" --out "$out/real_subset" >"$out/real_subset.log" 2>&1
 fi

@@ -147,9 +147,7 @@ void run_diffusion_score(const config::RunOptions& run_options, const data::Data
   if (item != sample_item) {
     throw Error("samples '" + file + "': 'images' are " + shape_text(sample_item) +
                 " (C,H,W), but data '" + data.name + "' (" + data.path +
-                ") and its classifier "
-                "take " +
-                shape_text(item));
+                ") and its classifier take " + shape_text(item));
   }
   const int64_t reference_count =
       s.reference_count == 0 ? split.size() : std::min<int64_t>(s.reference_count, split.size());
@@ -167,15 +165,7 @@ void run_diffusion_score(const config::RunOptions& run_options, const data::Data
   kd::Teacher classifier =
       kd::load_teacher(classifier_options, split.channels(), split.height(), split.num_classes,
                        "diffusion.score.classifier", "diffusion.score.model");
-  {
-    const auto names = classifier.model->feature_names();
-    if (std::find(names.begin(), names.end(), s.feature_layer) == names.end()) {
-      std::string choices;
-      for (const auto& n : names) choices += (choices.empty() ? "" : ", ") + n;
-      throw Error("diffusion.score.feature_layer = '" + s.feature_layer + "' is not a feature of " +
-                  classifier.model->arch() + " (" + choices + ")");
-    }
-  }
+  eval::check_feature_layer(*classifier.model, s.feature_layer, "diffusion.score.feature_layer");
 
   // 4. Work.
   RunContext run = start_run(run_options, effective_config);

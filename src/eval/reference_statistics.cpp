@@ -30,16 +30,20 @@ std::string fnv1a_hex(const std::string& bytes) {
 
 }  // namespace
 
+void check_feature_layer(const models::Model& model, const std::string& layer,
+                         const std::string& setting) {
+  const std::vector<std::string> names = model.feature_names();
+  if (std::find(names.begin(), names.end(), layer) != names.end()) return;
+  std::string choices;
+  for (const auto& n : names) choices += (choices.empty() ? "" : ", ") + n;
+  throw Error(setting + " = '" + layer + "' is not a feature of " + model.arch() + " (" + choices +
+              ")");
+}
+
 ClassifierOutputs classifier_outputs(const models::Model& model, const at::Tensor& params,
                                      const at::Tensor& buffers, const at::Tensor& images,
                                      const std::string& feature_layer, int64_t batch_size) {
-  const std::vector<std::string> names = model.feature_names();
-  if (std::find(names.begin(), names.end(), feature_layer) == names.end()) {
-    std::string choices;
-    for (const auto& n : names) choices += (choices.empty() ? "" : ", ") + n;
-    throw Error("feature layer '" + feature_layer + "' is not one of " + model.arch() +
-                "'s features (" + choices + ")");
-  }
+  check_feature_layer(model, feature_layer, "feature layer");
   at::NoGradGuard no_grad;
   std::vector<at::Tensor> features, predicted;
   for (int64_t start = 0; start < images.size(0); start += batch_size) {

@@ -17,8 +17,12 @@ struct ClassifierOutputs {
   at::Tensor predicted;  // N, int64 (argmax of the logits)
 };
 
+// Error unless `layer` is one of model.feature_names(); the message names `setting` and lists them.
+void check_feature_layer(const models::Model& model, const std::string& layer,
+                         const std::string& setting);
+
 // Runs `model` in eval mode (no autograd) over `images` in batches and keeps `feature_layer`
-// (one of model.feature_names(); Error naming it and the choices otherwise).
+// (checked with check_feature_layer).
 ClassifierOutputs classifier_outputs(const models::Model& model, const at::Tensor& params,
                                      const at::Tensor& buffers, const at::Tensor& images,
                                      const std::string& feature_layer, int64_t batch_size = 256);
