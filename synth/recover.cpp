@@ -173,8 +173,11 @@ eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector
                                   const data::Dataset& train, const data::Normalization& norm,
                                   const std::string& dataset_name, uint64_t seed,
                                   const std::string& out, bool resume, bool progress,
-                                  c10::Device device) {
+                                  c10::Device device,
+                                  std::shared_ptr<const dist::ProcessGroup> group) {
   check_recover_options(options, static_cast<int64_t>(committee.size()), train);
+  const bool parallel = group && group->distributed();
+  const bool writer = !parallel || group->is_main();
   const RecoverOptions& r = options.recover;
   const int64_t classes = train.num_classes;
   const int64_t n = r.ipc * classes;
@@ -201,7 +204,11 @@ eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector
   adam.weight_decay = 0.0;
   auto optimizer = train::Optimizer::make(adam);
   const std::string checkpoint_path = out + "/checkpoint.pt";
-  if (resume) {
+  if (parallel && batches < group->world_size() && writer) {
+    std::cerr << "synth recover: " << batches << " batch(es) for " << group->world_size()
+              << " processes: some ranks have nothing to do (lower synth.recover.batch_ipc)\n";
+  }
+  if (resume && !parallel) {
     io::TensorDict dict = io::load_dict(checkpoint_path);
     images = io::get_tensor(dict, "images", checkpoint_path).to(at::kFloat);
     if (images.dim() != 4 || images.size(0) != n || images.size(1) != train.channels() ||
@@ -237,12 +244,27 @@ eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector
   std::vector<double> accuracies;
   for (const auto& m : committee) accuracies.push_back(m.options.val_accuracy);
 
-  io::MetricsLog metrics(out + "/metrics.jsonl",
-                         resume ? std::optional<int64_t>(start_batch * r.iterations + start_iteration)
-                                : std::nullopt);
-  io::Progress bar("recover", total_steps, start_batch * r.iterations + start_iteration, progress);
+  // Several processes: rank 0's metrics and progress cover its own batches.
+  std::optional<io::MetricsLog> metrics;
+  if (writer) {
+    metrics.emplace(out + "/metrics.jsonl",
+                    resume ? std::optional<int64_t>(start_batch * r.iterations + start_iteration)
+                           : std::nullopt);
+  }
+  io::Progress bar("recover", total_steps, start_batch * r.iterations + start_iteration,
+                   progress && writer);
   const auto begin = std::chrono::steady_clock::now();
+  auto batch_file = [&](int64_t b) { return out + "/batches/batch_" + std::to_string(b) + ".pt"; };
   auto save_checkpoint = [&](int64_t batch, int64_t iteration) {
+    if (parallel) {  // finished batches only, one file each (world-size independent)
+      if (iteration != 0 || batch == 0) return;
+      io::make_dirs(out + "/batches");
+      io::TensorDict dict = io::make_dict();
+      const int64_t first = (batch - 1) * per_batch;
+      dict.insert("images", images.narrow(0, first, std::min(per_batch, n - first)).cpu());
+      io::save_dict(batch_file(batch - 1), dict);
+      return;
+    }
     io::TensorDict dict = io::make_dict();
     dict.insert("images", images.cpu());
     dict.insert("batch", at::scalar_tensor(batch, at::kLong));
@@ -257,6 +279,18 @@ eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector
     const int64_t first = b * per_batch, size = std::min(per_batch, n - first);
     at::Tensor x = images.narrow(0, first, size);  // a view: steps update `images` in place
     at::Tensor y = labels.narrow(0, first, size);
+    if (parallel) {
+      if (!dist::owns_item(*group, b)) continue;
+      if (resume && std::filesystem::exists(batch_file(b))) {
+        at::Tensor done = io::get_tensor(io::load_dict(batch_file(b)), "images", batch_file(b));
+        if (!done.sizes().equals(x.sizes())) {
+          throw Error("'" + batch_file(b) + "' holds a batch of another shape than " +
+                      "synth.recover asks; resume with the settings the run was started with");
+        }
+        x.copy_(done);
+        continue;
+      }
+    }
     for (int64_t it = b == start_batch ? start_iteration : 0; it < r.iterations; ++it) {
       const int64_t step = b * r.iterations + it;
       at::Generator generator = make_generator(seed, kStepStream, static_cast<uint64_t>(step));
@@ -300,7 +334,7 @@ eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector
       sum_acc += acc;
       ++logged;
       if ((step + 1) % std::max<int64_t>(1, r.log_every) == 0 || it + 1 == r.iterations) {
-        metrics.log(step + 1, {{"ce", sum_ce / logged},
+        if (metrics) metrics->log(step + 1, {{"ce", sum_ce / logged},
                                {"statistics", sum_stat / logged},
                                {"member_accuracy", sum_acc / logged},
                                {"batch", static_cast<double>(b)}});
@@ -326,6 +360,16 @@ eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector
     }
   }
   bar.finish();
+  if (parallel) {
+    // Each rank holds its batches: zero the others' and sum.
+    at::Tensor mine = at::zeros({n}, at::kBool);
+    for (int64_t b = 0; b < batches; ++b) {
+      if (dist::owns_item(*group, b)) mine.narrow(0, b * per_batch, std::min(per_batch, n - b * per_batch)).fill_(true);
+    }
+    at::Tensor assembled = images * mine.to(images.device()).view({-1, 1, 1, 1}).to(images.dtype());
+    group->all_reduce(assembled, dist::Reduce::kSum);
+    images = assembled;
+  }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
 
@@ -338,6 +382,7 @@ eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector
   set.zca_eps = norm.zca ? norm.zca->eps() : 0.0;
   set.dataset = dataset_name;
   set.method = "committee-recover";
+  if (!writer) return set;
   eval::save_synthetic_set(out + "/syn.pt", set);
   eval::save_set_grid(out + "/grid.png", set, norm.zca.get());
 

@@ -4,11 +4,13 @@
 
 #include <array>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "src/config/options.h"
 #include "src/data/dataset.h"
+#include "src/dist/process_group.h"
 #include "src/eval/synthetic_set.h"
 #include "synth/committee.h"
 
@@ -139,11 +141,19 @@ void check_recover_options(const SynthOptions& options, int64_t committee_size,
 
 // Runs recovery; writes out/checkpoint.pt, metrics.jsonl, syn.pt (hard labels), grid.png and
 // results.json. With `resume`, continues from out/checkpoint.pt.
+//
+// Several processes (`group` with W > 1): the batches (synth.recover.batch_ipc images per class
+// each) are independent optimisations with their own Adam state and seeded draws, so rank r
+// recovers batches r, r + W, ... exactly as one process would, and one all-reduce assembles the
+// set at the end; rank 0 writes the files. Each finished batch is saved as
+// out/batches/batch_<b>.pt, which is what a multi-process --resume continues from (under any
+// world size > 1; a batch interrupted midway restarts).
 eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector<Member>& committee,
                                   const data::Dataset& train, const data::Normalization& norm,
                                   const std::string& dataset_name, uint64_t seed,
                                   const std::string& out, bool resume, bool progress,
-                                  c10::Device device);
+                                  c10::Device device,
+                                  std::shared_ptr<const dist::ProcessGroup> group = nullptr);
 
 // The committee's weighted soft labels for `images` (all members, weights softmax(acc/temp)).
 at::Tensor committee_soft_labels(const std::vector<Member>& committee, const at::Tensor& images,

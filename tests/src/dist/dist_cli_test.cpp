@@ -125,6 +125,27 @@ TEST(DistCli, ShardedCommitteeIsTheSingleProcessCommittee) {
   }
   EXPECT_TRUE(contains(read_text(dir.file("rank0.log")), "committee of 3"));
   EXPECT_FALSE(contains(read_text(dir.file("rank1.log")), "committee of 3"));
+
+  // Recovery with its batches spread over the ranks (3 batches of one image per class: rank 0
+  // recovers batches 0 and 2, rank 1 batch 1) = one process; a resumed run picks up the batch
+  // files and recomputes only what is missing.
+  const std::string recover = "synth recover " + tiny_flags(data) + "--committee " +
+                              dir.file("one/committee.toml") +
+                              " --ipc 3 --set synth.recover.batch_ipc=1 "
+                              "--set synth.recover.iterations=3 ";
+  CommandResult alone = distill_cli(recover + "--out " + dir.file("r1"));
+  ASSERT_EQ(alone.exit_code, 0) << alone.output;
+  run_two_ranks(dir, recover + "--out " + dir.file("r2"));
+  auto images = [&](const std::string& file) {
+    return io::get_tensor(io::load_dict(dir.file(file)), "images", file);
+  };
+  EXPECT_TRUE(at::equal(images("r1/syn.pt"), images("r2/syn.pt")))
+      << "max |diff| " << (images("r1/syn.pt") - images("r2/syn.pt")).abs().max().item<double>();
+  EXPECT_TRUE(fs::exists(dir.file("r2/batches/batch_1.pt")));  // written by rank 1
+  fs::remove(dir.file("r2/batches/batch_1.pt"));
+  fs::remove(dir.file("r2/syn.pt"));
+  run_two_ranks(dir, recover + "--resume --out " + dir.file("r2"));
+  EXPECT_TRUE(at::equal(images("r1/syn.pt"), images("r2/syn.pt")));
 }
 
 // Trajectory matching with every student step's batch split over 2 ranks (contiguous parts, or
