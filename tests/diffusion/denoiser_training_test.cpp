@@ -83,7 +83,9 @@ TEST(DenoiserTraining, ModelFileRebuildsTheSameDenoiser) {
   EXPECT_TRUE(at::equal(make_denoiser(m.options, *net, m.ema, labels)(x, s),
                         make_denoiser(loaded.options, *rebuilt, loaded.ema, labels)(x, s)));
   EXPECT_EQ(resolve_model_path(dir.path(), "k"), dir.file("model.pt"));
-  EXPECT_EQ(testing::error_of([&] { require_output(loaded, {"v", "x"}, "m.pt", "ok"); }),
+  EXPECT_EQ(testing::error_of([&] {
+              require_output(loaded, {"v", "x"}, "m.pt", "ok");
+            }),
             "no error");
   EXPECT_EQ(testing::error_of([&] {
               require_output(loaded, {"eps", "edm"}, "m.pt", "progressive distillation");
@@ -146,6 +148,31 @@ TEST(DenoiserTraining, MlpLearnsTheMixtureDenoiserBeyondLinear) {
               << ", best linear " << linear_error << "\n";
     EXPECT_LT(ours_error, 0.25 * linear_error) << "sigma " << level;
   }
+}
+
+// The EMA's first updates are warmed up (decay min(d, (1 + t) / (10 + t)), so 0.1 at t = 0): after
+// one step it is 0.1 init + 0.9 params. The init is read off a run with learning rate 0.
+TEST(DenoiserTraining, EmaWarmsUp) {
+  testing::TempDir dir;
+  GaussianMixture mixture = fixture::three_component_mixture();
+  at::Generator gen = make_generator(8);
+  at::Tensor data = mixture.sample(64, gen).to(at::kFloat);
+  DenoiserModel m;
+  m.options.arch = "mlp";
+  m.options.mlp.hidden = {16};
+  m.item_shape = {2};
+  DenoiserTrainOptions o;
+  o.steps = 1;
+  o.batch = 16;
+  o.optimizer.lr = 1e-2;
+  o.log_every = 1;
+  DenoiserModel trained =
+      train_denoiser(m, o, data, at::zeros({64}, at::kLong), 4, dir.file("a"), false, false);
+  o.optimizer.lr = 0.0;
+  DenoiserModel still =
+      train_denoiser(m, o, data, at::zeros({64}, at::kLong), 4, dir.file("b"), false, false);
+  EXPECT_FALSE(at::equal(trained.params, still.params));
+  EXPECT_TRUE(at::allclose(trained.ema, 0.1 * still.params + 0.9 * trained.params, 1e-6, 1e-7));
 }
 
 }  // namespace
