@@ -182,7 +182,8 @@ Command committee_command() {
 
 Command synth_command() {
   return make_command<SynthCommandOptions>(
-      "synth", "committee soft-labeling: recover images, relabel any set by committee vote, export a set",
+      "synth",
+      "committee soft-labeling: recover images, relabel any set by committee vote, export a set",
       "distill synth recover --committee runs/committee/committee.toml --ipc 10 --out runs/syn",
       {{"committee", "synth.committee"},
        {"ipc", "synth.recover.ipc"},
