@@ -144,6 +144,7 @@ void run_relabel(SynthCommandOptions& o, const Invocation&) {
 }
 
 void run_export(SynthCommandOptions& o, const Invocation&) {
+  require_single_process("synth export");
   const std::string& path = o.synth.export_set.syn;
   if (path.empty()) {
     throw Error("synth.export.syn is empty: name the set to export (--set synth.export.syn=FILE)");
