@@ -57,8 +57,8 @@ KMeans kmeans(const at::Tensor& points, int64_t k, int64_t iterations, at::Gener
     at::Tensor sums = at::zeros({k, x.size(1)}, at::kDouble).index_add_(0, out.assignment, x);
     at::Tensor counts = at::bincount(out.assignment, {}, k).to(at::kDouble);
     at::Tensor filled = counts.gt(0);
-    out.centroids = at::where(filled.unsqueeze(1), sums / counts.clamp_min(1.0).unsqueeze(1),
-                              out.centroids);
+    out.centroids =
+        at::where(filled.unsqueeze(1), sums / counts.clamp_min(1.0).unsqueeze(1), out.centroids);
     at::Tensor assignment = squared_distances(x, out.centroids).argmin(1);
     ++out.iterations;
     const bool stable = at::equal(assignment, out.assignment);
@@ -72,8 +72,8 @@ at::Tensor nearest_distinct(const at::Tensor& points, const at::Tensor& centroid
   const at::Tensor x = points.detach().to(at::kCPU, at::kDouble).reshape({points.size(0), -1});
   const int64_t k = centroids.size(0);
   if (k > x.size(0)) {
-    throw Error("k-means: " + std::to_string(k) + " centres but only " +
-                std::to_string(x.size(0)) + " points to pick from");
+    throw Error("k-means: " + std::to_string(k) + " centres but only " + std::to_string(x.size(0)) +
+                " points to pick from");
   }
   at::Tensor d = squared_distances(x, centroids.to(at::kCPU, at::kDouble));  // N,k
   std::vector<int64_t> picked;

@@ -14,9 +14,9 @@ namespace distill::synth {
 // nearest chosen centre), then Lloyd iterations until no point changes cluster or `iterations`
 // are done. An emptied cluster keeps its centre. Deterministic for the generator's state.
 struct KMeans {
-  at::Tensor centroids;   // k,D (double)
-  at::Tensor assignment;  // N (int64): each point's cluster
-  int64_t iterations = 0; // Lloyd iterations run
+  at::Tensor centroids;    // k,D (double)
+  at::Tensor assignment;   // N (int64): each point's cluster
+  int64_t iterations = 0;  // Lloyd iterations run
 };
 KMeans kmeans(const at::Tensor& points, int64_t k, int64_t iterations, at::Generator& generator);
 

@@ -144,7 +144,9 @@ void check_recover_options(const SynthOptions& options, int64_t committee_size,
     throw Error("synth.temperature must be > 0, found " + std::to_string(options.temperature));
   }
   if (r.ipc < 1) throw Error("synth.recover.ipc must be >= 1, found " + std::to_string(r.ipc));
-  if (r.crops < 1) throw Error("synth.recover.crops must be >= 1, found " + std::to_string(r.crops));
+  if (r.crops < 1) {
+    throw Error("synth.recover.crops must be >= 1, found " + std::to_string(r.crops));
+  }
   if (r.iterations < 1) {
     throw Error("synth.recover.iterations must be >= 1, found " + std::to_string(r.iterations));
   }
@@ -162,8 +164,8 @@ void check_recover_options(const SynthOptions& options, int64_t committee_size,
       const int64_t have = counts[c].item<int64_t>();
       if (have < r.ipc) {
         throw Error("synth.recover.ipc = " + std::to_string(r.ipc) + " with init \"" + r.init +
-                    "\": class " +
-                    std::to_string(c) + " has only " + std::to_string(have) + " training images");
+                    "\": class " + std::to_string(c) + " has only " + std::to_string(have) +
+                    " training images");
       }
     }
   }

@@ -40,7 +40,8 @@ struct RecoverOptions {
     v.field("iterations", iterations, "optimisation steps per batch of images");
     v.field("batch_ipc", batch_ipc,
             "images per class optimised together (a class-balanced batch; 0 = all at once)");
-    v.choice("init", init, "initial images: noise (N(0,1) in normalized space), real "
+    v.choice("init", init,
+             "initial images: noise (N(0,1) in normalized space), real "
              "(class-balanced random real images) or kmeans (per class, the real images nearest "
              "to k-means centroids in the best committee member's penultimate features)",
              {"noise", "real", "kmeans"});

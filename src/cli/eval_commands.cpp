@@ -119,11 +119,10 @@ void run_eval(EvalCommandOptions& o, const Invocation&) {
       throw Error("committee_labels.temperature must be > 0, found " +
                   std::to_string(cl.temperature));
     }
-    committee = std::make_shared<const std::vector<synth::Member>>(
-        synth::load_committee(cl.committee, train_set.channels(), train_set.height(),
-                              train_set.num_classes, run.device));
-    synth::check_normalization(cl.committee, norm.mean, norm.std,
-                               norm.zca ? norm.zca->eps() : 0.0, "the data (data.*)");
+    committee = std::make_shared<const std::vector<synth::Member>>(synth::load_committee(
+        cl.committee, train_set.channels(), train_set.height(), train_set.num_classes, run.device));
+    synth::check_normalization(cl.committee, norm.mean, norm.std, norm.zca ? norm.zca->eps() : 0.0,
+                               "the data (data.*)");
   }
   eval::Evaluator evaluator(o.eval, train_set, test_set, norm, run.seed, run.device, run.progress);
   evaluator.set_process_group(run.group);  // students spread over the ranks, if several

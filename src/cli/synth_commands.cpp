@@ -145,6 +145,7 @@ void run_relabel(SynthCommandOptions& o, const Invocation&) {
 }
 
 void run_export(SynthCommandOptions& o, const Invocation&) {
+  require_single_process("synth export");
   const std::string& path = o.synth.export_set.syn;
   if (path.empty()) {
     throw Error("synth.export.syn is empty: name the set to export (--set synth.export.syn=FILE)");
@@ -183,7 +184,8 @@ Command committee_command() {
 
 Command synth_command() {
   return make_command<SynthCommandOptions>(
-      "synth", "committee soft-labeling: recover images, relabel any set by committee vote, export a set",
+      "synth",
+      "committee soft-labeling: recover images, relabel any set by committee vote, export a set",
       "distill synth recover --committee runs/committee/committee.toml --ipc 10 --out runs/syn",
       {{"committee", "synth.committee"},
        {"ipc", "synth.recover.ipc"},

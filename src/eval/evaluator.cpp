@@ -72,7 +72,8 @@ Evaluator::Evaluator(EvalOptions options, const data::Dataset& train, const data
       progress_(progress) {
   if (options_.runs < 1) throw Error("eval.runs must be >= 1, found " + std::to_string(options_.runs));
   if (!(options_.cutmix.prob >= 0 && options_.cutmix.prob <= 1)) {
-    throw Error("eval.cutmix.prob must be in [0, 1], found " + std::to_string(options_.cutmix.prob));
+    throw Error("eval.cutmix.prob must be in [0, 1], found " +
+                std::to_string(options_.cutmix.prob));
   }
   if (!(options_.cutmix.beta > 0)) {
     throw Error("eval.cutmix.beta must be > 0, found " + std::to_string(options_.cutmix.beta));
@@ -105,7 +106,8 @@ std::pair<double, double> Evaluator::train_student(const at::Tensor& images, con
     trainer.set_augment(train::make_augment(options_.augment, images.size(2)));
   }
   if (online_labels_) {
-    trainer.set_objective(std::make_shared<OnlineLabelObjective>(online_labels_, online_temperature_));
+    trainer.set_objective(
+        std::make_shared<OnlineLabelObjective>(online_labels_, online_temperature_));
   }
   if (options_.cutmix.prob > 0) {
     // After eval.augment or the replayed views; soft labels are mixed by the box's area.

@@ -61,8 +61,8 @@ at::Tensor crop_resize_flip(const at::Tensor& x, const at::Tensor& boxes);
 std::pair<at::Tensor, at::Tensor> replay_views(const SyntheticSet& set, const at::Tensor& index,
                                                int64_t epoch);
 
-// A PNG grid with one column per class (the image's own class, class_ids()), denormalized for display (and un-whitened by `zca`
-// when the set lives in a ZCA space).
+// A PNG grid with one column per class (the image's own class, class_ids()), denormalized for
+// display (and un-whitened by `zca` when the set lives in a ZCA space).
 void save_set_grid(const std::string& path, const SyntheticSet& set,
                    const data::Zca* zca = nullptr);
 

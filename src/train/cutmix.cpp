@@ -31,12 +31,14 @@ std::pair<at::Tensor, at::Tensor> cutmix_box(const at::Tensor& images, const at:
   at::Tensor index = partner.to(images.device(), at::kLong);
   at::Tensor mixed = images.clone();
   if (bh > 0 && bw > 0) {
-    mixed.narrow(2, top, bh).narrow(3, left, bw).copy_(
-        images.index_select(0, index).narrow(2, top, bh).narrow(3, left, bw));
+    mixed.narrow(2, top, bh)
+        .narrow(3, left, bw)
+        .copy_(images.index_select(0, index).narrow(2, top, bh).narrow(3, left, bw));
   }
   const double area = static_cast<double>(bh * bw) / static_cast<double>(h * w);
   at::Tensor rows = as_rows(targets, num_classes);
-  at::Tensor mixed_targets = rows * (1.0 - area) + rows.index_select(0, index.to(rows.device())) * area;
+  at::Tensor mixed_targets =
+      rows * (1.0 - area) + rows.index_select(0, index.to(rows.device())) * area;
   return {mixed, mixed_targets};
 }
 
@@ -46,7 +48,9 @@ std::pair<at::Tensor, at::Tensor> cutmix(const at::Tensor& images, const at::Ten
   if (!(options.prob >= 0 && options.prob <= 1)) {
     throw Error("cutmix.prob must be in [0, 1], found " + std::to_string(options.prob));
   }
-  if (!(options.beta > 0)) throw Error("cutmix.beta must be > 0, found " + std::to_string(options.beta));
+  if (!(options.beta > 0)) {
+    throw Error("cutmix.beta must be > 0, found " + std::to_string(options.beta));
+  }
   const int64_t n = images.size(0), h = images.size(2), w = images.size(3);
   // Every batch draws the same numbers, mixed or not: later draws do not depend on the coin.
   at::Tensor u = at::rand({3}, generator, at::kDouble);
@@ -61,8 +65,10 @@ std::pair<at::Tensor, at::Tensor> cutmix(const at::Tensor& images, const at::Ten
   const int64_t cut_w = static_cast<int64_t>(static_cast<double>(w) * cut);
   const int64_t cy = std::min<int64_t>(h - 1, static_cast<int64_t>(r[1] * static_cast<double>(h)));
   const int64_t cx = std::min<int64_t>(w - 1, static_cast<int64_t>(r[2] * static_cast<double>(w)));
-  const int64_t y0 = std::clamp<int64_t>(cy - cut_h / 2, 0, h), y1 = std::clamp<int64_t>(cy + cut_h / 2, 0, h);
-  const int64_t x0 = std::clamp<int64_t>(cx - cut_w / 2, 0, w), x1 = std::clamp<int64_t>(cx + cut_w / 2, 0, w);
+  const int64_t y0 = std::clamp<int64_t>(cy - cut_h / 2, 0, h),
+                y1 = std::clamp<int64_t>(cy + cut_h / 2, 0, h);
+  const int64_t x0 = std::clamp<int64_t>(cx - cut_w / 2, 0, w),
+                x1 = std::clamp<int64_t>(cx + cut_w / 2, 0, w);
   return cutmix_box(images, targets, num_classes, {y0, x0, y1 - y0, x1 - x0}, partner);
 }
 

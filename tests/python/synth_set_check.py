@@ -16,5 +16,8 @@ assert torch.allclose(soft["labels"].sum(1), torch.ones(n), atol=1e-5), soft["la
 assert bool((soft["labels"] >= 0).all())
 assert soft["method"] == "committee-recover+committee-relabel", soft["method"]
 assert "label_temperature" not in hard
+# Relabelling keeps each image's own class (grids and exports follow it, not the argmax).
+assert "classes" not in hard
+assert soft["classes"].dtype == torch.int64 and soft["classes"].tolist() == hard["labels"].tolist()
 assert soft["label_temperature"].item() == 4.0, soft["label_temperature"]  # synth.relabel.T
 print("ok")

@@ -1,12 +1,13 @@
 // k-means (representative) initialisation: k-means++ seeding, Lloyd iterations and the pick of the
 // real image nearest each centroid, on hand-made features whose clusters are known.
+#include "synth/kmeans_selection.h"
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <set>
 
 #include "src/core/runtime.h"
-#include "synth/kmeans_selection.h"
 #include "tests/support/test_support.h"
 
 namespace distill::synth {
@@ -21,7 +22,8 @@ at::Tensor separated_groups(int64_t groups, int64_t per_group, at::Generator& ge
     centres[g][1] = g % 2 == 0 ? 0.0 : 100.0;
   }
   at::Tensor group = at::arange(groups * per_group, at::kLong).remainder(groups);
-  return centres.index_select(0, group) + (at::rand({groups * per_group, 2}, gen, at::kDouble) * 2 - 1);
+  return centres.index_select(0, group) +
+         (at::rand({groups * per_group, 2}, gen, at::kDouble) * 2 - 1);
 }
 
 TEST(KMeans, WellSeparatedGroupsAreTheClustersAndEachGivesTheImageNearestItsMean) {

@@ -4,9 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <iterator>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "src/io/tensor_file.h"
@@ -49,8 +49,7 @@ std::string reshaped_dataset(const TempDir& dir, const std::string& data, const 
 // relative to the manifest's folder.
 std::string without_data_shape(const std::string& manifest) {
   std::ifstream in(manifest);
-  const std::string path =
-      (std::filesystem::path(manifest).parent_path() / "hand.toml").string();
+  const std::string path = (std::filesystem::path(manifest).parent_path() / "hand.toml").string();
   std::ofstream out(path);
   for (std::string line; std::getline(in, line);) {
     if (line.rfind("channels", 0) == 0 || line.rfind("image_size", 0) == 0 ||
@@ -119,7 +118,8 @@ TEST_F(SynthCli, CommitteeRecoverRelabelAndEvalOnSoftLabels) {
   CommandResult read_back = distill_cli(
       "subset --set data.format=image-folder --set data.path=" + dir_.file("exp") +
       " --set data.image_size=8 --set data.channels=1 --set data.name=exported --threads 1 "
-      "--no-progress --ipc 2 --out " + dir_.file("exp_subset"));
+      "--no-progress --ipc 2 --out " +
+      dir_.file("exp_subset"));
   EXPECT_EQ(read_back.exit_code, 0) << read_back.output;
   EXPECT_TRUE(contains(read_back.output, "wrote 6 images")) << read_back.output;
   // Multi-crop recovery runs end to end.
@@ -150,11 +150,12 @@ TEST_F(SynthCli, CommitteeRecoverRelabelAndEvalOnSoftLabels) {
   ASSERT_EQ(post.exit_code, 0) << post.output;
   EXPECT_TRUE(contains(read_file_text(dir_.file("ev_post/config.toml")), "name = 'adamw'"));
   // Teacher-in-the-loop: the committee labels every augmented batch (the set's labels unused).
-  CommandResult online = distill_cli(
-      "eval " + tiny_flags(data_) + "--set eval.syn=" + dir_.file("rec/syn.pt") +
-      " --set committee_labels.committee=" + manifest_ +
-      " --set eval.runs=1 --set eval.train.epochs=2 --set eval.random_real=false "
-      "--set eval.model.width=8 --set eval.model.depth=2 --out " + dir_.file("ev_online"));
+  CommandResult online =
+      distill_cli("eval " + tiny_flags(data_) + "--set eval.syn=" + dir_.file("rec/syn.pt") +
+                  " --set committee_labels.committee=" + manifest_ +
+                  " --set eval.runs=1 --set eval.train.epochs=2 --set eval.random_real=false "
+                  "--set eval.model.width=8 --set eval.model.depth=2 --out " +
+                  dir_.file("ev_online"));
   ASSERT_EQ(online.exit_code, 0) << online.output;
   EXPECT_GE(relabel["agreement"].get<double>(), 0.0);
   if (!reference_python().empty()) {
@@ -247,11 +248,13 @@ TEST_F(SynthCli, BadInputIsOneLineWithExit2BeforeAnyWork) {
   std::vector<Case> cases = {
       {"committee train " + tiny_flags(data_) + "--set 'committee.members=[]'",
        "committee of size 0"},
-      {"committee train " + tiny_flags(data4) + "--set committee.val_per_class=5 "
-       "--set 'committee.members=[{checkpoint=\"" + teacher +
-       "\", model={arch=\"convnet\", norm=\"batchnorm\", width=8, depth=2}}]'",
+      {"committee train " + tiny_flags(data4) +
+           "--set committee.val_per_class=5 "
+           "--set 'committee.members=[{checkpoint=\"" +
+           teacher + "\", model={arch=\"convnet\", norm=\"batchnorm\", width=8, depth=2}}]'",
        "trained for 3 classes"},
-      {"synth recover " + tiny_flags(data4) + "--committee " + manifest_, "3 classes, the data has 4"},
+      {"synth recover " + tiny_flags(data4) + "--committee " + manifest_,
+       "3 classes, the data has 4"},
       {recover + "--committee " + manifest_ + " --draw 3",
        "synth.draw must be between 1 and the committee size 2, found 3"},
       {recover + "--committee " + manifest_ + " --draw 0", "found 0"},
@@ -260,11 +263,13 @@ TEST_F(SynthCli, BadInputIsOneLineWithExit2BeforeAnyWork) {
       {recover + "--committee " + manifest_ + " --ipc 21 --set synth.recover.init=kmeans",
        "synth.recover.ipc = 21 with init \"kmeans\": class 0 has only 20 training images"},
       {recover + "--committee " + dir_.file("nothing.toml"), "does not exist"},
-      {"synth relabel " + tiny_flags(data_) + "--committee " + manifest_, "synth.relabel.syn is empty"},
+      {"synth relabel " + tiny_flags(data_) + "--committee " + manifest_,
+       "synth.relabel.syn is empty"},
       {"synth sculpt " + tiny_flags(data_), "unknown synth step 'sculpt'"},
       {"synth export " + tiny_flags(data_), "synth.export.syn is empty"},
-      {"eval " + tiny_flags(data4) + "--set eval.ipc=1 --set committee_labels.committee=" +
-           manifest_, "3 classes, the data has 4"},
+      {"eval " + tiny_flags(data4) +
+           "--set eval.ipc=1 --set committee_labels.committee=" + manifest_,
+       "3 classes, the data has 4"},
       {recover + "--committee " + manifest_ + " --set synth.recover.crops=0",
        "synth.recover.crops must be >= 1, found 0"},
       {"synth relabel " + tiny_flags(data_) + "--committee " + manifest_ + " --syn " +
@@ -308,14 +313,17 @@ TEST_F(SynthCli, MembersOfAnotherInputShapeOrClassCountAreNamedBeforeAnyWork) {
       {recover + tiny_flags(big) + "--committee " + manifest_,
        "members take 1x8x8 images, the data is 1x12x12"},
       {recover + tiny_flags(rgb) + "--committee " + hand,
-       where + "teacher checkpoint '" + teacher + "' was trained on 1x8x8 images, the data is 3x8x8"},
+       where + "teacher checkpoint '" + teacher +
+           "' was trained on 1x8x8 images, the data is 3x8x8"},
       {recover + tiny_flags(big) + "--committee " + hand,
-       where + "teacher checkpoint '" + teacher + "' was trained on 1x8x8 images, the data is 1x12x12"},
+       where + "teacher checkpoint '" + teacher +
+           "' was trained on 1x8x8 images, the data is 1x12x12"},
       {recover + tiny_flags(data4) + "--committee " + hand,
        where + "teacher checkpoint '" + teacher + "' was trained for 3 classes"},
-      {"committee train " + tiny_flags(big) + "--set committee.val_per_class=5 "
-       "--set 'committee.members=[{checkpoint=\"" + teacher +
-       "\", model={arch=\"convnet\", norm=\"batchnorm\", width=8, depth=2}}]'",
+      {"committee train " + tiny_flags(big) +
+           "--set committee.val_per_class=5 "
+           "--set 'committee.members=[{checkpoint=\"" +
+           teacher + "\", model={arch=\"convnet\", norm=\"batchnorm\", width=8, depth=2}}]'",
        "committee.members[0] (convnet): teacher checkpoint '" + teacher +
            "' was trained on 1x8x8 images, the data is 1x12x12"},
       {recover + tiny_flags(data_) + "--committee " + empty, "committee of size 0"},

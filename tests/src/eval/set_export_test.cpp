@@ -24,7 +24,8 @@ SyntheticSet make_set(int64_t classes, int64_t ipc, int64_t channels, at::Genera
   set.std = at::linspace(0.2, 0.3, channels);
   at::Tensor pixels = at::rand({classes * ipc, channels, 6, 6}, gen);
   set.images = (pixels - set.mean.view({1, -1, 1, 1})) / set.std.view({1, -1, 1, 1});
-  set.labels = at::arange(classes * ipc, at::kLong).remainder(classes)
+  set.labels = at::arange(classes * ipc, at::kLong)
+                   .remainder(classes)
                    .index_select(0, at::randperm(classes * ipc, gen, at::kLong));
   return set;
 }
@@ -78,8 +79,9 @@ TEST(SetExport, SoftLabelledSetsGoToTheImagesOwnClassNotTheArgmax) {
   EXPECT_TRUE(at::equal(load_synthetic_set(dir.file("soft.pt")).class_ids(), own));
   set.classes = at::full({6}, 3, at::kLong);
   save_synthetic_set(dir.file("bad.pt"), set);
-  EXPECT_EQ(testing::error_of([&] { load_synthetic_set(dir.file("bad.pt")); }),
-            "'" + dir.file("bad.pt") + "': 'classes' should hold one class in [0, 3) per image (6)");
+  EXPECT_EQ(
+      testing::error_of([&] { load_synthetic_set(dir.file("bad.pt")); }),
+      "'" + dir.file("bad.pt") + "': 'classes' should hold one class in [0, 3) per image (6)");
 }
 
 TEST(SetExport, ZcaSetWithoutItsWhiteningIsAnError) {
