@@ -22,6 +22,7 @@
 #include "src/core/runtime.h"
 #include "src/data/dataset.h"
 #include "src/data/zca.h"
+#include "src/dist/process_group.h"
 #include "src/io/atomic_file.h"
 #include "src/io/image_grid.h"
 #include "src/io/tensor_file.h"
@@ -191,7 +192,13 @@ TrainedTeacher load_teacher(const DiffusionSampleSettings& s, const data::Datase
 void run_sample(DiffusionCommandOptions& o) {
   const DiffusionSampleSettings& s = o.diffusion;
   check_sample_settings(s);
-  require_single_process("diffusion sample");
+  const int64_t world_size = dist::read_launch_env().world_size;
+  if (world_size > 1 && s.sampler.name == "ddpm") {
+    throw Error("diffusion.sampler.name = \"ddpm\" runs as one process (WORLD_SIZE is " +
+                std::to_string(world_size) +
+                "): its per-step noise is drawn for the whole batch; the deterministic samplers "
+                "(ddim, heun, dpmpp_2m) spread over processes");
+  }
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   const bool exact_teacher = s.teacher == "exact";
   TrainedTeacher trained;
@@ -205,24 +212,31 @@ void run_sample(DiffusionCommandOptions& o) {
     at::Tensor train_images = train_set.images.slice(0, 0, used).to(at::kFloat).contiguous();
     exact = std::make_unique<diffusion::FiniteSetDenoiser>(train_images.to(run.device));
     teacher = [&exact](const at::Tensor& x, const at::Tensor& sigma) { return (*exact)(x, sigma); };
-    std::cerr << "distill diffusion sample: " << s.samples << " images, " << s.sampler.name
-              << " with " << s.sampler.steps << " steps (" << s.sampler.schedule.name
-              << " schedule), exact teacher of " << used << " training images\n";
-  } else {
-    at::Tensor weights = (s.weights == "ema" ? trained.model.ema : trained.model.params);
-    at::Tensor labels;
+    if (run.rank == 0)
+      std::cerr << "distill diffusion sample: " << s.samples << " images, " << s.sampler.name
+                << " with " << s.sampler.steps << " steps (" << s.sampler.schedule.name
+                << " schedule), exact teacher of " << used << " training images\n";
+  }
+  at::Tensor weights, labels;
+  // The teacher of sample rows [lo, hi) (class-conditional teachers: those rows' labels).
+  auto teacher_for = [&](int64_t lo, int64_t hi) -> diffusion::Denoiser {
+    if (exact_teacher) return teacher;
+    return diffusion::make_denoiser(trained.model.options, *trained.net, weights,
+                                    labels.defined() ? labels.slice(0, lo, hi) : at::Tensor());
+  };
+  if (!exact_teacher) {
+    weights = (s.weights == "ema" ? trained.model.ema : trained.model.params).to(run.device);
     if (trained.model.num_classes > 0) {
       labels = s.labels == "cycle"
                    ? at::arange(s.samples, at::kLong).remainder(trained.model.num_classes)
                    : at::full({s.samples}, trained.model.num_classes, at::kLong);
       labels = labels.to(run.device);
     }
-    teacher = diffusion::make_denoiser(trained.model.options, *trained.net,
-                                       weights.to(run.device), labels);
-    std::cerr << "distill diffusion sample: " << s.samples << " images, " << s.sampler.name
-              << " with " << s.sampler.steps << " steps (" << s.sampler.schedule.name
-              << " schedule), " << trained.model.options.arch << " teacher " << trained.path
-              << " (" << s.weights << " weights, " << trained.model.steps << " steps)\n";
+    if (run.rank == 0)
+      std::cerr << "distill diffusion sample: " << s.samples << " images, " << s.sampler.name
+                << " with " << s.sampler.steps << " steps (" << s.sampler.schedule.name
+                << " schedule), " << trained.model.options.arch << " teacher " << trained.path
+                << " (" << s.weights << " weights, " << trained.model.steps << " steps)\n";
   }
 
   at::Generator generator = make_generator(run.seed, 0xd1ff);  // "diff": the starting noise
@@ -231,11 +245,36 @@ void run_sample(DiffusionCommandOptions& o) {
   at::Tensor images;
   {
     at::NoGradGuard no_grad;
-    images =
-        diffusion::generate(s.sampler, teacher, item_shape, s.samples, generator, at::kFloat).cpu();
+    if (!run.group->distributed()) {
+      images = diffusion::generate(s.sampler, teacher_for(0, s.samples), item_shape, s.samples,
+                                   generator, at::kFloat)
+                   .cpu();
+    } else {
+      // Every rank draws the whole starting noise (the single-process draw) and integrates its
+      // contiguous rows; the deterministic samplers treat rows independently, so the gathered
+      // images are the single-process ones (up to float summation order in batched layers).
+      const std::vector<double> sigmas =
+          diffusion::sampling_sigmas(s.sampler.schedule, s.sampler.steps);
+      std::vector<int64_t> shape = {s.samples};
+      shape.insert(shape.end(), item_shape.begin(), item_shape.end());
+      at::Tensor start_noise = sigmas.front() * at::randn(shape, generator, at::kFloat);
+      const int64_t per_rank = (s.samples + run.world_size - 1) / run.world_size;
+      const int64_t lo = std::min(s.samples, run.rank * per_rank);
+      const int64_t hi = std::min(s.samples, lo + per_rank);
+      shape[0] = per_rank;
+      at::Tensor mine = at::zeros(shape, at::kFloat);
+      if (hi > lo) {
+        mine.narrow(0, 0, hi - lo)
+            .copy_(diffusion::run_sampler(s.sampler.name, teacher_for(lo, hi),
+                                          start_noise.slice(0, lo, hi), sigmas, generator)
+                       .cpu());
+      }
+      images = at::cat(run.group->all_gather(mine), 0).narrow(0, 0, s.samples).contiguous();
+    }
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (run.rank != 0) return;
 
   io::TensorDict dict = io::make_dict();
   dict.insert("images", images);  // normalized like the data (data.* settings)

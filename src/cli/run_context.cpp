@@ -41,8 +41,8 @@ void require_single_process(const std::string& command) {
   if (world_size > 1) {
     throw Error("distill " + command + " runs as one process (WORLD_SIZE is " +
                 std::to_string(world_size) +
-                "): multi-process runs exist for train, experts and eval; launch this one "
-                "without torchrun");
+                "): multi-process runs exist for train, experts, eval, mtt, committee train, synth "
+                "recover and diffusion sample; launch this one without torchrun");
   }
 }
 

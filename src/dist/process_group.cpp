@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
@@ -128,6 +129,11 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const config::DistOptions& op
         "run.dist.backend = \"nccl\": this build of distill has only the gloo backend "
         "(its LibTorch has no NCCL); use run.dist.backend = \"gloo\" or \"auto\"");
   }
+  // Gloo writes to its peers' sockets: when a peer dies, a write to the closed connection raises
+  // SIGPIPE, whose default action kills this rank silently instead of letting the collective
+  // fail with the error below. Python ignores SIGPIPE at start-up, which is why torch.distributed
+  // never shows this; a C++ program must do the same.
+  std::signal(SIGPIPE, SIG_IGN);
   if (options.backend != "auto" && options.backend != "gloo") {
     throw Error("run.dist.backend: unknown backend '" + options.backend + "' (auto, gloo, nccl)");
   }

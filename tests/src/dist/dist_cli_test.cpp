@@ -203,6 +203,39 @@ TEST(DistCli, SplitTrajectoryMatchingEqualsOneProcess) {
   }
 }
 
+// Diffusion sampling with the rows spread over 2 ranks (5 samples: 3 and 2) = one process, for
+// the exact teacher and for a class-conditional U-Net (each rank's rows keep their labels).
+TEST(DistCli, SpreadDiffusionSamplingEqualsOneProcess) {
+  TempDir dir;
+  const std::string data = write_tiny_dataset(dir);
+  CommandResult teacher = distill_cli(
+      "diffusion train " + tiny_flags(data) +
+      "--set diffusion.model.unet.channels=8 --set diffusion.model.unet.channel_mult=[1,2] "
+      "--set diffusion.model.unet.groups=4 --set diffusion.model.unet.attention_max_size=4 "
+      "--set diffusion.train.class_conditional=true --batch 8 --train-steps 3 --out " +
+      dir.file("unet"));
+  ASSERT_EQ(teacher.exit_code, 0) << teacher.output;
+  const std::string sample = "diffusion sample " + tiny_flags(data) +
+                             "--samples 5 --steps 4 --set diffusion.train_images=20 ";
+  for (const std::string& which :
+       std::vector<std::string>{"ddim --teacher exact", "heun --teacher " + dir.file("unet")}) {
+    const std::string args = sample + "--sampler " + which + " ";
+    CommandResult single = distill_cli(args + "--out " + dir.file("one"));
+    ASSERT_EQ(single.exit_code, 0) << single.output;
+    run_two_ranks(dir, args + "--out " + dir.file("two"));
+    at::Tensor one = io::get_tensor(io::load_dict(dir.file("one/samples.pt")), "images", "one");
+    at::Tensor two = io::get_tensor(io::load_dict(dir.file("two/samples.pt")), "images", "two");
+    ASSERT_EQ(one.sizes(), two.sizes());
+    EXPECT_TRUE(at::allclose(one, two, 1e-4, 1e-5))
+        << which << ": max |diff| " << (one - two).abs().max().item<double>();
+    EXPECT_FALSE(contains(read_text(dir.file("rank1.log")), "samples:"));
+  }
+  CommandResult ddpm = run_command("WORLD_SIZE=2 RANK=1 " + distill_binary() + " " + sample +
+                                   "--sampler ddpm --out " + dir.file("ddpm"));
+  EXPECT_EQ(ddpm.exit_code, 2) << ddpm.output;
+  EXPECT_TRUE(contains(ddpm.output, "\"ddpm\" runs as one process")) << ddpm.output;
+}
+
 // The launcher the README documents: Debian's torchrun (1.13: underscore flags; `-r 1 -t 1`
 // works around its Python 3.11 failure on the default --redirects/--tee "0"). Its agent hosts the
 // TCPStore (TORCHELASTIC_USE_AGENT_STORE=True), so every rank is a store client.
