@@ -74,6 +74,28 @@ TEST(Cli, CudaWithoutGpuIsAClearError) {
   EXPECT_TRUE(contains(r.output, "--device cuda")) << r.output;
 }
 
+// The GPU case of `distill train`: two epochs on cuda equal the
+// CPU run up to float differences between the two backends. Cannot run on this project's CI
+// machines (no GPU, CPU-only Debian LibTorch): it skips there, saying why.
+TEST(Cli, CudaRunsMatchTheCpuRuns) {
+  if (!at::hasCUDA()) {
+    GTEST_SKIP() << "no CUDA: this LibTorch is built without CUDA or no GPU is visible; the GPU "
+                    "case needs both";
+  }
+  TempDir dir;
+  std::string data = write_tiny_dataset(dir);
+  const std::string train = "train --epochs 2 " + tiny_flags(data) +
+                            "--set model.width=8 --set model.depth=1 --set augment.name=none ";
+  for (const std::string device : {"cpu", "cuda"}) {
+    CommandResult r = distill_cli(train + "--device " + device + " --out " + dir.file(device));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  at::Tensor cpu = io::get_tensor(io::load_dict(dir.file("cpu/model.pt")), "params", "cpu");
+  at::Tensor cuda = io::get_tensor(io::load_dict(dir.file("cuda/model.pt")), "params", "cuda");
+  EXPECT_TRUE(at::allclose(cpu, cuda, 1e-3, 1e-4))
+      << "max |diff| " << (cpu - cuda).abs().max().item<double>();
+}
+
 TEST(Cli, ConfigDumpShowsProtocolDefaultsAndOverrides) {
   CommandResult r = distill_cli("config --dump eval --set eval.runs=3");
   EXPECT_EQ(r.exit_code, 0) << r.output;
