@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "src/cli/command.h"
 #include "src/core/error.h"
@@ -106,11 +107,15 @@ std::map<std::string, double> run_job(const Job& job, const KdCommandOptions& o,
   const std::string checkpoint = job.out + "/checkpoint.pt";
   trainer.set_checkpoint(checkpoint);
   trainer.set_progress(job.label, run.progress);
+  trainer.set_process_group(run.group);  // data-parallel when launched on several processes
   const bool resuming = resume && std::filesystem::exists(checkpoint);
   train::TrainState state = resuming ? trainer.load_checkpoint(checkpoint) : trainer.init_state();
-  io::MetricsLog metrics(job.out + "/metrics.jsonl",
-                         resuming ? std::optional<int64_t>(state.step) : std::nullopt);
-  trainer.set_metrics(&metrics);
+  std::optional<io::MetricsLog> metrics;  // rank 0 writes the run folder
+  if (run.rank == 0) {
+    metrics.emplace(job.out + "/metrics.jsonl",
+                    resuming ? std::optional<int64_t>(state.step) : std::nullopt);
+    trainer.set_metrics(&*metrics);
+  }
   state.params = state.params.to(run.device);
   state.buffers = state.buffers.to(run.device);
   if (state.aux.defined()) state.aux = state.aux.to(run.device);
@@ -123,8 +128,10 @@ std::map<std::string, double> run_job(const Job& job, const KdCommandOptions& o,
     result["test_accuracy"] = test.accuracy;
     result["test_loss"] = test.loss;
   }
-  save_model_file(job.out + "/model.pt", *job.model, state,
-                  {train_set.channels(), train_set.height(), train_set.width()});
+  if (run.rank == 0) {
+    save_model_file(job.out + "/model.pt", *job.model, state,
+                    {train_set.channels(), train_set.height(), train_set.width()});
+  }
   *final_state = state;
   return result;
 }
@@ -166,7 +173,6 @@ void run_kd(KdCommandOptions& o, const Invocation& invocation) {
     needs_teacher = needs_teacher || kd::uses_teacher(o.kd.losses[i]);
   }
 
-  require_single_process("kd");
   RunContext run = start_run(o.run, config::dump(o));
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   if (o.kd.data_fraction < 1) {
@@ -194,17 +200,19 @@ void run_kd(KdCommandOptions& o, const Invocation& invocation) {
         *teacher->model, teacher->params.to(run.device), teacher->buffers.to(run.device),
         test_set.images.to(run.device), test_set.labels.to(run.device));
     results["teacher_test_accuracy"] = t.accuracy;
-    std::cerr << "distill kd: teacher " << teacher->model->arch() << " test accuracy "
-              << 100.0 * t.accuracy << " %\n";
+    if (run.rank == 0)
+      std::cerr << "distill kd: teacher " << teacher->model->arch() << " test accuracy "
+                << 100.0 * t.accuracy << " %\n";
   }
 
   train::TrainState state;
   if (o.kd.scheme == "offline") {
     auto student = models::make_model(o.model, channels, size, classes);
     auto objective = offline_objective(o, *student, teacher, train_set, run);
-    std::cerr << "distill kd: student " << student->arch() << " (" << student->num_params()
-              << " parameters) on " << train_set.size() << " images, " << o.train.epochs
-              << " epochs\n";
+    if (run.rank == 0)
+      std::cerr << "distill kd: student " << student->arch() << " (" << student->num_params()
+                << " parameters) on " << train_set.size() << " images, " << o.train.epochs
+                << " epochs\n";
     auto r = run_job({student.get(), objective, run.out, "kd " + student->arch()}, o, run,
                      train_set, test_set, invocation.resume, &state);
     for (const auto& [k, v] : r) results[k] = v;
@@ -248,6 +256,7 @@ void run_kd(KdCommandOptions& o, const Invocation& invocation) {
           kd::teacher_from_state(std::move(student), state.params, state.buffers));
     }
   }
+  if (run.rank != 0) return;
   io::write_file_atomic(run.out + "/results.json", results.dump(2) + "\n");
   std::cout << "test accuracy " << 100.0 * results["test_accuracy"].get<double>() << " %"
             << (results.contains("teacher_test_accuracy")

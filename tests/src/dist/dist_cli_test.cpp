@@ -203,6 +203,36 @@ TEST(DistCli, SplitTrajectoryMatchingEqualsOneProcess) {
   }
 }
 
+// Knowledge distillation data-parallel over 2 ranks (the Trainer's data parallelism with the KD
+// objective: per-sample losses, so the global batch's loss is the single-process loss) = one
+// process, for offline KD from a teacher and for deep mutual learning (a cohort of 2).
+TEST(DistCli, DataParallelKdMatchesOneProcess) {
+  TempDir dir;
+  const std::string data = write_tiny_dataset(dir);
+  CommandResult teacher =
+      distill_cli("train --epochs 2 " + tiny_flags(data) +
+                  "--set model.width=8 --set model.depth=1 --out " + dir.file("teacher"));
+  ASSERT_EQ(teacher.exit_code, 0) << teacher.output;
+  const std::string kd = "kd --epochs 2 " + tiny_flags(data) +
+                         "--set model.arch=mlp --set model.hidden=[16] "
+                         "--set train.batch_size=25 ";
+  for (const std::string& scheme :
+       std::vector<std::string>{"--teacher " + dir.file("teacher/model.pt") +
+                                    " --set teacher.model.width=8 --set teacher.model.depth=1 ",
+                                "--set kd.scheme=dml "}) {
+    CommandResult single = distill_cli(kd + scheme + "--out " + dir.file("one"));
+    ASSERT_EQ(single.exit_code, 0) << single.output;
+    run_two_ranks(dir, kd + scheme + "--out " + dir.file("two"));
+    at::Tensor one = io::get_tensor(io::load_dict(dir.file("one/model.pt")), "params", "one");
+    at::Tensor two = io::get_tensor(io::load_dict(dir.file("two/model.pt")), "params", "two");
+    EXPECT_TRUE(at::allclose(one, two, 1e-4, 1e-5))
+        << scheme << ": max |diff| " << (one - two).abs().max().item<double>();
+    EXPECT_FALSE(contains(read_text(dir.file("rank1.log")), "test accuracy"));
+    fs::remove_all(dir.file("one"));
+    fs::remove_all(dir.file("two"));
+  }
+}
+
 // Diffusion sampling with the rows spread over 2 ranks (5 samples: 3 and 2) = one process, for
 // the exact teacher and for a class-conditional U-Net (each rank's rows keep their labels).
 TEST(DistCli, SpreadDiffusionSamplingEqualsOneProcess) {
