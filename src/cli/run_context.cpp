@@ -41,7 +41,7 @@ void require_single_process(const std::string& command) {
   if (world_size > 1) {
     throw Error("distill " + command + " runs as one process (WORLD_SIZE is " +
                 std::to_string(world_size) +
-                "): multi-process runs exist for train, experts, eval, mtt, committee train, synth "
+                "): multi-process runs exist for train, kd, experts, eval, mtt, committee train, synth "
                 "recover and diffusion sample; launch this one without torchrun");
   }
 }
