@@ -39,10 +39,10 @@ RunContext start_run(const config::RunOptions& run, const std::string& effective
 void require_single_process(const std::string& command) {
   const int64_t world_size = dist::read_launch_env().world_size;
   if (world_size > 1) {
-    throw Error("distill " + command + " runs as one process (WORLD_SIZE is " +
-                std::to_string(world_size) +
-                "): multi-process runs exist for train, kd, experts, eval, mtt, committee train, synth "
-                "recover and diffusion sample; launch this one without torchrun");
+    throw Error(
+        "distill " + command + " runs as one process (WORLD_SIZE is " + std::to_string(world_size) +
+        "): multi-process runs exist for train, kd, experts, eval, mtt, committee train, synth "
+        "recover and diffusion sample; launch this one without torchrun");
   }
 }
 
