@@ -169,6 +169,9 @@ DenoiserModel train_denoiser(DenoiserModel model, const DenoiserTrainOptions& o,
                                 : std::string()));
     }
     at::Tensor grad = torch::autograd::grad({loss}, {leaf})[0];
+    // The schedule at the step's position after it: with the default linear warm-up the first
+    // step is not taken at lr 0 (the Trainer, which uses the position before, does take it); a
+    // cosine schedule's last step is at its minimum.
     const double lr = o.optimizer.lr *
                       train::lr_multiplier(o.lr_schedule, static_cast<double>(step + 1), o.steps);
     {

@@ -103,6 +103,21 @@ DenoiserModel load_denoiser_model(const std::string& path) {
     }
     return dict.at(key);
   };
+  auto require_int = [&](const std::string& key) -> int64_t {
+    const c10::IValue value = require(key);
+    if (!value.isInt()) {
+      throw Error("'" + path + "': key '" + key + "' must be an integer, found a " +
+                  value.tagKind());
+    }
+    return value.toInt();
+  };
+  auto require_string = [&](const std::string& key) -> std::string {
+    const c10::IValue value = require(key);
+    if (!value.isString()) {
+      throw Error("'" + path + "': key '" + key + "' must be a string, found a " + value.tagKind());
+    }
+    return value.toStringRef();
+  };
   const c10::IValue format = require("format");
   if (!format.isString() || format.toStringRef() != kFormat) {
     throw Error("'" + path + "': key 'format' is '" +
@@ -111,18 +126,18 @@ DenoiserModel load_denoiser_model(const std::string& path) {
   }
   DenoiserModel m;
   // The same reader as the settings: an unknown arch or prediction is an error naming the key.
-  config::read(config::ConfigSource::from_string(require("denoiser").toStringRef(),
-                                                 path + " [key 'denoiser']"),
-               m.options);
+  config::read(
+      config::ConfigSource::from_string(require_string("denoiser"), path + " [key 'denoiser']"),
+      m.options);
   at::Tensor shape = io::get_tensor(dict, "item_shape", path).to(at::kLong).contiguous();
   m.item_shape.assign(shape.data_ptr<int64_t>(), shape.data_ptr<int64_t>() + shape.numel());
-  m.num_classes = require("num_classes").toInt();
+  m.num_classes = require_int("num_classes");
   m.mean = io::get_tensor(dict, "mean", path).to(at::kFloat);
   m.std = io::get_tensor(dict, "std", path).to(at::kFloat);
-  m.dataset = require("dataset").toStringRef();
+  m.dataset = require_string("dataset");
   m.params = io::get_tensor(dict, "params", path).to(at::kFloat);
   if (io::has_key(dict, "ema")) m.ema = io::get_tensor(dict, "ema", path).to(at::kFloat);
-  m.steps = require("steps").toInt();
+  m.steps = require_int("steps");
   std::unique_ptr<models::Model> net;
   try {
     net = make_denoiser_net(m.options, m.item_shape, m.num_classes);

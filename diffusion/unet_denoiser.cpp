@@ -192,8 +192,9 @@ at::Tensor UnetDenoiserNet::forward(const at::Tensor& x, const at::Tensor& c_noi
     at::Tensor index = labels.defined()
                            ? labels.to(at::kLong)
                            : at::full({x.size(0)}, null_class(), x.options().dtype(at::kLong));
-    if (index.dim() != 1 || index.size(0) != x.size(0) || index.min().item<int64_t>() < 0 ||
-        index.max().item<int64_t>() > num_classes_) {
+    if (index.dim() != 1 || index.size(0) != x.size(0) ||
+        (index.numel() > 0 &&
+         (index.min().item<int64_t>() < 0 || index.max().item<int64_t>() > num_classes_))) {
       throw Error("unet: labels must be one class id per image in [0, " + str(num_classes_) +
                   "] (" + str(num_classes_) + " = unconditional)");
     }

@@ -210,6 +210,18 @@ eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector
     std::cerr << "synth recover: " << batches << " batch(es) for " << group->world_size()
               << " processes: some ranks have nothing to do (lower synth.recover.batch_ipc)\n";
   }
+  if (resume && !parallel && !std::filesystem::exists(checkpoint_path) &&
+      std::filesystem::exists(out + "/batches")) {
+    throw Error("'" + out + "' holds the finished batches of a multi-process recovery (" + out +
+                "/batches) but no checkpoint.pt: resume it with several processes");
+  }
+  if (resume && parallel && std::filesystem::exists(checkpoint_path) &&
+      !std::filesystem::exists(out + "/batches")) {
+    throw Error("'" + checkpoint_path +
+                "' is the checkpoint of a single-process recovery: resume "
+                "it as one process (multi-process runs resume from " +
+                out + "/batches)");
+  }
   if (resume && !parallel) {
     io::TensorDict dict = io::load_dict(checkpoint_path);
     images = io::get_tensor(dict, "images", checkpoint_path).to(at::kFloat);

@@ -11,6 +11,7 @@
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 #include "src/data/dataset.h"
+#include "src/dist/process_group.h"
 #include "src/io/atomic_file.h"
 #include "src/kd/cohort.h"
 #include "src/kd/kd_objective.h"
@@ -173,6 +174,17 @@ void run_kd(KdCommandOptions& o, const Invocation& invocation) {
     needs_teacher = needs_teacher || kd::uses_teacher(o.kd.losses[i]);
   }
 
+  const int64_t world_size = dist::read_launch_env().world_size;
+  for (size_t i = 0; i < o.kd.losses.size(); ++i) {
+    // Relational losses compare the samples of a batch: split over ranks they would see only a
+    // rank's part (and a 1-image part cannot form a pair), so the run would not be the
+    // single-process one.
+    if (world_size > 1 && o.kd.losses[i].name.rfind("rkd", 0) == 0) {
+      throw Error("kd.losses[" + std::to_string(i) + "] (" + o.kd.losses[i].name +
+                  ") relates the samples of a batch and runs as one process (WORLD_SIZE is " +
+                  std::to_string(world_size) + "); the per-sample losses run data-parallel");
+    }
+  }
   RunContext run = start_run(o.run, config::dump(o));
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   if (o.kd.data_fraction < 1) {

@@ -2,6 +2,7 @@
 // `distill synth recover|relabel` (committee soft-labeling, synth/).
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -154,7 +155,24 @@ void run_export(SynthCommandOptions& o, const Invocation&) {
   RunContext run = start_run(o.run, config::dump(o));
   // A ZCA set is shown in pixel space: its whitening is refitted from the data settings.
   std::shared_ptr<const data::Zca> zca;
-  if (set.zca_eps > 0) zca = data::load_normalized(o.data).norm.zca;
+  if (set.zca_eps > 0) {
+    data::Normalization norm = data::load_normalized(o.data).norm;
+    // The refitted whitening is only the set's if the data settings are the ones it was made
+    // with: same normalization and ZCA strength.
+    const bool same = norm.zca && std::abs(norm.zca->eps() - set.zca_eps) < 1e-12 &&
+                      set.mean.defined() && set.std.defined() &&
+                      at::allclose(norm.mean.to(at::kDouble), set.mean.to(at::kDouble)) &&
+                      at::allclose(norm.std.to(at::kDouble), set.std.to(at::kDouble));
+    if (!same) {
+      throw Error(
+          "'" + path + "' is a ZCA set (zca_eps " + std::to_string(set.zca_eps) +
+          "); the data settings (data.*) give " +
+          (norm.zca ? "zca_eps " + std::to_string(norm.zca->eps()) : std::string("no ZCA")) +
+          " and another normalization or strength would un-whiten it wrongly: pass the "
+          "data settings the set was made with");
+    }
+    zca = norm.zca;
+  }
   const std::vector<std::string> names = eval::export_image_folder(set, run.out, zca.get());
   eval::save_set_grid(run.out + "/grid.png", set, zca.get());
   std::cout << "exported " << set.images.size(0) << " images in " << names.size()

@@ -72,9 +72,9 @@ Teacher load_teacher(const TeacherOptions& options, int64_t channels, int64_t im
       for (int64_t i = 0; i < shape.numel(); ++i) {
         found += (i ? "x" : "") + std::to_string(shape.view({-1})[i].item<int64_t>());
       }
-      throw Error("teacher checkpoint '" + path + "' was trained on " + found +
-                  " images, the data is " + std::to_string(channels) + "x" +
-                  std::to_string(image_size) + "x" + std::to_string(image_size));
+      throw Error(file_label + " '" + path + "' was trained on " + found + " images, the data is " +
+                  std::to_string(channels) + "x" + std::to_string(image_size) + "x" +
+                  std::to_string(image_size));
     }
   }
   // model.pt also stores every tensor under its state_dict name: compare shapes one by one, so a

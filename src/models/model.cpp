@@ -137,13 +137,18 @@ at::Tensor Model::synchronised_batch_norm(
   // One all-reduce per layer: per-channel sums and sums of squares plus this replica's count
   // (a replica with an empty part contributes zeros and still takes part in the collective).
   const double local_count = static_cast<double>(x.numel() / channels);
-  at::Tensor local = at::cat({x.sum(reduce_dims), (x * x).sum(reduce_dims),
-                              at::full({1}, local_count, x.options())});
+  // Sums accumulated and combined in double: var = E[x^2] - mean^2 cancels when |mean| >> std.
+  at::Tensor local =
+      at::cat({x.sum(reduce_dims, false, at::kDouble), (x * x).sum(reduce_dims, false, at::kDouble),
+               at::full({1}, local_count, x.options().dtype(at::kDouble))});
   at::Tensor global = sum_over_replicas(local);
   at::Tensor count = global.narrow(0, 2 * channels, 1);
-  at::Tensor mean = global.narrow(0, 0, channels) / count;
+  at::Tensor mean_double = global.narrow(0, 0, channels) / count;
   // Biased variance normalises (as batch_norm in train mode); the running estimate is unbiased.
-  at::Tensor var = (global.narrow(0, channels, channels) / count - mean * mean).clamp_min(0);
+  at::Tensor var = (global.narrow(0, channels, channels) / count - mean_double * mean_double)
+                       .clamp_min(0)
+                       .to(x.scalar_type());
+  at::Tensor mean = mean_double.to(x.scalar_type());
   {
     at::NoGradGuard no_grad;
     const double n = count.item<double>();

@@ -310,6 +310,14 @@ TEST(DistCli, CommandsWithoutMultiProcessSupportRefuse) {
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_TRUE(contains(r.output, "distill subset runs as one process")) << r.output;
   EXPECT_FALSE(fs::exists(dir.file("s/config.toml")));
+  // kd runs data-parallel, but not with a loss relating the samples of a batch.
+  r = run_command("WORLD_SIZE=2 RANK=1 " + distill_binary() + " kd " + tiny_flags(data) +
+                  "--teacher " + dir.file("no_teacher.pt") +
+                  " --set 'kd.losses=[{name=\"rkd_distance\"}]' --out " + dir.file("k"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "kd.losses[0] (rkd_distance) relates the samples of a batch"))
+      << r.output;
+  EXPECT_FALSE(fs::exists(dir.file("k/config.toml")));
 }
 
 }  // namespace

@@ -99,7 +99,7 @@ TEST(ManifoldMetrics, HandComputedOneDimensionalCase) {
   EXPECT_DOUBLE_EQ(m.density, 1.2);
   EXPECT_DOUBLE_EQ(m.coverage, 1.0);
   // k = 2: real radii 2 1 1 2 4 (6's second neighbour is 2); the ball of 6 now reaches 2.2 and
-  // 3.5 but not 10 (distance 4 <= 4: inside, "<=" as in both papers' code).
+  // 3.5, and 10 too (distance 4 <= radius 4: inside, "<=" as in both papers' code).
   ManifoldMetrics m2 = manifold_metrics(real, fake, 2);
   EXPECT_DOUBLE_EQ(m2.precision, 4.0 / 5);
 }
