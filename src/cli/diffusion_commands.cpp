@@ -6,12 +6,15 @@
 #include <chrono>
 #include <cmath>
 #include <iostream>
+#include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "diffusion/exact_denoisers.h"
 #include "diffusion/noise_schedule.h"
 #include "diffusion/samplers.h"
 #include "src/cli/command.h"
+#include "src/cli/diffusion_distill_command.h"
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 #include "src/data/dataset.h"
@@ -25,6 +28,7 @@ namespace {
 
 struct DiffusionSampleSettings {
   std::string teacher = "exact";
+  std::string model;  // teacher = file
   int64_t train_images = 2000;
   int64_t samples = 64;
   diffusion::SamplerOptions sampler;
@@ -32,8 +36,10 @@ struct DiffusionSampleSettings {
   void visit(config::Visitor& v) {
     v.choice("teacher", teacher,
              "exact: the optimal denoiser of the first train_images training images (a softmax-"
-             "weighted mean of them); its probability-flow ODE ends on training images",
-             {"exact"});
+             "weighted mean of them); its probability-flow ODE ends on training images; file: "
+             "the diffusion model file `model` (e.g. a student of `distill diffusion distill`)",
+             {"exact", "file"});
+    v.field("model", model, "teacher = file: path of the diffusion model file");
     v.field("train_images", train_images,
             "exact teacher: how many training images (the first ones) form its finite set");
     v.field("samples", samples, "how many images to draw");
@@ -46,10 +52,12 @@ struct DiffusionCommandOptions {
   config::RunOptions run;
   data::DataOptions data;
   DiffusionSampleSettings diffusion;
+  DiffusionDistillSettings distill;  // `distill diffusion distill`
   void visit(config::Visitor& v) {
     v.section("run", run);
     v.section("data", data);
     v.section("diffusion", diffusion);
+    v.section("distill", distill);
   }
 };
 
@@ -65,6 +73,10 @@ void check_sample_settings(const DiffusionSampleSettings& s) {
     throw Error("diffusion.train_images must be >= 1, found " + std::to_string(s.train_images));
   }
   diffusion::validate(s.sampler.schedule, "diffusion.sampler.schedule");
+  if ((s.teacher == "file") != !s.model.empty()) {
+    throw Error("diffusion.model: set it exactly when diffusion.teacher = \"file\" (teacher '" +
+                s.teacher + "', model '" + s.model + "')");
+  }
 }
 
 // Samples back in pixel space: undo ZCA (if the data was whitened), then mean/std.
@@ -78,22 +90,39 @@ void run_sample(DiffusionCommandOptions& o) {
   const DiffusionSampleSettings& s = o.diffusion;
   check_sample_settings(s);
   require_single_process("diffusion sample");
-  auto [train_set, test_set, norm] = data::load_normalized(o.data);
+  // A model file carries its item shape and the data's normalization: no dataset is read.
+  std::optional<LoadedDiffusionModel> model;
+  if (s.teacher == "file") model = load_diffusion_model(s.model);
+  data::PreparedData prepared;
+  if (!model) prepared = data::load_normalized(o.data);
+  data::Normalization& norm = prepared.norm;
+  at::Tensor train_images;
   RunContext run = start_run(o.run, config::dump(o));
 
-  const int64_t used = std::min(s.train_images, train_set.size());
-  at::Tensor train_images = train_set.images.slice(0, 0, used).to(at::kFloat).contiguous();
-  diffusion::FiniteSetDenoiser exact(train_images.to(run.device));
-  diffusion::Denoiser teacher = [&exact](const at::Tensor& x, const at::Tensor& sigma) {
-    return exact(x, sigma);
-  };
+  int64_t used = 0;
+  std::shared_ptr<diffusion::FiniteSetDenoiser> exact;
+  diffusion::Denoiser teacher;
+  std::vector<int64_t> item_shape;
+  if (model) {
+    teacher = model->denoiser;
+    item_shape = model->item_shape;
+    norm.mean = model->mean.defined() ? model->mean : at::zeros({item_shape[0]});
+    norm.std = model->std.defined() ? model->std : at::ones({item_shape[0]});
+  } else {
+    used = std::min(s.train_images, prepared.train.size());
+    train_images = prepared.train.images.slice(0, 0, used).to(at::kFloat).contiguous();
+    exact = std::make_shared<diffusion::FiniteSetDenoiser>(train_images.to(run.device));
+    teacher = [exact](const at::Tensor& x, const at::Tensor& sigma) { return (*exact)(x, sigma); };
+    item_shape.assign(train_images.sizes().begin() + 1, train_images.sizes().end());
+  }
   std::cerr << "distill diffusion sample: " << s.samples << " images, " << s.sampler.name
             << " with " << s.sampler.steps << " steps (" << s.sampler.schedule.name
-            << " schedule), exact teacher of " << used << " training images\n";
+            << " schedule), "
+            << (model ? "model " + s.model
+                      : "exact teacher of " + std::to_string(used) + " training images")
+            << "\n";
 
   at::Generator generator = make_generator(run.seed, 0xd1ff);  // "diff": the starting noise
-  const std::vector<int64_t> item_shape(train_images.sizes().begin() + 1,
-                                        train_images.sizes().end());
   const auto start = std::chrono::steady_clock::now();
   at::Tensor images =
       diffusion::generate(s.sampler, teacher, item_shape, s.samples, generator, at::kFloat).cpu();
@@ -133,11 +162,17 @@ void run_sample(DiffusionCommandOptions& o) {
 }
 
 void run_diffusion(DiffusionCommandOptions& o, const Invocation& invocation) {
-  const std::string usage = "usage: distill diffusion sample [--sampler NAME] [--steps N] [...]";
+  const std::string usage =
+      "usage: distill diffusion sample [--sampler NAME] [--steps N] [...] | distill diffusion "
+      "distill --method progressive|consistency [--data dataset|none] [--resume] [...]";
   if (invocation.positional.size() != 1) throw Error(usage);
   const std::string& which = invocation.positional[0];
   if (which == "sample") return run_sample(o);
-  throw Error("unknown diffusion step '" + which + "' (only sample exists so far); " + usage);
+  if (which == "distill") {
+    return run_diffusion_distill(o.run, o.data, o.diffusion.train_images, o.distill,
+                                 config::dump(o), invocation.resume);
+  }
+  throw Error("unknown diffusion step '" + which + "' (expected sample or distill); " + usage);
 }
 
 }  // namespace
@@ -150,7 +185,11 @@ Command diffusion_command() {
        {"sampler", "diffusion.sampler.name"},
        {"steps", "diffusion.sampler.steps"},
        {"samples", "diffusion.samples"},
-       {"train-images", "diffusion.train_images"}},
+       {"train-images", "diffusion.train_images"},
+       {"model", "diffusion.model"},
+       {"method", "distill.method"},
+       {"data", "distill.data"},
+       {"teacher-file", "distill.teacher_file"}},
       run_diffusion);
 }
 
