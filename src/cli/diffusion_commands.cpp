@@ -1,16 +1,19 @@
+// `distill diffusion train`: trains a denoiser (U-Net, or an MLP on flattened items) on a src/
+// dataset and writes model.pt (diffusion/model_file.h).
 // `distill diffusion sample`: draws images with one of diffusion/'s samplers from a teacher
-// denoiser. The only teacher so far is the exact one of a finite training set (no network to
-// train), so this command measures samplers, not models.
+// denoiser: a trained one (model.pt or its run folder) or the exact one of a finite training set
+// (no network; it measures samplers, not models).
 #include <ATen/ATen.h>
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <iostream>
-#include <memory>
-#include <optional>
 #include <nlohmann/json.hpp>
 
+#include "diffusion/denoiser_training.h"
 #include "diffusion/exact_denoisers.h"
+#include "diffusion/model_file.h"
 #include "diffusion/noise_schedule.h"
 #include "diffusion/samplers.h"
 #include "src/cli/command.h"
@@ -28,22 +31,32 @@ namespace {
 
 struct DiffusionSampleSettings {
   std::string teacher = "exact";
-  std::string model;  // teacher = file
+  std::string weights = "ema";
+  std::string labels = "cycle";
   int64_t train_images = 2000;
   int64_t samples = 64;
   diffusion::SamplerOptions sampler;
+  // `distill diffusion train`
+  diffusion::DenoiserArchOptions model;
+  diffusion::DenoiserTrainOptions train;
 
   void visit(config::Visitor& v) {
-    v.choice("teacher", teacher,
-             "exact: the optimal denoiser of the first train_images training images (a softmax-"
-             "weighted mean of them); its probability-flow ODE ends on training images; file: "
-             "the diffusion model file `model` (e.g. a student of `distill diffusion distill`)",
-             {"exact", "file"});
-    v.field("model", model, "teacher = file: path of the diffusion model file");
+    v.field("teacher", teacher,
+            "sample: a model.pt of `distill diffusion train` or its run folder, or exact: the "
+            "optimal denoiser of the first train_images training images (a softmax-weighted mean "
+            "of them), whose probability-flow ODE ends on training images");
+    v.choice("weights", weights, "sample, trained teacher: its ema or its raw params",
+             {"ema", "params"});
+    v.choice("labels", labels,
+             "sample, class-conditional teacher: cycle (image i gets class i mod classes, so grid "
+             "columns are classes when the column count is a multiple) or null (unconditional)",
+             {"cycle", "null"});
     v.field("train_images", train_images,
             "exact teacher: how many training images (the first ones) form its finite set");
     v.field("samples", samples, "how many images to draw");
     v.section("sampler", sampler);
+    v.section("model", model);
+    v.section("train", train);
   }
 };
 
@@ -52,7 +65,7 @@ struct DiffusionCommandOptions {
   config::RunOptions run;
   data::DataOptions data;
   DiffusionSampleSettings diffusion;
-  DiffusionDistillSettings distill;  // `distill diffusion distill`
+  DiffusionDistillSettings distill;  // `distill diffusion distill` (diffusion_distill_command.h)
   void visit(config::Visitor& v) {
     v.section("run", run);
     v.section("data", data);
@@ -73,10 +86,6 @@ void check_sample_settings(const DiffusionSampleSettings& s) {
     throw Error("diffusion.train_images must be >= 1, found " + std::to_string(s.train_images));
   }
   diffusion::validate(s.sampler.schedule, "diffusion.sampler.schedule");
-  if ((s.teacher == "file") != !s.model.empty()) {
-    throw Error("diffusion.model: set it exactly when diffusion.teacher = \"file\" (teacher '" +
-                s.teacher + "', model '" + s.model + "')");
-  }
 }
 
 // Samples back in pixel space: undo ZCA (if the data was whitened), then mean/std.
@@ -86,46 +95,145 @@ at::Tensor for_display(const at::Tensor& images, const data::Normalization& norm
   return io::denormalize(shown, norm.mean, norm.std);
 }
 
+std::vector<int64_t> item_shape_of(const data::Dataset& set) {
+  return {set.channels(), set.height(), set.width()};
+}
+
+void run_train(DiffusionCommandOptions& o, const Invocation& invocation) {
+  const DiffusionSampleSettings& s = o.diffusion;
+  diffusion::validate(s.train, "diffusion.train");
+  require_single_process("diffusion train");
+  auto [train_set, test_set, norm] = data::load_normalized(o.data);
+  diffusion::DenoiserModel model;
+  model.options = s.model;
+  model.item_shape = item_shape_of(train_set);
+  model.num_classes = s.train.class_conditional ? train_set.num_classes : 0;
+  model.mean = norm.mean;
+  model.std = norm.std;
+  model.dataset = o.data.name;
+  if (norm.zca) {
+    throw Error("data.zca: diffusion train models the normalized images themselves; turn ZCA "
+                "off (found data.zca = true)");
+  }
+  // Builds the network before the run folder exists, so a shape error leaves nothing behind.
+  auto net = diffusion::make_denoiser_net(model.options, model.item_shape, model.num_classes);
+  RunContext run = start_run(o.run, config::dump(o));
+  std::cerr << "distill diffusion train: " << model.options.arch << " (" << net->num_params()
+            << " parameters, " << model.options.precondition.output << " output) on "
+            << train_set.size() << " " << diffusion::shape_string(model.item_shape)
+            << " images, " << s.train.steps << " steps of " << s.train.batch
+            << (model.num_classes > 0 ? ", class-conditional" : "") << ", device "
+            << run.device.str() << "\n";
+  const auto start = std::chrono::steady_clock::now();
+  model = diffusion::train_denoiser(model, s.train, train_set.images.to(run.device),
+                                    train_set.labels.to(run.device), run.seed, run.out,
+                                    invocation.resume, run.progress);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  nlohmann::json results;
+  results["arch"] = model.options.arch;
+  results["parameters"] = net->num_params();
+  results["steps"] = model.steps;
+  results["batch"] = s.train.batch;
+  results["seconds_this_invocation"] = seconds;
+  results["resumed"] = invocation.resume;
+  io::write_file_atomic(run.out + "/results.json", results.dump(2) + "\n");
+  std::cout << "denoiser: " << run.out << "/model.pt (" << model.steps << " steps)\n";
+  std::cout << "report: " << refresh_run_report(run.out) << "\n";
+}
+
+// "[0.2861, 0.5]" (per-channel statistics in messages).
+std::string values_of(const at::Tensor& t) {
+  at::Tensor v = t.to(at::kDouble).contiguous().cpu();
+  std::string text = "[";
+  for (int64_t i = 0; i < v.numel(); ++i) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%s%.4g", i ? ", " : "", v.data_ptr<double>()[i]);
+    text += buf;
+  }
+  return text + "]";
+}
+
+// The trained teacher named by diffusion.teacher, checked against the data's image shape.
+struct TrainedTeacher {
+  diffusion::DenoiserModel model;
+  std::unique_ptr<models::Model> net;
+  std::string path;
+};
+TrainedTeacher load_teacher(const DiffusionSampleSettings& s, const data::Dataset& train_set,
+                            const data::Normalization& norm) {
+  TrainedTeacher t;
+  t.path = diffusion::resolve_model_path(s.teacher, "diffusion.teacher");
+  t.model = diffusion::load_denoiser_model(t.path);
+  if (t.model.item_shape != item_shape_of(train_set)) {
+    throw Error("diffusion.teacher: '" + t.path + "' holds a denoiser for " +
+                diffusion::shape_string(t.model.item_shape) + " images, the data (data.path) has " +
+                diffusion::shape_string(item_shape_of(train_set)) + " images");
+  }
+  // Samples live in the teacher's normalized space; shown with other statistics they would be
+  // silently wrong.
+  if (!t.model.mean.sizes().equals(norm.mean.sizes()) ||
+      !at::allclose(t.model.mean, norm.mean.to(at::kFloat)) ||
+      !at::allclose(t.model.std, norm.std.to(at::kFloat))) {
+    throw Error("diffusion.teacher: '" + t.path + "' was trained on data normalized with mean " +
+                values_of(t.model.mean) + " and std " + values_of(t.model.std) +
+                ", the data here (data.mean/data.std, data.name) uses mean " +
+                values_of(norm.mean) + " and std " + values_of(norm.std));
+  }
+  if (s.weights == "ema" && !t.model.ema.defined()) {
+    throw Error("diffusion.weights = ema: '" + t.path +
+                "' has no EMA weights (trained with ema_decay = 0); use params");
+  }
+  t.net = diffusion::make_denoiser_net(t.model.options, t.model.item_shape, t.model.num_classes);
+  return t;
+}
+
 void run_sample(DiffusionCommandOptions& o) {
   const DiffusionSampleSettings& s = o.diffusion;
   check_sample_settings(s);
   require_single_process("diffusion sample");
-  // A model file carries its item shape and the data's normalization: no dataset is read.
-  std::optional<LoadedDiffusionModel> model;
-  if (s.teacher == "file") model = load_diffusion_model(s.model);
-  data::PreparedData prepared;
-  if (!model) prepared = data::load_normalized(o.data);
-  data::Normalization& norm = prepared.norm;
-  at::Tensor train_images;
+  auto [train_set, test_set, norm] = data::load_normalized(o.data);
+  const bool exact_teacher = s.teacher == "exact";
+  TrainedTeacher trained;
+  if (!exact_teacher) trained = load_teacher(s, train_set, norm);
   RunContext run = start_run(o.run, config::dump(o));
 
-  int64_t used = 0;
-  std::shared_ptr<diffusion::FiniteSetDenoiser> exact;
+  const int64_t used = exact_teacher ? std::min(s.train_images, train_set.size()) : 0;
+  std::unique_ptr<diffusion::FiniteSetDenoiser> exact;
   diffusion::Denoiser teacher;
-  std::vector<int64_t> item_shape;
-  if (model) {
-    teacher = model->denoiser;
-    item_shape = model->item_shape;
-    norm.mean = model->mean.defined() ? model->mean : at::zeros({item_shape[0]});
-    norm.std = model->std.defined() ? model->std : at::ones({item_shape[0]});
+  if (exact_teacher) {
+    at::Tensor train_images = train_set.images.slice(0, 0, used).to(at::kFloat).contiguous();
+    exact = std::make_unique<diffusion::FiniteSetDenoiser>(train_images.to(run.device));
+    teacher = [&exact](const at::Tensor& x, const at::Tensor& sigma) { return (*exact)(x, sigma); };
+    std::cerr << "distill diffusion sample: " << s.samples << " images, " << s.sampler.name
+              << " with " << s.sampler.steps << " steps (" << s.sampler.schedule.name
+              << " schedule), exact teacher of " << used << " training images\n";
   } else {
-    used = std::min(s.train_images, prepared.train.size());
-    train_images = prepared.train.images.slice(0, 0, used).to(at::kFloat).contiguous();
-    exact = std::make_shared<diffusion::FiniteSetDenoiser>(train_images.to(run.device));
-    teacher = [exact](const at::Tensor& x, const at::Tensor& sigma) { return (*exact)(x, sigma); };
-    item_shape.assign(train_images.sizes().begin() + 1, train_images.sizes().end());
+    at::Tensor weights = (s.weights == "ema" ? trained.model.ema : trained.model.params);
+    at::Tensor labels;
+    if (trained.model.num_classes > 0) {
+      labels = s.labels == "cycle"
+                   ? at::arange(s.samples, at::kLong).remainder(trained.model.num_classes)
+                   : at::full({s.samples}, trained.model.num_classes, at::kLong);
+      labels = labels.to(run.device);
+    }
+    teacher = diffusion::make_denoiser(trained.model.options, *trained.net,
+                                       weights.to(run.device), labels);
+    std::cerr << "distill diffusion sample: " << s.samples << " images, " << s.sampler.name
+              << " with " << s.sampler.steps << " steps (" << s.sampler.schedule.name
+              << " schedule), " << trained.model.options.arch << " teacher " << trained.path
+              << " (" << s.weights << " weights, " << trained.model.steps << " steps)\n";
   }
-  std::cerr << "distill diffusion sample: " << s.samples << " images, " << s.sampler.name
-            << " with " << s.sampler.steps << " steps (" << s.sampler.schedule.name
-            << " schedule), "
-            << (model ? "model " + s.model
-                      : "exact teacher of " + std::to_string(used) + " training images")
-            << "\n";
 
   at::Generator generator = make_generator(run.seed, 0xd1ff);  // "diff": the starting noise
+  const std::vector<int64_t> item_shape = item_shape_of(train_set);
   const auto start = std::chrono::steady_clock::now();
-  at::Tensor images =
-      diffusion::generate(s.sampler, teacher, item_shape, s.samples, generator, at::kFloat).cpu();
+  at::Tensor images;
+  {
+    at::NoGradGuard no_grad;
+    images =
+        diffusion::generate(s.sampler, teacher, item_shape, s.samples, generator, at::kFloat).cpu();
+  }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
@@ -133,8 +241,9 @@ void run_sample(DiffusionCommandOptions& o) {
   dict.insert("images", images);  // normalized like the data (data.* settings)
   dict.insert("mean", norm.mean);
   dict.insert("std", norm.std);
-  dict.insert("teacher", s.teacher);
-  dict.insert("train_images", used);
+  dict.insert("teacher", exact_teacher ? s.teacher : trained.path);
+  if (exact_teacher) dict.insert("train_images", used);
+  if (!exact_teacher) dict.insert("weights", s.weights);
   dict.insert("sampler", s.sampler.name);
   dict.insert("steps", s.sampler.steps);
   dict.insert("schedule", s.sampler.schedule.name);
@@ -146,8 +255,9 @@ void run_sample(DiffusionCommandOptions& o) {
   io::save_image_grid(run.out + "/grid.png", for_display(images, norm), columns);
 
   nlohmann::json results;
-  results["teacher"] = s.teacher;
-  results["train_images"] = used;
+  results["teacher"] = exact_teacher ? s.teacher : trained.path;
+  if (exact_teacher) results["train_images"] = used;
+  if (!exact_teacher) results["weights"] = s.weights;
   results["sampler"] = s.sampler.name;
   results["steps"] = s.sampler.steps;
   results["schedule"] = s.sampler.schedule.name;
@@ -163,33 +273,42 @@ void run_sample(DiffusionCommandOptions& o) {
 
 void run_diffusion(DiffusionCommandOptions& o, const Invocation& invocation) {
   const std::string usage =
-      "usage: distill diffusion sample [--sampler NAME] [--steps N] [...] | distill diffusion "
-      "distill --method progressive|consistency [--data dataset|none] [--resume] [...]";
+      "usage: distill diffusion train|sample|distill [--arch unet|mlp] [--train-steps N] "
+      "[--teacher RUN_DIR|model.pt|exact] [--sampler NAME] [--steps N] [--method "
+      "progressive|consistency] [--data dataset|none] [...]";
   if (invocation.positional.size() != 1) throw Error(usage);
   const std::string& which = invocation.positional[0];
+  if (which == "train") return run_train(o, invocation);
   if (which == "sample") return run_sample(o);
   if (which == "distill") {
-    return run_diffusion_distill(o.run, o.data, o.diffusion.train_images, o.distill,
+    return run_diffusion_distill(o.run, o.data, o.diffusion.teacher, o.diffusion.weights,
+                                 o.diffusion.train_images, o.diffusion.model, o.distill,
                                  config::dump(o), invocation.resume);
   }
-  throw Error("unknown diffusion step '" + which + "' (expected sample or distill); " + usage);
+  throw Error("unknown diffusion step '" + which + "' (expected train, sample or distill); " +
+              usage);
 }
 
 }  // namespace
 
 Command diffusion_command() {
   return make_command<DiffusionCommandOptions>(
-      "diffusion", "diffusion sampling: draw images from a teacher denoiser (exact finite set)",
-      "distill diffusion sample --sampler heun --steps 18 --samples 64 --out runs/diff",
+      "diffusion",
+      "diffusion models: train a denoiser (U-Net/MLP), draw images from it or from the exact "
+      "denoiser of a finite set",
+      "distill diffusion train --train-steps 2000 --out runs/unet && distill diffusion sample "
+      "--teacher runs/unet --sampler heun --steps 18 --samples 64 --out runs/unet_samples",
       {{"teacher", "diffusion.teacher"},
+       {"arch", "diffusion.model.arch"},
+       {"train-steps", "diffusion.train.steps"},
+       {"batch", "diffusion.train.batch"},
+       {"weights", "diffusion.weights"},
        {"sampler", "diffusion.sampler.name"},
        {"steps", "diffusion.sampler.steps"},
        {"samples", "diffusion.samples"},
        {"train-images", "diffusion.train_images"},
-       {"model", "diffusion.model"},
        {"method", "distill.method"},
-       {"data", "distill.data"},
-       {"teacher-file", "distill.teacher_file"}},
+       {"data", "distill.data"}},
       run_diffusion);
 }
 

@@ -1,52 +1,38 @@
 #pragma once
-// `distill diffusion distill` (diffusion_distill_command.cpp): its settings, and loading a
-// diffusion model file for `distill diffusion sample`.
-#include <ATen/core/Tensor.h>
-
+// `distill diffusion distill` (diffusion_distill_command.cpp): its settings and entry point.
 #include <string>
-#include <vector>
 
-#include "diffusion/denoiser.h"
 #include "diffusion/distillation_run.h"
-#include "diffusion/mlp_denoiser.h"
+#include "diffusion/model_file.h"
 #include "src/config/options.h"
 #include "src/data/dataset.h"
 
 namespace distill::cli {
 
+// The teacher (diffusion.teacher, diffusion.weights) and, for an exact teacher, the student's
+// network (diffusion.model) are the settings `train`/`sample` use; these are the rest.
 struct DiffusionDistillSettings {
   std::string method = "progressive";
-  std::string teacher_file;  // empty: the exact teacher (diffusion.train_images)
   std::string data = "dataset";
   int64_t trajectory_steps = 16;
   int64_t fit_iterations = 2000;
-  diffusion::MlpDenoiserOptions mlp;
-  std::string prediction = "v";
-  double sigma_data = 0.5;
   diffusion::DistillationRunOptions run;
 
   void visit(config::Visitor& v) {
     v.choice("method", method,
-             "progressive (halve the steps, PD) or consistency (consistency distillation, CD)",
+             "progressive (halve the sampling steps, PD) or consistency (consistency "
+             "distillation, CD)",
              {"progressive", "consistency"});
-    v.field("teacher_file", teacher_file,
-            "diffusion model file of the teacher (from an earlier distill run); empty: the exact "
-            "teacher of the first diffusion.train_images training images");
     v.choice("data", data,
              "dataset: noised training images; none: data-free, points of the teacher's own "
-             "sampling trajectories from noise (TBCM), no image is read for training",
+             "sampling trajectories from noise (TBCM); with a trained teacher no dataset is read",
              {"dataset", "none"});
     v.field("trajectory_steps", trajectory_steps,
-            "data = none: Heun steps from noise to each training point's level");
+            "data = none: Heun steps from noise (sigma <= 80) to each training point's level");
     v.field("fit_iterations", fit_iterations,
-            "exact teacher: steps fitting the student to the teacher's denoiser first (PD: its "
-            "fit stage, CD: before CD); a file teacher's student starts as its copy instead");
-    v.section("mlp", mlp);
-    v.choice("prediction", prediction,
-             "PD student's output (CD students are consistency "
-             "functions)",
-             {"eps", "x", "v", "edm"});
-    v.field("sigma_data", sigma_data, "edm/consistency scalings: standard deviation of the data");
+            "exact teacher: steps fitting the student (network diffusion.model) to the teacher's "
+            "denoiser first (PD: its fit stage, CD: before CD); a trained teacher's student "
+            "starts as its copy instead");
     v.field("checkpoint_every", run.checkpoint_every, "optimizer steps between checkpoints");
     v.field("log_every", run.log_every, "optimizer steps per metrics.jsonl line");
     v.field("stop_after", run.stop_after,
@@ -56,20 +42,12 @@ struct DiffusionDistillSettings {
   }
 };
 
-// Runs `distill diffusion distill` (the caller has read the settings).
+// Runs `distill diffusion distill`: teacher = "exact" or a model file / run folder of
+// `distill diffusion train` (or of this command), `weights` = ema | params of it.
 void run_diffusion_distill(const config::RunOptions& run_options, const data::DataOptions& data,
-                           int64_t train_images, DiffusionDistillSettings& settings,
-                           const std::string& effective_config, bool resume);
-
-// A model file's denoiser of N x item_shape tensors, its item shape and the data's
-// normalization (for display). Error naming the file when it is not a diffusion model file.
-struct LoadedDiffusionModel {
-  diffusion::Denoiser denoiser;
-  std::vector<int64_t> item_shape;
-  at::Tensor mean, std;
-  std::string method;
-  int64_t steps = 0;
-};
-LoadedDiffusionModel load_diffusion_model(const std::string& path);
+                           const std::string& teacher, const std::string& weights,
+                           int64_t train_images, const diffusion::DenoiserArchOptions& student_arch,
+                           DiffusionDistillSettings& settings, const std::string& effective_config,
+                           bool resume);
 
 }  // namespace distill::cli

@@ -1,5 +1,7 @@
-// `distill diffusion sample` end to end on a tiny dataset: samples of the exact finite-set teacher
-// are training images, the same seed gives the same file, and bad settings fail before any work.
+// `distill diffusion sample` and `train` end to end on a tiny dataset: samples of the exact
+// finite-set teacher are training images, the same seed gives the same file, a resumed training
+// run equals a straight one bit for bit, a trained U-Net samples deterministically per seed, and
+// bad settings or teacher files fail before any work with a message naming the file/key.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -111,9 +113,180 @@ TEST_F(DiffusionCli, BadSettingsNameTheKeyAndDoNoWork) {
     EXPECT_TRUE(contains(r.output, cases[i].message)) << r.output;
     EXPECT_FALSE(std::filesystem::exists(dir_.file(out))) << cases[i].flags;
   }
-  CommandResult r = distill_cli("diffusion train " + tiny_flags(data_));
+  CommandResult r = distill_cli("diffusion distill " + tiny_flags(data_));
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_TRUE(contains(r.output, "unknown diffusion step 'train'")) << r.output;
+  EXPECT_TRUE(contains(r.output, "unknown diffusion step 'distill'")) << r.output;
+}
+
+// A U-Net small enough for seconds: 8 channels, 8x8 -> 4x4, attention at 4x4.
+const std::string kTinyUnet =
+    "--set diffusion.model.unet.channels=8 --set diffusion.model.unet.channel_mult=[1,2] "
+    "--set diffusion.model.unet.groups=4 --set diffusion.model.unet.attention_max_size=4 "
+    "--set diffusion.train.log_every=1 --batch 8 ";
+
+class DiffusionTrainCli : public DiffusionCli {
+ protected:
+  CommandResult train(const std::string& flags, const std::string& out) {
+    return distill_cli("diffusion train " + tiny_flags(data_) + kTinyUnet + flags + " --out " +
+                       dir_.file(out));
+  }
+};
+
+TEST_F(DiffusionTrainCli, ResumeEqualsStraightRunAndPythonReadsTheModel) {
+  ASSERT_EQ(train("--train-steps 6 --seed 3", "straight").exit_code, 0);
+  CommandResult first = train("--train-steps 3 --seed 3", "split");
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  CommandResult resumed = train("--train-steps 6 --seed 3 --resume", "split");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  for (const std::string file : {"model.pt", "checkpoint.pt"}) {
+    io::TensorDict a = io::load_dict(dir_.file("straight/" + file));
+    io::TensorDict b = io::load_dict(dir_.file("split/" + file));
+    EXPECT_EQ(a.at("steps").toInt(), 6);
+    EXPECT_EQ(b.at("steps").toInt(), 6);
+    for (const std::string key : {"params", "ema"}) {
+      EXPECT_TRUE(at::equal(io::get_tensor(a, key, file), io::get_tensor(b, key, file)))
+          << file << " " << key;
+    }
+  }
+  // Adam's moments too: the resumed run continues the same optimisation.
+  io::TensorDict a = io::load_dict(dir_.file("straight/checkpoint.pt"));
+  io::TensorDict b = io::load_dict(dir_.file("split/checkpoint.pt"));
+  int64_t compared = 0;
+  for (const auto& entry : a) {
+    const std::string key = entry.key().toStringRef();
+    if (key.rfind("optimizer.", 0) != 0 || !entry.value().isTensor()) continue;
+    EXPECT_TRUE(at::equal(entry.value().toTensor(), io::get_tensor(b, key, "split"))) << key;
+    ++compared;
+  }
+  EXPECT_GT(compared, 0);
+  // One metrics line per step, none duplicated by the resume; a different seed trains otherwise.
+  std::ifstream metrics(dir_.file("split/metrics.jsonl"));
+  std::vector<int64_t> steps;
+  for (std::string line; std::getline(metrics, line);) {
+    steps.push_back(nlohmann::json::parse(line)["step"].get<int64_t>());
+  }
+  EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 3, 4, 5, 6}));
+  ASSERT_EQ(train("--train-steps 6 --seed 4", "other").exit_code, 0);
+  EXPECT_FALSE(at::equal(
+      io::get_tensor(io::load_dict(dir_.file("other/model.pt")), "params", "other"),
+      io::get_tensor(io::load_dict(dir_.file("straight/model.pt")), "params", "straight")));
+
+  if (testing::reference_python().empty()) GTEST_SKIP() << "no python3 with torch";
+  CommandResult py = testing::run_command(
+      testing::reference_python() + " -c \"import torch; d = torch.load('" +
+      dir_.file("straight/model.pt") +
+      "'); assert d['arch'] == 'unet' and d['prediction'] == 'edm' and d['item_shape'].tolist() "
+      "== [1, 8, 8] and d['steps'] == 6 and d['ema'].shape == d['params'].shape, d.keys(); "
+      "print('ok')\"");
+  EXPECT_EQ(py.exit_code, 0) << py.output;
+  EXPECT_TRUE(contains(py.output, "ok")) << py.output;
+}
+
+TEST_F(DiffusionTrainCli, SamplesFromTheTrainedTeacherPerSeed) {
+  ASSERT_EQ(train("--train-steps 4", "unet").exit_code, 0);
+  ASSERT_EQ(train("--train-steps 4 --set diffusion.train.class_conditional=true", "cond")
+                .exit_code,
+            0);
+  const std::string flags = "--sampler ddpm --steps 4 --samples 6 --seed ";
+  const std::string run_dir = " --teacher " + dir_.file("unet");
+  ASSERT_EQ(sample(flags + "5" + run_dir, "a").exit_code, 0);
+  // The model file itself works as well as its run folder.
+  ASSERT_EQ(sample(flags + "5 --teacher " + dir_.file("unet/model.pt"), "b").exit_code, 0);
+  ASSERT_EQ(sample(flags + "6" + run_dir, "c").exit_code, 0);
+  ASSERT_EQ(sample(flags + "5 --weights params" + run_dir, "d").exit_code, 0);
+  at::Tensor a = images_of("a");
+  EXPECT_EQ(a.sizes(), (std::vector<int64_t>{6, 1, 8, 8}));
+  EXPECT_TRUE(at::isfinite(a).all().item<bool>());
+  EXPECT_TRUE(at::equal(a, images_of("b")));
+  EXPECT_FALSE(at::equal(a, images_of("c")));
+  EXPECT_FALSE(at::equal(a, images_of("d")));  // EMA and raw weights differ after 4 steps
+  io::TensorDict dict = io::load_dict(dir_.file("a/samples.pt"));
+  EXPECT_EQ(dict.at("teacher").toStringRef(), dir_.file("unet") + "/model.pt");
+  EXPECT_EQ(dict.at("weights").toStringRef(), "ema");
+  // Class-conditional: cycled labels and the null class give different images from one noise.
+  CommandResult cycled = sample("--sampler heun --steps 3 --samples 6 --teacher " +
+                                dir_.file("cond"), "cycle");
+  ASSERT_EQ(cycled.exit_code, 0) << cycled.output;
+  ASSERT_EQ(sample("--sampler heun --steps 3 --samples 6 --set diffusion.labels=null --teacher " +
+                       dir_.file("cond"), "null")
+                .exit_code,
+            0);
+  EXPECT_FALSE(at::equal(images_of("cycle"), images_of("null")));
+}
+
+// A copy of `from` with one key replaced (a teacher file gone wrong).
+void write_altered(const std::string& from, const std::string& to, const std::string& key,
+                   const c10::IValue& value) {
+  io::TensorDict dict = io::load_dict(from);
+  dict.insert_or_assign(key, value);
+  io::save_dict(to, dict);
+}
+
+TEST_F(DiffusionTrainCli, BadTeacherFilesNameTheFileAndKey) {
+  ASSERT_EQ(train("--train-steps 2", "unet").exit_code, 0);
+  const std::string model = dir_.file("unet/model.pt");
+  // The same tiny data at 16x16 (a U-Net for 8x8 images cannot denoise it).
+  io::TensorDict big = io::make_dict();
+  big.insert("images", at::rand({20, 1, 16, 16}));
+  big.insert("labels", at::arange(20, at::kLong).remainder(3));
+  io::save_dict(dir_.file("big.pt"), big);
+  std::string denoiser = io::load_dict(model).at("denoiser").toStringRef();
+  const std::string edm = "output = 'edm'";
+  denoiser.replace(denoiser.find(edm), edm.size(), "output = 'w'");
+  write_altered(model, dir_.file("bad_prediction.pt"), "denoiser", denoiser);
+  write_altered(model, dir_.file("bad_params.pt"), "params", at::zeros({10}));
+  write_altered(model, dir_.file("other_norm.pt"), "mean", at::full({1}, 0.25));
+
+  struct Case {
+    std::string flags, message;
+  };
+  const std::vector<Case> cases = {
+      {"--teacher " + dir_.file("missing.pt"),
+       "diffusion.teacher: no file or run folder '" + dir_.file("missing.pt") + "'"},
+      {"--teacher " + dir_.path(), "diffusion.teacher: run folder '" + dir_.path() +
+                                       "' has no model.pt"},
+      {"--teacher " + data_,
+       "'" + data_ + "' is not a denoiser model file of `distill diffusion train`: missing key "
+       "'format'"},
+      {"--teacher " + model + " --set data.path=" + dir_.file("big.pt"),
+       "diffusion.teacher: '" + model + "' holds a denoiser for 1x8x8 images, the data "
+       "(data.path) has 1x16x16 images"},
+      {"--teacher " + dir_.file("bad_prediction.pt"),
+       dir_.file("bad_prediction.pt") + " [key 'denoiser']:8: key 'precondition.output' expects "
+       "one of {eps, x, v, edm, consistency}, found \"w\""},
+      {"--teacher " + dir_.file("bad_params.pt"),
+       "'" + dir_.file("bad_params.pt") + "': key 'params' holds 10 values, its unet for 1x8x8 "
+       "items has "},
+      {"--teacher " + dir_.file("other_norm.pt"),
+       "diffusion.teacher: '" + dir_.file("other_norm.pt") + "' was trained on data normalized "
+       "with mean [0.25]"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const std::string out = "bad" + std::to_string(i);
+    CommandResult r = sample(cases[i].flags, out);
+    EXPECT_EQ(r.exit_code, 2) << cases[i].flags << ": " << r.output;
+    EXPECT_TRUE(contains(r.output, cases[i].message)) << r.output;
+    EXPECT_FALSE(std::filesystem::exists(dir_.file(out))) << cases[i].flags;
+  }
+  // Resuming with another network is refused rather than silently mixing runs.
+  CommandResult r = train("--train-steps 3 --resume --set diffusion.model.unet.channels=16", "unet");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "other settings than this run's; resume with the settings the "
+                                 "run was started with"))
+      << r.output;
+  // Settings errors of train fail before any work.
+  r = train("--train-steps 0", "zero");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.output, "diffusion.train.steps and diffusion.train.batch must be >= 1, "
+                                 "found 0 and 8"))
+      << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("zero")));
+  r = train("--train-steps 2 --set diffusion.model.unet.channel_mult=[1,2,2,2,2]", "deep");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.output, "unet.channel_mult: 5 resolutions halve the image 4 times, so "
+                                 "its side must be divisible by 16; found 8x8"))
+      << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("deep")));
 }
 
 }  // namespace

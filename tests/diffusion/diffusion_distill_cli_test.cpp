@@ -22,8 +22,9 @@ class DiffusionDistillCli : public ::testing::Test {
   // A few steps of everything: fit 6, PD 4 -> 1 steps (2 stages of 5), small MLP.
   std::string tiny(const std::string& method) {
     return "diffusion distill " + tiny_flags(data_) + "--method " + method +
-           " --train-images 12 --set distill.fit_iterations=6 --set distill.mlp.hidden=[32]"
-           " --set distill.mlp.frequencies=2 --set distill.checkpoint_every=4"
+           " --train-images 12 --set distill.fit_iterations=6 --arch mlp"
+           " --set diffusion.model.mlp.hidden=[32] --set diffusion.model.mlp.frequencies=2"
+           " --set distill.checkpoint_every=4"
            " --set distill.log_every=1"
            " --set distill.progressive.teacher_steps=4 --set distill.progressive.student_steps=1"
            " --set distill.progressive.iterations=5 --set distill.progressive.batch=16"
@@ -31,7 +32,8 @@ class DiffusionDistillCli : public ::testing::Test {
            " --set distill.consistency.discretisation=6 --set distill.trajectory_steps=4 ";
   }
   at::Tensor student_params(const std::string& out) {
-    return io::get_tensor(io::load_dict(dir_.file(out + "/student.pt")), "params", out);
+    io::TensorDict dict = io::load_dict(dir_.file(out + "/model.pt"));
+    return at::cat({io::get_tensor(dict, "params", out), io::get_tensor(dict, "ema", out)});
   }
   int64_t metric_lines(const std::string& out) {
     std::ifstream in(dir_.file(out + "/metrics.jsonl"));
@@ -55,7 +57,7 @@ TEST_F(DiffusionDistillCli, StoppedAndResumedRunsEqualStraightOnesAndStudentsSam
       // Stopped after 9 steps (PD: mid second stage; CD: mid CD after the 6 fit steps).
       CommandResult b = distill_cli(flags + dir_.file(stopped) + " --set distill.stop_after=9");
       EXPECT_EQ(b.exit_code, 130) << b.output;
-      EXPECT_FALSE(std::filesystem::exists(dir_.file(stopped + "/student.pt")));
+      EXPECT_FALSE(std::filesystem::exists(dir_.file(stopped + "/model.pt")));
       CommandResult c = distill_cli(flags + dir_.file(stopped) + " --resume");
       ASSERT_EQ(c.exit_code, 0) << c.output;
       EXPECT_TRUE(at::equal(student_params(straight), student_params(stopped)))
@@ -66,36 +68,38 @@ TEST_F(DiffusionDistillCli, StoppedAndResumedRunsEqualStraightOnesAndStudentsSam
       EXPECT_EQ(metric_lines(stopped), steps);
     }
   }
-  // The student is a model file `distill diffusion sample` reads: no dataset needed.
-  CommandResult s = distill_cli(
-      "diffusion sample --set data.path=/nonexistent --threads 1 "
-      "--no-progress --teacher file --model " +
-      dir_.file("progressive_dataset/student.pt") +
-      " --sampler ddim --steps 1 --samples 5 --set "
-      "diffusion.sampler.schedule.name=vp_cosine --out " +
-      dir_.file("sampled"));
+  // The student is a model file `distill diffusion sample` reads (PD: 1 DDIM step on its
+  // schedule; CD: one consistency step from sigma 80).
+  CommandResult s = distill_cli("diffusion sample " + tiny_flags(data_) + "--teacher " +
+                                dir_.file("progressive_dataset") +
+                                " --sampler ddim --steps 1 --samples 5 --set "
+                                "diffusion.sampler.schedule.name=vp_cosine --out " +
+                                dir_.file("sampled"));
   ASSERT_EQ(s.exit_code, 0) << s.output;
   at::Tensor images =
       io::get_tensor(io::load_dict(dir_.file("sampled/samples.pt")), "images", "samples");
   EXPECT_EQ(images.sizes(), (std::vector<int64_t>{5, 1, 8, 8}));
   EXPECT_TRUE(at::isfinite(images).all().item<bool>());
   EXPECT_TRUE(std::filesystem::exists(dir_.file("sampled/grid.png")));
+  CommandResult cd = distill_cli(
+      "diffusion sample " + tiny_flags(data_) + "--teacher " + dir_.file("consistency_none") +
+      " --sampler ddim --steps 1 --samples 5 --out " + dir_.file("sampled_cd"));
+  ASSERT_EQ(cd.exit_code, 0) << cd.output;
 }
 
-// A student file as the teacher of a data-free run: the dataset path does not even exist.
+// A student model file as the teacher of a data-free run: the dataset path does not even exist.
 TEST_F(DiffusionDistillCli, DataFreeRunFromAModelFileReadsNoDataset) {
   ASSERT_EQ(distill_cli(tiny("progressive") + "--out " + dir_.file("first")).exit_code, 0);
   CommandResult r = distill_cli(
       "diffusion distill --set data.path=/nonexistent --threads 1 --no-progress --method "
-      "progressive --data none --teacher-file " +
-      dir_.file("first/student.pt") +
-      " --set distill.mlp.hidden=[32] --set distill.mlp.frequencies=2"
+      "progressive --data none --teacher " +
+      dir_.file("first") +
       " --set distill.progressive.teacher_steps=2 --set distill.progressive.student_steps=1"
       " --set distill.progressive.iterations=3 --set distill.progressive.batch=8"
       " --set distill.trajectory_steps=2 --out " +
       dir_.file("second"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_TRUE(std::filesystem::exists(dir_.file("second/student.pt")));
+  EXPECT_TRUE(std::filesystem::exists(dir_.file("second/model.pt")));
 }
 
 TEST_F(DiffusionDistillCli, BadSettingsAndFilesAreClearErrors) {
@@ -118,8 +122,7 @@ TEST_F(DiffusionDistillCli, BadSettingsAndFilesAreClearErrors) {
       {"--method consistency --set distill.consistency.sigma_min=5"
        " --set distill.consistency.sigma_max=1",
        "sigma_min and sigma_max"},
-      {"--teacher-file " + dir_.file("classifier/model.pt"),
-       "is not a diffusion model file: expected kind 'diffusion_mlp_denoiser'"},
+      {"--teacher " + dir_.file("classifier/model.pt"), "is not a denoiser model file"},
       {"--method distil", "distill.method"},
       {"--data nothing", "distill.data"},
   };

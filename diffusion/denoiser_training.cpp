@@ -1,0 +1,211 @@
+#include "diffusion/denoiser_training.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <optional>
+
+#include "diffusion/parameterization.h"
+#include "src/config/config_io.h"
+#include "src/core/error.h"
+#include "src/core/runtime.h"
+#include "src/io/metrics_log.h"
+#include "src/io/progress.h"
+
+namespace distill::diffusion {
+namespace {
+
+// Generator streams: every draw is a function of (seed, stream, index) alone, so a resumed run
+// draws what an uninterrupted one would (runtime.h).
+constexpr uint64_t kInitStream = 0xd1f0;
+constexpr uint64_t kEpochStream = 0xd1f1;  // the epoch's permutation of the training set
+constexpr uint64_t kStepStream = 0xd1f2;   // a step's noise levels, noise and label dropout
+
+}  // namespace
+
+void validate(const DenoiserTrainOptions& o, const std::string& key) {
+  if (o.steps < 1 || o.batch < 1) {
+    throw Error(key + ".steps and " + key + ".batch must be >= 1, found " +
+                std::to_string(o.steps) + " and " + std::to_string(o.batch));
+  }
+  if (!(o.ema_decay >= 0 && o.ema_decay < 1)) {
+    throw Error(key + ".ema_decay must be in [0, 1), found " + std::to_string(o.ema_decay));
+  }
+  if (!(o.p_std > 0) || !std::isfinite(o.p_mean)) {
+    throw Error(key + ".p_std must be > 0 and p_mean finite, found p_mean " +
+                std::to_string(o.p_mean) + ", p_std " + std::to_string(o.p_std));
+  }
+  if (!(o.label_dropout >= 0 && o.label_dropout <= 1)) {
+    throw Error(key + ".label_dropout must be in [0, 1], found " + std::to_string(o.label_dropout));
+  }
+  validate(o.schedule, key + ".schedule");
+  lr_multiplier(o.lr_schedule, 0, 1);  // an unknown schedule name fails here, not mid-run
+}
+
+at::Tensor denoiser_loss_weight(const std::string& weighting, const std::string& output,
+                                const at::Tensor& s, double sigma_data) {
+  std::string w = weighting;
+  if (w == "auto") {
+    // The weights under which ||D - x0||^2 is the plain MSE of the network's own target:
+    // eps: x - x_hat = s (eps_hat - eps) (alpha cancels in the EDM form), so snr = 1 / s^2;
+    // v: |v_hat - v|^2 = (1 + snr) |x_hat - x|^2 (PD eq. of sec. 4); edm: EDM eq. 8's lambda.
+    w = output == "edm" || output == "consistency" ? "edm"
+        : output == "eps"                          ? "snr"
+        : output == "v"                            ? "snr_plus_one"
+                                                   : "constant";
+  }
+  if (w == "edm") {
+    const double sd2 = sigma_data * sigma_data;
+    return (s * s + sd2) / (s * s * sd2);
+  }
+  if (w == "snr") return s.pow(-2);
+  if (w == "truncated_snr") return at::clamp_min(s.pow(-2), 1.0);
+  if (w == "snr_plus_one") return s.pow(-2) + 1;
+  if (w == "constant") return at::ones_like(s);
+  throw Error("weighting: unknown '" + weighting +
+              "' (expected auto, edm, snr, truncated_snr, snr_plus_one or constant)");
+}
+
+DenoiserModel train_denoiser(DenoiserModel model, const DenoiserTrainOptions& o,
+                             const at::Tensor& images, const at::Tensor& labels, uint64_t seed,
+                             const std::string& out, bool resume, bool progress) {
+  validate(o, "train");
+  const int64_t n = images.size(0);
+  if (n < 1) throw Error("diffusion train: no training images");
+  std::unique_ptr<models::Model> net =
+      make_denoiser_net(model.options, model.item_shape, model.num_classes);
+  auto optimizer = train::Optimizer::make(o.optimizer);
+  const std::string checkpoint_path = out + "/checkpoint.pt";
+  if (resume) {
+    DenoiserModel saved = load_denoiser_model(checkpoint_path);
+    DenoiserArchOptions ours = model.options, theirs = saved.options;
+    if (config::dump(ours) != config::dump(theirs) || saved.item_shape != model.item_shape ||
+        saved.num_classes != model.num_classes || saved.ema.defined() != (o.ema_decay > 0)) {
+      throw Error("'" + checkpoint_path + "' holds a " + saved.options.arch + " for " +
+                  shape_string(saved.item_shape) + " items, " + std::to_string(saved.num_classes) +
+                  " classes, other settings than this run's; resume with the settings the run "
+                  "was started with");
+    }
+    model.params = saved.params;
+    model.ema = saved.ema;
+    model.steps = saved.steps;
+    optimizer->load_state(io::load_dict(checkpoint_path), "optimizer.");
+  } else {
+    at::Generator init = make_generator(seed, kInitStream);
+    model.params = net->init_params(init);
+    model.ema = o.ema_decay > 0 ? model.params.clone() : at::Tensor();
+    model.steps = 0;
+  }
+  const c10::Device device = images.device();
+  model.params = model.params.to(device);
+  if (model.ema.defined()) model.ema = model.ema.to(device);
+
+  auto save_checkpoint = [&] {
+    io::TensorDict dict = denoiser_model_dict(model);
+    optimizer->save_state(dict, "optimizer.");
+    io::save_dict(checkpoint_path, dict);
+  };
+
+  io::MetricsLog metrics(out + "/metrics.jsonl",
+                         resume ? std::optional<int64_t>(model.steps) : std::nullopt);
+  io::Progress bar("diffusion train " + model.options.arch, o.steps, model.steps, progress);
+  // Draws happen on the CPU (generators are CPU ones) and move to the data's device.
+  const auto cpu = at::TensorOptions().dtype(images.scalar_type());
+  at::Tensor permutation;
+  int64_t permutation_epoch = -1;
+  double loss_sum = 0;
+  int64_t loss_count = 0;
+  for (int64_t step = model.steps; step < o.steps; ++step) {
+    // Batch: positions [b * batch, (b + 1) * batch) of the epoch's permutation, wrapping into
+    // the next epoch's, so every image is seen once per epoch.
+    std::vector<at::Tensor> parts;
+    for (int64_t k = step * o.batch, end = (step + 1) * o.batch; k < end;) {
+      const int64_t epoch = k / n, offset = k % n, take = std::min(end - k, n - offset);
+      if (epoch != permutation_epoch) {
+        at::Generator g = make_generator(seed, kEpochStream, static_cast<uint64_t>(epoch));
+        permutation = at::randperm(n, g, at::TensorOptions().dtype(at::kLong)).to(device);
+        permutation_epoch = epoch;
+      }
+      parts.push_back(permutation.narrow(0, offset, take));
+      k += take;
+    }
+    at::Tensor index = at::cat(parts);
+    at::Tensor x0 = images.index_select(0, index);
+    at::Generator g = make_generator(seed, kStepStream, static_cast<uint64_t>(step));
+    at::Tensor s;
+    if (o.sigma_distribution == "lognormal") {
+      s = at::exp(o.p_mean + o.p_std * at::randn({o.batch}, g, cpu));
+    } else {
+      at::Tensor t = 1 - at::rand({o.batch}, g, at::TensorOptions().dtype(at::kDouble));  // (0, 1]
+      std::vector<double> levels(o.batch);
+      for (int64_t i = 0; i < o.batch; ++i) {
+        levels[i] = schedule_sigma(o.schedule, t[i].item<double>());
+      }
+      s = at::tensor(levels, at::kDouble).to(images.scalar_type());
+    }
+    s = s.to(device);
+    at::Tensor noisy = x0 + per_sample(s, x0) * at::randn(x0.sizes(), g, cpu).to(device);
+    at::Tensor y;
+    if (model.num_classes > 0) {
+      y = labels.index_select(0, index).to(at::kLong);
+      // Classifier-free guidance training (Ho & Salimans 2022): some labels become the null one.
+      at::Tensor drop =
+          at::rand({o.batch}, g, at::TensorOptions().dtype(at::kFloat)) < o.label_dropout;
+      y = at::where(drop.to(device), at::full_like(y, model.num_classes), y);
+    }
+    at::Tensor leaf = model.params.detach().requires_grad_(true);
+    Denoiser d = make_denoiser(model.options, *net, leaf, y);
+    at::Tensor per_item = (d(noisy, s) - x0).pow(2).flatten(1).mean(1);
+    at::Tensor weight = denoiser_loss_weight(o.weighting, model.options.precondition.output, s,
+                                             model.options.precondition.sigma_data);
+    at::Tensor loss = (weight * per_item).mean();
+    const double value = loss.item<double>();
+    if (!std::isfinite(value)) {
+      throw RuntimeFailure("diffusion train: non-finite loss at step " + std::to_string(step) +
+                           (resume || step >= o.checkpoint_every
+                                ? "; the last good checkpoint is " + checkpoint_path
+                                : std::string()));
+    }
+    at::Tensor grad = torch::autograd::grad({loss}, {leaf})[0];
+    const double lr = o.optimizer.lr *
+                      train::lr_multiplier(o.lr_schedule, static_cast<double>(step + 1), o.steps);
+    {
+      at::NoGradGuard no_grad;
+      optimizer->step(model.params, grad, lr);
+      // EMA with tf.train.ExponentialMovingAverage's num_updates warm-up: decay
+      // min(d, (1 + t) / (10 + t)), so a short run's EMA is not mostly the initialization
+      // (at d = 0.999 a plain EMA after 300 steps still weighs the init by 0.74).
+      const double t = static_cast<double>(step);
+      if (model.ema.defined()) {
+        train::ema_update(model.ema, model.params, std::min(o.ema_decay, (1 + t) / (10 + t)));
+      }
+    }
+    model.steps = step + 1;
+    loss_sum += value;
+    ++loss_count;
+    if (model.steps % std::max<int64_t>(1, o.log_every) == 0 || model.steps == o.steps) {
+      metrics.log(model.steps, {{"loss", loss_sum / loss_count}, {"lr", lr}});
+      loss_sum = 0;
+      loss_count = 0;
+    }
+    char status[64];
+    std::snprintf(status, sizeof status, "loss %.4f", value);
+    bar.update(model.steps, status);
+    if (interrupt_requested()) {
+      save_checkpoint();
+      throw Interrupted("diffusion train interrupted at step " + std::to_string(model.steps) +
+                        "; checkpoint saved, continue with --resume");
+    }
+    if (model.steps == o.steps ||
+        (o.checkpoint_every > 0 && model.steps % o.checkpoint_every == 0)) {
+      save_checkpoint();
+    }
+  }
+  bar.finish();
+  save_denoiser_model(out + "/model.pt", model);
+  return model;
+}
+
+}  // namespace distill::diffusion
