@@ -102,6 +102,35 @@ TEST_F(DiffusionDistillCli, DataFreeRunFromAModelFileReadsNoDataset) {
   EXPECT_TRUE(std::filesystem::exists(dir_.file("second/model.pt")));
 }
 
+// A teacher trained by `distill diffusion train` (a tiny U-Net): the student copies its network;
+// stopped and resumed = straight; the student samples.
+TEST_F(DiffusionDistillCli, TrainedUnetTeacherResumeEqualsStraightAndSamples) {
+  const std::string unet =
+      "--set diffusion.model.unet.channels=8 --set diffusion.model.unet.channel_mult=[1,2] "
+      "--set diffusion.model.unet.groups=4 --set diffusion.model.unet.attention_max_size=4 ";
+  CommandResult t = distill_cli("diffusion train " + tiny_flags(data_) + unet +
+                                "--batch 8 --train-steps 3 --out " + dir_.file("teacher"));
+  ASSERT_EQ(t.exit_code, 0) << t.output;
+  const std::string flags = "diffusion distill " + tiny_flags(data_) + "--teacher " +
+                            dir_.file("teacher") +
+                            " --method progressive --set distill.progressive.teacher_steps=4"
+                            " --set distill.progressive.student_steps=1"
+                            " --set distill.progressive.iterations=2"
+                            " --set distill.progressive.batch=4 --out ";
+  ASSERT_EQ(distill_cli(flags + dir_.file("pd")).exit_code, 0);
+  EXPECT_EQ(distill_cli(flags + dir_.file("pd_stopped") + " --set distill.stop_after=3").exit_code,
+            130);
+  CommandResult r = distill_cli(flags + dir_.file("pd_stopped") + " --resume");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(at::equal(student_params("pd"), student_params("pd_stopped")));
+  CommandResult s =
+      distill_cli("diffusion sample " + tiny_flags(data_) + "--teacher " + dir_.file("pd") +
+                  " --sampler ddim --steps 1 --samples 4 --set "
+                  "diffusion.sampler.schedule.name=vp_cosine --out " +
+                  dir_.file("pd_samples"));
+  ASSERT_EQ(s.exit_code, 0) << s.output;
+}
+
 TEST_F(DiffusionDistillCli, BadSettingsAndFilesAreClearErrors) {
   // A classifier's model file as the teacher: the wrong kind of file.
   ASSERT_EQ(distill_cli("train " + tiny_flags(data_) +
