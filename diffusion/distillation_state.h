@@ -21,9 +21,9 @@ struct DistillationState {
   // the previous stage's student (undefined while the first teacher is the given one).
   at::Tensor target;
   io::TensorDict optimizer = io::make_dict();  // train::Optimizer::save_state, no prefix
-  // Every random draw of step i of stage k comes from make_generator(seed, stream + k, i)
-  // (src/core/runtime.h), so a resumed run draws what a straight one would without saving a
-  // generator's state (LibTorch 1.13's CPU generator does not restore a cached normal sample).
+  // Every random draw of step i of stage k comes from make_generator(seed, stream + k, i), so a
+  // resumed run draws what a straight one would without saving a generator's state (the
+  // convention of src/core/runtime.h).
   uint64_t seed = 0;
 
   // A copy that shares no tensor with this one (the loop keeps updating its own in place).
