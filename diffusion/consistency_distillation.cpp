@@ -37,7 +37,14 @@ at::Tensor consistency_loss(const Denoiser& f, const Denoiser& f_target, const O
                             const at::Tensor& x0, const at::Tensor& z, const at::Tensor& s_n,
                             const at::Tensor& s_next, const std::string& distance,
                             double huber_c) {
-  at::Tensor x_next = x0 + per_sample(s_next, x0) * z;
+  return consistency_loss(f, f_target, step, x0 + per_sample(s_next, x0) * z, s_n, s_next,
+                          distance, huber_c);
+}
+
+at::Tensor consistency_loss(const Denoiser& f, const Denoiser& f_target, const OdeStep& step,
+                            const at::Tensor& x_next, const at::Tensor& s_n,
+                            const at::Tensor& s_next, const std::string& distance,
+                            double huber_c) {
   at::Tensor target;
   {
     at::NoGradGuard no_grad;
@@ -67,25 +74,57 @@ void validate(const ConsistencyOptions& o) {
 }
 
 void consistency_distillation(const Denoiser& teacher, const StudentFactory& student,
-                              at::Tensor& params, at::Tensor& target, const DataSource& data,
+                              at::Tensor& params, at::Tensor& target, const TrainingData& data,
                               const ConsistencyOptions& o, at::Generator& generator,
                               const ProgressiveCallback& callback) {
+  DistillationState state;
+  state.params = params;
+  state.target = target;
+  state.seed = draw_seed(generator);
+  LoopControl control;
+  control.on_step = callback;
+  consistency_distillation(teacher, student, state, data, o, control);
+  params = state.params;
+  target = state.target;
+}
+
+void consistency_distillation(const Denoiser& teacher, const StudentFactory& student,
+                              DistillationState& state, const TrainingData& data,
+                              const ConsistencyOptions& o, const LoopControl& control) {
   validate(o);
+  if (!data.clean && !data.points) throw Error("consistency distillation: no training data");
+  if (state.stage != 0) {
+    throw Error("consistency distillation: state at stage " + std::to_string(state.stage) +
+                ", consistency distillation has one stage (0)");
+  }
+  at::Tensor& params = state.params;
+  at::Tensor& target = state.target;
   std::vector<double> grid = karras_grid(o.discretisation, o.sigma_min, o.sigma_max, o.rho);
   at::Tensor table = at::tensor(grid, at::kDouble).to(params.scalar_type());
   OdeStep step = heun_step(teacher);
   auto optimizer = train::Optimizer::make(o.optimizer);
+  optimizer->load_state(state.optimizer, "");
   params = params.detach().clone();
   target = target.defined() ? target.detach().clone() : params.clone();
-  for (int64_t it = 0; it < o.iterations; ++it) {
-    at::Tensor x0 = data(o.batch, generator).to(params.scalar_type());
-    at::Tensor n = at::randint(0, o.discretisation - 1, {o.batch}, generator,
-                               at::TensorOptions().dtype(at::kLong));
-    at::Tensor z = at::randn(x0.sizes(), generator, x0.options());
+  const auto long_options = at::TensorOptions().dtype(at::kLong);
+  for (int64_t it = state.iteration; it < o.iterations; ++it) {
+    at::Generator generator = step_generator(state, 0x6364'0000);  // "cd"
+    at::Tensor loss;
     at::Tensor leaf = params.detach().requires_grad_(true);
-    at::Tensor loss = consistency_loss(student(leaf), student(target), step, x0, z,
-                                       table.index({n}), table.index({n + 1}), o.distance,
-                                       o.huber_c);
+    if (data.clean) {
+      // Draw order of the original loop: data, levels, noise.
+      at::Tensor x0 = data.clean(o.batch, generator).to(params.scalar_type());
+      at::Tensor n = at::randint(0, o.discretisation - 1, {o.batch}, generator, long_options);
+      at::Tensor z = at::randn(x0.sizes(), generator, x0.options());
+      loss = consistency_loss(student(leaf), student(target), step, x0, z, table.index({n}),
+                              table.index({n + 1}), o.distance, o.huber_c);
+    } else {
+      at::Tensor n = at::randint(0, o.discretisation - 1, {o.batch}, generator, long_options);
+      at::Tensor s_next = table.index({n + 1});
+      at::Tensor x_next = data.points(s_next, generator).to(params.scalar_type());
+      loss = consistency_loss(student(leaf), student(target), step, x_next, table.index({n}),
+                              s_next, o.distance, o.huber_c);
+    }
     const double value = loss.item<double>();
     if (!std::isfinite(value)) {
       throw RuntimeFailure("consistency distillation: non-finite loss at iteration " +
@@ -95,7 +134,9 @@ void consistency_distillation(const Denoiser& teacher, const StudentFactory& stu
     optimizer->step(params, grad,
                     o.optimizer.lr * train::lr_multiplier(o.lr_schedule, it, o.iterations));
     train::ema_update(target, params, o.ema_decay);
-    if (callback) callback(0, it, value);
+    state.iteration = it + 1;
+    if (control.on_step) control.on_step(0, it, value);
+    step_done(state, optimizer.get(), control, it + 1 == o.iterations);
   }
 }
 

@@ -38,6 +38,11 @@ at::Tensor consistency_loss(const Denoiser& f, const Denoiser& f_target, const O
                             const at::Tensor& x0, const at::Tensor& z, const at::Tensor& s_n,
                             const at::Tensor& s_next, const std::string& distance,
                             double huber_c);
+// The same from the noisy point itself (x_next at s_next, e.g. on a teacher trajectory).
+at::Tensor consistency_loss(const Denoiser& f, const Denoiser& f_target, const OdeStep& step,
+                            const at::Tensor& x_next, const at::Tensor& s_n,
+                            const at::Tensor& s_next, const std::string& distance,
+                            double huber_c);
 
 struct ConsistencyOptions {
   int64_t discretisation = 18;  // N of the Karras grid sigma_1 = sigma_min < ... < sigma_N
@@ -73,9 +78,19 @@ void validate(const ConsistencyOptions& options);
 // steps; `target` holds the EMA parameters (initialised to params when undefined). The callback
 // receives (0, iteration, loss).
 void consistency_distillation(const Denoiser& teacher, const StudentFactory& student,
-                              at::Tensor& params, at::Tensor& target, const DataSource& data,
+                              at::Tensor& params, at::Tensor& target, const TrainingData& data,
                               const ConsistencyOptions& options, at::Generator& generator,
                               const ProgressiveCallback& callback = {});
+
+// The resumable form: continues from `state` (fresh: iteration 0, params = the starting student,
+// target undefined = params) to options.iterations; state.target holds the EMA network. A run
+// resumed from any state handed to control.on_checkpoint ends bit-identical to a straight one
+// (each step's draws come from (state.seed, iteration); the entry point above draws the seed from
+// its generator).
+// With data-free points, x_next is the point at s_next itself (no clean x0 + noise).
+void consistency_distillation(const Denoiser& teacher, const StudentFactory& student,
+                              DistillationState& state, const TrainingData& data,
+                              const ConsistencyOptions& options, const LoopControl& control);
 
 // Multistep consistency sampling (Algorithm 1): x = f(x_T, sigmas[0]); then for each later level
 // s: x = f(x + sqrt(s^2 - sigma_min^2) z, s). x_T is noise at sigmas[0] (decreasing, > sigma_min).

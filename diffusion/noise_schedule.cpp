@@ -1,5 +1,7 @@
 #include "diffusion/noise_schedule.h"
 
+#include <ATen/ATen.h>
+
 #include <cmath>
 #include <sstream>
 
@@ -65,6 +67,26 @@ double schedule_sigma(const ScheduleOptions& o, double t) {
     return std::pow(lo + t * (hi - lo), o.rho);
   }
   return sigma_from_logsnr(vp_cosine_logsnr(t, o.logsnr_min, o.logsnr_max));
+}
+
+at::Tensor schedule_sigma(const ScheduleOptions& o, const at::Tensor& t) {
+  validate(o, "schedule");
+  if (t.numel() > 0 && !(t.min().item<double>() >= 0 && t.max().item<double>() <= 1)) {
+    throw Error("schedule: times must be in [0, 1], found " + num(t.min().item<double>()) +
+                " .. " + num(t.max().item<double>()));
+  }
+  at::Tensor sigma;
+  if (o.name == "karras") {
+    const double lo = std::pow(o.sigma_min, 1.0 / o.rho), hi = std::pow(o.sigma_max, 1.0 / o.rho);
+    sigma = (lo + t * (hi - lo)).pow(o.rho);
+  } else {
+    // The scalar form's steps: logsnr = -2 log tan(a t + b), sigma = exp(-logsnr / 2).
+    const double b = std::atan(std::exp(-0.5 * o.logsnr_max));
+    const double a = std::atan(std::exp(-0.5 * o.logsnr_min)) - b;
+    at::Tensor logsnr = -2.0 * at::log(at::tan(a * t + b));
+    sigma = at::exp(-0.5 * logsnr);
+  }
+  return at::where(t == 0, at::zeros_like(sigma), sigma);
 }
 
 std::vector<double> karras_grid(int64_t n, double sigma_min, double sigma_max, double rho) {

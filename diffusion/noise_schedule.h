@@ -1,4 +1,6 @@
 #pragma once
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -56,6 +58,8 @@ double logsnr_from_sigma(double sigma);
 // logsnr_min), t -> 0 approaches sigma_min (or logsnr_max), and t = 0 itself is clean data
 // (sigma 0), where every sampler ends. Progressive distillation picks its times from this.
 double schedule_sigma(const ScheduleOptions& options, double t);
+// The same for a tensor of times (double), elementwise, as one tensor expression.
+at::Tensor schedule_sigma(const ScheduleOptions& options, const at::Tensor& t);
 
 // The noise levels of a `steps`-step sampler: steps + 1 decreasing values ending with 0.
 //   karras: EDM eq. 5, sigma_i = (smax^(1/rho) + i/(steps-1) (smin^(1/rho) - smax^(1/rho)))^rho

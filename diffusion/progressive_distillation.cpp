@@ -51,23 +51,38 @@ void validate(const ProgressiveOptions& o) {
 
 namespace {
 
-// Draws a batch: clean points x0, levels (N) and the noisy x = x0 + s n; `target` is the x the
-// student must output.
-using TargetFn = std::function<at::Tensor(const at::Tensor& x0, const at::Tensor& x,
-                                          const at::Tensor& index)>;
+// The optimizer steps of one stage, from state.iteration to o.iterations. Each step draws a
+// batch (clean data, levels, noise, in that order; or levels then data-free points) and fits the
+// student's D(x, s) to target_of(x0, x, s) under the weighting.
+constexpr uint64_t kStream = 0x7064'0000;  // "pd"; + stage
 
-void train_student(const StudentFactory& student, at::Tensor& params, const DataSource& data,
-                   const ProgressiveOptions& o, at::Generator& generator,
-                   const ProgressiveCallback& callback, int64_t steps,
-                   const std::function<at::Tensor(int64_t)>& draw_levels,
+void train_student(const StudentFactory& student, DistillationState& state,
+                   const TrainingData& data, const ProgressiveOptions& o,
+                   const LoopControl& control, int64_t steps,
+                   const std::function<at::Tensor(int64_t, at::Generator&)>& draw_levels,
                    const std::function<at::Tensor(const at::Tensor&, const at::Tensor&,
-                                                  const at::Tensor&)>& target_of) {
+                                                  const at::Tensor&)>& target_of,
+                   bool needs_clean) {
+  if (!data.clean && !data.points) throw Error("progressive distillation: no training data");
+  if (needs_clean && !data.clean) {
+    throw Error("progressive distillation: fitting without a teacher needs clean data");
+  }
   auto optimizer = train::Optimizer::make(o.optimizer);
+  optimizer->load_state(state.optimizer, "");
+  at::Tensor& params = state.params;
   params = params.detach().clone();
-  for (int64_t it = 0; it < o.iterations; ++it) {
-    at::Tensor x0 = data(o.batch, generator).to(params.scalar_type());
-    at::Tensor s = draw_levels(o.batch);
-    at::Tensor x = x0 + per_sample(s, x0) * at::randn(x0.sizes(), generator, x0.options());
+  const at::ScalarType dtype = params.scalar_type();
+  for (int64_t it = state.iteration; it < o.iterations; ++it) {
+    at::Generator generator = step_generator(state, kStream);
+    at::Tensor x0, s, x;
+    if (data.clean) {
+      x0 = data.clean(o.batch, generator).to(dtype);
+      s = draw_levels(o.batch, generator);
+      x = x0 + per_sample(s, x0) * at::randn(x0.sizes(), generator, x0.options());
+    } else {
+      s = draw_levels(o.batch, generator);
+      x = data.points(s, generator).to(dtype);
+    }
     at::Tensor target;
     {
       at::NoGradGuard no_grad;
@@ -85,23 +100,24 @@ void train_student(const StudentFactory& student, at::Tensor& params, const Data
     at::Tensor grad = torch::autograd::grad({loss}, {leaf})[0];
     optimizer->step(params, grad,
                     o.optimizer.lr * train::lr_multiplier(o.lr_schedule, it, o.iterations));
-    if (callback) callback(steps, it, value);
+    state.iteration = it + 1;
+    if (control.on_step) control.on_step(steps, it, value);
+    // The stage's last step is reported by the caller, after it moved on to the next stage.
+    if (it + 1 < o.iterations) step_done(state, optimizer.get(), control, false);
   }
 }
 
-}  // namespace
-
-void progressive_stage(const Denoiser& teacher, const StudentFactory& student, at::Tensor& params,
-                       int64_t steps, const DataSource& data, const ProgressiveOptions& o,
-                       at::Generator& generator, const ProgressiveCallback& callback) {
+void run_stage(const Denoiser& teacher, const StudentFactory& student, DistillationState& state,
+               int64_t steps, const TrainingData& data, const ProgressiveOptions& o,
+               const LoopControl& control) {
   // Levels on the teacher's grid t_j = j / (2 steps): the student steps from t_2i to t_2(i-1).
   std::vector<double> levels(2 * steps + 1);
   for (int64_t j = 0; j <= 2 * steps; ++j) {
     levels[j] = schedule_sigma(o.schedule, static_cast<double>(j) / (2 * steps));
   }
-  at::Tensor table = at::tensor(levels, at::kDouble).to(params.scalar_type());
+  at::Tensor table = at::tensor(levels, at::kDouble).to(state.params.scalar_type());
   at::Tensor index;  // the step drawn for each item of the current batch
-  auto draw = [&](int64_t n) {
+  auto draw = [&](int64_t n, at::Generator& generator) {
     index = at::randint(1, steps + 1, {n}, generator, at::TensorOptions().dtype(at::kLong));
     return table.index({2 * index});
   };
@@ -109,36 +125,123 @@ void progressive_stage(const Denoiser& teacher, const StudentFactory& student, a
     return progressive_target(teacher, x, s, table.index({2 * index - 1}),
                               table.index({2 * index - 2}));
   };
-  train_student(student, params, data, o, generator, callback, steps, draw, target);
+  train_student(student, state, data, o, control, steps, draw, target, false);
 }
 
-void fit_denoiser(const Denoiser& teacher, const StudentFactory& student, at::Tensor& params,
-                  const DataSource& data, const ProgressiveOptions& o, at::Generator& generator,
-                  const ProgressiveCallback& callback) {
+void run_fit(const Denoiser& teacher, const StudentFactory& student, DistillationState& state,
+             const TrainingData& data, const ProgressiveOptions& o, const LoopControl& control) {
   validate(o.schedule, "progressive.schedule");
-  auto draw = [&](int64_t n) {
+  auto draw = [&](int64_t n, at::Generator& generator) {
     at::Tensor t = 1 - at::rand({n}, generator, at::TensorOptions().dtype(at::kDouble));  // (0, 1]
-    std::vector<double> s(n);
-    for (int64_t i = 0; i < n; ++i) s[i] = schedule_sigma(o.schedule, t[i].item<double>());
-    return at::tensor(s, at::kDouble).to(params.scalar_type());
+    return schedule_sigma(o.schedule, t).to(state.params.scalar_type());
   };
   auto target = [&](const at::Tensor& x0, const at::Tensor& x, const at::Tensor& s) {
     return teacher ? teacher(x, s) : x0;
   };
-  train_student(student, params, data, o, generator, callback, 0, draw, target);
+  train_student(student, state, data, o, control, 0, draw, target, !teacher);
+}
+
+DistillationState fresh_state(const at::Tensor& params, at::Generator& generator) {
+  DistillationState state;
+  state.params = params;
+  state.seed = draw_seed(generator);
+  return state;
+}
+
+LoopControl reporting(const ProgressiveCallback& callback) {
+  LoopControl control;
+  control.on_step = callback;
+  return control;
+}
+
+}  // namespace
+
+void progressive_stage(const Denoiser& teacher, const StudentFactory& student, at::Tensor& params,
+                       int64_t steps, const TrainingData& data, const ProgressiveOptions& o,
+                       at::Generator& generator, const ProgressiveCallback& callback) {
+  DistillationState state = fresh_state(params, generator);
+  run_stage(teacher, student, state, steps, data, o, reporting(callback));
+  params = state.params;
+}
+
+void fit_denoiser(const Denoiser& teacher, const StudentFactory& student, at::Tensor& params,
+                  const TrainingData& data, const ProgressiveOptions& o, at::Generator& generator,
+                  const ProgressiveCallback& callback) {
+  DistillationState state = fresh_state(params, generator);
+  run_fit(teacher, student, state, data, o, reporting(callback));
+  params = state.params;
+}
+
+void fit_denoiser(const Denoiser& teacher, const StudentFactory& student,
+                  DistillationState& state, const TrainingData& data,
+                  const ProgressiveOptions& o, const LoopControl& control) {
+  run_fit(teacher, student, state, data, o, control);
+  step_done(state, nullptr, control, true);
 }
 
 at::Tensor progressive_distillation(const Denoiser& teacher, const StudentFactory& student,
-                                    at::Tensor params, const DataSource& data,
+                                    at::Tensor params, const TrainingData& data,
                                     const ProgressiveOptions& o, at::Generator& generator,
                                     const ProgressiveCallback& callback) {
-  validate(o);
-  Denoiser current = teacher;
-  for (int64_t steps = o.teacher_steps / 2; steps >= o.student_steps; steps /= 2) {
-    progressive_stage(current, student, params, steps, data, o, generator, callback);
-    current = student(params.detach().clone());  // the next stage's frozen teacher
+  DistillationState state = fresh_state(params, generator);
+  progressive_distillation(teacher, student, state, data, o, reporting(callback));
+  return state.params;
+}
+
+int64_t stage_count(const ProgressiveOptions& o) {
+  int64_t halvings = 0;
+  for (int64_t n = o.teacher_steps; n > o.student_steps; n /= 2) ++halvings;
+  return halvings + (o.fit_iterations > 0 ? 1 : 0);
+}
+
+int64_t stage_steps(const ProgressiveOptions& o, int64_t stage) {
+  const int64_t halving = stage - (o.fit_iterations > 0 ? 1 : 0);
+  return halving < 0 ? 0 : o.teacher_steps >> (halving + 1);
+}
+
+int64_t total_iterations(const ProgressiveOptions& o) {
+  return o.fit_iterations + (stage_count(o) - (o.fit_iterations > 0 ? 1 : 0)) * o.iterations;
+}
+
+int64_t completed_iterations(const ProgressiveOptions& o, const DistillationState& state) {
+  int64_t done = state.iteration;
+  for (int64_t stage = 0; stage < state.stage; ++stage) {
+    done += stage_steps(o, stage) == 0 ? o.fit_iterations : o.iterations;
   }
-  return params;
+  return done;
+}
+
+void progressive_distillation(const Denoiser& teacher, const StudentFactory& student,
+                              DistillationState& state, const TrainingData& data,
+                              const ProgressiveOptions& o, const LoopControl& control) {
+  validate(o);
+  if (o.fit_iterations < 0) {
+    throw Error("progressive.fit_iterations: must be >= 0, found " +
+                std::to_string(o.fit_iterations));
+  }
+  const int64_t stages = stage_count(o);
+  if (state.stage < 0 || state.stage > stages) {
+    throw Error("progressive distillation: state at stage " + std::to_string(state.stage) +
+                ", the settings have " + std::to_string(stages) + " stages");
+  }
+  while (state.stage < stages) {
+    const int64_t steps = stage_steps(o, state.stage);
+    if (steps == 0) {
+      ProgressiveOptions fit = o;
+      fit.iterations = o.fit_iterations;
+      run_fit(teacher, student, state, data, fit, control);
+    } else {
+      // The first halving distills `teacher`; each later one the previous stage's student,
+      // frozen in state.target.
+      Denoiser current = state.target.defined() ? student(state.target) : teacher;
+      run_stage(current, student, state, steps, data, o, control);
+      state.target = state.params.detach().clone();
+    }
+    ++state.stage;
+    state.iteration = 0;
+    state.optimizer = io::make_dict();  // each stage starts a fresh optimizer
+    step_done(state, nullptr, control, true);
+  }
 }
 
 }  // namespace distill::diffusion

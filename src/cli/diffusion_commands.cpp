@@ -18,6 +18,7 @@
 #include "diffusion/samplers.h"
 #include "src/cli/command.h"
 #include "src/cli/diffusion_score_command.h"
+#include "src/cli/diffusion_distill_command.h"
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 #include "src/data/dataset.h"
@@ -68,10 +69,12 @@ struct DiffusionCommandOptions {
   config::RunOptions run;
   data::DataOptions data;
   DiffusionSampleSettings diffusion;
+  DiffusionDistillSettings distill;  // `distill diffusion distill` (diffusion_distill_command.h)
   void visit(config::Visitor& v) {
     v.section("run", run);
     v.section("data", data);
     v.section("diffusion", diffusion);
+    v.section("distill", distill);
   }
 };
 
@@ -312,8 +315,9 @@ void run_sample(DiffusionCommandOptions& o) {
 
 void run_diffusion(DiffusionCommandOptions& o, const Invocation& invocation) {
   const std::string usage =
-      "usage: distill diffusion train|sample [--arch unet|mlp] [--train-steps N] [--teacher "
-      "RUN_DIR|model.pt|exact] [--sampler NAME] [--steps N] [...] | distill diffusion score "
+      "usage: distill diffusion train|sample|distill [--arch unet|mlp] [--train-steps N] "
+      "[--teacher RUN_DIR|model.pt|exact] [--sampler NAME] [--steps N] [--method "
+      "progressive|consistency] [--data dataset|none] [...] | distill diffusion score "
       "RUN_DIR|samples.pt --classifier MODEL.pt [...]";
   if (invocation.positional.empty()) throw Error(usage);
   const std::string& which = invocation.positional[0];
@@ -324,7 +328,12 @@ void run_diffusion(DiffusionCommandOptions& o, const Invocation& invocation) {
   if (invocation.positional.size() != 1) throw Error(usage);
   if (which == "train") return run_train(o, invocation);
   if (which == "sample") return run_sample(o);
-  throw Error("unknown diffusion step '" + which + "' (train, sample and score exist so far); " +
+  if (which == "distill") {
+    return run_diffusion_distill(o.run, o.data, o.diffusion.teacher, o.diffusion.weights,
+                                 o.diffusion.train_images, o.diffusion.model, o.distill,
+                                 config::dump(o), invocation.resume);
+  }
+  throw Error("unknown diffusion step '" + which + "' (expected train, sample, distill or score); " +
               usage);
 }
 
@@ -347,7 +356,9 @@ Command diffusion_command() {
        {"samples", "diffusion.samples"},
        {"train-images", "diffusion.train_images"},
        {"classifier", "diffusion.score.classifier"},
-       {"k", "diffusion.score.k"}},
+       {"k", "diffusion.score.k"},
+       {"method", "distill.method"},
+       {"data", "distill.data"}},
       run_diffusion);
 }
 

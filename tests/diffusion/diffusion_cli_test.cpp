@@ -113,9 +113,9 @@ TEST_F(DiffusionCli, BadSettingsNameTheKeyAndDoNoWork) {
     EXPECT_TRUE(contains(r.output, cases[i].message)) << r.output;
     EXPECT_FALSE(std::filesystem::exists(dir_.file(out))) << cases[i].flags;
   }
-  CommandResult r = distill_cli("diffusion distill " + tiny_flags(data_));
+  CommandResult r = distill_cli("diffusion distil " + tiny_flags(data_));
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_TRUE(contains(r.output, "unknown diffusion step 'distill'")) << r.output;
+  EXPECT_TRUE(contains(r.output, "unknown diffusion step 'distil'")) << r.output;
 }
 
 // A U-Net small enough for seconds: 8 channels, 8x8 -> 4x4, attention at 4x4.

@@ -1,0 +1,131 @@
+#include "diffusion/distillation_run.h"
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+
+#include "src/core/error.h"
+#include "src/core/runtime.h"
+#include "src/io/metrics_log.h"
+#include "src/io/progress.h"
+#include "src/io/tensor_file.h"
+
+namespace distill::diffusion {
+namespace {
+
+// CD runs in two phases (fit, then CD); PD's fit is a stage of its own loop.
+enum Phase : int64_t { kFitPhase = 0, kMainPhase = 1 };
+
+int64_t cd_fit_iterations(const DistillationRunOptions& o) { return o.consistency_fit.iterations; }
+
+}  // namespace
+
+int64_t run_iterations(const DistillationRunOptions& o) {
+  if (o.method == "progressive") return total_iterations(o.progressive);
+  return cd_fit_iterations(o) + o.consistency.iterations;
+}
+
+DistillationState run_distillation(const Denoiser& teacher, const StudentFactory& student,
+                                   const at::Tensor& init, const TrainingData& data,
+                                   const DistillationRunOptions& o, uint64_t seed,
+                                   const std::string& out, bool resume, bool progress) {
+  if (o.method != "progressive" && o.method != "consistency") {
+    throw Error("distill.method: unknown method '" + o.method +
+                "' (expected progressive or consistency)");
+  }
+  if (o.checkpoint_every < 0 || o.log_every < 1) {
+    throw Error("distill: checkpoint_every must be >= 0 and log_every >= 1, found " +
+                std::to_string(o.checkpoint_every) + " and " + std::to_string(o.log_every));
+  }
+  const bool pd = o.method == "progressive";
+  if (pd) {
+    validate(o.progressive);
+  } else {
+    validate(o.consistency);
+    if (cd_fit_iterations(o) > 0) validate(o.consistency_fit.schedule, "distill.consistency_fit");
+  }
+  const std::string checkpoint = out + "/checkpoint.pt";
+  DistillationState state;
+  int64_t phase = pd || cd_fit_iterations(o) == 0 ? kMainPhase : kFitPhase;
+  if (resume) {
+    if (!std::filesystem::exists(checkpoint)) {
+      throw Error("--resume: no checkpoint '" + checkpoint + "' to continue from");
+    }
+    io::TensorDict dict = io::load_dict(checkpoint);
+    const std::string method =
+        dict.contains("method") ? dict.at("method").toStringRef() : std::string("?");
+    if (method != o.method) {
+      throw Error("--resume: checkpoint '" + checkpoint + "' is a '" + method +
+                  "' run, the settings ask for '" + o.method + "'");
+    }
+    state = read_state(dict, checkpoint);
+    phase = dict.contains("phase") ? dict.at("phase").toInt() : kMainPhase;
+    if (state.params.numel() != init.numel()) {
+      throw Error("--resume: checkpoint '" + checkpoint + "' holds " +
+                  std::to_string(state.params.numel()) + " student parameters, the settings " +
+                  "build a student with " + std::to_string(init.numel()));
+    }
+  } else {
+    state.params = init.detach().clone();
+    state.seed = seed;
+  }
+  // Steps completed before the current phase/stage, for the global step count.
+  auto completed = [&](const DistillationState& s, int64_t in_phase) {
+    if (pd) return completed_iterations(o.progressive, s);
+    return in_phase == kFitPhase ? s.iteration : cd_fit_iterations(o) + s.iteration;
+  };
+  const int64_t total = run_iterations(o);
+  const int64_t start = completed(state, phase);
+  io::MetricsLog metrics(out + "/metrics.jsonl",
+                         resume ? std::optional<int64_t>(start) : std::nullopt);
+  io::Progress bar("distill " + o.method, total, start, progress);
+  double loss_sum = 0;
+  int64_t loss_count = 0;
+  LoopControl control;
+  control.checkpoint_every = o.checkpoint_every;
+  control.stop_requested = [&] {
+    return interrupt_requested() || (o.stop_after > 0 && completed(state, phase) >= o.stop_after);
+  };
+  control.on_step = [&](int64_t steps, int64_t, double loss) {
+    loss_sum += loss;
+    ++loss_count;
+    const int64_t done = completed(state, phase);  // state.iteration already counts this step
+    if (done % o.log_every == 0 || done == total) {
+      metrics.log(done, {{"loss", loss_sum / static_cast<double>(loss_count)},
+                         {"stage", static_cast<double>(state.stage)},
+                         {"student_steps", static_cast<double>(steps)},
+                         {"phase", static_cast<double>(phase)}});
+      loss_sum = 0;
+      loss_count = 0;
+    }
+    bar.update(done, "loss " + std::to_string(loss));
+  };
+  control.on_checkpoint = [&](const DistillationState& s) {
+    io::TensorDict dict = io::make_dict();
+    write_state(dict, s);
+    dict.insert("method", o.method);
+    dict.insert("phase", phase);
+    io::save_dict(checkpoint, dict);
+  };
+  if (pd) {
+    progressive_distillation(teacher, student, state, data, o.progressive, control);
+  } else {
+    if (phase == kFitPhase) {
+      fit_denoiser(teacher, student, state, data, o.consistency_fit, control);
+      // The fitted denoiser starts CD (and its EMA target); the fit's optimizer ends here.
+      DistillationState next;
+      next.params = state.params;
+      next.seed = state.seed;
+      state = next;
+      phase = kMainPhase;
+      control.on_checkpoint(state);
+    }
+    consistency_distillation(teacher, student, state, data, o.consistency, control);
+  }
+  bar.finish();
+  return state;
+}
+
+}  // namespace distill::diffusion

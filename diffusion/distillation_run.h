@@ -1,0 +1,49 @@
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <string>
+
+#include "diffusion/consistency_distillation.h"
+#include "diffusion/distillation_state.h"
+#include "diffusion/progressive_distillation.h"
+
+namespace distill::diffusion {
+
+// A distillation run as the project's long runs go: checkpoint.pt (atomic, every
+// checkpoint_every steps, at stage ends and on Ctrl-C), metrics.jsonl (loss, stage, student
+// steps, lr-free: one line per log_every steps), a progress bar with ETA, and `resume` that
+// continues from checkpoint.pt to the same result as a straight run.
+struct DistillationRunOptions {
+  std::string method = "progressive";  // progressive | consistency
+  ProgressiveOptions progressive;
+  ConsistencyOptions consistency;
+  // consistency: steps fitting the student to the teacher's denoiser before CD (the paper starts
+  // the student from the teacher; for an exact teacher this makes that copy). 0: start as given.
+  ProgressiveOptions consistency_fit = consistency_fit_defaults();
+  int64_t checkpoint_every = 100;
+  int64_t log_every = 10;
+  // > 0: stop like Ctrl-C (checkpoint, Interrupted) once the run has done this many steps in
+  // all; for time-boxed sessions and resume tests.
+  int64_t stop_after = 0;
+
+  static ProgressiveOptions consistency_fit_defaults() {
+    ProgressiveOptions o;
+    o.schedule.name = "karras";
+    o.iterations = 0;
+    return o;
+  }
+};
+
+// The run's total optimizer steps (all stages, fit included).
+int64_t run_iterations(const DistillationRunOptions& options);
+
+// Runs (or, with `resume`, continues) the distillation of `teacher` into `student` from `init`
+// (ignored when resuming) and returns the final state: PD's last student in params, CD's EMA
+// network in target (the one to sample from). Writes out/checkpoint.pt and out/metrics.jsonl.
+// Error when resuming without a checkpoint or from one of another method.
+DistillationState run_distillation(const Denoiser& teacher, const StudentFactory& student,
+                                   const at::Tensor& init, const TrainingData& data,
+                                   const DistillationRunOptions& options, uint64_t seed,
+                                   const std::string& out, bool resume, bool progress);
+
+}  // namespace distill::diffusion

@@ -1,0 +1,99 @@
+#include "diffusion/distillation_state.h"
+
+#include <ATen/ATen.h>
+
+#include <limits>
+
+#include "src/core/error.h"
+#include "src/core/runtime.h"
+
+namespace distill::diffusion {
+namespace {
+
+const std::string kOptimizerPrefix = "optimizer.";
+
+at::Tensor copy(const at::Tensor& t) { return t.defined() ? t.detach().clone() : t; }
+
+io::TensorDict copy(const io::TensorDict& dict) {
+  io::TensorDict out = io::make_dict();
+  for (const auto& entry : dict) {
+    const c10::IValue& v = entry.value();
+    out.insert(entry.key(), v.isTensor() ? c10::IValue(copy(v.toTensor())) : v);
+  }
+  return out;
+}
+
+}  // namespace
+
+DistillationState DistillationState::clone() const {
+  DistillationState c;
+  c.stage = stage;
+  c.iteration = iteration;
+  c.params = copy(params);
+  c.target = copy(target);
+  c.optimizer = copy(optimizer);
+  c.seed = seed;
+  return c;
+}
+
+void write_state(io::TensorDict& dict, const DistillationState& s) {
+  dict.insert_or_assign("stage", s.stage);
+  dict.insert_or_assign("iteration", s.iteration);
+  dict.insert_or_assign("params", s.params.detach().cpu());
+  if (s.target.defined()) dict.insert_or_assign("target", s.target.detach().cpu());
+  dict.insert_or_assign("seed", static_cast<int64_t>(s.seed));
+  for (const auto& entry : s.optimizer) {
+    dict.insert_or_assign(kOptimizerPrefix + entry.key().toStringRef(), entry.value());
+  }
+}
+
+DistillationState read_state(const io::TensorDict& dict, const std::string& file) {
+  auto integer = [&](const std::string& key) {
+    if (!dict.contains(key) || !dict.at(key).isInt()) {
+      throw Error("distillation checkpoint '" + file + "': missing integer '" + key + "'");
+    }
+    return dict.at(key).toInt();
+  };
+  DistillationState s;
+  s.stage = integer("stage");
+  s.iteration = integer("iteration");
+  s.params = io::get_tensor(dict, "params", file).clone();
+  if (dict.contains("target")) s.target = io::get_tensor(dict, "target", file).clone();
+  s.seed = static_cast<uint64_t>(integer("seed"));
+  for (const auto& entry : dict) {
+    const std::string& key = entry.key().toStringRef();
+    if (key.rfind(kOptimizerPrefix, 0) == 0) {
+      s.optimizer.insert(key.substr(kOptimizerPrefix.size()), entry.value());
+    }
+  }
+  return s;
+}
+
+void step_done(DistillationState& state, const train::Optimizer* optimizer,
+               const LoopControl& control, bool stage_end) {
+  const bool stop = control.stop_requested && control.stop_requested();
+  const bool due = stage_end || (control.checkpoint_every > 0 &&
+                                 state.iteration % control.checkpoint_every == 0);
+  if ((due || stop) && control.on_checkpoint) {
+    io::TensorDict dict = io::make_dict();
+    if (optimizer) optimizer->save_state(dict, "");
+    state.optimizer = copy(dict);  // save_state hands out the optimizer's live tensors
+    control.on_checkpoint(state);
+  }
+  if (stop) {
+    throw Interrupted("distillation interrupted at stage " + std::to_string(state.stage) +
+                      ", iteration " + std::to_string(state.iteration));
+  }
+}
+
+at::Generator step_generator(const DistillationState& state, uint64_t stream) {
+  return make_generator(state.seed, stream + static_cast<uint64_t>(state.stage),
+                        static_cast<uint64_t>(state.iteration));
+}
+
+uint64_t draw_seed(at::Generator& generator) {
+  return static_cast<uint64_t>(
+      at::randint(std::numeric_limits<int64_t>::max(), {1}, generator, at::kLong).item<int64_t>());
+}
+
+}  // namespace distill::diffusion

@@ -1,0 +1,53 @@
+#pragma once
+// `distill diffusion distill` (diffusion_distill_command.cpp): its settings and entry point.
+#include <string>
+
+#include "diffusion/distillation_run.h"
+#include "diffusion/model_file.h"
+#include "src/config/options.h"
+#include "src/data/dataset.h"
+
+namespace distill::cli {
+
+// The teacher (diffusion.teacher, diffusion.weights) and, for an exact teacher, the student's
+// network (diffusion.model) are the settings `train`/`sample` use; these are the rest.
+struct DiffusionDistillSettings {
+  std::string method = "progressive";
+  std::string data = "dataset";
+  int64_t trajectory_steps = 16;
+  int64_t fit_iterations = 2000;
+  diffusion::DistillationRunOptions run;
+
+  void visit(config::Visitor& v) {
+    v.choice("method", method,
+             "progressive (halve the sampling steps, PD) or consistency (consistency "
+             "distillation, CD)",
+             {"progressive", "consistency"});
+    v.choice("data", data,
+             "dataset: noised training images; none: data-free, points of the teacher's own "
+             "sampling trajectories from noise (TBCM); with a trained teacher no dataset is read",
+             {"dataset", "none"});
+    v.field("trajectory_steps", trajectory_steps,
+            "data = none: Heun steps from noise (sigma <= 80) to each training point's level");
+    v.field("fit_iterations", fit_iterations,
+            "exact teacher: steps fitting the student (network diffusion.model) to the teacher's "
+            "denoiser first (PD: its fit stage, CD: before CD); a trained teacher's student "
+            "starts as its copy instead");
+    v.field("checkpoint_every", run.checkpoint_every, "optimizer steps between checkpoints");
+    v.field("log_every", run.log_every, "optimizer steps per metrics.jsonl line");
+    v.field("stop_after", run.stop_after,
+            "> 0: checkpoint and stop after this many steps in all (continue with --resume)");
+    v.section("progressive", run.progressive);
+    v.section("consistency", run.consistency);
+  }
+};
+
+// Runs `distill diffusion distill`: teacher = "exact" or a model file / run folder of
+// `distill diffusion train` (or of this command), `weights` = ema | params of it.
+void run_diffusion_distill(const config::RunOptions& run_options, const data::DataOptions& data,
+                           const std::string& teacher, const std::string& weights,
+                           int64_t train_images, const diffusion::DenoiserArchOptions& student_arch,
+                           DiffusionDistillSettings& settings, const std::string& effective_config,
+                           bool resume);
+
+}  // namespace distill::cli

@@ -1,0 +1,172 @@
+// `distill diffusion distill` end to end on a tiny dataset: a PD and a CD run stopped half way
+// and resumed write the same student as a straight run; the student loads in
+// `distill diffusion sample`; data-free runs with a file teacher read no dataset; bad settings
+// and files fail with the key or the file named.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "src/io/tensor_file.h"
+#include "tests/support/cli_support.h"
+
+namespace distill::testing {
+namespace {
+
+class DiffusionDistillCli : public ::testing::Test {
+ protected:
+  void SetUp() override { data_ = write_tiny_dataset(dir_, 3, 2); }
+
+  // A few steps of everything: fit 6, PD 4 -> 1 steps (2 stages of 5), small MLP.
+  std::string tiny(const std::string& method) {
+    return "diffusion distill " + tiny_flags(data_) + "--method " + method +
+           " --train-images 12 --set distill.fit_iterations=6 --arch mlp"
+           " --set diffusion.model.mlp.hidden=[32] --set diffusion.model.mlp.frequencies=2"
+           " --set distill.checkpoint_every=4"
+           " --set distill.log_every=1"
+           " --set distill.progressive.teacher_steps=4 --set distill.progressive.student_steps=1"
+           " --set distill.progressive.iterations=5 --set distill.progressive.batch=16"
+           " --set distill.consistency.iterations=8 --set distill.consistency.batch=16"
+           " --set distill.consistency.discretisation=6 --set distill.trajectory_steps=4 ";
+  }
+  at::Tensor student_params(const std::string& out) {
+    io::TensorDict dict = io::load_dict(dir_.file(out + "/model.pt"));
+    return at::cat({io::get_tensor(dict, "params", out), io::get_tensor(dict, "ema", out)});
+  }
+  int64_t metric_lines(const std::string& out) {
+    std::ifstream in(dir_.file(out + "/metrics.jsonl"));
+    int64_t n = 0;
+    for (std::string line; std::getline(in, line);) ++n;
+    return n;
+  }
+
+  TempDir dir_;
+  std::string data_;
+};
+
+TEST_F(DiffusionDistillCli, StoppedAndResumedRunsEqualStraightOnesAndStudentsSample) {
+  for (const std::string method : {"progressive", "consistency"}) {
+    for (const std::string data : {"dataset", "none"}) {
+      const std::string flags = tiny(method) + "--data " + data + " --out ";
+      const std::string straight = method + "_" + data, stopped = straight + "_stopped";
+      CommandResult a = distill_cli(flags + dir_.file(straight));
+      ASSERT_EQ(a.exit_code, 0) << a.output;
+      EXPECT_TRUE(contains(a.output, "student: ")) << a.output;
+      // Stopped after 9 steps (PD: mid second stage; CD: mid CD after the 6 fit steps).
+      CommandResult b = distill_cli(flags + dir_.file(stopped) + " --set distill.stop_after=9");
+      EXPECT_EQ(b.exit_code, 130) << b.output;
+      EXPECT_FALSE(std::filesystem::exists(dir_.file(stopped + "/model.pt")));
+      CommandResult c = distill_cli(flags + dir_.file(stopped) + " --resume");
+      ASSERT_EQ(c.exit_code, 0) << c.output;
+      EXPECT_TRUE(at::equal(student_params(straight), student_params(stopped)))
+          << method << " " << data;
+      // One metrics line per step (log_every 1), none repeated by the resume.
+      const int64_t steps = method == "progressive" ? 6 + 2 * 5 : 6 + 8;
+      EXPECT_EQ(metric_lines(straight), steps);
+      EXPECT_EQ(metric_lines(stopped), steps);
+    }
+  }
+  // The student is a model file `distill diffusion sample` reads (PD: 1 DDIM step on its
+  // schedule; CD: one consistency step from sigma 80).
+  CommandResult s = distill_cli("diffusion sample " + tiny_flags(data_) + "--teacher " +
+                                dir_.file("progressive_dataset") +
+                                " --sampler ddim --steps 1 --samples 5 --set "
+                                "diffusion.sampler.schedule.name=vp_cosine --out " +
+                                dir_.file("sampled"));
+  ASSERT_EQ(s.exit_code, 0) << s.output;
+  at::Tensor images =
+      io::get_tensor(io::load_dict(dir_.file("sampled/samples.pt")), "images", "samples");
+  EXPECT_EQ(images.sizes(), (std::vector<int64_t>{5, 1, 8, 8}));
+  EXPECT_TRUE(at::isfinite(images).all().item<bool>());
+  EXPECT_TRUE(std::filesystem::exists(dir_.file("sampled/grid.png")));
+  CommandResult cd = distill_cli(
+      "diffusion sample " + tiny_flags(data_) + "--teacher " + dir_.file("consistency_none") +
+      " --sampler ddim --steps 1 --samples 5 --out " + dir_.file("sampled_cd"));
+  ASSERT_EQ(cd.exit_code, 0) << cd.output;
+}
+
+// A student model file as the teacher of a data-free run: the dataset path does not even exist.
+TEST_F(DiffusionDistillCli, DataFreeRunFromAModelFileReadsNoDataset) {
+  ASSERT_EQ(distill_cli(tiny("progressive") + "--out " + dir_.file("first")).exit_code, 0);
+  CommandResult r = distill_cli(
+      "diffusion distill --set data.path=/nonexistent --threads 1 --no-progress --method "
+      "progressive --data none --teacher " +
+      dir_.file("first") +
+      " --set distill.progressive.teacher_steps=2 --set distill.progressive.student_steps=1"
+      " --set distill.progressive.iterations=3 --set distill.progressive.batch=8"
+      " --set distill.trajectory_steps=2 --out " +
+      dir_.file("second"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(std::filesystem::exists(dir_.file("second/model.pt")));
+}
+
+// A teacher trained by `distill diffusion train` (a tiny U-Net): the student copies its network;
+// stopped and resumed = straight; the student samples.
+TEST_F(DiffusionDistillCli, TrainedUnetTeacherResumeEqualsStraightAndSamples) {
+  const std::string unet =
+      "--set diffusion.model.unet.channels=8 --set diffusion.model.unet.channel_mult=[1,2] "
+      "--set diffusion.model.unet.groups=4 --set diffusion.model.unet.attention_max_size=4 ";
+  CommandResult t = distill_cli("diffusion train " + tiny_flags(data_) + unet +
+                                "--batch 8 --train-steps 3 --out " + dir_.file("teacher"));
+  ASSERT_EQ(t.exit_code, 0) << t.output;
+  const std::string flags = "diffusion distill " + tiny_flags(data_) + "--teacher " +
+                            dir_.file("teacher") +
+                            " --method progressive --set distill.progressive.teacher_steps=4"
+                            " --set distill.progressive.student_steps=1"
+                            " --set distill.progressive.iterations=2"
+                            " --set distill.progressive.batch=4 --out ";
+  ASSERT_EQ(distill_cli(flags + dir_.file("pd")).exit_code, 0);
+  EXPECT_EQ(distill_cli(flags + dir_.file("pd_stopped") + " --set distill.stop_after=3").exit_code,
+            130);
+  CommandResult r = distill_cli(flags + dir_.file("pd_stopped") + " --resume");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(at::equal(student_params("pd"), student_params("pd_stopped")));
+  CommandResult s =
+      distill_cli("diffusion sample " + tiny_flags(data_) + "--teacher " + dir_.file("pd") +
+                  " --sampler ddim --steps 1 --samples 4 --set "
+                  "diffusion.sampler.schedule.name=vp_cosine --out " +
+                  dir_.file("pd_samples"));
+  ASSERT_EQ(s.exit_code, 0) << s.output;
+}
+
+TEST_F(DiffusionDistillCli, BadSettingsAndFilesAreClearErrors) {
+  // A classifier's model file as the teacher: the wrong kind of file.
+  ASSERT_EQ(distill_cli("train " + tiny_flags(data_) +
+                        "--set model.width=8 --set model.depth=1 --epochs 1 --out " +
+                        dir_.file("classifier"))
+                .exit_code,
+            0);
+  struct Case {
+    std::string flags, message;
+  };
+  const std::vector<Case> cases = {
+      {"--set distill.progressive.teacher_steps=6 --set distill.progressive.student_steps=4",
+       "student_steps = 4 is not reachable by halving teacher_steps = 6"},
+      {"--set distill.progressive.schedule.name=vp_cosine"
+       " --set distill.progressive.schedule.logsnr_min=3"
+       " --set distill.progressive.schedule.logsnr_max=1",
+       "logsnr_min and logsnr_max must be finite with logsnr_min < logsnr_max"},
+      {"--method consistency --set distill.consistency.sigma_min=5"
+       " --set distill.consistency.sigma_max=1",
+       "sigma_min and sigma_max"},
+      {"--teacher " + dir_.file("classifier/model.pt"), "is not a denoiser model file"},
+      {"--method distil", "distill.method"},
+      {"--data nothing", "distill.data"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const std::string out = "bad" + std::to_string(i);
+    CommandResult r = distill_cli("diffusion distill " + tiny_flags(data_) + cases[i].flags +
+                                  " --out " + dir_.file(out));
+    EXPECT_EQ(r.exit_code, 2) << cases[i].flags << ": " << r.output;
+    EXPECT_TRUE(contains(r.output, cases[i].message)) << cases[i].flags << ": " << r.output;
+  }
+  // --resume where nothing ran.
+  CommandResult r = distill_cli(tiny("progressive") + "--resume --out " + dir_.file("never"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "no checkpoint")) << r.output;
+}
+
+}  // namespace
+}  // namespace distill::testing
