@@ -17,9 +17,10 @@ bench = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else
 train = json.loads((bench / "dist_scaling.json").read_text())
 mtt = json.loads((bench / "mtt_dist_split.json").read_text())
 
-lines = [f"Measured on this machine ({train['cores']} cores; 1-minute load average at the end "
-         f"{train['load_average_1min_at_end']:.1f} and {mtt['load_average_1min_at_end']:.1f}: "
-         "other jobs were running, so the figures are indicative):", "",
+lines = [f"Measured on this machine ({train['cores']} cores; 1-minute load average at the end of "
+         f"the two scripts {train['load_average_1min_at_end']:.1f} and "
+         f"{mtt['load_average_1min_at_end']:.1f}, the benchmarks' own processes included; other "
+         "jobs on the machine skew the figures):", "",
          "| workload | 1 process x 1 thread | 1 process x 2 threads | 2 processes x 1 thread | "
          "scaling efficiency (2p vs 2 x 1p) | all-reduced per rank |",
          "|---|---|---|---|---|---|"]
