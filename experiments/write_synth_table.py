@@ -53,6 +53,10 @@ def main():
             if cells:
                 lines.append(f"| {ipc} | {label} | " +
                              " | ".join(cell(cells[m]) if m in cells else "—" for m in models) + " |")
+    missing = [ipc for ipc in ipcs if not any((ipc, label) in table for _, _, label in ROWS)]
+    if missing:
+        lines += ["", f"Not run yet: IPC {', '.join(missing)}. Columns are the student "
+                  "architectures with finished runs (the script's default adds ResNet-18)."]
     readme_tables.write_block("synth", lines)
 
 
