@@ -31,8 +31,10 @@ OMP_NUM_THREADS=2 "$distill" "${common[@]}" --threads 2 --out "$out/p1t2" 2>"$ou
 OMP_NUM_THREADS=1 /usr/bin/torchrun --nproc_per_node=2 --master_port="$port" -r 1 -t 1 --no_python \
   "$distill" "${common[@]}" --threads 1 --out "$out/p2t1" >"$out/p2t1.log" 2>&1
 
-python3 - "$out" "$limit" "$batch" <<'EOF'
+BENCH_DIR="$root/experiments/bench" python3 - "$out" "$limit" "$batch" <<'EOF'
 import json, os, sys
+sys.path.insert(0, os.environ['BENCH_DIR'])
+import bench_result  # noqa: E402
 out, limit, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 
 def epoch_lines(run):
@@ -67,11 +69,7 @@ result = {
     "steps_per_epoch": steps,
     "allreduce_seconds_in_epoch_2p": round(epoch_lines("p2t1")[2]["allreduce_s"], 3),
     "epoch_seconds_2p": round(epoch_seconds("p2t1"), 3),
-    "load_average_1min_at_end": os.getloadavg()[0],
-    "cores": os.cpu_count(),
+    **bench_result.machine(),
 }
-path = os.path.join(out, "..", "dist_scaling.json")
-with open(path, "w") as f:
-    json.dump(result, f, indent=2)
-print(json.dumps(result, indent=2))
+bench_result.write(os.path.join(out, "..", "dist_scaling.json"), result)
 EOF

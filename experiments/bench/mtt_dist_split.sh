@@ -46,8 +46,10 @@ done
 
 # The student's parameter count: one expert epoch of the buffer (Debian's python3-torch).
 params=$(/usr/bin/python3 -c "import sys, torch; e = torch.load(sys.argv[1])[0][0]; print(sum(t.numel() for t in e))" "$experts/replay_buffer_0.pt")
-python3 - "$out" "$steps" "$params" <<'PY'
+BENCH_DIR="$root/experiments/bench" python3 - "$out" "$steps" "$params" <<'PY'
 import json, os, statistics, sys
+sys.path.insert(0, os.environ['BENCH_DIR'])
+import bench_result  # noqa: E402
 out, steps, p = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 
 def seconds(run):
@@ -70,12 +72,7 @@ result = {
     "speedup_batch_split_vs_1p_2threads": round(s["p1t2"] / s["p2t1_batch"], 3),
     "parameters": p,
     "allreduce_bytes_per_rank_per_iteration": payload,
-    "load_average_1min_at_end": os.getloadavg()[0],
-    "cores": os.cpu_count(),
+    **bench_result.machine(),
 }
-path = os.path.join(out, "..", "mtt_dist_split.json")
-with open(path + ".tmp", "w") as f:
-    json.dump(result, f, indent=2)
-os.replace(path + ".tmp", path)
-print(json.dumps(result, indent=2))
+bench_result.write(os.path.join(out, "..", "mtt_dist_split.json"), result)
 PY

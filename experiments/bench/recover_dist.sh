@@ -21,8 +21,10 @@ OMP_NUM_THREADS=1 "$distill" "${common[@]}" --threads 1 --out "$out/p1t1" >"$out
 OMP_NUM_THREADS=2 "$distill" "${common[@]}" --threads 2 --out "$out/p1t2" >"$out/p1t2.log" 2>&1
 OMP_NUM_THREADS=1 /usr/bin/torchrun --nproc_per_node=2 --master_port="$port" -r 1 -t 1 \
   --no_python "$distill" "${common[@]}" --threads 1 --out "$out/p2t1" >"$out/p2t1.log" 2>&1
-/usr/bin/python3 - "$out" <<'PY'
+BENCH_DIR="$root/experiments/bench" /usr/bin/python3 - "$out" <<'PY'
 import json, os, sys
+sys.path.insert(0, os.environ['BENCH_DIR'])
+import bench_result  # noqa: E402
 import torch
 out = sys.argv[1]
 r = {run: json.load(open(os.path.join(out, run, "results.json"))) for run in ("p1t1", "p1t2", "p2t1")}
@@ -37,12 +39,7 @@ result = {
     "scaling_efficiency_2p_vs_1p": round(s["p1t1"] / (2 * s["p2t1"]), 3),
     "speedup_2p_vs_1p_2threads": round(s["p1t2"] / s["p2t1"], 3),
     "allreduce_bytes_per_rank": 4 * pixels,
-    "load_average_1min_at_end": os.getloadavg()[0],
-    "cores": os.cpu_count(),
+    **bench_result.machine(),
 }
-path = os.path.join(out, "..", "recover_dist.json")
-with open(path + ".tmp", "w") as f:
-    json.dump(result, f, indent=2)
-os.replace(path + ".tmp", path)
-print(json.dumps(result, indent=2))
+bench_result.write(os.path.join(out, "..", "recover_dist.json"), result)
 PY
