@@ -9,8 +9,8 @@
 #   5. consistency distillation (one-step sampling: CD's student at sigma_max);
 #   6. every sample set scored by `distill diffusion score` (FCD, precision/recall, coverage) and
 #      the table written by experiments/write_diffusion_table.py.
-# Every run is skipped when its results.json exists, so an interrupted script continues (the long
-# ones also resume mid-run from their checkpoints with RESUME=1).
+# Every run is skipped when its results.json exists, so an interrupted script continues; the
+# teacher and the distillation runs also continue mid-run from their checkpoint.pt.
 # Budget knobs: EPOCHS, TRAIN_STEPS, BATCH, SAMPLES, TEACHER_STEPS, PD_FROM, PD_ITERATIONS,
 # CD_ITERATIONS, THREADS, EXTRA (flags added to every run, e.g. a smaller U-Net).
 set -euo pipefail
@@ -40,13 +40,16 @@ else
   run "$out/classifier" train --epochs "$epochs" --set model.width=64
   classifier=$out/classifier/model.pt
 fi
+# --resume for a long run that stopped after writing a checkpoint (and before its results.json).
+resume_flag() { [ -f "$1/checkpoint.pt" ] && [ ! -f "$1/results.json" ] && echo --resume || true; }
 score() {  # score NAME SAMPLES_DIR
   run "$out/scores/$1" diffusion score "$2" --classifier "$classifier" \
     --set diffusion.score.model.width=64 --set diffusion.score.cache_dir="$out/reference_cache"
 }
 
 # 2. The teacher.
-run "$out/teacher" diffusion train --train-steps "$train_steps" --batch "$batch"
+run "$out/teacher" diffusion train --train-steps "$train_steps" --batch "$batch" \
+  $(resume_flag "$out/teacher")
 
 # 3. The teacher's own few-step samples: the baseline every student must beat.
 for sampler in ddim heun; do
@@ -61,6 +64,7 @@ done
 # works on the VP-cosine grid, so its students are sampled with DDIM on that grid.
 pd() {  # pd NAME TEACHER FROM TO DATA
   run "$out/$1" diffusion distill --method progressive --teacher "$2" --data "$5" \
+    $(resume_flag "$out/$1") \
     --set distill.progressive.teacher_steps="$3" --set distill.progressive.student_steps="$4" \
     --set distill.progressive.iterations="$pd_iterations"
   run "$out/samples/$1" diffusion sample --teacher "$out/$1" --sampler ddim --steps "$4" \
@@ -75,6 +79,7 @@ done
 
 # 5. Consistency distillation: one step from sigma_max.
 run "$out/cd" diffusion distill --method consistency --teacher "$out/teacher" \
+  $(resume_flag "$out/cd") \
   --set distill.consistency.iterations="$cd_iterations"
 run "$out/samples/cd_1" diffusion sample --teacher "$out/cd" --sampler ddim --steps 1 \
   --samples "$samples"
