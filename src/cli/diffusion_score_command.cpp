@@ -16,6 +16,7 @@
 #include "src/cli/command.h"
 #include "src/config/config_io.h"
 #include "src/core/error.h"
+#include "src/core/runtime.h"
 #include "src/eval/reference_statistics.h"
 #include "src/eval/sample_quality.h"
 #include "src/io/atomic_file.h"
@@ -23,7 +24,12 @@
 #include "src/kd/teacher.h"
 
 namespace distill::cli {
+
 namespace {
+
+// Seed of the reference subset when reference_count is smaller than the split (part of the
+// cache key): every score with the same settings compares against the same real images.
+constexpr uint64_t kReferenceSubsetSeed = 0x5c02e;
 
 namespace fs = std::filesystem;
 
@@ -175,12 +181,22 @@ void run_diffusion_score(const config::RunOptions& run_options, const data::Data
       eval::classifier_outputs(*classifier.model, classifier.params, classifier.buffers, samples,
                                s.feature_layer, s.batch_size);
 
+  // The reference images: the whole split, or a fixed-seed random subset of it, because a
+  // split's first images need not be a fair sample (the image-folder reader orders by class).
+  at::Tensor reference_index = at::arange(split.size(), at::kLong);
+  if (reference_count < split.size()) {
+    at::Generator subset_generator = make_generator(kReferenceSubsetSeed);
+    reference_index = at::randperm(split.size(), subset_generator, at::kLong)
+                          .narrow(0, 0, reference_count);
+  }
+
   // Everything the real side depends on; a retrained classifier has other bytes.
   models::ModelOptions model = s.model;
   std::ostringstream key;
   key << "data " << data.format << " " << data.path << " " << data.name << " train_limit "
       << data.train_limit << " normalize " << data.normalize << " mean " << values_text(norm.mean)
       << " std " << values_text(norm.std) << "\nsplit " << s.split << " count " << reference_count
+      << " subset random-" << kReferenceSubsetSeed
       << "\nclassifier " << eval::file_fingerprint(s.classifier) << " layer " << s.feature_layer
       << "\n"
       << config::dump(model);
@@ -192,11 +208,11 @@ void run_diffusion_score(const config::RunOptions& run_options, const data::Data
                   << s.split << " images (cached in " << s.cache_dir << ")\n";
         eval::ClassifierOutputs real = eval::classifier_outputs(
             *classifier.model, classifier.params, classifier.buffers,
-            split.images.narrow(0, 0, reference_count), s.feature_layer, s.batch_size);
+            split.images.index_select(0, reference_index), s.feature_layer, s.batch_size);
         eval::ReferenceStatistics r;
         r.moments = eval::feature_moments(real.features, "reference features");
         r.features = real.features;
-        r.labels = split.labels.narrow(0, 0, reference_count).clone();
+        r.labels = split.labels.index_select(0, reference_index);
         return r;
       },
       &cached);

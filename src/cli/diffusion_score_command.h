@@ -36,7 +36,8 @@ struct DiffusionScoreSettings {
             "last linear layer)");
     v.choice("split", split, "real images the samples are compared with", {"test", "train"});
     v.field("reference_count", reference_count,
-            "real images (the first ones of the split) for the reference statistics; 0 = all");
+            "real images for the reference statistics (a fixed-seed random subset when fewer "
+            "than the split has); 0 = all");
     v.field("manifold_count", manifold_count,
             "real images (the first ones of the reference) for the k-NN metrics; 0 = as many as "
             "there are samples (balanced sets, as Naeem et al. recommend)");

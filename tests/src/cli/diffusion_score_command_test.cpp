@@ -101,6 +101,24 @@ TEST_F(DiffusionScoreCli, RealImagesScoreAsRealAndNoiseDoesNot) {
             results("other")["precision"].get<double>());
 }
 
+// reference_count below the split's size takes a fixed-seed random subset, not the split's first
+// images (which an image-folder split orders by class): the first 15 test images scored against
+// a 15-image reference are not at FCD 0, and the same settings give the same reference.
+TEST_F(DiffusionScoreCli, AReferenceSmallerThanTheSplitIsAFixedRandomSubset) {
+  const std::string first = write_samples("first15", tiny("test_images").narrow(0, 0, 15));
+  const std::string subset = "--set diffusion.score.reference_count=15 --k 2";
+  CommandResult a = score(first, subset, "subset_a");
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  EXPECT_EQ(results("subset_a")["reference"]["count"], 15);
+  EXPECT_GT(results("subset_a")["fcd"].get<double>(), 1e-3);
+  CommandResult b = score(first, subset + " --set diffusion.score.cache_dir=" +
+                                     dir_->file("cache_b"), "subset_b");
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  EXPECT_EQ(results("subset_b")["reference"]["cached"], false);
+  EXPECT_DOUBLE_EQ(results("subset_a")["fcd"].get<double>(),
+                   results("subset_b")["fcd"].get<double>());
+}
+
 // A `distill diffusion sample` run folder is scored as it is (its own normalization), and a
 // retrained classifier (other bytes) does not reuse the first one's cached statistics.
 TEST_F(DiffusionScoreCli, ScoresASampleRunAndTheCacheFollowsTheClassifier) {
