@@ -207,9 +207,9 @@ CommitteeOptions::CommitteeOptions() {
 
 CommitteeManifest train_committee(const CommitteeOptions& options, const data::Dataset& train_set,
                                   const data::Dataset& test_set, const data::Normalization& norm,
-                                  const std::string& dataset_name,
-                                  uint64_t seed, const std::string& out, bool resume,
-                                  bool progress, c10::Device device, const SaveModelFn& save_model,
+                                  const std::string& dataset_name, uint64_t seed,
+                                  const std::string& out, bool resume, bool progress,
+                                  c10::Device device, const SaveModelFn& save_model,
                                   std::shared_ptr<const dist::ProcessGroup> group) {
   const int64_t channels = train_set.channels(), size = train_set.height();
   const int64_t classes = train_set.num_classes;

@@ -348,10 +348,11 @@ eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector
       sum_acc += acc;
       ++logged;
       if ((step + 1) % std::max<int64_t>(1, r.log_every) == 0 || it + 1 == r.iterations) {
-        if (metrics) metrics->log(step + 1, {{"ce", sum_ce / logged},
-                               {"statistics", sum_stat / logged},
-                               {"member_accuracy", sum_acc / logged},
-                               {"batch", static_cast<double>(b)}});
+        if (metrics)
+          metrics->log(step + 1, {{"ce", sum_ce / logged},
+                                  {"statistics", sum_stat / logged},
+                                  {"member_accuracy", sum_acc / logged},
+                                  {"batch", static_cast<double>(b)}});
         sum_ce = sum_stat = sum_acc = 0;
         logged = 0;
       }
@@ -378,7 +379,8 @@ eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector
     // Each rank holds its batches: zero the others' and sum.
     at::Tensor mine = at::zeros({n}, at::kBool);
     for (int64_t b = 0; b < batches; ++b) {
-      if (dist::owns_item(*group, b)) mine.narrow(0, b * per_batch, std::min(per_batch, n - b * per_batch)).fill_(true);
+      if (dist::owns_item(*group, b))
+        mine.narrow(0, b * per_batch, std::min(per_batch, n - b * per_batch)).fill_(true);
     }
     at::Tensor assembled = images * mine.to(images.device()).view({-1, 1, 1, 1}).to(images.dtype());
     group->all_reduce(assembled, dist::Reduce::kSum);

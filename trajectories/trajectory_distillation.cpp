@@ -42,11 +42,13 @@ at::Tensor expert_logits(const models::Model& model, const at::Tensor& params,
 
 }  // namespace
 
-eval::SyntheticSet run_trajectory_matching(
-    const MttOptions& options, const data::Dataset& train, const data::Dataset& test,
-    const data::Normalization& norm, const std::string& dataset_name, uint64_t seed,
-    const std::string& out, bool resume, bool progress, const std::function<void()>& on_checkpoint,
-    std::shared_ptr<const dist::ProcessGroup> group) {
+eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data::Dataset& train,
+                                           const data::Dataset& test,
+                                           const data::Normalization& norm,
+                                           const std::string& dataset_name, uint64_t seed,
+                                           const std::string& out, bool resume, bool progress,
+                                           const std::function<void()>& on_checkpoint,
+                                           std::shared_ptr<const dist::ProcessGroup> group) {
   const bool writer = !group || group->is_main();  // the one rank that writes files
   if (options.ipc < 1) throw Error("mtt.ipc must be >= 1, found " + std::to_string(options.ipc));
   auto model = models::make_model(options.model, train.channels(), train.height(), train.num_classes);
@@ -160,7 +162,9 @@ eval::SyntheticSet run_trajectory_matching(
       // Skip the update: the set stays as it was. Too many in a row means divergence.
       ++failures;
       log(iteration + 1, {{"skipped_non_finite", 1.0}});
-      if (writer) std::cerr << "mtt: iteration " << iteration << ": non-finite matching loss, update skipped\n";
+      if (writer)
+        std::cerr << "mtt: iteration " << iteration
+                  << ": non-finite matching loss, update skipped\n";
       if (failures >= options.max_failures) {
         save_checkpoint(iteration);
         throw RuntimeFailure("mtt: " + std::to_string(failures) +
@@ -179,9 +183,11 @@ eval::SyntheticSet run_trajectory_matching(
       lr = lr_tensor.item<double>();
     }
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
-    log(iteration + 1, {{"matching_loss", g.loss}, {"syn_lr", lr}, {"s_per_iter", seconds},
-                                {"start_epoch", static_cast<double>(start)},
-                                {"window_end", static_cast<double>(window.end)}});
+    log(iteration + 1, {{"matching_loss", g.loss},
+                        {"syn_lr", lr},
+                        {"s_per_iter", seconds},
+                        {"start_epoch", static_cast<double>(start)},
+                        {"window_end", static_cast<double>(window.end)}});
     bar.update(iteration + 1, "loss " + std::to_string(g.loss).substr(0, 6));
     if (options.eval_every > 0 && (iteration + 1) % options.eval_every == 0) {
       // Students trained on the set as it is now (the saved form: EMA images, soft labels).
@@ -196,25 +202,35 @@ eval::SyntheticSet run_trajectory_matching(
                                 set.images.device(), false);
       evaluator.set_process_group(group);
       eval::Scores scores = evaluator.score_set(current_set(), "mtt", options.model.arch);
-      log(iteration + 1, {{"eval_accuracy", scores.last_mean()},
-                          {"eval_accuracy_std", scores.last_std()}});
-      if (writer) std::cerr << "mtt: iteration " << iteration + 1 << ": students on the set reach "
-                << 100 * scores.last_mean() << " % test accuracy\n";
+      log(iteration + 1,
+          {{"eval_accuracy", scores.last_mean()}, {"eval_accuracy_std", scores.last_std()}});
+      if (writer)
+        std::cerr << "mtt: iteration " << iteration + 1 << ": students on the set reach "
+                  << 100 * scores.last_mean() << " % test accuracy\n";
     }
     bool last = iteration + 1 == options.iterations;
+    // Several processes: stop together when any rank was interrupted (a signal may reach the
+    // ranks on either side of this point), so none waits in the next iteration's collectives.
+    bool stop = interrupt_requested();
+    if (group && group->distributed()) {
+      at::Tensor flag = at::full({1}, stop ? 1.0 : 0.0, at::kFloat);
+      group->all_reduce(flag, dist::Reduce::kSum);
+      stop = flag.item<float>() > 0;
+    }
     if (options.snapshot_every > 0 && (iteration + 1) % options.snapshot_every == 0) {
       if (!last) write_set();
       // The history of the images (distill report shows snapshots/ in order).
       if (writer) io::make_dirs(out + "/snapshots");
-      if (writer) eval::save_set_grid(out + "/snapshots/grid_" + std::to_string(iteration + 1) + ".png",
-                          current_set(), norm.zca.get());
+      if (writer)
+        eval::save_set_grid(out + "/snapshots/grid_" + std::to_string(iteration + 1) + ".png",
+                            current_set(), norm.zca.get());
     }
     if ((options.checkpoint_every > 0 && (iteration + 1) % options.checkpoint_every == 0) || last ||
-        interrupt_requested()) {
+        stop) {
       save_checkpoint(iteration + 1);
       if (on_checkpoint && !last && writer) on_checkpoint();
     }
-    if (interrupt_requested()) {
+    if (stop) {
       write_set();
       throw Interrupted("mtt interrupted after iteration " + std::to_string(iteration + 1) +
                         "; continue with --resume");

@@ -61,9 +61,10 @@ void TrajectoryMatcher::set_process_group(std::shared_ptr<const dist::ProcessGro
   }
   if (group && group->distributed()) {
     if (options_.meta_grad == "unroll") {
-      throw Error("mtt.matching.meta_grad = unroll runs on one process only (its graph would "
-                  "need collectives inside autograd); use adjoint (the same gradient) with " +
-                  std::to_string(group->world_size()) + " processes");
+      throw Error(
+          "mtt.matching.meta_grad = unroll runs on one process only (its graph would "
+          "need collectives inside autograd); use adjoint (the same gradient) with " +
+          std::to_string(group->world_size()) + " processes");
     }
     if (model_.num_buffers() > 0) {
       throw Error("mtt on " + std::to_string(group->world_size()) + " processes: the student '" +

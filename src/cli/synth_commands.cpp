@@ -82,12 +82,13 @@ void run_recover(SynthCommandOptions& o, const Invocation& invocation) {
   synth::check_recover_options(o.synth, static_cast<int64_t>(committee.size()), train_set);
   synth::check_normalization(o.synth.committee, norm.mean, norm.std,
                              norm.zca ? norm.zca->eps() : 0.0, "the data (data.*)");
-  if (run.rank == 0) std::cerr << "distill synth recover: " << o.synth.recover.ipc << " images per class, committee of "
-            << committee.size() << " (" << o.synth.draw << " drawn per step), "
-            << o.synth.recover.iterations << " steps per batch\n";
-  eval::SyntheticSet set = synth::recover_images(o.synth, committee, train_set, norm, o.data.name,
-                                                 run.seed, run.out, invocation.resume,
-                                                 run.progress, run.device, run.group);
+  if (run.rank == 0)
+    std::cerr << "distill synth recover: " << o.synth.recover.ipc
+              << " images per class, committee of " << committee.size() << " (" << o.synth.draw
+              << " drawn per step), " << o.synth.recover.iterations << " steps per batch\n";
+  eval::SyntheticSet set =
+      synth::recover_images(o.synth, committee, train_set, norm, o.data.name, run.seed, run.out,
+                            invocation.resume, run.progress, run.device, run.group);
   if (run.rank != 0) return;
   std::cout << "recovered set: " << run.out << "/syn.pt (" << set.images.size(0)
             << " images, hard labels; `distill synth relabel` adds soft labels), grid: "
