@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <set>
 
 #include "src/core/runtime.h"
@@ -74,6 +75,29 @@ TEST(KMeans, SeedingSpreadsOverGroupsEvenWithoutLloydIterations) {
     covered.insert(d.argmin().item<int64_t>() % 3);
   }
   EXPECT_EQ(covered.size(), 3u);
+}
+
+// The D^2 draw itself (k-means++, Arthur & Vassilvitskii 2007): points 0, 1, 3 on a line, k = 2,
+// seeding only. The first centre is uniform; the second is drawn with probability proportional
+// to the squared distance to it, so the pair {0, 1} comes out with probability
+// (1/3)(1/10 + 1/5) = 0.1 and {0, 3} with (1/3)(9/10 + 9/13) = 0.531 (farthest-point seeding,
+// which the tests above would also accept, never gives {0, 1}). 3000 seeded runs, 4 standard
+// errors of tolerance.
+TEST(KMeans, SeedingDrawsWithProbabilityProportionalToSquaredDistance) {
+  const at::Tensor points = at::tensor({0.0, 1.0, 3.0}, at::kDouble).view({3, 1});
+  const int runs = 3000;
+  int near_pair = 0, far_pair = 0;
+  for (int i = 0; i < runs; ++i) {
+    at::Generator generator = make_generator(static_cast<uint64_t>(i));
+    KMeans result = kmeans(points, 2, 0, generator);
+    const double lo = result.centroids.min().item<double>();
+    const double hi = result.centroids.max().item<double>();
+    near_pair += lo == 0.0 && hi == 1.0;
+    far_pair += lo == 0.0 && hi == 3.0;
+  }
+  const double p_near = 0.1, p_far = (0.9 + 9.0 / 13.0) / 3.0;
+  EXPECT_NEAR(near_pair / double(runs), p_near, 4 * std::sqrt(p_near * (1 - p_near) / runs));
+  EXPECT_NEAR(far_pair / double(runs), p_far, 4 * std::sqrt(p_far * (1 - p_far) / runs));
 }
 
 TEST(KMeans, PerClassPicksOneImagePerGroupOrderedByClass) {
