@@ -29,6 +29,14 @@ void run_two_ranks(const TempDir& dir, const std::string& args) {
   }
 }
 
+// Runs `distill <args>` as one process into DIR/one, then as ranks 0 and 1 into DIR/two: the
+// single-process run is the truth the tests compare the two-process one with.
+void run_one_and_two_ranks(const TempDir& dir, const std::string& args) {
+  CommandResult single = distill_cli(args + "--out " + dir.file("one"));
+  ASSERT_EQ(single.exit_code, 0) << single.output;
+  run_two_ranks(dir, args + "--out " + dir.file("two"));
+}
+
 std::vector<std::string> pt_files(const std::string& folder) {
   std::vector<std::string> names;
   for (const auto& entry : fs::directory_iterator(folder)) {
@@ -46,9 +54,7 @@ TEST(DistCli, ShardedExpertsAreTheSingleProcessFiles) {
                            "--set experts.model.width=8 --set experts.model.depth=1 "
                            "--set experts.num_experts=3 --set experts.save_interval=2 "
                            "--set experts.train.epochs=2 --set experts.train.batch_size=20 ";
-  CommandResult single = distill_cli(args + "--out " + dir.file("one"));
-  ASSERT_EQ(single.exit_code, 0) << single.output;
-  run_two_ranks(dir, args + "--out " + dir.file("two"));
+  ASSERT_NO_FATAL_FAILURE(run_one_and_two_ranks(dir, args));
   const auto names = pt_files(dir.file("one"));
   EXPECT_EQ(names,
             (std::vector<std::string>{"expert_00000.pt", "expert_00001.pt", "expert_00002.pt",
@@ -76,9 +82,7 @@ TEST(DistCli, SpreadStudentsScoreAsOneProcess) {
   // 3 students per set: runs 0 and 2 on rank 0, run 1 on rank 1.
   const std::string args = "eval --syn " + dir.file("s/syn.pt") + " --runs 3 --epochs 3 " +
                            tiny_flags(data) + "--set eval.model.width=8 ";
-  CommandResult single = distill_cli(args + "--out " + dir.file("one"));
-  ASSERT_EQ(single.exit_code, 0) << single.output;
-  run_two_ranks(dir, args + "--out " + dir.file("two"));
+  ASSERT_NO_FATAL_FAILURE(run_one_and_two_ranks(dir, args));
   auto one = nlohmann::json::parse(read_text(dir.file("one/results.json")));
   auto two = nlohmann::json::parse(read_text(dir.file("two/results.json")));
   ASSERT_EQ(one["results"].size(), 2u);  // the set and random-real
@@ -93,9 +97,7 @@ TEST(DistCli, DataParallelTrainMatchesOneProcess) {
   const std::string data = write_tiny_dataset(dir);
   const std::string args = "train --epochs 2 " + tiny_flags(data) +
                            "--set model.width=8 --set model.depth=1 --set train.batch_size=25 ";
-  CommandResult single = distill_cli(args + "--out " + dir.file("one"));
-  ASSERT_EQ(single.exit_code, 0) << single.output;
-  run_two_ranks(dir, args + "--out " + dir.file("two"));
+  ASSERT_NO_FATAL_FAILURE(run_one_and_two_ranks(dir, args));
   at::Tensor one = io::get_tensor(io::load_dict(dir.file("one/model.pt")), "params", "one");
   at::Tensor two = io::get_tensor(io::load_dict(dir.file("two/model.pt")), "params", "two");
   EXPECT_TRUE(at::allclose(one, two, 1e-4, 1e-5))
@@ -114,9 +116,7 @@ TEST(DistCli, ShardedCommitteeIsTheSingleProcessCommittee) {
       "depth=1}}, {model={arch=\"mlp\", hidden=[16]}}, {model={arch=\"mlp\", hidden=[8, 8]}}]' "
       "--set committee.val_per_class=5 --set committee.train.epochs=2 "
       "--set committee.train.batch_size=16 ";
-  CommandResult single = distill_cli(args + "--out " + dir.file("one"));
-  ASSERT_EQ(single.exit_code, 0) << single.output;
-  run_two_ranks(dir, args + "--out " + dir.file("two"));
+  ASSERT_NO_FATAL_FAILURE(run_one_and_two_ranks(dir, args));
   for (const std::string file : {"member_0/model.pt", "member_1/model.pt", "member_2/model.pt",
                                  "member_1/feature_stats.pt", "member_2/feature_stats.pt",
                                  "committee.toml", "results.json"}) {
@@ -220,9 +220,7 @@ TEST(DistCli, DataParallelKdMatchesOneProcess) {
        std::vector<std::string>{"--teacher " + dir.file("teacher/model.pt") +
                                     " --set teacher.model.width=8 --set teacher.model.depth=1 ",
                                 "--set kd.scheme=dml "}) {
-    CommandResult single = distill_cli(kd + scheme + "--out " + dir.file("one"));
-    ASSERT_EQ(single.exit_code, 0) << single.output;
-    run_two_ranks(dir, kd + scheme + "--out " + dir.file("two"));
+    ASSERT_NO_FATAL_FAILURE(run_one_and_two_ranks(dir, kd + scheme));
     at::Tensor one = io::get_tensor(io::load_dict(dir.file("one/model.pt")), "params", "one");
     at::Tensor two = io::get_tensor(io::load_dict(dir.file("two/model.pt")), "params", "two");
     EXPECT_TRUE(at::allclose(one, two, 1e-4, 1e-5))
@@ -250,9 +248,7 @@ TEST(DistCli, SpreadDiffusionSamplingEqualsOneProcess) {
   for (const std::string& which :
        std::vector<std::string>{"ddim --teacher exact", "heun --teacher " + dir.file("unet")}) {
     const std::string args = sample + "--sampler " + which + " ";
-    CommandResult single = distill_cli(args + "--out " + dir.file("one"));
-    ASSERT_EQ(single.exit_code, 0) << single.output;
-    run_two_ranks(dir, args + "--out " + dir.file("two"));
+    ASSERT_NO_FATAL_FAILURE(run_one_and_two_ranks(dir, args));
     at::Tensor one = io::get_tensor(io::load_dict(dir.file("one/samples.pt")), "images", "one");
     at::Tensor two = io::get_tensor(io::load_dict(dir.file("two/samples.pt")), "images", "two");
     ASSERT_EQ(one.sizes(), two.sizes());
