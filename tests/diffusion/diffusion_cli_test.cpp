@@ -23,6 +23,19 @@ class DiffusionCli : public ::testing::Test {
     return distill_cli("diffusion sample " + tiny_flags(data_) + flags + " --out " +
                        dir_.file(out));
   }
+  // `sample` with flags that must fail: exit 2, the message, and no run folder left behind.
+  struct Case {
+    std::string flags, message;
+  };
+  void expect_bad_samples(const std::vector<Case>& cases) {
+    for (size_t i = 0; i < cases.size(); ++i) {
+      const std::string out = "bad" + std::to_string(i);
+      CommandResult r = sample(cases[i].flags, out);
+      EXPECT_EQ(r.exit_code, 2) << cases[i].flags << ": " << r.output;
+      EXPECT_TRUE(contains(r.output, cases[i].message)) << r.output;
+      EXPECT_FALSE(std::filesystem::exists(dir_.file(out))) << cases[i].flags;
+    }
+  }
   at::Tensor images_of(const std::string& out) {
     return io::get_tensor(io::load_dict(dir_.file(out + "/samples.pt")), "images", out);
   }
@@ -91,9 +104,6 @@ TEST_F(DiffusionCli, SameSeedSameSamples) {
 }
 
 TEST_F(DiffusionCli, BadSettingsNameTheKeyAndDoNoWork) {
-  struct Case {
-    std::string flags, message;
-  };
   const std::vector<Case> cases = {
       {"--sampler euler", "diffusion.sampler.name"},
       {"--teacher unet", "diffusion.teacher"},
@@ -106,13 +116,7 @@ TEST_F(DiffusionCli, BadSettingsNameTheKeyAndDoNoWork) {
        "diffusion.sampler.schedule.logsnr_max=1",
        "diffusion.sampler.schedule: logsnr_min and logsnr_max"},
   };
-  for (size_t i = 0; i < cases.size(); ++i) {
-    const std::string out = "bad" + std::to_string(i);
-    CommandResult r = sample(cases[i].flags, out);
-    EXPECT_EQ(r.exit_code, 2) << cases[i].flags << ": " << r.output;
-    EXPECT_TRUE(contains(r.output, cases[i].message)) << r.output;
-    EXPECT_FALSE(std::filesystem::exists(dir_.file(out))) << cases[i].flags;
-  }
+  expect_bad_samples(cases);
   CommandResult r = distill_cli("diffusion distil " + tiny_flags(data_));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.output, "unknown diffusion step 'distil'")) << r.output;
@@ -237,9 +241,6 @@ TEST_F(DiffusionTrainCli, BadTeacherFilesNameTheFileAndKey) {
   write_altered(model, dir_.file("bad_params.pt"), "params", at::zeros({10}));
   write_altered(model, dir_.file("other_norm.pt"), "mean", at::full({1}, 0.25));
 
-  struct Case {
-    std::string flags, message;
-  };
   const std::vector<Case> cases = {
       {"--teacher " + dir_.file("missing.pt"),
        "diffusion.teacher: no file or run folder '" + dir_.file("missing.pt") + "'"},
@@ -261,13 +262,7 @@ TEST_F(DiffusionTrainCli, BadTeacherFilesNameTheFileAndKey) {
        "diffusion.teacher: '" + dir_.file("other_norm.pt") + "' was trained on data normalized "
        "with mean [0.25]"},
   };
-  for (size_t i = 0; i < cases.size(); ++i) {
-    const std::string out = "bad" + std::to_string(i);
-    CommandResult r = sample(cases[i].flags, out);
-    EXPECT_EQ(r.exit_code, 2) << cases[i].flags << ": " << r.output;
-    EXPECT_TRUE(contains(r.output, cases[i].message)) << r.output;
-    EXPECT_FALSE(std::filesystem::exists(dir_.file(out))) << cases[i].flags;
-  }
+  expect_bad_samples(cases);
   // Resuming with another network is refused rather than silently mixing runs.
   CommandResult r = train("--train-steps 3 --resume --set diffusion.model.unet.channels=16", "unet");
   EXPECT_EQ(r.exit_code, 2) << r.output;
