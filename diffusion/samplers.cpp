@@ -93,19 +93,52 @@ at::Tensor sample_dpmpp_2m(const Denoiser& denoiser, at::Tensor x,
   return x;
 }
 
+at::Tensor sample_consistency(const Denoiser& denoiser, at::Tensor x,
+                              const std::vector<double>& sigmas, at::Generator& generator) {
+  check_grid(sigmas);
+  at::Tensor clean = denoiser(x, level(x, sigmas.front()));
+  for (size_t i = 1; i + 1 < sigmas.size(); ++i) {
+    at::Tensor noisy = clean + sigmas[i] * at::randn(clean.sizes(), generator, clean.options());
+    clean = denoiser(noisy, level(noisy, sigmas[i]));
+  }
+  return clean;
+}
+
+std::vector<double> sampler_sigmas(const SamplerOptions& options, const std::string& key) {
+  if (options.sigmas.empty()) return sampling_sigmas(options.schedule, options.steps);
+  if (static_cast<int64_t>(options.sigmas.size()) != options.steps) {
+    throw Error(key + ".sigmas has " + std::to_string(options.sigmas.size()) + " levels (" +
+                std::to_string(options.sigmas.size()) + " steps) but " + key + ".steps is " +
+                std::to_string(options.steps) + "; set both");
+  }
+  for (size_t i = 0; i < options.sigmas.size(); ++i) {
+    const double s = options.sigmas[i];
+    const bool decreasing = i == 0 || s < options.sigmas[i - 1];
+    if (!(s > 0) || !std::isfinite(s) || !decreasing) {
+      throw Error(key + ".sigmas[" + std::to_string(i) + "] = " + std::to_string(s) +
+                  ": the levels must be finite, > 0 and decreasing");
+    }
+  }
+  std::vector<double> grid = options.sigmas;
+  grid.push_back(0.0);
+  return grid;
+}
+
 at::Tensor run_sampler(const std::string& name, const Denoiser& denoiser, at::Tensor x,
                        const std::vector<double>& sigmas, at::Generator& generator) {
   if (name == "ddim") return sample_ddim(denoiser, std::move(x), sigmas);
   if (name == "ddpm") return sample_ddpm(denoiser, std::move(x), sigmas, generator);
   if (name == "heun") return sample_heun(denoiser, std::move(x), sigmas);
   if (name == "dpmpp_2m") return sample_dpmpp_2m(denoiser, std::move(x), sigmas);
-  throw Error("sampler.name: unknown sampler '" + name + "' (expected ddim, ddpm, heun or dpmpp_2m)");
+  if (name == "consistency") return sample_consistency(denoiser, std::move(x), sigmas, generator);
+  throw Error("sampler.name: unknown sampler '" + name +
+              "' (expected ddim, ddpm, heun, dpmpp_2m or consistency)");
 }
 
 at::Tensor generate(const SamplerOptions& options, const Denoiser& denoiser,
                     const std::vector<int64_t>& item_shape, int64_t count,
                     at::Generator& generator, at::ScalarType dtype) {
-  std::vector<double> sigmas = sampling_sigmas(options.schedule, options.steps);
+  std::vector<double> sigmas = sampler_sigmas(options, "sampler");
   std::vector<int64_t> shape = {count};
   shape.insert(shape.end(), item_shape.begin(), item_shape.end());
   at::Tensor x = sigmas.front() * at::randn(shape, generator, at::TensorOptions().dtype(dtype));

@@ -35,20 +35,38 @@ at::Tensor sample_heun(const Denoiser& denoiser, at::Tensor x, const std::vector
 at::Tensor sample_dpmpp_2m(const Denoiser& denoiser, at::Tensor x,
                            const std::vector<double>& sigmas);
 
+// Multistep consistency sampling (Song et al. 2023, Algorithm 1) for a denoiser that is a
+// consistency function f (its output at any level is the end of the ODE): x0 = f(x, s_0); then
+// for each later level s_i > 0, x0 = f(x0 + s_i z, s_i) with fresh z ~ N(0, I). The paper adds
+// sqrt(s_i^2 - sigma_min^2) z; sigma_min^2 (4e-6 by default) is dropped, as the grid does not
+// carry it. One evaluation per step; with one step it equals DDIM's single step.
+at::Tensor sample_consistency(const Denoiser& denoiser, at::Tensor x,
+                              const std::vector<double>& sigmas, at::Generator& generator);
+
 // Which sampler, how many steps, on which noise levels.
 struct SamplerOptions {
   std::string name = "heun";
   int64_t steps = 18;
   ScheduleOptions schedule;
+  std::vector<double> sigmas;  // explicit levels (the grid without its final 0); empty = schedule
 
   void visit(config::Visitor& v) {
     v.choice("name", name,
-             "ddim (deterministic), ddpm (ancestral), heun (EDM) or dpmpp_2m (DPM-Solver++ 2M)",
-             {"ddim", "ddpm", "heun", "dpmpp_2m"});
+             "ddim (deterministic), ddpm (ancestral), heun (EDM), dpmpp_2m (DPM-Solver++ 2M) or "
+             "consistency (multistep consistency sampling, for consistency-distilled students)",
+             {"ddim", "ddpm", "heun", "dpmpp_2m", "consistency"});
     v.field("steps", steps, "sampling steps (>= 1); heun evaluates the denoiser 2 steps - 1 times");
     v.section("schedule", schedule);
+    v.field("sigmas", sigmas,
+            "explicit noise levels, decreasing and > 0, in place of the schedule's (a final 0 is "
+            "appended; their count must equal steps), e.g. [80, 0.8] for 2-step consistency "
+            "sampling; empty = the schedule's grid");
   }
 };
+
+// The grid `options` samples on (ending with 0): options.sigmas + {0}, or the schedule's.
+// Errors name `key` (e.g. "diffusion.sampler") and the offending value.
+std::vector<double> sampler_sigmas(const SamplerOptions& options, const std::string& key);
 
 // Runs the named sampler on `x` (whose noise level is sigmas.front()); `generator` feeds ddpm.
 at::Tensor run_sampler(const std::string& name, const Denoiser& denoiser, at::Tensor x,

@@ -13,6 +13,7 @@
 
 #include "diffusion/denoiser_training.h"
 #include "diffusion/exact_denoisers.h"
+#include "diffusion/hybrid_sampler.h"
 #include "diffusion/model_file.h"
 #include "diffusion/noise_schedule.h"
 #include "diffusion/samplers.h"
@@ -31,6 +32,24 @@
 namespace distill::cli {
 namespace {
 
+// Hybrid sampling (diffusion/hybrid_sampler.h): a base model takes the first steps.
+struct HybridSettings {
+  std::string base;
+  int64_t base_steps = 1;
+  std::string base_sampler = "ddim";
+  void visit(config::Visitor& v) {
+    v.field("base", base,
+            "sample: a model.pt (or run folder) that takes the first base_steps steps of the grid "
+            "before the teacher (the distilled student) takes the rest, the \"distilling "
+            "diversity\" recipe; empty = off");
+    v.field("base_steps", base_steps, "sample, hybrid: steps the base model takes (1 .. steps - 1)");
+    v.choice("base_sampler", base_sampler,
+             "sample, hybrid: the base model's sampler (deterministic: it must end on a noisy "
+             "state the student continues from)",
+             {"ddim", "heun", "dpmpp_2m"});
+  }
+};
+
 struct DiffusionSampleSettings {
   std::string teacher = "exact";
   std::string weights = "ema";
@@ -38,6 +57,7 @@ struct DiffusionSampleSettings {
   int64_t train_images = 2000;
   int64_t samples = 64;
   diffusion::SamplerOptions sampler;
+  HybridSettings hybrid;
   // `distill diffusion train`
   diffusion::DenoiserArchOptions model;
   diffusion::DenoiserTrainOptions train;
@@ -58,6 +78,7 @@ struct DiffusionSampleSettings {
             "exact teacher: how many training images (the first ones) form its finite set");
     v.field("samples", samples, "how many images to draw");
     v.section("sampler", sampler);
+    v.section("hybrid", hybrid);
     v.section("model", model);
     v.section("train", train);
     v.section("score", score);
@@ -90,6 +111,19 @@ void check_sample_settings(const DiffusionSampleSettings& s) {
     throw Error("diffusion.train_images must be >= 1, found " + std::to_string(s.train_images));
   }
   diffusion::validate(s.sampler.schedule, "diffusion.sampler.schedule");
+  diffusion::sampler_sigmas(s.sampler, "diffusion.sampler");
+  if (!s.hybrid.base.empty()) {
+    if (s.hybrid.base_steps < 1 || s.hybrid.base_steps >= s.sampler.steps) {
+      throw Error("diffusion.hybrid.base_steps must be in 1 .. diffusion.sampler.steps - 1 = " +
+                  std::to_string(s.sampler.steps - 1) +
+                  " (the teacher takes the remaining steps), found " +
+                  std::to_string(s.hybrid.base_steps));
+    }
+    if (s.teacher == "exact") {
+      throw Error("diffusion.hybrid.base: hybrid sampling continues with a trained student "
+                  "(diffusion.teacher), found diffusion.teacher = exact");
+    }
+  }
 }
 
 // Samples back in pixel space: undo ZCA (if the data was whitened), then mean/std.
@@ -158,19 +192,29 @@ std::string values_of(const at::Tensor& t) {
   return text + "]";
 }
 
-// The trained teacher named by diffusion.teacher, checked against the data's image shape.
+// A trained denoiser named by setting `key` (diffusion.teacher, diffusion.hybrid.base), checked
+// against the data's image shape.
 struct TrainedTeacher {
   diffusion::DenoiserModel model;
   std::unique_ptr<models::Model> net;
   std::string path;
+  at::Tensor weights;  // on the run's device, set by prepare_for_sampling
+  at::Tensor labels;   // class-conditional models: one per sample row
+
+  // The denoiser of sample rows [lo, hi) (class-conditional models see those rows' labels).
+  diffusion::Denoiser rows(int64_t lo, int64_t hi) const {
+    return diffusion::make_denoiser(model.options, *net, weights,
+                                    labels.defined() ? labels.slice(0, lo, hi) : at::Tensor());
+  }
 };
-TrainedTeacher load_teacher(const DiffusionSampleSettings& s, const data::Dataset& train_set,
+TrainedTeacher load_teacher(const DiffusionSampleSettings& s, const std::string& value,
+                            const std::string& key, const data::Dataset& train_set,
                             const data::Normalization& norm) {
   TrainedTeacher t;
-  t.path = diffusion::resolve_model_path(s.teacher, "diffusion.teacher");
+  t.path = diffusion::resolve_model_path(value, key);
   t.model = diffusion::load_denoiser_model(t.path);
   if (t.model.item_shape != item_shape_of(train_set)) {
-    throw Error("diffusion.teacher: '" + t.path + "' holds a denoiser for " +
+    throw Error(key + ": '" + t.path + "' holds a denoiser for " +
                 diffusion::shape_string(t.model.item_shape) + " images, the data (data.path) has " +
                 diffusion::shape_string(item_shape_of(train_set)) + " images");
   }
@@ -179,7 +223,7 @@ TrainedTeacher load_teacher(const DiffusionSampleSettings& s, const data::Datase
   if (!t.model.mean.sizes().equals(norm.mean.sizes()) ||
       !at::allclose(t.model.mean, norm.mean.to(at::kFloat)) ||
       !at::allclose(t.model.std, norm.std.to(at::kFloat))) {
-    throw Error("diffusion.teacher: '" + t.path + "' was trained on data normalized with mean " +
+    throw Error(key + ": '" + t.path + "' was trained on data normalized with mean " +
                 values_of(t.model.mean) + " and std " + values_of(t.model.std) +
                 ", the data here (data.mean/data.std, data.name) uses mean " +
                 values_of(norm.mean) + " and std " + values_of(norm.std));
@@ -192,20 +236,34 @@ TrainedTeacher load_teacher(const DiffusionSampleSettings& s, const data::Datase
   return t;
 }
 
+// Puts the chosen weights on `device` and gives class-conditional models the rows' labels.
+void prepare_for_sampling(TrainedTeacher& t, const DiffusionSampleSettings& s,
+                          const at::Device& device) {
+  t.weights = (s.weights == "ema" ? t.model.ema : t.model.params).to(device);
+  if (t.model.num_classes > 0) {
+    at::Tensor labels = s.labels == "cycle"
+                            ? at::arange(s.samples, at::kLong).remainder(t.model.num_classes)
+                            : at::full({s.samples}, t.model.num_classes, at::kLong);
+    t.labels = labels.to(device);
+  }
+}
+
 void run_sample(DiffusionCommandOptions& o) {
   const DiffusionSampleSettings& s = o.diffusion;
   check_sample_settings(s);
   const int64_t world_size = dist::read_launch_env().world_size;
-  if (world_size > 1 && s.sampler.name == "ddpm") {
-    throw Error("diffusion.sampler.name = \"ddpm\" runs as one process (WORLD_SIZE is " +
-                std::to_string(world_size) +
+  if (world_size > 1 && (s.sampler.name == "ddpm" || s.sampler.name == "consistency")) {
+    throw Error("diffusion.sampler.name = \"" + s.sampler.name +
+                "\" runs as one process (WORLD_SIZE is " + std::to_string(world_size) +
                 "): its per-step noise is drawn for the whole batch; the deterministic samplers "
                 "(ddim, heun, dpmpp_2m) spread over processes");
   }
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   const bool exact_teacher = s.teacher == "exact";
-  TrainedTeacher trained;
-  if (!exact_teacher) trained = load_teacher(s, train_set, norm);
+  const bool hybrid = !s.hybrid.base.empty();
+  TrainedTeacher trained, base;
+  if (!exact_teacher) trained = load_teacher(s, s.teacher, "diffusion.teacher", train_set, norm);
+  if (hybrid) base = load_teacher(s, s.hybrid.base, "diffusion.hybrid.base", train_set, norm);
   RunContext run = start_run(o.run, config::dump(o));
 
   const int64_t used = exact_teacher ? std::min(s.train_images, train_set.size()) : 0;
@@ -220,27 +278,29 @@ void run_sample(DiffusionCommandOptions& o) {
                 << " with " << s.sampler.steps << " steps (" << s.sampler.schedule.name
                 << " schedule), exact teacher of " << used << " training images\n";
   }
-  at::Tensor weights, labels;
-  // The teacher of sample rows [lo, hi) (class-conditional teachers: those rows' labels).
-  auto teacher_for = [&](int64_t lo, int64_t hi) -> diffusion::Denoiser {
-    if (exact_teacher) return teacher;
-    return diffusion::make_denoiser(trained.model.options, *trained.net, weights,
-                                    labels.defined() ? labels.slice(0, lo, hi) : at::Tensor());
-  };
+  if (hybrid) prepare_for_sampling(base, s, run.device);
   if (!exact_teacher) {
-    weights = (s.weights == "ema" ? trained.model.ema : trained.model.params).to(run.device);
-    if (trained.model.num_classes > 0) {
-      labels = s.labels == "cycle"
-                   ? at::arange(s.samples, at::kLong).remainder(trained.model.num_classes)
-                   : at::full({s.samples}, trained.model.num_classes, at::kLong);
-      labels = labels.to(run.device);
-    }
+    prepare_for_sampling(trained, s, run.device);
     if (run.rank == 0)
       std::cerr << "distill diffusion sample: " << s.samples << " images, " << s.sampler.name
                 << " with " << s.sampler.steps << " steps (" << s.sampler.schedule.name
                 << " schedule), " << trained.model.options.arch << " teacher " << trained.path
-                << " (" << s.weights << " weights, " << trained.model.steps << " steps)\n";
+                << " (" << s.weights << " weights, " << trained.model.steps << " steps)"
+                << (hybrid ? ", its first " + std::to_string(s.hybrid.base_steps) +
+                                 " step(s) by " + base.path + " (" + s.hybrid.base_sampler + ")"
+                           : std::string())
+                << "\n";
   }
+  const std::vector<double> sigmas = diffusion::sampler_sigmas(s.sampler, "diffusion.sampler");
+  // Samples rows [lo, hi) of the run from their starting noise x.
+  auto sample_rows = [&](at::Tensor x, int64_t lo, int64_t hi, at::Generator& gen) {
+    diffusion::Denoiser denoiser = exact_teacher ? teacher : trained.rows(lo, hi);
+    if (!hybrid) return diffusion::run_sampler(s.sampler.name, denoiser, x, sigmas, gen);
+    const auto split = sigmas.begin() + s.hybrid.base_steps;
+    return diffusion::sample_hybrid(
+        {base.rows(lo, hi), s.hybrid.base_sampler, std::vector<double>(sigmas.begin(), split + 1)},
+        {denoiser, s.sampler.name, std::vector<double>(split, sigmas.end())}, x, gen);
+  };
 
   at::Generator generator = make_generator(run.seed, 0xd1ff);  // "diff": the starting noise
   const std::vector<int64_t> item_shape = item_shape_of(train_set);
@@ -248,19 +308,16 @@ void run_sample(DiffusionCommandOptions& o) {
   at::Tensor images;
   {
     at::NoGradGuard no_grad;
+    // The starting noise as diffusion::generate draws it.
+    std::vector<int64_t> shape = {s.samples};
+    shape.insert(shape.end(), item_shape.begin(), item_shape.end());
+    at::Tensor start_noise = sigmas.front() * at::randn(shape, generator, at::kFloat);
     if (!run.group->distributed()) {
-      images = diffusion::generate(s.sampler, teacher_for(0, s.samples), item_shape, s.samples,
-                                   generator, at::kFloat)
-                   .cpu();
+      images = sample_rows(start_noise.to(run.device), 0, s.samples, generator).cpu();
     } else {
       // Every rank draws the whole starting noise (the single-process draw) and integrates its
       // contiguous rows; the deterministic samplers treat rows independently, so the gathered
       // images are the single-process ones (up to float summation order in batched layers).
-      const std::vector<double> sigmas =
-          diffusion::sampling_sigmas(s.sampler.schedule, s.sampler.steps);
-      std::vector<int64_t> shape = {s.samples};
-      shape.insert(shape.end(), item_shape.begin(), item_shape.end());
-      at::Tensor start_noise = sigmas.front() * at::randn(shape, generator, at::kFloat);
       const int64_t per_rank = (s.samples + run.world_size - 1) / run.world_size;
       const int64_t lo = std::min(s.samples, run.rank * per_rank);
       const int64_t hi = std::min(s.samples, lo + per_rank);
@@ -268,8 +325,7 @@ void run_sample(DiffusionCommandOptions& o) {
       at::Tensor mine = at::zeros(shape, at::kFloat);
       if (hi > lo) {
         mine.narrow(0, 0, hi - lo)
-            .copy_(diffusion::run_sampler(s.sampler.name, teacher_for(lo, hi),
-                                          start_noise.slice(0, lo, hi), sigmas, generator)
+            .copy_(sample_rows(start_noise.slice(0, lo, hi).to(run.device), lo, hi, generator)
                        .cpu());
       }
       images = at::cat(run.group->all_gather(mine), 0).narrow(0, 0, s.samples).contiguous();
@@ -289,6 +345,12 @@ void run_sample(DiffusionCommandOptions& o) {
   dict.insert("sampler", s.sampler.name);
   dict.insert("steps", s.sampler.steps);
   dict.insert("schedule", s.sampler.schedule.name);
+  dict.insert("sigmas", at::tensor(sigmas, at::kDouble));
+  if (hybrid) {
+    dict.insert("hybrid_base", base.path);
+    dict.insert("hybrid_base_steps", s.hybrid.base_steps);
+    dict.insert("hybrid_base_sampler", s.hybrid.base_sampler);
+  }
   dict.insert("seed", static_cast<int64_t>(run.seed));
   io::save_dict(run.out + "/samples.pt", dict);
 
@@ -303,6 +365,12 @@ void run_sample(DiffusionCommandOptions& o) {
   results["sampler"] = s.sampler.name;
   results["steps"] = s.sampler.steps;
   results["schedule"] = s.sampler.schedule.name;
+  results["sigmas"] = sigmas;
+  if (hybrid) {
+    results["hybrid_base"] = base.path;
+    results["hybrid_base_steps"] = s.hybrid.base_steps;
+    results["hybrid_base_sampler"] = s.hybrid.base_sampler;
+  }
   results["samples"] = s.samples;
   results["seconds"] = seconds;
   results["images_per_second"] = seconds > 0 ? s.samples / seconds : 0.0;

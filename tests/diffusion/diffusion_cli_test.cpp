@@ -218,6 +218,54 @@ TEST_F(DiffusionTrainCli, SamplesFromTheTrainedTeacherPerSeed) {
   EXPECT_FALSE(at::equal(images_of("cycle"), images_of("null")));
 }
 
+// Hybrid sampling: the base model's DDIM steps then the teacher's on one grid. With the teacher
+// as its own base the run is the plain one (DDIM is stepwise, so only a grid that does not join
+// at the switch could change it); with another base it is neither model's own run.
+TEST_F(DiffusionTrainCli, HybridSamplingSwitchesModelsOnOneGrid) {
+  ASSERT_EQ(train("--train-steps 4 --seed 1", "a").exit_code, 0);
+  ASSERT_EQ(train("--train-steps 4 --seed 2", "b").exit_code, 0);
+  const std::string flags = "--sampler ddim --steps 3 --samples 5 --seed 4 --teacher ";
+  ASSERT_EQ(sample(flags + dir_.file("a"), "plain_a").exit_code, 0);
+  ASSERT_EQ(sample(flags + dir_.file("b"), "plain_b").exit_code, 0);
+  const std::string base = " --set diffusion.hybrid.base=";
+  ASSERT_EQ(sample(flags + dir_.file("b") + base + dir_.file("b"), "self").exit_code, 0);
+  CommandResult r = sample(flags + dir_.file("b") + base + dir_.file("a") +
+                               " --set diffusion.hybrid.base_steps=2",
+                           "mixed");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(at::equal(images_of("self"), images_of("plain_b")));
+  at::Tensor mixed = images_of("mixed");
+  EXPECT_FALSE(at::allclose(mixed, images_of("plain_a")));
+  EXPECT_FALSE(at::allclose(mixed, images_of("plain_b")));
+  io::TensorDict dict = io::load_dict(dir_.file("mixed/samples.pt"));
+  EXPECT_EQ(dict.at("hybrid_base").toStringRef(), dir_.file("a") + "/model.pt");
+  EXPECT_EQ(dict.at("hybrid_base_steps").toInt(), 2);
+  // Multistep consistency sampling: one step is DDIM's single step; a second level re-noises.
+  const std::string cm = "--samples 5 --seed 4 --teacher " + dir_.file("a");
+  ASSERT_EQ(sample(cm + " --sampler ddim --steps 1", "ddim1").exit_code, 0);
+  ASSERT_EQ(sample(cm + " --sampler consistency --steps 1", "cm1").exit_code, 0);
+  r = sample(cm + " --sampler consistency --steps 2 --set diffusion.sampler.sigmas=[80,0.5]", "cm2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(at::equal(images_of("ddim1"), images_of("cm1")));
+  EXPECT_FALSE(at::allclose(images_of("cm1"), images_of("cm2")));
+
+  const std::string b = "--samples 5 --teacher " + dir_.file("b");
+  const std::vector<Case> cases = {
+      {b + " --steps 3 --set diffusion.hybrid.base_steps=3" + base + dir_.file("a"),
+       "diffusion.hybrid.base_steps must be in 1 .. diffusion.sampler.steps - 1 = 2 (the teacher "
+       "takes the remaining steps), found 3"},
+      {b + " --steps 3" + base + dir_.file("missing"),
+       "diffusion.hybrid.base: no file or run folder '" + dir_.file("missing") + "'"},
+      {"--teacher exact --steps 3" + base + dir_.file("a"),
+       "diffusion.hybrid.base: hybrid sampling continues with a trained student"},
+      {b + " --steps 3 --set diffusion.hybrid.base_sampler=consistency" + base + dir_.file("a"),
+       "diffusion.hybrid.base_sampler"},
+      {b + " --sampler consistency --steps 3 --set diffusion.sampler.sigmas=[80,0.5]",
+       "diffusion.sampler.sigmas has 2 levels (2 steps) but diffusion.sampler.steps is 3"},
+  };
+  expect_bad_samples(cases);
+}
+
 // A copy of `from` with one key replaced (a teacher file gone wrong).
 void write_altered(const std::string& from, const std::string& to, const std::string& key,
                    const c10::IValue& value) {

@@ -98,6 +98,66 @@ TEST(Samplers, EachReproducesTheMixtureMomentsAsStepsGrow) {
   }
 }
 
+// The exact consistency function of N(mu, var) data: the ODE solution (GaussianCase::solution)
+// from s down to 0.
+struct GaussianConsistency {
+  GaussianCase c;
+  at::Tensor operator()(const at::Tensor& x, const at::Tensor& sigma) const {
+    at::Tensor s2 = (sigma * sigma).view({-1, 1});
+    return c.mu + (x - c.mu) * (c.var / (c.var + s2)).sqrt();
+  }
+};
+
+TEST(Samplers, MultistepConsistencySamplingHasTheClosedFormMoments) {
+  // Start x ~ N(0, T^2); x0 = mu + a_T (x - mu) with a_s = sqrt(v / (v + s^2)); re-noised to tau
+  // and mapped again: out = mu + a_tau (x0 + tau z - mu). So
+  //   E[out] = mu (1 - a_tau a_T),  Var[out] = a_tau^2 (a_T^2 T^2 + tau^2).
+  GaussianConsistency f;
+  const double big = 80.0, tau = 0.7;
+  const int64_t n = 200000;
+  at::Generator gen = make_generator(31);
+  at::Tensor x = big * at::randn({n, 3}, gen, kDouble);
+  at::Tensor out = sample_consistency(f, x, {big, tau, 0.0}, gen);
+  at::Tensor a_big = (f.c.var / (f.c.var + big * big)).sqrt();
+  at::Tensor a_tau = (f.c.var / (f.c.var + tau * tau)).sqrt();
+  at::Tensor mean = f.c.mu * (1 - a_tau * a_big);
+  at::Tensor var = a_tau * a_tau * (a_big * a_big * big * big + tau * tau);
+  // Standard errors: sqrt(var / n) for the mean, var sqrt(2 / n) for the variance; 5 of them.
+  EXPECT_TRUE(at::allclose(out.mean(0), mean, 0, 5 * (var / n).sqrt().max().item<double>()))
+      << out.mean(0) << mean;
+  EXPECT_TRUE(((out.var(0) - var).abs() < 5 * var * std::sqrt(2.0 / n)).all().item<bool>())
+      << out.var(0) << var;
+  // Re-noising matters: the two-step samples are not the one-step ones (a_T x differs).
+  at::Generator gen2 = make_generator(31);
+  at::Tensor x2 = big * at::randn({n, 3}, gen2, kDouble);
+  at::Tensor one = sample_consistency(f, x2, {big, 0.0}, gen2);
+  EXPECT_TRUE(at::allclose(one, f(x2, at::full({n}, big, kDouble))));  // one step = f(x, T)
+  EXPECT_GT((one - out).abs().mean().item<double>(), 0.1);
+}
+
+TEST(Samplers, ExplicitLevelsReplaceTheScheduleAndBadOnesAreErrors) {
+  SamplerOptions o;
+  o.steps = 2;
+  o.sigmas = {80.0, 0.8};
+  EXPECT_EQ(sampler_sigmas(o, "diffusion.sampler"), (std::vector<double>{80.0, 0.8, 0.0}));
+  o.sigmas.clear();
+  EXPECT_EQ(sampler_sigmas(o, "diffusion.sampler"), sampling_sigmas(o.schedule, 2));
+  auto message = [&](std::vector<double> sigmas, int64_t steps) {
+    o.sigmas = std::move(sigmas);
+    o.steps = steps;
+    try {
+      sampler_sigmas(o, "diffusion.sampler");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message({80.0, 0.8}, 3).find("diffusion.sampler.sigmas has 2 levels"),
+            std::string::npos);
+  EXPECT_NE(message({0.8, 80.0}, 2).find("diffusion.sampler.sigmas[1] = 80"), std::string::npos);
+  EXPECT_NE(message({80.0, 0.0}, 2).find("diffusion.sampler.sigmas[1] = 0"), std::string::npos);
+}
+
 TEST(Samplers, BadGridsAreErrors) {
   GaussianMixture g = fixture::three_component_mixture();
   at::Tensor x = at::zeros({2, 2}, kDouble);
