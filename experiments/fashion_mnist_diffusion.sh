@@ -7,25 +7,35 @@
 #      teacher is the previous student, so the 4-, 2- and 1-step students all exist), on data and
 #      data-free (`--data none`, points of the teacher's own trajectories);
 #   5. consistency distillation (one-step sampling: CD's student at sigma_max);
-#   6. every sample set scored by `distill diffusion score` (FCD, precision/recall, coverage) and
+#   6. two-step consistency sampling (re-noised to each of CD_TAUS);
+#   7. hybrid sampling: the teacher takes the first step, the PD/CD student the rest;
+#   8. every sample set scored by `distill diffusion score` (FCD, precision/recall, coverage) and
 #      the table written by experiments/write_diffusion_table.py.
 # Every run is skipped when its results.json exists, so an interrupted script continues; the
 # teacher and the distillation runs also continue mid-run from their checkpoint.pt.
-# Budget knobs: EPOCHS, TRAIN_STEPS, BATCH, SAMPLES, TEACHER_STEPS, PD_FROM, PD_ITERATIONS,
-# CD_ITERATIONS, THREADS, EXTRA (flags added to every run, e.g. a smaller U-Net).
+# Budget knobs: EPOCHS, UNET_CHANNELS, TRAIN_STEPS, BATCH, SAMPLES, TEACHER_STEPS, PD_FROM,
+# PD_ITERATIONS, PD_BATCH, CD_ITERATIONS, CD_BATCH, CD_TAUS, THREADS, EXTRA (flags added to every run).
+# The defaults are the budget of the README table, sized for a 2-core CPU (about two hours): a
+# 16-channel U-Net (0.28M parameters) and short distillation runs. Papers train 35M-parameter
+# networks for 100k+ steps on GPUs; the table compares students with their own teacher, not with
+# published numbers.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 distill=${DISTILL:-${BUILD_DIR:-$root/build}/src/distill}
 [ -x "$distill" ] || "$root/experiments/setup/build.sh" distill >/dev/null
 out=${1:-${OUT:-$root/runs/diffusion_fashion_mnist}}
 epochs=${EPOCHS:-3}
-train_steps=${TRAIN_STEPS:-20000}
-batch=${BATCH:-128}
+unet_channels=${UNET_CHANNELS:-16}
+train_steps=${TRAIN_STEPS:-12000}
+batch=${BATCH:-64}
 samples=${SAMPLES:-1000}
 teacher_steps=${TEACHER_STEPS:-1 2 4 8 16 64}
-pd_from=${PD_FROM:-64}
-pd_iterations=${PD_ITERATIONS:-2000}
-cd_iterations=${CD_ITERATIONS:-4000}
+pd_from=${PD_FROM:-32}
+pd_iterations=${PD_ITERATIONS:-1000}
+pd_batch=${PD_BATCH:-128}
+cd_iterations=${CD_ITERATIONS:-3000}
+cd_batch=${CD_BATCH:-128}
+cd_taus=${CD_TAUS:-0.5 1 2 5}
 threads=${THREADS:-2}
 common=(--no-progress --threads "$threads")
 read -r -a extra <<<"${EXTRA:-}"
@@ -49,7 +59,7 @@ score() {  # score NAME SAMPLES_DIR
 
 # 2. The teacher.
 run "$out/teacher" diffusion train --train-steps "$train_steps" --batch "$batch" \
-  $(resume_flag "$out/teacher")
+  --set diffusion.model.unet.channels="$unet_channels" $(resume_flag "$out/teacher")
 
 # 3. The teacher's own few-step samples: the baseline every student must beat.
 for sampler in ddim heun; do
@@ -66,7 +76,7 @@ pd() {  # pd NAME TEACHER FROM TO DATA
   run "$out/$1" diffusion distill --method progressive --teacher "$2" --data "$5" \
     $(resume_flag "$out/$1") \
     --set distill.progressive.teacher_steps="$3" --set distill.progressive.student_steps="$4" \
-    --set distill.progressive.iterations="$pd_iterations"
+    --set distill.progressive.iterations="$pd_iterations" --set distill.progressive.batch="$pd_batch"
   run "$out/samples/$1" diffusion sample --teacher "$out/$1" --sampler ddim --steps "$4" \
     --samples "$samples" --set diffusion.sampler.schedule.name=vp_cosine
   score "$1" "$out/samples/$1"
@@ -80,9 +90,35 @@ done
 # 5. Consistency distillation: one step from sigma_max.
 run "$out/cd" diffusion distill --method consistency --teacher "$out/teacher" \
   $(resume_flag "$out/cd") \
-  --set distill.consistency.iterations="$cd_iterations"
+  --set distill.consistency.iterations="$cd_iterations" --set distill.consistency.batch="$cd_batch"
 run "$out/samples/cd_1" diffusion sample --teacher "$out/cd" --sampler ddim --steps 1 \
   --samples "$samples"
 score cd_1 "$out/samples/cd_1"
+
+# 6. Multistep consistency sampling, 2 steps: f at sigma_max, re-noised to tau, f again. The
+# Consistency Models paper picks tau by a search as well; every tau tried is a row of the table.
+for tau in $cd_taus; do
+  run "$out/samples/cd_2_tau$tau" diffusion sample --teacher "$out/cd" --sampler consistency \
+    --steps 2 --set "diffusion.sampler.sigmas=[80,$tau]" --samples "$samples"
+  score "cd_2_tau$tau" "$out/samples/cd_2_tau$tau"
+done
+
+# 7. Hybrid sampling ("distilling diversity"): the teacher takes the first step of the student's
+# grid (DDIM), the student the rest.
+hybrid() {  # hybrid NAME STUDENT STEPS SAMPLER FLAGS...
+  local name=$1 student=$2 steps=$3 sampler=$4; shift 4
+  run "$out/samples/$name" diffusion sample --teacher "$student" --sampler "$sampler" \
+    --steps "$steps" --samples "$samples" --set diffusion.hybrid.base="$out/teacher" "$@"
+  score "$name" "$out/samples/$name"
+}
+for data in dataset none; do
+  for steps in 2 4; do
+    hybrid "hybrid_pd_${data}_$steps" "$out/pd_${data}_$steps" "$steps" ddim \
+      --set diffusion.sampler.schedule.name=vp_cosine
+  done
+done
+for tau in $cd_taus; do
+  hybrid "hybrid_cd_2_tau$tau" "$out/cd" 2 consistency --set "diffusion.sampler.sigmas=[80,$tau]"
+done
 
 /usr/bin/python3 "$root/experiments/write_diffusion_table.py" "$out"

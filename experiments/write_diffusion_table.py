@@ -1,27 +1,51 @@
 #!/usr/bin/env python3
-"""Writes the README block `table:diffusion` (and prints it) from the score runs of
+"""Writes the README block `table:diffusion` (and prints it) from the runs of
 experiments/fashion_mnist_diffusion.sh: one row per sample set (teacher at each sampler and step
-count, PD students on data and data-free, CD), with FCD, precision/recall, coverage and the
-sampling throughput of `distill diffusion sample`. Numbers come only from the files.
+count, PD students on data and data-free, CD with one- and two-step consistency sampling, hybrid
+teacher-then-student sampling), with FCD, precision/recall, coverage and the sampling throughput
+of `distill diffusion sample`, plus the compute each model cost. Numbers come only from the files.
 
     experiments/write_diffusion_table.py RUN_ROOT
 """
 import json
 import pathlib
+import re
 import sys
+import tomllib
 
 from readme_tables import write_block
 
 out = pathlib.Path(sys.argv[1])
-LABELS = {"teacher": "teacher", "pd_dataset": "PD student", "pd_none": "PD student, data-free",
-          "cd": "CD student"}
+STUDENTS = {"pd_dataset": "PD student", "pd_none": "PD student, data-free", "cd": "CD student"}
 
 
 def describe(name):
-    parts = name.split("_")
-    if parts[0] == "teacher":
-        return f"teacher ({parts[1]})", int(parts[2])
-    return LABELS["_".join(parts[:-1])], int(parts[-1])
+    """(label, steps, order) of a sample set's folder name."""
+    m = re.fullmatch(r"teacher_(\w+?)_(\d+)", name)
+    if m:
+        return f"teacher ({m[1]})", int(m[2]), 0
+    m = re.fullmatch(r"(hybrid_)?(pd_dataset|pd_none|cd)_(\d+)(?:_tau([\d.]+))?", name)
+    if not m:
+        sys.exit(f"unexpected sample set {name}")
+    label = STUDENTS[m[2]]
+    if m[4]:
+        label += f", re-noised to sigma {m[4]}"
+    if m[1]:
+        label = "hybrid: teacher's first step, then " + label
+    return label, int(m[3]), 2 if m[1] else 1
+
+
+def seconds(run):
+    """Wall-clock seconds of a run (metrics.jsonl's time_s is cumulative over resumes)."""
+    lines = (out / run / "metrics.jsonl").read_text().splitlines()
+    return json.loads(lines[-1])["time_s"] if lines else float("nan")
+
+
+def setting(run, *keys):
+    value = tomllib.loads((out / run / "config.toml").read_text())
+    for key in keys:
+        value = value[key]
+    return value
 
 
 rows = []
@@ -29,24 +53,38 @@ for path in sorted((out / "scores").glob("*/results.json")):
     name = path.parent.name
     score = json.loads(path.read_text())
     sampled = json.loads((out / "samples" / name / "results.json").read_text())
-    label, steps = describe(name)
-    rows.append((label, steps, score, sampled))
+    label, steps, order = describe(name)
+    rows.append((order, label, steps, score, sampled))
 if not rows:
     sys.exit(f"no scores/*/results.json in {out}")
-rows.sort(key=lambda r: (not r[0].startswith("teacher"), r[0], r[1]))
+rows.sort(key=lambda r: (r[0], r[1], r[2]))
 teacher = json.loads((out / "teacher" / "results.json").read_text())
-first = rows[0][2]
+first = rows[0][3]
+
+budget = [f"teacher {teacher['parameters'] / 1e6:.2f}M-parameter U-Net, {teacher['steps']} steps "
+          f"of {teacher['batch']} images, {seconds('teacher') / 60:.0f} min"]
+for run, what in [("pd_dataset_4", "PD on data to 4 steps"), ("pd_none_4", "PD data-free to 4"),
+                  ("pd_dataset_2", "then to 2"), ("pd_dataset_1", "then to 1"),
+                  ("cd", "CD")]:
+    if (out / run / "results.json").exists():
+        section = "progressive" if run.startswith("pd") else "consistency"
+        iterations = setting(run, "distill", section, "iterations")
+        batch = setting(run, "distill", section, "batch")
+        per = " per halving" if section == "progressive" else ""
+        budget.append(f"{what}: {iterations} iterations{per} of {batch}, "
+                      f"{seconds(run) / 60:.0f} min")
 lines = [
-    f"Teacher: U-Net trained {teacher.get('steps', '?')} steps by `distill diffusion train`; FCD "
-    f"in the `{first['feature_layer']}` features of the project's ConvNet classifier (not FID); "
-    f"{first['samples']} samples per row against {first['reference']['count']} "
+    f"Compute (one 2-core CPU, `experiments/fashion_mnist_diffusion.sh` defaults): "
+    + "; ".join(budget) + ". "
+    f"FCD in the `{first['feature_layer']}` features of the project's ConvNet classifier (not "
+    f"FID); {first['samples']} samples per row against {first['reference']['count']} "
     f"{first['reference']['split']} images; steps are sampler steps (Heun evaluates the network "
     "2 x steps - 1 times); images/s from `distill diffusion sample` on this machine.",
     "",
     "| model | steps | FCD | precision | recall | coverage | images/s |",
     "|---|---|---|---|---|---|---|",
 ]
-for label, steps, s, sampled in rows:
+for _, label, steps, s, sampled in rows:
     lines.append(f"| {label} | {steps} | {s['fcd']:.2f} | {s['precision']:.3f} | "
                  f"{s['recall']:.3f} | {s['coverage']:.3f} | "
                  f"{sampled['images_per_second']:.1f} |")
