@@ -5,7 +5,8 @@
 #   experiments/bench/synth_recover.sh COMMITTEE_TOML [distill data flags...]
 # The committee fixes the image size (its data's); for 32x32 pass a committee trained on 32x32
 # data and the same data flags. ITERS (default 20) steps per batch keep it short; images/s counts
-# every image of the set once per full optimisation, scaled to the steps actually run.
+# every image of the set once per full optimisation, scaled to the steps actually run, so it depends
+# on ITERS; image_steps_per_s (images x steps / s) does not.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 distill="${DISTILL:-${BUILD_DIR:-$root/build}/src/distill}"
@@ -28,7 +29,9 @@ r = json.load(open(sys.argv[1]))
 print(json.dumps({"benchmark": "synth_recover", "ipc": int(sys.argv[2]), "draw": int(sys.argv[3]),
                   "committee": int(sys.argv[4]), "steps": r["steps"], "seconds": r["seconds"],
                   "seconds_per_step": r["seconds"] / max(1, r["steps"]),
-                  "images_per_s": r["images_per_s"], "peak_rss_mib": r["peak_rss_mib"]}))
+                  "images": r["images"], "images_per_s": r["images_per_s"],
+                  "image_steps_per_s": r["images"] * r["steps"] / r["seconds"],
+                  "peak_rss_mib": r["peak_rss_mib"]}))
 PY
     tail -n 1 "$out/synth_recover.jsonl"
   done
