@@ -14,7 +14,9 @@
 # Every run is skipped when its results.json exists, so an interrupted script continues; the
 # teacher and the distillation runs also continue mid-run from their checkpoint.pt.
 # Budget knobs: EPOCHS, UNET_CHANNELS, TRAIN_STEPS, BATCH, SAMPLES, TEACHER_STEPS, PD_FROM,
-# PD_ITERATIONS, PD_BATCH, CD_ITERATIONS, CD_BATCH, CD_TAUS, THREADS, EXTRA (flags added to every run).
+# PD_ITERATIONS, PD_BATCH, CD_ITERATIONS, CD_BATCH, CD_TAUS, TRAJECTORY_STEPS (Heun steps to each
+# data-free point: every point costs 2 x TRAJECTORY_STEPS - 1 teacher evaluations), THREADS,
+# EXTRA (flags added to every run).
 # The defaults are the budget of the README table, sized for a 2-core CPU (about two hours): a
 # 16-channel U-Net (0.28M parameters) and short distillation runs. Papers train 35M-parameter
 # networks for 100k+ steps on GPUs; the table compares students with their own teacher, not with
@@ -30,12 +32,13 @@ train_steps=${TRAIN_STEPS:-12000}
 batch=${BATCH:-64}
 samples=${SAMPLES:-1000}
 teacher_steps=${TEACHER_STEPS:-1 2 4 8 16 64}
-pd_from=${PD_FROM:-32}
-pd_iterations=${PD_ITERATIONS:-1000}
+pd_from=${PD_FROM:-16}
+pd_iterations=${PD_ITERATIONS:-600}
 pd_batch=${PD_BATCH:-128}
-cd_iterations=${CD_ITERATIONS:-3000}
+cd_iterations=${CD_ITERATIONS:-2000}
 cd_batch=${CD_BATCH:-128}
 cd_taus=${CD_TAUS:-0.5 1 2 5}
+trajectory_steps=${TRAJECTORY_STEPS:-4}
 threads=${THREADS:-2}
 common=(--no-progress --threads "$threads")
 read -r -a extra <<<"${EXTRA:-}"
@@ -76,7 +79,8 @@ pd() {  # pd NAME TEACHER FROM TO DATA
   run "$out/$1" diffusion distill --method progressive --teacher "$2" --data "$5" \
     $(resume_flag "$out/$1") \
     --set distill.progressive.teacher_steps="$3" --set distill.progressive.student_steps="$4" \
-    --set distill.progressive.iterations="$pd_iterations" --set distill.progressive.batch="$pd_batch"
+    --set distill.progressive.iterations="$pd_iterations" --set distill.progressive.batch="$pd_batch" \
+    --set distill.trajectory_steps="$trajectory_steps"
   run "$out/samples/$1" diffusion sample --teacher "$out/$1" --sampler ddim --steps "$4" \
     --samples "$samples" --set diffusion.sampler.schedule.name=vp_cosine
   score "$1" "$out/samples/$1"
