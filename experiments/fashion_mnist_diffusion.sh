@@ -7,7 +7,7 @@
 #      teacher is the previous student, so the 4-, 2- and 1-step students all exist), on data and
 #      data-free (`--data none`, points of the teacher's own trajectories);
 #   5. consistency distillation (one-step sampling: CD's student at sigma_max);
-#   6. two-step consistency sampling (re-noised to each of CD_TAUS);
+#   6. two-step consistency sampling (re-noised to each of CD_TAUS) and four-step;
 #   7. hybrid sampling: the teacher takes the first step, the PD/CD student the rest;
 #   8. every sample set scored by `distill diffusion score` (FCD, precision/recall, coverage) and
 #      the table written by experiments/write_diffusion_table.py.
@@ -107,6 +107,14 @@ for tau in $cd_taus; do
   score "cd_2_tau$tau" "$out/samples/cd_2_tau$tau"
 done
 
+# Four steps: levels spaced as EDM's rho-7 grid from 80 down to 0.5 (the 2-step rows show where
+# re-noising to small levels stops helping).
+cd4_levels=$(awk 'BEGIN { hi = 80 ^ (1 / 7); lo = 0.5 ^ (1 / 7);
+  for (i = 0; i < 4; i++) printf "%s%.4g", (i ? "," : ""), (hi + i / 3 * (lo - hi)) ^ 7 }')
+run "$out/samples/cd_4_rho7" diffusion sample --teacher "$out/cd" --sampler consistency \
+  --steps 4 --set "diffusion.sampler.sigmas=[$cd4_levels]" --samples "$samples"
+score cd_4_rho7 "$out/samples/cd_4_rho7"
+
 # 7. Hybrid sampling ("distilling diversity"): the teacher takes the first step of the student's
 # grid (DDIM), the student the rest.
 hybrid() {  # hybrid NAME STUDENT STEPS SAMPLER FLAGS...
@@ -124,5 +132,6 @@ done
 for tau in $cd_taus; do
   hybrid "hybrid_cd_2_tau$tau" "$out/cd" 2 consistency --set "diffusion.sampler.sigmas=[80,$tau]"
 done
+hybrid hybrid_cd_4_rho7 "$out/cd" 4 consistency --set "diffusion.sampler.sigmas=[$cd4_levels]"
 
 /usr/bin/python3 "$root/experiments/write_diffusion_table.py" "$out"

@@ -24,12 +24,14 @@ def describe(name):
     m = re.fullmatch(r"teacher_(\w+?)_(\d+)", name)
     if m:
         return f"teacher ({m[1]})", int(m[2]), 0
-    m = re.fullmatch(r"(hybrid_)?(pd_dataset|pd_none|cd)_(\d+)(?:_tau([\d.]+))?", name)
+    m = re.fullmatch(r"(hybrid_)?(pd_dataset|pd_none|cd)_(\d+)(?:_(tau[\d.]+|rho7))?", name)
     if not m:
         sys.exit(f"unexpected sample set {name}")
     label = STUDENTS[m[2]]
-    if m[4]:
-        label += f", re-noised to sigma {m[4]}"
+    if m[4] == "rho7":
+        label += ", levels on EDM's rho-7 grid from 80 to 0.5"
+    elif m[4]:
+        label += f", re-noised to sigma {m[4][3:]}"
     if m[1]:
         label = "hybrid: teacher's first step, then " + label
     return label, int(m[3]), 2 if m[1] else 1
