@@ -141,6 +141,18 @@ TEST(RunFolder, ReadsConfigMetricsImagesAndResults) {
   EXPECT_EQ(folder.results[0].json["protocol"], "dc");
 }
 
+// A sampling run (`distill diffusion sample`) logs no curves: no warning that metrics are missing.
+TEST(RunFolder, SamplingRunsAreNotWarnedForMissingMetrics) {
+  TempDir dir;
+  fixture::write(dir.file("samples/config.toml"), "[diffusion]\n");
+  fixture::write(dir.file("samples/samples.pt"), "x");
+  fixture::write(dir.file("trained/config.toml"), "[diffusion]\n");
+  EXPECT_FALSE(has_warning(read_run_folder(dir.file("samples")).warnings,
+                           "metrics.jsonl missing: no curves to plot"));
+  EXPECT_TRUE(has_warning(read_run_folder(dir.file("trained")).warnings,
+                          "metrics.jsonl missing: no curves to plot"));
+}
+
 TEST(RunFolder, MissingPiecesBecomeWarningsNotErrors) {
   TempDir dir;
   const std::string run = dir.file("broken");
