@@ -140,25 +140,4 @@ void consistency_distillation(const Denoiser& teacher, const StudentFactory& stu
   }
 }
 
-at::Tensor consistency_sample(const Denoiser& f, at::Tensor x, const std::vector<double>& sigmas,
-                              double sigma_min, at::Generator& generator) {
-  if (sigmas.empty()) throw Error("consistency sampling: needs at least one noise level");
-  for (size_t i = 0; i < sigmas.size(); ++i) {
-    if (!(sigmas[i] > sigma_min) || (i > 0 && !(sigmas[i] < sigmas[i - 1]))) {
-      throw Error("consistency sampling: levels must decrease and stay above sigma_min = " +
-                  std::to_string(sigma_min) + ", found sigma[" + std::to_string(i) +
-                  "] = " + std::to_string(sigmas[i]));
-    }
-  }
-  auto level = [&](double s) { return at::full({x.size(0)}, s, x.options()); };
-  x = f(x, level(sigmas[0]));
-  for (size_t i = 1; i < sigmas.size(); ++i) {
-    const double s = sigmas[i];
-    x = x + std::sqrt(s * s - sigma_min * sigma_min) *
-                at::randn(x.sizes(), generator, x.options());
-    x = f(x, level(s));
-  }
-  return x;
-}
-
 }  // namespace distill::diffusion

@@ -92,9 +92,6 @@ void consistency_distillation(const Denoiser& teacher, const StudentFactory& stu
                               DistillationState& state, const TrainingData& data,
                               const ConsistencyOptions& options, const LoopControl& control);
 
-// Multistep consistency sampling (Algorithm 1): x = f(x_T, sigmas[0]); then for each later level
-// s: x = f(x + sqrt(s^2 - sigma_min^2) z, s). x_T is noise at sigmas[0] (decreasing, > sigma_min).
-at::Tensor consistency_sample(const Denoiser& f, at::Tensor x, const std::vector<double>& sigmas,
-                              double sigma_min, at::Generator& generator);
+// Multistep consistency sampling: consistency_sample in samplers.h.
 
 }  // namespace distill::diffusion

@@ -93,16 +93,27 @@ at::Tensor sample_dpmpp_2m(const Denoiser& denoiser, at::Tensor x,
   return x;
 }
 
-at::Tensor sample_consistency(const Denoiser& denoiser, at::Tensor x,
-                              const std::vector<double>& sigmas, at::Generator& generator) {
-  check_grid(sigmas);
-  at::Tensor clean = denoiser(x, level(x, sigmas.front()));
-  for (size_t i = 1; i + 1 < sigmas.size(); ++i) {
-    at::Tensor noisy = clean + sigmas[i] * at::randn(clean.sizes(), generator, clean.options());
-    clean = denoiser(noisy, level(noisy, sigmas[i]));
+at::Tensor consistency_sample(const Denoiser& f, at::Tensor x, const std::vector<double>& sigmas,
+                              double sigma_min, at::Generator& generator) {
+  if (sigmas.empty()) throw Error("consistency sampling: needs at least one noise level");
+  for (size_t i = 0; i < sigmas.size(); ++i) {
+    if (!(sigmas[i] > sigma_min) || (i > 0 && !(sigmas[i] < sigmas[i - 1]))) {
+      throw Error("consistency sampling: levels must decrease and stay above sigma_min = " +
+                  std::to_string(sigma_min) + ", found sigma[" + std::to_string(i) +
+                  "] = " + std::to_string(sigmas[i]));
+    }
   }
-  return clean;
+  auto level = [&](double s) { return at::full({x.size(0)}, s, x.options()); };
+  x = f(x, level(sigmas[0]));
+  for (size_t i = 1; i < sigmas.size(); ++i) {
+    const double s = sigmas[i];
+    x = x + std::sqrt(s * s - sigma_min * sigma_min) *
+                at::randn(x.sizes(), generator, x.options());
+    x = f(x, level(s));
+  }
+  return x;
 }
+
 
 std::vector<double> sampler_sigmas(const SamplerOptions& options, const std::string& key) {
   if (options.sigmas.empty()) return sampling_sigmas(options.schedule, options.steps);
@@ -130,7 +141,15 @@ at::Tensor run_sampler(const std::string& name, const Denoiser& denoiser, at::Te
   if (name == "ddpm") return sample_ddpm(denoiser, std::move(x), sigmas, generator);
   if (name == "heun") return sample_heun(denoiser, std::move(x), sigmas);
   if (name == "dpmpp_2m") return sample_dpmpp_2m(denoiser, std::move(x), sigmas);
-  if (name == "consistency") return sample_consistency(denoiser, std::move(x), sigmas, generator);
+  if (name == "consistency") {
+    check_grid(sigmas);
+    if (sigmas.back() != 0) {
+      throw Error("sampler consistency: the grid must end at sigma = 0 (its output is clean), found " +
+                  std::to_string(sigmas.back()));
+    }
+    return consistency_sample(denoiser, std::move(x), {sigmas.begin(), sigmas.end() - 1}, 0.0,
+                              generator);
+  }
   throw Error("sampler.name: unknown sampler '" + name +
               "' (expected ddim, ddpm, heun, dpmpp_2m or consistency)");
 }

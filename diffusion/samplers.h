@@ -36,12 +36,11 @@ at::Tensor sample_dpmpp_2m(const Denoiser& denoiser, at::Tensor x,
                            const std::vector<double>& sigmas);
 
 // Multistep consistency sampling (Song et al. 2023, Algorithm 1) for a denoiser that is a
-// consistency function f (its output at any level is the end of the ODE): x0 = f(x, s_0); then
-// for each later level s_i > 0, x0 = f(x0 + s_i z, s_i) with fresh z ~ N(0, I). The paper adds
-// sqrt(s_i^2 - sigma_min^2) z; sigma_min^2 (4e-6 by default) is dropped, as the grid does not
-// carry it. One evaluation per step; with one step it equals DDIM's single step.
-at::Tensor sample_consistency(const Denoiser& denoiser, at::Tensor x,
-                              const std::vector<double>& sigmas, at::Generator& generator);
+// consistency function f (its output at any level is the end of the ODE): x = f(x_T, sigmas[0]);
+// then for each later level s: x = f(x + sqrt(s^2 - sigma_min^2) z, s) with fresh z ~ N(0, I).
+// x_T is noise at sigmas[0]; the levels (no final 0) decrease and stay above sigma_min.
+at::Tensor consistency_sample(const Denoiser& f, at::Tensor x, const std::vector<double>& sigmas,
+                              double sigma_min, at::Generator& generator);
 
 // Which sampler, how many steps, on which noise levels.
 struct SamplerOptions {
@@ -68,7 +67,10 @@ struct SamplerOptions {
 // Errors name `key` (e.g. "diffusion.sampler") and the offending value.
 std::vector<double> sampler_sigmas(const SamplerOptions& options, const std::string& key);
 
-// Runs the named sampler on `x` (whose noise level is sigmas.front()); `generator` feeds ddpm.
+// Runs the named sampler on `x` (whose noise level is sigmas.front()); `generator` feeds ddpm and
+// consistency. `consistency` is consistency_sample on the grid's levels without its final 0 (which
+// it needs) and sigma_min = 0: a grid does not carry the model's sigma_min, whose square (4e-6 by
+// default) is negligible next to any level worth re-noising to.
 at::Tensor run_sampler(const std::string& name, const Denoiser& denoiser, at::Tensor x,
                        const std::vector<double>& sigmas, at::Generator& generator);
 

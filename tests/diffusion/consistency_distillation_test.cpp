@@ -11,6 +11,7 @@
 #include "diffusion/mlp_denoiser.h"
 #include "diffusion/noise_schedule.h"
 #include "diffusion/parameterization.h"
+#include "diffusion/samplers.h"
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 

@@ -117,7 +117,7 @@ TEST(Samplers, MultistepConsistencySamplingHasTheClosedFormMoments) {
   const int64_t n = 200000;
   at::Generator gen = make_generator(31);
   at::Tensor x = big * at::randn({n, 3}, gen, kDouble);
-  at::Tensor out = sample_consistency(f, x, {big, tau, 0.0}, gen);
+  at::Tensor out = run_sampler("consistency", f, x, {big, tau, 0.0}, gen);
   at::Tensor a_big = (f.c.var / (f.c.var + big * big)).sqrt();
   at::Tensor a_tau = (f.c.var / (f.c.var + tau * tau)).sqrt();
   at::Tensor mean = f.c.mu * (1 - a_tau * a_big);
@@ -130,7 +130,7 @@ TEST(Samplers, MultistepConsistencySamplingHasTheClosedFormMoments) {
   // Re-noising matters: the two-step samples are not the one-step ones (a_T x differs).
   at::Generator gen2 = make_generator(31);
   at::Tensor x2 = big * at::randn({n, 3}, gen2, kDouble);
-  at::Tensor one = sample_consistency(f, x2, {big, 0.0}, gen2);
+  at::Tensor one = run_sampler("consistency", f, x2, {big, 0.0}, gen2);
   EXPECT_TRUE(at::allclose(one, f(x2, at::full({n}, big, kDouble))));  // one step = f(x, T)
   EXPECT_GT((one - out).abs().mean().item<double>(), 0.1);
 }
