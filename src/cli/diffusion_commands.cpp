@@ -54,6 +54,7 @@ struct DiffusionSampleSettings {
   std::string teacher = "exact";
   std::string weights = "ema";
   std::string labels = "cycle";
+  double guidance = 0;
   int64_t train_images = 2000;
   int64_t samples = 64;
   diffusion::SamplerOptions sampler;
@@ -74,6 +75,9 @@ struct DiffusionSampleSettings {
              "sample, class-conditional teacher: cycle (image i gets class i mod classes, so grid "
              "columns are classes when the column count is a multiple) or null (unconditional)",
              {"cycle", "null"});
+    v.field("guidance", guidance,
+            "sample, class-conditional teacher: classifier-free guidance weight w, D = D(x | c) + "
+            "w (D(x | c) - D(x | null)) (Ho & Salimans 2022; 0 = off, doubles the evaluations)");
     v.field("train_images", train_images,
             "exact teacher: how many training images (the first ones) form its finite set");
     v.field("samples", samples, "how many images to draw");
@@ -109,6 +113,11 @@ void check_sample_settings(const DiffusionSampleSettings& s) {
   }
   if (s.train_images < 1) {
     throw Error("diffusion.train_images must be >= 1, found " + std::to_string(s.train_images));
+  }
+  if (!std::isfinite(s.guidance) || (s.guidance != 0 && s.labels == "null")) {
+    throw Error("diffusion.guidance = " + std::to_string(s.guidance) +
+                ": guidance needs a finite weight and class labels (diffusion.labels = cycle), "
+                "found diffusion.labels = " + s.labels);
   }
   diffusion::validate(s.sampler.schedule, "diffusion.sampler.schedule");
   diffusion::sampler_sigmas(s.sampler, "diffusion.sampler");
@@ -200,11 +209,22 @@ struct TrainedTeacher {
   std::string path;
   at::Tensor weights;  // on the run's device, set by prepare_for_sampling
   at::Tensor labels;   // class-conditional models: one per sample row
+  double guidance = 0;
 
-  // The denoiser of sample rows [lo, hi) (class-conditional models see those rows' labels).
+  // The denoiser of sample rows [lo, hi) (class-conditional models see those rows' labels, and
+  // with guidance also the null class).
   diffusion::Denoiser rows(int64_t lo, int64_t hi) const {
-    return diffusion::make_denoiser(model.options, *net, weights,
-                                    labels.defined() ? labels.slice(0, lo, hi) : at::Tensor());
+    if (!labels.defined()) return diffusion::make_denoiser(model.options, *net, weights);
+    at::Tensor mine = labels.slice(0, lo, hi);
+    diffusion::Denoiser conditional = diffusion::make_denoiser(model.options, *net, weights, mine);
+    if (guidance == 0) return conditional;
+    diffusion::Denoiser unconditional = diffusion::make_denoiser(
+        model.options, *net, weights, at::full_like(mine, model.num_classes));
+    const double w = guidance;
+    return [conditional, unconditional, w](const at::Tensor& x, const at::Tensor& sigma) {
+      at::Tensor c = conditional(x, sigma);
+      return c + w * (c - unconditional(x, sigma));
+    };
   }
 };
 TrainedTeacher load_teacher(const DiffusionSampleSettings& s, const std::string& value,
@@ -245,6 +265,7 @@ void prepare_for_sampling(TrainedTeacher& t, const DiffusionSampleSettings& s,
                             ? at::arange(s.samples, at::kLong).remainder(t.model.num_classes)
                             : at::full({s.samples}, t.model.num_classes, at::kLong);
     t.labels = labels.to(device);
+    t.guidance = s.guidance;
   }
 }
 
@@ -264,6 +285,12 @@ void run_sample(DiffusionCommandOptions& o) {
   TrainedTeacher trained, base;
   if (!exact_teacher) trained = load_teacher(s, s.teacher, "diffusion.teacher", train_set, norm);
   if (hybrid) base = load_teacher(s, s.hybrid.base, "diffusion.hybrid.base", train_set, norm);
+  if (s.guidance != 0 && (exact_teacher || trained.model.num_classes == 0)) {
+    throw Error("diffusion.guidance = " + std::to_string(s.guidance) + ": the teacher '" +
+                (exact_teacher ? s.teacher : trained.path) +
+                "' is unconditional (guidance needs one trained with "
+                "diffusion.train.class_conditional = true)");
+  }
   RunContext run = start_run(o.run, config::dump(o));
 
   const int64_t used = exact_teacher ? std::min(s.train_images, train_set.size()) : 0;
@@ -342,6 +369,7 @@ void run_sample(DiffusionCommandOptions& o) {
   dict.insert("teacher", exact_teacher ? s.teacher : trained.path);
   if (exact_teacher) dict.insert("train_images", used);
   if (!exact_teacher) dict.insert("weights", s.weights);
+  if (s.guidance != 0) dict.insert("guidance", s.guidance);
   dict.insert("sampler", s.sampler.name);
   dict.insert("steps", s.sampler.steps);
   dict.insert("schedule", s.sampler.schedule.name);
@@ -362,6 +390,7 @@ void run_sample(DiffusionCommandOptions& o) {
   results["teacher"] = exact_teacher ? s.teacher : trained.path;
   if (exact_teacher) results["train_images"] = used;
   if (!exact_teacher) results["weights"] = s.weights;
+  if (s.guidance != 0) results["guidance"] = s.guidance;
   results["sampler"] = s.sampler.name;
   results["steps"] = s.sampler.steps;
   results["schedule"] = s.sampler.schedule.name;

@@ -266,6 +266,31 @@ TEST_F(DiffusionTrainCli, HybridSamplingSwitchesModelsOnOneGrid) {
   expect_bad_samples(cases);
 }
 
+// Classifier-free guidance: one DDIM step to sigma = 0 returns D itself, so the guided sample is
+// (1 + w) D(x | c) - w D(x | null), computable from two unguided runs on the same noise.
+TEST_F(DiffusionTrainCli, GuidanceCombinesTheConditionalAndNullDenoisers) {
+  ASSERT_EQ(train("--train-steps 4 --set diffusion.train.class_conditional=true", "cond").exit_code,
+            0);
+  ASSERT_EQ(train("--train-steps 2", "plain").exit_code, 0);
+  const std::string flags = "--sampler ddim --steps 1 --samples 6 --seed 2 --teacher " +
+                            dir_.file("cond");
+  ASSERT_EQ(sample(flags, "c").exit_code, 0);
+  ASSERT_EQ(sample(flags + " --set diffusion.labels=null", "null").exit_code, 0);
+  CommandResult r = sample(flags + " --set diffusion.guidance=2", "guided");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  at::Tensor expected = 3 * images_of("c") - 2 * images_of("null");
+  EXPECT_TRUE(at::allclose(images_of("guided"), expected, 1e-4, 1e-4));
+  EXPECT_FALSE(at::allclose(images_of("guided"), images_of("c"), 1e-3, 1e-3));
+  const std::vector<Case> cases = {
+      {"--samples 6 --set diffusion.guidance=2 --teacher " + dir_.file("plain"),
+       "diffusion.guidance = 2.000000: the teacher '" + dir_.file("plain") +
+           "/model.pt' is unconditional"},
+      {flags + " --set diffusion.guidance=2 --set diffusion.labels=null",
+       "guidance needs a finite weight and class labels (diffusion.labels = cycle)"},
+  };
+  expect_bad_samples(cases);
+}
+
 // A copy of `from` with one key replaced (a teacher file gone wrong).
 void write_altered(const std::string& from, const std::string& to, const std::string& key,
                    const c10::IValue& value) {
