@@ -63,6 +63,13 @@ void run_diffusion_distill(const config::RunOptions& run_options, const data::Da
   if (!exact_teacher) {
     teacher_path = diffusion::resolve_model_path(teacher_setting, "diffusion.teacher");
     diffusion::DenoiserModel t = diffusion::load_denoiser_model(teacher_path);
+    // A consistency model's output is the end of the ODE, not the denoised mean that the PD
+    // target's DDIM steps and CD's Heun step integrate with.
+    if (t.options.precondition.output == "consistency") {
+      throw Error("diffusion.teacher: '" + teacher_path +
+                  "' is a consistency model (precondition.output = consistency); " + s.method +
+                  " distillation needs a denoiser teacher (eps, x, v or edm output)");
+    }
     if (weights == "ema" && !t.ema.defined()) {
       throw Error("diffusion.weights = ema: '" + teacher_path + "' has no EMA weights; use params");
     }

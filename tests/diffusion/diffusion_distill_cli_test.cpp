@@ -129,6 +129,21 @@ TEST_F(DiffusionDistillCli, TrainedUnetTeacherResumeEqualsStraightAndSamples) {
                   "diffusion.sampler.schedule.name=vp_cosine --out " +
                   dir_.file("pd_samples"));
   ASSERT_EQ(s.exit_code, 0) << s.output;
+  // A CD student (a consistency function) is not a denoiser to distill from.
+  CommandResult cd = distill_cli("diffusion distill " + tiny_flags(data_) + "--teacher " +
+                                 dir_.file("teacher") + " --method consistency" +
+                                 " --set distill.consistency.iterations=2" +
+                                 " --set distill.consistency.batch=4 --out " + dir_.file("cd"));
+  ASSERT_EQ(cd.exit_code, 0) << cd.output;
+  r = distill_cli("diffusion distill " + tiny_flags(data_) + "--teacher " + dir_.file("cd") +
+                  " --out " + dir_.file("from_cd"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "diffusion.teacher: '" + dir_.file("cd") +
+                                     "/model.pt' is a consistency model (precondition.output = "
+                                     "consistency); progressive distillation needs a denoiser "
+                                     "teacher"))
+      << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("from_cd")));
 }
 
 TEST_F(DiffusionDistillCli, BadSettingsAndFilesAreClearErrors) {
