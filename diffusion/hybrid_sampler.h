@@ -25,4 +25,12 @@ struct SamplerPart {
 at::Tensor sample_hybrid(const SamplerPart& first, const SamplerPart& second, at::Tensor x,
                          at::Generator& generator);
 
+// One grid (decreasing, ending with 0) split after its first `base_steps` steps: `base` takes
+// those with `base_sampler`, `student` the rest with `sampler`. Error unless
+// 1 <= base_steps < sigmas.size() - 1.
+at::Tensor sample_hybrid(const Denoiser& base, const std::string& base_sampler,
+                         const Denoiser& student, const std::string& sampler,
+                         const std::vector<double>& sigmas, int64_t base_steps, at::Tensor x,
+                         at::Generator& generator);
+
 }  // namespace distill::diffusion

@@ -118,8 +118,8 @@ at::Tensor consistency_sample(const Denoiser& f, at::Tensor x, const std::vector
 std::vector<double> sampler_sigmas(const SamplerOptions& options, const std::string& key) {
   if (options.sigmas.empty()) return sampling_sigmas(options.schedule, options.steps);
   if (static_cast<int64_t>(options.sigmas.size()) != options.steps) {
-    throw Error(key + ".sigmas has " + std::to_string(options.sigmas.size()) + " levels (" +
-                std::to_string(options.sigmas.size()) + " steps) but " + key + ".steps is " +
+    throw Error(key + ".sigmas has " + std::to_string(options.sigmas.size()) +
+                " levels, one per step, but " + key + ".steps is " +
                 std::to_string(options.steps) + "; set both");
   }
   for (size_t i = 0; i < options.sigmas.size(); ++i) {

@@ -114,10 +114,13 @@ void check_sample_settings(const DiffusionSampleSettings& s) {
   if (s.train_images < 1) {
     throw Error("diffusion.train_images must be >= 1, found " + std::to_string(s.train_images));
   }
-  if (!std::isfinite(s.guidance) || (s.guidance != 0 && s.labels == "null")) {
+  if (!std::isfinite(s.guidance)) {
+    throw Error("diffusion.guidance must be finite, found " + std::to_string(s.guidance));
+  }
+  if (s.guidance != 0 && s.labels == "null") {
     throw Error("diffusion.guidance = " + std::to_string(s.guidance) +
-                ": guidance needs a finite weight and class labels (diffusion.labels = cycle), "
-                "found diffusion.labels = " + s.labels);
+                ": guidance needs class labels (diffusion.labels = cycle), found "
+                "diffusion.labels = null");
   }
   diffusion::validate(s.sampler.schedule, "diffusion.sampler.schedule");
   diffusion::sampler_sigmas(s.sampler, "diffusion.sampler");
@@ -269,6 +272,37 @@ void prepare_for_sampling(TrainedTeacher& t, const DiffusionSampleSettings& s,
   }
 }
 
+// The base of hybrid sampling integrates the ODE with its denoiser, and steers each row toward the
+// same class as the student.
+void check_hybrid_base(const TrainedTeacher& base, const TrainedTeacher& student) {
+  if (base.model.options.precondition.output == "consistency") {
+    throw Error("diffusion.hybrid.base: '" + base.path +
+                "' is a consistency model (precondition.output = consistency); the base takes "
+                "ODE steps and needs a denoiser (eps, x, v or edm output)");
+  }
+  if (base.model.num_classes > 0 && student.model.num_classes > 0 &&
+      base.model.num_classes != student.model.num_classes) {
+    throw Error("diffusion.hybrid.base: '" + base.path + "' is conditioned on " +
+                std::to_string(base.model.num_classes) + " classes, the teacher '" +
+                student.path + "' on " + std::to_string(student.model.num_classes));
+  }
+}
+
+// Consistency sampling re-noises to every level after the first and evaluates f there: at or
+// below the model's sigma_min (f is the identity there) that step only adds noise.
+void check_consistency_levels(const std::vector<double>& sigmas, const TrainedTeacher& t) {
+  if (t.model.options.precondition.output != "consistency") return;
+  const double sigma_min = t.model.options.precondition.sigma_min;
+  for (size_t i = 1; i + 1 < sigmas.size(); ++i) {
+    if (!(sigmas[i] > sigma_min)) {
+      throw Error("diffusion.sampler: consistency sampling re-noises to level " +
+                  std::to_string(i) + " = " + std::to_string(sigmas[i]) +
+                  ", not above the model's sigma_min = " + std::to_string(sigma_min) +
+                  " (a schedule's grid ends there); give the levels in diffusion.sampler.sigmas");
+    }
+  }
+}
+
 void run_sample(DiffusionCommandOptions& o) {
   const DiffusionSampleSettings& s = o.diffusion;
   check_sample_settings(s);
@@ -282,9 +316,14 @@ void run_sample(DiffusionCommandOptions& o) {
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   const bool exact_teacher = s.teacher == "exact";
   const bool hybrid = !s.hybrid.base.empty();
+  const std::vector<double> sigmas = diffusion::sampler_sigmas(s.sampler, "diffusion.sampler");
   TrainedTeacher trained, base;
   if (!exact_teacher) trained = load_teacher(s, s.teacher, "diffusion.teacher", train_set, norm);
   if (hybrid) base = load_teacher(s, s.hybrid.base, "diffusion.hybrid.base", train_set, norm);
+  if (hybrid) check_hybrid_base(base, trained);
+  if (s.sampler.name == "consistency" && !exact_teacher) {
+    check_consistency_levels(sigmas, trained);
+  }
   if (s.guidance != 0 && (exact_teacher || trained.model.num_classes == 0)) {
     throw Error("diffusion.guidance = " + std::to_string(s.guidance) + ": the teacher '" +
                 (exact_teacher ? s.teacher : trained.path) +
@@ -318,15 +357,12 @@ void run_sample(DiffusionCommandOptions& o) {
                            : std::string())
                 << "\n";
   }
-  const std::vector<double> sigmas = diffusion::sampler_sigmas(s.sampler, "diffusion.sampler");
   // Samples rows [lo, hi) of the run from their starting noise x.
   auto sample_rows = [&](at::Tensor x, int64_t lo, int64_t hi, at::Generator& gen) {
     diffusion::Denoiser denoiser = exact_teacher ? teacher : trained.rows(lo, hi);
     if (!hybrid) return diffusion::run_sampler(s.sampler.name, denoiser, x, sigmas, gen);
-    const auto split = sigmas.begin() + s.hybrid.base_steps;
-    return diffusion::sample_hybrid(
-        {base.rows(lo, hi), s.hybrid.base_sampler, std::vector<double>(sigmas.begin(), split + 1)},
-        {denoiser, s.sampler.name, std::vector<double>(split, sigmas.end())}, x, gen);
+    return diffusion::sample_hybrid(base.rows(lo, hi), s.hybrid.base_sampler, denoiser,
+                                    s.sampler.name, sigmas, s.hybrid.base_steps, x, gen);
   };
 
   at::Generator generator = make_generator(run.seed, 0xd1ff);  // "diff": the starting noise

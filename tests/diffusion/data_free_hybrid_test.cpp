@@ -135,5 +135,37 @@ TEST(DataFreeAndHybrid, TwoStepStudentFromTeacherTrajectoriesAndHybridSampling) 
   }
 }
 
+// The split form hands the base exactly the first base_steps levels it steps from and the student
+// the rest: recording denoisers see which levels each model is evaluated at.
+TEST(HybridSampling, SplitGridGivesTheBaseTheFirstSteps) {
+  const std::vector<double> grid = {8.0, 4.0, 2.0, 1.0, 0.5, 0.0};
+  at::Generator gen = make_generator(0);
+  for (int64_t k = 1; k < 5; ++k) {
+    std::vector<double> seen_base, seen_student;
+    auto recorder = [](std::vector<double>& seen) {
+      return [&seen](const at::Tensor& x, const at::Tensor& sigma) {
+        seen.push_back(sigma[0].item<double>());
+        return x * 0.5;
+      };
+    };
+    sample_hybrid(recorder(seen_base), "ddim", recorder(seen_student), "ddim", grid, k,
+                  at::ones({2, 2}, kDouble), gen);
+    EXPECT_EQ(seen_base, std::vector<double>(grid.begin(), grid.begin() + k)) << k;
+    EXPECT_EQ(seen_student, std::vector<double>(grid.begin() + k, grid.end() - 1)) << k;
+  }
+  for (int64_t bad : {0, 5}) {
+    try {
+      sample_hybrid(Denoiser(), "ddim", Denoiser(), "ddim", grid, bad, at::ones({2, 2}, kDouble),
+                    gen);
+      FAIL() << "no error for " << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("must be in 1 .. 4 of the grid's 5, found " +
+                                           std::to_string(bad)),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace distill::diffusion

@@ -261,7 +261,7 @@ TEST_F(DiffusionTrainCli, HybridSamplingSwitchesModelsOnOneGrid) {
       {b + " --steps 3 --set diffusion.hybrid.base_sampler=consistency" + base + dir_.file("a"),
        "diffusion.hybrid.base_sampler"},
       {b + " --sampler consistency --steps 3 --set diffusion.sampler.sigmas=[80,0.5]",
-       "diffusion.sampler.sigmas has 2 levels (2 steps) but diffusion.sampler.steps is 3"},
+       "diffusion.sampler.sigmas has 2 levels, one per step, but diffusion.sampler.steps is 3"},
   };
   expect_bad_samples(cases);
 }
@@ -286,7 +286,7 @@ TEST_F(DiffusionTrainCli, GuidanceCombinesTheConditionalAndNullDenoisers) {
        "diffusion.guidance = 2.000000: the teacher '" + dir_.file("plain") +
            "/model.pt' is unconditional"},
       {flags + " --set diffusion.guidance=2 --set diffusion.labels=null",
-       "guidance needs a finite weight and class labels (diffusion.labels = cycle)"},
+       "guidance needs class labels (diffusion.labels = cycle), found diffusion.labels = null"},
   };
   expect_bad_samples(cases);
 }

@@ -144,6 +144,27 @@ TEST_F(DiffusionDistillCli, TrainedUnetTeacherResumeEqualsStraightAndSamples) {
                                      "teacher"))
       << r.output;
   EXPECT_FALSE(std::filesystem::exists(dir_.file("from_cd")));
+  // Sampling it: the karras grid's last level is its sigma_min, where f is the identity; explicit
+  // levels work; as a hybrid base (which takes ODE steps) it is refused.
+  const std::string sample_cd = "diffusion sample " + tiny_flags(data_) + "--samples 4 --teacher ";
+  r = distill_cli(sample_cd + dir_.file("cd") + " --sampler consistency --steps 2 --out " +
+                  dir_.file("cd_karras"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "consistency sampling re-noises to level 1 = 0.002000, not above "
+                                 "the model's sigma_min = 0.002000"))
+      << r.output;
+  r = distill_cli(sample_cd + dir_.file("cd") +
+                  " --sampler consistency --steps 2 --set diffusion.sampler.sigmas=[80,0.5] "
+                  "--out " + dir_.file("cd_two"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  r = distill_cli(sample_cd + dir_.file("teacher") + " --sampler ddim --steps 2 "
+                  "--set diffusion.hybrid.base=" + dir_.file("cd") + " --out " +
+                  dir_.file("cd_base"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "diffusion.hybrid.base: '" + dir_.file("cd") +
+                                     "/model.pt' is a consistency model"))
+      << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("cd_base")));
 }
 
 TEST_F(DiffusionDistillCli, BadSettingsAndFilesAreClearErrors) {
