@@ -73,6 +73,11 @@ for sampler in ddim heun; do
   done
 done
 
+# PD's own teacher: DDIM on the vp_cosine grid at PD_FROM steps (what the first PD stage matches).
+run "$out/samples/teacher_ddimvpcosine_$pd_from" diffusion sample --teacher "$out/teacher" \
+  --sampler ddim --steps "$pd_from" --samples "$samples" --set diffusion.sampler.schedule.name=vp_cosine
+score "teacher_ddimvpcosine_$pd_from" "$out/samples/teacher_ddimvpcosine_$pd_from"
+
 # 4. Progressive distillation, in three runs so that the 4-, 2- and 1-step students are kept. PD
 # works on the VP-cosine grid, so its students are sampled with DDIM on that grid.
 pd() {  # pd NAME TEACHER FROM TO DATA

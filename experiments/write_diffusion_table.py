@@ -16,6 +16,7 @@ import tomllib
 from readme_tables import write_block
 
 out = pathlib.Path(sys.argv[1])
+SAMPLERS = {"ddimvpcosine": "ddim, vp_cosine grid: PD's teacher"}
 STUDENTS = {"pd_dataset": "PD student", "pd_none": "PD student, data-free", "cd": "CD student"}
 
 
@@ -23,7 +24,7 @@ def describe(name):
     """(label, steps, order) of a sample set's folder name."""
     m = re.fullmatch(r"teacher_(\w+?)_(\d+)", name)
     if m:
-        return f"teacher ({m[1]})", int(m[2]), 0
+        return f"teacher ({SAMPLERS.get(m[1], m[1])})", int(m[2]), 0
     m = re.fullmatch(r"(hybrid_)?(pd_dataset|pd_none|cd)_(\d+)(?:_(tau[\d.]+|rho7))?", name)
     if not m:
         sys.exit(f"unexpected sample set {name}")
