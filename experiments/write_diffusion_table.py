@@ -82,7 +82,8 @@ lines = [
     f"FCD in the `{first['feature_layer']}` features of the project's ConvNet classifier (not "
     f"FID); {first['samples']} samples per row against {first['reference']['count']} "
     f"{first['reference']['split']} images; steps are sampler steps (Heun evaluates the network "
-    "2 x steps - 1 times); images/s from `distill diffusion sample` on this machine.",
+    "2 x steps - 1 times); images/s from `distill diffusion sample` on this machine with 1-2 "
+    "threads while other jobs ran (a rough guide, not a benchmark).",
     "",
     "| model | steps | FCD | precision | recall | coverage | images/s |",
     "|---|---|---|---|---|---|---|",
@@ -91,5 +92,34 @@ for _, label, steps, s, sampled in rows:
     lines.append(f"| {label} | {steps} | {s['fcd']:.2f} | {s['precision']:.3f} | "
                  f"{s['recall']:.3f} | {s['coverage']:.3f} | "
                  f"{sampled['images_per_second']:.1f} |")
+
+# The yardsticks, computed from the rows: 4-step students against the teacher's full-step
+# FCD (its most steps, best sampler), 1-step students against the teacher's own 1-step DDIM.
+fcd = {(label, steps): s["fcd"] for _, label, steps, s, _ in rows}
+teacher_rows = [(steps, value, label) for (label, steps), value in fcd.items()
+                if label.startswith("teacher")]
+most = max(steps for steps, _, _ in teacher_rows)
+full, full_label = min((value, label) for steps, value, label in teacher_rows if steps == most)
+one_step = fcd.get(("teacher (ddim)", 1))
+checks = []
+for label in ("PD student", "PD student, data-free"):
+    if (label, 4) in fcd:
+        ratio = fcd[(label, 4)] / full
+        checks.append(f"{label} at 4 steps: {ratio:.2f}x the teacher's {most}-step FCD "
+                      f"({full_label}, {full:.2f}); goal <= 1.3x: "
+                      f"{'met' if ratio <= 1.3 else 'not met'}")
+pd_teacher = [(label, value) for (label, steps), value in fcd.items() if "PD's teacher" in label]
+for label in ("PD student", "PD student, data-free"):
+    if (label, 4) in fcd and pd_teacher:
+        checks.append(f"{label} at 4 steps: {fcd[(label, 4)] / pd_teacher[0][1]:.2f}x the FCD of "
+                      f"the sampler it was distilled from ({pd_teacher[0][0]}, "
+                      f"{pd_teacher[0][1]:.2f})")
+for label, steps in (("PD student", 1), ("PD student, data-free", 1), ("CD student", 1)):
+    if (label, steps) in fcd and one_step:
+        checks.append(f"{label} at 1 step: FCD {one_step / fcd[(label, steps)]:.1f}x lower than "
+                      f"the teacher's own 1-step DDIM ({one_step:.2f})")
+if checks:
+    lines += ["", "Against the issue's yardsticks (computed from the rows above):", ""]
+    lines += [f"- {c}" for c in checks]
 print("\n".join(lines))
 write_block("diffusion", lines)
