@@ -14,7 +14,7 @@
 # Every run is skipped when its results.json exists, so an interrupted script continues; the
 # teacher and the distillation runs also continue mid-run from their checkpoint.pt.
 # Budget knobs: EPOCHS, UNET_CHANNELS, TRAIN_STEPS, BATCH, SAMPLES, TEACHER_STEPS, PD_FROM,
-# PD_ITERATIONS, PD_BATCH, CD_ITERATIONS, CD_BATCH, CD_TAUS, TRAJECTORY_STEPS (Heun steps to each
+# PD_ITERATIONS, PD_BATCH, PD_LONG_FROM, CD_ITERATIONS, CD_BATCH, CD_TAUS, TRAJECTORY_STEPS (Heun steps to each
 # data-free point: every point costs 2 x TRAJECTORY_STEPS - 1 teacher evaluations), THREADS,
 # EXTRA (flags added to every run).
 # The defaults are the budget of the README table, sized for a 2-core CPU (about two hours): a
@@ -35,6 +35,7 @@ teacher_steps=${TEACHER_STEPS:-1 2 4 8 16 64}
 pd_from=${PD_FROM:-16}
 pd_iterations=${PD_ITERATIONS:-600}
 pd_batch=${PD_BATCH:-128}
+pd_long_from=${PD_LONG_FROM-64}
 cd_iterations=${CD_ITERATIONS:-2000}
 cd_batch=${CD_BATCH:-128}
 cd_taus=${CD_TAUS:-0.5 1 2 5}
@@ -94,6 +95,13 @@ for data in dataset none; do
   pd "pd_${data}_4" "$out/teacher" "$pd_from" 4 "$data"
   pd "pd_${data}_2" "$out/pd_${data}_4" 4 2 "$data"
   pd "pd_${data}_1" "$out/pd_${data}_2" 2 1 "$data"
+done
+# The same from PD_LONG_FROM teacher steps (on data; empty = skip): PD_FROM's teacher is itself
+# above the teacher's full-step FCD, a floor for its students; more halvings start lower.
+for from in $pd_long_from; do
+  pd "pd${from}_dataset_4" "$out/teacher" "$from" 4 dataset
+  pd "pd${from}_dataset_2" "$out/pd${from}_dataset_4" 4 2 dataset
+  pd "pd${from}_dataset_1" "$out/pd${from}_dataset_2" 2 1 dataset
 done
 
 # 5. Consistency distillation: one step from sigma_max.

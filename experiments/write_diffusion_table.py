@@ -25,17 +25,20 @@ def describe(name):
     m = re.fullmatch(r"teacher_(\w+?)_(\d+)", name)
     if m:
         return f"teacher ({SAMPLERS.get(m[1], m[1])})", int(m[2]), 0
-    m = re.fullmatch(r"(hybrid_)?(pd_dataset|pd_none|cd)_(\d+)(?:_(tau[\d.]+|rho7))?", name)
+    m = re.fullmatch(r"(hybrid_)?(pd(\d*)_dataset|pd_none|cd)_(\d+)(?:_(tau[\d.]+|rho7))?", name)
     if not m:
         sys.exit(f"unexpected sample set {name}")
-    label = STUDENTS[m[2]]
-    if m[4] == "rho7":
+    hybrid, kind, pd_from, steps, sampling = m.groups()
+    label = STUDENTS[kind.replace(pd_from or "", "")]
+    if pd_from:
+        label += f" from {pd_from} teacher steps"
+    if sampling == "rho7":
         label += ", levels on EDM's rho-7 grid from 80 to 0.5"
-    elif m[4]:
-        label += f", re-noised to sigma {m[4][3:]}"
-    if m[1]:
+    elif sampling:
+        label += f", re-noised to sigma {sampling[3:]}"
+    if hybrid:
         label = "hybrid: teacher's first step, then " + label
-    return label, int(m[3]), 2 if m[1] else 1
+    return label, int(steps), 2 if hybrid else 1
 
 
 def seconds(run):
@@ -66,16 +69,22 @@ first = rows[0][3]
 
 budget = [f"teacher {teacher['parameters'] / 1e6:.2f}M-parameter U-Net, {teacher['steps']} steps "
           f"of {teacher['batch']} images, {seconds('teacher') / 60:.0f} min"]
-for run, what in [("pd_dataset_4", "PD on data to 4 steps"), ("pd_none_4", "PD data-free to 4"),
-                  ("pd_dataset_2", "then to 2"), ("pd_dataset_1", "then to 1"),
-                  ("cd", "CD")]:
-    if (out / run / "results.json").exists():
-        section = "progressive" if run.startswith("pd") else "consistency"
-        iterations = setting(run, "distill", section, "iterations")
-        batch = setting(run, "distill", section, "batch")
-        per = " per halving" if section == "progressive" else ""
-        budget.append(f"{what}: {iterations} iterations{per} of {batch}, "
-                      f"{seconds(run) / 60:.0f} min")
+for run in sorted((p.name for p in out.iterdir() if p.is_dir() and
+                  re.fullmatch(r"pd\d*_(dataset|none)_\d|cd", p.name)),
+                 key=lambda name: (name.rsplit("_", 1)[0], -int(name[-1]) if name != "cd" else 0)):
+    if not (out / run / "results.json").exists():
+        continue
+    if run == "cd":
+        iterations = setting(run, "distill", "consistency", "iterations")
+        batch = setting(run, "distill", "consistency", "batch")
+        budget.append(f"CD {iterations} iterations of {batch}, {seconds(run) / 60:.0f} min")
+        continue
+    section = ("distill", "progressive")
+    data = "data-free" if "_none_" in run else "data"
+    budget.append(f"PD ({data}) {setting(run, *section, 'teacher_steps')} -> "
+                  f"{setting(run, *section, 'student_steps')} steps, "
+                  f"{setting(run, *section, 'iterations')} iterations per halving of "
+                  f"{setting(run, *section, 'batch')}, {seconds(run) / 60:.0f} min")
 lines = [
     f"Compute (one 2-core CPU, `experiments/fashion_mnist_diffusion.sh` defaults): "
     + "; ".join(budget) + ". "
@@ -102,19 +111,21 @@ most = max(steps for steps, _, _ in teacher_rows)
 full, full_label = min((value, label) for steps, value, label in teacher_rows if steps == most)
 one_step = fcd.get(("teacher (ddim)", 1))
 checks = []
-for label in ("PD student", "PD student, data-free"):
+pd_labels = sorted({label for label, _ in fcd if label.startswith("PD student")})
+for label in pd_labels:
     if (label, 4) in fcd:
         ratio = fcd[(label, 4)] / full
         checks.append(f"{label} at 4 steps: {ratio:.2f}x the teacher's {most}-step FCD "
                       f"({full_label}, {full:.2f}); goal <= 1.3x: "
                       f"{'met' if ratio <= 1.3 else 'not met'}")
 pd_teacher = [(label, value) for (label, steps), value in fcd.items() if "PD's teacher" in label]
-for label in ("PD student", "PD student, data-free"):
+for label in [label for label in pd_labels if "teacher steps" not in label]:
     if (label, 4) in fcd and pd_teacher:
         checks.append(f"{label} at 4 steps: {fcd[(label, 4)] / pd_teacher[0][1]:.2f}x the FCD of "
                       f"the sampler it was distilled from ({pd_teacher[0][0]}, "
                       f"{pd_teacher[0][1]:.2f})")
-for label, steps in (("PD student", 1), ("PD student, data-free", 1), ("CD student", 1)):
+for label in pd_labels + ["CD student"]:
+    steps = 1
     if (label, steps) in fcd and one_step:
         checks.append(f"{label} at 1 step: FCD {one_step / fcd[(label, steps)]:.1f}x lower than "
                       f"the teacher's own 1-step DDIM ({one_step:.2f})")
