@@ -9,14 +9,15 @@
 #   5. consistency distillation (one-step sampling: CD's student at sigma_max);
 #   6. two-step consistency sampling (re-noised to each of CD_TAUS) and four-step;
 #   7. hybrid sampling: the teacher takes the first step, the PD/CD student the rest;
-#   8. every sample set scored by `distill diffusion score` (FCD, precision/recall, coverage) and
+#   8. PD from PD_LONG_FROM teacher steps;
+#   9. every sample set scored by `distill diffusion score` (FCD, precision/recall, coverage) and
 #      the table written by experiments/write_diffusion_table.py.
 # Every run is skipped when its results.json exists, so an interrupted script continues; the
 # teacher and the distillation runs also continue mid-run from their checkpoint.pt.
 # Budget knobs: EPOCHS, UNET_CHANNELS, TRAIN_STEPS, BATCH, SAMPLES, TEACHER_STEPS, PD_FROM,
-# PD_ITERATIONS, PD_BATCH, PD_LONG_FROM, CD_ITERATIONS, CD_BATCH, CD_TAUS, TRAJECTORY_STEPS (Heun steps to each
-# data-free point: every point costs 2 x TRAJECTORY_STEPS - 1 teacher evaluations), THREADS,
-# EXTRA (flags added to every run).
+# PD_ITERATIONS, PD_BATCH, PD_LONG_FROM, CD_ITERATIONS, CD_BATCH, CD_TAUS, TRAJECTORY_STEPS (Heun
+# steps to each data-free point: every point costs 2 x TRAJECTORY_STEPS - 1 teacher
+# evaluations), THREADS, EXTRA (flags added to every run).
 # The defaults are the budget of the README table, sized for a 2-core CPU (about two hours): a
 # 16-channel U-Net (0.28M parameters) and short distillation runs. Papers train 35M-parameter
 # networks for 100k+ steps on GPUs; the table compares students with their own teacher, not with
@@ -96,13 +97,6 @@ for data in dataset none; do
   pd "pd_${data}_2" "$out/pd_${data}_4" 4 2 "$data"
   pd "pd_${data}_1" "$out/pd_${data}_2" 2 1 "$data"
 done
-# The same from PD_LONG_FROM teacher steps (on data; empty = skip): PD_FROM's teacher is itself
-# above the teacher's full-step FCD, a floor for its students; more halvings start lower.
-for from in $pd_long_from; do
-  pd "pd${from}_dataset_4" "$out/teacher" "$from" 4 dataset
-  pd "pd${from}_dataset_2" "$out/pd${from}_dataset_4" 4 2 dataset
-  pd "pd${from}_dataset_1" "$out/pd${from}_dataset_2" 2 1 dataset
-done
 
 # 5. Consistency distillation: one step from sigma_max.
 run "$out/cd" diffusion distill --method consistency --teacher "$out/teacher" \
@@ -146,5 +140,13 @@ for tau in $cd_taus; do
   hybrid "hybrid_cd_2_tau$tau" "$out/cd" 2 consistency --set "diffusion.sampler.sigmas=[80,$tau]"
 done
 hybrid hybrid_cd_4_rho7 "$out/cd" 4 consistency --set "diffusion.sampler.sigmas=[$cd4_levels]"
+
+# 8. The same from PD_LONG_FROM teacher steps (on data; empty = skip): PD_FROM's teacher is itself
+# above the teacher's full-step FCD, a floor for its students; more halvings start lower.
+for from in $pd_long_from; do
+  pd "pd${from}_dataset_4" "$out/teacher" "$from" 4 dataset
+  pd "pd${from}_dataset_2" "$out/pd${from}_dataset_4" 4 2 dataset
+  pd "pd${from}_dataset_1" "$out/pd${from}_dataset_2" 2 1 dataset
+done
 
 /usr/bin/python3 "$root/experiments/write_diffusion_table.py" "$out"
