@@ -36,8 +36,8 @@ at::Tensor sample_hybrid(const Denoiser& base, const std::string& base_sampler,
   const int64_t steps = static_cast<int64_t>(sigmas.size()) - 1;
   if (base_steps < 1 || base_steps >= steps) {
     throw Error("hybrid sampling: the base model's steps must be in 1 .. " +
-                std::to_string(steps - 1) + " of the grid's " + std::to_string(steps) +
-                ", found " + std::to_string(base_steps));
+                std::to_string(steps - 1) + " of the grid's " + std::to_string(steps) + ", found " +
+                std::to_string(base_steps));
   }
   const auto split = sigmas.begin() + base_steps;
   return sample_hybrid({base, base_sampler, std::vector<double>(sigmas.begin(), split + 1)},

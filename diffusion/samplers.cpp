@@ -107,20 +107,18 @@ at::Tensor consistency_sample(const Denoiser& f, at::Tensor x, const std::vector
   x = f(x, level(sigmas[0]));
   for (size_t i = 1; i < sigmas.size(); ++i) {
     const double s = sigmas[i];
-    x = x + std::sqrt(s * s - sigma_min * sigma_min) *
-                at::randn(x.sizes(), generator, x.options());
+    x = x + std::sqrt(s * s - sigma_min * sigma_min) * at::randn(x.sizes(), generator, x.options());
     x = f(x, level(s));
   }
   return x;
 }
 
-
 std::vector<double> sampler_sigmas(const SamplerOptions& options, const std::string& key) {
   if (options.sigmas.empty()) return sampling_sigmas(options.schedule, options.steps);
   if (static_cast<int64_t>(options.sigmas.size()) != options.steps) {
     throw Error(key + ".sigmas has " + std::to_string(options.sigmas.size()) +
-                " levels, one per step, but " + key + ".steps is " +
-                std::to_string(options.steps) + "; set both");
+                " levels, one per step, but " + key + ".steps is " + std::to_string(options.steps) +
+                "; set both");
   }
   for (size_t i = 0; i < options.sigmas.size(); ++i) {
     const double s = options.sigmas[i];
@@ -144,8 +142,9 @@ at::Tensor run_sampler(const std::string& name, const Denoiser& denoiser, at::Te
   if (name == "consistency") {
     check_grid(sigmas);
     if (sigmas.back() != 0) {
-      throw Error("sampler consistency: the grid must end at sigma = 0 (its output is clean), found " +
-                  std::to_string(sigmas.back()));
+      throw Error(
+          "sampler consistency: the grid must end at sigma = 0 (its output is clean), found " +
+          std::to_string(sigmas.back()));
     }
     return consistency_sample(denoiser, std::move(x), {sigmas.begin(), sigmas.end() - 1}, 0.0,
                               generator);

@@ -18,8 +18,8 @@
 #include "diffusion/noise_schedule.h"
 #include "diffusion/samplers.h"
 #include "src/cli/command.h"
-#include "src/cli/diffusion_score_command.h"
 #include "src/cli/diffusion_distill_command.h"
+#include "src/cli/diffusion_score_command.h"
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 #include "src/data/dataset.h"
@@ -42,7 +42,8 @@ struct HybridSettings {
             "sample: a model.pt (or run folder) that takes the first base_steps steps of the grid "
             "before the teacher (the distilled student) takes the rest, the \"distilling "
             "diversity\" recipe; empty = off");
-    v.field("base_steps", base_steps, "sample, hybrid: steps the base model takes (1 .. steps - 1)");
+    v.field("base_steps", base_steps,
+            "sample, hybrid: steps the base model takes (1 .. steps - 1)");
     v.choice("base_sampler", base_sampler,
              "sample, hybrid: the base model's sampler (deterministic: it must end on a noisy "
              "state the student continues from)",
@@ -132,8 +133,9 @@ void check_sample_settings(const DiffusionSampleSettings& s) {
                   std::to_string(s.hybrid.base_steps));
     }
     if (s.teacher == "exact") {
-      throw Error("diffusion.hybrid.base: hybrid sampling continues with a trained student "
-                  "(diffusion.teacher), found diffusion.teacher = exact");
+      throw Error(
+          "diffusion.hybrid.base: hybrid sampling continues with a trained student "
+          "(diffusion.teacher), found diffusion.teacher = exact");
     }
   }
 }
@@ -283,8 +285,8 @@ void check_hybrid_base(const TrainedTeacher& base, const TrainedTeacher& student
   if (base.model.num_classes > 0 && student.model.num_classes > 0 &&
       base.model.num_classes != student.model.num_classes) {
     throw Error("diffusion.hybrid.base: '" + base.path + "' is conditioned on " +
-                std::to_string(base.model.num_classes) + " classes, the teacher '" +
-                student.path + "' on " + std::to_string(student.model.num_classes));
+                std::to_string(base.model.num_classes) + " classes, the teacher '" + student.path +
+                "' on " + std::to_string(student.model.num_classes));
   }
 }
 
@@ -352,8 +354,8 @@ void run_sample(DiffusionCommandOptions& o) {
                 << " with " << s.sampler.steps << " steps (" << s.sampler.schedule.name
                 << " schedule), " << trained.model.options.arch << " teacher " << trained.path
                 << " (" << s.weights << " weights, " << trained.model.steps << " steps)"
-                << (hybrid ? ", its first " + std::to_string(s.hybrid.base_steps) +
-                                 " step(s) by " + base.path + " (" + s.hybrid.base_sampler + ")"
+                << (hybrid ? ", its first " + std::to_string(s.hybrid.base_steps) + " step(s) by " +
+                                 base.path + " (" + s.hybrid.base_sampler + ")"
                            : std::string())
                 << "\n";
   }
@@ -388,8 +390,8 @@ void run_sample(DiffusionCommandOptions& o) {
       at::Tensor mine = at::zeros(shape, at::kFloat);
       if (hi > lo) {
         mine.narrow(0, 0, hi - lo)
-            .copy_(sample_rows(start_noise.slice(0, lo, hi).to(run.device), lo, hi, generator)
-                       .cpu());
+            .copy_(
+                sample_rows(start_noise.slice(0, lo, hi).to(run.device), lo, hi, generator).cpu());
       }
       images = at::cat(run.group->all_gather(mine), 0).narrow(0, 0, s.samples).contiguous();
     }

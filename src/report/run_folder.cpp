@@ -280,7 +280,7 @@ RunFolder read_run_folder(const std::string& path, const ReadOptions& options) {
       run.warnings.push_back(std::string("metrics.jsonl: ") + e.what());
     }
   } else if (run.kind != "eval" && run.kind != "subset" &&  // those never log curves, nor does
-             !fs::exists(path + "/samples.pt", ec)) {      // `distill diffusion sample`
+             !fs::exists(path + "/samples.pt", ec)) {       // `distill diffusion sample`
     run.warnings.push_back("metrics.jsonl missing: no curves to plot");
   }
 

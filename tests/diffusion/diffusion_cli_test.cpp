@@ -229,9 +229,9 @@ TEST_F(DiffusionTrainCli, HybridSamplingSwitchesModelsOnOneGrid) {
   ASSERT_EQ(sample(flags + dir_.file("b"), "plain_b").exit_code, 0);
   const std::string base = " --set diffusion.hybrid.base=";
   ASSERT_EQ(sample(flags + dir_.file("b") + base + dir_.file("b"), "self").exit_code, 0);
-  CommandResult r = sample(flags + dir_.file("b") + base + dir_.file("a") +
-                               " --set diffusion.hybrid.base_steps=2",
-                           "mixed");
+  CommandResult r = sample(
+      flags + dir_.file("b") + base + dir_.file("a") + " --set diffusion.hybrid.base_steps=2",
+      "mixed");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(at::equal(images_of("self"), images_of("plain_b")));
   at::Tensor mixed = images_of("mixed");
@@ -244,7 +244,8 @@ TEST_F(DiffusionTrainCli, HybridSamplingSwitchesModelsOnOneGrid) {
   const std::string cm = "--samples 5 --seed 4 --teacher " + dir_.file("a");
   ASSERT_EQ(sample(cm + " --sampler ddim --steps 1", "ddim1").exit_code, 0);
   ASSERT_EQ(sample(cm + " --sampler consistency --steps 1", "cm1").exit_code, 0);
-  r = sample(cm + " --sampler consistency --steps 2 --set diffusion.sampler.sigmas=[80,0.5]", "cm2");
+  r = sample(cm + " --sampler consistency --steps 2 --set diffusion.sampler.sigmas=[80,0.5]",
+             "cm2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(at::equal(images_of("ddim1"), images_of("cm1")));
   EXPECT_FALSE(at::allclose(images_of("cm1"), images_of("cm2")));
@@ -272,8 +273,8 @@ TEST_F(DiffusionTrainCli, GuidanceCombinesTheConditionalAndNullDenoisers) {
   ASSERT_EQ(train("--train-steps 4 --set diffusion.train.class_conditional=true", "cond").exit_code,
             0);
   ASSERT_EQ(train("--train-steps 2", "plain").exit_code, 0);
-  const std::string flags = "--sampler ddim --steps 1 --samples 6 --seed 2 --teacher " +
-                            dir_.file("cond");
+  const std::string flags =
+      "--sampler ddim --steps 1 --samples 6 --seed 2 --teacher " + dir_.file("cond");
   ASSERT_EQ(sample(flags, "c").exit_code, 0);
   ASSERT_EQ(sample(flags + " --set diffusion.labels=null", "null").exit_code, 0);
   CommandResult r = sample(flags + " --set diffusion.guidance=2", "guided");

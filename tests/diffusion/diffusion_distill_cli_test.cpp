@@ -130,10 +130,10 @@ TEST_F(DiffusionDistillCli, TrainedUnetTeacherResumeEqualsStraightAndSamples) {
                   dir_.file("pd_samples"));
   ASSERT_EQ(s.exit_code, 0) << s.output;
   // A CD student (a consistency function) is not a denoiser to distill from.
-  CommandResult cd = distill_cli("diffusion distill " + tiny_flags(data_) + "--teacher " +
-                                 dir_.file("teacher") + " --method consistency" +
-                                 " --set distill.consistency.iterations=2" +
-                                 " --set distill.consistency.batch=4 --out " + dir_.file("cd"));
+  CommandResult cd =
+      distill_cli("diffusion distill " + tiny_flags(data_) + "--teacher " + dir_.file("teacher") +
+                  " --method consistency" + " --set distill.consistency.iterations=2" +
+                  " --set distill.consistency.batch=4 --out " + dir_.file("cd"));
   ASSERT_EQ(cd.exit_code, 0) << cd.output;
   r = distill_cli("diffusion distill " + tiny_flags(data_) + "--teacher " + dir_.file("cd") +
                   " --out " + dir_.file("from_cd"));
@@ -150,19 +150,22 @@ TEST_F(DiffusionDistillCli, TrainedUnetTeacherResumeEqualsStraightAndSamples) {
   r = distill_cli(sample_cd + dir_.file("cd") + " --sampler consistency --steps 2 --out " +
                   dir_.file("cd_karras"));
   EXPECT_EQ(r.exit_code, 2) << r.output;
-  EXPECT_TRUE(contains(r.output, "consistency sampling re-noises to level 1 = 0.002000, not above "
-                                 "the model's sigma_min = 0.002000"))
+  EXPECT_TRUE(contains(r.output,
+                       "consistency sampling re-noises to level 1 = 0.002000, not above "
+                       "the model's sigma_min = 0.002000"))
       << r.output;
   r = distill_cli(sample_cd + dir_.file("cd") +
                   " --sampler consistency --steps 2 --set diffusion.sampler.sigmas=[80,0.5] "
-                  "--out " + dir_.file("cd_two"));
+                  "--out " +
+                  dir_.file("cd_two"));
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  r = distill_cli(sample_cd + dir_.file("teacher") + " --sampler ddim --steps 2 "
-                  "--set diffusion.hybrid.base=" + dir_.file("cd") + " --out " +
-                  dir_.file("cd_base"));
+  r = distill_cli(sample_cd + dir_.file("teacher") +
+                  " --sampler ddim --steps 2 "
+                  "--set diffusion.hybrid.base=" +
+                  dir_.file("cd") + " --out " + dir_.file("cd_base"));
   EXPECT_EQ(r.exit_code, 2) << r.output;
-  EXPECT_TRUE(contains(r.output, "diffusion.hybrid.base: '" + dir_.file("cd") +
-                                     "/model.pt' is a consistency model"))
+  EXPECT_TRUE(contains(
+      r.output, "diffusion.hybrid.base: '" + dir_.file("cd") + "/model.pt' is a consistency model"))
       << r.output;
   EXPECT_FALSE(std::filesystem::exists(dir_.file("cd_base")));
 }

@@ -152,8 +152,9 @@ TEST(Samplers, ExplicitLevelsReplaceTheScheduleAndBadOnesAreErrors) {
     }
     return std::string("no error");
   };
-  EXPECT_NE(message({80.0, 0.8}, 3).find("diffusion.sampler.sigmas has 2 levels, one per step, but "
-                                         "diffusion.sampler.steps is 3"),
+  EXPECT_NE(message({80.0, 0.8}, 3)
+                .find("diffusion.sampler.sigmas has 2 levels, one per step, but "
+                      "diffusion.sampler.steps is 3"),
             std::string::npos);
   EXPECT_NE(message({0.8, 80.0}, 2).find("diffusion.sampler.sigmas[1] = 80"), std::string::npos);
   EXPECT_NE(message({80.0, 0.0}, 2).find("diffusion.sampler.sigmas[1] = 0"), std::string::npos);
