@@ -112,7 +112,8 @@ full, full_label = min((value, label) for steps, value, label in teacher_rows if
 one_step = fcd.get(("teacher (ddim)", 1))
 checks = []
 pd_labels = sorted({label for label, _ in fcd if label.startswith("PD student")})
-for label in pd_labels:
+students = sorted({label for label, _ in fcd if label.startswith(("PD", "CD"))})
+for label in students:
     if (label, 4) in fcd:
         ratio = fcd[(label, 4)] / full
         checks.append(f"{label} at 4 steps: {ratio:.2f}x the teacher's {most}-step FCD "
