@@ -76,9 +76,12 @@ for sampler in ddim heun; do
 done
 
 # PD's own teacher: DDIM on the vp_cosine grid at PD_FROM steps (what the first PD stage matches).
-run "$out/samples/teacher_ddimvpcosine_$pd_from" diffusion sample --teacher "$out/teacher" \
-  --sampler ddim --steps "$pd_from" --samples "$samples" --set diffusion.sampler.schedule.name=vp_cosine
-score "teacher_ddimvpcosine_$pd_from" "$out/samples/teacher_ddimvpcosine_$pd_from"
+pd_teacher_row() {  # pd_teacher_row STEPS
+  run "$out/samples/teacher_ddimvpcosine_$1" diffusion sample --teacher "$out/teacher" \
+    --sampler ddim --steps "$1" --samples "$samples" --set diffusion.sampler.schedule.name=vp_cosine
+  score "teacher_ddimvpcosine_$1" "$out/samples/teacher_ddimvpcosine_$1"
+}
+pd_teacher_row "$pd_from"
 
 # 4. Progressive distillation, in three runs so that the 4-, 2- and 1-step students are kept. PD
 # works on the VP-cosine grid, so its students are sampled with DDIM on that grid.
@@ -144,6 +147,7 @@ hybrid hybrid_cd_4_rho7 "$out/cd" 4 consistency --set "diffusion.sampler.sigmas=
 # 8. The same from PD_LONG_FROM teacher steps (on data; empty = skip): PD_FROM's teacher is itself
 # above the teacher's full-step FCD, a floor for its students; more halvings start lower.
 for from in $pd_long_from; do
+  pd_teacher_row "$from"
   pd "pd${from}_dataset_4" "$out/teacher" "$from" 4 dataset
   pd "pd${from}_dataset_2" "$out/pd${from}_dataset_4" 4 2 dataset
   pd "pd${from}_dataset_1" "$out/pd${from}_dataset_2" 2 1 dataset

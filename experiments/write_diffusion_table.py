@@ -119,12 +119,14 @@ for label in students:
         checks.append(f"{label} at 4 steps: {ratio:.2f}x the teacher's {most}-step FCD "
                       f"({full_label}, {full:.2f}); goal <= 1.3x: "
                       f"{'met' if ratio <= 1.3 else 'not met'}")
-pd_teacher = [(label, value) for (label, steps), value in fcd.items() if "PD's teacher" in label]
-for label in [label for label in pd_labels if "teacher steps" not in label]:
-    if (label, 4) in fcd and pd_teacher:
-        checks.append(f"{label} at 4 steps: {fcd[(label, 4)] / pd_teacher[0][1]:.2f}x the FCD of "
-                      f"the sampler it was distilled from ({pd_teacher[0][0]}, "
-                      f"{pd_teacher[0][1]:.2f})")
+pd_teachers = {steps: value for (label, steps), value in fcd.items() if "PD's teacher" in label}
+for label in pd_labels:
+    m = re.search(r"from (\d+) teacher steps", label)
+    start = int(m[1]) if m else min(pd_teachers, default=None)
+    if (label, 4) in fcd and start in pd_teachers:
+        checks.append(f"{label} at 4 steps: {fcd[(label, 4)] / pd_teachers[start]:.2f}x the FCD "
+                      f"of the sampler it was distilled from (the teacher's {start}-step DDIM on "
+                      f"the vp_cosine grid, {pd_teachers[start]:.2f})")
 for label in pd_labels + ["CD student"]:
     steps = 1
     if (label, steps) in fcd and one_step:
