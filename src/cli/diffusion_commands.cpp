@@ -104,8 +104,9 @@ struct DiffusionCommandOptions {
   }
 };
 
-// Everything the settings alone can get wrong, so a bad value fails before data is read.
-void check_sample_settings(const DiffusionSampleSettings& s) {
+// Everything the settings alone can get wrong, so a bad value fails before data is read. Returns
+// the sampler's grid (checked on the way).
+std::vector<double> check_sample_settings(const DiffusionSampleSettings& s) {
   if (s.sampler.steps < 1) {
     throw Error("diffusion.sampler.steps must be >= 1, found " + std::to_string(s.sampler.steps));
   }
@@ -124,7 +125,7 @@ void check_sample_settings(const DiffusionSampleSettings& s) {
                 "diffusion.labels = null");
   }
   diffusion::validate(s.sampler.schedule, "diffusion.sampler.schedule");
-  diffusion::sampler_sigmas(s.sampler, "diffusion.sampler");
+  std::vector<double> sigmas = diffusion::sampler_sigmas(s.sampler, "diffusion.sampler");
   if (!s.hybrid.base.empty()) {
     if (s.hybrid.base_steps < 1 || s.hybrid.base_steps >= s.sampler.steps) {
       throw Error("diffusion.hybrid.base_steps must be in 1 .. diffusion.sampler.steps - 1 = " +
@@ -138,6 +139,7 @@ void check_sample_settings(const DiffusionSampleSettings& s) {
           "(diffusion.teacher), found diffusion.teacher = exact");
     }
   }
+  return sigmas;
 }
 
 // Samples back in pixel space: undo ZCA (if the data was whitened), then mean/std.
@@ -307,7 +309,7 @@ void check_consistency_levels(const std::vector<double>& sigmas, const TrainedTe
 
 void run_sample(DiffusionCommandOptions& o) {
   const DiffusionSampleSettings& s = o.diffusion;
-  check_sample_settings(s);
+  const std::vector<double> sigmas = check_sample_settings(s);
   const int64_t world_size = dist::read_launch_env().world_size;
   if (world_size > 1 && (s.sampler.name == "ddpm" || s.sampler.name == "consistency")) {
     throw Error("diffusion.sampler.name = \"" + s.sampler.name +
@@ -318,7 +320,6 @@ void run_sample(DiffusionCommandOptions& o) {
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   const bool exact_teacher = s.teacher == "exact";
   const bool hybrid = !s.hybrid.base.empty();
-  const std::vector<double> sigmas = diffusion::sampler_sigmas(s.sampler, "diffusion.sampler");
   TrainedTeacher trained, base;
   if (!exact_teacher) trained = load_teacher(s, s.teacher, "diffusion.teacher", train_set, norm);
   if (hybrid) base = load_teacher(s, s.hybrid.base, "diffusion.hybrid.base", train_set, norm);
