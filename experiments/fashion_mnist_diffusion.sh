@@ -55,8 +55,6 @@ else
   run "$out/classifier" train --epochs "$epochs" --set model.width=64
   classifier=$out/classifier/model.pt
 fi
-# --resume for a long run that stopped after writing a checkpoint (and before its results.json).
-resume_flag() { [ -f "$1/checkpoint.pt" ] && [ ! -f "$1/results.json" ] && echo --resume || true; }
 score() {  # score NAME SAMPLES_DIR
   run "$out/scores/$1" diffusion score "$2" --classifier "$classifier" \
     --set diffusion.score.model.width=64 --set diffusion.score.cache_dir="$out/reference_cache"
@@ -64,7 +62,7 @@ score() {  # score NAME SAMPLES_DIR
 
 # 2. The teacher.
 run "$out/teacher" diffusion train --train-steps "$train_steps" --batch "$batch" \
-  --set diffusion.model.unet.channels="$unet_channels" $(resume_flag "$out/teacher")
+  --set diffusion.model.unet.channels="$unet_channels"
 
 # 3. The teacher's own few-step samples: the baseline every student must beat.
 for sampler in ddim heun; do
@@ -87,7 +85,6 @@ pd_teacher_row "$pd_from"
 # works on the VP-cosine grid, so its students are sampled with DDIM on that grid.
 pd() {  # pd NAME TEACHER FROM TO DATA
   run "$out/$1" diffusion distill --method progressive --teacher "$2" --data "$5" \
-    $(resume_flag "$out/$1") \
     --set distill.progressive.teacher_steps="$3" --set distill.progressive.student_steps="$4" \
     --set distill.progressive.iterations="$pd_iterations" --set distill.progressive.batch="$pd_batch" \
     --set distill.trajectory_steps="$trajectory_steps"
@@ -103,7 +100,6 @@ done
 
 # 5. Consistency distillation: one step from sigma_max.
 run "$out/cd" diffusion distill --method consistency --teacher "$out/teacher" \
-  $(resume_flag "$out/cd") \
   --set distill.consistency.iterations="$cd_iterations" --set distill.consistency.batch="$cd_batch"
 run "$out/samples/cd_1" diffusion sample --teacher "$out/cd" --sampler ddim --steps 1 \
   --samples "$samples"

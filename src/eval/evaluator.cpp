@@ -143,21 +143,9 @@ Scores Evaluator::score_set(const SyntheticSet& set, const std::string& name, co
   double lr = options_.learned_lr && set.lr ? *set.lr : options_.train.optimizer.lr;
   // Students depend on (seed, arch, run) only, not on where the set file lies: the same set
   // scores the same from any path, and different sets meet the same student draws.
-  uint64_t stream = std::hash<std::string>{}("set/" + arch);
-  for (int64_t run = 0; run < options_.runs; ++run) {
-    if (!owns_run(run)) {
-      skip_run(scores);
-      continue;
-    }
-    auto [last, best] = train_student(set.images, set.labels, arch, lr,
-                                      mix_seed(seed_, kStudentStream ^ stream, run),
-                                      name + " " + arch + " run " + std::to_string(run + 1) + "/" +
-                                          std::to_string(options_.runs),
-                                      &set);
-    scores.last.push_back(last);
-    scores.best.push_back(best);
-  }
-  gather_runs(scores);
+  score_runs(scores, "set/" + arch, [&](int64_t, uint64_t seed, const std::string& label) {
+    return train_student(set.images, set.labels, arch, lr, seed, label, &set);
+  });
   return scores;
 }
 
@@ -179,44 +167,70 @@ SyntheticSet Evaluator::random_real_set(const data::Dataset& train, const data::
 
 Scores Evaluator::score_random_real(int64_t ipc, const std::string& arch) {
   Scores scores{"random-real", arch, ipc, {}, {}};
-  uint64_t stream = std::hash<std::string>{}("random-real/" + arch);
-  for (int64_t run = 0; run < options_.runs; ++run) {
-    if (!owns_run(run)) {
-      skip_run(scores);
-      continue;
-    }
-    // A fresh subset per run (the same subsets for every architecture): the spread then covers
-    // both the draw of real images and the student's initialization.
-    at::Generator generator = make_generator(seed_, kRealSubsetStream, run);
-    SyntheticSet set = random_real_set(train_, norm_, ipc, generator, "");
-    auto [last, best] = train_student(set.images, set.labels, arch, options_.train.optimizer.lr,
-                                      mix_seed(seed_, kStudentStream ^ stream, run),
-                                      "random-real " + arch + " run " + std::to_string(run + 1) +
-                                          "/" + std::to_string(options_.runs));
-    scores.last.push_back(last);
-    scores.best.push_back(best);
-  }
-  gather_runs(scores);
+  score_runs(scores, "random-real/" + arch,
+             [&](int64_t run, uint64_t seed, const std::string& label) {
+               // A fresh subset per run (the same subsets for every architecture): the spread then
+               // covers both the draw of real images and the student's initialization.
+               at::Generator generator = make_generator(seed_, kRealSubsetStream, run);
+               SyntheticSet set = random_real_set(train_, norm_, ipc, generator, "");
+               return train_student(set.images, set.labels, arch, options_.train.optimizer.lr,
+                                    seed, label);
+             });
   return scores;
 }
 
 Scores Evaluator::score_full_data(const std::string& arch) {
   Scores scores{"full-data", arch, 0, {}, {}};
-  uint64_t stream = std::hash<std::string>{}("full-data/" + arch);
+  score_runs(scores, "full-data/" + arch, [&](int64_t, uint64_t seed, const std::string& label) {
+    return train_student(train_.images, train_.labels, arch, options_.train.optimizer.lr, seed,
+                         label);
+  });
+  return scores;
+}
+
+void Evaluator::score_runs(Scores& scores, const std::string& stream_name,
+                           const TrainRun& train_run) {
+  const uint64_t stream = std::hash<std::string>{}(stream_name);
+  const bool distributed = group_ && group_->distributed();
+  std::vector<uint64_t> seeds;
+  std::vector<bool> trained;  // by this job in this call (not recorded by an earlier one)
   for (int64_t run = 0; run < options_.runs; ++run) {
+    const uint64_t seed = mix_seed(seed_, kStudentStream ^ stream, run);
+    seeds.push_back(seed);
+    const StudentResult* done = finished_student(scores, run, seed);
+    trained.push_back(done == nullptr);
     if (!owns_run(run)) {
       skip_run(scores);
-      continue;
+    } else if (done) {
+      scores.last.push_back(done->last);
+      scores.best.push_back(done->best);
+    } else {
+      auto [last, best] = train_run(run, seed,
+                                    scores.set + " " + scores.model + " run " +
+                                        std::to_string(run + 1) + "/" +
+                                        std::to_string(options_.runs));
+      scores.last.push_back(last);
+      scores.best.push_back(best);
+      if (on_student_ && !distributed) {
+        on_student_({scores.set, scores.model, run, seed, last, best});
+      }
     }
-    auto [last, best] = train_student(train_.images, train_.labels, arch,
-                                      options_.train.optimizer.lr,
-                                      mix_seed(seed_, kStudentStream ^ stream, run),
-                                      "full-data " + arch + " run " + std::to_string(run + 1));
-    scores.last.push_back(last);
-    scores.best.push_back(best);
   }
   gather_runs(scores);
-  return scores;
+  if (!on_student_ || !distributed) return;
+  for (int64_t run = 0; run < options_.runs; ++run) {
+    if (trained[run]) {
+      on_student_({scores.set, scores.model, run, seeds[run], scores.last[run], scores.best[run]});
+    }
+  }
+}
+
+const StudentResult* Evaluator::finished_student(const Scores& scores, int64_t run,
+                                                 uint64_t seed) const {
+  for (const StudentResult& s : finished_) {
+    if (s.set == scores.set && s.model == scores.model && s.run == run && s.seed == seed) return &s;
+  }
+  return nullptr;
 }
 
 bool Evaluator::owns_run(int64_t run) const { return !group_ || dist::owns_item(*group_, run); }

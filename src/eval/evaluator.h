@@ -1,6 +1,7 @@
 #pragma once
 #include <c10/core/Device.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -72,6 +73,17 @@ struct Scores {
   double best_mean() const;
 };
 
+// One trained student: enough for a resumed `distill eval` to skip it. `seed` is the student's
+// own seed (from the run seed, the set kind, the architecture and the run index).
+struct StudentResult {
+  std::string set;
+  std::string model;
+  int64_t run = 0;
+  uint64_t seed = 0;
+  double last = 0;
+  double best = 0;
+};
+
 class Evaluator {
  public:
   // `train`/`test` normalized; `norm` describes that normalization.
@@ -90,6 +102,18 @@ class Evaluator {
   void set_online_labels(LabelFn label_fn, double temperature) {
     online_labels_ = std::move(label_fn);
     online_temperature_ = temperature;
+  }
+
+  // Students already trained (a resumed run): a student whose set, model, run and seed match one
+  // of these is not trained again; its recorded accuracies are used.
+  void set_finished_students(std::vector<StudentResult> finished) {
+    finished_ = std::move(finished);
+  }
+  // Called for every student trained by this process's score_* calls once its accuracies are
+  // known on this rank (after each student alone; after the gather when there are several ranks,
+  // then for every freshly trained run of the call).
+  void set_on_student(std::function<void(const StudentResult&)> on_student) {
+    on_student_ = std::move(on_student);
   }
 
   Scores score_set(const SyntheticSet& set, const std::string& name, const std::string& arch);
@@ -111,6 +135,13 @@ class Evaluator {
                                           const std::string& label,
                                           const SyntheticSet* set = nullptr);
 
+  // The runs of one score_* call: each run's student seed, a recorded result when it has one,
+  // else `train_run(run, seed, label)`.
+  using TrainRun = std::function<std::pair<double, double>(int64_t run, uint64_t seed,
+                                                           const std::string& label)>;
+  void score_runs(Scores& scores, const std::string& stream_name, const TrainRun& train_run);
+  const StudentResult* finished_student(const Scores& scores, int64_t run, uint64_t seed) const;
+
   // Multi-process: whether this rank trains student `run`; a placeholder for one it does not;
   // every rank's results merged after the loop.
   bool owns_run(int64_t run) const;
@@ -118,6 +149,8 @@ class Evaluator {
   void gather_runs(Scores& scores) const;
 
   std::shared_ptr<const dist::ProcessGroup> group_;
+  std::vector<StudentResult> finished_;
+  std::function<void(const StudentResult&)> on_student_;
   LabelFn online_labels_;
   double online_temperature_ = 1.0;
   EvalOptions options_;

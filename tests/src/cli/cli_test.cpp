@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <vector>
 
 #include "src/core/runtime.h"
@@ -143,6 +144,65 @@ TEST(Cli, SubsetThenEvalProduceSetGridAndResults) {
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   EXPECT_TRUE(contains(eval.output, "random-real")) << eval.output;
   EXPECT_TRUE(std::filesystem::exists(dir.file("e/results.json")));
+}
+
+std::vector<std::string> read_lines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+// An interrupted eval resumes at its next untrained student: a recorded student is reused (a mark
+// put into its recorded accuracy shows through), the others train exactly as in a straight run.
+TEST(Cli, EvalResumeReusesRecordedStudentsAndTrainsTheRest) {
+  TempDir dir;
+  std::string data = write_tiny_dataset(dir);
+  ASSERT_EQ(distill_cli("subset --ipc 2 " + tiny_flags(data) + "--out " + dir.file("s")).exit_code, 0);
+  const std::string out = dir.file("e");
+  const std::string eval = "eval --syn " + dir.file("s/syn.pt") + " --runs 2 --epochs 2 " +
+                           tiny_flags(data) + "--set eval.model.width=8 --out " + out;
+  CommandResult straight = distill_cli(eval);
+  ASSERT_EQ(straight.exit_code, 0) << straight.output;
+  const nlohmann::json expected = nlohmann::json::parse(std::ifstream(out + "/results.json"));
+  std::vector<std::string> lines = read_lines(out + "/students.jsonl");
+  ASSERT_EQ(lines.size(), 5u);  // the header, then 2 set students and 2 random-real students
+
+  // As if stopped during the second student: the header, one student (marked), half a line.
+  nlohmann::json first = nlohmann::json::parse(lines[1]);
+  ASSERT_EQ(first["run"], 0);
+  first["last"] = 0.0123456789;  // no test-set size gives this accuracy
+  std::ofstream(out + "/students.jsonl", std::ios::trunc)
+      << lines[0] << "\n" << first.dump() << "\n" << lines[2].substr(0, 10);
+  std::filesystem::remove(out + "/results.json");
+  CommandResult resumed = distill_cli(eval + " --resume");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+
+  const nlohmann::json got = nlohmann::json::parse(std::ifstream(out + "/results.json"));
+  ASSERT_EQ(got["results"].size(), 2u);
+  EXPECT_EQ(got["results"][0]["last_accuracy"][0], 0.0123456789);
+  EXPECT_EQ(got["results"][0]["best_accuracy"][0], expected["results"][0]["best_accuracy"][0]);
+  EXPECT_EQ(got["results"][0]["last_accuracy"][1], expected["results"][0]["last_accuracy"][1]);
+  EXPECT_EQ(got["results"][1], expected["results"][1]);
+  EXPECT_EQ(read_lines(out + "/students.jsonl").size(), 5u);  // the cut line replaced, none twice
+}
+
+TEST(Cli, EvalResumeRefusesOtherSettingsAndAMissingLog) {
+  TempDir dir;
+  std::string data = write_tiny_dataset(dir);
+  const std::string eval = "eval --set eval.ipc=1 --runs 1 " + tiny_flags(data) +
+                           "--set eval.model.width=8 --out " + dir.file("e");
+  CommandResult missing = distill_cli(eval + " --epochs 1 --resume");
+  EXPECT_EQ(missing.exit_code, 2) << missing.output;
+  EXPECT_TRUE(contains(missing.output, dir.file("e/students.jsonl") + " not found")) << missing.output;
+
+  ASSERT_EQ(distill_cli(eval + " --epochs 1").exit_code, 0);
+  CommandResult other = distill_cli(eval + " --epochs 2 --resume");
+  EXPECT_EQ(other.exit_code, 2) << other.output;
+  EXPECT_TRUE(contains(other.output, "students.jsonl:1: the students were trained with other "
+                                     "settings")) << other.output;
+  EXPECT_TRUE(contains(other.output, "in [eval.train]: recorded 'epochs = 1', now 'epochs = 2'"))
+      << other.output;
 }
 
 TEST(Cli, ExpertsThenMttAndMttResumeEqualsAStraightRun) {

@@ -87,6 +87,8 @@ TEST(DistCli, SpreadStudentsScoreAsOneProcess) {
   auto two = nlohmann::json::parse(read_text(dir.file("two/results.json")));
   ASSERT_EQ(one["results"].size(), 2u);  // the set and random-real
   EXPECT_EQ(one["results"], two["results"]);
+  // Rank 0 records every rank's students for --resume, in the same order as one process.
+  EXPECT_EQ(read_text(dir.file("two/students.jsonl")), read_text(dir.file("one/students.jsonl")));
   EXPECT_TRUE(contains(read_text(dir.file("rank0.log")), "random-real"));
   EXPECT_FALSE(contains(read_text(dir.file("rank1.log")), "results:"))
       << "rank 1 printed the table";
