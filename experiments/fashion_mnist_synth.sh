@@ -65,13 +65,15 @@ for ipc in $ipcs; do
   run "$d/real" subset --ipc "$ipc"
   run "$d/real_relabel" synth relabel --committee "$out/committee/committee.toml" \
     --syn "$d/real/syn.pt" --set synth.relabel.T="$T"
-  evaluate "$d/eval_hard" "$d/recover/syn.pt"  # also scores random real with hard labels
+  # The main comparison first (committee vs single teacher vs random real, all soft), so that a
+  # partly run script already answers it.
   evaluate "$d/eval_soft" "$d/relabel/syn.pt" --set eval.random_real=false \
     --set eval.train.label_temperature="$T"
   evaluate "$d/eval_single_soft" "$d/relabel_single/syn.pt" --set eval.random_real=false \
     --set eval.train.label_temperature="$T"
   evaluate "$d/eval_real_soft" "$d/real_relabel/syn.pt" --set eval.random_real=false \
     --set eval.train.label_temperature="$T"
+  evaluate "$d/eval_hard" "$d/recover/syn.pt"  # also scores random real with hard labels
   if [ "$views" -gt 0 ]; then
     run "$d/relabel_views" synth relabel --committee "$out/committee/committee.toml" \
       --syn "$d/recover/syn.pt" --set synth.relabel.T="$T" --set synth.relabel.views="$views"
