@@ -259,12 +259,10 @@ eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector
   for (const auto& m : committee) accuracies.push_back(m.options.val_accuracy);
 
   // Several processes: rank 0's metrics and progress cover its own batches.
-  std::optional<io::MetricsLog> metrics;
-  if (writer) {
-    metrics.emplace(out + "/metrics.jsonl",
-                    resume ? std::optional<int64_t>(start_batch * r.iterations + start_iteration)
-                           : std::nullopt);
-  }
+  io::MetricsLog metrics(
+      out + "/metrics.jsonl",
+      resume ? std::optional<int64_t>(start_batch * r.iterations + start_iteration) : std::nullopt,
+      writer);
   io::Progress bar("recover", total_steps, start_batch * r.iterations + start_iteration,
                    progress && writer);
   const auto begin = std::chrono::steady_clock::now();
@@ -348,11 +346,10 @@ eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector
       sum_acc += acc;
       ++logged;
       if ((step + 1) % std::max<int64_t>(1, r.log_every) == 0 || it + 1 == r.iterations) {
-        if (metrics)
-          metrics->log(step + 1, {{"ce", sum_ce / logged},
-                                  {"statistics", sum_stat / logged},
-                                  {"member_accuracy", sum_acc / logged},
-                                  {"batch", static_cast<double>(b)}});
+        metrics.log(step + 1, {{"ce", sum_ce / logged},
+                               {"statistics", sum_stat / logged},
+                               {"member_accuracy", sum_acc / logged},
+                               {"batch", static_cast<double>(b)}});
         sum_ce = sum_stat = sum_acc = 0;
         logged = 0;
       }

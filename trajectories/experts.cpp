@@ -65,10 +65,9 @@ void train_experts(const ExpertOptions& options, const data::Dataset& train,
   io::make_dirs(folder);
   auto model = models::make_model(options.model, train.channels(), train.height(), train.num_classes);
   train::AugmentFn augment = train::make_augment(options.augment, train.height());
-  std::optional<io::MetricsLog> metrics;  // rank 0 writes the shared files
-  if (ranks.is_main()) {
-    metrics.emplace(folder + "/metrics.jsonl", std::optional<int64_t>(INT64_MAX));
-  }
+  // Rank 0 writes the shared files.
+  io::MetricsLog metrics(folder + "/metrics.jsonl", std::optional<int64_t>(INT64_MAX),
+                         ranks.is_main());
   std::vector<double> logged_elsewhere;  // (k, test accuracy, train loss) of this rank's experts
   train::TrainOptions train_options = options.train;
   train_options.checkpoint_every = 1;  // an interrupted expert continues from its last epoch
@@ -109,10 +108,10 @@ void train_experts(const ExpertOptions& options, const data::Dataset& train,
     save_trajectories(done, {trajectory}, *model);
     fs::remove(checkpoint);
     fs::remove(partial);
-    if (metrics) {
-      metrics->log(k, {{"expert", static_cast<double>(k)},
-                       {"test_accuracy", result["test_accuracy"]},
-                       {"train_loss", result["train_loss"]}});
+    if (metrics.writes()) {
+      metrics.log(k, {{"expert", static_cast<double>(k)},
+                      {"test_accuracy", result["test_accuracy"]},
+                      {"train_loss", result["train_loss"]}});
     } else {
       logged_elsewhere.insert(
           logged_elsewhere.end(),
@@ -129,7 +128,7 @@ void train_experts(const ExpertOptions& options, const data::Dataset& train,
     if (!ranks.is_main()) return;
     for (const auto& lines : gathered) {
       for (size_t i = 0; i + 2 < lines.size(); i += 3) {
-        metrics->log(
+        metrics.log(
             static_cast<int64_t>(lines[i]),
             {{"expert", lines[i]}, {"test_accuracy", lines[i + 1]}, {"train_loss", lines[i + 2]}});
       }

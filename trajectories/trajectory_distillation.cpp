@@ -137,14 +137,8 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
     eval::save_synthetic_set(out + "/syn.pt", result);
     eval::save_set_grid(out + "/grid.png", result, norm.zca.get());
   };
-  std::optional<io::MetricsLog> metrics_file;
-  if (writer) {
-    metrics_file.emplace(out + "/metrics.jsonl",
-                         resume ? std::optional<int64_t>(iteration) : std::nullopt);
-  }
-  auto log = [&](int64_t step, const std::map<std::string, double>& values) {
-    if (metrics_file) metrics_file->log(step, values);
-  };
+  io::MetricsLog metrics(out + "/metrics.jsonl",
+                         resume ? std::optional<int64_t>(iteration) : std::nullopt, writer);
   io::Progress bar("mtt", options.iterations, iteration, progress && writer);
   for (; iteration < options.iterations; ++iteration) {
     auto begin = std::chrono::steady_clock::now();
@@ -161,7 +155,7 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
     if (!finite) {
       // Skip the update: the set stays as it was. Too many in a row means divergence.
       ++failures;
-      log(iteration + 1, {{"skipped_non_finite", 1.0}});
+      metrics.log(iteration + 1, {{"skipped_non_finite", 1.0}});
       if (writer)
         std::cerr << "mtt: iteration " << iteration
                   << ": non-finite matching loss, update skipped\n";
@@ -183,11 +177,11 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
       lr = lr_tensor.item<double>();
     }
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
-    log(iteration + 1, {{"matching_loss", g.loss},
-                        {"syn_lr", lr},
-                        {"s_per_iter", seconds},
-                        {"start_epoch", static_cast<double>(start)},
-                        {"window_end", static_cast<double>(window.end)}});
+    metrics.log(iteration + 1, {{"matching_loss", g.loss},
+                                {"syn_lr", lr},
+                                {"s_per_iter", seconds},
+                                {"start_epoch", static_cast<double>(start)},
+                                {"window_end", static_cast<double>(window.end)}});
     bar.update(iteration + 1, "loss " + std::to_string(g.loss).substr(0, 6));
     if (options.eval_every > 0 && (iteration + 1) % options.eval_every == 0) {
       // Students trained on the set as it is now (the saved form: EMA images, soft labels).
@@ -202,8 +196,8 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
                                 set.images.device(), false);
       evaluator.set_process_group(group);
       eval::Scores scores = evaluator.score_set(current_set(), "mtt", options.model.arch);
-      log(iteration + 1,
-          {{"eval_accuracy", scores.last_mean()}, {"eval_accuracy_std", scores.last_std()}});
+      metrics.log(iteration + 1, {{"eval_accuracy", scores.last_mean()},
+                                  {"eval_accuracy_std", scores.last_std()}});
       if (writer)
         std::cerr << "mtt: iteration " << iteration + 1 << ": students on the set reach "
                   << 100 * scores.last_mean() << " % test accuracy\n";

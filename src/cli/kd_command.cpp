@@ -111,12 +111,10 @@ std::map<std::string, double> run_job(const Job& job, const KdCommandOptions& o,
   trainer.set_process_group(run.group);  // data-parallel when launched on several processes
   const bool resuming = resume && std::filesystem::exists(checkpoint);
   train::TrainState state = resuming ? trainer.load_checkpoint(checkpoint) : trainer.init_state();
-  std::optional<io::MetricsLog> metrics;  // rank 0 writes the run folder
-  if (run.rank == 0) {
-    metrics.emplace(job.out + "/metrics.jsonl",
-                    resuming ? std::optional<int64_t>(state.step) : std::nullopt);
-    trainer.set_metrics(&*metrics);
-  }
+  io::MetricsLog metrics(job.out + "/metrics.jsonl",
+                         resuming ? std::optional<int64_t>(state.step) : std::nullopt,
+                         run.rank == 0);
+  trainer.set_metrics(&metrics);
   state.params = state.params.to(run.device);
   state.buffers = state.buffers.to(run.device);
   if (state.aux.defined()) state.aux = state.aux.to(run.device);

@@ -58,12 +58,10 @@ void run_train(TrainCommandOptions& o, const Invocation& invocation) {
   trainer.set_progress("train " + model->arch(), run.progress);
   trainer.set_process_group(run.group);  // data-parallel when launched on several processes
   train::TrainState state = invocation.resume ? trainer.load_checkpoint(checkpoint) : trainer.init_state();
-  std::optional<io::MetricsLog> metrics;  // rank 0 writes the run folder
-  if (run.rank == 0) {
-    metrics.emplace(run.out + "/metrics.jsonl",
-                    invocation.resume ? std::optional<int64_t>(state.step) : std::nullopt);
-    trainer.set_metrics(&*metrics);
-  }
+  io::MetricsLog metrics(run.out + "/metrics.jsonl",
+                         invocation.resume ? std::optional<int64_t>(state.step) : std::nullopt,
+                         run.rank == 0);
+  trainer.set_metrics(&metrics);
   if (o.run.report_on_checkpoint && o.train.checkpoint_every > 0 && run.rank == 0) {
     trainer.on_epoch_end([&, every = o.train.checkpoint_every](const train::TrainState& s) {
       if (s.epoch % every == 0) std::cout << "report: " << refresh_run_report(run.out) << "\n";

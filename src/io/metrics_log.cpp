@@ -10,8 +10,9 @@
 
 namespace distill::io {
 
-MetricsLog::MetricsLog(const std::string& path, std::optional<int64_t> keep_until_step)
-    : path_(path), start_(std::chrono::steady_clock::now()) {
+MetricsLog::MetricsLog(const std::string& path, std::optional<int64_t> keep_until_step, bool write)
+    : path_(path), writes_(write), start_(std::chrono::steady_clock::now()) {
+  if (!writes_) return;
   std::filesystem::path p(path);
   if (p.has_parent_path()) make_dirs(p.parent_path().string());
   if (keep_until_step && std::filesystem::exists(path)) {
@@ -33,6 +34,7 @@ MetricsLog::MetricsLog(const std::string& path, std::optional<int64_t> keep_unti
 }
 
 void MetricsLog::log(int64_t step, const std::map<std::string, double>& scalars) {
+  if (!writes_) return;
   nlohmann::json record;
   record["step"] = step;
   double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();

@@ -183,6 +183,30 @@ TEST(MetricsLog, WritesJsonLinesAndDropsStepsAfterResumePoint) {
   EXPECT_TRUE(lines[2].contains("time_s"));
 }
 
+// The log of a rank that does not write the run folder: no file is created, truncated or added to.
+TEST(MetricsLog, ALogThatDoesNotWriteLeavesTheFileAlone) {
+  TempDir dir;
+  {
+    MetricsLog off(dir.file("new.jsonl"), std::nullopt, /*write=*/false);
+    off.log(1, {{"loss", 1.0}});
+    EXPECT_FALSE(off.writes());
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir.file("new.jsonl")));
+  {
+    MetricsLog log(dir.file("m.jsonl"));
+    log.log(1, {{"loss", 2.0}});
+  }
+  {
+    MetricsLog off(dir.file("m.jsonl"), std::nullopt, /*write=*/false);
+    off.log(2, {{"loss", 1.0}});
+  }
+  std::ifstream in(dir.file("m.jsonl"));
+  std::string line;
+  ASSERT_TRUE(std::getline(in, line));
+  EXPECT_EQ(nlohmann::json::parse(line)["step"], 1);
+  EXPECT_FALSE(std::getline(in, line)) << "a second line: " << line;
+}
+
 TEST(Progress, FormatsDurations) {
   EXPECT_EQ(Progress::format_duration(5), "5s");
   EXPECT_EQ(Progress::format_duration(185), "3m05s");
