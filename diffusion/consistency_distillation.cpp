@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "diffusion/noise.h"
 #include "diffusion/noise_schedule.h"
 #include "diffusion/parameterization.h"
 #include "src/core/error.h"
@@ -115,7 +116,7 @@ void consistency_distillation(const Denoiser& teacher, const StudentFactory& stu
       // Draw order of the original loop: data, levels, noise.
       at::Tensor x0 = data.clean(o.batch, generator).to(params.scalar_type());
       at::Tensor n = at::randint(0, o.discretisation - 1, {o.batch}, generator, long_options);
-      at::Tensor z = at::randn(x0.sizes(), generator, x0.options());
+      at::Tensor z = gaussian_like(x0, generator);
       loss = consistency_loss(student(leaf), student(target), step, x0, z, table.index({n}),
                               table.index({n + 1}), o.distance, o.huber_c);
     } else {

@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "diffusion/noise.h"
 #include "diffusion/parameterization.h"
 #include "src/core/error.h"
 
@@ -78,7 +79,7 @@ void train_student(const StudentFactory& student, DistillationState& state,
     if (data.clean) {
       x0 = data.clean(o.batch, generator).to(dtype);
       s = draw_levels(o.batch, generator);
-      x = x0 + per_sample(s, x0) * at::randn(x0.sizes(), generator, x0.options());
+      x = x0 + per_sample(s, x0) * gaussian_like(x0, generator);
     } else {
       s = draw_levels(o.batch, generator);
       x = data.points(s, generator).to(dtype);

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "diffusion/noise.h"
 #include "src/core/error.h"
 
 namespace distill::diffusion {
@@ -45,7 +46,7 @@ at::Tensor sample_ddpm(const Denoiser& denoiser, at::Tensor x, const std::vector
     at::Tensor d = denoiser(x, level(x, sigmas[i]));
     x = d * ((s2 - n2) / s2) + x * (n2 / s2);
     if (n2 > 0) {
-      x = x + std::sqrt(n2 * (s2 - n2) / s2) * at::randn(x.sizes(), generator, x.options());
+      x = x + std::sqrt(n2 * (s2 - n2) / s2) * gaussian_like(x, generator);
     }
   }
   return x;
@@ -107,7 +108,7 @@ at::Tensor consistency_sample(const Denoiser& f, at::Tensor x, const std::vector
   x = f(x, level(sigmas[0]));
   for (size_t i = 1; i < sigmas.size(); ++i) {
     const double s = sigmas[i];
-    x = x + std::sqrt(s * s - sigma_min * sigma_min) * at::randn(x.sizes(), generator, x.options());
+    x = x + std::sqrt(s * s - sigma_min * sigma_min) * gaussian_like(x, generator);
     x = f(x, level(s));
   }
   return x;
