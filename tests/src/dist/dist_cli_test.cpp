@@ -234,7 +234,8 @@ TEST(DistCli, DataParallelKdMatchesOneProcess) {
 }
 
 // Diffusion sampling with the rows spread over 2 ranks (5 samples: 3 and 2) = one process, for
-// the exact teacher and for a class-conditional U-Net (each rank's rows keep their labels).
+// the exact teacher, for a class-conditional U-Net (each rank's rows keep their labels), and for
+// the U-Net with classifier-free guidance after one step of a base model (hybrid sampling).
 TEST(DistCli, SpreadDiffusionSamplingEqualsOneProcess) {
   TempDir dir;
   const std::string data = write_tiny_dataset(dir);
@@ -248,7 +249,10 @@ TEST(DistCli, SpreadDiffusionSamplingEqualsOneProcess) {
   const std::string sample = "diffusion sample " + tiny_flags(data) +
                              "--samples 5 --steps 4 --set diffusion.train_images=20 ";
   for (const std::string& which :
-       std::vector<std::string>{"ddim --teacher exact", "heun --teacher " + dir.file("unet")}) {
+       std::vector<std::string>{"ddim --teacher exact", "heun --teacher " + dir.file("unet"),
+                                "ddim --teacher " + dir.file("unet") +
+                                    " --set diffusion.guidance=1.5 --set diffusion.hybrid.base=" +
+                                    dir.file("unet")}) {
     const std::string args = sample + "--sampler " + which + " ";
     ASSERT_NO_FATAL_FAILURE(run_one_and_two_ranks(dir, args));
     at::Tensor one = io::get_tensor(io::load_dict(dir.file("one/samples.pt")), "images", "one");
@@ -257,6 +261,8 @@ TEST(DistCli, SpreadDiffusionSamplingEqualsOneProcess) {
     EXPECT_TRUE(at::allclose(one, two, 1e-4, 1e-5))
         << which << ": max |diff| " << (one - two).abs().max().item<double>();
     EXPECT_FALSE(contains(read_text(dir.file("rank1.log")), "samples:"));
+    fs::remove_all(dir.file("one"));
+    fs::remove_all(dir.file("two"));
   }
   CommandResult ddpm = run_command("WORLD_SIZE=2 RANK=1 " + distill_binary() + " " + sample +
                                    "--sampler ddpm --out " + dir.file("ddpm"));
