@@ -21,10 +21,12 @@ results=()
 for ipc in ${IPCS:-1 10 50}; do
   results+=("$out/eval_ipc$ipc/results.json")
   # A finished IPC is kept (re-running the script only adds what is missing; FORCE=1 redoes it).
-  # (results.json grows set by set; the random-real row comes last)
-  if grep -qs '"random-real"' "$out/eval_ipc$ipc/results.json" && [ -z "${FORCE:-}" ]; then
+  # eval writes results.json once all its students are scored; an interrupted eval resumes.
+  if [ -f "$out/eval_ipc$ipc/results.json" ] && [ -z "${FORCE:-}" ]; then
     continue
   fi
+  resume=()
+  if [ -f "$out/eval_ipc$ipc/students.jsonl" ] && [ -z "${FORCE:-}" ]; then resume=(--resume); fi
   case $ipc in
     1) matching="--set mtt.matching.syn_steps=20 --set mtt.matching.max_start_epoch=2 --set mtt.matching.lr_lr=1e-7" ;;
     *) matching="--set mtt.matching.syn_steps=10 --set mtt.matching.max_start_epoch=6 --set mtt.matching.batch_syn=100" ;;
@@ -34,7 +36,7 @@ for ipc in ${IPCS:-1 10 50}; do
     --set mtt.matching.expert_epochs=2 --set mtt.matching.lr_img=1000 --seed 0 --no-progress \
     --out "$out/mtt_ipc$ipc"
   "$distill" eval --syn "$out/mtt_ipc$ipc/syn.pt" --runs "$runs" --seed 0 --no-progress \
-    --out "$out/eval_ipc$ipc"
+    "${resume[@]}" --out "$out/eval_ipc$ipc"
 done
 # The budget, read back from the runs: matching minutes per IPC from each metrics.jsonl.
 budget=$(/usr/bin/python3 - "$out" ${IPCS:-1 10 50} <<'PY'

@@ -3,16 +3,15 @@
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
-#include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "src/cli/command.h"
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 #include "src/data/dataset.h"
 #include "src/eval/evaluator.h"
+#include "src/eval/reference_statistics.h"
+#include "src/eval/student_log.h"
 #include "src/eval/synthetic_set.h"
 #include "src/io/atomic_file.h"
 #include "synth/committee.h"
@@ -101,106 +100,30 @@ void check_normalization(const eval::SyntheticSet& set, const data::Normalizatio
   }
 }
 
-// students.jsonl: a header with what the students depend on (the data, eval and committee-label
-// settings, and the seed), then one line per trained student. `distill eval --resume` reuses the
-// recorded students and trains the rest, so a long evaluation survives an interruption.
-class StudentLog {
- public:
-  StudentLog(std::string path, std::string settings)
-      : path_(std::move(path)), settings_(std::move(settings)) {}
-
-  // The students recorded by an earlier run with the same settings. Only complete lines count:
-  // a line cut short by a crash is dropped (and rewritten away by start()).
-  std::vector<eval::StudentResult> read() const {
-    std::ifstream in(path_, std::ios::binary);
-    if (!in) {
-      throw Error("--resume: " + path_ + " not found: this eval recorded no student to resume "
-                  "(run it without --resume)");
+// What an eval's students depend on, recorded in students.jsonl: a resumed eval must match it.
+// The files are fingerprinted by content, so a set or committee rewritten in place is not
+// mistaken for the one the recorded students learned from.
+std::string student_settings(EvalCommandOptions& o, uint64_t seed) {
+  struct Settings {
+    data::DataOptions& data;
+    eval::EvalOptions& eval;
+    CommitteeLabelOptions& committee_labels;
+    void visit(config::Visitor& v) {
+      v.section("data", data);
+      v.section("eval", eval);
+      v.section("committee_labels", committee_labels);
     }
-    std::stringstream buffer;
-    buffer << in.rdbuf();
-    const std::string text = buffer.str();
-    std::vector<eval::StudentResult> students;
-    size_t begin = 0;
-    for (int line = 1; text.find('\n', begin) != std::string::npos; ++line) {
-      const size_t end = text.find('\n', begin);
-      const std::string where = path_ + ":" + std::to_string(line);
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(text.substr(begin, end - begin));
-      } catch (const nlohmann::json::exception& e) {
-        throw Error(where + ": not a JSON line (" + e.what() + ")");
-      }
-      begin = end + 1;
-      try {
-        if (line == 1) {
-          check_settings(j.at("settings").get<std::string>(), where);
-          continue;
-        }
-        students.push_back({j.at("set").get<std::string>(), j.at("model").get<std::string>(),
-                            j.at("run").get<int64_t>(), j.at("seed").get<uint64_t>(),
-                            j.at("last").get<double>(), j.at("best").get<double>()});
-      } catch (const nlohmann::json::exception& e) {
-        throw Error(where + ": expected " +
-                    (line == 1 ? std::string("the header {\"settings\": ...}")
-                               : std::string("a student {set, model, run, seed, last, best}")) +
-                    " (" + e.what() + ")");
-      }
-    }
-    if (begin == 0) throw Error(path_ + ": no complete header line: nothing to resume");
-    return students;
+  } settings{o.data, o.eval, o.committee_labels};
+  std::string files;
+  for (const auto& [key, file] :
+       {std::pair{"eval.syn", o.eval.syn},
+        std::pair{"committee_labels.committee", o.committee_labels.committee}}) {
+    if (!file.empty())
+      files += std::string(key) + " content = " + eval::file_fingerprint(file) + "\n";
   }
-
-  // (Re)writes the file with the header and `students`, atomically, then appends to it.
-  void start(const std::vector<eval::StudentResult>& students) {
-    std::string text = nlohmann::json{{"settings", settings_}}.dump() + "\n";
-    for (const auto& s : students) text += line(s);
-    io::write_file_atomic(path_, text);
-    out_.open(path_, std::ios::binary | std::ios::app);
-    if (!out_) throw Error("cannot append to " + path_);
-  }
-
-  void append(const eval::StudentResult& s) {
-    out_ << line(s) << std::flush;
-    if (!out_) throw Error("cannot append to " + path_);
-  }
-
- private:
-  static std::string line(const eval::StudentResult& s) {
-    return nlohmann::json{{"set", s.set}, {"model", s.model}, {"run", s.run}, {"seed", s.seed},
-                          {"last", s.last}, {"best", s.best}}
-               .dump() +
-           "\n";
-  }
-
-  // Names the first setting that differs: resuming under other settings would mix students.
-  void check_settings(const std::string& recorded, const std::string& where) const {
-    if (recorded == settings_) return;
-    std::istringstream a(recorded), b(settings_);
-    std::string was, now, section;
-    while (true) {
-      bool more_a = static_cast<bool>(std::getline(a, was));
-      bool more_b = static_cast<bool>(std::getline(b, now));
-      was = more_a ? trimmed(was) : "(end)";
-      now = more_b ? trimmed(now) : "(end)";
-      if (was != now || (!more_a && !more_b)) break;
-      if (!now.empty() && now.front() == '[') section = now;
-    }
-    throw Error(where + ": the students were trained with other settings, so they cannot be "
-                "resumed (start a new --out, or resume with the same settings); first difference" +
-                (section.empty() ? std::string() : " in " + section) + ": recorded '" + was +
-                "', now '" + now + "'");
-  }
-
-  static std::string trimmed(const std::string& line) {
-    const size_t first = line.find_first_not_of(' ');
-    return first == std::string::npos ? "" : line.substr(first);
-  }
-
-  std::string path_;
-  std::string settings_;
-  std::ofstream out_;
-};
+  return "[run]\nseed = " + std::to_string(seed) + "\n\n[fingerprints]\n" + files + "\n" +
+         config::dump(settings);
+}
 
 void run_eval(EvalCommandOptions& o, const Invocation& invocation) {
   RunContext run = start_run(o.run, config::dump(o));
@@ -238,26 +161,31 @@ void run_eval(EvalCommandOptions& o, const Invocation& invocation) {
         },
         cl.T);
   }
-  const std::string settings =
-      config::detail::dump_visit([&](config::Visitor& v) {
-        v.section("data", o.data);
-        v.section("eval", o.eval);
-        v.section("committee_labels", o.committee_labels);
-      }) +
-      "# run.seed = " + std::to_string(run.seed) + "\n";
-  StudentLog log(run.out + "/students.jsonl", settings);
+  eval::StudentLog log(run.out + "/students.jsonl", student_settings(o, run.seed));
   std::vector<eval::StudentResult> finished;
   if (invocation.resume) finished = log.read();  // every rank: each skips its recorded students
   if (run.rank == 0) {  // rank 0 writes the run folder
+    // An earlier results.json would pass for this run's until it ends (scripts take it as done).
+    std::filesystem::remove(run.out + "/results.json");
     log.start(finished);
-    evaluator.set_on_student([&log](const eval::StudentResult& s) { log.append(s); });
   }
+  const size_t recorded = finished.size();
   evaluator.set_finished_students(std::move(finished));
   std::vector<eval::Scores> scores;
-  for (const std::string& arch : o.eval.models) {
-    if (set) scores.push_back(evaluator.score_set(*set, o.eval.syn, arch));
-    if (o.eval.random_real && ipc > 0) scores.push_back(evaluator.score_random_real(ipc, arch));
-    if (o.eval.full_data) scores.push_back(evaluator.score_full_data(arch));
+  int64_t trained = 0;
+  evaluator.set_on_student([&](const eval::StudentResult& s) {
+    ++trained;
+    if (run.rank == 0) log.append(s);  // rank 0 writes the run folder
+  });
+  try {
+    for (const std::string& arch : o.eval.models) {
+      if (set) scores.push_back(evaluator.score_set(*set, o.eval.syn, arch));
+      if (o.eval.random_real && ipc > 0) scores.push_back(evaluator.score_random_real(ipc, arch));
+      if (o.eval.full_data) scores.push_back(evaluator.score_full_data(arch));
+    }
+  } catch (const Interrupted& e) {
+    throw Interrupted(std::string(e.what()) + "; " + std::to_string(recorded + trained) +
+                      " students are recorded in " + log.path() + ": continue with --resume");
   }
   if (run.rank != 0) return;
   // Written once every student is scored: an existing results.json means a finished eval.

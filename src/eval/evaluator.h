@@ -8,6 +8,7 @@
 #include "src/config/options.h"
 #include "src/data/dataset.h"
 #include "src/eval/online_labels.h"
+#include "src/eval/student_log.h"
 #include "src/eval/synthetic_set.h"
 #include "src/models/model.h"
 #include "src/train/augment.h"
@@ -73,17 +74,6 @@ struct Scores {
   double best_mean() const;
 };
 
-// One trained student: enough for a resumed `distill eval` to skip it. `seed` is the student's
-// own seed (from the run seed, the set kind, the architecture and the run index).
-struct StudentResult {
-  std::string set;
-  std::string model;
-  int64_t run = 0;
-  uint64_t seed = 0;
-  double last = 0;
-  double best = 0;
-};
-
 class Evaluator {
  public:
   // `train`/`test` normalized; `norm` describes that normalization.
@@ -109,9 +99,9 @@ class Evaluator {
   void set_finished_students(std::vector<StudentResult> finished) {
     finished_ = std::move(finished);
   }
-  // Called for every student trained by this process's score_* calls once its accuracies are
-  // known on this rank (after each student alone; after the gather when there are several ranks,
-  // then for every freshly trained run of the call).
+  // Called for each newly trained student (not for reused ones). One process: right after the
+  // student. Several ranks: on every rank, for all the call's new students at once, after the
+  // score_* call has gathered them (so an interruption loses the call's unrecorded students).
   void set_on_student(std::function<void(const StudentResult&)> on_student) {
     on_student_ = std::move(on_student);
   }

@@ -8,10 +8,9 @@
 #include <cmath>
 
 #include "diffusion/exact_denoisers.h"
-#include "diffusion/noise.h"
-#include "tests/diffusion/mixture_fixture.h"
 #include "src/core/error.h"
 #include "src/core/runtime.h"
+#include "tests/diffusion/mixture_fixture.h"
 
 namespace distill::diffusion {
 namespace {
@@ -38,18 +37,6 @@ double ode_error(const std::string& name, int64_t steps) {
   at::Tensor x = c.mu + at::randn({64, 3}, gen, kDouble) * std::sqrt(80.0 * 80.0 + 1.0);
   at::Tensor out = run_sampler(name, c.teacher, x, sigmas, gen);
   return (out - c.solution(x, 80.0, 0.0)).abs().max().item<double>();
-}
-
-// The samplers' noise: the generator's draws in x's dtype, taken on the generator's device (so a
-// CUDA run draws what a CPU run draws).
-TEST(Samplers, GaussianLikeIsTheGeneratorsDrawInTheTensorsDtype) {
-  at::Tensor x = at::zeros({4, 3}, kDouble);
-  at::Generator a = make_generator(7, 1, 0), b = make_generator(7, 1, 0);
-  at::Tensor noise = gaussian_like(x, a);
-  EXPECT_EQ(noise.scalar_type(), at::kDouble);
-  EXPECT_EQ(noise.sizes(), x.sizes());
-  EXPECT_TRUE(at::equal(noise, at::randn({4, 3}, b, kDouble)));
-  EXPECT_EQ(gaussian_like(x.to(at::kFloat), a).scalar_type(), at::kFloat);
 }
 
 TEST(Samplers, DdimWithTheExactGaussianDenoiserFollowsTheClosedFormOde) {

@@ -184,25 +184,40 @@ TEST(Cli, EvalResumeReusesRecordedStudentsAndTrainsTheRest) {
   EXPECT_EQ(got["results"][0]["best_accuracy"][0], expected["results"][0]["best_accuracy"][0]);
   EXPECT_EQ(got["results"][0]["last_accuracy"][1], expected["results"][0]["last_accuracy"][1]);
   EXPECT_EQ(got["results"][1], expected["results"][1]);
-  EXPECT_EQ(read_lines(out + "/students.jsonl").size(), 5u);  // the cut line replaced, none twice
+  // The cut line rewritten away, the reused student kept as recorded, the rest as straight.
+  EXPECT_EQ(read_lines(out + "/students.jsonl"),
+            (std::vector<std::string>{lines[0], first.dump(), lines[2], lines[3], lines[4]}));
 }
 
-TEST(Cli, EvalResumeRefusesOtherSettingsAndAMissingLog) {
+// Resuming needs the students' record and the same settings, set file content included.
+TEST(Cli, EvalResumeRefusesOtherSettingsAnotherSetAndAMissingLog) {
   TempDir dir;
   std::string data = write_tiny_dataset(dir);
-  const std::string eval = "eval --set eval.ipc=1 --runs 1 " + tiny_flags(data) +
+  const std::string subset = "subset --ipc 1 " + tiny_flags(data) + "--out " + dir.file("s");
+  ASSERT_EQ(distill_cli(subset).exit_code, 0);
+  const std::string eval = "eval --syn " + dir.file("s/syn.pt") + " --runs 1 " + tiny_flags(data) +
                            "--set eval.model.width=8 --out " + dir.file("e");
   CommandResult missing = distill_cli(eval + " --epochs 1 --resume");
   EXPECT_EQ(missing.exit_code, 2) << missing.output;
-  EXPECT_TRUE(contains(missing.output, dir.file("e/students.jsonl") + " not found")) << missing.output;
+  EXPECT_TRUE(contains(missing.output, dir.file("e/students.jsonl") + " not found"))
+      << missing.output;
 
   ASSERT_EQ(distill_cli(eval + " --epochs 1").exit_code, 0);
   CommandResult other = distill_cli(eval + " --epochs 2 --resume");
   EXPECT_EQ(other.exit_code, 2) << other.output;
-  EXPECT_TRUE(contains(other.output, "students.jsonl:1: the students were trained with other "
-                                     "settings")) << other.output;
+  EXPECT_TRUE(contains(other.output,
+                       "students.jsonl:1: the students were trained with other "
+                       "settings"))
+      << other.output;
   EXPECT_TRUE(contains(other.output, "in [eval.train]: recorded 'epochs = 1', now 'epochs = 2'"))
       << other.output;
+
+  // Another set written to the same path (another seed draws other images).
+  ASSERT_EQ(distill_cli(subset + " --seed 5").exit_code, 0);
+  CommandResult rewritten = distill_cli(eval + " --epochs 1 --resume");
+  EXPECT_EQ(rewritten.exit_code, 2) << rewritten.output;
+  EXPECT_TRUE(contains(rewritten.output, "in [fingerprints]: recorded 'eval.syn content = "))
+      << rewritten.output;
 }
 
 TEST(Cli, ExpertsThenMttAndMttResumeEqualsAStraightRun) {

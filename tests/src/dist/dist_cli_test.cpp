@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "src/io/tensor_file.h"
 #include "tests/src/dist/launch_support.h"
@@ -92,6 +94,31 @@ TEST(DistCli, SpreadStudentsScoreAsOneProcess) {
   EXPECT_TRUE(contains(read_text(dir.file("rank0.log")), "random-real"));
   EXPECT_FALSE(contains(read_text(dir.file("rank1.log")), "results:"))
       << "rank 1 printed the table";
+
+  // Resumed with only the set's run 1 recorded (rank 1's student, its accuracy marked): rank 1
+  // reuses it, the others train again, and rank 0 records them all.
+  const std::string log = dir.file("two/students.jsonl");
+  std::istringstream straight_log(read_text(log));
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(straight_log, line);) lines.push_back(line);
+  ASSERT_EQ(lines.size(), 7u);  // the header, then set runs 0-2 and random-real runs 0-2
+  nlohmann::json marked = nlohmann::json::parse(lines[2]);
+  ASSERT_EQ(marked["run"], 1);
+  marked["last"] = 0.0123456789;  // no test-set size gives this accuracy
+  std::ofstream(log, std::ios::trunc) << lines[0] << "\n" << marked.dump() << "\n";
+  fs::remove(dir.file("two/results.json"));
+  ASSERT_NO_FATAL_FAILURE(run_two_ranks(dir, args + "--resume --out " + dir.file("two")));
+  auto resumed = nlohmann::json::parse(read_text(dir.file("two/results.json")));
+  auto expected = one["results"];
+  expected[0]["last_accuracy"][1] = 0.0123456789;
+  for (auto& row : expected) row.erase("last_mean"), row.erase("last_std");
+  for (auto& row : resumed["results"]) row.erase("last_mean"), row.erase("last_std");
+  EXPECT_EQ(resumed["results"], expected);
+  std::istringstream resumed_log(read_text(log));
+  std::vector<std::string> after;
+  for (std::string line; std::getline(resumed_log, line);) after.push_back(line);
+  EXPECT_EQ(after, (std::vector<std::string>{lines[0], marked.dump(), lines[1], lines[3], lines[4],
+                                             lines[5], lines[6]}));
 }
 
 TEST(DistCli, DataParallelTrainMatchesOneProcess) {

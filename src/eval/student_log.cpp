@@ -1,0 +1,117 @@
+#include "src/eval/student_log.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "src/core/error.h"
+#include "src/io/atomic_file.h"
+
+namespace distill::eval {
+namespace {
+
+// JSON has no NaN: a non-finite accuracy is written as null and read back as NaN.
+nlohmann::json accuracy_json(double value) {
+  return std::isfinite(value) ? nlohmann::json(value) : nlohmann::json(nullptr);
+}
+
+double accuracy_from(const nlohmann::json& value) {
+  return value.is_null() ? std::nan("") : value.get<double>();
+}
+
+std::string student_line(const StudentResult& s) {
+  return nlohmann::json{{"set", s.set},
+                        {"model", s.model},
+                        {"run", s.run},
+                        {"seed", s.seed},
+                        {"last", accuracy_json(s.last)},
+                        {"best", accuracy_json(s.best)}}
+             .dump() +
+         "\n";
+}
+
+std::string trimmed(const std::string& line) {
+  const size_t first = line.find_first_not_of(' ');
+  return first == std::string::npos ? "" : line.substr(first);
+}
+
+}  // namespace
+
+StudentLog::StudentLog(std::string path, std::string settings)
+    : path_(std::move(path)), settings_(std::move(settings)) {}
+
+std::vector<StudentResult> StudentLog::read() const {
+  if (!std::filesystem::exists(path_)) {
+    throw Error("--resume: " + path_ +
+                " not found: this eval recorded no student to resume (run it without --resume)");
+  }
+  const std::string text = io::read_file(path_);
+  std::vector<StudentResult> students;
+  size_t begin = 0;
+  for (int line = 1;; ++line) {
+    const size_t end = text.find('\n', begin);
+    if (end == std::string::npos) break;  // the rest, if any, is a line cut short
+    const std::string where = path_ + ":" + std::to_string(line);
+    nlohmann::json j = nlohmann::json::parse(text.substr(begin, end - begin), nullptr,
+                                             /*allow_exceptions=*/false);
+    begin = end + 1;
+    if (j.is_discarded()) throw Error(where + ": not a JSON line");
+    try {
+      if (line == 1) {
+        check_settings(j.at("settings").get<std::string>(), where);
+        continue;
+      }
+      students.push_back({j.at("set").get<std::string>(), j.at("model").get<std::string>(),
+                          j.at("run").get<int64_t>(), j.at("seed").get<uint64_t>(),
+                          accuracy_from(j.at("last")), accuracy_from(j.at("best"))});
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(where + ": expected " +
+                  (line == 1 ? std::string("the header {\"settings\": \"...\"}")
+                             : std::string("a student {set, model, run, seed, last, best}")) +
+                  " (" + e.what() + ")");
+    }
+  }
+  if (begin == 0) throw Error(path_ + ": no complete header line, so nothing to resume");
+  return students;
+}
+
+void StudentLog::start(const std::vector<StudentResult>& students) {
+  std::string text = nlohmann::json{{"settings", settings_}}.dump() + "\n";
+  for (const StudentResult& s : students) text += student_line(s);
+  io::write_file_atomic(path_, text);
+  out_.open(path_, std::ios::binary | std::ios::app);
+  if (!out_) {
+    throw RuntimeFailure("cannot append to " + path_ + ": " + std::strerror(errno));
+  }
+}
+
+void StudentLog::append(const StudentResult& student) {
+  out_ << student_line(student) << std::flush;
+  if (!out_) throw RuntimeFailure("cannot append to " + path_ + ": " + std::strerror(errno));
+}
+
+// Names the first setting that differs: students trained under other settings must not be mixed
+// into this run's scores.
+void StudentLog::check_settings(const std::string& recorded, const std::string& where) const {
+  if (recorded == settings_) return;
+  std::istringstream a(recorded), b(settings_);
+  std::string was, now, section;
+  while (true) {
+    const bool more_a = static_cast<bool>(std::getline(a, was));
+    const bool more_b = static_cast<bool>(std::getline(b, now));
+    was = more_a ? trimmed(was) : "(end)";
+    now = more_b ? trimmed(now) : "(end)";
+    if (was != now || (!more_a && !more_b)) break;
+    if (!now.empty() && now.front() == '[') section = now;
+  }
+  throw Error(where +
+              ": the students were trained with other settings, so they cannot be resumed "
+              "(resume with the same settings, or start over: another --out, or delete " +
+              path_ + "); first difference" + (section.empty() ? "" : " in " + section) +
+              ": recorded '" + was + "', now '" + now + "'");
+}
+
+}  // namespace distill::eval

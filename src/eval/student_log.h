@@ -1,0 +1,46 @@
+#pragma once
+#include <cstdint>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace distill::eval {
+
+// One trained student: enough for a resumed `distill eval` to skip it. `seed` is the student's
+// own seed (from the run seed, the set kind, the architecture and the run index).
+struct StudentResult {
+  std::string set;
+  std::string model;
+  int64_t run = 0;
+  uint64_t seed = 0;
+  double last = 0;
+  double best = 0;
+};
+
+// students.jsonl, the record that lets an interrupted eval resume: a header line holding
+// `settings` (the text of everything the students depend on), then one line per trained student.
+class StudentLog {
+ public:
+  StudentLog(std::string path, std::string settings);
+
+  // The students recorded by an earlier run. Error when the file is missing, a line is not what
+  // it should be, or the recorded settings differ from `settings` (naming the first differing
+  // line). Only complete lines count: a line cut short by a crash is dropped.
+  std::vector<StudentResult> read() const;
+
+  // Writes the file anew, atomically: the header and `students` (what read() returned when
+  // resuming, else none), so a cut line is gone; later students are appended.
+  void start(const std::vector<StudentResult>& students);
+  void append(const StudentResult& student);
+
+  const std::string& path() const { return path_; }
+
+ private:
+  void check_settings(const std::string& recorded, const std::string& where) const;
+
+  std::string path_;
+  std::string settings_;
+  std::ofstream out_;
+};
+
+}  // namespace distill::eval

@@ -1,0 +1,110 @@
+// students.jsonl: what start/append write, read() gives back (seeds above 2^63, NaN accuracies),
+// a line cut short by a crash is dropped, and bad files are errors naming the line.
+#include "src/eval/student_log.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <fstream>
+#include <limits>
+
+#include "src/core/error.h"
+#include "src/io/atomic_file.h"
+#include "tests/support/test_support.h"
+
+namespace distill::eval {
+namespace {
+
+using testing::TempDir;
+
+const std::string kSettings =
+    "[run]\nseed = 1\n\n[eval]\nruns = 3\n    [eval.train]\n    epochs = 2\n";
+
+std::string error_of(const StudentLog& log) {
+  try {
+    log.read();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(StudentLog, ReadsBackWhatWasWritten) {
+  TempDir dir;
+  const std::string path = dir.file("students.jsonl");
+  const uint64_t big_seed = std::numeric_limits<uint64_t>::max() - 5;  // above 2^63
+  {
+    StudentLog log(path, kSettings);
+    log.start({{"set.pt", "convnet", 0, 7, 0.1 + 0.2, 0.5}});
+    log.append({"random-real", "resnet18", 2, big_seed, std::nan(""), 1.0 / 3.0});
+  }
+  std::vector<StudentResult> students = StudentLog(path, kSettings).read();
+  ASSERT_EQ(students.size(), 2u);
+  EXPECT_EQ(students[0].set, "set.pt");
+  EXPECT_EQ(students[0].last, 0.1 + 0.2);  // doubles round-trip exactly
+  EXPECT_EQ(students[1].model, "resnet18");
+  EXPECT_EQ(students[1].run, 2);
+  EXPECT_EQ(students[1].seed, big_seed);
+  EXPECT_TRUE(std::isnan(students[1].last));
+  EXPECT_EQ(students[1].best, 1.0 / 3.0);
+}
+
+TEST(StudentLog, ALineCutShortIsDroppedAndRewrittenAway) {
+  TempDir dir;
+  const std::string path = dir.file("students.jsonl");
+  {
+    StudentLog log(path, kSettings);
+    log.start({});
+    log.append({"s", "convnet", 0, 1, 0.5, 0.5});
+  }
+  const std::string whole = io::read_file(path);
+  std::ofstream(path, std::ios::app) << "{\"set\": \"s\", \"mod";
+  StudentLog log(path, kSettings);
+  std::vector<StudentResult> students = log.read();
+  ASSERT_EQ(students.size(), 1u);
+  log.start(students);
+  EXPECT_EQ(io::read_file(path), whole);
+}
+
+TEST(StudentLog, BadFilesAreErrorsNamingTheLine) {
+  TempDir dir;
+  const std::string path = dir.file("students.jsonl");
+  EXPECT_NE(error_of(StudentLog(path, kSettings)).find(path + " not found"), std::string::npos);
+
+  io::write_file_atomic(path, "{\"settings\": \"[run]\\n");  // the header cut short
+  EXPECT_NE(error_of(StudentLog(path, kSettings)).find("no complete header line"),
+            std::string::npos);
+
+  io::write_file_atomic(path, "{\"sett\": 1}\n");
+  EXPECT_NE(error_of(StudentLog(path, kSettings)).find(path + ":1: expected the header"),
+            std::string::npos);
+
+  StudentLog log(path, kSettings);
+  log.start({{"s", "convnet", 0, 1, 0.5, 0.5}});
+  std::ofstream(path, std::ios::app) << "{\"set\": \"s\", \"model\": \"convnet\"}\nnot json\n";
+  const std::string missing_key = error_of(StudentLog(path, kSettings));
+  EXPECT_NE(missing_key.find(path + ":3: expected a student {set, model, run, seed, last, best}"),
+            std::string::npos)
+      << missing_key;
+}
+
+TEST(StudentLog, OtherSettingsAreRefusedNamingTheFirstDifference) {
+  TempDir dir;
+  const std::string path = dir.file("students.jsonl");
+  StudentLog(path, kSettings).start({});
+  std::string other = kSettings;
+  other.replace(other.find("epochs = 2"), 10, "epochs = 3");
+  const std::string message = error_of(StudentLog(path, other));
+  EXPECT_NE(message.find(path + ":1: the students were trained with other settings"),
+            std::string::npos)
+      << message;
+  EXPECT_NE(message.find("in [eval.train]: recorded 'epochs = 2', now 'epochs = 3'"),
+            std::string::npos)
+      << message;
+  EXPECT_NE(error_of(StudentLog(path, kSettings + "extra = 1\n")).find("recorded '(end)'"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace distill::eval
