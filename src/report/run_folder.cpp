@@ -298,6 +298,17 @@ RunFolder read_run_folder(const std::string& path, const ReadOptions& options) {
                            " writes its synthetic set's image grid there");
   }
   read_results(run);
+  // An eval writes results.json once every student is scored; until then, say how far it got.
+  const std::string students_path = path + "/students.jsonl";
+  if (run.kind == "eval" && !fs::exists(path + "/results.json", ec) &&
+      fs::exists(students_path, ec)) {
+    const std::string students = io::read_file(students_path);
+    const auto lines = std::count(students.begin(), students.end(), '\n');
+    run.warnings.push_back("results.json missing: the eval is running or was stopped; " +
+                           std::to_string(std::max<int64_t>(0, lines - 1)) +
+                           " students are recorded in students.jsonl (`distill eval --resume` "
+                           "continues)");
+  }
   return run;
 }
 

@@ -153,6 +153,23 @@ TEST(RunFolder, SamplingRunsAreNotWarnedForMissingMetrics) {
                           "metrics.jsonl missing: no curves to plot"));
 }
 
+// An eval still training its students: no results.json yet, students.jsonl says how far it got.
+TEST(RunFolder, AnUnfinishedEvalSaysHowManyStudentsAreRecorded) {
+  TempDir dir;
+  fixture::write(dir.file("eval/config.toml"), "[eval]\nruns = 3\n");
+  fixture::write(dir.file("eval/students.jsonl"),
+                 "{\"settings\": \"\"}\n{\"set\": \"a\"}\n{\"set\": \"b\"}\n{\"set\"");
+  RunFolder folder = read_run_folder(dir.file("eval"));
+  ASSERT_EQ(folder.kind, "eval");
+  EXPECT_TRUE(has_warning(folder.warnings,
+                          "results.json missing: the eval is running or was stopped; 2 students "
+                          "are recorded in students.jsonl (`distill eval --resume` continues)"))
+      << joined(folder.warnings);
+  fixture::write(dir.file("eval/results.json"), fixture::kEvalResults);
+  EXPECT_TRUE(read_run_folder(dir.file("eval")).warnings.empty())
+      << joined(read_run_folder(dir.file("eval")).warnings);
+}
+
 TEST(RunFolder, MissingPiecesBecomeWarningsNotErrors) {
   TempDir dir;
   const std::string run = dir.file("broken");
