@@ -242,6 +242,7 @@ void run_bench_mtt(const BenchCommandOptions& o, const RunContext& run) {
 }
 
 void run_bench(BenchCommandOptions& o, const Invocation& invocation) {
+  refuse_resume(invocation, "bench");
   const std::string usage =
       "usage: distill bench train|mtt [--set bench.batch=256 ...] [--ipc 10 --syn-steps 10 "
       "--batch-syn 100 --iters 3 --meta-grad adjoint|unroll]";

@@ -46,6 +46,10 @@ struct RunContext {
 // creates the run folder and (rank 0) writes the effective config.toml.
 RunContext start_run(const config::RunOptions& run, const std::string& effective_config);
 
+// Error for --resume on a command that keeps no checkpoint or record to continue from (a silently
+// ignored --resume would look like a resumed run).
+void refuse_resume(const Invocation& invocation, const std::string& command);
+
 // Error for commands that do not yet split their work over several processes (run under
 // torchrun/WORLD_SIZE > 1 they would all write the same files). Call before start_run: it reads
 // the launcher's variables and joins nothing.

@@ -457,6 +457,7 @@ void run_diffusion(DiffusionCommandOptions& o, const Invocation& invocation) {
       "RUN_DIR|samples.pt --classifier MODEL.pt [...]";
   if (invocation.positional.empty()) throw Error(usage);
   const std::string& which = invocation.positional[0];
+  if (which == "score" || which == "sample") refuse_resume(invocation, "diffusion " + which);
   if (which == "score" && invocation.positional.size() <= 2) {
     if (invocation.positional.size() == 2) o.diffusion.score.samples = invocation.positional[1];
     return run_diffusion_score(o.run, o.data, o.diffusion.score, config::dump(o));

@@ -37,7 +37,8 @@ struct SubsetCommandOptions {
   }
 };
 
-void run_subset(SubsetCommandOptions& o, const Invocation&) {
+void run_subset(SubsetCommandOptions& o, const Invocation& invocation) {
+  refuse_resume(invocation, "subset");
   require_single_process("subset");
   RunContext run = start_run(o.run, config::dump(o));
   auto [train_set, test_set, norm] = data::load_normalized(o.data);

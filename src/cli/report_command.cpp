@@ -81,6 +81,7 @@ void print_markdown(const ReportRunOptions& run, const std::vector<std::string>&
 }
 
 void run_report(ReportCommandOptions& o, const Invocation& invocation) {
+  refuse_resume(invocation, "report");
   if (o.run.format == "markdown") return print_markdown(o.run, invocation.positional);
   if (o.run.format != "html") {
     throw Error("report: run.format = '" + o.run.format + "': expected \"html\" or \"markdown\"");

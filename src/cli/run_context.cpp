@@ -36,6 +36,12 @@ RunContext start_run(const config::RunOptions& run, const std::string& effective
   return context;
 }
 
+void refuse_resume(const Invocation& invocation, const std::string& command) {
+  if (!invocation.resume) return;
+  throw Error("--resume: `distill " + command +
+              "` keeps no checkpoint, so there is nothing to resume; run it without --resume");
+}
+
 void require_single_process(const std::string& command) {
   const int64_t world_size = dist::read_launch_env().world_size;
   if (world_size > 1) {

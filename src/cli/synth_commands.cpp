@@ -188,6 +188,7 @@ void run_synth(SynthCommandOptions& o, const Invocation& invocation) {
   if (invocation.positional.size() != 1) throw Error(usage);
   const std::string& which = invocation.positional[0];
   if (which == "recover") return run_recover(o, invocation);
+  if (which == "relabel" || which == "export") refuse_resume(invocation, "synth " + which);
   if (which == "relabel") return run_relabel(o, invocation);
   if (which == "export") return run_export(o, invocation);
   throw Error("unknown synth step '" + which + "'; " + usage);

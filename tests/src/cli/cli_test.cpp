@@ -424,6 +424,17 @@ TEST(Cli, EveryMttPresetReadsForExpertsMttAndEval) {
   }
 }
 
+// A command with nothing to resume refuses --resume instead of silently starting over.
+TEST(Cli, ResumeOnACommandWithoutCheckpointsIsExit2) {
+  for (const std::string command : {"subset", "synth relabel", "diffusion sample", "report"}) {
+    CommandResult r = distill_cli(command + " --resume --out /nonexistent/run");
+    EXPECT_EQ(r.exit_code, 2) << command << ": " << r.output;
+    EXPECT_TRUE(contains(r.output, "--resume: `distill " + command +
+                                       "` keeps no checkpoint, so there is nothing to resume"))
+        << r.output;
+  }
+}
+
 TEST(Cli, MissingDatasetIsExit2NamingThePath) {
   TempDir dir;
   CommandResult r = distill_cli("subset --set data.path=/nonexistent/fmnist --out " + dir.file("o"));
