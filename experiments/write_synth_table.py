@@ -53,6 +53,8 @@ def main():
             if cells:
                 lines.append(f"| {ipc} | {label} | " +
                              " | ".join(cell(cells[m]) if m in cells else "—" for m in models) + " |")
+    if any(m not in cells for cells in table.values() for m in models):
+        lines += ["", "— : not run yet (the script continues where it stopped)."]
     missing = [ipc for ipc in ipcs if not any((ipc, label) in table for _, _, label in ROWS)]
     if missing:
         lines += ["", f"Not run yet: IPC {', '.join(missing)}. Columns are the student "
