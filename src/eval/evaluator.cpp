@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <chrono>
 #include <cmath>
 #include <functional>
 #include <iomanip>
@@ -204,15 +205,20 @@ void Evaluator::score_runs(Scores& scores, const std::string& stream_name,
     } else if (done) {
       scores.last.push_back(done->last);
       scores.best.push_back(done->best);
+      scores.seconds.push_back(done->seconds);
     } else {
+      const auto start = std::chrono::steady_clock::now();
       auto [last, best] = train_run(run, seed,
                                     scores.set + " " + scores.model + " run " +
                                         std::to_string(run + 1) + "/" +
                                         std::to_string(options_.runs));
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       scores.last.push_back(last);
       scores.best.push_back(best);
+      scores.seconds.push_back(seconds);
       if (on_student_ && !distributed) {
-        on_student_({scores.set, scores.model, run, seed, last, best});
+        on_student_({scores.set, scores.model, run, seed, last, best, seconds});
       }
     }
   }
@@ -220,7 +226,8 @@ void Evaluator::score_runs(Scores& scores, const std::string& stream_name,
   if (!on_student_ || !distributed) return;
   for (int64_t run = 0; run < options_.runs; ++run) {
     if (trained[run]) {
-      on_student_({scores.set, scores.model, run, seeds[run], scores.last[run], scores.best[run]});
+      on_student_({scores.set, scores.model, run, seeds[run], scores.last[run], scores.best[run],
+                   scores.seconds[run]});
     }
   }
 }
@@ -238,12 +245,14 @@ bool Evaluator::owns_run(int64_t run) const { return !group_ || dist::owns_item(
 void Evaluator::skip_run(Scores& scores) {
   scores.last.push_back(std::nan(""));
   scores.best.push_back(std::nan(""));
+  scores.seconds.push_back(std::nan(""));
 }
 
 void Evaluator::gather_runs(Scores& scores) const {
   if (!group_ || !group_->distributed()) return;
   std::vector<double> mine = scores.last;
   mine.insert(mine.end(), scores.best.begin(), scores.best.end());
+  mine.insert(mine.end(), scores.seconds.begin(), scores.seconds.end());
   // Waits for the slowest rank's students (within run.dist.timeout_s).
   auto all = group_->all_gather(mine);
   const size_t runs = scores.last.size();
@@ -251,6 +260,7 @@ void Evaluator::gather_runs(Scores& scores) const {
     const auto& owner = all.at(run % all.size());
     scores.last[run] = owner.at(run);
     scores.best[run] = owner.at(runs + run);
+    scores.seconds[run] = owner.at(2 * runs + run);
   }
 }
 
@@ -282,6 +292,7 @@ std::string scores_json(const std::vector<Scores>& scores, const std::string& pr
                     {"runs", s.last.size()},
                     {"last_accuracy", s.last},
                     {"best_accuracy", s.best},
+                    {"seconds", s.seconds},
                     {"last_mean", s.last_mean()},
                     {"last_std", s.last_std()},
                     {"best_mean", s.best_mean()}});

@@ -69,6 +69,7 @@ struct Scores {
   int64_t ipc = 0;
   std::vector<double> last;  // last-epoch test accuracy per run
   std::vector<double> best;  // best test accuracy seen at eval_every checkpoints per run
+  std::vector<double> seconds;  // wall time of each run's training (NaN when not recorded)
   double last_mean() const;
   double last_std() const;
   double best_mean() const;

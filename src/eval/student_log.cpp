@@ -13,12 +13,12 @@
 namespace distill::eval {
 namespace {
 
-// JSON has no NaN: a non-finite accuracy is written as null and read back as NaN.
-nlohmann::json accuracy_json(double value) {
+// JSON has no NaN: a non-finite number is written as null and read back as NaN.
+nlohmann::json number_json(double value) {
   return std::isfinite(value) ? nlohmann::json(value) : nlohmann::json(nullptr);
 }
 
-double accuracy_from(const nlohmann::json& value) {
+double number_from(const nlohmann::json& value) {
   return value.is_null() ? std::nan("") : value.get<double>();
 }
 
@@ -27,8 +27,9 @@ std::string student_line(const StudentResult& s) {
                         {"model", s.model},
                         {"run", s.run},
                         {"seed", s.seed},
-                        {"last", accuracy_json(s.last)},
-                        {"best", accuracy_json(s.best)}}
+                        {"last", number_json(s.last)},
+                        {"best", number_json(s.best)},
+                        {"seconds", number_json(s.seconds)}}
              .dump() +
          "\n";
 }
@@ -66,7 +67,8 @@ std::vector<StudentResult> StudentLog::read() const {
       }
       students.push_back({j.at("set").get<std::string>(), j.at("model").get<std::string>(),
                           j.at("run").get<int64_t>(), j.at("seed").get<uint64_t>(),
-                          accuracy_from(j.at("last")), accuracy_from(j.at("best"))});
+                          number_from(j.at("last")), number_from(j.at("best")),
+                          number_from(j.value("seconds", nlohmann::json()))});
     } catch (const nlohmann::json::exception& e) {
       throw Error(where + ": expected " +
                   (line == 1 ? std::string("the header {\"settings\": \"...\"}")

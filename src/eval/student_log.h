@@ -1,6 +1,7 @@
 #pragma once
 #include <cstdint>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,7 @@ struct StudentResult {
   uint64_t seed = 0;
   double last = 0;
   double best = 0;
+  double seconds = std::numeric_limits<double>::quiet_NaN();  // its training's wall time
 };
 
 // students.jsonl, the record that lets an interrupted eval resume: a header line holding

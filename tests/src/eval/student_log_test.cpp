@@ -36,18 +36,20 @@ TEST(StudentLog, ReadsBackWhatWasWritten) {
   const uint64_t big_seed = std::numeric_limits<uint64_t>::max() - 5;  // above 2^63
   {
     StudentLog log(path, kSettings);
-    log.start({{"set.pt", "convnet", 0, 7, 0.1 + 0.2, 0.5}});
+    log.start({{"set.pt", "convnet", 0, 7, 0.1 + 0.2, 0.5, 12.5}});
     log.append({"random-real", "resnet18", 2, big_seed, std::nan(""), 1.0 / 3.0});
   }
   std::vector<StudentResult> students = StudentLog(path, kSettings).read();
   ASSERT_EQ(students.size(), 2u);
   EXPECT_EQ(students[0].set, "set.pt");
   EXPECT_EQ(students[0].last, 0.1 + 0.2);  // doubles round-trip exactly
+  EXPECT_EQ(students[0].seconds, 12.5);
   EXPECT_EQ(students[1].model, "resnet18");
   EXPECT_EQ(students[1].run, 2);
   EXPECT_EQ(students[1].seed, big_seed);
   EXPECT_TRUE(std::isnan(students[1].last));
   EXPECT_EQ(students[1].best, 1.0 / 3.0);
+  EXPECT_TRUE(std::isnan(students[1].seconds));  // not measured
 }
 
 TEST(StudentLog, ALineCutShortIsDroppedAndRewrittenAway) {
