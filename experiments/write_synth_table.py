@@ -53,6 +53,17 @@ def main():
             if cells:
                 lines.append(f"| {ipc} | {label} | " +
                              " | ".join(cell(cells[m]) if m in cells else "—" for m in models) + " |")
+    # Students' wall time, from the runs that record it (results.json "seconds", newer binaries).
+    times = {}
+    for (ipc, _), cells in table.items():
+        for model, r in cells.items():
+            times.setdefault((ipc, model), []).extend(t for t in r.get("seconds", []) if t)
+    timed = [f"{model} at IPC {ipc}: {sum(t) / len(t) / 60:.1f} min ({len(t)} students)"
+             for (ipc, model), t in sorted(times.items(), key=lambda kv: (int(kv[0][0]), kv[0][1]))
+             if t]
+    if timed:
+        lines += ["", "Wall time per student on this machine (2 cores, mean over the students that "
+                  "record it): " + "; ".join(timed) + "."]
     if any(m not in cells for cells in table.values() for m in models):
         lines += ["", "— : not run yet (the script continues where it stopped)."]
     missing = [ipc for ipc in ipcs if not any((ipc, label) in table for _, _, label in ROWS)]
