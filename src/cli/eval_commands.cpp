@@ -171,6 +171,9 @@ void run_eval(EvalCommandOptions& o, const Invocation& invocation) {
     log.start(finished);
   }
   const size_t recorded = finished.size();
+  const int64_t sets =
+      (set ? 1 : 0) + (o.eval.random_real && ipc > 0 ? 1 : 0) + (o.eval.full_data ? 1 : 0);
+  evaluator.set_student_count(sets * static_cast<int64_t>(o.eval.models.size()) * o.eval.runs);
   evaluator.set_finished_students(std::move(finished));
   std::vector<eval::Scores> scores;
   int64_t trained = 0;

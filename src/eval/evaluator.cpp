@@ -12,6 +12,7 @@
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 #include "src/dist/process_group.h"
+#include "src/io/progress.h"
 
 namespace distill::eval {
 namespace {
@@ -206,14 +207,15 @@ void Evaluator::score_runs(Scores& scores, const std::string& stream_name,
       scores.last.push_back(done->last);
       scores.best.push_back(done->best);
       scores.seconds.push_back(done->seconds);
+      ++students_done_;
     } else {
       const auto start = std::chrono::steady_clock::now();
-      auto [last, best] = train_run(run, seed,
-                                    scores.set + " " + scores.model + " run " +
-                                        std::to_string(run + 1) + "/" +
-                                        std::to_string(options_.runs));
+      auto [last, best] = train_run(run, seed, progress_label(scores, run));
       const double seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      ++students_done_;
+      ++students_trained_;
+      trained_seconds_ += seconds;
       scores.last.push_back(last);
       scores.best.push_back(best);
       scores.seconds.push_back(seconds);
@@ -230,6 +232,21 @@ void Evaluator::score_runs(Scores& scores, const std::string& stream_name,
                    scores.seconds[run]});
     }
   }
+}
+
+std::string Evaluator::progress_label(const Scores& scores, int64_t run) const {
+  std::string label = scores.set + " " + scores.model + " run " + std::to_string(run + 1) + "/" +
+                      std::to_string(options_.runs);
+  // Several ranks split the students unevenly over the calls: no evaluation-wide estimate there.
+  if (student_count_ <= 0 || (group_ && group_->distributed())) return label;
+  label += ", student " + std::to_string(students_done_ + 1) + "/" + std::to_string(student_count_);
+  if (students_trained_ > 0) {
+    const double per_student = trained_seconds_ / static_cast<double>(students_trained_);
+    label +=
+        ", eval left ~" + io::Progress::format_duration(
+                              per_student * static_cast<double>(student_count_ - students_done_));
+  }
+  return label;
 }
 
 const StudentResult* Evaluator::finished_student(const Scores& scores, int64_t run,

@@ -107,6 +107,10 @@ class Evaluator {
     on_student_ = std::move(on_student);
   }
 
+  // How many students this evaluation scores over all its score_* calls: one process then labels
+  // each student's progress with its place in the evaluation and the time the rest should take.
+  void set_student_count(int64_t count) { student_count_ = count; }
+
   Scores score_set(const SyntheticSet& set, const std::string& name, const std::string& arch);
   Scores score_random_real(int64_t ipc, const std::string& arch);
   Scores score_full_data(const std::string& arch);
@@ -140,7 +144,13 @@ class Evaluator {
   void gather_runs(Scores& scores) const;
 
   std::shared_ptr<const dist::ProcessGroup> group_;
+  std::string progress_label(const Scores& scores, int64_t run) const;
+
   std::vector<StudentResult> finished_;
+  int64_t student_count_ = 0;
+  int64_t students_done_ = 0;     // this process's students scored so far (trained or recorded)
+  int64_t students_trained_ = 0;  // of which trained by this process, taking trained_seconds_
+  double trained_seconds_ = 0;
   std::function<void(const StudentResult&)> on_student_;
   LabelFn online_labels_;
   double online_temperature_ = 1.0;

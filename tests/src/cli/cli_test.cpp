@@ -176,8 +176,12 @@ TEST(Cli, EvalResumeReusesRecordedStudentsAndTrainsTheRest) {
   std::ofstream(out + "/students.jsonl", std::ios::trunc)
       << lines[0] << "\n" << first.dump() << "\n" << lines[2].substr(0, 10);
   std::filesystem::remove(out + "/results.json");
-  CommandResult resumed = distill_cli(eval + " --resume");
+  CommandResult resumed = distill_cli(eval + " --resume --set run.progress=true");
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  // Progress counts the reused student, then estimates the rest from the students trained.
+  EXPECT_TRUE(contains(resumed.output, "syn.pt convnet run 2/2, student 2/4 ")) << resumed.output;
+  EXPECT_TRUE(contains(resumed.output, "random-real convnet run 1/2, student 3/4, eval left ~"))
+      << resumed.output;
 
   nlohmann::json got = nlohmann::json::parse(std::ifstream(out + "/results.json"));
   ASSERT_EQ(got["results"].size(), 2u);
