@@ -31,10 +31,13 @@ for ipc in ${IPCS:-1 10 50}; do
     1) matching="--set mtt.matching.syn_steps=20 --set mtt.matching.max_start_epoch=2 --set mtt.matching.lr_lr=1e-7" ;;
     *) matching="--set mtt.matching.syn_steps=10 --set mtt.matching.max_start_epoch=6 --set mtt.matching.batch_syn=100" ;;
   esac
-  # shellcheck disable=SC2086
-  "$distill" mtt --buffer "$out/experts" --ipc "$ipc" --iterations "$iterations" $matching \
-    --set mtt.matching.expert_epochs=2 --set mtt.matching.lr_img=1000 --seed 0 --no-progress \
-    --out "$out/mtt_ipc$ipc"
+  # A started eval means the matching run finished: its set is reused, not distilled again.
+  if [ ${#resume[@]} -eq 0 ]; then
+    # shellcheck disable=SC2086
+    "$distill" mtt --buffer "$out/experts" --ipc "$ipc" --iterations "$iterations" $matching \
+      --set mtt.matching.expert_epochs=2 --set mtt.matching.lr_img=1000 --seed 0 --no-progress \
+      --out "$out/mtt_ipc$ipc"
+  fi
   "$distill" eval --syn "$out/mtt_ipc$ipc/syn.pt" --runs "$runs" --seed 0 --no-progress \
     "${resume[@]}" --out "$out/eval_ipc$ipc"
 done

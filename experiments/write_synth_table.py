@@ -62,8 +62,8 @@ def main():
              for (ipc, model), t in sorted(times.items(), key=lambda kv: (int(kv[0][0]), kv[0][1]))
              if t]
     if timed:
-        lines += ["", "Wall time per student on this machine (2 cores, mean over the students that "
-                  "record it): " + "; ".join(timed) + "."]
+        lines += ["", "Wall time per student on this machine (mean over the students that record it; "
+                  "the script's THREADS, other jobs sharing the cores): " + "; ".join(timed) + "."]
     if any(m not in cells for cells in table.values() for m in models):
         lines += ["", "— : not run yet (the script continues where it stopped)."]
     missing = [ipc for ipc in ipcs if not any((ipc, label) in table for _, _, label in ROWS)]

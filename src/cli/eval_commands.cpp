@@ -102,8 +102,9 @@ void check_normalization(const eval::SyntheticSet& set, const data::Normalizatio
 }
 
 // What an eval's students depend on, recorded in students.jsonl: a resumed eval must match it.
-// The files are fingerprinted by content, so a set or committee rewritten in place is not
-// mistaken for the one the recorded students learned from.
+// The set file and the committee manifest are fingerprinted by content, so a set rewritten in place
+// (or a retrained committee, whose manifest records new accuracies) is not mistaken for the one
+// the recorded students learned from.
 std::string student_settings(EvalCommandOptions& o, uint64_t seed) {
   struct Settings {
     data::DataOptions& data;
@@ -127,6 +128,12 @@ std::string student_settings(EvalCommandOptions& o, uint64_t seed) {
 }
 
 void run_eval(EvalCommandOptions& o, const Invocation& invocation) {
+  // A resume is checked before start_run rewrites config.toml: a refused one leaves the folder
+  // as it was.
+  eval::StudentLog log(o.run.out + "/students.jsonl",
+                       student_settings(o, static_cast<uint64_t>(o.run.seed)));
+  std::vector<eval::StudentResult> finished;
+  if (invocation.resume) finished = log.read();  // every rank: each skips its recorded students
   RunContext run = start_run(o.run, config::dump(o));
   std::optional<eval::SyntheticSet> set;
   if (!o.eval.syn.empty()) set = eval::load_synthetic_set(o.eval.syn);
@@ -162,9 +169,6 @@ void run_eval(EvalCommandOptions& o, const Invocation& invocation) {
         },
         cl.T);
   }
-  eval::StudentLog log(run.out + "/students.jsonl", student_settings(o, run.seed));
-  std::vector<eval::StudentResult> finished;
-  if (invocation.resume) finished = log.read();  // every rank: each skips its recorded students
   if (run.rank == 0) {  // rank 0 writes the run folder
     // An earlier results.json would pass for this run's until it ends (scripts take it as done).
     std::filesystem::remove(run.out + "/results.json");
@@ -212,10 +216,14 @@ Command eval_command() {
   return make_command<EvalCommandOptions>(
       "eval",
       "train fresh students on a set; mean ± std test accuracy vs random-real; --resume "
-      "continues after the last recorded student",
+      "trains only the students not yet recorded",
       "distill eval --syn runs/real10/syn.pt --models convnet --runs 5 --out runs/eval",
-      {{"syn", "eval.syn"}, {"models", "eval.models"}, {"runs", "eval.runs"},
-       {"epochs", "eval.train.epochs"}, {"ipc", "eval.ipc"}, {"protocol", "eval.protocol"}},
+      {{"syn", "eval.syn"},
+       {"models", "eval.models"},
+       {"runs", "eval.runs"},
+       {"epochs", "eval.train.epochs"},
+       {"ipc", "eval.ipc"},
+       {"protocol", "eval.protocol"}},
       run_eval);
 }
 

@@ -241,6 +241,8 @@ std::string Evaluator::progress_label(const Scores& scores, int64_t run) const {
   if (student_count_ <= 0 || (group_ && group_->distributed())) return label;
   label += ", student " + std::to_string(students_done_ + 1) + "/" + std::to_string(student_count_);
   if (students_trained_ > 0) {
+    // The mean over the students trained so far, whatever their architecture or set: rough while
+    // an evaluation mixes cheap and costly students.
     const double per_student = trained_seconds_ / static_cast<double>(students_trained_);
     label +=
         ", eval left ~" + io::Progress::format_duration(

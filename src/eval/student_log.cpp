@@ -71,8 +71,9 @@ std::vector<StudentResult> StudentLog::read() const {
                           number_from(j.value("seconds", nlohmann::json()))});
     } catch (const nlohmann::json::exception& e) {
       throw Error(where + ": expected " +
-                  (line == 1 ? std::string("the header {\"settings\": \"...\"}")
-                             : std::string("a student {set, model, run, seed, last, best}")) +
+                  (line == 1
+                       ? std::string("the header {\"settings\": \"...\"}")
+                       : std::string("a student {set, model, run, seed, last, best, seconds}")) +
                   " (" + e.what() + ")");
     }
   }

@@ -302,12 +302,17 @@ RunFolder read_run_folder(const std::string& path, const ReadOptions& options) {
   const std::string students_path = path + "/students.jsonl";
   if (run.kind == "eval" && !fs::exists(path + "/results.json", ec) &&
       fs::exists(students_path, ec)) {
-    const std::string students = io::read_file(students_path);
-    const auto lines = std::count(students.begin(), students.end(), '\n');
-    run.warnings.push_back("results.json missing: the eval is running or was stopped; " +
-                           std::to_string(std::max<int64_t>(0, lines - 1)) +
-                           " students are recorded in students.jsonl (`distill eval --resume` "
-                           "continues)");
+    try {
+      const std::string students = io::read_file(students_path);
+      const int64_t recorded =
+          std::max<int64_t>(0, std::count(students.begin(), students.end(), '\n') - 1);
+      run.warnings.push_back("results.json missing: the eval is running or was stopped; " +
+                             std::to_string(recorded) +
+                             (recorded == 1 ? " student is" : " students are") +
+                             " recorded in students.jsonl (`distill eval --resume` continues)");
+    } catch (const std::exception& e) {
+      run.warnings.push_back(std::string("students.jsonl: ") + e.what());
+    }
   }
   return run;
 }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "src/core/runtime.h"
+#include "src/io/atomic_file.h"
 #include "src/io/tensor_file.h"
 #include "tests/support/cli_support.h"
 #include "tests/support/test_support.h"
@@ -220,6 +221,7 @@ TEST(Cli, EvalResumeRefusesOtherSettingsAnotherSetAndAMissingLog) {
       << missing.output;
 
   ASSERT_EQ(distill_cli(eval + " --epochs 1").exit_code, 0);
+  const std::string config = io::read_file(dir.file("e/config.toml"));
   CommandResult other = distill_cli(eval + " --epochs 2 --resume");
   EXPECT_EQ(other.exit_code, 2) << other.output;
   EXPECT_TRUE(contains(other.output,
@@ -228,6 +230,7 @@ TEST(Cli, EvalResumeRefusesOtherSettingsAnotherSetAndAMissingLog) {
       << other.output;
   EXPECT_TRUE(contains(other.output, "in [eval.train]: recorded 'epochs = 1', now 'epochs = 2'"))
       << other.output;
+  EXPECT_EQ(io::read_file(dir.file("e/config.toml")), config) << "a refused resume rewrote it";
 
   // Another set written to the same path (another seed draws other images).
   ASSERT_EQ(distill_cli(subset + " --seed 5").exit_code, 0);
@@ -443,10 +446,12 @@ TEST(Cli, EveryMttPresetReadsForExpertsMttAndEval) {
 
 // A command with nothing to resume refuses --resume instead of silently starting over.
 TEST(Cli, ResumeOnACommandWithoutCheckpointsIsExit2) {
-  for (const std::string command : {"subset", "synth relabel", "diffusion sample", "report"}) {
+  for (const std::string command : {"subset", "synth relabel", "synth export", "diffusion sample",
+                                    "diffusion score", "report", "bench train"}) {
     CommandResult r = distill_cli(command + " --resume --out /nonexistent/run");
     EXPECT_EQ(r.exit_code, 2) << command << ": " << r.output;
-    EXPECT_TRUE(contains(r.output, "--resume: `distill " + command +
+    const std::string name = command == "bench train" ? "bench" : command;
+    EXPECT_TRUE(contains(r.output, "--resume: `distill " + name +
                                        "` keeps no checkpoint, so there is nothing to resume"))
         << r.output;
   }

@@ -86,7 +86,8 @@ TEST(StudentLog, BadFilesAreErrorsNamingTheLine) {
   log.start({{"s", "convnet", 0, 1, 0.5, 0.5}});
   std::ofstream(path, std::ios::app) << "{\"set\": \"s\", \"model\": \"convnet\"}\nnot json\n";
   const std::string missing_key = error_of(StudentLog(path, kSettings));
-  EXPECT_NE(missing_key.find(path + ":3: expected a student {set, model, run, seed, last, best}"),
+  EXPECT_NE(missing_key.find(path +
+                             ":3: expected a student {set, model, run, seed, last, best, seconds}"),
             std::string::npos)
       << missing_key;
 }
