@@ -1,9 +1,9 @@
 // distill: one binary, one subcommand per pipeline stage. This file only parses and dispatches.
 #include <boost/program_options.hpp>
-
 #include <iostream>
 
 #include "src/cli/command.h"
+#include "src/cli/config_rollback.h"
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 
@@ -144,6 +144,7 @@ int main(int argc, char** argv) {
   try {
     return run_main(argc, argv);
   } catch (const distill::Error& e) {
+    distill::cli::restore_replaced_config();
     std::cerr << "distill: error: " << e.what() << "\n";
     return 2;
   } catch (const po::error& e) {

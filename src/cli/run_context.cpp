@@ -1,14 +1,37 @@
 #include <ATen/Parallel.h>
 
+#include <filesystem>
 #include <iostream>
+#include <optional>
 
 #include "src/cli/command.h"
+#include "src/cli/config_rollback.h"
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 #include "src/dist/process_group.h"
 #include "src/io/atomic_file.h"
 
 namespace distill::cli {
+namespace {
+
+struct ReplacedConfig {
+  std::string path;
+  std::string text;
+};
+std::optional<ReplacedConfig> replaced_config;  // set by start_run on rank 0
+
+}  // namespace
+
+void restore_replaced_config() {
+  if (!replaced_config) return;
+  try {
+    io::write_file_atomic(replaced_config->path, replaced_config->text);
+  } catch (const std::exception& e) {
+    std::cerr << "distill: warning: could not restore " << replaced_config->path << ": " << e.what()
+              << "\n";
+  }
+  replaced_config.reset();
+}
 
 RunContext start_run(const config::RunOptions& run, const std::string& effective_config) {
   RunContext context;
@@ -27,7 +50,11 @@ RunContext start_run(const config::RunOptions& run, const std::string& effective
   context.progress = run.progress && context.group->is_main();
   io::make_dirs(context.out);
   if (context.group->is_main()) {
-    io::write_file_atomic(context.out + "/config.toml", effective_config);
+    const std::string config_path = context.out + "/config.toml";
+    if (std::filesystem::exists(config_path)) {
+      replaced_config = ReplacedConfig{config_path, io::read_file(config_path)};
+    }
+    io::write_file_atomic(config_path, effective_config);
     if (context.group->distributed()) {
       std::cerr << "distill: " << context.world_size << " processes (" << context.group->backend()
                 << "), this is rank 0\n";

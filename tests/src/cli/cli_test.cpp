@@ -133,6 +133,19 @@ TEST(Cli, TrainWritesRunFolderAndResumeContinues) {
   EXPECT_EQ(lines, 3);
 }
 
+// A resume refused for an incompatible checkpoint leaves the run folder's config.toml as it was.
+TEST(Cli, RefusedResumeKeepsTheRunsConfig) {
+  TempDir dir;
+  std::string data = write_tiny_dataset(dir);
+  const std::string common = tiny_flags(data) + "--set model.depth=1 --out " + dir.file("run");
+  ASSERT_EQ(distill_cli("train --epochs 1 --set model.width=8 " + common).exit_code, 0);
+  const std::string config = io::read_file(dir.file("run/config.toml"));
+  CommandResult wider = distill_cli("train --epochs 2 --set model.width=16 --resume " + common);
+  EXPECT_EQ(wider.exit_code, 2) << wider.output;
+  EXPECT_TRUE(contains(wider.output, "checkpoint.pt' holds a 'convnet' with")) << wider.output;
+  EXPECT_EQ(io::read_file(dir.file("run/config.toml")), config);
+}
+
 TEST(Cli, SubsetThenEvalProduceSetGridAndResults) {
   TempDir dir;
   std::string data = write_tiny_dataset(dir);
