@@ -130,8 +130,11 @@ std::string student_settings(EvalCommandOptions& o, uint64_t seed) {
 void run_eval(EvalCommandOptions& o, const Invocation& invocation) {
   // A resume is checked before start_run rewrites config.toml: a refused one leaves the folder
   // as it was.
+  // More (or fewer) runs, models or baselines only add (or leave out) students: a resume may
+  // change those and keeps the students both runs have.
   eval::StudentLog log(o.run.out + "/students.jsonl",
-                       student_settings(o, static_cast<uint64_t>(o.run.seed)));
+                       student_settings(o, static_cast<uint64_t>(o.run.seed)),
+                       {"eval.runs", "eval.models", "eval.random_real", "eval.full_data"});
   std::vector<eval::StudentResult> finished;
   if (invocation.resume) finished = log.read();  // every rank: each skips its recorded students
   RunContext run = start_run(o.run, config::dump(o));

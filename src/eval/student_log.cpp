@@ -1,5 +1,6 @@
 #include "src/eval/student_log.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -41,8 +42,8 @@ std::string trimmed(const std::string& line) {
 
 }  // namespace
 
-StudentLog::StudentLog(std::string path, std::string settings)
-    : path_(std::move(path)), settings_(std::move(settings)) {}
+StudentLog::StudentLog(std::string path, std::string settings, std::vector<std::string> extensible)
+    : path_(std::move(path)), settings_(std::move(settings)), extensible_(std::move(extensible)) {}
 
 std::vector<StudentResult> StudentLog::read() const {
   if (!std::filesystem::exists(path_)) {
@@ -100,21 +101,39 @@ void StudentLog::append(const StudentResult& student) {
 // into this run's scores.
 void StudentLog::check_settings(const std::string& recorded, const std::string& where) const {
   if (recorded == settings_) return;
-  std::istringstream a(recorded), b(settings_);
-  std::string was, now, section;
-  while (true) {
-    const bool more_a = static_cast<bool>(std::getline(a, was));
-    const bool more_b = static_cast<bool>(std::getline(b, now));
-    was = more_a ? trimmed(was) : "(end)";
-    now = more_b ? trimmed(now) : "(end)";
-    if (was != now || (!more_a && !more_b)) break;
-    if (!now.empty() && now.front() == '[') section = now;
-  }
+  struct Line {
+    std::string section;  // "[eval.train]"
+    std::string text;
+  };
+  // The lines that must agree: trimmed, the extensible keys left out.
+  auto compared_lines = [this](const std::string& text) {
+    std::vector<Line> lines;
+    std::istringstream in(text);
+    std::string section;
+    for (std::string line; std::getline(in, line);) {
+      line = trimmed(line);
+      if (!line.empty() && line.front() == '[') {
+        section = line;
+      } else if (section.size() > 2) {
+        const std::string key =
+            section.substr(1, section.size() - 2) + "." + line.substr(0, line.find(" ="));
+        if (std::find(extensible_.begin(), extensible_.end(), key) != extensible_.end()) continue;
+      }
+      lines.push_back({section, line});
+    }
+    return lines;
+  };
+  const std::vector<Line> was = compared_lines(recorded), now = compared_lines(settings_);
+  size_t i = 0;
+  while (i < was.size() && i < now.size() && was[i].text == now[i].text) ++i;
+  if (i == was.size() && i == now.size()) return;
+  const std::string& section = i < now.size() ? now[i].section : was[i].section;
   throw Error(where +
               ": the students were trained with other settings, so they cannot be resumed "
               "(resume with the same settings, or start over: another --out, or delete " +
               path_ + "); first difference" + (section.empty() ? "" : " in " + section) +
-              ": recorded '" + was + "', now '" + now + "'");
+              ": recorded '" + (i < was.size() ? was[i].text : "(end)") + "', now '" +
+              (i < now.size() ? now[i].text : "(end)") + "'");
 }
 
 }  // namespace distill::eval

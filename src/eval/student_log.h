@@ -20,14 +20,18 @@ struct StudentResult {
 };
 
 // students.jsonl, the record that lets an interrupted eval resume: a header line holding
-// `settings` (the text of everything the students depend on), then one line per trained student.
+// `settings` (the text of everything the students depend on, TOML-like: `[section]` lines and
+// `key = value` lines), then one line per trained student.
 class StudentLog {
  public:
-  StudentLog(std::string path, std::string settings);
+  // `extensible`: settings ("section.key") a resumed run may change because they only add or drop
+  // students, such as eval.runs: the students both runs have are the same students.
+  StudentLog(std::string path, std::string settings, std::vector<std::string> extensible = {});
 
   // The students recorded by an earlier run. Error when the file is missing, a line is not what
-  // it should be, or the recorded settings differ from `settings` (naming the first differing
-  // line). Only complete lines count: a line cut short by a crash is dropped.
+  // it should be, or the recorded settings differ from `settings` other than in `extensible`
+  // (naming the first differing line). Only complete lines count: a line cut short by a crash
+  // is dropped.
   std::vector<StudentResult> read() const;
 
   // Writes the file anew, atomically: the header and `students` (what read() returned when
@@ -42,6 +46,7 @@ class StudentLog {
 
   std::string path_;
   std::string settings_;
+  std::vector<std::string> extensible_;
   std::ofstream out_;
 };
 

@@ -220,6 +220,38 @@ TEST(Cli, EvalResumeReusesRecordedStudentsAndTrainsTheRest) {
   EXPECT_EQ(now, want);
 }
 
+// More runs on resume: the recorded students are kept, the new runs trained, and the result is
+// the straight run's with more runs.
+TEST(Cli, EvalResumeWithMoreRunsKeepsTheRecordedStudents) {
+  TempDir dir;
+  std::string data = write_tiny_dataset(dir);
+  ASSERT_EQ(distill_cli("subset --ipc 1 " + tiny_flags(data) + "--out " + dir.file("s")).exit_code,
+            0);
+  const std::string eval = "eval --syn " + dir.file("s/syn.pt") + " --epochs 1 " +
+                           tiny_flags(data) +
+                           "--set eval.model.width=8 --set eval.random_real=false --out ";
+  ASSERT_EQ(distill_cli(eval + dir.file("two") + " --runs 2").exit_code, 0);
+  // Run 0's recorded accuracy marked, to see that it is reused and not trained again.
+  std::vector<std::string> lines = read_lines(dir.file("two/students.jsonl"));
+  ASSERT_EQ(lines.size(), 3u);
+  nlohmann::json first = nlohmann::json::parse(lines[1]);
+  first["last"] = 0.0123456789;
+  std::ofstream(dir.file("two/students.jsonl"), std::ios::trunc) << lines[0] << "\n"
+                                                                 << first.dump() << "\n"
+                                                                 << lines[2] << "\n";
+  CommandResult more = distill_cli(eval + dir.file("two") + " --runs 3 --resume");
+  ASSERT_EQ(more.exit_code, 0) << more.output;
+  ASSERT_EQ(distill_cli(eval + dir.file("three") + " --runs 3").exit_code, 0);
+  const auto accuracies = [&](const std::string& run) {
+    return nlohmann::json::parse(
+        io::read_file(dir.file(run + "/results.json")))["results"][0]["last_accuracy"];
+  };
+  nlohmann::json expected = accuracies("three");
+  expected[0] = 0.0123456789;
+  EXPECT_EQ(accuracies("two"), expected);
+  EXPECT_EQ(read_lines(dir.file("two/students.jsonl")).size(), 4u);  // header + 3 students
+}
+
 // Resuming needs the students' record and the same settings, set file content included.
 TEST(Cli, EvalResumeRefusesOtherSettingsAnotherSetAndAMissingLog) {
   TempDir dir;

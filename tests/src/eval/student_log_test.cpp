@@ -109,5 +109,18 @@ TEST(StudentLog, OtherSettingsAreRefusedNamingTheFirstDifference) {
             std::string::npos);
 }
 
+// Settings that only add or leave out students may change on resume; the others may not.
+TEST(StudentLog, ExtensibleSettingsMayDifferOnResume) {
+  TempDir dir;
+  const std::string path = dir.file("students.jsonl");
+  StudentLog(path, kSettings).start({{"s", "convnet", 0, 1, 0.5, 0.5}});
+  std::string more_runs = kSettings;
+  more_runs.replace(more_runs.find("runs = 3"), 8, "runs = 5");
+  EXPECT_EQ(StudentLog(path, more_runs, {"eval.runs"}).read().size(), 1u);
+  const std::string strict = error_of(StudentLog(path, more_runs, {"eval.train.runs"}));
+  EXPECT_NE(strict.find("in [eval]: recorded 'runs = 3', now 'runs = 5'"), std::string::npos)
+      << strict;
+}
+
 }  // namespace
 }  // namespace distill::eval
