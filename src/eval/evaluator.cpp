@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <functional>
@@ -194,42 +195,44 @@ void Evaluator::score_runs(Scores& scores, const std::string& stream_name,
                            const TrainRun& train_run) {
   const uint64_t stream = std::hash<std::string>{}(stream_name);
   const bool distributed = group_ && group_->distributed();
-  std::vector<uint64_t> seeds;
-  std::vector<bool> trained;  // by this job in this call (not recorded by an earlier one)
-  for (int64_t run = 0; run < options_.runs; ++run) {
-    const uint64_t seed = mix_seed(seed_, kStudentStream ^ stream, run);
-    seeds.push_back(seed);
-    const StudentResult* done = finished_student(scores, run, seed);
-    trained.push_back(done == nullptr);
-    if (!owns_run(run)) {
-      skip_run(scores);
-    } else if (done) {
-      scores.last.push_back(done->last);
-      scores.best.push_back(done->best);
-      scores.seconds.push_back(done->seconds);
-      ++students_done_;
-    } else {
-      const auto start = std::chrono::steady_clock::now();
-      auto [last, best] = train_run(run, seed, progress_label(scores, run));
-      const double seconds =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      ++students_done_;
-      ++students_trained_;
-      trained_seconds_ += seconds;
-      scores.last.push_back(last);
-      scores.best.push_back(best);
-      scores.seconds.push_back(seconds);
-      if (on_student_ && !distributed) {
-        on_student_({scores.set, scores.model, run, seed, last, best, seconds});
+  // Several ranks train a round of world-size students at a time (run i on rank i mod W) and
+  // gather each round, so an interruption loses at most the round under way.
+  const int64_t round = distributed ? group_->world_size() : 1;
+  for (int64_t first = 0; first < options_.runs; first += round) {
+    const int64_t end = std::min(options_.runs, first + round);
+    std::vector<bool>
+        trained;  // by this job (not recorded by an earlier one), per run of the round
+    for (int64_t run = first; run < end; ++run) {
+      const uint64_t seed = mix_seed(seed_, kStudentStream ^ stream, run);
+      const StudentResult* done = finished_student(scores, run, seed);
+      trained.push_back(done == nullptr);
+      if (!owns_run(run)) {
+        skip_run(scores);
+      } else if (done) {
+        scores.last.push_back(done->last);
+        scores.best.push_back(done->best);
+        scores.seconds.push_back(done->seconds);
+        ++students_done_;
+      } else {
+        const auto start = std::chrono::steady_clock::now();
+        auto [last, best] = train_run(run, seed, progress_label(scores, run));
+        const double seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        ++students_done_;
+        ++students_trained_;
+        trained_seconds_ += seconds;
+        scores.last.push_back(last);
+        scores.best.push_back(best);
+        scores.seconds.push_back(seconds);
       }
     }
-  }
-  gather_runs(scores);
-  if (!on_student_ || !distributed) return;
-  for (int64_t run = 0; run < options_.runs; ++run) {
-    if (trained[run]) {
-      on_student_({scores.set, scores.model, run, seeds[run], scores.last[run], scores.best[run],
-                   scores.seconds[run]});
+    gather_runs(scores);  // the runs so far, from their owners (nothing to do in one process)
+    if (!on_student_) continue;
+    for (int64_t run = first; run < end; ++run) {
+      if (trained[run - first]) {
+        on_student_({scores.set, scores.model, run, mix_seed(seed_, kStudentStream ^ stream, run),
+                     scores.last[run], scores.best[run], scores.seconds[run]});
+      }
     }
   }
 }

@@ -101,8 +101,8 @@ class Evaluator {
     finished_ = std::move(finished);
   }
   // Called for each newly trained student (not for reused ones). One process: right after the
-  // student. Several ranks: on every rank, for all the call's new students at once, after the
-  // score_* call has gathered them (so an interruption loses the call's unrecorded students).
+  // student. Several ranks: on every rank, for each round of world-size students once the round
+  // is gathered (so an interruption loses at most the round under way).
   void set_on_student(std::function<void(const StudentResult&)> on_student) {
     on_student_ = std::move(on_student);
   }
