@@ -128,10 +128,9 @@ std::string student_settings(EvalCommandOptions& o, uint64_t seed) {
 }
 
 void run_eval(EvalCommandOptions& o, const Invocation& invocation) {
-  // A resume is checked before start_run rewrites config.toml: a refused one leaves the folder
-  // as it was.
-  // More (or fewer) runs, models or baselines only add (or leave out) students: a resume may
-  // change those and keeps the students both runs have.
+  // The resume is checked first, so a refused one fails before any data is loaded. More (or
+  // fewer) runs, models or baselines only add (or leave out) students: a resume may change those
+  // and keeps the students both runs have.
   eval::StudentLog log(o.run.out + "/students.jsonl",
                        student_settings(o, static_cast<uint64_t>(o.run.seed)),
                        {"eval.runs", "eval.models", "eval.random_real", "eval.full_data"});
@@ -221,12 +220,8 @@ Command eval_command() {
       "train fresh students on a set; mean ± std test accuracy vs random-real; --resume "
       "trains only the students not yet recorded",
       "distill eval --syn runs/real10/syn.pt --models convnet --runs 5 --out runs/eval",
-      {{"syn", "eval.syn"},
-       {"models", "eval.models"},
-       {"runs", "eval.runs"},
-       {"epochs", "eval.train.epochs"},
-       {"ipc", "eval.ipc"},
-       {"protocol", "eval.protocol"}},
+      {{"syn", "eval.syn"}, {"models", "eval.models"}, {"runs", "eval.runs"},
+       {"epochs", "eval.train.epochs"}, {"ipc", "eval.ipc"}, {"protocol", "eval.protocol"}},
       run_eval);
 }
 

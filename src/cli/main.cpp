@@ -1,5 +1,6 @@
 // distill: one binary, one subcommand per pipeline stage. This file only parses and dispatches.
 #include <boost/program_options.hpp>
+
 #include <iostream>
 
 #include "src/cli/command.h"
@@ -33,19 +34,19 @@ void print_usage(std::ostream& out, const std::vector<Command>& all) {
 
 po::options_description common_options(const Command& command) {
   po::options_description options("options");
-  options.add_options()("help,h", "list this command's settings with their defaults")(
-      "config,c", po::value<std::string>(), "TOML settings file")(
-      "set,s", po::value<std::vector<std::string>>()->composing(),
-      "override: key.path=value (repeatable)")("device", po::value<std::string>(),
-                                               "auto | cpu | cuda | cuda:N  (run.device)")(
-      "threads", po::value<std::string>(), "CPU threads, 0 = all cores  (run.threads)")(
-      "seed", po::value<std::string>(), "random seed  (run.seed)")(
-      "out,o", po::value<std::string>(), "run folder  (run.out)")(
-      "no-progress", "no progress bar  (run.progress = false)")(
-      "resume",
-      "continue the run in --out (from its checkpoint; eval: after its recorded students)")(
-      "dist-backend", po::value<std::string>(),
-      "multi-process backend: auto | gloo | nccl  (run.dist.backend)");
+  // clang-format off
+  options.add_options()
+      ("help,h", "list this command's settings with their defaults")
+      ("config,c", po::value<std::string>(), "TOML settings file")
+      ("set,s", po::value<std::vector<std::string>>()->composing(), "override: key.path=value (repeatable)")
+      ("device", po::value<std::string>(), "auto | cpu | cuda | cuda:N  (run.device)")
+      ("threads", po::value<std::string>(), "CPU threads, 0 = all cores  (run.threads)")
+      ("seed", po::value<std::string>(), "random seed  (run.seed)")
+      ("out,o", po::value<std::string>(), "run folder  (run.out)")
+      ("no-progress", "no progress bar  (run.progress = false)")
+      ("resume", "continue the run in --out (from its checkpoint; eval: after its recorded students)")
+      ("dist-backend", po::value<std::string>(), "multi-process backend: auto | gloo | nccl  (run.dist.backend)");
+  // clang-format on
   for (const auto& [flag, key] : command.shorthands) {
     options.add_options()(flag.c_str(), po::value<std::string>(), ("shorthand for --set " + key + "=...").c_str());
   }

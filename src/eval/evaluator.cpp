@@ -200,11 +200,13 @@ void Evaluator::score_runs(Scores& scores, const std::string& stream_name,
   const int64_t round = distributed ? group_->world_size() : 1;
   for (int64_t first = 0; first < options_.runs; first += round) {
     const int64_t end = std::min(options_.runs, first + round);
-    std::vector<bool>
-        trained;  // by this job (not recorded by an earlier one), per run of the round
+    // Per run of the round: its student seed, and whether this job trains it (no earlier record).
+    std::vector<uint64_t> seeds;
+    std::vector<bool> trained;
     for (int64_t run = first; run < end; ++run) {
       const uint64_t seed = mix_seed(seed_, kStudentStream ^ stream, run);
       const StudentResult* done = finished_student(scores, run, seed);
+      seeds.push_back(seed);
       trained.push_back(done == nullptr);
       if (!owns_run(run)) {
         skip_run(scores);
@@ -230,8 +232,8 @@ void Evaluator::score_runs(Scores& scores, const std::string& stream_name,
     if (!on_student_) continue;
     for (int64_t run = first; run < end; ++run) {
       if (trained[run - first]) {
-        on_student_({scores.set, scores.model, run, mix_seed(seed_, kStudentStream ^ stream, run),
-                     scores.last[run], scores.best[run], scores.seconds[run]});
+        on_student_({scores.set, scores.model, run, seeds[run - first], scores.last[run],
+                     scores.best[run], scores.seconds[run]});
       }
     }
   }

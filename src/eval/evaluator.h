@@ -136,6 +136,7 @@ class Evaluator {
                                                            const std::string& label)>;
   void score_runs(Scores& scores, const std::string& stream_name, const TrainRun& train_run);
   const StudentResult* finished_student(const Scores& scores, int64_t run, uint64_t seed) const;
+  std::string progress_label(const Scores& scores, int64_t run) const;
 
   // Multi-process: whether this rank trains student `run`; a placeholder for one it does not;
   // every rank's results merged after the loop.
@@ -144,8 +145,6 @@ class Evaluator {
   void gather_runs(Scores& scores) const;
 
   std::shared_ptr<const dist::ProcessGroup> group_;
-  std::string progress_label(const Scores& scores, int64_t run) const;
-
   std::vector<StudentResult> finished_;
   int64_t student_count_ = 0;
   int64_t students_done_ = 0;     // this process's students scored so far (trained or recorded)
