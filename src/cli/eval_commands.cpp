@@ -4,6 +4,8 @@
 #include <cmath>
 #include <filesystem>
 #include <iostream>
+#include <nlohmann/json.hpp>
+#include <vector>
 
 #include "src/cli/command.h"
 #include "src/core/error.h"
@@ -43,10 +45,23 @@ void run_subset(SubsetCommandOptions& o, const Invocation& invocation) {
   RunContext run = start_run(o.run, config::dump(o));
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   at::Generator generator = make_generator(run.seed, 0x5b5e7);
-  eval::SyntheticSet set =
-      eval::Evaluator::random_real_set(train_set, norm, o.subset.ipc, generator, o.data.name);
+  at::Tensor train_index;
+  eval::SyntheticSet set = eval::Evaluator::random_real_set(train_set, norm, o.subset.ipc, generator,
+                                                            o.data.name, &train_index);
   eval::save_synthetic_set(run.out + "/syn.pt", set);
   eval::save_set_grid(run.out + "/grid.png", set, norm.zca.get());
+  // Which training images were picked (positions in the training split, in the set's order), so
+  // the subset can be rebuilt from the raw data by other tools; and, as every finished run,
+  // a results.json that tells experiment scripts the run is done.
+  train_index = train_index.to(at::kLong).cpu().contiguous();
+  const int64_t* index = train_index.data_ptr<int64_t>();
+  nlohmann::json results;
+  results["dataset"] = o.data.name;
+  results["ipc"] = o.subset.ipc;
+  results["images"] = set.images.size(0);
+  results["seed"] = run.seed;
+  results["train_indices"] = std::vector<int64_t>(index, index + train_index.numel());
+  io::write_file_atomic(run.out + "/results.json", results.dump(2) + "\n");
   std::cout << "wrote " << set.images.size(0) << " images (" << o.subset.ipc << " per class) to "
             << run.out << "/syn.pt and " << run.out << "/grid.png\n";
 }

@@ -116,9 +116,11 @@ class Evaluator {
   Scores score_full_data(const std::string& arch);
 
   // A class-balanced random real subset, as a SyntheticSet (what `distill subset` writes).
+  // `train_index`, when given, receives the positions of the picked images in `train`.
   static SyntheticSet random_real_set(const data::Dataset& train, const data::Normalization& norm,
                                       int64_t ipc, at::Generator& generator,
-                                      const std::string& dataset_name);
+                                      const std::string& dataset_name,
+                                      at::Tensor* train_index = nullptr);
 
  private:
   // Trains one student; returns {last, best} test accuracy.

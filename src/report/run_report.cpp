@@ -141,7 +141,9 @@ void render_results(std::ostringstream& html, const RunFolder& run, const std::s
     html << "<h3>" << html_escape(label) << " / " << html_escape(file.name) << "</h3>\n";
     if (is_eval_results(file.json)) {
       std::vector<std::string> table_warnings;
-      html << html_table(eval_table(file.json, file.name, table_warnings));
+      Table table = eval_table(file.json, file.name, table_warnings);
+      add_wall_time_column(table, file.json);
+      html << html_table(table);
       for (const std::string& w : table_warnings) warnings.push_back(label + ": " + w);
     } else if (is_flat_object(file.json)) {
       Table table{{"key", "value"}, {}};
@@ -217,6 +219,30 @@ Table eval_table(const nlohmann::json& json, const std::string& label,
          best});
   }
   return table;
+}
+
+void add_wall_time_column(Table& table, const nlohmann::json& json) {
+  if (!is_eval_results(json)) return;
+  const auto& results = json["results"];
+  auto timed = [](const nlohmann::json& row) {
+    auto it = row.find("seconds");
+    return it != row.end() && it->is_array() && !it->empty() &&
+           std::all_of(it->begin(), it->end(), [](const nlohmann::json& s) { return s.is_number(); });
+  };
+  if (std::none_of(results.begin(), results.end(), timed) || table.rows.size() != results.size())
+    return;
+  table.header.push_back("min per student");
+  for (size_t i = 0; i < results.size(); ++i) {
+    if (!timed(results[i])) {
+      table.rows[i].push_back("n/a");
+      continue;
+    }
+    double total = 0;
+    for (const auto& s : results[i]["seconds"]) total += s.get<double>();
+    char cell[32];
+    std::snprintf(cell, sizeof cell, "%.1f", total / results[i]["seconds"].size() / 60);
+    table.rows[i].push_back(cell);
+  }
 }
 
 std::string markdown_table(const Table& table) {

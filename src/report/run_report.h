@@ -39,6 +39,11 @@ bool is_eval_results(const nlohmann::json& json);
 Table eval_table(const nlohmann::json& json, const std::string& label,
                  std::vector<std::string>& warnings);
 
+// Appends a "min per student" column (the mean of each row's `seconds`, "n/a" for a row without)
+// when any row of the eval results records wall times; the HTML report shows it, the Markdown
+// tables of the README leave it out (wall times depend on the machine and its load).
+void add_wall_time_column(Table& table, const nlohmann::json& json);
+
 // Markdown (pipes in cells escaped) and HTML (every cell escaped) renderings of a table.
 std::string markdown_table(const Table& table);
 std::string html_table(const Table& table);

@@ -153,6 +153,21 @@ TEST(Cli, SubsetThenEvalProduceSetGridAndResults) {
   ASSERT_EQ(subset.exit_code, 0) << subset.output;
   EXPECT_TRUE(std::filesystem::exists(dir.file("s/syn.pt")));
   EXPECT_TRUE(std::filesystem::exists(dir.file("s/grid.png")));
+  // results.json names the picked training images: they are the set's images and labels.
+  const nlohmann::json results = nlohmann::json::parse(io::read_file(dir.file("s/results.json")));
+  const std::vector<int64_t> picked = results.at("train_indices").get<std::vector<int64_t>>();
+  ASSERT_EQ(picked.size(), 6u);  // 2 per class, 3 classes
+  io::TensorDict raw = io::load_dict(data);
+  io::TensorDict syn = io::load_dict(dir.file("s/syn.pt"));
+  const at::Tensor index = at::tensor(picked, at::kLong);
+  const at::Tensor mean = io::get_tensor(syn, "mean", "syn.pt").view({1, -1, 1, 1});
+  const at::Tensor std = io::get_tensor(syn, "std", "syn.pt").view({1, -1, 1, 1});
+  EXPECT_TRUE(io::get_tensor(raw, "labels", data)
+                  .index_select(0, index)
+                  .equal(io::get_tensor(syn, "labels", "syn.pt")));
+  EXPECT_TRUE(at::allclose(
+      (io::get_tensor(raw, "images", data).index_select(0, index) - mean) / std,
+      io::get_tensor(syn, "images", "syn.pt"), 1e-5, 1e-6));
   CommandResult eval = distill_cli("eval --syn " + dir.file("s/syn.pt") + " --runs 2 --epochs 3 " +
                                    tiny_flags(data) + "--set eval.model.width=8 --out " + dir.file("e"));
   ASSERT_EQ(eval.exit_code, 0) << eval.output;

@@ -177,6 +177,23 @@ TEST(RunReport, EvalTableHasTheCellsOfTheReadmeTableWriter) {
 
 }
 
+TEST(RunReport, WallTimeColumnIsTheMeanOfEachRowsSecondsInMinutes) {
+  nlohmann::json json = nlohmann::json::parse(fixture::kEvalResults);
+  std::vector<std::string> warnings;
+  Table untimed = eval_table(json, "results.json", warnings);
+  const size_t columns = untimed.header.size();
+  add_wall_time_column(untimed, json);
+  EXPECT_EQ(untimed.header.size(), columns) << "no row records seconds: no column";
+
+  json["results"][0]["seconds"] = {60.0, 120.0, 93.0};  // mean 91 s
+  Table timed = eval_table(json, "results.json", warnings);
+  add_wall_time_column(timed, json);
+  ASSERT_EQ(timed.header.size(), columns + 1);
+  EXPECT_EQ(timed.header.back(), "min per student");
+  EXPECT_EQ(timed.rows[0].back(), "1.5");
+  EXPECT_EQ(timed.rows[1].back(), "n/a");
+}
+
 TEST(RunReport, MarkdownCellsEscapePipes) {
   Table table{{"a|b"}, {{"x|y"}}};
   EXPECT_EQ(markdown_table(table), "| a\\|b |\n|---|\n| x\\|y |\n");
