@@ -293,12 +293,6 @@ CommitteeManifest train_committee(const CommitteeOptions& options, const data::D
   // and measures and writes the committee as below.
   std::vector<bool> trained_elsewhere(options.members.size(), false);
   if (group && group->distributed()) {
-    if (group->is_main() && options.members.size() % group->world_size() != 0) {
-      std::cerr << "distill committee: " << options.members.size() << " members on "
-                << group->world_size() << " processes: ranks with fewer members wait for the "
-                << "others at a barrier bounded by run.dist.timeout_s (" << group->timeout_s()
-                << " s); raise it for long members\n";
-    }
     for (size_t i = 0; i < options.members.size(); ++i) {
       const MemberOptions& spec = options.members[i];
       const std::string model_file = out + "/member_" + std::to_string(i) + "/model.pt";
@@ -306,7 +300,8 @@ CommitteeManifest train_committee(const CommitteeOptions& options, const data::D
       if (dist::owns_item(*group, static_cast<int64_t>(i))) train_member(i, spec);
       trained_elsewhere[i] = true;
     }
-    group->barrier();
+    // Members differ in cost (a ResNet-18 next to a LeNet): the others wait as long as it takes.
+    group->wait_for_peers("committee members");
     if (!group->is_main()) return manifest;
   }
   for (size_t i = 0; i < options.members.size(); ++i) {

@@ -380,6 +380,7 @@ eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector
         mine.narrow(0, b * per_batch, std::min(per_batch, n - b * per_batch)).fill_(true);
     }
     at::Tensor assembled = images * mine.to(images.device()).view({-1, 1, 1, 1}).to(images.dtype());
+    group->wait_for_peers("recovered batches");  // uneven shares: the last batch may be short
     group->all_reduce(assembled, dist::Reduce::kSum);
     images = assembled;
   }

@@ -122,8 +122,9 @@ void train_experts(const ExpertOptions& options, const data::Dataset& train,
               << "\n";
   }
   if (ranks.distributed()) {
-    // Every rank's experts are done once this returns (it waits for the slowest rank, within
-    // run.dist.timeout_s); rank 0 then logs the others' experts and packs.
+    // Every rank's experts are done once these return (the wait lasts as long as the slowest
+    // rank's experts take); rank 0 then logs the others' experts and packs.
+    ranks.wait_for_peers("experts");
     auto gathered = ranks.all_gather(logged_elsewhere);
     if (!ranks.is_main()) return;
     for (const auto& lines : gathered) {

@@ -3,9 +3,13 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstdlib>
+#include <mutex>
+#include <thread>
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -94,6 +98,47 @@ struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
   std::string where;  // "rank 1 of 2" for messages
+  // Keys of this group in the store: groups created one after another in a job (tests) may share
+  // a store, so each gets its own generation.
+  std::string key_prefix;
+  mutable int64_t waits = 0;  // wait_for_peers calls so far (the same sequence on every rank)
+  double liveness_s = 60;     // a peer whose heartbeat stops this long is taken for dead
+
+  // The sign of life wait_for_peers watches: this rank's counter, raised every `interval` until
+  // the group goes away. A store that stopped answering (rank 0 exited) ends the thread quietly:
+  // whoever waits on this rank finds out through its own store calls.
+  std::thread heartbeat;
+  std::mutex heartbeat_mutex;
+  std::condition_variable heartbeat_stop_signal;
+  bool heartbeat_stop = false;
+
+  std::string alive_key(int64_t rank) const {
+    return key_prefix + "alive/" + std::to_string(rank);
+  }
+
+  void start_heartbeat(int64_t rank, std::chrono::milliseconds interval) {
+    store->add(alive_key(rank), 1);
+    heartbeat = std::thread([this, rank, interval] {
+      std::unique_lock<std::mutex> lock(heartbeat_mutex);
+      while (!heartbeat_stop_signal.wait_for(lock, interval, [this] { return heartbeat_stop; })) {
+        try {
+          store->add(alive_key(rank), 1);
+        } catch (const std::exception&) {
+          return;
+        }
+      }
+    });
+  }
+
+  ~Impl() {
+    if (!heartbeat.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lock(heartbeat_mutex);
+      heartbeat_stop = true;
+    }
+    heartbeat_stop_signal.notify_all();
+    heartbeat.join();
+  }
 
   // Runs a collective and turns any failure into one clear line.
   template <class Fn>
@@ -190,6 +235,14 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const config::DistOptions& op
     // Nobody leaves before everybody has joined: a rank that fails right after its own set-up
     // would otherwise break the connections another rank is still making.
     impl.group->barrier()->wait();
+    // Every rank adds 1 once per group: generation g's ranks see g*W+1 .. (g+1)*W.
+    const int64_t joined = impl.store->add("distill/groups", 1);
+    impl.key_prefix = "distill/" + std::to_string((joined - 1) / env.world_size) + "/";
+    // A peer silent for a minute is dead (or hung) even when collectives may wait longer; it
+    // beats at least 4 times per window, so a live but busy peer never looks dead.
+    impl.liveness_s = std::min(options.timeout_s, 60.0);
+    impl.start_heartbeat(env.rank, std::chrono::milliseconds(std::clamp<int64_t>(
+                                       static_cast<int64_t>(impl.liveness_s * 1000 / 4), 10, 2000)));
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
@@ -263,6 +316,47 @@ std::vector<std::vector<double>> ProcessGroup::all_gather(const std::vector<doub
 void ProcessGroup::barrier() const {
   if (!impl_) return;
   impl_->run("barrier", timeout_s_, [&] { impl_->group->barrier()->wait(); });
+}
+
+void ProcessGroup::wait_for_peers(const std::string& what) const {
+  if (!impl_) return;
+  using Clock = std::chrono::steady_clock;
+  const std::string prefix = impl_->key_prefix + "wait_" + std::to_string(impl_->waits++) + "/";
+  const std::string waiting = impl_->where + ": waiting for the other ranks' " + what + ": ";
+  // Per peer: its last heartbeat count and when this rank saw it change.
+  std::vector<int64_t> beats(world_size_, -1);
+  std::vector<Clock::time_point> changed(world_size_, Clock::now());
+  try {
+    impl_->store->set(prefix + std::to_string(rank_), std::vector<uint8_t>{1});
+    for (;;) {
+      bool all_arrived = true;
+      for (int64_t r = 0; r < world_size_; ++r) {
+        if (r == rank_ || impl_->store->check({prefix + std::to_string(r)})) continue;
+        all_arrived = false;
+        const int64_t beat = impl_->store->add(impl_->alive_key(r), 0);
+        if (beat != beats[r]) {
+          beats[r] = beat;
+          changed[r] = Clock::now();
+        } else if (std::chrono::duration<double>(Clock::now() - changed[r]).count() >
+                   impl_->liveness_s) {
+          throw RuntimeFailure(waiting + "rank " + std::to_string(r) +
+                               " has shown no sign of life for " +
+                               std::to_string(static_cast<int64_t>(impl_->liveness_s)) +
+                               " s (min(run.dist.timeout_s, 60 s)): it died or its process hangs");
+        }
+      }
+      if (all_arrived) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  } catch (const RuntimeFailure&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw RuntimeFailure(waiting + "the store failed: " + what_of(e) +
+                         " (the process hosting it died or exited)");
+  }
+  // Everybody has arrived; leave together, so that no rank goes on (rank 0 might finish and take
+  // the store down) while a peer is still polling for the last arrival.
+  barrier();
 }
 
 }  // namespace distill::dist

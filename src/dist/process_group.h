@@ -72,6 +72,13 @@ class ProcessGroup {
   // Small results: each rank's vector (lengths may differ), in rank order.
   std::vector<std::vector<double>> all_gather(const std::vector<double>& values) const;
   void barrier() const;
+  // A barrier after sharded work of uneven length (committee members, experts, recovery batches,
+  // students): waits as long as it takes while every peer is alive. Each rank's background
+  // heartbeat (a store counter, every 2 s at most) is its sign of life; a peer whose heartbeat
+  // stops for min(run.dist.timeout_s, 60 s) (it died, or its whole process hangs) fails the wait
+  // with an error naming it and what was awaited. A plain barrier would instead fail any rank
+  // whose peers work longer than run.dist.timeout_s.
+  void wait_for_peers(const std::string& what) const;
 
  private:
   struct Impl;

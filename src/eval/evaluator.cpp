@@ -279,7 +279,9 @@ void Evaluator::gather_runs(Scores& scores) const {
   std::vector<double> mine = scores.last;
   mine.insert(mine.end(), scores.best.begin(), scores.best.end());
   mine.insert(mine.end(), scores.seconds.begin(), scores.seconds.end());
-  // Waits for the slowest rank's students (within run.dist.timeout_s).
+  // A round's students may differ in cost (a resumed run has some recorded already): wait for
+  // the slowest rank's as long as it takes.
+  group_->wait_for_peers("students");
   auto all = group_->all_gather(mine);
   const size_t runs = scores.last.size();
   for (size_t run = 0; run < runs; ++run) {

@@ -159,6 +159,26 @@ TEST(DistWorker, AllReduceLoop) {
   }
 }
 
+// Sharded work of uneven length: the slow rank works 3x run.dist.timeout_s before each wait
+// (rank 1 first, then rank 0), which a plain barrier would not survive; an all-reduce after each
+// wait shows both ranks left it together. DISTILL_TEST_DIE=<rank> makes that rank exit instead.
+TEST(DistWorker, WaitForPeers) {
+  if (!is_worker()) GTEST_SKIP() << "runs as a child process of TwoProcesses.*";
+  auto group = ProcessGroup::from_environment(worker_options());
+  const auto work = std::chrono::duration<double>(3 * group->timeout_s());
+  if (const char* die = std::getenv("DISTILL_TEST_DIE"); die && std::atoi(die) == group->rank()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    std::_Exit(3);
+  }
+  for (int64_t slow = 1; slow >= 0; --slow) {
+    if (group->rank() == slow) std::this_thread::sleep_for(work);
+    group->wait_for_peers("test work");
+    at::Tensor t = at::full({1}, static_cast<double>(group->rank() + 1), at::kDouble);
+    group->all_reduce(t);
+    EXPECT_EQ(t.item<double>(), 3.0);
+  }
+}
+
 // ---- the tests that launch them ----
 
 std::vector<Rank> launch_workers(const std::string& test, const testing::TempDir& dir,
@@ -239,6 +259,44 @@ TEST(TwoProcesses, HungRankMakesTheOtherFailAfterTheTimeout) {
   const std::string log = testing::read_text(first[0].log);
   EXPECT_NE(log.find("rank 0 of 2: all_reduce failed"), std::string::npos) << log;
   EXPECT_NE(log.find("run.dist.timeout_s = 3 s"), std::string::npos) << log;
+}
+
+TEST(TwoProcesses, WaitForPeersOutlastsTheTimeoutWhilePeersAreAlive) {
+  for (bool file_store : {false, true}) {
+    testing::TempDir dir;
+    std::vector<std::string> env = {"DISTILL_TEST_TIMEOUT=1"};
+    if (file_store) env.push_back("DISTILL_TEST_FILE_STORE=" + dir.file("store"));
+    auto ranks = launch_workers("WaitForPeers", dir, env);
+    testing::wait_ranks(ranks, 60);
+    for (const auto& r : ranks) {
+      EXPECT_EQ(r.exit_code, 0) << (file_store ? "file store\n" : "tcp store\n")
+                                << testing::read_text(r.log);
+    }
+  }
+}
+
+TEST(TwoProcesses, WaitForPeersFailsWhenAPeerDies) {
+  testing::TempDir dir;
+  auto ranks = launch_workers("WaitForPeers", dir, {"DISTILL_TEST_TIMEOUT=3", "DISTILL_TEST_DIE=1"});
+  double waited = testing::wait_ranks(ranks, 45);
+  ASSERT_TRUE(ranks[0].finished) << "rank 0 still running after " << waited << " s (a hang)";
+  EXPECT_NE(ranks[0].exit_code, 0);
+  const std::string log = testing::read_text(ranks[0].log);
+  EXPECT_NE(log.find("rank 0 of 2: waiting for the other ranks' test work: rank 1 has shown no "
+                     "sign of life for 3 s"),
+            std::string::npos)
+      << log;
+}
+
+TEST(TwoProcesses, WaitForPeersFailsWhenTheStoreHostDies) {
+  testing::TempDir dir;
+  auto ranks = launch_workers("WaitForPeers", dir, {"DISTILL_TEST_TIMEOUT=3", "DISTILL_TEST_DIE=0"});
+  double waited = testing::wait_ranks(ranks, 45);
+  ASSERT_TRUE(ranks[1].finished) << "rank 1 still running after " << waited << " s (a hang)";
+  EXPECT_NE(ranks[1].exit_code, 0);
+  const std::string log = testing::read_text(ranks[1].log);
+  EXPECT_NE(log.find("rank 1 of 2: waiting for the other ranks' test work: "), std::string::npos)
+      << log;
 }
 
 }  // namespace
