@@ -342,5 +342,34 @@ TEST_F(SynthCli, MembersOfAnotherInputShapeOrClassCountAreNamedBeforeAnyWork) {
   EXPECT_EQ(ok.exit_code, 0) << ok.output;
 }
 
+// Each SRe2L / CV-DD paper preset (one file per table row) is one pipeline file: committee train,
+// synth recover, synth relabel and eval all read it without unknown keys, and the IPC in the file
+// name is the one the recovery makes.
+TEST(SynthPresets, EveryPaperPresetReadsForCommitteeSynthAndEval) {
+  int found = 0;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(source_dir() + "/experiments/configs")) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("synth_", 0) != 0 || entry.path().extension() != ".toml" ||
+        name == "synth_post_eval_fashion_mnist.toml") {
+      continue;
+    }
+    ++found;
+    for (const std::string command :
+         {"committee train", "synth recover", "synth relabel", "eval"}) {
+      CommandResult r =
+          distill_cli("config --dump " + command + " --config " + entry.path().string());
+      ASSERT_EQ(r.exit_code, 0) << name << " " << command << "\n" << r.output;
+      if (command == "synth recover") {
+        std::string ipc = name.substr(name.rfind("ipc") + 3);
+        ipc = ipc.substr(0, ipc.find('.'));
+        // The indented key of [synth.recover], so that `batch_ipc = 1` does not pass for IPC 1.
+        EXPECT_TRUE(contains(r.output, "\n    ipc = " + ipc + "\n")) << name << "\n" << r.output;
+      }
+    }
+  }
+  EXPECT_GE(found, 12);  // CV-DD: CIFAR-10/100, Tiny-ImageNet at IPC 1/10/50; SRe2L: 3 rows
+}
+
 }  // namespace
 }  // namespace distill::testing

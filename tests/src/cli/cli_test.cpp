@@ -476,15 +476,16 @@ TEST(Cli, ZcaSetEvaluatedWithoutZcaIsExit2) {
   EXPECT_EQ(matched.exit_code, 0) << matched.output;
 }
 
-// Each MTT preset is one pipeline file: experts, mtt and eval all read it without unknown keys,
-// and the IPC in the file name is the one mtt reads.
+// Each MTT and DATM preset is one pipeline file: experts, mtt and eval all read it without unknown
+// keys, and the IPC in the file name is the one mtt reads (DATM's rows also learn soft labels).
 TEST(Cli, EveryMttPresetReadsForExpertsMttAndEval) {
-  int found = 0;
+  int mtt = 0, datm = 0;
   for (const auto& entry :
        std::filesystem::directory_iterator(testing::source_dir() + "/experiments/configs")) {
     const std::string name = entry.path().filename().string();
-    if (name.rfind("mtt_", 0) != 0 || entry.path().extension() != ".toml") continue;
-    ++found;
+    const bool is_mtt = name.rfind("mtt_", 0) == 0, is_datm = name.rfind("datm_", 0) == 0;
+    if ((!is_mtt && !is_datm) || entry.path().extension() != ".toml") continue;
+    ++(is_mtt ? mtt : datm);
     for (const std::string command : {"experts", "mtt", "eval"}) {
       CommandResult r = distill_cli("config --dump " + command + " --config " + entry.path().string());
       ASSERT_EQ(r.exit_code, 0) << name << " " << command << "\n" << r.output;
@@ -492,10 +493,14 @@ TEST(Cli, EveryMttPresetReadsForExpertsMttAndEval) {
         std::string ipc = name.substr(name.rfind("ipc") + 3);
         ipc = ipc.substr(0, ipc.find('.'));
         EXPECT_TRUE(contains(r.output, "ipc = " + ipc + "\n")) << name << "\n" << r.output;
+        if (is_datm) {
+          EXPECT_TRUE(contains(r.output, "soft_labels = 'expert'")) << name;
+        }
       }
     }
   }
-  EXPECT_GE(found, 9);  // CIFAR-10/100 and Tiny-ImageNet at IPC 1/10/50
+  EXPECT_GE(mtt, 9);    // CIFAR-10/100 and Tiny-ImageNet at IPC 1/10/50
+  EXPECT_GE(datm, 12);  // CIFAR-10 IPC 1/10/50/500/1000, CIFAR-100 1/10/50/100, Tiny 1/10/50
   for (const auto& [file, command] : std::vector<std::pair<std::string, std::string>>{
            {"quickstart_experts.toml", "experts"}, {"quickstart_mtt_ipc1.toml", "mtt"}}) {
     CommandResult r = distill_cli("config --dump " + command + " --config " +
