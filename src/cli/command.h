@@ -115,6 +115,7 @@ std::string refresh_run_report(const std::string& run_dir);
 // The subcommands, one source file each.
 Command train_command();
 Command subset_command();
+Command import_command();
 Command eval_command();
 Command bench_command();
 Command experts_command();

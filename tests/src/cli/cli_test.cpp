@@ -175,6 +175,66 @@ TEST(Cli, SubsetThenEvalProduceSetGridAndResults) {
   EXPECT_TRUE(std::filesystem::exists(dir.file("e/results.json")));
 }
 
+// Sets saved the way the Python reference code saves them (bare tensors) become set files that
+// keep the tensors as they are; float labels are read as probabilities or logits; `eval` trains on
+// the result. Inputs that do not fit the data are refused before anything is written.
+TEST(Cli, ImportReadsReferenceTensorFiles) {
+  DISTILL_REQUIRE_PYTHON();
+  TempDir dir;
+  const std::string data = write_tiny_dataset(dir);
+  testing::run_python_script("reference_set_files.py", {dir.path()});
+  auto import = [&](const std::string& labels, const std::string& out, const std::string& more) {
+    return distill_cli("import --images " + dir.file("images_best.pt") + " --labels " +
+                       dir.file(labels) + " " + more + tiny_flags(data) + "--out " + dir.file(out));
+  };
+  auto tensor = [&](const std::string& file, const std::string& key) {
+    return io::get_tensor(io::load_dict(dir.file(file)), key, file);
+  };
+  auto bare = [&](const std::string& file) {
+    return io::load_ivalue(dir.file(file)).toTensor();
+  };
+
+  CommandResult ids = import("labels_ids.pt", "ids", "--lr " + dir.file("syn_lr_best.pt") + " ");
+  ASSERT_EQ(ids.exit_code, 0) << ids.output;
+  EXPECT_TRUE(contains(ids.output, "labels: class ids, learned lr 0.0123")) << ids.output;
+  EXPECT_TRUE(tensor("ids/syn.pt", "images").equal(bare("images_best.pt")));
+  EXPECT_TRUE(tensor("ids/syn.pt", "labels").equal(bare("labels_ids.pt")));
+  EXPECT_FLOAT_EQ(tensor("ids/syn.pt", "lr").item<float>(), 0.0123f);
+  EXPECT_TRUE(std::filesystem::exists(dir.file("ids/grid.png")));
+
+  ASSERT_EQ(import("labels_logits.pt", "logits", "").exit_code, 0);
+  EXPECT_TRUE(at::allclose(tensor("logits/syn.pt", "labels"), bare("expected_probabilities.pt"),
+                           1e-6, 1e-7));
+  ASSERT_EQ(import("labels_probabilities.pt", "probabilities", "").exit_code, 0);
+  EXPECT_TRUE(tensor("probabilities/syn.pt", "labels").equal(bare("labels_probabilities.pt")));
+
+  CommandResult eval = distill_cli("eval --syn " + dir.file("logits/syn.pt") +
+                                   " --runs 1 --epochs 2 --set eval.random_real=false " +
+                                   tiny_flags(data) + "--set eval.model.width=8 --out " +
+                                   dir.file("e"));
+  EXPECT_EQ(eval.exit_code, 0) << eval.output;
+
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {"--images " + dir.file("images_7x7.pt") + " --labels " + dir.file("labels_ids.pt"),
+       "images_7x7.pt': images are 1x7x7, the data (tiny) has 1x8x8"},
+      {"--images " + dir.file("images_best.pt") + " --labels " + dir.file("labels_five.pt"),
+       "labels_five.pt': expected 6 class ids (int, N) or 6 rows of class scores (float, N,K) "
+       "for the 6 images, found 5 of Long"},
+      {"--images " + dir.file("a_dict.pt") + " --labels " + dir.file("labels_ids.pt"),
+       "import.images = '" + dir.file("a_dict.pt") + "': expected a tensor saved with "
+       "torch.save, found a GenericDict"},
+      {"--images " + dir.file("images_best.pt") + " --labels " + dir.file("labels_logits.pt") +
+           " --set import.labels_are=probabilities",
+       "are not non-negative numbers summing to 1"}};
+  for (const auto& [args, message] : refused) {
+    CommandResult r = distill_cli("import " + args + " " + tiny_flags(data) + "--out " +
+                                  dir.file("refused"));
+    EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
+    EXPECT_TRUE(contains(r.output, message)) << r.output;
+    EXPECT_FALSE(std::filesystem::exists(dir.file("refused/syn.pt")));
+  }
+}
+
 std::vector<std::string> read_lines(const std::string& path) {
   std::ifstream in(path);
   std::vector<std::string> lines;
@@ -511,7 +571,7 @@ TEST(Cli, EveryMttPresetReadsForExpertsMttAndEval) {
 
 // A command with nothing to resume refuses --resume instead of silently starting over.
 TEST(Cli, ResumeOnACommandWithoutCheckpointsIsExit2) {
-  for (const std::string command : {"subset", "synth relabel", "synth export", "diffusion sample",
+  for (const std::string command : {"subset", "import", "synth relabel", "synth export", "diffusion sample",
                                     "diffusion score", "report", "bench train"}) {
     CommandResult r = distill_cli(command + " --resume --out /nonexistent/run");
     EXPECT_EQ(r.exit_code, 2) << command << ": " << r.output;
