@@ -157,13 +157,13 @@ nlohmann::json run_python_json(const std::string& command) {
 // `environment` prefixes the command (e.g. glibc malloc tunables for a fairer reference).
 nlohmann::json bench_python(const BenchOptions& b, int64_t threads, const std::string& environment) {
   if (b.python.empty()) return nullptr;
-  std::string command = environment + " " + b.python + " " + b.python_script + " --arch " + b.model.arch + " --stem " + b.model.stem +
-                        " --width " + std::to_string(b.model.width) + " --depth " +
-                        std::to_string(b.model.depth) + " --batch " + std::to_string(b.batch) +
-                        " --steps " + std::to_string(b.steps) + " --warmup " +
-                        std::to_string(b.warmup) + " --channels " + std::to_string(b.channels) +
-                        " --image-size " + std::to_string(b.image_size) + " --classes " +
-                        std::to_string(b.classes) + " --threads " + std::to_string(threads);
+  std::string command =
+      environment + " " + b.python + " " + b.python_script + " --arch " + b.model.arch +
+      " --stem " + b.model.stem + " --width " + std::to_string(b.model.width) + " --depth " +
+      std::to_string(b.model.depth) + " --batch " + std::to_string(b.batch) + " --steps " +
+      std::to_string(b.steps) + " --warmup " + std::to_string(b.warmup) + " --channels " +
+      std::to_string(b.channels) + " --image-size " + std::to_string(b.image_size) + " --classes " +
+      std::to_string(b.classes) + " --threads " + std::to_string(threads);
   return run_python_json(command);
 }
 
@@ -259,8 +259,10 @@ void run_bench(BenchCommandOptions& o, const Invocation& invocation) {
   }
   const std::string& arch = o.bench.model.arch;
   if (arch != "convnet" && arch != "resnet18" && arch != "resnet18bn" && !o.bench.python.empty()) {
-    throw Error("bench.model.arch: the Python reference implements convnet, resnet18 and "
-                "resnet18bn, found '" + arch + "' (set bench.python=\"\" to skip it)");
+    throw Error(
+        "bench.model.arch: the Python reference implements convnet, resnet18 and "
+        "resnet18bn, found '" +
+        arch + "' (set bench.python=\"\" to skip it)");
   }
   int64_t threads = at::get_num_threads();
   // Python first: its peak RSS is its own process's, ours is measured after.

@@ -46,8 +46,8 @@ void run_subset(SubsetCommandOptions& o, const Invocation& invocation) {
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   at::Generator generator = make_generator(run.seed, 0x5b5e7);
   at::Tensor train_index;
-  eval::SyntheticSet set = eval::Evaluator::random_real_set(train_set, norm, o.subset.ipc, generator,
-                                                            o.data.name, &train_index);
+  eval::SyntheticSet set = eval::Evaluator::random_real_set(train_set, norm, o.subset.ipc,
+                                                            generator, o.data.name, &train_index);
   eval::save_synthetic_set(run.out + "/syn.pt", set);
   eval::save_set_grid(run.out + "/grid.png", set, norm.zca.get());
   // Which training images were picked (positions in the training split, in the set's order), so

@@ -79,13 +79,15 @@ void run_import(ImportCommandOptions& o, const Invocation& invocation) {
     at::Tensor value = load_tensor(in.lr, "import.lr");
     if (value.numel() != 1 || !value.is_floating_point()) {
       throw Error("import.lr = '" + in.lr + "': expected a float scalar, found " +
-                  shape_text(value.sizes()) + " of " + std::string(c10::toString(value.scalar_type())));
+                  shape_text(value.sizes()) + " of " +
+                  std::string(c10::toString(value.scalar_type())));
     }
     lr = value.item<double>();
   }
   if (images.dim() != 4 || !images.is_floating_point()) {
     throw Error("import.images = '" + in.images + "': expected a float tensor N,C,H,W, found " +
-                shape_text(images.sizes()) + " of " + std::string(c10::toString(images.scalar_type())));
+                shape_text(images.sizes()) + " of " +
+                std::string(c10::toString(images.scalar_type())));
   }
   const int64_t n = images.size(0);
   if (n == 0) throw Error("import.images = '" + in.images + "': the tensor holds no images");
@@ -163,9 +165,10 @@ void run_import(ImportCommandOptions& o, const Invocation& invocation) {
   results["images_per_class"] = set.images_per_class();
   if (lr) results["lr"] = *lr;
   io::write_file_atomic(run.out + "/results.json", results.dump(2) + "\n");
-  std::cout << "imported " << n << " images (" << set.images_per_class() << " per class, labels: "
-            << label_kind << (lr ? ", learned lr " + std::to_string(*lr) : std::string()) << ") to "
-            << run.out << "/syn.pt and " << run.out << "/grid.png\n";
+  std::cout << "imported " << n << " images (" << set.images_per_class()
+            << " per class, labels: " << label_kind
+            << (lr ? ", learned lr " + std::to_string(*lr) : std::string()) << ") to " << run.out
+            << "/syn.pt and " << run.out << "/grid.png\n";
 }
 
 }  // namespace

@@ -14,12 +14,12 @@ using distill::cli::Command;
 namespace {
 
 std::vector<Command> commands() {
-  return {distill::cli::train_command(),     distill::cli::subset_command(),
-          distill::cli::import_command(),    distill::cli::eval_command(),
-          distill::cli::experts_command(),   distill::cli::mtt_command(),
-          distill::cli::bench_command(),     distill::cli::kd_command(),
-          distill::cli::report_command(),    distill::cli::committee_command(),
-          distill::cli::synth_command(),     distill::cli::diffusion_command()};
+  return {distill::cli::train_command(),   distill::cli::subset_command(),
+          distill::cli::import_command(),  distill::cli::eval_command(),
+          distill::cli::experts_command(), distill::cli::mtt_command(),
+          distill::cli::bench_command(),   distill::cli::kd_command(),
+          distill::cli::report_command(),  distill::cli::committee_command(),
+          distill::cli::synth_command(),   distill::cli::diffusion_command()};
 }
 
 void print_usage(std::ostream& out, const std::vector<Command>& all) {

@@ -112,9 +112,7 @@ struct ProcessGroup::Impl {
   std::condition_variable heartbeat_stop_signal;
   bool heartbeat_stop = false;
 
-  std::string alive_key(int64_t rank) const {
-    return key_prefix + "alive/" + std::to_string(rank);
-  }
+  std::string alive_key(int64_t rank) const { return key_prefix + "alive/" + std::to_string(rank); }
 
   void start_heartbeat(int64_t rank, std::chrono::milliseconds interval) {
     store->add(alive_key(rank), 1);
@@ -241,8 +239,9 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const config::DistOptions& op
     // A peer silent for a minute is dead (or hung) even when collectives may wait longer; it
     // beats at least 4 times per window, so a live but busy peer never looks dead.
     impl.liveness_s = std::min(options.timeout_s, 60.0);
-    impl.start_heartbeat(env.rank, std::chrono::milliseconds(std::clamp<int64_t>(
-                                       static_cast<int64_t>(impl.liveness_s * 1000 / 4), 10, 2000)));
+    impl.start_heartbeat(env.rank,
+                         std::chrono::milliseconds(std::clamp<int64_t>(
+                             static_cast<int64_t>(impl.liveness_s * 1000 / 4), 10, 2000)));
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {

@@ -154,8 +154,7 @@ Scores Evaluator::score_set(const SyntheticSet& set, const std::string& name, co
 
 SyntheticSet Evaluator::random_real_set(const data::Dataset& train, const data::Normalization& norm,
                                         int64_t ipc, at::Generator& generator,
-                                        const std::string& dataset_name,
-                                        at::Tensor* train_index) {
+                                        const std::string& dataset_name, at::Tensor* train_index) {
   at::Tensor index = data::sample_per_class(train.labels, train.num_classes, ipc, generator);
   if (train_index) *train_index = index;
   SyntheticSet set;

@@ -227,7 +227,8 @@ void add_wall_time_column(Table& table, const nlohmann::json& json) {
   auto timed = [](const nlohmann::json& row) {
     auto it = row.find("seconds");
     return it != row.end() && it->is_array() && !it->empty() &&
-           std::all_of(it->begin(), it->end(), [](const nlohmann::json& s) { return s.is_number(); });
+           std::all_of(it->begin(), it->end(),
+                       [](const nlohmann::json& s) { return s.is_number(); });
   };
   if (std::none_of(results.begin(), results.end(), timed) || table.rows.size() != results.size())
     return;

@@ -165,9 +165,9 @@ TEST(Cli, SubsetThenEvalProduceSetGridAndResults) {
   EXPECT_TRUE(io::get_tensor(raw, "labels", data)
                   .index_select(0, index)
                   .equal(io::get_tensor(syn, "labels", "syn.pt")));
-  EXPECT_TRUE(at::allclose(
-      (io::get_tensor(raw, "images", data).index_select(0, index) - mean) / std,
-      io::get_tensor(syn, "images", "syn.pt"), 1e-5, 1e-6));
+  EXPECT_TRUE(
+      at::allclose((io::get_tensor(raw, "images", data).index_select(0, index) - mean) / std,
+                   io::get_tensor(syn, "images", "syn.pt"), 1e-5, 1e-6));
   CommandResult eval = distill_cli("eval --syn " + dir.file("s/syn.pt") + " --runs 2 --epochs 3 " +
                                    tiny_flags(data) + "--set eval.model.width=8 --out " + dir.file("e"));
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
@@ -190,9 +190,7 @@ TEST(Cli, ImportReadsReferenceTensorFiles) {
   auto tensor = [&](const std::string& file, const std::string& key) {
     return io::get_tensor(io::load_dict(dir.file(file)), key, file);
   };
-  auto bare = [&](const std::string& file) {
-    return io::load_ivalue(dir.file(file)).toTensor();
-  };
+  auto bare = [&](const std::string& file) { return io::load_ivalue(dir.file(file)).toTensor(); };
 
   CommandResult ids = import("labels_ids.pt", "ids", "--lr " + dir.file("syn_lr_best.pt") + " ");
   ASSERT_EQ(ids.exit_code, 0) << ids.output;
@@ -208,10 +206,10 @@ TEST(Cli, ImportReadsReferenceTensorFiles) {
   ASSERT_EQ(import("labels_probabilities.pt", "probabilities", "").exit_code, 0);
   EXPECT_TRUE(tensor("probabilities/syn.pt", "labels").equal(bare("labels_probabilities.pt")));
 
-  CommandResult eval = distill_cli("eval --syn " + dir.file("logits/syn.pt") +
-                                   " --runs 1 --epochs 2 --set eval.random_real=false " +
-                                   tiny_flags(data) + "--set eval.model.width=8 --out " +
-                                   dir.file("e"));
+  CommandResult eval =
+      distill_cli("eval --syn " + dir.file("logits/syn.pt") +
+                  " --runs 1 --epochs 2 --set eval.random_real=false " + tiny_flags(data) +
+                  "--set eval.model.width=8 --out " + dir.file("e"));
   EXPECT_EQ(eval.exit_code, 0) << eval.output;
 
   const std::vector<std::pair<std::string, std::string>> refused = {
@@ -221,14 +219,15 @@ TEST(Cli, ImportReadsReferenceTensorFiles) {
        "labels_five.pt': expected 6 class ids (int, N) or 6 rows of class scores (float, N,K) "
        "for the 6 images, found 5 of Long"},
       {"--images " + dir.file("a_dict.pt") + " --labels " + dir.file("labels_ids.pt"),
-       "import.images = '" + dir.file("a_dict.pt") + "': expected a tensor saved with "
-       "torch.save, found a GenericDict"},
+       "import.images = '" + dir.file("a_dict.pt") +
+           "': expected a tensor saved with "
+           "torch.save, found a GenericDict"},
       {"--images " + dir.file("images_best.pt") + " --labels " + dir.file("labels_logits.pt") +
            " --set import.labels_are=probabilities",
        "are not non-negative numbers summing to 1"}};
   for (const auto& [args, message] : refused) {
-    CommandResult r = distill_cli("import " + args + " " + tiny_flags(data) + "--out " +
-                                  dir.file("refused"));
+    CommandResult r =
+        distill_cli("import " + args + " " + tiny_flags(data) + "--out " + dir.file("refused"));
     EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
     EXPECT_TRUE(contains(r.output, message)) << r.output;
     EXPECT_FALSE(std::filesystem::exists(dir.file("refused/syn.pt")));
@@ -571,8 +570,9 @@ TEST(Cli, EveryMttPresetReadsForExpertsMttAndEval) {
 
 // A command with nothing to resume refuses --resume instead of silently starting over.
 TEST(Cli, ResumeOnACommandWithoutCheckpointsIsExit2) {
-  for (const std::string command : {"subset", "import", "synth relabel", "synth export", "diffusion sample",
-                                    "diffusion score", "report", "bench train"}) {
+  for (const std::string command :
+       {"subset", "import", "synth relabel", "synth export", "diffusion sample", "diffusion score",
+        "report", "bench train"}) {
     CommandResult r = distill_cli(command + " --resume --out /nonexistent/run");
     EXPECT_EQ(r.exit_code, 2) << command << ": " << r.output;
     const std::string name = command == "bench train" ? "bench" : command;

@@ -277,7 +277,8 @@ TEST(TwoProcesses, WaitForPeersOutlastsTheTimeoutWhilePeersAreAlive) {
 
 TEST(TwoProcesses, WaitForPeersFailsWhenAPeerDies) {
   testing::TempDir dir;
-  auto ranks = launch_workers("WaitForPeers", dir, {"DISTILL_TEST_TIMEOUT=3", "DISTILL_TEST_DIE=1"});
+  auto ranks =
+      launch_workers("WaitForPeers", dir, {"DISTILL_TEST_TIMEOUT=3", "DISTILL_TEST_DIE=1"});
   double waited = testing::wait_ranks(ranks, 45);
   ASSERT_TRUE(ranks[0].finished) << "rank 0 still running after " << waited << " s (a hang)";
   EXPECT_NE(ranks[0].exit_code, 0);
@@ -290,7 +291,8 @@ TEST(TwoProcesses, WaitForPeersFailsWhenAPeerDies) {
 
 TEST(TwoProcesses, WaitForPeersFailsWhenTheStoreHostDies) {
   testing::TempDir dir;
-  auto ranks = launch_workers("WaitForPeers", dir, {"DISTILL_TEST_TIMEOUT=3", "DISTILL_TEST_DIE=0"});
+  auto ranks =
+      launch_workers("WaitForPeers", dir, {"DISTILL_TEST_TIMEOUT=3", "DISTILL_TEST_DIE=0"});
   double waited = testing::wait_ranks(ranks, 45);
   ASSERT_TRUE(ranks[1].finished) << "rank 1 still running after " << waited << " s (a hang)";
   EXPECT_NE(ranks[1].exit_code, 0);
