@@ -81,6 +81,17 @@ Evaluator::Evaluator(EvalOptions options, const data::Dataset& train, const data
   if (!(options_.cutmix.beta > 0)) {
     throw Error("eval.cutmix.beta must be > 0, found " + std::to_string(options_.cutmix.beta));
   }
+  if (!(options_.mixup.prob >= 0 && options_.mixup.prob <= 1)) {
+    throw Error("eval.mixup.prob must be in [0, 1], found " + std::to_string(options_.mixup.prob));
+  }
+  if (!(options_.mixup.alpha > 0)) {
+    throw Error("eval.mixup.alpha must be > 0, found " + std::to_string(options_.mixup.alpha));
+  }
+  if (options_.cutmix.prob > 0 && options_.mixup.prob > 0) {
+    throw Error("eval.cutmix.prob = " + std::to_string(options_.cutmix.prob) +
+                " and eval.mixup.prob = " + std::to_string(options_.mixup.prob) +
+                ": one batch mix at a time (set the other's prob to 0)");
+  }
   if (options_.models.empty()) throw Error("eval.models is empty: name at least one architecture");
   test_images_ = test.images.to(device_);
   test_labels_ = test.labels.to(device_);
@@ -117,6 +128,11 @@ std::pair<double, double> Evaluator::train_student(const at::Tensor& images, con
     trainer.set_batch_mix([options = options_.cutmix, classes = train_.num_classes](
                               const at::Tensor& x, const at::Tensor& y, at::Generator& g) {
       return train::cutmix(x, y, classes, options, g);
+    });
+  } else if (options_.mixup.prob > 0) {
+    trainer.set_batch_mix([options = options_.mixup, classes = train_.num_classes](
+                              const at::Tensor& x, const at::Tensor& y, at::Generator& g) {
+      return train::mixup(x, y, classes, options, g);
     });
   }
   trainer.set_test_set(test_images_, test_labels_);

@@ -36,6 +36,7 @@ struct EvalOptions {
   train::TrainOptions train;
   train::AugmentOptions augment;
   train::CutMixOptions cutmix;
+  train::MixupOptions mixup;
 
   void visit(config::Visitor& v) {
     v.field("syn", syn, "synthetic set (.pt) to evaluate; empty = random-real baseline only");
@@ -56,6 +57,7 @@ struct EvalOptions {
     v.section("train", train);
     v.section("augment", augment);
     v.section("cutmix", cutmix);
+    v.section("mixup", mixup);
   }
 };
 

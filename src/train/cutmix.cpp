@@ -72,4 +72,35 @@ std::pair<at::Tensor, at::Tensor> cutmix(const at::Tensor& images, const at::Ten
   return cutmix_box(images, targets, num_classes, {y0, x0, y1 - y0, x1 - x0}, partner);
 }
 
+std::pair<at::Tensor, at::Tensor> mixup_with(const at::Tensor& images, const at::Tensor& targets,
+                                             int64_t num_classes, double lambda,
+                                             const at::Tensor& partner) {
+  if (!(lambda >= 0 && lambda <= 1)) {
+    throw Error("mixup: weight " + std::to_string(lambda) + " outside [0, 1]");
+  }
+  at::Tensor index = partner.to(images.device(), at::kLong);
+  at::Tensor rows = as_rows(targets, num_classes);
+  return {images * lambda + images.index_select(0, index) * (1.0 - lambda),
+          rows * lambda + rows.index_select(0, index.to(rows.device())) * (1.0 - lambda)};
+}
+
+std::pair<at::Tensor, at::Tensor> mixup(const at::Tensor& images, const at::Tensor& targets,
+                                        int64_t num_classes, const MixupOptions& options,
+                                        at::Generator& generator) {
+  if (!(options.prob >= 0 && options.prob <= 1)) {
+    throw Error("mixup.prob must be in [0, 1], found " + std::to_string(options.prob));
+  }
+  if (!(options.alpha > 0)) {
+    throw Error("mixup.alpha must be > 0, found " + std::to_string(options.alpha));
+  }
+  const int64_t n = images.size(0);
+  at::Tensor coin = at::rand({1}, generator, at::kDouble);
+  at::Tensor gamma = at::_standard_gamma(at::full({2}, options.alpha, at::kDouble), generator);
+  at::Tensor partner = at::randperm(n, generator, at::kLong);
+  if (coin.item<double>() >= options.prob || n < 2) return {images, as_rows(targets, num_classes)};
+  const double g0 = gamma[0].item<double>(), g1 = gamma[1].item<double>();
+  const double lambda = g0 + g1 > 0 ? g0 / (g0 + g1) : 0.5;  // Beta(alpha, alpha)
+  return mixup_with(images, targets, num_classes, lambda, partner);
+}
+
 }  // namespace distill::train

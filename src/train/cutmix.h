@@ -38,4 +38,29 @@ std::pair<at::Tensor, at::Tensor> cutmix(const at::Tensor& images, const at::Ten
                                          int64_t num_classes, const CutMixOptions& options,
                                          at::Generator& generator);
 
+// Mixup (Zhang et al. 2018), as SRe2L's CIFAR post-evaluation applies it to a whole batch: each
+// image blended with a partner image (a random permutation of the batch).
+struct MixupOptions {
+  double prob = 0.0;  // 0 = off
+  double alpha = 0.8;
+
+  void visit(config::Visitor& v) {
+    v.field("prob", prob, "probability that a training batch is mixed up (0 = off)");
+    v.field("alpha", alpha, "the blend weight is drawn from Beta(alpha, alpha)");
+  }
+};
+
+// Deterministic core: image_i = lambda x_i + (1 - lambda) x_partner[i], and the targets (class ids
+// as one-hot rows, soft labels as they are) blended with the same weights.
+std::pair<at::Tensor, at::Tensor> mixup_with(const at::Tensor& images, const at::Tensor& targets,
+                                             int64_t num_classes, double lambda,
+                                             const at::Tensor& partner);
+
+// A random Mixup of the batch: with probability `prob`, lambda ~ Beta(alpha, alpha) and a random
+// partner permutation; otherwise the batch unchanged (targets as float rows). Every call draws the
+// same numbers, mixed or not.
+std::pair<at::Tensor, at::Tensor> mixup(const at::Tensor& images, const at::Tensor& targets,
+                                        int64_t num_classes, const MixupOptions& options,
+                                        at::Generator& generator);
+
 }  // namespace distill::train

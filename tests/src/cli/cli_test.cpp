@@ -173,6 +173,17 @@ TEST(Cli, SubsetThenEvalProduceSetGridAndResults) {
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   EXPECT_TRUE(contains(eval.output, "random-real")) << eval.output;
   EXPECT_TRUE(std::filesystem::exists(dir.file("e/results.json")));
+
+  // Mixup of every batch trains; CutMix and Mixup together are refused.
+  const std::string mixed = "eval --syn " + dir.file("s/syn.pt") + " --runs 1 --epochs 2 " +
+                            tiny_flags(data) + "--set eval.model.width=8 --set eval.mixup.prob=1 ";
+  CommandResult mixup = distill_cli(mixed + "--out " + dir.file("m"));
+  EXPECT_EQ(mixup.exit_code, 0) << mixup.output;
+  CommandResult both = distill_cli(mixed + "--set eval.cutmix.prob=0.5 --out " + dir.file("b"));
+  EXPECT_EQ(both.exit_code, 2) << both.output;
+  EXPECT_TRUE(contains(both.output, "eval.cutmix.prob = 0.500000 and eval.mixup.prob = 1.000000: "
+                                    "one batch mix at a time"))
+      << both.output;
 }
 
 // Sets saved the way the Python reference code saves them (bare tensors) become set files that

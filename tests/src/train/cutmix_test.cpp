@@ -75,5 +75,38 @@ TEST(CutMix, RandomBoxLabelsEqualTheFractionOfPixelsTakenFromThePartner) {
             "cutmix.beta must be > 0, found 0.000000");
 }
 
+TEST(Mixup, BlendsImagesAndLabelsWithTheSameWeight) {
+  at::Tensor images = at::arange(1, 4, at::kFloat).view({3, 1, 1, 1}).expand({3, 1, 2, 2}).clone();
+  at::Tensor partner = at::tensor({2, 0, 1}, at::kLong);
+  // Hand-computed: image 0 (value 1, class 1) with partner 2 (value 3, class 0) at lambda 0.7.
+  auto [x, y] = mixup_with(images, at::tensor({1, 2, 0}, at::kLong), 3, 0.7, partner);
+  EXPECT_TRUE(at::allclose(x[0], at::full({1, 2, 2}, 0.7f * 1 + 0.3f * 3)));
+  EXPECT_TRUE(at::allclose(y[0], at::tensor({0.3f, 0.7f, 0.0f})));
+  EXPECT_TRUE(at::allclose(y[1], at::tensor({0.0f, 0.3f, 0.7f})));
+
+  // Random draws: every mixed image is lambda x_i + (1 - lambda) x_j, and its label carries
+  // lambda on its own class and 1 - lambda on the partner's (images i hold the value i + 1).
+  at::Generator gen = make_generator(43);
+  at::Tensor many = at::arange(1, 9, at::kFloat).view({8, 1, 1, 1}).expand({8, 1, 2, 2}).clone();
+  MixupOptions o;
+  o.prob = 1.0;
+  for (int trial = 0; trial < 10; ++trial) {
+    auto [mx, my] = mixup(many, at::arange(8, at::kLong), 8, o, gen);
+    for (int64_t i = 0; i < 8; ++i) {
+      const double own = my[i][i].item<double>();
+      int64_t other = i;
+      for (int64_t k = 0; k < 8; ++k) {
+        if (k != i && my[i][k].item<double>() > 0) other = k;
+      }
+      const double expected = other == i ? i + 1 : own * (i + 1) + (1 - own) * (other + 1);
+      EXPECT_NEAR(mx[i][0][0][0].item<double>(), expected, 1e-5) << trial << " " << i;
+      EXPECT_NEAR(my[i].sum().item<double>(), 1.0, 1e-6);
+    }
+  }
+  o.alpha = -1;
+  EXPECT_EQ(testing::error_of([&] { mixup(many, at::arange(8, at::kLong), 8, o, gen); }),
+            "mixup.alpha must be > 0, found -1.000000");
+}
+
 }  // namespace
 }  // namespace distill::train
