@@ -1,7 +1,8 @@
 // `distill import`: a distilled set saved by the Python reference code (MTT, DATM, FTD, TESLA and
 // their descendants save `images_best.pt`, `labels_best.pt` and a learned lr as bare tensors with
 // torch.save) becomes a distill set file, so `distill eval` (and relabel, export, report) can score
-// published sets next to distill's own.
+// published sets next to distill's own. Sets saved as images (SRe2L, CV-DD: one folder of PNG or
+// JPEG files per class) are read from `import.folder` and normalized as the data.
 #include <ATen/ATen.h>
 
 #include <filesystem>
@@ -11,6 +12,7 @@
 #include "src/cli/command.h"
 #include "src/core/error.h"
 #include "src/data/dataset.h"
+#include "src/data/readers.h"
 #include "src/data/zca.h"
 #include "src/eval/synthetic_set.h"
 #include "src/io/atomic_file.h"
@@ -20,12 +22,17 @@ namespace distill::cli {
 namespace {
 
 struct ImportOptions {
+  std::string folder;
   std::string images;
   std::string labels;
   std::string lr;
   std::string labels_are = "auto";
   std::string method = "imported";
   void visit(config::Visitor& v) {
+    v.field("folder", folder,
+            "instead of images/labels: a folder of class folders of images (SRe2L and CV-DD save "
+            "their sets so), classes sorted by name, resized to the data's size and normalized as "
+            "the data");
     v.field("images", images,
             "torch.save'd float tensor N,C,H,W in the data's normalized (or ZCA) space, e.g. "
             "images_best.pt");
@@ -52,7 +59,10 @@ struct ImportCommandOptions {
 };
 
 at::Tensor load_tensor(const std::string& path, const std::string& key) {
-  if (path.empty()) throw Error(key + ": a file is needed (set " + key + " = \"FILE.pt\")");
+  if (path.empty()) {
+    throw Error(key + ": a file is needed (set " + key +
+                " = \"FILE.pt\"), or import.folder for a set saved as images");
+  }
   c10::IValue value = io::load_ivalue(path);
   if (!value.isTensor()) {
     throw Error(key + " = '" + path + "': expected a tensor saved with torch.save, found a " +
@@ -67,10 +77,56 @@ std::string shape_text(at::IntArrayRef sizes) {
   return text.empty() ? "a scalar" : text;
 }
 
+// import.folder: class folders of images in [0, 1], put into the data's space (mean/std, ZCA).
+void import_folder(ImportCommandOptions& o, const RunContext& run) {
+  const ImportOptions& in = o.import;
+  auto [train_set, test_set, norm] = data::load_normalized(o.data);
+  if (train_set.height() != train_set.width()) {
+    throw Error("import.folder: the data's images are " + std::to_string(train_set.height()) + "x" +
+                std::to_string(train_set.width()) + "; folders are read as square images");
+  }
+  data::Dataset read =
+      data::read_class_folders(in.folder, train_set.height(), train_set.channels());
+  if (read.num_classes != train_set.num_classes) {
+    throw Error("import.folder = '" + in.folder + "': " + std::to_string(read.num_classes) +
+                " class folders, the data (" + o.data.name + ") has " +
+                std::to_string(train_set.num_classes) + " classes");
+  }
+  data::Dataset normalized = data::normalize(read, norm);
+  eval::SyntheticSet set;
+  set.images = norm.zca ? norm.zca->apply(normalized.images) : normalized.images;
+  set.labels = normalized.labels;
+  set.num_classes = train_set.num_classes;
+  set.mean = norm.mean;
+  set.std = norm.std;
+  set.zca_eps = norm.zca ? norm.zca->eps() : 0.0;
+  set.dataset = o.data.name;
+  set.method = in.method;
+  eval::save_synthetic_set(run.out + "/syn.pt", set);
+  eval::save_set_grid(run.out + "/grid.png", set, norm.zca.get());
+  nlohmann::json results;
+  results["folder"] = in.folder;
+  results["class_folders"] = read.class_names;
+  results["images"] = set.images.size(0);
+  results["labels"] = "class ids";
+  results["images_per_class"] = set.images_per_class();
+  io::write_file_atomic(run.out + "/results.json", results.dump(2) + "\n");
+  std::cout << "imported " << set.images.size(0) << " images (" << set.images_per_class()
+            << " per class, " << read.num_classes << " class folders) from " << in.folder << " to "
+            << run.out << "/syn.pt and " << run.out << "/grid.png\n";
+}
+
 void run_import(ImportCommandOptions& o, const Invocation& invocation) {
   refuse_resume(invocation, "import");
   require_single_process("import");
   const ImportOptions& in = o.import;
+  if (!in.folder.empty()) {
+    if (!in.images.empty() || !in.labels.empty() || !in.lr.empty()) {
+      throw Error("import.folder = '" + in.folder + "' and import.images/labels/lr are two ways " +
+                  "to give the set: set only one");
+    }
+    return import_folder(o, start_run(o.run, config::dump(o)));
+  }
   // Inputs are checked before the data is read or anything is written.
   at::Tensor images = load_tensor(in.images, "import.images");
   at::Tensor labels = load_tensor(in.labels, "import.labels");

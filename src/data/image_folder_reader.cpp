@@ -105,6 +105,14 @@ Dataset read_split(const fs::path& split, const std::vector<std::string>& classe
 
 }  // namespace
 
+Dataset read_class_folders(const std::string& folder, int64_t size, int64_t channels) {
+  if (!fs::is_directory(folder)) {
+    throw Error("cannot open folder '" + folder + "': " +
+                (fs::exists(folder) ? std::string("not a folder") : std::string("no such folder")));
+  }
+  return read_split(folder, class_folders(folder), size, channels);
+}
+
 TrainTestSplit read_image_folder(const std::string& folder, int64_t size, int64_t channels) {
   if (size <= 0) throw Error("image-folder: expected an image size > 0, found " + std::to_string(size));
   if (channels != 1 && channels != 3) {

@@ -31,6 +31,10 @@ TrainTestSplit read_cifar100(const std::string& folder);
 // name starts with '.' are ignored.
 TrainTestSplit read_image_folder(const std::string& folder, int64_t size, int64_t channels);
 
+// One split on its own: folder/<class>/* (classes sorted by name), read like read_image_folder's
+// splits. Distilled sets saved as images by the Python reference code (SRe2L, CV-DD) look so.
+Dataset read_class_folders(const std::string& folder, int64_t size, int64_t channels);
+
 // A .pt dict (torch.save or this project) with "images" (N,C,H,W float in [0,1] or uint8) and
 // "labels" (N int), optional "test_images"/"test_labels", "num_classes" (else max label + 1)
 // and "class_names" (list of strings). N,H,W images get a channel dimension.

@@ -245,6 +245,41 @@ TEST(Cli, ImportReadsReferenceTensorFiles) {
   }
 }
 
+// A set saved as images (SRe2L, CV-DD: a folder per class) comes back as the set it was made from,
+// within 8-bit rounding: a subset exported with `synth export`, then imported.
+TEST(Cli, ImportReadsAFolderOfClassFolders) {
+  TempDir dir;
+  const std::string data = write_tiny_dataset(dir);
+  ASSERT_EQ(distill_cli("subset --ipc 2 " + tiny_flags(data) + "--out " + dir.file("s")).exit_code,
+            0);
+  CommandResult exported =
+      distill_cli("synth export --set synth.export.syn=" + dir.file("s/syn.pt") + " " +
+                  tiny_flags(data) + "--out " + dir.file("png"));
+  ASSERT_EQ(exported.exit_code, 0) << exported.output;
+  CommandResult imported = distill_cli("import --set import.folder=" + dir.file("png/train") + " " +
+                                       tiny_flags(data) + "--out " + dir.file("i"));
+  ASSERT_EQ(imported.exit_code, 0) << imported.output;
+  auto tensor = [&](const std::string& file, const std::string& key) {
+    return io::get_tensor(io::load_dict(dir.file(file)), key, file);
+  };
+  EXPECT_TRUE(tensor("i/syn.pt", "labels").equal(tensor("s/syn.pt", "labels")));
+  const double step = 1.0 / 255 / tensor("s/syn.pt", "std").min().item<double>();
+  const double gap =
+      (tensor("i/syn.pt", "images") - tensor("s/syn.pt", "images")).abs().max().item<double>();
+  EXPECT_LE(gap, 0.5 * step + 1e-5) << "more than half an 8-bit step apart";
+
+  std::filesystem::remove_all(dir.file("png/train/2"));  // 2 class folders for 3 classes
+  CommandResult fewer = distill_cli("import --set import.folder=" + dir.file("png/train") + " " +
+                                    tiny_flags(data) + "--out " + dir.file("f"));
+  EXPECT_EQ(fewer.exit_code, 2) << fewer.output;
+  EXPECT_TRUE(contains(fewer.output, "2 class folders, the data (tiny) has 3 classes"))
+      << fewer.output;
+  CommandResult both = distill_cli("import --set import.folder=" + dir.file("png/train") +
+                                   " --images x.pt " + tiny_flags(data) + "--out " + dir.file("f"));
+  EXPECT_EQ(both.exit_code, 2) << both.output;
+  EXPECT_TRUE(contains(both.output, "two ways to give the set")) << both.output;
+}
+
 std::vector<std::string> read_lines(const std::string& path) {
   std::ifstream in(path);
   std::vector<std::string> lines;
