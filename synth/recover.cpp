@@ -427,15 +427,30 @@ eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector
 }
 
 at::Tensor committee_soft_labels(const std::vector<Member>& committee, const at::Tensor& images,
-                                 double weight_temperature, double T, int64_t batch_size) {
+                                 double weight_temperature, double T, int64_t batch_size,
+                                 bool batch_statistics) {
   std::vector<double> accuracies;
-  for (const auto& m : committee) accuracies.push_back(m.options.val_accuracy);
+  for (const auto& m : committee) {
+    accuracies.push_back(m.options.val_accuracy);
+    if (batch_statistics && (m.options.model.dropout > 0 || m.options.model.input_dropout > 0)) {
+      throw Error("batch-statistics soft labels: committee member " + m.options.model.arch +
+                  " has dropout, which train mode would switch on (use members without dropout)");
+    }
+  }
   at::Tensor weights = committee_weights(accuracies, weight_temperature);
+  auto member_logits = [batch_statistics](const Member& m, const at::Tensor& x) {
+    if (!batch_statistics || m.teacher.buffers.numel() == 0) return m.teacher.forward(x);
+    at::NoGradGuard no_grad;
+    models::ForwardArgs args;
+    args.train = true;
+    args.buffers = m.teacher.buffers.clone();  // train mode updates them: keep the member's
+    return m.teacher.model->forward(x, m.teacher.params, args);
+  };
   std::vector<at::Tensor> parts;
   for (int64_t start = 0; start < images.size(0); start += batch_size) {
     at::Tensor x = images.narrow(0, start, std::min(batch_size, images.size(0) - start));
     std::vector<at::Tensor> logits;
-    for (const auto& m : committee) logits.push_back(m.teacher.forward(x));
+    for (const auto& m : committee) logits.push_back(member_logits(m, x));
     parts.push_back(ensemble_soft_labels(logits, weights, T));
   }
   return at::cat(parts, 0);

@@ -71,6 +71,7 @@ struct CommitteeLabelOptions {
   std::string committee;
   double T = 4.0;
   double temperature = 0.05;
+  bool batch_statistics = false;
   void visit(config::Visitor& v) {
     v.field("committee", committee,
             "committee manifest (committee.toml): when set, every student (set, random real, full "
@@ -79,6 +80,9 @@ struct CommitteeLabelOptions {
     v.field("T", T, "temperature of the members' softened outputs and of the students' KL loss");
     v.field("temperature", temperature,
             "voting weights softmax(val_accuracy / temperature), as synth.temperature");
+    v.field("batch_statistics", batch_statistics,
+            "CV-DD's batch-specific soft labels: members' batch norm uses the statistics of each "
+            "training batch it labels (train mode) instead of its running statistics");
   }
 };
 
@@ -181,8 +185,12 @@ void run_eval(EvalCommandOptions& o, const Invocation& invocation) {
   evaluator.set_process_group(run.group);  // students spread over the ranks, if several
   if (committee) {
     evaluator.set_online_labels(
-        [committee, weights = cl.temperature, T = cl.T](const at::Tensor& images) {
-          return synth::committee_soft_labels(*committee, images, weights, T);
+        [committee, weights = cl.temperature, T = cl.T,
+         batch_statistics = cl.batch_statistics](const at::Tensor& images) {
+          // With batch statistics the whole training batch is one batch, as the student sees it.
+          const int64_t batch = batch_statistics ? std::max<int64_t>(1, images.size(0)) : 256;
+          return synth::committee_soft_labels(*committee, images, weights, T, batch,
+                                              batch_statistics);
         },
         cl.T);
   }

@@ -157,6 +157,17 @@ TEST_F(SynthCli, CommitteeRecoverRelabelAndEvalOnSoftLabels) {
                   "--set eval.model.width=8 --set eval.model.depth=2 --out " +
                   dir_.file("ev_online"));
   ASSERT_EQ(online.exit_code, 0) << online.output;
+  // With batch statistics (CV-DD's BSSL; the labels themselves: Committee.BatchStatistics*).
+  CommandResult bssl =
+      distill_cli("eval " + tiny_flags(data_) + "--set eval.syn=" + dir_.file("rec/syn.pt") +
+                  " --set committee_labels.committee=" + manifest_ +
+                  " --set committee_labels.batch_statistics=true"
+                  " --set eval.runs=1 --set eval.train.epochs=2 --set eval.random_real=false "
+                  "--set eval.model.width=8 --set eval.model.depth=2 --out " +
+                  dir_.file("ev_bssl"));
+  ASSERT_EQ(bssl.exit_code, 0) << bssl.output;
+  EXPECT_TRUE(
+      contains(read_file_text(dir_.file("ev_bssl/config.toml")), "batch_statistics = true"));
   EXPECT_GE(relabel["agreement"].get<double>(), 0.0);
   if (!reference_python().empty()) {
     run_python_script("synth_set_check.py",

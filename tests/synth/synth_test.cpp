@@ -351,6 +351,36 @@ std::vector<Member> tiny_committee(const at::Tensor& real) {
   return committee;
 }
 
+// CV-DD's batch-specific soft labels: the batch-norm member normalises with the labelled batch's
+// own statistics (its train-mode forward, computed here by hand from the model), its running
+// statistics stay as they were, and the labels differ from the eval-mode ones.
+TEST(Committee, BatchStatisticsLabelsUseTheBatchsOwnStatistics) {
+  at::Generator gen = make_generator(12);
+  at::Tensor images = at::randn({6, 1, 8, 8}, gen) * 2 + 1;  // far from the running statistics
+  std::vector<Member> committee = tiny_committee(images);
+  const at::Tensor running = committee[0].teacher.buffers.clone();
+  at::Tensor labels = committee_soft_labels(committee, images, 0.1, 2.0, 256, true);
+  EXPECT_TRUE(committee[0].teacher.buffers.equal(running)) << "running statistics changed";
+
+  std::vector<double> accuracies = {committee[0].options.val_accuracy,
+                                    committee[1].options.val_accuracy};
+  models::ForwardArgs train_mode;
+  train_mode.train = true;
+  train_mode.buffers = running.clone();
+  at::Tensor expected = ensemble_soft_labels(
+      {committee[0].teacher.model->forward(images, committee[0].teacher.params, train_mode),
+       committee[1].teacher.forward(images)},
+      committee_weights(accuracies, 0.1), 2.0);
+  EXPECT_TRUE(at::allclose(labels, expected, 1e-5, 1e-6));
+  EXPECT_FALSE(at::allclose(labels, committee_soft_labels(committee, images, 0.1, 2.0), 1e-3, 1e-3))
+      << "batch statistics made no difference";
+  committee[1].options.model.dropout = 0.5;
+  EXPECT_NE(testing::error_of([&] {
+              committee_soft_labels(committee, images, 0.1, 2.0, 256, true);
+            }).find("has dropout"),
+            std::string::npos);
+}
+
 TEST(Recover, InterruptedAndResumedRunEqualsUninterruptedRun) {
   install_interrupt_handler();
   at::Generator gen = make_generator(11);
