@@ -278,7 +278,7 @@ class Reader : public Visitor {
   static bool is_command_section(const std::string& name) {
     static const std::vector<std::string> sections = {
         "train", "subset", "eval", "experts", "mtt", "kd", "bench", "report", "committee", "synth",
-        "diffusion", "committee_labels", "import"};
+        "diffusion", "committee_labels", "import", "distill"};
     return std::find(sections.begin(), sections.end(), name) != sections.end();
   }
 

@@ -207,5 +207,55 @@ TEST_F(DiffusionDistillCli, BadSettingsAndFilesAreClearErrors) {
   EXPECT_TRUE(contains(r.output, "no checkpoint")) << r.output;
 }
 
+// Every pd_* / cd_* preset of experiments/configs loads for all four diffusion commands (an
+// unknown or mistyped key fails the load) and holds what its name says: the data set after the
+// method prefix and, for pd_<data>_steps<N>.toml, N as the final student's and the sampler's
+// step count.
+TEST_F(DiffusionDistillCli, EveryPdAndCdPresetLoadsForTrainDistillSampleAndScore) {
+  int pd = 0, cd = 0;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(source_dir() + "/experiments/configs")) {
+    const std::string name = entry.path().filename().string();
+    const bool is_pd = name.rfind("pd_", 0) == 0, is_cd = name.rfind("cd_", 0) == 0;
+    if ((!is_pd && !is_cd) || entry.path().extension() != ".toml") continue;
+    ++(is_pd ? pd : cd);
+    // "pd_cifar10_steps4" -> data set "cifar10", steps "4"; "cd_cifar10" -> "cifar10".
+    const std::string stem = entry.path().stem().string().substr(3);
+    const size_t steps_at = stem.rfind("_steps");
+    if (is_pd) {
+      ASSERT_NE(steps_at, std::string::npos) << name << ": expected pd_<data>_steps<N>.toml";
+    }
+    const std::string data = stem.substr(0, steps_at);
+    const std::string steps = is_pd ? stem.substr(steps_at + 6) : "";
+    for (const std::string command : {"train", "distill", "sample", "score"}) {
+      CommandResult r =
+          distill_cli("config --dump diffusion " + command + " --config " + entry.path().string());
+      ASSERT_EQ(r.exit_code, 0) << name << " " << command << "\n" << r.output;
+      EXPECT_TRUE(contains(r.output, "\nname = '" + data + "'\n")) << name << " " << command;
+      if (command == "distill") {
+        const std::string method = is_pd ? "progressive" : "consistency";
+        EXPECT_TRUE(contains(r.output, "\nmethod = '" + method + "'\n")) << name << "\n"
+                                                                         << r.output;
+        if (is_pd) {
+          EXPECT_TRUE(contains(r.output, "\n    student_steps = " + steps + "\n")) << name << "\n"
+                                                                                   << r.output;
+        }
+      }
+      if (command == "sample" && is_pd) {
+        // diffusion.sampler.steps (the only key "steps" at this indent besides the teacher's
+        // training steps, which are never a PD row's count).
+        EXPECT_TRUE(contains(r.output, "\n    steps = " + steps + "\n")) << name << "\n"
+                                                                         << r.output;
+      }
+    }
+    // The FCD classifier's `distill train` reads the file too (the diffusion sections skipped).
+    CommandResult classifier = distill_cli("config --dump train --config " + entry.path().string());
+    ASSERT_EQ(classifier.exit_code, 0) << name << " train\n" << classifier.output;
+    EXPECT_TRUE(contains(classifier.output, "mean = [ 0.5, 0.5, 0.5 ]")) << classifier.output;
+  }
+  EXPECT_GE(pd, 4);  // CIFAR-10 with 1, 2, 4 and 8 steps (the PD paper's CIFAR-10 rows)
+  EXPECT_GE(cd, 1);  // CIFAR-10 (CD with the l2 metric)
+}
+
 }  // namespace
 }  // namespace distill::testing
