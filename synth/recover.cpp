@@ -439,7 +439,11 @@ at::Tensor committee_soft_labels(const std::vector<Member>& committee, const at:
   }
   at::Tensor weights = committee_weights(accuracies, weight_temperature);
   auto member_logits = [batch_statistics](const Member& m, const at::Tensor& x) {
-    if (!batch_statistics || m.teacher.buffers.numel() == 0) return m.teacher.forward(x);
+    // A batch of one image has no batch statistics to speak of (and deep 1x1 feature maps none
+    // at all): it is labelled with the running statistics.
+    if (!batch_statistics || m.teacher.buffers.numel() == 0 || x.size(0) < 2) {
+      return m.teacher.forward(x);
+    }
     at::NoGradGuard no_grad;
     models::ForwardArgs args;
     args.train = true;

@@ -159,8 +159,8 @@ eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector
 // The committee's weighted soft labels for `images` (all members, weights softmax(acc/temp)), in
 // batches of `batch_size`. With `batch_statistics` (CV-DD's batch-specific soft labels), members'
 // batch-norm layers normalise with the statistics of the batch itself instead of their running
-// statistics (train mode; the running statistics are left as they are); Error for a member with
-// dropout, which train mode would switch on.
+// statistics (train mode; the running statistics are left as they are; a batch of one image keeps
+// the running statistics); Error for a member with dropout, which train mode would switch on.
 at::Tensor committee_soft_labels(const std::vector<Member>& committee, const at::Tensor& images,
                                  double weight_temperature, double T, int64_t batch_size = 256,
                                  bool batch_statistics = false);

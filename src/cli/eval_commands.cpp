@@ -48,6 +48,7 @@ void run_subset(SubsetCommandOptions& o, const Invocation& invocation) {
   at::Tensor train_index;
   eval::SyntheticSet set = eval::Evaluator::random_real_set(train_set, norm, o.subset.ipc,
                                                             generator, o.data.name, &train_index);
+  std::filesystem::remove(run.out + "/results.json");  // an earlier run's would look finished
   eval::save_synthetic_set(run.out + "/syn.pt", set);
   eval::save_set_grid(run.out + "/grid.png", set, norm.zca.get());
   // Which training images were picked (positions in the training split, in the set's order), so

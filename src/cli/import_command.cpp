@@ -5,12 +5,14 @@
 // JPEG files per class) are read from `import.folder` and normalized as the data.
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "src/cli/command.h"
 #include "src/core/error.h"
+#include "src/core/runtime.h"
 #include "src/data/dataset.h"
 #include "src/data/readers.h"
 #include "src/data/zca.h"
@@ -77,57 +79,77 @@ std::string shape_text(at::IntArrayRef sizes) {
   return text.empty() ? "a scalar" : text;
 }
 
-// import.folder: class folders of images in [0, 1], put into the data's space (mean/std, ZCA).
-void import_folder(ImportCommandOptions& o, const RunContext& run) {
-  const ImportOptions& in = o.import;
-  auto [train_set, test_set, norm] = data::load_normalized(o.data);
-  if (train_set.height() != train_set.width()) {
-    throw Error("import.folder: the data's images are " + std::to_string(train_set.height()) + "x" +
-                std::to_string(train_set.width()) + "; folders are read as square images");
-  }
-  data::Dataset read =
-      data::read_class_folders(in.folder, train_set.height(), train_set.channels());
-  if (read.num_classes != train_set.num_classes) {
-    throw Error("import.folder = '" + in.folder + "': " + std::to_string(read.num_classes) +
-                " class folders, the data (" + o.data.name + ") has " +
-                std::to_string(train_set.num_classes) + " classes");
-  }
-  data::Dataset normalized = data::normalize(read, norm);
-  eval::SyntheticSet set;
-  set.images = norm.zca ? norm.zca->apply(normalized.images) : normalized.images;
-  set.labels = normalized.labels;
-  set.num_classes = train_set.num_classes;
-  set.mean = norm.mean;
-  set.std = norm.std;
-  set.zca_eps = norm.zca ? norm.zca->eps() : 0.0;
-  set.dataset = o.data.name;
-  set.method = in.method;
-  eval::save_synthetic_set(run.out + "/syn.pt", set);
-  eval::save_set_grid(run.out + "/grid.png", set, norm.zca.get());
-  nlohmann::json results;
-  results["folder"] = in.folder;
-  results["class_folders"] = read.class_names;
-  results["images"] = set.images.size(0);
-  results["labels"] = "class ids";
-  results["images_per_class"] = set.images_per_class();
-  io::write_file_atomic(run.out + "/results.json", results.dump(2) + "\n");
-  std::cout << "imported " << set.images.size(0) << " images (" << set.images_per_class()
-            << " per class, " << read.num_classes << " class folders) from " << in.folder << " to "
-            << run.out << "/syn.pt and " << run.out << "/grid.png\n";
+std::string type_text(const at::Tensor& t) {
+  return shape_text(t.sizes()) + " of " + std::string(c10::toString(t.scalar_type()));
 }
 
-void run_import(ImportCommandOptions& o, const Invocation& invocation) {
-  refuse_resume(invocation, "import");
-  require_single_process("import");
+// A set in the data's space, with what results.json and the summary line say about it.
+struct ImportedSet {
+  eval::SyntheticSet set;
+  nlohmann::json results;
+  std::string summary;
+  std::shared_ptr<const data::Zca> zca;
+};
+
+// The data's space: its normalization and shape. Reading it first lets every check run before
+// the run folder is touched.
+struct DataSpace {
+  data::Normalization norm;
+  std::vector<int64_t> shape;  // C, H, W
+  int64_t classes = 0;
+};
+
+DataSpace data_space(const data::DataOptions& options) {
+  auto [train_set, test_set, norm] = data::load_normalized(options);
+  return {
+      norm, {train_set.channels(), train_set.height(), train_set.width()}, train_set.num_classes};
+}
+
+eval::SyntheticSet empty_set(const DataSpace& space, const data::DataOptions& data,
+                             const ImportOptions& in) {
+  eval::SyntheticSet set;
+  set.num_classes = space.classes;
+  set.mean = space.norm.mean;
+  set.std = space.norm.std;
+  set.zca_eps = space.norm.zca ? space.norm.zca->eps() : 0.0;
+  set.dataset = data.name;
+  set.method = in.method;
+  return set;
+}
+
+// import.folder: class folders of images in [0, 1], put into the data's space (mean/std, ZCA).
+ImportedSet import_folder(const ImportCommandOptions& o) {
   const ImportOptions& in = o.import;
-  if (!in.folder.empty()) {
-    if (!in.images.empty() || !in.labels.empty() || !in.lr.empty()) {
-      throw Error("import.folder = '" + in.folder + "' and import.images/labels/lr are two ways " +
-                  "to give the set: set only one");
-    }
-    return import_folder(o, start_run(o.run, config::dump(o)));
+  if (!in.images.empty() || !in.labels.empty() || !in.lr.empty()) {
+    throw Error("import.folder = '" + in.folder + "' and import.images/labels/lr are two ways " +
+                "to give the set: set only one");
   }
-  // Inputs are checked before the data is read or anything is written.
+  DataSpace space = data_space(o.data);
+  if (space.shape[1] != space.shape[2]) {
+    throw Error("import.folder: the data's images are " + shape_text(space.shape) +
+                "; folders are read as square images");
+  }
+  data::Dataset read = data::read_class_folders(in.folder, space.shape[1], space.shape[0]);
+  if (read.num_classes != space.classes) {
+    throw Error("import.folder = '" + in.folder + "': " + std::to_string(read.num_classes) +
+                " class folders, the data (" + o.data.name + ") has " +
+                std::to_string(space.classes) + " classes");
+  }
+  ImportedSet imported{empty_set(space, o.data, in), {}, {}, space.norm.zca};
+  data::Dataset normalized = data::normalize(read, space.norm);
+  imported.set.images =
+      space.norm.zca ? space.norm.zca->apply(normalized.images) : normalized.images;
+  imported.set.labels = normalized.labels;
+  imported.results["folder"] = in.folder;
+  imported.results["class_folders"] = read.class_names;
+  imported.results["labels"] = "class ids";
+  imported.summary = std::to_string(read.num_classes) + " class folders of " + in.folder;
+  return imported;
+}
+
+// import.images/labels/lr: tensors as the Python reference code saves them.
+ImportedSet import_tensors(const ImportCommandOptions& o) {
+  const ImportOptions& in = o.import;
   at::Tensor images = load_tensor(in.images, "import.images");
   at::Tensor labels = load_tensor(in.labels, "import.labels");
   std::optional<double> lr;
@@ -135,15 +157,17 @@ void run_import(ImportCommandOptions& o, const Invocation& invocation) {
     at::Tensor value = load_tensor(in.lr, "import.lr");
     if (value.numel() != 1 || !value.is_floating_point()) {
       throw Error("import.lr = '" + in.lr + "': expected a float scalar, found " +
-                  shape_text(value.sizes()) + " of " +
-                  std::string(c10::toString(value.scalar_type())));
+                  type_text(value));
     }
     lr = value.item<double>();
+    if (!(std::isfinite(*lr) && *lr > 0)) {
+      throw Error("import.lr = '" + in.lr + "': expected a learning rate > 0, found " +
+                  std::to_string(*lr));
+    }
   }
   if (images.dim() != 4 || !images.is_floating_point()) {
     throw Error("import.images = '" + in.images + "': expected a float tensor N,C,H,W, found " +
-                shape_text(images.sizes()) + " of " +
-                std::string(c10::toString(images.scalar_type())));
+                type_text(images));
   }
   const int64_t n = images.size(0);
   if (n == 0) throw Error("import.images = '" + in.images + "': the tensor holds no images");
@@ -156,75 +180,85 @@ void run_import(ImportCommandOptions& o, const Invocation& invocation) {
     throw Error("import.labels = '" + in.labels + "': expected " + std::to_string(n) +
                 " class ids (int, N) or " + std::to_string(n) +
                 " rows of class scores (float, N,K) for the " + std::to_string(n) +
-                " images, found " + shape_text(labels.sizes()) + " of " +
-                std::string(c10::toString(labels.scalar_type())));
+                " images, found " + type_text(labels));
   }
-
   std::string label_kind = "class ids";
   if (!hard) {
     labels = labels.to(at::kFloat);
-    const bool rows_are_probabilities =
-        (labels >= 0).all().item<bool>() &&
-        at::allclose(labels.sum(1), at::ones({n}), /*rtol=*/0, /*atol=*/1e-4);
-    if (in.labels_are == "probabilities" && !rows_are_probabilities) {
+    if (const int64_t bad = (~at::isfinite(labels)).sum().item<int64_t>(); bad > 0) {
+      throw Error("import.labels = '" + in.labels + "': " + std::to_string(bad) +
+                  " values are NaN or infinite");
+    }
+    const bool non_negative = (labels >= 0).all().item<bool>();
+    const double off = (labels.sum(1) - 1).abs().max().item<double>();
+    const bool probabilities = non_negative && off <= 1e-4;
+    if (in.labels_are == "probabilities" && !probabilities) {
       throw Error("import.labels_are = \"probabilities\": the rows of '" + in.labels +
                   "' are not non-negative numbers summing to 1 (use \"logits\" or \"auto\")");
     }
-    const bool as_logits =
-        in.labels_are == "logits" || (in.labels_are == "auto" && !rows_are_probabilities);
+    if (in.labels_are == "auto" && non_negative && !probabilities && off <= 1e-2) {
+      // Rounded (fp16) probabilities or logits that happen to look like them: ask.
+      throw Error("import.labels = '" + in.labels +
+                  "': rows are non-negative and sum to 1 within " + std::to_string(off) +
+                  ": set import.labels_are = \"probabilities\" or " + "\"logits\"");
+    }
+    const bool as_logits = in.labels_are == "logits" || (in.labels_are == "auto" && !probabilities);
     if (as_logits) labels = at::softmax(labels, 1);
     label_kind = as_logits ? "logits (softmax taken)" : "probabilities";
   }
 
-  RunContext run = start_run(o.run, config::dump(o));
-  auto [train_set, test_set, norm] = data::load_normalized(o.data);
-  const std::vector<int64_t> expected = {train_set.channels(), train_set.height(),
-                                         train_set.width()};
-  if (images.sizes().slice(1).vec() != expected) {
+  DataSpace space = data_space(o.data);
+  if (images.sizes().slice(1).vec() != space.shape) {
     throw Error("import.images = '" + in.images + "': images are " +
                 shape_text(images.sizes().slice(1)) + ", the data (" + o.data.name + ") has " +
-                shape_text(expected));
+                shape_text(space.shape));
   }
-  const int64_t classes = train_set.num_classes;
   if (hard) {
     labels = labels.to(at::kLong);
-    if (labels.min().item<int64_t>() < 0 || labels.max().item<int64_t>() >= classes) {
+    const int64_t low = labels.min().item<int64_t>(), high = labels.max().item<int64_t>();
+    if (low < 0 || high >= space.classes) {
       throw Error("import.labels = '" + in.labels + "': class ids must lie in 0.." +
-                  std::to_string(classes - 1) + " (the data's " + std::to_string(classes) +
-                  " classes), found " + std::to_string(labels.min().item<int64_t>()) + ".." +
-                  std::to_string(labels.max().item<int64_t>()));
+                  std::to_string(space.classes - 1) + " (the data's " +
+                  std::to_string(space.classes) + " classes), found " + std::to_string(low) + ".." +
+                  std::to_string(high));
     }
-  } else if (labels.size(1) != classes) {
+  } else if (labels.size(1) != space.classes) {
     throw Error("import.labels = '" + in.labels + "': " + std::to_string(labels.size(1)) +
-                " scores per image, the data has " + std::to_string(classes) + " classes");
+                " scores per image, the data has " + std::to_string(space.classes) + " classes");
   }
 
-  eval::SyntheticSet set;
-  set.images = images.to(at::kFloat).contiguous();
-  set.labels = labels.contiguous();
-  set.num_classes = classes;
-  set.mean = norm.mean;
-  set.std = norm.std;
-  set.lr = lr;
-  set.zca_eps = norm.zca ? norm.zca->eps() : 0.0;
-  set.dataset = o.data.name;
-  set.method = in.method;
-  eval::save_synthetic_set(run.out + "/syn.pt", set);
-  eval::save_set_grid(run.out + "/grid.png", set, norm.zca.get());
+  ImportedSet imported{empty_set(space, o.data, in), {}, {}, space.norm.zca};
+  imported.set.images = images.to(at::kFloat).contiguous();
+  imported.set.labels = labels.contiguous();
+  imported.set.lr = lr;
+  imported.results["images_file"] = in.images;
+  imported.results["labels_file"] = in.labels;
+  if (lr) {
+    imported.results["lr_file"] = in.lr;
+    imported.results["lr"] = *lr;
+  }
+  imported.results["labels"] = label_kind;
+  imported.summary = "labels: " + label_kind + (lr ? ", learned lr " + std::to_string(*lr) : "");
+  return imported;
+}
 
-  nlohmann::json results;
-  results["images_file"] = in.images;
-  results["labels_file"] = in.labels;
-  if (!in.lr.empty()) results["lr_file"] = in.lr;
-  results["images"] = n;
-  results["labels"] = label_kind;
-  results["images_per_class"] = set.images_per_class();
-  if (lr) results["lr"] = *lr;
-  io::write_file_atomic(run.out + "/results.json", results.dump(2) + "\n");
-  std::cout << "imported " << n << " images (" << set.images_per_class()
-            << " per class, labels: " << label_kind
-            << (lr ? ", learned lr " + std::to_string(*lr) : std::string()) << ") to " << run.out
-            << "/syn.pt and " << run.out << "/grid.png\n";
+void run_import(ImportCommandOptions& o, const Invocation& invocation) {
+  refuse_resume(invocation, "import");
+  require_single_process("import");
+  set_threads(o.run.threads);  // the data is read (and ZCA fitted) before the run starts
+  // Everything is read and checked before the run folder is touched.
+  ImportedSet imported = o.import.folder.empty() ? import_tensors(o) : import_folder(o);
+  RunContext run = start_run(o.run, config::dump(o));
+  std::filesystem::remove(run.out + "/results.json");  // an earlier run's would look finished
+  const eval::SyntheticSet& set = imported.set;
+  eval::save_synthetic_set(run.out + "/syn.pt", set);
+  eval::save_set_grid(run.out + "/grid.png", set, imported.zca.get());
+  imported.results["images"] = set.images.size(0);
+  imported.results["images_per_class"] = set.images_per_class();
+  io::write_file_atomic(run.out + "/results.json", imported.results.dump(2) + "\n");
+  std::cout << "imported " << set.images.size(0) << " images (" << set.images_per_class()
+            << " per class, " << imported.summary << ") to " << run.out << "/syn.pt and " << run.out
+            << "/grid.png\n";
 }
 
 }  // namespace

@@ -97,22 +97,19 @@ LaunchEnv read_launch_env(const GetEnv& getenv_fn) {
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
-  std::string where;  // "rank 1 of 2" for messages
-  // Keys of this group in the store: groups created one after another in a job (tests) may share
-  // a store, so each gets its own generation.
-  std::string key_prefix;
+  std::string where;          // "rank 1 of 2" for messages
   mutable int64_t waits = 0;  // wait_for_peers calls so far (the same sequence on every rank)
   double liveness_s = 60;     // a peer whose heartbeat stops this long is taken for dead
 
   // The sign of life wait_for_peers watches: this rank's counter, raised every `interval` until
-  // the group goes away. A store that stopped answering (rank 0 exited) ends the thread quietly:
-  // whoever waits on this rank finds out through its own store calls.
+  // the group goes away. A failed raise (a store hiccup, or rank 0 gone) is retried at the next
+  // beat: whoever waits on this rank finds a dead store out through its own store calls.
   std::thread heartbeat;
   std::mutex heartbeat_mutex;
   std::condition_variable heartbeat_stop_signal;
   bool heartbeat_stop = false;
 
-  std::string alive_key(int64_t rank) const { return key_prefix + "alive/" + std::to_string(rank); }
+  static std::string alive_key(int64_t rank) { return "distill/alive/" + std::to_string(rank); }
 
   void start_heartbeat(int64_t rank, std::chrono::milliseconds interval) {
     store->add(alive_key(rank), 1);
@@ -122,10 +119,17 @@ struct ProcessGroup::Impl {
         try {
           store->add(alive_key(rank), 1);
         } catch (const std::exception&) {
-          return;
         }
       }
     });
+  }
+
+  // A counter's value without changing it (add(key, 0) would append a record to a FileStore at
+  // every poll); -1 while the key does not exist yet.
+  int64_t counter(const std::string& key) const {
+    if (!store->check({key})) return -1;
+    const std::vector<uint8_t> text = store->get(key);
+    return std::stoll(std::string(text.begin(), text.end()));
   }
 
   ~Impl() {
@@ -228,20 +232,23 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const config::DistOptions& op
     } else {
       gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     }
+    // Every group of a process gets its own key space (Gloo's rendezvous keys and ours), the
+    // same on every rank since the ranks create their groups in the same order: groups made one
+    // after another (tests) or a reused FileStore never see each other's keys.
+    static std::atomic<int64_t> groups_created{0};
+    impl.store = c10::make_intrusive<c10d::PrefixStore>(
+        "distill/pg" + std::to_string(groups_created++), impl.store);
     impl.group = c10::make_intrusive<c10d::ProcessGroupGloo>(
         impl.store, static_cast<int>(env.rank), static_cast<int>(env.world_size), gloo_options);
     // Nobody leaves before everybody has joined: a rank that fails right after its own set-up
     // would otherwise break the connections another rank is still making.
     impl.group->barrier()->wait();
-    // Every rank adds 1 once per group: generation g's ranks see g*W+1 .. (g+1)*W.
-    const int64_t joined = impl.store->add("distill/groups", 1);
-    impl.key_prefix = "distill/" + std::to_string((joined - 1) / env.world_size) + "/";
     // A peer silent for a minute is dead (or hung) even when collectives may wait longer; it
     // beats at least 4 times per window, so a live but busy peer never looks dead.
     impl.liveness_s = std::min(options.timeout_s, 60.0);
     impl.start_heartbeat(env.rank,
                          std::chrono::milliseconds(std::clamp<int64_t>(
-                             static_cast<int64_t>(impl.liveness_s * 1000 / 4), 10, 2000)));
+                             static_cast<int64_t>(impl.liveness_s * 1000 / 4), 10, 5000)));
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
@@ -320,31 +327,55 @@ void ProcessGroup::barrier() const {
 void ProcessGroup::wait_for_peers(const std::string& what) const {
   if (!impl_) return;
   using Clock = std::chrono::steady_clock;
-  const std::string prefix = impl_->key_prefix + "wait_" + std::to_string(impl_->waits++) + "/";
+  const int64_t index = impl_->waits++;
+  const std::string place = std::to_string(index) + ":" + what;  // where each rank waits
+  // Arrivals count only at the same place: a peer waiting for something else never passes for
+  // one that arrived here (the place check below names it).
+  const std::string prefix = "distill/wait_" + place + "/";
   const std::string waiting = impl_->where + ": waiting for the other ranks' " + what + ": ";
+  auto place_key = [](int64_t r) { return "distill/at/" + std::to_string(r); };
   // Per peer: its last heartbeat count and when this rank saw it change.
-  std::vector<int64_t> beats(world_size_, -1);
+  std::vector<int64_t> beats(world_size_, -2);
   std::vector<Clock::time_point> changed(world_size_, Clock::now());
+  auto last_liveness_check = Clock::now() - std::chrono::seconds(1);
   try {
+    impl_->store->set(place_key(rank_), std::vector<uint8_t>(place.begin(), place.end()));
     impl_->store->set(prefix + std::to_string(rank_), std::vector<uint8_t>{1});
     for (;;) {
-      bool all_arrived = true;
+      std::vector<int64_t> missing;
       for (int64_t r = 0; r < world_size_; ++r) {
-        if (r == rank_ || impl_->store->check({prefix + std::to_string(r)})) continue;
-        all_arrived = false;
-        const int64_t beat = impl_->store->add(impl_->alive_key(r), 0);
-        if (beat != beats[r]) {
-          beats[r] = beat;
-          changed[r] = Clock::now();
-        } else if (std::chrono::duration<double>(Clock::now() - changed[r]).count() >
-                   impl_->liveness_s) {
-          throw RuntimeFailure(waiting + "rank " + std::to_string(r) +
-                               " has shown no sign of life for " +
-                               std::to_string(static_cast<int64_t>(impl_->liveness_s)) +
-                               " s (min(run.dist.timeout_s, 60 s)): it died or its process hangs");
+        if (r != rank_ && !impl_->store->check({prefix + std::to_string(r)})) missing.push_back(r);
+      }
+      if (missing.empty()) break;
+      if (Clock::now() - last_liveness_check >= std::chrono::seconds(1)) {
+        last_liveness_check = Clock::now();
+        for (int64_t r : missing) {
+          // A peer waiting elsewhere (another wait, or the same count for something else) would
+          // wait for this rank forever: the ranks' code paths diverged.
+          if (impl_->store->check({place_key(r)})) {
+            const std::vector<uint8_t> text = impl_->store->get(place_key(r));
+            const std::string theirs(text.begin(), text.end());
+            const int64_t their_index = std::stoll(theirs.substr(0, theirs.find(':')));
+            if (their_index > index || (their_index == index && theirs != place)) {
+              throw RuntimeFailure(waiting + "rank " + std::to_string(r) + " waits for '" +
+                                   theirs.substr(theirs.find(':') + 1) + "' (wait " +
+                                   std::to_string(their_index) + ") while this rank is at wait " +
+                                   std::to_string(index) + ": the ranks took different paths");
+            }
+          }
+          const int64_t beat = impl_->counter(Impl::alive_key(r));
+          if (beat != beats[r]) {
+            beats[r] = beat;
+            changed[r] = Clock::now();
+          } else if (std::chrono::duration<double>(Clock::now() - changed[r]).count() >
+                     impl_->liveness_s) {
+            throw RuntimeFailure(
+                waiting + "rank " + std::to_string(r) + " has shown no sign of life for " +
+                std::to_string(static_cast<int64_t>(impl_->liveness_s)) +
+                " s (min(run.dist.timeout_s, 60 s)): it died or its process hangs");
+          }
         }
       }
-      if (all_arrived) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
   } catch (const RuntimeFailure&) {
@@ -354,8 +385,13 @@ void ProcessGroup::wait_for_peers(const std::string& what) const {
                          " (the process hosting it died or exited)");
   }
   // Everybody has arrived; leave together, so that no rank goes on (rank 0 might finish and take
-  // the store down) while a peer is still polling for the last arrival.
+  // the store down) while a peer is still polling for the last arrival. Then this rank's arrival
+  // key is no longer read by anyone.
   barrier();
+  try {
+    impl_->store->deleteKey(prefix + std::to_string(rank_));
+  } catch (const std::exception&) {
+  }
 }
 
 }  // namespace distill::dist

@@ -159,20 +159,22 @@ TEST(DistWorker, AllReduceLoop) {
   }
 }
 
-// Sharded work of uneven length: the slow rank works 3x run.dist.timeout_s before each wait
+// Sharded work of uneven length: the slow rank works 2x run.dist.timeout_s before each wait
 // (rank 1 first, then rank 0), which a plain barrier would not survive; an all-reduce after each
-// wait shows both ranks left it together. DISTILL_TEST_DIE=<rank> makes that rank exit instead.
+// wait shows both ranks left it together. DISTILL_TEST_DIE=<rank> makes that rank exit instead;
+// DISTILL_TEST_DIVERGE=1 makes rank 1 wait for something else.
 TEST(DistWorker, WaitForPeers) {
   if (!is_worker()) GTEST_SKIP() << "runs as a child process of TwoProcesses.*";
   auto group = ProcessGroup::from_environment(worker_options());
-  const auto work = std::chrono::duration<double>(3 * group->timeout_s());
+  const auto work = std::chrono::duration<double>(2 * group->timeout_s());
   if (const char* die = std::getenv("DISTILL_TEST_DIE"); die && std::atoi(die) == group->rank()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     std::_Exit(3);
   }
+  const bool diverge = std::getenv("DISTILL_TEST_DIVERGE") && group->rank() == 1;
   for (int64_t slow = 1; slow >= 0; --slow) {
-    if (group->rank() == slow) std::this_thread::sleep_for(work);
-    group->wait_for_peers("test work");
+    if (group->rank() == slow && !diverge) std::this_thread::sleep_for(work);
+    group->wait_for_peers(diverge ? "other work" : "test work");
     at::Tensor t = at::full({1}, static_cast<double>(group->rank() + 1), at::kDouble);
     group->all_reduce(t);
     EXPECT_EQ(t.item<double>(), 3.0);
@@ -264,7 +266,7 @@ TEST(TwoProcesses, HungRankMakesTheOtherFailAfterTheTimeout) {
 TEST(TwoProcesses, WaitForPeersOutlastsTheTimeoutWhilePeersAreAlive) {
   for (bool file_store : {false, true}) {
     testing::TempDir dir;
-    std::vector<std::string> env = {"DISTILL_TEST_TIMEOUT=1"};
+    std::vector<std::string> env = {"DISTILL_TEST_TIMEOUT=2"};
     if (file_store) env.push_back("DISTILL_TEST_FILE_STORE=" + dir.file("store"));
     auto ranks = launch_workers("WaitForPeers", dir, env);
     testing::wait_ranks(ranks, 60);
@@ -297,7 +299,23 @@ TEST(TwoProcesses, WaitForPeersFailsWhenTheStoreHostDies) {
   ASSERT_TRUE(ranks[1].finished) << "rank 1 still running after " << waited << " s (a hang)";
   EXPECT_NE(ranks[1].exit_code, 0);
   const std::string log = testing::read_text(ranks[1].log);
-  EXPECT_NE(log.find("rank 1 of 2: waiting for the other ranks' test work: "), std::string::npos)
+  EXPECT_NE(log.find("rank 1 of 2: waiting for the other ranks' test work: the store failed"),
+            std::string::npos)
+      << log;
+}
+
+TEST(TwoProcesses, WaitForPeersFailsWhenTheRanksWaitForDifferentThings) {
+  testing::TempDir dir;
+  auto ranks =
+      launch_workers("WaitForPeers", dir, {"DISTILL_TEST_TIMEOUT=3", "DISTILL_TEST_DIVERGE=1"});
+  double waited = testing::wait_ranks(ranks, 45);
+  ASSERT_TRUE(ranks[0].finished) << "rank 0 still running after " << waited << " s (a hang)";
+  EXPECT_NE(ranks[0].exit_code, 0);
+  const std::string log = testing::read_text(ranks[0].log);
+  EXPECT_NE(log.find("rank 0 of 2: waiting for the other ranks' test work: rank 1 waits for "
+                     "'other work' (wait 0) while this rank is at wait 0: the ranks took "
+                     "different paths"),
+            std::string::npos)
       << log;
 }
 

@@ -103,6 +103,22 @@ TEST(Mixup, BlendsImagesAndLabelsWithTheSameWeight) {
       EXPECT_NEAR(my[i].sum().item<double>(), 1.0, 1e-6);
     }
   }
+  // The weights follow Beta(alpha, alpha): mean 1/2, variance 1 / (4 (2 alpha + 1)).
+  for (double alpha : {0.4, 4.0}) {
+    o.alpha = alpha;
+    at::Tensor two = at::arange(2, at::kFloat).view({2, 1, 1, 1});
+    std::vector<double> weights;
+    for (int draw = 0; draw < 2000; ++draw) {
+      // With two images the partner is the other image or itself; only swaps show the weight.
+      auto [bx, by] = mixup(two, at::arange(2, at::kLong), 2, o, gen);
+      if (by[0][0].item<double>() < 1) weights.push_back(by[0][0].item<double>());
+    }
+    ASSERT_GT(weights.size(), 500u);
+    const at::Tensor w = at::tensor(weights, at::kDouble);
+    EXPECT_NEAR(w.mean().item<double>(), 0.5, 0.03) << alpha;
+    EXPECT_NEAR(w.var().item<double>(), 1.0 / (4 * (2 * alpha + 1)), 0.15 / (4 * (2 * alpha + 1)))
+        << alpha;
+  }
   o.alpha = -1;
   EXPECT_EQ(testing::error_of([&] { mixup(many, at::arange(8, at::kLong), 8, o, gen); }),
             "mixup.alpha must be > 0, found -1.000000");
