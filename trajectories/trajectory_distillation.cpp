@@ -13,6 +13,7 @@
 #include "src/io/progress.h"
 #include "src/io/tensor_file.h"
 #include "src/train/optimizer.h"
+#include "trajectories/datm_init.h"
 #include "trajectories/experts.h"
 
 namespace distill::trajectories {
@@ -28,16 +29,6 @@ train::OptimizerOptions momentum_sgd(double lr) {
   o.momentum = 0.5;
   o.weight_decay = 0.0;
   return o;
-}
-
-// DATM's soft-label initialisation: the logits an expert gives the initial images.
-at::Tensor expert_logits(const models::Model& model, const at::Tensor& params,
-                         const at::Tensor& images) {
-  at::NoGradGuard no_grad;
-  models::ForwardArgs args;
-  args.train = model.num_buffers() > 0;  // batch statistics: experts keep no running ones
-  if (args.train) args.buffers = model.init_buffers();
-  return model.forward(images, params, args).detach().clone();
 }
 
 }  // namespace
@@ -71,18 +62,31 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
   TrajectoryMatcher matcher(*model, m, train::make_augment(options.augment, train.height()));
   matcher.set_process_group(group, options.dist_split);
 
-  // Initial set: class-balanced real images (or noise), class ids as labels.
+  // Initial set: class-balanced real images (DATM: ones the experts get right, or noise), class
+  // ids as labels.
   at::Generator init_generator = make_generator(seed, kInitStream);
-  eval::SyntheticSet set = eval::Evaluator::random_real_set(train, norm, options.ipc, init_generator,
-                                                            dataset_name);
+  const bool by_experts = options.init == "real_correct" || m.soft_labels != "none";
+  const std::vector<at::Tensor> label_experts =
+      by_experts ? label_parameters(experts, m.label_epoch, window_end) : std::vector<at::Tensor>{};
+  eval::SyntheticSet set =
+      options.init == "real_correct"
+          ? eval::Evaluator::real_set(train, norm,
+                                      correctly_classified_index(*model, label_experts, train,
+                                                                 options.ipc, init_generator),
+                                      dataset_name)
+          : eval::Evaluator::random_real_set(train, norm, options.ipc, init_generator,
+                                             dataset_name);
   if (options.init == "noise") set.images = at::randn(set.images.sizes(), init_generator);
   set.method = "mtt";
-  // The matcher's labels: class ids, or (DATM) learnable logits from an expert.
+  // The matcher's labels: class ids, or (DATM) learnable logits from the experts.
   at::Tensor labels = set.labels;
-  if (m.soft_labels == "expert") {
-    const Trajectory& expert = experts[0];
-    const size_t epoch = std::min<size_t>(static_cast<size_t>(window_end), expert.size() - 1);
-    labels = expert_logits(*model, expert[epoch], set.images);
+  if (m.soft_labels == "expert") labels = expert_logits(*model, label_experts[0], set.images);
+  if (m.soft_labels == "experts_correct") {
+    labels = correct_experts_logits(*model, label_experts, set.images, set.labels);
+  }
+  if (!(m.max_loss >= 0)) {
+    throw Error("mtt.matching.max_loss must be >= 0 (0 = off), found " +
+                std::to_string(m.max_loss));
   }
   at::Tensor ema = options.ema_decay > 0 ? set.images.clone() : at::Tensor();
   double lr = m.lr_teacher;
@@ -168,6 +172,12 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
       continue;
     }
     failures = 0;
+    if (m.max_loss > 0 && g.loss > m.max_loss) {
+      // DATM: a trajectory segment this far from the student's reach teaches nothing useful.
+      metrics.log(iteration + 1, {{"matching_loss", g.loss}, {"skipped_above_max_loss", 1.0}});
+      bar.update(iteration + 1, "loss " + std::to_string(g.loss).substr(0, 6) + " (skipped)");
+      continue;
+    }
     image_optimizer->step(set.images, g.images_grad, m.lr_img);
     if (g.labels_grad.defined()) label_optimizer->step(labels, g.labels_grad, m.lr_label);
     if (ema.defined()) ema.mul_(options.ema_decay).add_(set.images, 1.0 - options.ema_decay);

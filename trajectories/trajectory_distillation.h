@@ -35,7 +35,10 @@ struct MttOptions {
   void visit(config::Visitor& v) {
     v.field("ipc", ipc, "synthetic images per class");
     v.field("iterations", iterations, "matching iterations (image updates)");
-    v.choice("init", init, "initial images: real (class-balanced real) or noise", {"real", "noise"});
+    v.choice("init", init,
+             "initial images: real (class-balanced real), real_correct (real images the experts "
+             "classify correctly at matching.label_epoch, DATM) or noise",
+             {"real", "real_correct", "noise"});
     v.field("buffer", buffer, "expert trajectories: a folder from `distill experts` or one .pt file");
     v.field("checkpoint_every", checkpoint_every, "iterations between checkpoints");
     v.field("snapshot_every", snapshot_every, "iterations between grid/set snapshots (0 = end only)");

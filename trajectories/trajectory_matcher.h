@@ -34,6 +34,8 @@ struct MatchingOptions {
   std::string soft_labels = "none";
   double lr_label = 2.0;        // SGD step on the label logits
   double label_momentum = 0.9;
+  int64_t label_epoch = 0;  // experts' epoch for labels and init (0 = the window's end)
+  double max_loss = 0.0;    // DATM's threshold: no update above this matching loss (0 = off)
 
   void visit(config::Visitor& v) {
     v.field("syn_steps", syn_steps, "student steps on the synthetic set per iteration (N)");
@@ -59,10 +61,19 @@ struct MatchingOptions {
              "earlier batches (TESLA's per-batch gradients: no Hessian-vector products in θ)",
              {"adjoint", "unroll", "tesla"});
     v.choice("soft_labels", soft_labels,
-             "none: class ids; expert: learnable logits initialised from an expert (DATM/TESLA)",
-             {"none", "expert"});
+             "none: class ids; expert: learnable logits initialised from expert 0's; "
+             "experts_correct: from the mean logits of the experts that classify the image "
+             "correctly (DATM)",
+             {"none", "expert", "experts_correct"});
     v.field("lr_label", lr_label, "learning rate of the soft-label logits (SGD)");
     v.field("label_momentum", label_momentum, "momentum of the soft-label SGD");
+    v.field("label_epoch", label_epoch,
+            "the experts' epoch whose logits initialise soft labels and judge mtt.init = "
+            "real_correct: 0 = the end of the start-epoch window, -1 = the last epoch (DATM), "
+            "k = epoch k");
+    v.field("max_loss", max_loss,
+            "DATM's threshold: an iteration whose matching loss exceeds it updates nothing "
+            "(0 = off)");
   }
 };
 

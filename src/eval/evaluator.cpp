@@ -173,6 +173,13 @@ SyntheticSet Evaluator::random_real_set(const data::Dataset& train, const data::
                                         const std::string& dataset_name, at::Tensor* train_index) {
   at::Tensor index = data::sample_per_class(train.labels, train.num_classes, ipc, generator);
   if (train_index) *train_index = index;
+  SyntheticSet set = real_set(train, norm, index, dataset_name);
+  set.method = "random-real";
+  return set;
+}
+
+SyntheticSet Evaluator::real_set(const data::Dataset& train, const data::Normalization& norm,
+                                 const at::Tensor& index, const std::string& dataset_name) {
   SyntheticSet set;
   set.images = train.images.index_select(0, index);
   set.labels = train.labels.index_select(0, index);
@@ -181,7 +188,7 @@ SyntheticSet Evaluator::random_real_set(const data::Dataset& train, const data::
   set.std = norm.std;
   set.zca_eps = norm.zca ? norm.zca->eps() : 0.0;
   set.dataset = dataset_name;
-  set.method = "random-real";
+  set.method = "real";
   return set;
 }
 

@@ -117,6 +117,9 @@ class Evaluator {
   Scores score_random_real(int64_t ipc, const std::string& arch);
   Scores score_full_data(const std::string& arch);
 
+  // The training images at `index` (int64 positions in `train`) as a SyntheticSet.
+  static SyntheticSet real_set(const data::Dataset& train, const data::Normalization& norm,
+                               const at::Tensor& index, const std::string& dataset_name);
   // A class-balanced random real subset, as a SyntheticSet (what `distill subset` writes).
   // `train_index`, when given, receives the positions of the picked images in `train`.
   static SyntheticSet random_real_set(const data::Dataset& train, const data::Normalization& norm,

@@ -490,6 +490,44 @@ TEST(Cli, MttEmaIsTheClosedFormOfTheRawImages) {
   EXPECT_FALSE(at::allclose(x1, x2));
 }
 
+// DATM's switches end to end: images the experts get right, labels from the experts that get
+// them right, and a loss threshold under every matching loss, so no iteration updates anything:
+// the saved set is the initial one, and its soft labels are the softmax of those logits.
+TEST(Cli, MttDatmInitAndLossThreshold) {
+  TempDir dir;
+  std::string data = write_tiny_dataset(dir);
+  ASSERT_EQ(train_tiny_experts(dir, data, 2, 2).exit_code, 0);
+  CommandResult r = distill_cli(
+      "mtt " + tiny_flags(data) + "--buffer " + dir.file("experts") +
+      " --ipc 2 --iterations 3 --set mtt.model.width=8 --set mtt.model.depth=1 "
+      "--set mtt.matching.syn_steps=2 --set mtt.matching.max_start_epoch=1 "
+      "--set mtt.matching.expert_epochs=1 --set mtt.init=real_correct "
+      "--set mtt.matching.soft_labels=experts_correct --set mtt.matching.label_epoch=-1 "
+      "--set mtt.matching.max_loss=1e-12 --out " +
+      dir.file("datm"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::vector<std::string> lines = read_lines(dir.file("datm/metrics.jsonl"));
+  ASSERT_EQ(lines.size(), 3u);
+  for (const std::string& line : lines) {
+    EXPECT_TRUE(contains(line, "\"skipped_above_max_loss\":1")) << line;
+  }
+  io::TensorDict syn = io::load_dict(dir.file("datm/syn.pt"));
+  at::Tensor images = io::get_tensor(syn, "images", "syn.pt");
+  at::Tensor labels = io::get_tensor(syn, "labels", "syn.pt");
+  ASSERT_EQ(labels.dim(), 2);
+  EXPECT_TRUE(at::allclose(labels.sum(1), at::ones({images.size(0)}), 1e-5, 1e-6));
+  // Each image is a (normalized) training image, as initialised.
+  io::TensorDict raw = io::load_dict(data);
+  at::Tensor mean = io::get_tensor(syn, "mean", "syn.pt").view({1, -1, 1, 1});
+  at::Tensor std = io::get_tensor(syn, "std", "syn.pt").view({1, -1, 1, 1});
+  at::Tensor train = (io::get_tensor(raw, "images", data) - mean) / std;
+  for (int64_t i = 0; i < images.size(0); ++i) {
+    const double nearest =
+        (train - images[i].unsqueeze(0)).abs().flatten(1).amax(1).min().item<double>();
+    EXPECT_LT(nearest, 1e-5) << "image " << i << " is not a training image";
+  }
+}
+
 // Snapshots: every 2 iterations the set's grid goes to snapshots/ and students trained on it log
 // their test accuracy.
 TEST(Cli, MttSnapshotsWriteGridsAndEvalAccuracy) {
@@ -599,7 +637,7 @@ TEST(Cli, EveryMttPresetReadsForExpertsMttAndEval) {
         ipc = ipc.substr(0, ipc.find('.'));
         EXPECT_TRUE(contains(r.output, "ipc = " + ipc + "\n")) << name << "\n" << r.output;
         if (is_datm) {
-          EXPECT_TRUE(contains(r.output, "soft_labels = 'expert'")) << name;
+          EXPECT_TRUE(contains(r.output, "soft_labels = 'expert")) << name;  // expert(s_correct)
         }
       }
     }
