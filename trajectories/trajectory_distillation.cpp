@@ -21,6 +21,7 @@ namespace {
 
 constexpr uint64_t kInitStream = 41;
 constexpr uint64_t kIterationStream = 42;
+constexpr uint64_t kExpertOrderStream = 43;
 
 train::OptimizerOptions momentum_sgd(double lr) {
   train::OptimizerOptions o;  // the reference's torch.optim.SGD(momentum=0.5)
@@ -96,6 +97,7 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
   label_sgd.momentum = m.label_momentum;
   auto label_optimizer = train::Optimizer::make(label_sgd);
   int64_t iteration = 0, failures = 0;
+  double best_eval = -1;  // best eval_accuracy so far (mtt.eval_every), its set in syn_best.pt
   const std::string checkpoint = out + "/checkpoint.pt";
   if (resume) {
     io::TensorDict dict = io::load_dict(checkpoint);
@@ -110,6 +112,9 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
       label_optimizer->load_state(dict, "label_optimizer.");
     }
     if (ema.defined()) ema = io::get_tensor(dict, "ema_images", checkpoint).clone();
+    if (io::has_key(dict, "best_eval_accuracy")) {
+      best_eval = io::get_tensor(dict, "best_eval_accuracy", checkpoint).item<double>();
+    }
   }
   auto save_checkpoint = [&](int64_t completed) {
     if (!writer) return;
@@ -125,6 +130,8 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
       label_optimizer->save_state(dict, "label_optimizer.");
     }
     if (ema.defined()) dict.insert("ema_images", ema);
+    if (best_eval >= 0)
+      dict.insert("best_eval_accuracy", at::scalar_tensor(best_eval, at::kDouble));
     io::save_dict(checkpoint, dict);
   };
   // What is saved: the EMA of the images when kept (FTD), soft labels as probabilities.
@@ -147,7 +154,14 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
   for (; iteration < options.iterations; ++iteration) {
     auto begin = std::chrono::steady_clock::now();
     at::Generator draw = make_generator(seed, kIterationStream, static_cast<uint64_t>(iteration));
-    int64_t expert = at::randint(static_cast<int64_t>(experts.size()), {1}, draw).item<int64_t>();
+    const int64_t num_experts = static_cast<int64_t>(experts.size());
+    int64_t expert = at::randint(num_experts, {1}, draw).item<int64_t>();
+    if (m.expert_order == "shuffled") {
+      // Pass p visits the experts in its own random order; a resumed run finds the same one.
+      at::Generator pass =
+          make_generator(seed, kExpertOrderStream, static_cast<uint64_t>(iteration / num_experts));
+      expert = at::randperm(num_experts, pass, at::kLong)[iteration % num_experts].item<int64_t>();
+    }
     StartWindow window = start_epoch_window(m, iteration, options.iterations);
     int64_t start = at::randint(window.begin, window.end, {1}, draw).item<int64_t>();
     MatchingTask task{experts[expert][start], experts[expert][start + m.expert_epochs],
@@ -191,6 +205,7 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
                                 {"syn_lr", lr},
                                 {"s_per_iter", seconds},
                                 {"start_epoch", static_cast<double>(start)},
+                                {"expert", static_cast<double>(expert)},
                                 {"window_end", static_cast<double>(window.end)}});
     bar.update(iteration + 1, "loss " + std::to_string(g.loss).substr(0, 6));
     if (options.eval_every > 0 && (iteration + 1) % options.eval_every == 0) {
@@ -206,8 +221,18 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
                                 set.images.device(), false);
       evaluator.set_process_group(group);
       eval::Scores scores = evaluator.score_set(current_set(), "mtt", options.model.arch);
+      if (scores.last_mean() > best_eval) {
+        // The best-scoring set so far (DATM's images_best.pt): what a run is usually judged by.
+        best_eval = scores.last_mean();
+        if (writer) {
+          eval::SyntheticSet best = current_set();
+          eval::save_synthetic_set(out + "/syn_best.pt", best);
+          eval::save_set_grid(out + "/grid_best.png", best, norm.zca.get());
+        }
+      }
       metrics.log(iteration + 1, {{"eval_accuracy", scores.last_mean()},
-                                  {"eval_accuracy_std", scores.last_std()}});
+                                  {"eval_accuracy_std", scores.last_std()},
+                                  {"best_eval_accuracy", best_eval}});
       if (writer)
         std::cerr << "mtt: iteration " << iteration + 1 << ": students on the set reach "
                   << 100 * scores.last_mean() << " % test accuracy\n";

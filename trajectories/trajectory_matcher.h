@@ -36,6 +36,7 @@ struct MatchingOptions {
   double label_momentum = 0.9;
   int64_t label_epoch = 0;  // experts' epoch for labels and init (0 = the window's end)
   double max_loss = 0.0;    // DATM's threshold: no update above this matching loss (0 = off)
+  std::string expert_order = "uniform";  // which expert each iteration matches
 
   void visit(config::Visitor& v) {
     v.field("syn_steps", syn_steps, "student steps on the synthetic set per iteration (N)");
@@ -71,6 +72,10 @@ struct MatchingOptions {
             "the experts' epoch whose logits initialise soft labels and judge mtt.init = "
             "real_correct: 0 = the end of the start-epoch window, -1 = the last epoch (DATM), "
             "k = epoch k");
+    v.choice("expert_order", expert_order,
+             "uniform: each iteration draws an expert at random (MTT); shuffled: the experts in a "
+             "fresh random order per pass, each once per pass (DATM)",
+             {"uniform", "shuffled"});
     v.field("max_loss", max_loss,
             "DATM's threshold: an iteration whose matching loss exceeds it updates nothing "
             "(0 = off)");

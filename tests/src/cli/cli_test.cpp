@@ -516,6 +516,22 @@ TEST(Cli, MttDatmInitAndLossThreshold) {
   at::Tensor labels = io::get_tensor(syn, "labels", "syn.pt");
   ASSERT_EQ(labels.dim(), 2);
   EXPECT_TRUE(at::allclose(labels.sum(1), at::ones({images.size(0)}), 1e-5, 1e-6));
+  // DATM's expert order: each pass over the 2 experts visits both, in its own order.
+  CommandResult shuffled = distill_cli(
+      "mtt " + tiny_flags(data) + "--buffer " + dir.file("experts") +
+      " --ipc 2 --iterations 6 --set mtt.model.width=8 --set mtt.model.depth=1 "
+      "--set mtt.matching.syn_steps=2 --set mtt.matching.max_start_epoch=1 "
+      "--set mtt.matching.expert_epochs=1 --set mtt.matching.expert_order=shuffled --out " +
+      dir.file("shuffled"));
+  ASSERT_EQ(shuffled.exit_code, 0) << shuffled.output;
+  std::vector<int> order;
+  for (const std::string& line : read_lines(dir.file("shuffled/metrics.jsonl"))) {
+    order.push_back(std::stoi(line.substr(line.find("\"expert\":") + 9)));
+  }
+  ASSERT_EQ(order.size(), 6u);
+  for (size_t pass = 0; pass < 3; ++pass) {
+    EXPECT_EQ(order[2 * pass] + order[2 * pass + 1], 1) << "pass " << pass << " repeats an expert";
+  }
   // Each image is a (normalized) training image, as initialised.
   io::TensorDict raw = io::load_dict(data);
   at::Tensor mean = io::get_tensor(syn, "mean", "syn.pt").view({1, -1, 1, 1});
@@ -560,6 +576,14 @@ TEST(Cli, MttSnapshotsWriteGridsAndEvalAccuracy) {
     EXPECT_GE(a, 0.0);
     EXPECT_LE(a, 1.0);
   }
+  // The best-scoring set so far is kept beside the last one, with its score in metrics.jsonl.
+  EXPECT_TRUE(std::filesystem::exists(dir.file("m/syn_best.pt")));
+  EXPECT_TRUE(std::filesystem::exists(dir.file("m/grid_best.png")));
+  std::vector<std::string> lines = read_lines(dir.file("m/metrics.jsonl"));
+  const std::string& last = lines.back();
+  const auto at = last.find("\"best_eval_accuracy\":");
+  ASSERT_NE(at, std::string::npos) << last;
+  EXPECT_DOUBLE_EQ(std::stod(last.substr(at + 21)), std::max(accuracies[0], accuracies[1]));
 }
 
 // With an EMA of the weights, model.pt holds the EMA (what the test accuracy was measured on).
