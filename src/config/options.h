@@ -90,7 +90,8 @@ struct DistOptions {
     v.field("store_path", store_path, "store = file: the FileStore path (fresh for each job)");
     v.field("timeout_s", timeout_s,
             "seconds a rank waits in a collective for the others before failing (a dead or hung "
-            "peer); also bounds the wait for the slowest rank after sharded work");
+            "peer); after sharded work (experts, committee, recovery, students) ranks wait for "
+            "the slowest as long as every peer shows signs of life within min(timeout_s, 60 s)");
   }
 };
 

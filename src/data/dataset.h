@@ -57,8 +57,9 @@ struct DataOptions {
     v.field("mean", mean, "per-channel mean; empty = preset for `name` or computed on train");
     v.field("std", std, "per-channel std; empty = preset for `name` or computed on train");
     v.field("train_limit", train_limit, "use only the first N training images (0 = all)");
-    v.field("zca", zca, "ZCA-whiten the images after normalizing, fitted on the training split "
-            "(as MTT does for CIFAR); sets made this way stay in that space");
+    v.field("zca", zca, "ZCA-whiten the images (after the mean/std step when normalize is on; "
+            "MTT and DATM whiten raw pixels: normalize = false), fitted on the training split; "
+            "sets made this way stay in that space");
     v.field("zca_eps", zca_eps, "ZCA regularization added to the eigenvalues");
   }
 };
