@@ -2,11 +2,13 @@
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
+#include <memory>
 #include <string>
 
 #include "diffusion/model_file.h"
 #include "diffusion/noise_schedule.h"
 #include "src/config/options.h"
+#include "src/dist/process_group.h"
 #include "src/train/optimizer.h"
 
 namespace distill::diffusion {
@@ -88,8 +90,13 @@ at::Tensor denoiser_loss_weight(const std::string& weighting, const std::string&
 // (step, time_s, loss, lr) and out/model.pt at the end. Randomness comes only from `seed`, per
 // step, so `resume` (from out/checkpoint.pt) continues exactly as an uninterrupted run would.
 // Returns the final model (params, ema, steps).
+// With a distributed `group`, every rank draws the whole batch (the single-process draws) and
+// computes the loss of its contiguous share of the rows; one all-reduce of the flat gradient per
+// step makes every rank take the single-process step (up to float summation order). Rank 0
+// writes the files.
 DenoiserModel train_denoiser(DenoiserModel model, const DenoiserTrainOptions& options,
                              const at::Tensor& images, const at::Tensor& labels, uint64_t seed,
-                             const std::string& out, bool resume, bool progress);
+                             const std::string& out, bool resume, bool progress,
+                             std::shared_ptr<const dist::ProcessGroup> group = nullptr);
 
 }  // namespace distill::diffusion

@@ -156,7 +156,6 @@ std::vector<int64_t> item_shape_of(const data::Dataset& set) {
 void run_train(DiffusionCommandOptions& o, const Invocation& invocation) {
   const DiffusionSampleSettings& s = o.diffusion;
   diffusion::validate(s.train, "diffusion.train");
-  require_single_process("diffusion train");
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   diffusion::DenoiserModel model;
   model.options = s.model;
@@ -172,16 +171,19 @@ void run_train(DiffusionCommandOptions& o, const Invocation& invocation) {
   // Builds the network before the run folder exists, so a shape error leaves nothing behind.
   auto net = diffusion::make_denoiser_net(model.options, model.item_shape, model.num_classes);
   RunContext run = start_run(o.run, config::dump(o));
-  std::cerr << "distill diffusion train: " << model.options.arch << " (" << net->num_params()
-            << " parameters, " << model.options.precondition.output << " output) on "
-            << train_set.size() << " " << diffusion::shape_string(model.item_shape)
-            << " images, " << s.train.steps << " steps of " << s.train.batch
-            << (model.num_classes > 0 ? ", class-conditional" : "") << ", device "
-            << run.device.str() << "\n";
+  if (run.rank == 0) {
+    std::cerr << "distill diffusion train: " << model.options.arch << " (" << net->num_params()
+              << " parameters, " << model.options.precondition.output << " output) on "
+              << train_set.size() << " " << diffusion::shape_string(model.item_shape) << " images, "
+              << s.train.steps << " steps of " << s.train.batch
+              << (model.num_classes > 0 ? ", class-conditional" : "") << ", device "
+              << run.device.str() << "\n";
+  }
   const auto start = std::chrono::steady_clock::now();
   model = diffusion::train_denoiser(model, s.train, train_set.images.to(run.device),
                                     train_set.labels.to(run.device), run.seed, run.out,
-                                    invocation.resume, run.progress);
+                                    invocation.resume, run.progress, run.group);
+  if (run.rank != 0) return;  // rank 0 writes the run folder
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   nlohmann::json results;

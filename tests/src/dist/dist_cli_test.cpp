@@ -277,6 +277,32 @@ TEST(DistCli, DataParallelKdMatchesOneProcess) {
 // Diffusion sampling with the rows spread over 2 ranks (5 samples: 3 and 2) = one process, for
 // the exact teacher, for a class-conditional U-Net (each rank's rows keep their labels), and for
 // the U-Net with classifier-free guidance after one step of a base model (hybrid sampling).
+// Data-parallel denoiser training (each rank the loss of its rows of every batch, one all-reduce
+// of the gradient) takes the single-process steps: class-conditional U-Net, 7-item batches split
+// 3 + 4; a two-process run resumed from a one-process checkpoint ends in the same place too.
+TEST(DistCli, DataParallelDiffusionTrainMatchesOneProcess) {
+  TempDir dir;
+  const std::string data = write_tiny_dataset(dir);
+  const std::string train =
+      "diffusion train " + tiny_flags(data) +
+      "--set diffusion.model.unet.channels=8 --set diffusion.model.unet.channel_mult=[1,2] "
+      "--set diffusion.model.unet.groups=4 --set diffusion.model.unet.attention_max_size=4 "
+      "--set diffusion.train.class_conditional=true --set diffusion.train.checkpoint_every=2 "
+      "--batch 7 ";
+  ASSERT_NO_FATAL_FAILURE(run_one_and_two_ranks(dir, train + "--train-steps 4 "));
+  auto params = [&](const std::string& folder) {
+    return io::get_tensor(io::load_dict(dir.file(folder + "/model.pt")), "params", folder);
+  };
+  EXPECT_TRUE(at::allclose(params("one"), params("two"), 1e-4, 1e-5))
+      << "max |diff| " << (params("one") - params("two")).abs().max().item<double>();
+  EXPECT_FALSE(contains(read_text(dir.file("rank1.log")), "denoiser:"));
+  // Two steps on one process, the other two on two processes.
+  ASSERT_EQ(distill_cli(train + "--train-steps 2 --out " + dir.file("mixed")).exit_code, 0);
+  run_two_ranks(dir, train + "--train-steps 4 --resume --out " + dir.file("mixed"));
+  EXPECT_TRUE(at::allclose(params("one"), params("mixed"), 1e-4, 1e-5))
+      << "max |diff| " << (params("one") - params("mixed")).abs().max().item<double>();
+}
+
 TEST(DistCli, SpreadDiffusionSamplingEqualsOneProcess) {
   TempDir dir;
   const std::string data = write_tiny_dataset(dir);
