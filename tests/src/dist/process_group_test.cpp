@@ -277,46 +277,35 @@ TEST(TwoProcesses, WaitForPeersOutlastsTheTimeoutWhilePeersAreAlive) {
   }
 }
 
-TEST(TwoProcesses, WaitForPeersFailsWhenAPeerDies) {
+// Runs the WaitForPeers workers with `setting` (timeout 3 s): rank `failing` must stop on its own
+// with an error containing `message`.
+void expect_wait_failure(const std::string& setting, size_t failing, const std::string& message) {
   testing::TempDir dir;
-  auto ranks =
-      launch_workers("WaitForPeers", dir, {"DISTILL_TEST_TIMEOUT=3", "DISTILL_TEST_DIE=1"});
+  auto ranks = launch_workers("WaitForPeers", dir, {"DISTILL_TEST_TIMEOUT=3", setting});
   double waited = testing::wait_ranks(ranks, 45);
-  ASSERT_TRUE(ranks[0].finished) << "rank 0 still running after " << waited << " s (a hang)";
-  EXPECT_NE(ranks[0].exit_code, 0);
-  const std::string log = testing::read_text(ranks[0].log);
-  EXPECT_NE(log.find("rank 0 of 2: waiting for the other ranks' test work: rank 1 has shown no "
-                     "sign of life for 3 s"),
-            std::string::npos)
-      << log;
+  ASSERT_TRUE(ranks[failing].finished)
+      << "rank " << failing << " still running after " << waited << " s (a hang)";
+  EXPECT_NE(ranks[failing].exit_code, 0);
+  const std::string log = testing::read_text(ranks[failing].log);
+  EXPECT_NE(log.find(message), std::string::npos) << log;
+}
+
+TEST(TwoProcesses, WaitForPeersFailsWhenAPeerDies) {
+  expect_wait_failure("DISTILL_TEST_DIE=1", 0,
+                      "rank 0 of 2: waiting for the other ranks' test work: rank 1 has shown no "
+                      "sign of life for 3 s");
 }
 
 TEST(TwoProcesses, WaitForPeersFailsWhenTheStoreHostDies) {
-  testing::TempDir dir;
-  auto ranks =
-      launch_workers("WaitForPeers", dir, {"DISTILL_TEST_TIMEOUT=3", "DISTILL_TEST_DIE=0"});
-  double waited = testing::wait_ranks(ranks, 45);
-  ASSERT_TRUE(ranks[1].finished) << "rank 1 still running after " << waited << " s (a hang)";
-  EXPECT_NE(ranks[1].exit_code, 0);
-  const std::string log = testing::read_text(ranks[1].log);
-  EXPECT_NE(log.find("rank 1 of 2: waiting for the other ranks' test work: the store failed"),
-            std::string::npos)
-      << log;
+  expect_wait_failure("DISTILL_TEST_DIE=0", 1,
+                      "rank 1 of 2: waiting for the other ranks' test work: the store failed");
 }
 
 TEST(TwoProcesses, WaitForPeersFailsWhenTheRanksWaitForDifferentThings) {
-  testing::TempDir dir;
-  auto ranks =
-      launch_workers("WaitForPeers", dir, {"DISTILL_TEST_TIMEOUT=3", "DISTILL_TEST_DIVERGE=1"});
-  double waited = testing::wait_ranks(ranks, 45);
-  ASSERT_TRUE(ranks[0].finished) << "rank 0 still running after " << waited << " s (a hang)";
-  EXPECT_NE(ranks[0].exit_code, 0);
-  const std::string log = testing::read_text(ranks[0].log);
-  EXPECT_NE(log.find("rank 0 of 2: waiting for the other ranks' test work: rank 1 waits for "
-                     "'other work' (wait 0) while this rank is at wait 0: the ranks took "
-                     "different paths"),
-            std::string::npos)
-      << log;
+  expect_wait_failure("DISTILL_TEST_DIVERGE=1", 0,
+                      "rank 0 of 2: waiting for the other ranks' test work: rank 1 waits for "
+                      "'other work' (wait 0) while this rank is at wait 0: the ranks took "
+                      "different paths");
 }
 
 }  // namespace
