@@ -112,26 +112,36 @@ void consistency_distillation(const Denoiser& teacher, const StudentFactory& stu
     at::Generator generator = step_generator(state, 0x6364'0000);  // "cd"
     at::Tensor loss;
     at::Tensor leaf = params.detach().requires_grad_(true);
+    // Whole batches are drawn (the single-process draws); this rank fits its rows of them.
+    int64_t rows = o.batch;
     if (data.clean) {
       // Draw order of the original loop: data, levels, noise.
       at::Tensor x0 = data.clean(o.batch, generator).to(params.scalar_type());
       at::Tensor n = at::randint(0, o.discretisation - 1, {o.batch}, generator, long_options);
       at::Tensor z = gaussian_like(x0, generator);
-      loss = consistency_loss(student(leaf), student(target), step, x0, z, table.index({n}),
-                              table.index({n + 1}), o.distance, o.huber_c);
+      x0 = control.share(x0);
+      n = control.share(n);
+      rows = n.size(0);
+      loss = consistency_loss(student(leaf), student(target), step, x0, control.share(z),
+                              table.index({n}), table.index({n + 1}), o.distance, o.huber_c);
     } else {
       at::Tensor n = at::randint(0, o.discretisation - 1, {o.batch}, generator, long_options);
       at::Tensor s_next = table.index({n + 1});
       at::Tensor x_next = data.points(s_next, generator).to(params.scalar_type());
-      loss = consistency_loss(student(leaf), student(target), step, x_next, table.index({n}),
-                              s_next, o.distance, o.huber_c);
+      n = control.share(n);
+      rows = n.size(0);
+      loss = consistency_loss(student(leaf), student(target), step, control.share(x_next),
+                              table.index({n}), control.share(s_next), o.distance, o.huber_c);
     }
-    const double value = loss.item<double>();
+    // The loss is the mean over this rank's rows; as a share of the batch mean it weighs
+    // rows / batch (one process: 1).
+    if (control.share_size >= 0) loss = loss * (static_cast<double>(rows) / o.batch);
+    at::Tensor grad = torch::autograd::grad({loss}, {leaf})[0];
+    const double value = control.sum_loss_and_gradient(loss.item<double>(), grad);
     if (!std::isfinite(value)) {
       throw RuntimeFailure("consistency distillation: non-finite loss at iteration " +
                            std::to_string(it));
     }
-    at::Tensor grad = torch::autograd::grad({loss}, {leaf})[0];
     optimizer->step(params, grad,
                     o.optimizer.lr * train::lr_multiplier(o.lr_schedule, it, o.iterations));
     train::ema_update(target, params, o.ema_decay);

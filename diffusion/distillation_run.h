@@ -1,11 +1,13 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <memory>
 #include <string>
 
 #include "diffusion/consistency_distillation.h"
 #include "diffusion/distillation_state.h"
 #include "diffusion/progressive_distillation.h"
+#include "src/dist/process_group.h"
 
 namespace distill::diffusion {
 
@@ -41,9 +43,12 @@ int64_t run_iterations(const DistillationRunOptions& options);
 // (ignored when resuming) and returns the final state: PD's last student in params, CD's EMA
 // network in target (the one to sample from). Writes out/checkpoint.pt and out/metrics.jsonl.
 // Error when resuming without a checkpoint or from one of another method.
+// With a distributed `group`, the ranks share every batch (LoopControl::share) and take the
+// single-process steps (up to float summation order); rank 0 writes the files.
 DistillationState run_distillation(const Denoiser& teacher, const StudentFactory& student,
                                    const at::Tensor& init, const TrainingData& data,
                                    const DistillationRunOptions& options, uint64_t seed,
-                                   const std::string& out, bool resume, bool progress);
+                                   const std::string& out, bool resume, bool progress,
+                                   std::shared_ptr<const dist::ProcessGroup> group = nullptr);
 
 }  // namespace distill::diffusion

@@ -84,6 +84,10 @@ void train_student(const StudentFactory& student, DistillationState& state,
       s = draw_levels(o.batch, generator);
       x = data.points(s, generator).to(dtype);
     }
+    // This rank's rows (all of them on one process).
+    if (x0.defined()) x0 = control.share(x0);
+    x = control.share(x);
+    s = control.share(s);
     at::Tensor target;
     {
       at::NoGradGuard no_grad;
@@ -92,13 +96,13 @@ void train_student(const StudentFactory& student, DistillationState& state,
     at::Tensor leaf = params.detach().requires_grad_(true);
     at::Tensor prediction = student(leaf)(x, s);
     at::Tensor per_item = (prediction - target).pow(2).flatten(1).mean(1);
-    at::Tensor loss = (progressive_weight(o.weighting, s) * per_item).mean();
-    const double value = loss.item<double>();
+    at::Tensor loss = control.batch_mean(progressive_weight(o.weighting, s) * per_item, o.batch);
+    at::Tensor grad = torch::autograd::grad({loss}, {leaf})[0];
+    const double value = control.sum_loss_and_gradient(loss.item<double>(), grad);
     if (!std::isfinite(value)) {
       throw RuntimeFailure("progressive distillation: non-finite loss at stage " +
                            std::to_string(steps) + " steps, iteration " + std::to_string(it));
     }
-    at::Tensor grad = torch::autograd::grad({loss}, {leaf})[0];
     optimizer->step(params, grad,
                     o.optimizer.lr * train::lr_multiplier(o.lr_schedule, it, o.iterations));
     state.iteration = it + 1;
@@ -123,8 +127,9 @@ void run_stage(const Denoiser& teacher, const StudentFactory& student, Distillat
     return table.index({2 * index});
   };
   auto target = [&](const at::Tensor&, const at::Tensor& x, const at::Tensor& s) {
-    return progressive_target(teacher, x, s, table.index({2 * index - 1}),
-                              table.index({2 * index - 2}));
+    const at::Tensor mine = control.share(index);  // x and s are this rank's rows already
+    return progressive_target(teacher, x, s, table.index({2 * mine - 1}),
+                              table.index({2 * mine - 2}));
   };
   train_student(student, state, data, o, control, steps, draw, target, false);
 }

@@ -50,7 +50,6 @@ void run_diffusion_distill(const config::RunOptions& run_options, const data::Da
                            bool resume) {
   const bool exact_teacher = teacher_setting == "exact";
   check_settings(s, exact_teacher);
-  require_single_process("diffusion distill");
   const bool pd = s.method == "progressive";
   const bool data_free = s.data == "none";
 
@@ -151,13 +150,17 @@ void run_diffusion_distill(const config::RunOptions& run_options, const data::Da
       return clean.index({at::randint(clean.size(0), {n}, g, at::kLong)});
     });
   }
-  std::cerr << "distill diffusion distill: " << s.method << " from "
-            << (exact_teacher ? std::string("the exact teacher") : teacher_path) << ", "
-            << (data_free ? "data-free (teacher trajectories)" : "training images") << ", "
-            << diffusion::run_iterations(options) << " steps, " << student_model.options.arch
-            << " student of " << net->num_params() << " parameters\n";
-  diffusion::DistillationState state = diffusion::run_distillation(
-      teacher, student, init, training, options, run.seed, run.out, resume, run.progress);
+  if (run.rank == 0) {
+    std::cerr << "distill diffusion distill: " << s.method << " from "
+              << (exact_teacher ? std::string("the exact teacher") : teacher_path) << ", "
+              << (data_free ? "data-free (teacher trajectories)" : "training images") << ", "
+              << diffusion::run_iterations(options) << " steps, " << student_model.options.arch
+              << " student of " << net->num_params() << " parameters\n";
+  }
+  diffusion::DistillationState state =
+      diffusion::run_distillation(teacher, student, init, training, options, run.seed, run.out,
+                                  resume, run.progress, run.group);
+  if (run.rank != 0) return;  // rank 0 writes the run folder
 
   // PD has no EMA: its student is stored as both params and ema, so sample's default weights
   // (ema) are the student; CD's ema is its EMA target network, the one the paper samples from.

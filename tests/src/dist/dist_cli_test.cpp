@@ -303,6 +303,37 @@ TEST(DistCli, DataParallelDiffusionTrainMatchesOneProcess) {
       << "max |diff| " << (params("one") - params("mixed")).abs().max().item<double>();
 }
 
+// Progressive and consistency distillation (each after a fit of the exact teacher, on data and
+// data-free) with every batch of 15 shared 7 + 8 by two ranks take the single-process steps.
+TEST(DistCli, SharedBatchDiffusionDistillationEqualsOneProcess) {
+  TempDir dir;
+  const std::string data = write_tiny_dataset(dir, 3, 2);
+  const std::string base =
+      "diffusion distill " + tiny_flags(data) +
+      "--train-images 12 --set distill.fit_iterations=3 --arch mlp"
+      " --set diffusion.model.mlp.hidden=[32] --set diffusion.model.mlp.frequencies=2"
+      " --set distill.progressive.teacher_steps=4 --set distill.progressive.student_steps=1"
+      " --set distill.progressive.iterations=3 --set distill.progressive.batch=15"
+      " --set distill.consistency.iterations=4 --set distill.consistency.batch=15"
+      " --set distill.consistency.discretisation=6 --set distill.trajectory_steps=4 ";
+  auto student = [&](const std::string& folder) {
+    io::TensorDict dict = io::load_dict(dir.file(folder + "/model.pt"));
+    return at::cat({io::get_tensor(dict, "params", folder), io::get_tensor(dict, "ema", folder)});
+  };
+  for (const std::string method : {"progressive", "consistency"}) {
+    for (const std::string source : {"dataset", "none"}) {
+      ASSERT_NO_FATAL_FAILURE(
+          run_one_and_two_ranks(dir, base + "--method " + method + " --data " + source + " "));
+      EXPECT_TRUE(at::allclose(student("one"), student("two"), 1e-4, 1e-5))
+          << method << " " << source << ": max |diff| "
+          << (student("one") - student("two")).abs().max().item<double>();
+      EXPECT_FALSE(contains(read_text(dir.file("rank1.log")), "student: "));
+      fs::remove_all(dir.file("one"));
+      fs::remove_all(dir.file("two"));
+    }
+  }
+}
+
 TEST(DistCli, SpreadDiffusionSamplingEqualsOneProcess) {
   TempDir dir;
   const std::string data = write_tiny_dataset(dir);
