@@ -62,24 +62,6 @@ MemberLoss member_loss(const Member& member, const at::Tensor& images, const at:
 
 }  // namespace
 
-std::array<int64_t, 5> draw_crop_box(int64_t h, int64_t w, double min_scale, bool flip,
-                                     at::Generator& generator) {
-  at::Tensor u = at::rand({5}, generator, at::kDouble);
-  const double* r = u.data_ptr<double>();
-  std::array<int64_t, 5> box = {0, 0, h, w, flip && r[4] < 0.5 ? 1 : 0};
-  if (min_scale < 1.0) {
-    // torchvision's RandomResizedCrop draw (area fraction, log-uniform aspect), one try, clamped.
-    const double area = (min_scale + (1.0 - min_scale) * r[0]) * static_cast<double>(h * w);
-    const double log_lo = std::log(3.0 / 4.0), log_hi = std::log(4.0 / 3.0);
-    const double ratio = std::exp(log_lo + (log_hi - log_lo) * r[1]);
-    box[3] = std::clamp<int64_t>(std::llround(std::sqrt(area * ratio)), 1, w);
-    box[2] = std::clamp<int64_t>(std::llround(std::sqrt(area / ratio)), 1, h);
-    box[0] = std::min<int64_t>(h - box[2], static_cast<int64_t>(r[2] * (h - box[2] + 1)));
-    box[1] = std::min<int64_t>(w - box[3], static_cast<int64_t>(r[3] * (w - box[3] + 1)));
-  }
-  return box;
-}
-
 at::Tensor random_resized_crop_flip(const at::Tensor& x, double min_scale, bool flip,
                                     at::Generator& generator) {
   const int64_t h = x.size(2), w = x.size(3);

@@ -12,6 +12,7 @@
 #include "src/data/dataset.h"
 #include "src/dist/process_group.h"
 #include "src/eval/synthetic_set.h"
+#include "src/train/resized_crop.h"
 #include "synth/committee.h"
 
 namespace distill::synth {
@@ -126,9 +127,9 @@ at::Tensor multi_crop_loss(const at::Tensor& x, int64_t crops, double min_scale,
                            at::Generator& generator,
                            const std::function<at::Tensor(const at::Tensor& view)>& loss_of_view);
 
-// One crop box (top, left, height, width, flip) drawn like random_resized_crop_flip's.
-std::array<int64_t, 5> draw_crop_box(int64_t height, int64_t width, double min_scale, bool flip,
-                                     at::Generator& generator);
+// One crop box (top, left, height, width, flip) drawn like random_resized_crop_flip's
+// (src/train/resized_crop.h).
+using train::draw_crop_box;
 
 // FKD-style stored views: `views` boxes per image (image i draws from its own generator) and the
 // committee's soft labels of each view, into set.view_boxes / set.view_labels.

@@ -126,20 +126,6 @@ SyntheticSet load_synthetic_set(const std::string& path) {
   return set;
 }
 
-at::Tensor crop_resize_flip(const at::Tensor& x, const at::Tensor& boxes) {
-  const int64_t h = x.size(2), w = x.size(3);
-  at::Tensor cpu_boxes = boxes.to(at::kCPU, at::kLong).contiguous();
-  const int64_t* b = cpu_boxes.data_ptr<int64_t>();
-  std::vector<at::Tensor> out;
-  for (int64_t i = 0; i < x.size(0); ++i, b += 5) {
-    at::Tensor crop = x.narrow(0, i, 1).narrow(2, b[0], b[2]).narrow(3, b[1], b[3]);
-    if (b[2] != h || b[3] != w) crop = at::upsample_bilinear2d(crop, {h, w}, false);
-    if (b[4]) crop = at::flip(crop, {3});
-    out.push_back(crop);
-  }
-  return at::cat(out, 0);
-}
-
 std::pair<at::Tensor, at::Tensor> replay_views(const SyntheticSet& set, const at::Tensor& index,
                                                int64_t epoch) {
   if (!set.has_views()) throw Error("replay_views: the set stores no views");

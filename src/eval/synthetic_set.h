@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "src/data/zca.h"
+#include "src/train/resized_crop.h"
 
 namespace distill::eval {
 
@@ -52,9 +53,9 @@ void save_synthetic_set(const std::string& path, const SyntheticSet& set);
 // Error naming the file and key on any missing or inconsistent field.
 SyntheticSet load_synthetic_set(const std::string& path);
 
-// Crops x (N,C,H,W) to boxes (N,5 int64: top, left, height, width, flip), resizes each crop back
-// to H,W (bilinear, align_corners=false, as torchvision's RandomResizedCrop) and flips when asked.
-at::Tensor crop_resize_flip(const at::Tensor& x, const at::Tensor& boxes);
+// Crops x (N,C,H,W) to boxes (N,5: top, left, height, width, flip) and resizes them back
+// (src/train/resized_crop.h).
+using train::crop_resize_flip;
 
 // FKD-style replay: the images at `index` as their stored view number epoch % V shows them, and
 // that view's soft labels (Error when the set has no views).

@@ -17,7 +17,12 @@ AugmentFn make_augment(const AugmentOptions& options, int64_t image_size) {
       return standard(x, generator);
     };
   }
-  throw Error("augment.name: unknown augmentation '" + options.name + "' (dsa, standard, none)");
+  if (options.name == "resized_crop") {
+    ResizedCropAugment crop(options.resized_crop);
+    return [crop](const at::Tensor& x, at::Generator& generator) { return crop(x, generator); };
+  }
+  throw Error("augment.name: unknown augmentation '" + options.name +
+              "' (dsa, standard, resized_crop, none)");
 }
 
 }  // namespace distill::train

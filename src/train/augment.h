@@ -3,6 +3,7 @@
 
 #include "src/config/options.h"
 #include "src/train/dsa_augment.h"
+#include "src/train/resized_crop.h"
 #include "src/train/standard_augment.h"
 #include "src/train/trainer.h"
 
@@ -13,12 +14,17 @@ struct AugmentOptions {
   std::string name = "dsa";
   DsaOptions dsa;
   StandardAugmentOptions standard;
+  ResizedCropOptions resized_crop;
 
   void visit(config::Visitor& v) {
-    v.choice("name", name, "dsa (differentiable siamese augmentation), standard (crop + flip) or none",
-             {"dsa", "standard", "none"});
+    v.choice("name", name,
+             "dsa (differentiable siamese augmentation), standard (padded crop + flip), "
+             "resized_crop (torchvision's RandomResizedCrop + flip, per image: the SRe2L/CV-DD "
+             "post-evaluation) or none",
+             {"dsa", "standard", "resized_crop", "none"});
     v.section("dsa", dsa);
     v.section("standard", standard);
+    v.section("resized_crop", resized_crop);
   }
 };
 
