@@ -119,25 +119,25 @@ void consistency_distillation(const Denoiser& teacher, const StudentFactory& stu
       at::Tensor x0 = data.clean(o.batch, generator).to(params.scalar_type());
       at::Tensor n = at::randint(0, o.discretisation - 1, {o.batch}, generator, long_options);
       at::Tensor z = gaussian_like(x0, generator);
-      x0 = control.share(x0);
-      n = control.share(n);
+      x0 = control.batch.rows(x0);
+      n = control.batch.rows(n);
       rows = n.size(0);
-      loss = consistency_loss(student(leaf), student(target), step, x0, control.share(z),
+      loss = consistency_loss(student(leaf), student(target), step, x0, control.batch.rows(z),
                               table.index({n}), table.index({n + 1}), o.distance, o.huber_c);
     } else {
       at::Tensor n = at::randint(0, o.discretisation - 1, {o.batch}, generator, long_options);
       at::Tensor s_next = table.index({n + 1});
       at::Tensor x_next = data.points(s_next, generator).to(params.scalar_type());
-      n = control.share(n);
+      n = control.batch.rows(n);
       rows = n.size(0);
-      loss = consistency_loss(student(leaf), student(target), step, control.share(x_next),
-                              table.index({n}), control.share(s_next), o.distance, o.huber_c);
+      loss = consistency_loss(student(leaf), student(target), step, control.batch.rows(x_next),
+                              table.index({n}), control.batch.rows(s_next), o.distance, o.huber_c);
     }
     // The loss is the mean over this rank's rows; as a share of the batch mean it weighs
     // rows / batch (one process: 1).
-    if (control.share_size >= 0) loss = loss * (static_cast<double>(rows) / o.batch);
+    if (control.batch.shared()) loss = loss * (static_cast<double>(rows) / o.batch);
     at::Tensor grad = torch::autograd::grad({loss}, {leaf})[0];
-    const double value = control.sum_loss_and_gradient(loss.item<double>(), grad);
+    const double value = control.batch.sum_loss_and_gradient(loss.item<double>(), grad);
     if (!std::isfinite(value)) {
       throw RuntimeFailure("consistency distillation: non-finite loss at iteration " +
                            std::to_string(it));

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <optional>
 
+#include "diffusion/batch_share.h"
 #include "diffusion/parameterization.h"
 #include "src/config/config_io.h"
 #include "src/core/error.h"
@@ -75,16 +76,8 @@ DenoiserModel train_denoiser(DenoiserModel model, const DenoiserTrainOptions& o,
   validate(o, "train");
   const int64_t n = images.size(0);
   if (n < 1) throw Error("diffusion train: no training images");
-  const bool distributed = group && group->distributed();
   const bool writer = !group || group->is_main();
-  const int64_t ranks = distributed ? group->world_size() : 1;
-  const int64_t rank = distributed ? group->rank() : 0;
-  if (o.batch < ranks) {
-    throw Error("diffusion.train.batch = " + std::to_string(o.batch) + ": every one of the " +
-                std::to_string(ranks) + " processes needs at least one item per step");
-  }
-  // This rank's rows of every batch.
-  const int64_t first_row = o.batch * rank / ranks, rows = o.batch * (rank + 1) / ranks - first_row;
+  const BatchShare share = BatchShare::of(group, o.batch, "diffusion.train.batch");
   std::unique_ptr<models::Model> net =
       make_denoiser_net(model.options, model.item_shape, model.num_classes);
   auto optimizer = train::Optimizer::make(o.optimizer);
@@ -168,34 +161,25 @@ DenoiserModel train_denoiser(DenoiserModel model, const DenoiserTrainOptions& o,
           at::rand({o.batch}, g, at::TensorOptions().dtype(at::kFloat)) < o.label_dropout;
       y = at::where(drop.to(device), at::full_like(y, model.num_classes), y);
     }
-    if (distributed) {  // this rank's share of the batch's rows
-      x0 = x0.narrow(0, first_row, rows);
-      noisy = noisy.narrow(0, first_row, rows);
-      s = s.narrow(0, first_row, rows);
-      if (y.defined()) y = y.narrow(0, first_row, rows);
-    }
+    // This rank's rows of the batch (all of them on one process).
+    x0 = share.rows(x0);
+    noisy = share.rows(noisy);
+    s = share.rows(s);
+    if (y.defined()) y = share.rows(y);
     at::Tensor leaf = model.params.detach().requires_grad_(true);
     Denoiser d = make_denoiser(model.options, *net, leaf, y);
     at::Tensor per_item = (d(noisy, s) - x0).pow(2).flatten(1).mean(1);
     at::Tensor weight = denoiser_loss_weight(o.weighting, model.options.precondition.output, s,
                                              model.options.precondition.sigma_data);
-    // The batch mean, as a sum of the ranks' shares when several processes split it.
-    at::Tensor loss = distributed ? (weight * per_item).sum() / static_cast<double>(o.batch)
-                                  : (weight * per_item).mean();
-    double value = loss.item<double>();
-    if (distributed) {
-      at::Tensor total = at::full({1}, value, at::kDouble);
-      group->all_reduce(total, dist::Reduce::kSum);
-      value = total.item<double>();
-    }
+    at::Tensor loss = share.batch_mean(weight * per_item, o.batch);
+    at::Tensor grad = torch::autograd::grad({loss}, {leaf})[0];
+    const double value = share.sum_loss_and_gradient(loss.item<double>(), grad);
     if (!std::isfinite(value)) {
       throw RuntimeFailure("diffusion train: non-finite loss at step " + std::to_string(step) +
                            (resume || step >= o.checkpoint_every
                                 ? "; the last good checkpoint is " + checkpoint_path
                                 : std::string()));
     }
-    at::Tensor grad = torch::autograd::grad({loss}, {leaf})[0];
-    if (distributed) group->all_reduce(grad, dist::Reduce::kSum);
     // The schedule at the step's position after it: with the default linear warm-up the first
     // step is not taken at lr 0 (the Trainer, which uses the position before, does take it); a
     // cosine schedule's last step is at its minimum.
@@ -225,13 +209,7 @@ DenoiserModel train_denoiser(DenoiserModel model, const DenoiserTrainOptions& o,
     bar.update(model.steps, status);
     // Several processes stop together when any was interrupted (one tiny all-reduce per step),
     // so none waits alone in the next step's all-reduce.
-    bool stop = interrupt_requested();
-    if (distributed) {
-      at::Tensor flag = at::full({1}, stop ? 1.0 : 0.0, at::kFloat);
-      group->all_reduce(flag, dist::Reduce::kSum);
-      stop = flag.item<float>() > 0;
-    }
-    if (stop) {
+    if (group ? group->any(interrupt_requested()) : interrupt_requested()) {
       save_checkpoint();
       throw Interrupted("diffusion train interrupted at step " + std::to_string(model.steps) +
                         "; checkpoint saved, continue with --resume");

@@ -77,7 +77,6 @@ DistillationState run_distillation(const Denoiser& teacher, const StudentFactory
     if (pd) return completed_iterations(o.progressive, s);
     return in_phase == kFitPhase ? s.iteration : cd_fit_iterations(o) + s.iteration;
   };
-  const bool distributed = group && group->distributed();
   const bool writer = !group || group->is_main();
   const int64_t total = run_iterations(o);
   const int64_t start = completed(state, phase);
@@ -89,31 +88,19 @@ DistillationState run_distillation(const Denoiser& teacher, const StudentFactory
   LoopControl control;
   control.checkpoint_every = o.checkpoint_every;
   control.stop_requested = [&] {
-    bool stop = interrupt_requested();
-    if (distributed) {  // polled after every step on every rank: the ranks stop together
-      at::Tensor flag = at::full({1}, stop ? 1.0 : 0.0, at::kFloat);
-      group->all_reduce(flag, dist::Reduce::kSum);
-      stop = flag.item<float>() > 0;
-    }
+    // Polled after every step on every rank: the ranks stop together.
+    const bool stop = group ? group->any(interrupt_requested()) : interrupt_requested();
     return stop || (o.stop_after > 0 && completed(state, phase) >= o.stop_after);
   };
-  if (distributed) {
-    // Each rank's rows of every batch; the batches of PD (and its fit) and CD (and its fit).
-    const int64_t ranks = group->world_size(), rank = group->rank();
-    const int64_t batch = pd ? o.progressive.batch : o.consistency.batch;
-    const int64_t fit_batch = pd ? o.progressive.batch : o.consistency_fit.batch;
-    if (fit_batch != batch && cd_fit_iterations(o) > 0) {
-      throw Error("distill: the fit's batch (" + std::to_string(fit_batch) +
-                  ") differs from the distillation's (" + std::to_string(batch) +
-                  "): several processes share one batch size");
-    }
-    if (batch < ranks) {
-      throw Error("distill: batch " + std::to_string(batch) + " is smaller than the " +
-                  std::to_string(ranks) + " processes sharing it");
-    }
-    control.share_begin = batch * rank / ranks;
-    control.share_size = batch * (rank + 1) / ranks - control.share_begin;
-    control.sum_over_ranks = [group](at::Tensor& t) { group->all_reduce(t, dist::Reduce::kSum); };
+  // Each rank's rows of every batch; the batches of PD (and its fit) and CD (and its fit).
+  const int64_t batch = pd ? o.progressive.batch : o.consistency.batch;
+  control.batch =
+      BatchShare::of(group, batch, pd ? "distill.progressive.batch" : "distill.consistency.batch");
+  const int64_t fit_batch = pd ? o.progressive.batch : o.consistency_fit.batch;
+  if (control.batch.shared() && fit_batch != batch && cd_fit_iterations(o) > 0) {
+    throw Error("distill: the fit's batch (" + std::to_string(fit_batch) +
+                ") differs from the distillation's (" + std::to_string(batch) +
+                "): several processes share one batch size");
   }
   control.on_step = [&](int64_t steps, int64_t, double loss) {
     loss_sum += loss;

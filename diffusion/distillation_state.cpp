@@ -86,22 +86,6 @@ void step_done(DistillationState& state, const train::Optimizer* optimizer,
   }
 }
 
-at::Tensor LoopControl::share(const at::Tensor& batch) const {
-  return share_size < 0 ? batch : batch.narrow(0, share_begin, share_size);
-}
-
-at::Tensor LoopControl::batch_mean(const at::Tensor& per_row, int64_t batch) const {
-  return share_size < 0 ? per_row.mean() : per_row.sum() / static_cast<double>(batch);
-}
-
-double LoopControl::sum_loss_and_gradient(double loss, at::Tensor& grad) const {
-  if (!sum_over_ranks) return loss;
-  sum_over_ranks(grad);
-  at::Tensor total = at::full({1}, loss, at::kDouble);
-  sum_over_ranks(total);
-  return total.item<double>();
-}
-
 at::Generator step_generator(const DistillationState& state, uint64_t stream) {
   return make_generator(state.seed, stream + static_cast<uint64_t>(state.stage),
                         static_cast<uint64_t>(state.iteration));

@@ -5,6 +5,7 @@
 #include <functional>
 #include <string>
 
+#include "diffusion/batch_share.h"
 #include "src/io/tensor_file.h"
 #include "src/train/optimizer.h"
 
@@ -51,21 +52,8 @@ struct LoopControl {
   // throws Interrupted (e.g. interrupt_requested for Ctrl-C).
   std::function<bool()> stop_requested;
 
-  // Several processes: every rank draws each whole batch (the single-process draws) and fits its
-  // rows [share_begin, share_begin + share_size); the gradient and loss are summed over the ranks
-  // by sum_over_ranks, so every rank takes the single-process step. share_size -1: the whole
-  // batch (one process).
-  int64_t share_begin = 0;
-  int64_t share_size = -1;
-  std::function<void(at::Tensor&)> sum_over_ranks;
-
-  // This rank's rows of a whole-batch tensor.
-  at::Tensor share(const at::Tensor& batch) const;
-  // The batch mean of `per_row` (this rank's rows of a `batch`-row batch): the rows' sum / batch
-  // when the batch is shared, so that the ranks' losses add up to the single-process mean.
-  at::Tensor batch_mean(const at::Tensor& per_row, int64_t batch) const;
-  // The loss value and gradient summed over the ranks (unchanged on one process).
-  double sum_loss_and_gradient(double loss, at::Tensor& grad) const;
+  // Several processes: the rows of every batch this rank fits (the whole batch on one process).
+  BatchShare batch;
 };
 
 // For the loops: fills state.optimizer (a copy) from `optimizer` (nullptr: a stage that has not

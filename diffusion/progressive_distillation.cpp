@@ -85,9 +85,9 @@ void train_student(const StudentFactory& student, DistillationState& state,
       x = data.points(s, generator).to(dtype);
     }
     // This rank's rows (all of them on one process).
-    if (x0.defined()) x0 = control.share(x0);
-    x = control.share(x);
-    s = control.share(s);
+    if (x0.defined()) x0 = control.batch.rows(x0);
+    x = control.batch.rows(x);
+    s = control.batch.rows(s);
     at::Tensor target;
     {
       at::NoGradGuard no_grad;
@@ -96,9 +96,10 @@ void train_student(const StudentFactory& student, DistillationState& state,
     at::Tensor leaf = params.detach().requires_grad_(true);
     at::Tensor prediction = student(leaf)(x, s);
     at::Tensor per_item = (prediction - target).pow(2).flatten(1).mean(1);
-    at::Tensor loss = control.batch_mean(progressive_weight(o.weighting, s) * per_item, o.batch);
+    at::Tensor loss =
+        control.batch.batch_mean(progressive_weight(o.weighting, s) * per_item, o.batch);
     at::Tensor grad = torch::autograd::grad({loss}, {leaf})[0];
-    const double value = control.sum_loss_and_gradient(loss.item<double>(), grad);
+    const double value = control.batch.sum_loss_and_gradient(loss.item<double>(), grad);
     if (!std::isfinite(value)) {
       throw RuntimeFailure("progressive distillation: non-finite loss at stage " +
                            std::to_string(steps) + " steps, iteration " + std::to_string(it));
@@ -127,7 +128,7 @@ void run_stage(const Denoiser& teacher, const StudentFactory& student, Distillat
     return table.index({2 * index});
   };
   auto target = [&](const at::Tensor&, const at::Tensor& x, const at::Tensor& s) {
-    const at::Tensor mine = control.share(index);  // x and s are this rank's rows already
+    const at::Tensor mine = control.batch.rows(index);  // x and s are this rank's rows already
     return progressive_target(teacher, x, s, table.index({2 * mine - 1}),
                               table.index({2 * mine - 2}));
   };

@@ -170,8 +170,10 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
     bool finite = std::isfinite(g.loss) && std::isfinite(g.lr_grad) &&
                   at::isfinite(g.images_grad).all().item<bool>() &&
                   (!g.labels_grad.defined() || at::isfinite(g.labels_grad).all().item<bool>());
+    // A skipped update leaves the set as it was; the iteration still ends as every other (eval,
+    // snapshot, checkpoint, interrupt) below.
     if (!finite) {
-      // Skip the update: the set stays as it was. Too many in a row means divergence.
+      // Too many in a row means divergence.
       ++failures;
       metrics.log(iteration + 1, {{"skipped_non_finite", 1.0}});
       if (writer)
@@ -183,31 +185,31 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
                              " consecutive non-finite iterations (last " + std::to_string(iteration) +
                              "); lower mtt.matching.lr_img or lr_lr. Last good state: " + checkpoint);
       }
-      continue;
-    }
-    failures = 0;
-    if (m.max_loss > 0 && g.loss > m.max_loss) {
+    } else if (m.max_loss > 0 && g.loss > m.max_loss) {
       // DATM: a trajectory segment this far from the student's reach teaches nothing useful.
+      failures = 0;
       metrics.log(iteration + 1, {{"matching_loss", g.loss}, {"skipped_above_max_loss", 1.0}});
       bar.update(iteration + 1, "loss " + std::to_string(g.loss).substr(0, 6) + " (skipped)");
-      continue;
+    } else {
+      failures = 0;
+      image_optimizer->step(set.images, g.images_grad, m.lr_img);
+      if (g.labels_grad.defined()) label_optimizer->step(labels, g.labels_grad, m.lr_label);
+      if (ema.defined()) ema.mul_(options.ema_decay).add_(set.images, 1.0 - options.ema_decay);
+      if (m.learn_lr) {
+        at::Tensor lr_tensor = at::scalar_tensor(lr, at::kDouble);
+        lr_optimizer->step(lr_tensor, at::scalar_tensor(g.lr_grad, at::kDouble), m.lr_lr);
+        lr = lr_tensor.item<double>();
+      }
+      double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+      metrics.log(iteration + 1, {{"matching_loss", g.loss},
+                                  {"syn_lr", lr},
+                                  {"s_per_iter", seconds},
+                                  {"start_epoch", static_cast<double>(start)},
+                                  {"expert", static_cast<double>(expert)},
+                                  {"window_end", static_cast<double>(window.end)}});
+      bar.update(iteration + 1, "loss " + std::to_string(g.loss).substr(0, 6));
     }
-    image_optimizer->step(set.images, g.images_grad, m.lr_img);
-    if (g.labels_grad.defined()) label_optimizer->step(labels, g.labels_grad, m.lr_label);
-    if (ema.defined()) ema.mul_(options.ema_decay).add_(set.images, 1.0 - options.ema_decay);
-    if (m.learn_lr) {
-      at::Tensor lr_tensor = at::scalar_tensor(lr, at::kDouble);
-      lr_optimizer->step(lr_tensor, at::scalar_tensor(g.lr_grad, at::kDouble), m.lr_lr);
-      lr = lr_tensor.item<double>();
-    }
-    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
-    metrics.log(iteration + 1, {{"matching_loss", g.loss},
-                                {"syn_lr", lr},
-                                {"s_per_iter", seconds},
-                                {"start_epoch", static_cast<double>(start)},
-                                {"expert", static_cast<double>(expert)},
-                                {"window_end", static_cast<double>(window.end)}});
-    bar.update(iteration + 1, "loss " + std::to_string(g.loss).substr(0, 6));
     if (options.eval_every > 0 && (iteration + 1) % options.eval_every == 0) {
       // Students trained on the set as it is now (the saved form: EMA images, soft labels).
       eval::EvalOptions protocol;
@@ -240,12 +242,7 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
     bool last = iteration + 1 == options.iterations;
     // Several processes: stop together when any rank was interrupted (a signal may reach the
     // ranks on either side of this point), so none waits in the next iteration's collectives.
-    bool stop = interrupt_requested();
-    if (group && group->distributed()) {
-      at::Tensor flag = at::full({1}, stop ? 1.0 : 0.0, at::kFloat);
-      group->all_reduce(flag, dist::Reduce::kSum);
-      stop = flag.item<float>() > 0;
-    }
+    const bool stop = group ? group->any(interrupt_requested()) : interrupt_requested();
     if (options.snapshot_every > 0 && (iteration + 1) % options.snapshot_every == 0) {
       if (!last) write_set();
       // The history of the images (distill report shows snapshots/ in order).

@@ -81,7 +81,8 @@ at::Tensor TrajectoryMatcher::part_rows(const at::Tensor& index, const at::Tenso
   if (!parallel()) return at::arange(count, at::kLong);
   const int64_t rank = group_->rank(), world = group_->world_size();
   if (split_ == "batch") {
-    return at::arange(count * rank / world, count * (rank + 1) / world, at::kLong);
+    const auto [first, end] = group_->share_of(count);
+    return at::arange(first, end, at::kLong);
   }
   at::Tensor classes = at::isFloatingType(labels.scalar_type()) ? labels.argmax(1) : labels;
   at::Tensor batch_classes = classes.cpu().index_select(0, index.cpu());

@@ -124,12 +124,18 @@ struct ProcessGroup::Impl {
     });
   }
 
+  // A key's value as text, "" while the key does not exist yet (get() would block until it does).
+  std::string text(const std::string& key) const {
+    if (!store->check({key})) return "";
+    const std::vector<uint8_t> value = store->get(key);
+    return std::string(value.begin(), value.end());
+  }
+
   // A counter's value without changing it (add(key, 0) would append a record to a FileStore at
   // every poll); -1 while the key does not exist yet.
   int64_t counter(const std::string& key) const {
-    if (!store->check({key})) return -1;
-    const std::vector<uint8_t> text = store->get(key);
-    return std::stoll(std::string(text.begin(), text.end()));
+    const std::string value = text(key);
+    return value.empty() ? -1 : std::stoll(value);
   }
 
   ~Impl() {
@@ -324,6 +330,17 @@ void ProcessGroup::barrier() const {
   impl_->run("barrier", timeout_s_, [&] { impl_->group->barrier()->wait(); });
 }
 
+bool ProcessGroup::any(bool flag) const {
+  if (!impl_) return flag;
+  at::Tensor count = at::full({1}, flag ? 1.0 : 0.0, at::kFloat);
+  all_reduce(count, Reduce::kSum);
+  return count.item<float>() > 0;
+}
+
+std::pair<int64_t, int64_t> ProcessGroup::share_of(int64_t count) const {
+  return {count * rank_ / world_size_, count * (rank_ + 1) / world_size_};
+}
+
 void ProcessGroup::wait_for_peers(const std::string& what) const {
   if (!impl_) return;
   using Clock = std::chrono::steady_clock;
@@ -352,9 +369,7 @@ void ProcessGroup::wait_for_peers(const std::string& what) const {
         for (int64_t r : missing) {
           // A peer waiting elsewhere (another wait, or the same count for something else) would
           // wait for this rank forever: the ranks' code paths diverged.
-          if (impl_->store->check({place_key(r)})) {
-            const std::vector<uint8_t> text = impl_->store->get(place_key(r));
-            const std::string theirs(text.begin(), text.end());
+          if (const std::string theirs = impl_->text(place_key(r)); !theirs.empty()) {
             const int64_t their_index = std::stoll(theirs.substr(0, theirs.find(':')));
             if (their_index > index || (their_index == index && theirs != place)) {
               throw RuntimeFailure(waiting + "rank " + std::to_string(r) + " waits for '" +

@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "src/config/options.h"
@@ -72,9 +73,16 @@ class ProcessGroup {
   // Small results: each rank's vector (lengths may differ), in rank order.
   std::vector<std::vector<double>> all_gather(const std::vector<double>& values) const;
   void barrier() const;
+  // True on every rank when `flag` is true on any of them (one tiny all-reduce), e.g. an interrupt
+  // that reached some ranks: they stop together instead of one waiting alone in a collective.
+  // One process: `flag`.
+  bool any(bool flag) const;
+  // This rank's contiguous share [first, end) of `count` items split as evenly as possible (rank r:
+  // count r / W .. count (r + 1) / W); one process: [0, count).
+  std::pair<int64_t, int64_t> share_of(int64_t count) const;
   // A barrier after sharded work of uneven length (committee members, experts, recovery batches,
   // students): waits as long as it takes while every peer is alive. Each rank's background
-  // heartbeat (a store counter, every 2 s at most) is its sign of life; a peer whose heartbeat
+  // heartbeat (a store counter, every 5 s at most) is its sign of life; a peer whose heartbeat
   // stops for min(run.dist.timeout_s, 60 s) (it died, or its whole process hangs) fails the wait
   // with an error naming it and what was awaited. A plain barrier would instead fail any rank
   // whose peers work longer than run.dist.timeout_s.

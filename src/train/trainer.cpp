@@ -171,7 +171,6 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
   const int64_t batches = (n + batch_size - 1) / batch_size;
   const bool parallel = group_ && group_->distributed();
   const int64_t rank = parallel ? group_->rank() : 0;
-  const int64_t world = parallel ? group_->world_size() : 1;
   const bool writer = rank == 0;  // the one rank that logs, shows progress and checkpoints
   if (parallel) {
     // Every rank starts from rank 0's state (they agree already when all read the same
@@ -211,8 +210,7 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
       // whole batch (the same draws as one process, at the price of augmenting W times).
       at::Generator rank_draw;
       if (parallel) {
-        const int64_t count = index.size(0);
-        const int64_t lo = count * rank / world, hi = count * (rank + 1) / world;
+        const auto [lo, hi] = group_->share_of(index.size(0));
         index = index.slice(0, lo, hi);
         x = x.slice(0, lo, hi);
         y = y.slice(0, lo, hi);
@@ -374,7 +372,7 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
       if (parallel) {
         // Each rank scores a contiguous part of the test set; sums combine them.
         const int64_t total = test_images_.size(0);
-        const int64_t lo = total * rank / world, hi = total * (rank + 1) / world;
+        const auto [lo, hi] = group_->share_of(total);
         EvalResult part = evaluate(model_, weights, state.buffers, test_images_.slice(0, lo, hi),
                                    test_labels_.slice(0, lo, hi));
         const double count = static_cast<double>(hi - lo);

@@ -511,6 +511,8 @@ TEST(Cli, MttDatmInitAndLossThreshold) {
   for (const std::string& line : lines) {
     EXPECT_TRUE(contains(line, "\"skipped_above_max_loss\":1")) << line;
   }
+  // Skipped iterations still end as any other: the last one leaves its checkpoint.
+  EXPECT_EQ(io::load_dict(dir.file("datm/checkpoint.pt")).at("iteration").toInt(), 3);
   io::TensorDict syn = io::load_dict(dir.file("datm/syn.pt"));
   at::Tensor images = io::get_tensor(syn, "images", "syn.pt");
   at::Tensor labels = io::get_tensor(syn, "labels", "syn.pt");
