@@ -121,11 +121,8 @@ void check_normalization(const eval::SyntheticSet& set, const data::Normalizatio
   }
 }
 
-// What an eval's students depend on, recorded in students.jsonl: a resumed eval must match it.
-// The set file and the committee manifest are fingerprinted by content, so a set rewritten in place
-// (or a retrained committee, whose manifest records new accuracies) is not mistaken for the one
-// the recorded students learned from.
-std::string student_settings(EvalCommandOptions& o, uint64_t seed) {
+// The [data], [eval] and [committee_labels] settings as TOML text.
+std::string settings_students_depend_on(EvalCommandOptions& o) {
   struct Settings {
     data::DataOptions& data;
     eval::EvalOptions& eval;
@@ -136,6 +133,14 @@ std::string student_settings(EvalCommandOptions& o, uint64_t seed) {
       v.section("committee_labels", committee_labels);
     }
   } settings{o.data, o.eval, o.committee_labels};
+  return config::dump(settings);
+}
+
+// What an eval's students depend on, recorded in students.jsonl: a resumed eval must match it.
+// The set file and the committee manifest are fingerprinted by content, so a set rewritten in place
+// (or a retrained committee, whose manifest records new accuracies) is not mistaken for the one
+// the recorded students learned from.
+std::string student_settings(EvalCommandOptions& o, uint64_t seed) {
   std::string files;
   for (const auto& [key, file] :
        {std::pair{"eval.syn", o.eval.syn},
@@ -144,7 +149,14 @@ std::string student_settings(EvalCommandOptions& o, uint64_t seed) {
       files += std::string(key) + " content = " + eval::file_fingerprint(file) + "\n";
   }
   return "[run]\nseed = " + std::to_string(seed) + "\n\n[fingerprints]\n" + files + "\n" +
-         config::dump(settings);
+         settings_students_depend_on(o);
+}
+
+// The settings of an eval with every setting at its default (no protocol preset applied): a
+// setting a later version added is accepted on resume at this value.
+std::string default_student_settings() {
+  EvalCommandOptions defaults;
+  return settings_students_depend_on(defaults);
 }
 
 void run_eval(EvalCommandOptions& o, const Invocation& invocation) {
@@ -153,7 +165,8 @@ void run_eval(EvalCommandOptions& o, const Invocation& invocation) {
   // and keeps the students both runs have.
   eval::StudentLog log(o.run.out + "/students.jsonl",
                        student_settings(o, static_cast<uint64_t>(o.run.seed)),
-                       {"eval.runs", "eval.models", "eval.random_real", "eval.full_data"});
+                       {"eval.runs", "eval.models", "eval.random_real", "eval.full_data"},
+                       default_student_settings());
   std::vector<eval::StudentResult> finished;
   if (invocation.resume) finished = log.read();  // every rank: each skips its recorded students
   RunContext run = start_run(o.run, config::dump(o));

@@ -42,8 +42,12 @@ std::string trimmed(const std::string& line) {
 
 }  // namespace
 
-StudentLog::StudentLog(std::string path, std::string settings, std::vector<std::string> extensible)
-    : path_(std::move(path)), settings_(std::move(settings)), extensible_(std::move(extensible)) {}
+StudentLog::StudentLog(std::string path, std::string settings, std::vector<std::string> extensible,
+                       std::string defaults)
+    : path_(std::move(path)),
+      settings_(std::move(settings)),
+      extensible_(std::move(extensible)),
+      defaults_(std::move(defaults)) {}
 
 std::vector<StudentResult> StudentLog::read() const {
   if (!std::filesystem::exists(path_)) {
@@ -103,29 +107,57 @@ void StudentLog::check_settings(const std::string& recorded, const std::string& 
   if (recorded == settings_) return;
   struct Line {
     std::string section;  // "[eval.train]"
-    std::string text;
+    std::string key;      // "eval.train.epochs"; empty for a line outside any section
+    std::string text;     // "epochs = 2"
   };
-  // The lines that must agree: trimmed, the extensible keys left out.
-  auto compared_lines = [this](const std::string& text) {
+  // The value lines of a settings text, trimmed; section headers and blank lines only place them.
+  // A line without " = " continues the value above it (a long array), so it keeps that key.
+  auto lines_of = [](const std::string& text) {
     std::vector<Line> lines;
     std::istringstream in(text);
-    std::string section;
+    std::string section, key;
     for (std::string line; std::getline(in, line);) {
       line = trimmed(line);
-      if (!line.empty() && line.front() == '[') {
+      if (line.empty()) continue;
+      if (line.front() == '[' && line.find(" = ") == std::string::npos) {
         section = line;
-      } else if (section.size() > 2) {
-        const std::string key =
-            section.substr(1, section.size() - 2) + "." + line.substr(0, line.find(" ="));
-        if (std::find(extensible_.begin(), extensible_.end(), key) != extensible_.end()) continue;
+        key.clear();
+        continue;
       }
-      lines.push_back({section, line});
+      if (line.find(" = ") != std::string::npos && section.size() > 2) {
+        key = section.substr(1, section.size() - 2) + "." + line.substr(0, line.find(" = "));
+      }
+      lines.push_back({section, key, line});
     }
     return lines;
   };
-  const std::vector<Line> was = compared_lines(recorded), now = compared_lines(settings_);
+  auto has_key = [](const std::vector<Line>& lines, const std::string& key) {
+    return std::any_of(lines.begin(), lines.end(), [&](const Line& l) { return l.key == key; });
+  };
+  auto has_line = [](const std::vector<Line>& lines, const Line& line) {
+    return std::any_of(lines.begin(), lines.end(),
+                       [&](const Line& l) { return l.key == line.key && l.text == line.text; });
+  };
+  const std::vector<Line> all_was = lines_of(recorded), all_now = lines_of(settings_),
+                          defaults = lines_of(defaults_);
+  auto compared = [&](const std::vector<Line>& lines, bool is_now) {
+    std::vector<Line> kept;
+    for (const Line& line : lines) {
+      if (std::find(extensible_.begin(), extensible_.end(), line.key) != extensible_.end())
+        continue;
+      // A key added since the students were recorded, at its default: the earlier behaviour.
+      if (is_now && !line.key.empty() && !has_key(all_was, line.key) && has_line(defaults, line))
+        continue;
+      kept.push_back(line);
+    }
+    return kept;
+  };
+  const std::vector<Line> was = compared(all_was, false), now = compared(all_now, true);
+  auto same = [](const Line& a, const Line& b) {
+    return a.section == b.section && a.text == b.text;
+  };
   size_t i = 0;
-  while (i < was.size() && i < now.size() && was[i].text == now[i].text) ++i;
+  while (i < was.size() && i < now.size() && same(was[i], now[i])) ++i;
   if (i == was.size() && i == now.size()) return;
   const std::string& section = i < now.size() ? now[i].section : was[i].section;
   throw Error(where +

@@ -26,12 +26,17 @@ class StudentLog {
  public:
   // `extensible`: settings ("section.key") a resumed run may change because they only add or drop
   // students, such as eval.runs: the students both runs have are the same students.
-  StudentLog(std::string path, std::string settings, std::vector<std::string> extensible = {});
+  // `defaults`: the settings text a run with every setting at its default would record. A key the
+  // recorded settings lack (one a later version added) is accepted when this run has it at its
+  // default, because a new setting's default keeps the earlier behaviour (README, Configuration);
+  // any other value of it is a difference.
+  StudentLog(std::string path, std::string settings, std::vector<std::string> extensible = {},
+             std::string defaults = {});
 
   // The students recorded by an earlier run. Error when the file is missing, a line is not what
-  // it should be, or the recorded settings differ from `settings` other than in `extensible`
-  // (naming the first differing line). Only complete lines count: a line cut short by a crash
-  // is dropped.
+  // it should be, or the recorded settings differ from `settings` other than in `extensible` and
+  // in keys added at their defaults (naming the first differing line). Only complete lines count: a
+  // line cut short by a crash is dropped.
   std::vector<StudentResult> read() const;
 
   // Writes the file anew, atomically: the header and `students` (what read() returned when
@@ -47,6 +52,7 @@ class StudentLog {
   std::string path_;
   std::string settings_;
   std::vector<std::string> extensible_;
+  std::string defaults_;
   std::ofstream out_;
 };
 

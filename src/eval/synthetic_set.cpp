@@ -139,20 +139,28 @@ std::pair<at::Tensor, at::Tensor> replay_views(const SyntheticSet& set, const at
 
 void save_set_grid(const std::string& path, const SyntheticSet& set, const data::Zca* zca) {
   // One column per class, one row per image of that class (as MTT's figures); gaps stay white.
-  at::Tensor ids = set.class_ids().cpu();
-  at::Tensor images = set.images.detach().cpu();
-  if (set.zca_eps > 0 && zca && zca->fitted()) images = zca->inverse(images);
-  images = io::denormalize(images, set.mean, set.std);
+  // Images are un-whitened and denormalized a chunk at a time, so the float copies stay small
+  // (a Tiny-ImageNet set at IPC 100 is 1 GB of floats; its grid is a quarter of that in bytes).
+  at::Tensor ids = set.class_ids().to(at::kCPU, at::kLong).contiguous();
   const int64_t classes = std::max<int64_t>(1, set.num_classes);
   const int64_t rows =
       std::max<int64_t>(1, at::bincount(ids, {}, classes).max().item<int64_t>());
-  at::Tensor grid = at::ones({rows * classes, images.size(1), images.size(2), images.size(3)});
+  const at::Tensor& images = set.images;
+  io::ImageGrid grid(rows * classes, classes, images.size(1), images.size(2), images.size(3));
   std::vector<int64_t> filled(classes, 0);
-  for (int64_t i = 0; i < images.size(0); ++i) {
-    int64_t c = ids[i].item<int64_t>();
-    grid[filled[c]++ * classes + c].copy_(images[i]);
+  const auto* id = ids.data_ptr<int64_t>();
+  constexpr int64_t kChunk = 256;
+  for (int64_t begin = 0; begin < images.size(0); begin += kChunk) {
+    const int64_t n = std::min(kChunk, images.size(0) - begin);
+    at::Tensor chunk = images.narrow(0, begin, n).detach().to(at::kCPU, at::kFloat);
+    if (set.zca_eps > 0 && zca && zca->fitted()) chunk = zca->inverse(chunk);
+    chunk = io::denormalize(chunk, set.mean, set.std);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t c = id[begin + i];
+      grid.place(filled[c]++ * classes + c, chunk[i]);
+    }
   }
-  io::save_image_grid(path, grid, classes);
+  grid.save(path);
 }
 
 }  // namespace distill::eval

@@ -4,12 +4,14 @@
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <stb_image.h>
 
 #include <filesystem>
 
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 #include "src/data/readers.h"
+#include "src/data/zca.h"
 #include "src/io/image_grid.h"
 #include "tests/support/test_support.h"
 
@@ -93,6 +95,57 @@ TEST(SetExport, ZcaSetWithoutItsWhiteningIsAnError) {
             "image-folder export to '" + dir.path() +
                 "': the set is ZCA-whitened (zca_eps 0.100000); export it with the data settings "
                 "it was made with (data.zca = true)");
+}
+
+// grid.png: column c holds class c's images in set order, un-whitened and denormalized to 8 bits;
+// a class with fewer images leaves white tiles. 600 images span several of the chunks it converts
+// at a time.
+TEST(SetGrid, EachClassFillsItsColumnInSetOrder) {
+  at::Generator gen = make_generator(32);
+  const int64_t n = 600, side = 4, padding = 2;
+  SyntheticSet set;
+  set.num_classes = 3;
+  set.mean = at::full({1}, 0.4);
+  set.std = at::full({1}, 0.2);
+  // Classes 0 and 2 only, 200 and 400 images, shuffled: class 1's column stays white.
+  set.labels = at::arange(n, at::kLong).remainder(3).clamp_max(1).mul(2);
+  set.labels = set.labels.index_select(0, at::randperm(n, gen, at::kLong));
+  at::Tensor pixels = at::rand({n, 1, side, side}, gen);
+  at::Tensor normalized = (pixels - 0.4) / 0.2;
+  data::Zca zca = data::Zca::fit(at::randn({50, 1, side, side}, gen), 0.1);
+  set.images = zca.apply(normalized);
+  set.zca_eps = zca.eps();
+  testing::TempDir dir;
+  save_set_grid(dir.file("grid.png"), set, &zca);
+
+  int w = 0, h = 0, c = 0;
+  unsigned char* png = stbi_load(dir.file("grid.png").c_str(), &w, &h, &c, 0);
+  ASSERT_NE(png, nullptr);
+  const int64_t rows = 400;  // class 2's count
+  ASSERT_EQ(w, 3 * (side + padding) + padding);
+  ASSERT_EQ(h, rows * (side + padding) + padding);
+  ASSERT_EQ(c, 1);
+  auto tile = [&](int64_t row, int64_t column) {
+    at::Tensor t = at::empty({side, side}, at::kByte);
+    for (int64_t y = 0; y < side; ++y)
+      for (int64_t x = 0; x < side; ++x)
+        t[y][x] = png[(padding + row * (side + padding) + y) * w + padding +
+                      column * (side + padding) + x];
+    return t.to(at::kFloat) / 255.0;
+  };
+  std::vector<int64_t> row_of(3, 0);
+  double worst = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t label = set.labels[i].item<int64_t>();
+    at::Tensor shown = tile(row_of[label]++, label);
+    worst = std::max(worst, (shown - pixels[i][0]).abs().max().item<double>());
+  }
+  // Half an 8-bit level, plus float error of the whitening round trip.
+  EXPECT_LE(worst, 0.5 / 255.0 + 1e-4);
+  EXPECT_TRUE(tile(0, 1).eq(1.0).all().item<bool>());         // class 1: no images
+  EXPECT_TRUE(tile(rows / 2, 0).eq(1.0).all().item<bool>());  // class 0 ends at row 200
+  EXPECT_FALSE(tile(rows / 2 - 1, 0).eq(1.0).all().item<bool>());
+  stbi_image_free(png);
 }
 
 }  // namespace

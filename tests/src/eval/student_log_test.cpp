@@ -122,5 +122,40 @@ TEST(StudentLog, ExtensibleSettingsMayDifferOnResume) {
       << strict;
 }
 
+// A key the recorded settings lack (a later version added it) is accepted at its default, so a
+// new binary resumes an older run; at any other value, or when the run recorded the key with
+// another value, it is a difference.
+TEST(StudentLog, SettingsAddedLaterAreAcceptedAtTheirDefault) {
+  TempDir dir;
+  const std::string path = dir.file("students.jsonl");
+  StudentLog(path, kSettings).start({{"s", "convnet", 0, 1, 0.5, 0.5}});
+  auto with = [](const std::string& train_lines, const std::string& mixup) {
+    return "[run]\nseed = 1\n\n[eval]\nmixup = " + mixup + "\nruns = 3\n    [eval.train]\n" +
+           train_lines;
+  };
+  const std::string defaults = with("    epochs = 9\n    warmup = 0\n", "0.0");
+  const std::string added = with("    epochs = 2\n    warmup = 0\n", "0.0");
+  EXPECT_EQ(StudentLog(path, added, {}, defaults).read().size(), 1u);
+  EXPECT_NE(error_of(StudentLog(path, added)).find("recorded 'runs = 3', now 'mixup = 0.0'"),
+            std::string::npos);  // without the defaults, an added key is a difference
+
+  const std::string other_value = with("    epochs = 2\n    warmup = 5\n", "0.0");
+  const std::string refused = error_of(StudentLog(path, other_value, {}, defaults));
+  EXPECT_NE(refused.find("in [eval.train]: recorded '(end)', now 'warmup = 5'"), std::string::npos)
+      << refused;
+
+  // epochs is recorded (= 2): a run at the default (9) differs from it, default or not.
+  const std::string at_default = with("    epochs = 9\n    warmup = 0\n", "0.0");
+  EXPECT_NE(error_of(StudentLog(path, at_default, {}, defaults))
+                .find("recorded 'epochs = 2', now 'epochs = 9'"),
+            std::string::npos);
+
+  // A key the recorded run had but this run lacks is a difference too.
+  const std::string dropped = "[run]\nseed = 1\n\n[eval]\nruns = 3\n    [eval.train]\n";
+  EXPECT_NE(
+      error_of(StudentLog(path, dropped, {}, defaults)).find("recorded 'epochs = 2', now '(end)'"),
+      std::string::npos);
+}
+
 }  // namespace
 }  // namespace distill::eval
