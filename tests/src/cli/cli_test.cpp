@@ -405,6 +405,44 @@ TEST(Cli, EvalResumeRefusesOtherSettingsAnotherSetAndAMissingLog) {
       << rewritten.output;
 }
 
+// Students recorded by an older binary, one without the eval.mixup settings (its header edited to
+// lack them), resume while mixup stays at its default, and are refused when it is switched on.
+TEST(Cli, EvalResumeAcceptsSettingsAddedSinceAtTheirDefaults) {
+  TempDir dir;
+  std::string data = write_tiny_dataset(dir);
+  const std::string subset = "subset --ipc 1 " + tiny_flags(data) + "--out " + dir.file("s");
+  ASSERT_EQ(distill_cli(subset).exit_code, 0);
+  const std::string eval = "eval --syn " + dir.file("s/syn.pt") + " --runs 1 --epochs 1 " +
+                           tiny_flags(data) + "--set eval.model.width=8 --out " + dir.file("e");
+  ASSERT_EQ(distill_cli(eval).exit_code, 0);
+  const std::string log_path = dir.file("e/students.jsonl");
+  std::string log = io::read_file(log_path);
+  const size_t header_end = log.find('\n');
+  nlohmann::json header = nlohmann::json::parse(log.substr(0, header_end));
+  std::string settings = header["settings"];
+  const size_t mixup = settings.find("[eval.mixup]");
+  ASSERT_NE(mixup, std::string::npos) << settings;
+  const size_t line_start = settings.rfind('\n', mixup) + 1;
+  const size_t section_end = settings.find("\n\n", mixup) + 2;
+  settings.erase(line_start, section_end - line_start);
+  ASSERT_EQ(settings.find("mixup"), std::string::npos) << settings;
+  header["settings"] = settings;
+  // The recorded student marked, so that a reused one shows through in the results.
+  const size_t student_end = log.find('\n', header_end + 1);
+  nlohmann::json student =
+      nlohmann::json::parse(log.substr(header_end + 1, student_end - header_end - 1));
+  student["last"] = 0.0123456789;
+  io::write_file_atomic(log_path, header.dump() + "\n" + student.dump() + log.substr(student_end));
+
+  CommandResult refused = distill_cli(eval + " --set eval.mixup.prob=0.5 --resume");
+  EXPECT_EQ(refused.exit_code, 2) << refused.output;
+  EXPECT_TRUE(contains(refused.output, "now 'prob = 0.5'")) << refused.output;
+  CommandResult resumed = distill_cli(eval + " --resume");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  nlohmann::json got = nlohmann::json::parse(io::read_file(dir.file("e/results.json")));
+  EXPECT_EQ(got["results"][0]["last_accuracy"][0], 0.0123456789) << got.dump();
+}
+
 TEST(Cli, ExpertsThenMttAndMttResumeEqualsAStraightRun) {
   TempDir dir;
   std::string data = write_tiny_dataset(dir);
