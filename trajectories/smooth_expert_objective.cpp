@@ -7,6 +7,19 @@
 
 namespace distill::trajectories {
 
+namespace {
+
+// AST's input-gradient penalty on the step's un-augmented batch (see the header).
+at::Tensor input_gradient_penalty(const train::StepContext& step) {
+  at::Tensor x = step.clean_images.detach().requires_grad_(true);
+  at::Tensor logits = step.forward(x);
+  // create_graph: the penalty's gradient in θ goes through this input gradient.
+  at::Tensor g = torch::autograd::grad({logits.sum()}, {x}, {}, true, true)[0];
+  return (g.norm(2, {1}) - 1).pow(2).mean();
+}
+
+}  // namespace
+
 SmoothExpertObjective::SmoothExpertObjective(SmoothingOptions options)
     : options_(std::move(options)) {
   for (double scale : options_.loss_scale) {
@@ -15,9 +28,13 @@ SmoothExpertObjective::SmoothExpertObjective(SmoothingOptions options)
                   std::to_string(scale));
     }
   }
-  if (options_.gradient_penalty < 0) {
+  if (!(options_.gradient_penalty >= 0)) {
     throw Error("experts.smoothing.gradient_penalty must be >= 0, found " +
                 std::to_string(options_.gradient_penalty));
+  }
+  if (!(options_.input_gradient_penalty >= 0)) {
+    throw Error("experts.smoothing.input_gradient_penalty must be >= 0, found " +
+                std::to_string(options_.input_gradient_penalty));
   }
 }
 
@@ -34,13 +51,25 @@ at::Tensor SmoothExpertObjective::loss(const train::StepContext& step) {
   }
   const size_t epoch = static_cast<size_t>(step.epoch);
   if (epoch < options_.loss_scale.size()) total = total * options_.loss_scale[epoch];
+  if (options_.input_gradient_penalty > 0) {
+    at::Tensor penalty = input_gradient_penalty(step);
+    input_penalty_sum_ += penalty.item<double>();
+    if (options_.gradient_penalty == 0) ++steps_;
+    total = total + options_.input_gradient_penalty * penalty;
+  }
   return total;
 }
 
 std::map<std::string, double> SmoothExpertObjective::take_epoch_metrics() {
   std::map<std::string, double> out;
-  if (steps_ > 0) out["gradient_norm_sq"] = penalty_sum_ / static_cast<double>(steps_);
+  if (steps_ > 0 && options_.gradient_penalty > 0) {
+    out["gradient_norm_sq"] = penalty_sum_ / static_cast<double>(steps_);
+  }
+  if (steps_ > 0 && options_.input_gradient_penalty > 0) {
+    out["input_gradient_penalty"] = input_penalty_sum_ / static_cast<double>(steps_);
+  }
   penalty_sum_ = 0.0;
+  input_penalty_sum_ = 0.0;
   steps_ = 0;
   return out;
 }

@@ -22,6 +22,7 @@ namespace {
 constexpr uint64_t kInitStream = 41;
 constexpr uint64_t kIterationStream = 42;
 constexpr uint64_t kExpertOrderStream = 43;
+constexpr uint64_t kPerturbationStream = 44;
 
 train::OptimizerOptions momentum_sgd(double lr) {
   train::OptimizerOptions o;  // the reference's torch.optim.SGD(momentum=0.5)
@@ -166,6 +167,17 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
     int64_t start = at::randint(window.begin, window.end, {1}, draw).item<int64_t>();
     MatchingTask task{experts[expert][start], experts[expert][start + m.expert_epochs],
                       mix_seed(seed, kIterationStream, static_cast<uint64_t>(iteration))};
+    if (m.weight_perturbation) {  // AST; its own stream, so runs without it keep their draws
+      at::Generator perturb =
+          make_generator(seed, kPerturbationStream, static_cast<uint64_t>(iteration));
+      task.start = perturb_conv_kernels(task.start, *model, perturb);
+    }
+    if (m.balanced_inner_loss) task.loss_scale = balanced_loss_scale(start, m.max_start_epoch);
+    if (m.intermediate != "none") {
+      for (int64_t i = 1; i < m.expert_epochs; ++i) {
+        task.intermediate_targets.push_back(experts[expert][start + i]);
+      }
+    }
     MetaGradient g = matcher.meta_gradient(set.images, labels, lr, task);
     bool finite = std::isfinite(g.loss) && std::isfinite(g.lr_grad) &&
                   at::isfinite(g.images_grad).all().item<bool>() &&

@@ -4,6 +4,7 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "src/core/error.h"
 #include "src/core/runtime.h"
@@ -38,6 +39,27 @@ int64_t final_window_end(const MatchingOptions& o) {
   return std::max(o.max_start_epoch, o.final_max_start_epoch);
 }
 
+double balanced_loss_scale(int64_t start_epoch, int64_t max_start_epoch) {
+  const int64_t half = max_start_epoch / 2;
+  auto log5 = [](double x) { return std::log(x) / std::log(5.0); };
+  return start_epoch >= half ? log5(double(start_epoch - half + 8))
+                             : 1.0 / log5(double(half - start_epoch + 8));
+}
+
+at::Tensor perturb_conv_kernels(const at::Tensor& params, const models::Model& model,
+                                at::Generator& generator) {
+  at::Tensor out = params.detach().clone();
+  std::vector<at::Tensor> views = models::Model::unflatten(out, model.param_specs());
+  for (at::Tensor& w : views) {
+    if (w.dim() != 4) continue;
+    // Drawn on the CPU generator in float (as AST's torch.randn), then moved to w's device.
+    at::Tensor d =
+        at::randn(w.sizes(), generator, at::TensorOptions().dtype(at::kFloat)).to(w.options());
+    w.add_(d / d.norm() * w);
+  }
+  return out;
+}
+
 TrajectoryMatcher::TrajectoryMatcher(const models::Model& model, MatchingOptions options,
                                      train::AugmentFn augment)
     : model_(model), options_(std::move(options)), augment_(std::move(augment)) {
@@ -46,6 +68,12 @@ TrajectoryMatcher::TrajectoryMatcher(const models::Model& model, MatchingOptions
   }
   if (options_.batch_syn < 0) {
     throw Error("mtt.batch_syn must be >= 0, found " + std::to_string(options_.batch_syn));
+  }
+  if (options_.intermediate != "none" && options_.syn_steps < options_.expert_epochs) {
+    throw Error("mtt.matching.intermediate = " + options_.intermediate + " needs syn_steps >= " +
+                "expert_epochs (a student step per expert epoch), found syn_steps " +
+                std::to_string(options_.syn_steps) + " and expert_epochs " +
+                std::to_string(options_.expert_epochs));
   }
   if (options_.min_start_epoch < 0 || options_.min_start_epoch >= options_.max_start_epoch) {
     throw Error("mtt.matching: need 0 <= min_start_epoch < max_start_epoch, found " +
@@ -109,13 +137,24 @@ std::vector<at::Tensor> TrajectoryMatcher::batches(int64_t count, uint64_t seed)
   return out;
 }
 
+std::vector<TrajectoryMatcher::Intermediate> TrajectoryMatcher::intermediate_points(
+    size_t count) const {
+  std::vector<Intermediate> points;
+  const int64_t segments = static_cast<int64_t>(count) + 1;
+  for (int64_t i = 1; i < segments; ++i) {
+    const double weight = options_.intermediate == "adaptive" ? double(i) / double(segments) : 1.0;
+    points.push_back({(options_.syn_steps / segments) * i, weight});
+  }
+  return points;
+}
+
 at::Tensor TrajectoryMatcher::step_loss(const at::Tensor& images, const at::Tensor& labels,
                                         const at::Tensor& params, const at::Tensor& index,
-                                        uint64_t seed, int64_t step) const {
+                                        const MatchingTask& task, int64_t step) const {
   at::Tensor x = images.index_select(0, index.to(images.device()));
   at::Tensor y = labels.index_select(0, index.to(labels.device()));
   if (augment_) {
-    at::Generator draw = make_generator(seed, kAugmentStream, static_cast<uint64_t>(step));
+    at::Generator draw = make_generator(task.seed, kAugmentStream, static_cast<uint64_t>(step));
     x = augment_(x, draw);
   }
   // Several processes: this rank's rows of the batch, augmented as part of the whole batch (the
@@ -134,7 +173,8 @@ at::Tensor TrajectoryMatcher::step_loss(const at::Tensor& images, const at::Tens
   // Batch-norm students use batch statistics; their running statistics are scratch here.
   if (model_.num_buffers() > 0) args.buffers = model_.init_buffers().to(params.options());
   at::Tensor loss = student_loss(model_.forward(x, params, args), y);
-  return share == 1.0 ? loss : loss * share;
+  const double scale = share * task.loss_scale;
+  return scale == 1.0 ? loss : loss * scale;
 }
 
 MetaGradient TrajectoryMatcher::meta_gradient(const at::Tensor& images, const at::Tensor& labels,
@@ -153,15 +193,23 @@ MetaGradient TrajectoryMatcher::unrolled(const at::Tensor& images, const at::Ten
   at::Tensor lr_t = at::scalar_tensor(lr, images.options()).requires_grad_(true);
   auto index = batches(images.size(0), task.seed);
   at::Tensor params = task.start.detach().requires_grad_(true);
+  const std::vector<Intermediate> points = intermediate_points(task.intermediate_targets.size());
+  // MTT eq. 2: distance to the target normalised by how far the expert itself moved.
+  auto matching_term = [&](const at::Tensor& student, const at::Tensor& target) {
+    return (student - target).pow(2).sum() / (task.start - target).pow(2).sum();
+  };
+  at::Tensor loss = at::zeros({}, task.start.options());
   for (int64_t step = 0; step < options_.syn_steps; ++step) {
-    at::Tensor loss = step_loss(x, y, params, index[step], task.seed, step);
-    at::Tensor grad = torch::autograd::grad({loss}, {params}, {}, true, true)[0];
+    for (size_t i = 0; i < points.size(); ++i) {
+      if (points[i].step == step) {
+        loss = loss + points[i].weight * matching_term(params, task.intermediate_targets[i]);
+      }
+    }
+    at::Tensor step_value = step_loss(x, y, params, index[step], task, step);
+    at::Tensor grad = torch::autograd::grad({step_value}, {params}, {}, true, true)[0];
     params = params - lr_t * grad;
   }
-  // MTT eq. 2: distance to the target normalised by how far the expert itself moved.
-  at::Tensor distance = (params - task.target).pow(2).sum();
-  at::Tensor expert_distance = (task.start - task.target).pow(2).sum();
-  at::Tensor loss = distance / expert_distance;
+  loss = loss + matching_term(params, task.target);
   std::vector<at::Tensor> inputs = {x, lr_t};
   if (soft) inputs.push_back(y);
   auto grads = torch::autograd::grad({loss}, inputs);
@@ -185,7 +233,7 @@ MetaGradient TrajectoryMatcher::adjoint(const at::Tensor& images, const at::Tens
   for (int64_t step = 0; step < options_.syn_steps; ++step) {
     snapshots.push_back(params);
     at::Tensor leaf = params.detach().requires_grad_(true);
-    at::Tensor loss = step_loss(data, labels, leaf, index[step], task.seed, step);
+    at::Tensor loss = step_loss(data, labels, leaf, index[step], task, step);
     at::Tensor grad = torch::autograd::grad({loss}, {leaf})[0];
     if (parallel()) group_->all_reduce(grad, dist::Reduce::kSum);
     params = (params - lr * grad).detach();
@@ -194,6 +242,17 @@ MetaGradient TrajectoryMatcher::adjoint(const at::Tensor& images, const at::Tens
   at::Tensor difference = params - task.target;
   double loss = (difference.pow(2).sum() / expert_distance).item<double>();
   at::Tensor lambda = 2.0 * difference / expert_distance;
+  // Intermediate terms w_i ||θ_{n_i} - T_i||² / ||θ_0 - T_i||²: their value now, their gradient
+  // joins λ when the backward sweep reaches θ_{n_i}.
+  const std::vector<Intermediate> points = intermediate_points(task.intermediate_targets.size());
+  std::vector<at::Tensor> intermediate_grads(points.size());
+  for (size_t i = 0; i < points.size(); ++i) {
+    const at::Tensor& target = task.intermediate_targets[i];
+    at::Tensor distance = (task.start - target).pow(2).sum();
+    at::Tensor offset = snapshots[points[i].step] - target;
+    loss += points[i].weight * (offset.pow(2).sum() / distance).item<double>();
+    intermediate_grads[i] = points[i].weight * 2.0 * offset / distance;
+  }
   at::Tensor images_grad = at::zeros_like(data);
   const bool soft = at::isFloatingType(labels.scalar_type());
   at::Tensor labels_grad = soft ? at::zeros_like(labels) : at::Tensor();
@@ -202,7 +261,7 @@ MetaGradient TrajectoryMatcher::adjoint(const at::Tensor& images, const at::Tens
     at::Tensor leaf = snapshots[step].detach().requires_grad_(true);
     at::Tensor x = data.detach().requires_grad_(true);
     at::Tensor y = soft ? labels.detach().requires_grad_(true) : labels;
-    at::Tensor step_value = step_loss(x, y, leaf, index[step], task.seed, step);
+    at::Tensor step_value = step_loss(x, y, leaf, index[step], task, step);
     at::Tensor grad = torch::autograd::grad({step_value}, {leaf}, {}, true, true)[0];
     at::Tensor projected = (grad * lambda).sum();
     lr_grad -= projected.item<double>();
@@ -220,6 +279,10 @@ MetaGradient TrajectoryMatcher::adjoint(const at::Tensor& images, const at::Tens
       at::Tensor hvp = second.back().defined() ? second.back() : at::zeros_like(lambda);
       if (parallel()) group_->all_reduce(hvp, dist::Reduce::kSum);
       lambda = lambda - lr * hvp;
+    }
+    // λ is now dL/dθ_step (tesla: λ_N); an intermediate term matched at θ_step adds its gradient.
+    for (size_t i = 0; i < points.size(); ++i) {
+      if (points[i].step == step) lambda = lambda + intermediate_grads[i];
     }
     snapshots[step] = at::Tensor();  // free as we go
   }

@@ -37,6 +37,10 @@ struct MatchingOptions {
   int64_t label_epoch = 0;  // experts' epoch for labels and init (0 = the window's end)
   double max_loss = 0.0;    // DATM's threshold: no update above this matching loss (0 = off)
   std::string expert_order = "uniform";  // which expert each iteration matches
+  // AST (Shen et al.): the matching-side parts of its public code, all off by default.
+  bool balanced_inner_loss = false;   // student loss scaled by balanced_loss_scale(start epoch)
+  bool weight_perturbation = false;   // the start's conv kernels perturbed (perturb_conv_kernels)
+  std::string intermediate = "none";  // intermediate matching loss: none | sum | adaptive
 
   void visit(config::Visitor& v) {
     v.field("syn_steps", syn_steps, "student steps on the synthetic set per iteration (N)");
@@ -79,18 +83,47 @@ struct MatchingOptions {
     v.field("max_loss", max_loss,
             "DATM's threshold: an iteration whose matching loss exceeds it updates nothing "
             "(0 = off)");
+    v.field("balanced_inner_loss", balanced_inner_loss,
+            "AST: scale the student's loss by a factor of the start epoch s (h = max_start_epoch "
+            "/ 2: log5(s - h + 8) from h on, else 1 / log5(h - s + 8)), so early segments take "
+            "smaller student steps and late ones larger");
+    v.field("weight_perturbation", weight_perturbation,
+            "AST: each iteration perturbs the start's convolution kernels, W + d * W with d "
+            "Gaussian of unit Frobenius norm per kernel (the loss normalisers use the perturbed "
+            "start, as AST)");
+    v.choice("intermediate", intermediate,
+             "AST's intermediate matching loss: with E = expert_epochs, the student's parameters "
+             "after (syn_steps / E) * i steps are also matched to the expert's epoch start + i, "
+             "i = 1..E-1, each normalised by its distance from the start; sum: weight 1 each "
+             "(AST's agg_middle_loss), adaptive: weight i / E; none: off",
+             {"none", "sum", "adaptive"});
   }
 };
+
+// AST's balanced inner loss factor for a segment starting at `start_epoch` (see
+// MatchingOptions::balanced_inner_loss): h = max_start_epoch / 2 (integer division).
+double balanced_loss_scale(int64_t start_epoch, int64_t max_start_epoch);
+
+// AST's weight perturbation: every 4-D parameter (a convolution kernel) W of `model` in the flat
+// `params` becomes W + (d / ||d||_F) * W, d drawn from N(0, I) per kernel in parameter order;
+// the other parameters are copied unchanged.
+at::Tensor perturb_conv_kernels(const at::Tensor& params, const models::Model& model,
+                                at::Generator& generator);
 
 // What one matching iteration needs besides the synthetic set.
 struct MatchingTask {
   at::Tensor start;   // expert parameters at epoch t (flat)
   at::Tensor target;  // expert parameters at epoch t + M (flat)
   uint64_t seed = 0;  // the iteration's draws: mini-batches and augmentation per student step
+  double loss_scale = 1.0;  // multiplies every student step's loss (AST's balanced inner loss)
+  // AST's intermediate matching: the expert at epochs t + 1 .. t + M - 1 (empty = off).
+  std::vector<at::Tensor> intermediate_targets;
 };
 
 struct MetaGradient {
-  double loss = 0.0;       // ||θ_N - θ*_{t+M}||² / ||θ*_t - θ*_{t+M}||²
+  // ||θ_N - θ*_{t+M}||² / ||θ*_t - θ*_{t+M}||², plus the weighted intermediate terms
+  // ||θ_{n_i} - θ*_{t+i}||² / ||θ*_t - θ*_{t+i}||² when the task has intermediate targets.
+  double loss = 0.0;
   at::Tensor images_grad;  // d loss / d images
   double lr_grad = 0.0;    // d loss / d lr
   at::Tensor labels_grad;  // d loss / d label logits (soft labels only)
@@ -133,10 +166,19 @@ class TrajectoryMatcher {
   // permutations of the `count` images, a short last chunk included, as the reference code.
   std::vector<at::Tensor> batches(int64_t count, uint64_t seed) const;
 
+  // Intermediate matching: the student step n_i (after n_i steps) at which the i-th intermediate
+  // target is matched, and its weight, for a task with `count` intermediate targets:
+  // n_i = (syn_steps / (count + 1)) * i, as AST's code.
+  struct Intermediate {
+    int64_t step;
+    double weight;
+  };
+  std::vector<Intermediate> intermediate_points(size_t count) const;
+
  private:
   // ∇_θ ℓ at one student step, recomputable: same indices, same augmentation draw.
   at::Tensor step_loss(const at::Tensor& images, const at::Tensor& labels, const at::Tensor& params,
-                       const at::Tensor& index, uint64_t seed, int64_t step) const;
+                       const at::Tensor& index, const MatchingTask& task, int64_t step) const;
   MetaGradient unrolled(const at::Tensor& images, const at::Tensor& labels, double lr,
                         const MatchingTask& task) const;
   MetaGradient adjoint(const at::Tensor& images, const at::Tensor& labels, double lr,

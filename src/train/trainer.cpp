@@ -197,6 +197,7 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
       at::Tensor x = images.index_select(0, index);
       at::Tensor y = device_targets.index_select(0, index);
       if (batch_source_) std::tie(x, y) = batch_source_(index, epoch);
+      at::Tensor clean = x;
       at::Generator draw = make_generator(seed_, kAugmentStream, static_cast<uint64_t>(state.step));
       if (augment_) {
         at::NoGradGuard no_grad;
@@ -214,6 +215,7 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
         index = index.slice(0, lo, hi);
         x = x.slice(0, lo, hi);
         y = y.slice(0, lo, hi);
+        clean = clean.slice(0, lo, hi);
         rank_draw = make_generator(mix_seed(seed_, kRankDropoutStream, state.step), 0,
                                    static_cast<uint64_t>(rank));
       }
@@ -249,6 +251,12 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
         step.features = &features;
         step.aux = aux;
         step.params = params;
+        step.clean_images = clean;
+        step.forward = [this, &params, args](const at::Tensor& input) {
+          models::ForwardArgs again = args;
+          again.features = nullptr;
+          return model_.forward(input, params, again);
+        };
         step.epoch = epoch;
         step.step = state.step;
         loss = objective_->loss(step);

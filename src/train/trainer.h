@@ -64,6 +64,10 @@ struct StepContext {
   const models::Features* features = nullptr;  // filled when the objective wants features
   at::Tensor aux;  // the objective's own trainable parameters (requires grad) or undefined
   at::Tensor params;  // the model's flat parameters (requires grad): for gradient penalties
+  at::Tensor clean_images;  // the batch before augmentation and mixing (this rank's part)
+  // The model's forward pass with this step's parameters and arguments (train mode), for
+  // penalties that need another pass (an input-gradient penalty); features are not reported.
+  std::function<at::Tensor(const at::Tensor&)> forward;
   int64_t epoch = 0;
   int64_t step = 0;
 };

@@ -224,5 +224,115 @@ TEST(TrajectoryMatcher, StartEpochWindowGrowsLinearly) {
   }
 }
 
+// AST's balanced inner loss: the factor at a few start epochs (values of AST's formula for
+// max_start_epoch 20, computed by hand: log5(8), log5(17), 1 / log5(18), 1 / log5(9)), and its
+// effect: scaling every student loss by f is the same run as the lr scaled by f, so the loss and
+// image gradient equal those at lr * f, and d/d lr is f times the gradient there.
+TEST(TrajectoryMatcher, BalancedInnerLossIsAScaledStudentLearningRate) {
+  EXPECT_NEAR(balanced_loss_scale(10, 20), 1.2920, 1e-4);
+  EXPECT_NEAR(balanced_loss_scale(19, 20), 1.7604, 1e-4);
+  EXPECT_NEAR(balanced_loss_scale(0, 20), 0.5568, 1e-4);
+  EXPECT_NEAR(balanced_loss_scale(9, 20), 0.7325, 1e-4);
+  EXPECT_NEAR(balanced_loss_scale(15, 31), balanced_loss_scale(15, 30), 1e-15);  // h = 15 both
+
+  for (const std::string method : {"unroll", "adjoint"}) {
+    Case c = make_case();
+    TrajectoryMatcher matcher(*c.model, small_options(method), dsa());
+    const double f = balanced_loss_scale(3, 20), lr = 0.1;
+    MatchingTask scaled = c.task;
+    scaled.loss_scale = f;
+    MetaGradient a = matcher.meta_gradient(c.images, c.labels, lr, scaled);
+    MetaGradient b = matcher.meta_gradient(c.images, c.labels, lr * f, c.task);
+    EXPECT_NEAR(a.loss, b.loss, 1e-10 * b.loss) << method;
+    EXPECT_LT(relative_difference(a.images_grad, b.images_grad), 1e-8) << method;
+    EXPECT_NEAR(a.lr_grad, f * b.lr_grad, 1e-8 * std::abs(b.lr_grad)) << method;
+  }
+}
+
+// AST's weight perturbation: only the 4-D parameters (conv kernels) change, each by d * W with d
+// of unit Frobenius norm; the same generator state gives the same perturbation.
+TEST(TrajectoryMatcher, WeightPerturbationScalesEachConvKernelByUnitNormNoise) {
+  Case c = make_case();
+  at::Generator a = make_generator(9), b = make_generator(9);
+  at::Tensor perturbed = perturb_conv_kernels(c.task.start, *c.model, a);
+  EXPECT_TRUE(at::equal(perturbed, perturb_conv_kernels(c.task.start, *c.model, b)));
+  EXPECT_FALSE(at::equal(perturbed, c.task.start));
+  std::vector<at::Tensor> before = models::Model::unflatten(c.task.start, c.model->param_specs());
+  std::vector<at::Tensor> after = models::Model::unflatten(perturbed, c.model->param_specs());
+  int kernels = 0;
+  for (size_t k = 0; k < before.size(); ++k) {
+    if (before[k].dim() != 4) {
+      EXPECT_TRUE(at::equal(before[k], after[k])) << c.model->param_specs()[k].name;
+      continue;
+    }
+    ++kernels;
+    at::Tensor d = (after[k] - before[k]) / before[k];  // init weights are never exactly 0
+    EXPECT_NEAR(d.norm().item<double>(), 1.0, 1e-6) << c.model->param_specs()[k].name;
+  }
+  EXPECT_EQ(kernels, 1);  // a one-block ConvNet: one conv layer
+}
+
+// AST's intermediate matching: with expert_epochs E = 3 and 4 student steps, the student after
+// (4 / 3) * i = i steps is matched to the expert's epoch t + i (i = 1, 2). At lr 0 every term is
+// 1, so the loss is 1 + the weights' sum (sum: 3; adaptive: 1 + 1/3 + 2/3). The gradients of the
+// adjoint sweep equal the unrolled autograd's and central finite differences.
+TEST(TrajectoryMatcher, IntermediateMatchingGradientsMatchUnrollAndFiniteDifferences) {
+  Case c = make_case();
+  at::Generator gen = make_generator(4);
+  for (int i = 1; i <= 2; ++i) {
+    c.task.intermediate_targets.push_back(
+        c.task.start + 0.02 * i * at::randn(c.task.start.sizes(), gen).to(at::kDouble));
+  }
+  for (const std::string mode : {"sum", "adaptive"}) {
+    MatchingOptions o = small_options("unroll");
+    o.expert_epochs = 3;
+    o.intermediate = mode;
+    TrajectoryMatcher unroll(*c.model, o, dsa());
+    o.meta_grad = "adjoint";
+    TrajectoryMatcher adjoint(*c.model, o, dsa());
+    const auto points = adjoint.intermediate_points(2);
+    ASSERT_EQ(points.size(), 2u);
+    EXPECT_EQ(points[0].step, 1);
+    EXPECT_EQ(points[1].step, 2);
+    EXPECT_NEAR(adjoint.meta_gradient(c.images, c.labels, 0.0, c.task).loss,
+                mode == "sum" ? 3.0 : 2.0, 1e-12)
+        << mode;
+
+    const double lr = 0.1, h = 1e-5;
+    MetaGradient u = unroll.meta_gradient(c.images, c.labels, lr, c.task);
+    MetaGradient a = adjoint.meta_gradient(c.images, c.labels, lr, c.task);
+    EXPECT_NEAR(a.loss, u.loss, 1e-12 * u.loss) << mode;
+    EXPECT_LT(relative_difference(a.images_grad, u.images_grad), 1e-5) << mode;
+    EXPECT_NEAR(a.lr_grad, u.lr_grad, 1e-5 * std::abs(u.lr_grad)) << mode;
+    for (int64_t pixel : {5, 90, 301}) {
+      at::Tensor plus = c.images.clone(), minus = c.images.clone();
+      plus.view(-1)[pixel] += h;
+      minus.view(-1)[pixel] -= h;
+      const double numeric = (adjoint.meta_gradient(plus, c.labels, lr, c.task).loss -
+                              adjoint.meta_gradient(minus, c.labels, lr, c.task).loss) /
+                             (2 * h);
+      EXPECT_NEAR(a.images_grad.view(-1)[pixel].item<double>(), numeric,
+                  1e-6 + 1e-4 * std::abs(numeric))
+          << mode << " pixel " << pixel;
+    }
+    const double numeric_lr = (adjoint.meta_gradient(c.images, c.labels, lr + h, c.task).loss -
+                               adjoint.meta_gradient(c.images, c.labels, lr - h, c.task).loss) /
+                              (2 * h);
+    EXPECT_NEAR(a.lr_grad, numeric_lr, 1e-6 + 1e-4 * std::abs(numeric_lr)) << mode;
+  }
+  // Fewer student steps than expert epochs leave no step for an intermediate target.
+  MatchingOptions o = small_options("adjoint");
+  o.expert_epochs = 5;
+  o.intermediate = "sum";
+  try {
+    TrajectoryMatcher bad(*c.model, o, train::AugmentFn());
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("mtt.matching.intermediate = sum needs syn_steps"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace distill::trajectories

@@ -218,6 +218,41 @@ class PullObjective : public StepObjective {
   bool use_aux_;
 };
 
+// An objective sees the batch before augmentation (step.clean_images: the training images at the
+// step's indices) and a forward pass with the step's parameters (step.forward: the step's logits
+// again for the augmented batch).
+class CleanBatchObjective : public StepObjective {
+ public:
+  explicit CleanBatchObjective(at::Tensor images) : images_(std::move(images)) {}
+  at::Tensor loss(const StepContext& step) override {
+    EXPECT_TRUE(at::equal(step.clean_images, images_.index_select(0, step.indices)));
+    EXPECT_FALSE(at::equal(step.clean_images, step.images));  // DSA changed the batch
+    EXPECT_TRUE(at::allclose(step.forward(step.images), step.logits, 1e-5, 1e-6));
+    ++calls;
+    return classification_loss(step.logits, step.targets);
+  }
+  int64_t calls = 0;
+
+ private:
+  at::Tensor images_;
+};
+
+TEST(Trainer, ObjectiveSeesTheBatchBeforeAugmentationAndCanRunTheModelAgain) {
+  auto model = tiny_convnet();
+  auto [images, labels] = toy_data(40, 6);
+  TrainOptions o = tiny_options();
+  o.epochs = 1;
+  Trainer trainer(*model, o, 3);
+  AugmentOptions augment;
+  trainer.set_augment(make_augment(augment, 8));
+  trainer.set_progress("test", false);
+  auto objective = std::make_shared<CleanBatchObjective>(images);
+  trainer.set_objective(objective);
+  TrainState state = trainer.init_state();
+  trainer.fit(state, images, labels);
+  EXPECT_EQ(objective->calls, 3);
+}
+
 TEST(Trainer, ObjectiveWithTheDefaultLossGivesTheDefaultRun) {
   auto model = tiny_convnet();
   auto [images, labels] = toy_data(64, 5);
