@@ -223,8 +223,8 @@ eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector
       if (r.init == "kmeans") {
         const Member& member = committee[feature_member(committee)];
         at::Tensor features = penultimate_features(member, train.images.to(device));
-        index = kmeans_per_class(features, train.labels, classes, r.ipc, r.kmeans_iterations,
-                                 generator);
+        index = data::kmeans_per_class(features, train.labels, classes, r.ipc, r.kmeans_iterations,
+                                       generator);
       } else {
         index = data::sample_per_class(train.labels, classes, r.ipc, generator);
       }

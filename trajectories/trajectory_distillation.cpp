@@ -13,7 +13,7 @@
 #include "src/io/progress.h"
 #include "src/io/tensor_file.h"
 #include "src/train/optimizer.h"
-#include "trajectories/datm_init.h"
+#include "trajectories/expert_init.h"
 #include "trajectories/experts.h"
 
 namespace distill::trajectories {
@@ -67,15 +67,26 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
   // Initial set: class-balanced real images (DATM: ones the experts get right, or noise), class
   // ids as labels.
   at::Generator init_generator = make_generator(seed, kInitStream);
-  const bool by_experts = options.init == "real_correct" || m.soft_labels != "none";
+  const bool by_experts =
+      options.init == "real_correct" || options.init == "kmeans" || m.soft_labels != "none";
   const std::vector<at::Tensor> label_experts =
       by_experts ? label_parameters(experts, m.label_epoch, window_end) : std::vector<at::Tensor>{};
+  if (options.init == "kmeans" && options.kmeans_iterations < 0) {
+    throw Error("mtt.kmeans_iterations must be >= 0, found " +
+                std::to_string(options.kmeans_iterations));
+  }
   eval::SyntheticSet set =
       options.init == "real_correct"
           ? eval::Evaluator::real_set(train, norm,
                                       correctly_classified_index(*model, label_experts, train,
                                                                  options.ipc, init_generator),
                                       dataset_name)
+      : options.init == "kmeans"
+          ? eval::Evaluator::real_set(
+                train, norm,
+                representative_index(*model, label_experts[0], train, options.ipc,
+                                     options.kmeans_iterations, init_generator),
+                dataset_name)
           : eval::Evaluator::random_real_set(train, norm, options.ipc, init_generator,
                                              dataset_name);
   if (options.init == "noise") set.images = at::randn(set.images.sizes(), init_generator);

@@ -19,6 +19,7 @@ struct MttOptions {
   int64_t ipc = 10;
   int64_t iterations = 1000;
   std::string init = "real";
+  int64_t kmeans_iterations = 300;  // init = kmeans: Lloyd iterations at most (sklearn's default)
   std::string buffer = "runs/experts";
   int64_t checkpoint_every = 20;
   int64_t snapshot_every = 0;  // write syn.pt + grid.png every N iterations
@@ -37,8 +38,12 @@ struct MttOptions {
     v.field("iterations", iterations, "matching iterations (image updates)");
     v.choice("init", init,
              "initial images: real (class-balanced real), real_correct (real images the experts "
-             "classify correctly at matching.label_epoch, DATM) or noise",
-             {"real", "real_correct", "noise"});
+             "classify correctly at matching.label_epoch, DATM), kmeans (AST's representative "
+             "images: per class, the real image nearest each of ipc k-means centroids of expert "
+             "0's logits at matching.label_epoch; AST: label_epoch = -1) or noise",
+             {"real", "real_correct", "kmeans", "noise"});
+    v.field("kmeans_iterations", kmeans_iterations,
+            "init = kmeans: Lloyd iterations at most (after k-means++ seeding)");
     v.field("buffer", buffer, "expert trajectories: a folder from `distill experts` or one .pt file");
     v.field("checkpoint_every", checkpoint_every, "iterations between checkpoints");
     v.field("snapshot_every", snapshot_every, "iterations between grid/set snapshots (0 = end only)");

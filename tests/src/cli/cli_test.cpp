@@ -500,6 +500,52 @@ TEST(Cli, ExpertsThenMttAndMttResumeEqualsAStraightRun) {
   EXPECT_TRUE(contains(last, "\"window_end\":3")) << last;  // grown from 1 to 3 by the end
 }
 
+// AST end to end: smoothed experts (loss scaling, input-gradient penalty, logged per epoch), then
+// mtt with representative init, balanced inner loss, weight perturbation and intermediate
+// matching; an interrupted and resumed run equals a straight one (the perturbation draws too).
+TEST(Cli, AstExpertsThenMttResumeEqualsAStraightRun) {
+  TempDir dir;
+  std::string data = write_tiny_dataset(dir);
+  const std::string expert_flags =
+      "experts " + tiny_flags(data) +
+      "--set experts.model.width=8 --set experts.model.depth=1 --set experts.num_experts=1 "
+      "--set experts.train.epochs=3 --set experts.train.batch_size=20 ";
+  CommandResult experts = distill_cli(expert_flags +
+                                      "--set experts.smoothing.loss_scale=[0.5,0.55] "
+                                      "--set experts.smoothing.input_gradient_penalty=2 --out " +
+                                      dir.file("experts"));
+  ASSERT_EQ(experts.exit_code, 0) << experts.output;
+  // The penalty changes the trajectory (both runs scale the loss alike).
+  ASSERT_EQ(distill_cli(expert_flags + "--set experts.smoothing.loss_scale=[0.5,0.55] --out " +
+                        dir.file("experts_no_penalty"))
+                .exit_code,
+            0);
+  EXPECT_NE(io::read_file(dir.file("experts/replay_buffer_0.pt")),
+            io::read_file(dir.file("experts_no_penalty/replay_buffer_0.pt")));
+  std::string mtt = "mtt " + tiny_flags(data) + "--buffer " + dir.file("experts") +
+                    " --ipc 2 --set mtt.model.width=8 --set mtt.model.depth=1 "
+                    "--set mtt.init=kmeans --set mtt.matching.label_epoch=-1 "
+                    "--set mtt.matching.syn_steps=3 --set mtt.matching.max_start_epoch=2 "
+                    "--set mtt.matching.expert_epochs=2 --set mtt.matching.intermediate=sum "
+                    "--set mtt.matching.balanced_inner_loss=true "
+                    "--set mtt.matching.weight_perturbation=true "
+                    "--set mtt.matching.lr_img=10 --set mtt.checkpoint_every=1 ";
+  CommandResult straight = distill_cli(mtt + "--iterations 4 --out " + dir.file("straight"));
+  ASSERT_EQ(straight.exit_code, 0) << straight.output;
+  ASSERT_EQ(distill_cli(mtt + "--iterations 2 --out " + dir.file("resumed")).exit_code, 0);
+  CommandResult resumed = distill_cli(mtt + "--iterations 4 --resume --out " + dir.file("resumed"));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  auto tensor = [&](const std::string& file, const std::string& key) {
+    return io::get_tensor(io::load_dict(dir.file(file)), key, file);
+  };
+  EXPECT_TRUE(at::equal(tensor("straight/syn.pt", "images"), tensor("resumed/syn.pt", "images")));
+  EXPECT_TRUE(at::equal(tensor("straight/syn.pt", "lr"), tensor("resumed/syn.pt", "lr")));
+  // The same switches without the perturbation give another set: the perturbation is used.
+  std::string unperturbed = mtt + "--set mtt.matching.weight_perturbation=false ";
+  ASSERT_EQ(distill_cli(unperturbed + "--iterations 4 --out " + dir.file("plain")).exit_code, 0);
+  EXPECT_FALSE(at::equal(tensor("straight/syn.pt", "images"), tensor("plain/syn.pt", "images")));
+}
+
 TEST(Cli, MttEmaIsTheClosedFormOfTheRawImages) {
   TempDir dir;
   std::string data = write_tiny_dataset(dir);

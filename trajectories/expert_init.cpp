@@ -1,4 +1,4 @@
-#include "trajectories/datm_init.h"
+#include "trajectories/expert_init.h"
 
 #include <ATen/ATen.h>
 
@@ -6,6 +6,7 @@
 #include <string>
 
 #include "src/core/error.h"
+#include "src/data/kmeans.h"
 
 namespace distill::trajectories {
 
@@ -93,6 +94,15 @@ at::Tensor correct_experts_logits(const models::Model& model, const std::vector<
   at::Tensor all_mean = all_sum / static_cast<double>(experts.size());
   at::Tensor correct_mean = correct_sum / correct_count.clamp_min(1).unsqueeze(1);
   return at::where(correct_count.gt(0).unsqueeze(1), correct_mean, all_mean);
+}
+
+at::Tensor representative_index(const models::Model& model, const at::Tensor& expert,
+                                const data::Dataset& train, int64_t ipc, int64_t iterations,
+                                at::Generator& generator) {
+  // AST clusters the expert's logits (not penultimate features), each class on its own.
+  at::Tensor logits = expert_logits(model, expert, train.images);
+  return data::kmeans_per_class(logits, train.labels, train.num_classes, ipc, iterations,
+                                generator);
 }
 
 }  // namespace distill::trajectories

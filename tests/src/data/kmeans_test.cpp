@@ -1,6 +1,6 @@
 // k-means (representative) initialisation: k-means++ seeding, Lloyd iterations and the pick of the
 // real image nearest each centroid, on hand-made features whose clusters are known.
-#include "synth/kmeans_selection.h"
+#include "src/data/kmeans.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -11,7 +11,7 @@
 #include "src/core/runtime.h"
 #include "tests/support/test_support.h"
 
-namespace distill::synth {
+namespace distill::data {
 namespace {
 
 // `groups` well-separated 2-D groups (centres 100 apart), `per_group` points each with offsets in
@@ -131,4 +131,4 @@ TEST(KMeans, PerClassPicksOneImagePerGroupOrderedByClass) {
 }
 
 }  // namespace
-}  // namespace distill::synth
+}  // namespace distill::data

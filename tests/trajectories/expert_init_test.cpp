@@ -1,6 +1,7 @@
-// DATM's initialisation: real images the experts classify correctly, and labels from the experts
-// that get each image right; checked against predictions and means computed here.
-#include "trajectories/datm_init.h"
+// Initialisations that ask the experts. DATM's: real images the experts classify correctly, and
+// labels from the experts that get each image right; checked against predictions and means
+// computed here. AST's representative images: against the closed form of k-means with one cluster.
+#include "trajectories/expert_init.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -107,6 +108,39 @@ TEST(DatmInit, LabelEpochPicksTheEpoch) {
   EXPECT_EQ(label_parameters(experts, 1, 2)[0].item<double>(), 1.0);
   EXPECT_NE(testing::error_of([&] { label_parameters(experts, 4, 2); }).find("epoch 1..3"),
             std::string::npos);
+}
+
+// With one cluster per class, k-means ends at the class's mean logit, so AST's representative
+// image is the one whose logits are nearest the class mean (computed here directly). With more
+// clusters: distinct images of the right class, the same ones for the same generator state.
+TEST(RepresentativeInit, OneClusterGivesTheImageNearestTheClassMeanLogit) {
+  Experts e = make_experts();
+  at::Generator gen = make_generator(7);
+  at::Tensor index = representative_index(*e.model, e.params[1], e.train, 1, 50, gen);
+  ASSERT_EQ(index.numel(), 3);
+  models::ForwardArgs args;
+  at::Tensor logits = e.model->forward(e.train.images, e.params[1], args).to(at::kDouble);
+  for (int64_t c = 0; c < 3; ++c) {
+    at::Tensor members = e.train.labels.eq(c).nonzero().squeeze(1);
+    at::Tensor rows = logits.index_select(0, members);
+    at::Tensor distance = (rows - rows.mean(0, true)).pow(2).sum(1);
+    EXPECT_EQ(index[c].item<int64_t>(), members[distance.argmin()].item<int64_t>()) << c;
+  }
+
+  at::Generator a = make_generator(8), b = make_generator(8);
+  at::Tensor three = representative_index(*e.model, e.params[1], e.train, 3, 50, a);
+  EXPECT_TRUE(at::equal(three, representative_index(*e.model, e.params[1], e.train, 3, 50, b)));
+  ASSERT_EQ(three.numel(), 9);
+  std::set<int64_t> distinct;
+  for (int64_t i = 0; i < 9; ++i) {
+    distinct.insert(three[i].item<int64_t>());
+    EXPECT_EQ(e.train.labels[three[i].item<int64_t>()].item<int64_t>(), i / 3);
+  }
+  EXPECT_EQ(distinct.size(), 9u);
+  at::Generator c = make_generator(8);
+  EXPECT_EQ(
+      testing::error_of([&] { representative_index(*e.model, e.params[1], e.train, 31, 5, c); }),
+      "k-means initialisation: class 0 has only 30 training images, 31 asked per class");
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #pragma once
-// DATM's initialisation (Guo et al., ICLR 2024): start from real images the experts already
-// classify correctly, and give each one the soft label the experts that get it right agree on.
+// Initialisations of a synthetic set that ask the experts: DATM's (Guo et al., ICLR 2024) real
+// images the experts already classify correctly, each with the soft label the experts that get it
+// right agree on; and AST's (Shen et al.) representative real images.
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
@@ -26,6 +27,14 @@ at::Tensor correctly_classified_index(const models::Model& model,
                                       const std::vector<at::Tensor>& experts,
                                       const data::Dataset& train, int64_t ipc,
                                       at::Generator& generator);
+
+// AST's representative initialisation: per class, k-means (k = ipc, k-means++ seeding, then up to
+// `iterations` Lloyd iterations) on the logits an expert (`expert` parameters) gives that class's
+// images, and the image nearest each centroid. Positions in `train`, ordered by class. Error naming
+// the class when it has fewer than `ipc` images.
+at::Tensor representative_index(const models::Model& model, const at::Tensor& expert,
+                                const data::Dataset& train, int64_t ipc, int64_t iterations,
+                                at::Generator& generator);
 
 // Per image, the mean logits of the experts that classify it as `classes` says (all experts
 // when none does).
