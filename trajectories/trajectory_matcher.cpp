@@ -69,6 +69,10 @@ TrajectoryMatcher::TrajectoryMatcher(const models::Model& model, MatchingOptions
   if (options_.batch_syn < 0) {
     throw Error("mtt.batch_syn must be >= 0, found " + std::to_string(options_.batch_syn));
   }
+  if (!(options_.student_momentum >= 0 && options_.student_momentum < 1)) {
+    throw Error("mtt.matching.student_momentum must lie in [0, 1), found " +
+                std::to_string(options_.student_momentum));
+  }
   if (options_.intermediate != "none" && options_.syn_steps < options_.expert_epochs) {
     throw Error("mtt.matching.intermediate = " + options_.intermediate + " needs syn_steps >= " +
                 "expert_epochs (a student step per expert epoch), found syn_steps " +
@@ -199,6 +203,7 @@ MetaGradient TrajectoryMatcher::unrolled(const at::Tensor& images, const at::Ten
     return (student - target).pow(2).sum() / (task.start - target).pow(2).sum();
   };
   at::Tensor loss = at::zeros({}, task.start.options());
+  at::Tensor velocity;  // student_momentum: b_i
   for (int64_t step = 0; step < options_.syn_steps; ++step) {
     for (size_t i = 0; i < points.size(); ++i) {
       if (points[i].step == step) {
@@ -207,6 +212,10 @@ MetaGradient TrajectoryMatcher::unrolled(const at::Tensor& images, const at::Ten
     }
     at::Tensor step_value = step_loss(x, y, params, index[step], task, step);
     at::Tensor grad = torch::autograd::grad({step_value}, {params}, {}, true, true)[0];
+    if (options_.student_momentum > 0) {
+      velocity = velocity.defined() ? options_.student_momentum * velocity + grad : grad;
+      grad = velocity;
+    }
     params = params - lr_t * grad;
   }
   loss = loss + matching_term(params, task.target);
@@ -223,6 +232,9 @@ MetaGradient TrajectoryMatcher::unrolled(const at::Tensor& images, const at::Ten
 // where both products come from one double-backward of <g_i, λ_{i+1}>. Memory: one parameter
 // snapshot per step plus one step's graph, independent of syn_steps. Without `exact` (tesla),
 // λ stays λ_N: each batch's gradient as if the later steps' parameters did not depend on it.
+// With heavy-ball momentum (θ_{i+1} = θ_i - η b_i, b_i = μ b_{i-1} + g_i) the velocities are
+// stored too and B_i = dL/db_i = -η λ_{i+1} + μ B_{i+1} takes the place of -η λ_{i+1} above:
+//   dL/dη += -<λ_{i+1}, b_i>,  dL/dX += (∂g_i/∂X)ᵀ B_i,  λ_i = λ_{i+1} + H_i B_i.
 MetaGradient TrajectoryMatcher::adjoint(const at::Tensor& images, const at::Tensor& labels,
                                         double lr, const MatchingTask& task, bool exact) const {
   auto index = batches(images.size(0), task.seed);
@@ -230,12 +242,21 @@ MetaGradient TrajectoryMatcher::adjoint(const at::Tensor& images, const at::Tens
   std::vector<at::Tensor> snapshots;
   snapshots.reserve(options_.syn_steps + 1);
   at::Tensor params = task.start.detach().clone();
+  // Heavy-ball momentum: the velocities b_i are stored too (the lr's gradient needs them).
+  const double momentum = options_.student_momentum;
+  at::Tensor velocity;
+  std::vector<at::Tensor> velocities;
   for (int64_t step = 0; step < options_.syn_steps; ++step) {
     snapshots.push_back(params);
     at::Tensor leaf = params.detach().requires_grad_(true);
     at::Tensor loss = step_loss(data, labels, leaf, index[step], task, step);
     at::Tensor grad = torch::autograd::grad({loss}, {leaf})[0];
     if (parallel()) group_->all_reduce(grad, dist::Reduce::kSum);
+    if (momentum > 0) {
+      velocity = velocity.defined() ? (momentum * velocity + grad).detach() : grad;
+      velocities.push_back(velocity);
+      grad = velocity;
+    }
     params = (params - lr * grad).detach();
   }
   at::Tensor expert_distance = (task.start - task.target).pow(2).sum();
@@ -257,14 +278,25 @@ MetaGradient TrajectoryMatcher::adjoint(const at::Tensor& images, const at::Tens
   const bool soft = at::isFloatingType(labels.scalar_type());
   at::Tensor labels_grad = soft ? at::zeros_like(labels) : at::Tensor();
   double lr_grad = 0.0;
+  at::Tensor velocity_adjoint = at::zeros_like(lambda);  // momentum: B_{i+1} (B_N = 0)
   for (int64_t step = options_.syn_steps - 1; step >= 0; --step) {
     at::Tensor leaf = snapshots[step].detach().requires_grad_(true);
     at::Tensor x = data.detach().requires_grad_(true);
     at::Tensor y = soft ? labels.detach().requires_grad_(true) : labels;
     at::Tensor step_value = step_loss(x, y, leaf, index[step], task, step);
     at::Tensor grad = torch::autograd::grad({step_value}, {leaf}, {}, true, true)[0];
-    at::Tensor projected = (grad * lambda).sum();
-    lr_grad -= projected.item<double>();
+    // g_i reaches the loss through dL/dg_i = coefficient * direction: -lr λ_{i+1} for plain SGD;
+    // with momentum B_i = dL/db_i = -lr λ_{i+1} + μ B_{i+1} (b_i moves θ_{i+1} and b_{i+1}).
+    at::Tensor direction = lambda;
+    double coefficient = -lr;
+    if (momentum > 0) {
+      velocity_adjoint = -lr * lambda + momentum * velocity_adjoint;
+      direction = velocity_adjoint;
+      coefficient = 1.0;
+    }
+    at::Tensor projected = (grad * direction).sum();
+    lr_grad -=
+        momentum > 0 ? (lambda * velocities[step]).sum().item<double>() : projected.item<double>();
     // tesla never uses the Hessian-vector product in θ: do not ask autograd for it.
     std::vector<at::Tensor> inputs = {x};
     if (soft) inputs.push_back(y);
@@ -273,12 +305,12 @@ MetaGradient TrajectoryMatcher::adjoint(const at::Tensor& images, const at::Tens
     auto second = projected.requires_grad()
                       ? torch::autograd::grad({projected}, inputs, {}, false, false, true)
                       : std::vector<at::Tensor>(inputs.size());
-    if (second[0].defined()) images_grad.sub_(second[0], lr);
-    if (soft && second[1].defined()) labels_grad.sub_(second[1], lr);
+    if (second[0].defined()) images_grad.add_(second[0], coefficient);
+    if (soft && second[1].defined()) labels_grad.add_(second[1], coefficient);
     if (exact) {
       at::Tensor hvp = second.back().defined() ? second.back() : at::zeros_like(lambda);
       if (parallel()) group_->all_reduce(hvp, dist::Reduce::kSum);
-      lambda = lambda - lr * hvp;
+      lambda = lambda + coefficient * hvp;
     }
     // λ is now dL/dθ_step (tesla: λ_N); an intermediate term matched at θ_step adds its gradient.
     for (size_t i = 0; i < points.size(); ++i) {

@@ -41,6 +41,7 @@ struct MatchingOptions {
   bool balanced_inner_loss = false;   // student loss scaled by balanced_loss_scale(start epoch)
   bool weight_perturbation = false;   // the start's conv kernels perturbed (perturb_conv_kernels)
   std::string intermediate = "none";  // intermediate matching loss: none | sum | adaptive
+  double student_momentum = 0.0;      // heavy-ball momentum of the student's steps (AST: 0.9)
 
   void visit(config::Visitor& v) {
     v.field("syn_steps", syn_steps, "student steps on the synthetic set per iteration (N)");
@@ -97,6 +98,10 @@ struct MatchingOptions {
              "i = 1..E-1, each normalised by its distance from the start; sum: weight 1 each "
              "(AST's agg_middle_loss), adaptive: weight i / E; none: off",
              {"none", "sum", "adaptive"});
+    v.field(
+        "student_momentum", student_momentum,
+        "heavy-ball momentum mu of the student's steps on the synthetic set: b_i = mu b_(i-1) + "
+        "g_i, theta_(i+1) = theta_i - lr b_i (AST's code: 0.9; MTT: 0 = plain SGD)");
   }
 };
 
@@ -140,7 +145,8 @@ StartWindow start_epoch_window(const MatchingOptions& options, int64_t iteration
 int64_t final_window_end(const MatchingOptions& options);
 
 // Computes the MTT loss and its exact gradient w.r.t. the synthetic images and the student lr.
-// The student takes syn_steps SGD steps θ_{i+1} = θ_i - lr ∇ℓ(aug_i(X_{B_i}); θ_i) from `start`.
+// The student takes syn_steps SGD steps θ_{i+1} = θ_i - lr ∇ℓ(aug_i(X_{B_i}); θ_i) from `start`
+// (with student_momentum μ: θ_{i+1} = θ_i - lr b_i, b_i = μ b_{i-1} + ∇ℓ, b_{-1} = 0).
 // `labels` are class ids (int64 N) or label logits (float N,K): then ℓ is the soft cross-entropy
 // to softmax(logits) and the gradient w.r.t. the logits is returned too.
 class TrajectoryMatcher {

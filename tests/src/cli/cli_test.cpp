@@ -501,8 +501,9 @@ TEST(Cli, ExpertsThenMttAndMttResumeEqualsAStraightRun) {
 }
 
 // AST end to end: smoothed experts (loss scaling, input-gradient penalty, logged per epoch), then
-// mtt with representative init, balanced inner loss, weight perturbation and intermediate
-// matching; an interrupted and resumed run equals a straight one (the perturbation draws too).
+// mtt with representative init, balanced inner loss, weight perturbation, intermediate matching
+// and student momentum; an interrupted and resumed run equals a straight one (the perturbation
+// draws too).
 TEST(Cli, AstExpertsThenMttResumeEqualsAStraightRun) {
   TempDir dir;
   std::string data = write_tiny_dataset(dir);
@@ -529,6 +530,7 @@ TEST(Cli, AstExpertsThenMttResumeEqualsAStraightRun) {
                     "--set mtt.matching.expert_epochs=2 --set mtt.matching.intermediate=sum "
                     "--set mtt.matching.balanced_inner_loss=true "
                     "--set mtt.matching.weight_perturbation=true "
+                    "--set mtt.matching.student_momentum=0.9 "
                     "--set mtt.matching.lr_img=10 --set mtt.checkpoint_every=1 ";
   CommandResult straight = distill_cli(mtt + "--iterations 4 --out " + dir.file("straight"));
   ASSERT_EQ(straight.exit_code, 0) << straight.output;
