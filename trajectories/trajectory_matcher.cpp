@@ -295,8 +295,13 @@ MetaGradient TrajectoryMatcher::adjoint(const at::Tensor& images, const at::Tens
       coefficient = 1.0;
     }
     at::Tensor projected = (grad * direction).sum();
-    lr_grad -=
-        momentum > 0 ? (lambda * velocities[step]).sum().item<double>() : projected.item<double>();
+    // Without momentum each rank holds its rows' share of <λ, g_i>, summed at the end; the
+    // velocity is already whole on every rank, so one rank counts its term.
+    if (momentum == 0) {
+      lr_grad -= projected.item<double>();
+    } else if (!parallel() || group_->is_main()) {
+      lr_grad -= (lambda * velocities[step]).sum().item<double>();
+    }
     // tesla never uses the Hessian-vector product in θ: do not ask autograd for it.
     std::vector<at::Tensor> inputs = {x};
     if (soft) inputs.push_back(y);

@@ -225,6 +225,20 @@ TEST(DistCli, SplitTrajectoryMatchingEqualsOneProcess) {
                 tensor("one/syn.pt", "lr").item<double>(), 1e-6);
     EXPECT_FALSE(contains(read_text(dir.file("rank1.log")), "distilled set:"));
   }
+  // AST's switches (student momentum, intermediate matching, perturbation, balanced loss) split
+  // over two processes equal one process too.
+  const std::string ast = mtt +
+                          "--iterations 3 --set mtt.matching.student_momentum=0.9 "
+                          "--set mtt.matching.intermediate=sum "
+                          "--set mtt.matching.weight_perturbation=true "
+                          "--set mtt.matching.balanced_inner_loss=true --out ";
+  ASSERT_EQ(distill_cli(ast + dir.file("ast_one")).exit_code, 0);
+  run_two_ranks(dir, ast + dir.file("ast_two"));
+  EXPECT_TRUE(at::allclose(tensor("ast_two/syn.pt", "images"), tensor("ast_one/syn.pt", "images"),
+                           1e-4, 1e-5));
+  EXPECT_NEAR(tensor("ast_two/syn.pt", "lr").item<double>(),
+              tensor("ast_one/syn.pt", "lr").item<double>(), 1e-6);
+  EXPECT_FALSE(at::equal(tensor("ast_one/syn.pt", "images"), start));
   // The images moved: the comparison is not between two copies of the initial set.
   CommandResult none = distill_cli(mtt + "--iterations 0 --out " + dir.file("zero"));
   ASSERT_EQ(none.exit_code, 0) << none.output;
