@@ -322,6 +322,7 @@ MetaGradient TrajectoryMatcher::adjoint(const at::Tensor& images, const at::Tens
       if (points[i].step == step) lambda = lambda + intermediate_grads[i];
     }
     snapshots[step] = at::Tensor();  // free as we go
+    if (momentum > 0) velocities[step] = at::Tensor();
   }
   if (parallel()) {
     // Each rank holds the gradient of its rows' terms: one all-reduce sums them.
