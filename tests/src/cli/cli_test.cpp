@@ -731,16 +731,18 @@ TEST(Cli, ZcaSetEvaluatedWithoutZcaIsExit2) {
   EXPECT_EQ(matched.exit_code, 0) << matched.output;
 }
 
-// Each MTT and DATM preset is one pipeline file: experts, mtt and eval all read it without unknown
-// keys, and the IPC in the file name is the one mtt reads (DATM's rows also learn soft labels).
+// Each MTT, DATM and AST preset is one pipeline file: experts, mtt and eval all read it without
+// unknown keys, and the IPC in the file name is the one mtt reads (DATM's rows also learn soft
+// labels; AST's students take momentum steps).
 TEST(Cli, EveryMttPresetReadsForExpertsMttAndEval) {
-  int mtt = 0, datm = 0;
+  int mtt = 0, datm = 0, ast = 0;
   for (const auto& entry :
        std::filesystem::directory_iterator(testing::source_dir() + "/experiments/configs")) {
     const std::string name = entry.path().filename().string();
-    const bool is_mtt = name.rfind("mtt_", 0) == 0, is_datm = name.rfind("datm_", 0) == 0;
-    if ((!is_mtt && !is_datm) || entry.path().extension() != ".toml") continue;
-    ++(is_mtt ? mtt : datm);
+    const bool is_mtt = name.rfind("mtt_", 0) == 0, is_datm = name.rfind("datm_", 0) == 0,
+               is_ast = name.rfind("ast_", 0) == 0;
+    if ((!is_mtt && !is_datm && !is_ast) || entry.path().extension() != ".toml") continue;
+    ++(is_mtt ? mtt : is_datm ? datm : ast);
     for (const std::string command : {"experts", "mtt", "eval"}) {
       CommandResult r = distill_cli("config --dump " + command + " --config " + entry.path().string());
       ASSERT_EQ(r.exit_code, 0) << name << " " << command << "\n" << r.output;
@@ -751,11 +753,13 @@ TEST(Cli, EveryMttPresetReadsForExpertsMttAndEval) {
         if (is_datm) {
           EXPECT_TRUE(contains(r.output, "soft_labels = 'expert")) << name;  // expert(s_correct)
         }
+        if (is_ast) EXPECT_TRUE(contains(r.output, "student_momentum = 0.9")) << name;
       }
     }
   }
   EXPECT_GE(mtt, 9);    // CIFAR-10/100 and Tiny-ImageNet at IPC 1/10/50
   EXPECT_GE(datm, 12);  // CIFAR-10 IPC 1/10/50/500/1000, CIFAR-100 1/10/50/100, Tiny 1/10/50
+  EXPECT_GE(ast, 5);    // CIFAR-10 IPC 10, CIFAR-100 IPC 1/10/50, Tiny IPC 1
   for (const auto& [file, command] : std::vector<std::pair<std::string, std::string>>{
            {"quickstart_experts.toml", "experts"}, {"quickstart_mtt_ipc1.toml", "mtt"}}) {
     CommandResult r = distill_cli("config --dump " + command + " --config " +
