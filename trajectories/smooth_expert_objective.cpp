@@ -11,6 +11,11 @@ namespace {
 
 // AST's input-gradient penalty on the step's un-augmented batch (see the header).
 at::Tensor input_gradient_penalty(const train::StepContext& step) {
+  if (!step.forward || !step.clean_images.defined()) {
+    throw Error(
+        "experts.smoothing.input_gradient_penalty needs the trainer's un-augmented batch "
+        "and forward pass (StepContext::clean_images, forward)");
+  }
   at::Tensor x = step.clean_images.detach().requires_grad_(true);
   at::Tensor logits = step.forward(x);
   // create_graph: the penalty's gradient in θ goes through this input gradient.

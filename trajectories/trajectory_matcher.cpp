@@ -73,6 +73,18 @@ TrajectoryMatcher::TrajectoryMatcher(const models::Model& model, MatchingOptions
     throw Error("mtt.matching.student_momentum must lie in [0, 1), found " +
                 std::to_string(options_.student_momentum));
   }
+  if (options_.intermediate != "none" && options_.expert_epochs < 2) {
+    throw Error("mtt.matching.intermediate = " + options_.intermediate +
+                " needs expert_epochs >= 2 (an expert epoch between the start and the target), "
+                "found expert_epochs " +
+                std::to_string(options_.expert_epochs));
+  }
+  if (options_.weight_perturbation &&
+      std::none_of(model_.param_specs().begin(), model_.param_specs().end(),
+                   [](const models::TensorSpec& spec) { return spec.shape.size() == 4; })) {
+    throw Error("mtt.matching.weight_perturbation perturbs convolution kernels, and the student '" +
+                model_.arch() + "' has none");
+  }
   if (options_.intermediate != "none" && options_.syn_steps < options_.expert_epochs) {
     throw Error("mtt.matching.intermediate = " + options_.intermediate + " needs syn_steps >= " +
                 "expert_epochs (a student step per expert epoch), found syn_steps " +
@@ -144,6 +156,7 @@ std::vector<at::Tensor> TrajectoryMatcher::batches(int64_t count, uint64_t seed)
 std::vector<TrajectoryMatcher::Intermediate> TrajectoryMatcher::intermediate_points(
     size_t count) const {
   std::vector<Intermediate> points;
+  if (options_.intermediate == "none") return points;
   const int64_t segments = static_cast<int64_t>(count) + 1;
   for (int64_t i = 1; i < segments; ++i) {
     const double weight = options_.intermediate == "adaptive" ? double(i) / double(segments) : 1.0;
@@ -231,7 +244,9 @@ MetaGradient TrajectoryMatcher::unrolled(const at::Tensor& images, const at::Ten
 //   dL/dη += -<λ_{i+1}, g_i>,  dL/dX += -η (∂g_i/∂X)ᵀ λ_{i+1},  λ_i = λ_{i+1} - η H_i λ_{i+1},
 // where both products come from one double-backward of <g_i, λ_{i+1}>. Memory: one parameter
 // snapshot per step plus one step's graph, independent of syn_steps. Without `exact` (tesla),
-// λ stays λ_N: each batch's gradient as if the later steps' parameters did not depend on it.
+// λ is never multiplied by a Hessian (it stays λ_N, plus any intermediate term's gradient once
+// the sweep passes that term's step): each batch's gradient as if the later steps' parameters
+// did not depend on it.
 // With heavy-ball momentum (θ_{i+1} = θ_i - η b_i, b_i = μ b_{i-1} + g_i) the velocities are
 // stored too and B_i = dL/db_i = -η λ_{i+1} + μ B_{i+1} takes the place of -η λ_{i+1} above:
 //   dL/dη += -<λ_{i+1}, b_i>,  dL/dX += (∂g_i/∂X)ᵀ B_i,  λ_i = λ_{i+1} + H_i B_i.
@@ -278,7 +293,8 @@ MetaGradient TrajectoryMatcher::adjoint(const at::Tensor& images, const at::Tens
   const bool soft = at::isFloatingType(labels.scalar_type());
   at::Tensor labels_grad = soft ? at::zeros_like(labels) : at::Tensor();
   double lr_grad = 0.0;
-  at::Tensor velocity_adjoint = at::zeros_like(lambda);  // momentum: B_{i+1} (B_N = 0)
+  at::Tensor velocity_adjoint =  // momentum: B_{i+1} (B_N = 0)
+      momentum > 0 ? at::zeros_like(lambda) : at::Tensor();
   for (int64_t step = options_.syn_steps - 1; step >= 0; --step) {
     at::Tensor leaf = snapshots[step].detach().requires_grad_(true);
     at::Tensor x = data.detach().requires_grad_(true);

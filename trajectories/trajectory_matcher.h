@@ -83,11 +83,12 @@ struct MatchingOptions {
              {"uniform", "shuffled"});
     v.field("max_loss", max_loss,
             "DATM's threshold: an iteration whose matching loss exceeds it updates nothing "
-            "(0 = off)");
+            "(0 = off; with intermediate matching the loss includes the intermediate terms)");
     v.field("balanced_inner_loss", balanced_inner_loss,
             "AST: scale the student's loss by a factor of the start epoch s (h = max_start_epoch "
             "/ 2: log5(s - h + 8) from h on, else 1 / log5(h - s + 8)), so early segments take "
-            "smaller student steps and late ones larger");
+            "smaller student steps and late ones larger (h stays at the initial max_start_epoch "
+            "when DATM's window grows)");
     v.field("weight_perturbation", weight_perturbation,
             "AST: each iteration perturbs the start's convolution kernels, W + d * W with d "
             "Gaussian of unit Frobenius norm per kernel (the loss normalisers use the perturbed "

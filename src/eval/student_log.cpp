@@ -119,7 +119,9 @@ void StudentLog::check_settings(const std::string& recorded, const std::string& 
     for (std::string line; std::getline(in, line);) {
       line = trimmed(line);
       if (line.empty()) continue;
-      if (line.front() == '[' && line.find(" = ") == std::string::npos) {
+      // "[eval.train]" (a nested array's element such as "[1, 2]," is part of a value).
+      if (line.front() == '[' && line.back() == ']' &&
+          line.find_first_of(" ,'\"") == std::string::npos) {
         section = line;
         key.clear();
         continue;
@@ -131,12 +133,13 @@ void StudentLog::check_settings(const std::string& recorded, const std::string& 
     }
     return lines;
   };
-  auto has_key = [](const std::vector<Line>& lines, const std::string& key) {
-    return std::any_of(lines.begin(), lines.end(), [&](const Line& l) { return l.key == key; });
-  };
-  auto has_line = [](const std::vector<Line>& lines, const Line& line) {
-    return std::any_of(lines.begin(), lines.end(),
-                       [&](const Line& l) { return l.key == line.key && l.text == line.text; });
+  // A key's whole value: its lines in order (a long array spans several).
+  auto value_of = [](const std::vector<Line>& lines, const std::string& key) {
+    std::string value;
+    for (const Line& l : lines) {
+      if (l.key == key) value += l.text + "\n";
+    }
+    return value;
   };
   const std::vector<Line> all_was = lines_of(recorded), all_now = lines_of(settings_),
                           defaults = lines_of(defaults_);
@@ -145,8 +148,10 @@ void StudentLog::check_settings(const std::string& recorded, const std::string& 
     for (const Line& line : lines) {
       if (std::find(extensible_.begin(), extensible_.end(), line.key) != extensible_.end())
         continue;
-      // A key added since the students were recorded, at its default: the earlier behaviour.
-      if (is_now && !line.key.empty() && !has_key(all_was, line.key) && has_line(defaults, line))
+      // A key added since the students were recorded, its whole value at its default: the
+      // earlier behaviour.
+      if (is_now && !line.key.empty() && value_of(all_was, line.key).empty() &&
+          value_of(all_now, line.key) == value_of(defaults, line.key))
         continue;
       kept.push_back(line);
     }
@@ -159,6 +164,16 @@ void StudentLog::check_settings(const std::string& recorded, const std::string& 
   size_t i = 0;
   while (i < was.size() && i < now.size() && same(was[i], now[i])) ++i;
   if (i == was.size() && i == now.size()) return;
+  if (i < now.size() && !now[i].key.empty() && value_of(all_was, now[i].key).empty()) {
+    // A setting added since, not at its default.
+    std::string fallback = value_of(defaults, now[i].key);
+    if (!fallback.empty()) {
+      fallback.pop_back();
+      throw Error(where + ": the students were recorded before the setting " + now[i].key +
+                  " existed, so they can only be resumed with it at its default ('" + fallback +
+                  "'); now '" + now[i].text + "'");
+    }
+  }
   const std::string& section = i < now.size() ? now[i].section : was[i].section;
   throw Error(where +
               ": the students were trained with other settings, so they cannot be resumed "

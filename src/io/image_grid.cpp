@@ -33,6 +33,15 @@ ImageGrid::ImageGrid(int64_t tiles, int64_t columns, int64_t channels, int64_t h
 }
 
 void ImageGrid::place(int64_t tile, const at::Tensor& image) {
+  const int64_t tiles = (pixels_.size(0) - padding_) / (height_ + padding_) * columns_;
+  if (tile < 0 || tile >= tiles || image.dim() != 3 || image.size(0) != channels_ ||
+      image.size(1) != height_ || image.size(2) != width_) {
+    std::ostringstream shape;
+    shape << image.sizes();
+    throw Error("image grid: tile " + std::to_string(tile) + " of " + std::to_string(tiles) +
+                " expects an image of " + std::to_string(channels_) + "x" +
+                std::to_string(height_) + "x" + std::to_string(width_) + ", found " + shape.str());
+  }
   const int64_t top = padding_ + (tile / columns_) * (height_ + padding_);
   const int64_t left = padding_ + (tile % columns_) * (width_ + padding_);
   at::Tensor bytes = (image.detach().to(at::kCPU, at::kFloat).clamp(0, 1) * 255.0f + 0.5f)

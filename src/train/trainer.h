@@ -67,6 +67,9 @@ struct StepContext {
   at::Tensor clean_images;  // the batch before augmentation and mixing (this rank's part)
   // The model's forward pass with this step's parameters and arguments (train mode), for
   // penalties that need another pass (an input-gradient penalty); features are not reported.
+  // As a second train-mode pass in PyTorch, it updates batch-norm running statistics again.
+  // Not for data-parallel runs with sync_batchnorm: a rank with an empty part would not join
+  // the pass's collectives.
   std::function<at::Tensor(const at::Tensor&)> forward;
   int64_t epoch = 0;
   int64_t step = 0;

@@ -40,7 +40,7 @@ at::Tensor predictions(const Experts& e, size_t k, const at::Tensor& images) {
   return e.model->forward(images, e.params[k], args).argmax(1);
 }
 
-TEST(DatmInit, PicksDistinctImagesOfEachClassThatAnExpertGetsRight) {
+TEST(ExpertInit, DatmPicksDistinctImagesOfEachClassThatAnExpertGetsRight) {
   Experts e = make_experts();
   at::Generator gen = make_generator(6);
   const int64_t ipc = 4;
@@ -73,7 +73,7 @@ TEST(DatmInit, PicksDistinctImagesOfEachClassThatAnExpertGetsRight) {
             std::string::npos);
 }
 
-TEST(DatmInit, LabelsAreTheMeanLogitsOfTheExpertsThatAreRight) {
+TEST(ExpertInit, DatmLabelsAreTheMeanLogitsOfTheExpertsThatAreRight) {
   Experts e = make_experts();
   at::Tensor images = e.train.images.narrow(0, 0, 30);
   at::Tensor classes = e.train.labels.narrow(0, 0, 30);
@@ -99,7 +99,7 @@ TEST(DatmInit, LabelsAreTheMeanLogitsOfTheExpertsThatAreRight) {
   EXPECT_GT(with_none_right, 0);  // both branches exercised
 }
 
-TEST(DatmInit, LabelEpochPicksTheEpoch) {
+TEST(ExpertInit, DatmLabelEpochPicksTheEpoch) {
   std::vector<Trajectory> experts = {
       {at::full({1}, 0.0), at::full({1}, 1.0), at::full({1}, 2.0), at::full({1}, 3.0)}};
   EXPECT_EQ(label_parameters(experts, -1, 2)[0].item<double>(), 3.0);  // last
@@ -113,7 +113,7 @@ TEST(DatmInit, LabelEpochPicksTheEpoch) {
 // With one cluster per class, k-means ends at the class's mean logit, so AST's representative
 // image is the one whose logits are nearest the class mean (computed here directly). With more
 // clusters: distinct images of the right class, the same ones for the same generator state.
-TEST(RepresentativeInit, OneClusterGivesTheImageNearestTheClassMeanLogit) {
+TEST(ExpertInit, RepresentativeWithOneClusterIsTheImageNearestTheClassMeanLogit) {
   Experts e = make_experts();
   at::Generator gen = make_generator(7);
   at::Tensor index = representative_index(*e.model, e.params[1], e.train, 1, 50, gen);

@@ -198,6 +198,55 @@ TEST(TrajectoryMatcher, TeslaEqualsPerBatchGradientsWithDetachedParameters) {
             1e-12);
 }
 
+// TESLA with AST's switches: heavy-ball velocities and an intermediate target, all as functions of
+// X with every θ_i a constant: θ_n = θ_0 - η Σ_{i<n} b_i, b_i = μ b_{i-1} + g_i(θ_i, X).
+TEST(TrajectoryMatcher, TeslaWithMomentumAndIntermediateMatchingUsesDetachedParameters) {
+  Case c = make_case();
+  at::Generator gen = make_generator(12);
+  c.task.intermediate_targets = {c.task.start +
+                                 0.03 * at::randn(c.task.start.sizes(), gen).to(at::kDouble)};
+  MatchingOptions o = small_options("tesla");
+  o.student_momentum = 0.9;
+  o.intermediate = "sum";  // expert_epochs 2: the student after 4 / 2 = 2 steps
+  TrajectoryMatcher tesla(*c.model, o, train::AugmentFn());
+  const double lr = 0.1, mu = 0.9;
+  MetaGradient t = tesla.meta_gradient(c.images, c.labels, lr, c.task);
+
+  at::Tensor x = c.images.detach().requires_grad_(true);
+  at::Tensor theta = c.task.start.clone();
+  at::Tensor velocity = at::zeros_like(theta), moved = at::zeros_like(theta), at_two;
+  at::Generator order = make_generator(c.task.seed, 31);
+  at::Tensor perm;
+  int64_t used = 6;
+  for (int64_t step = 0; step < o.syn_steps; ++step) {
+    if (step == 2) at_two = c.task.start - lr * moved;
+    if (used == 6) {
+      perm = at::randperm(6, order, at::kLong);
+      used = 0;
+    }
+    const int64_t size = std::min<int64_t>(4, 6 - used);
+    at::Tensor index = perm.narrow(0, used, size);
+    used += size;
+    at::Tensor leaf = theta.detach().requires_grad_(true);
+    models::ForwardArgs args;
+    args.train = true;
+    at::Tensor loss = train::classification_loss(
+        c.model->forward(x.index_select(0, index), leaf, args), c.labels.index_select(0, index));
+    at::Tensor g = torch::autograd::grad({loss}, {leaf}, {}, true, true)[0];
+    velocity = mu * velocity + g;
+    moved = moved + velocity;
+    theta = (theta - lr * velocity).detach();
+  }
+  auto term = [&](const at::Tensor& student, const at::Tensor& target) {
+    return (student - target).pow(2).sum() / (c.task.start - target).pow(2).sum();
+  };
+  at::Tensor matching =
+      term(c.task.start - lr * moved, c.task.target) + term(at_two, c.task.intermediate_targets[0]);
+  at::Tensor expected = torch::autograd::grad({matching}, {x})[0];
+  EXPECT_NEAR(t.loss, matching.item<double>(), 1e-12);
+  EXPECT_LT(relative_difference(t.images_grad, expected), 1e-9);
+}
+
 // DATM's window: [min, max) growing linearly to final_max over the growth iterations.
 TEST(TrajectoryMatcher, StartEpochWindowGrowsLinearly) {
   MatchingOptions o;
@@ -271,6 +320,15 @@ TEST(TrajectoryMatcher, WeightPerturbationScalesEachConvKernelByUnitNormNoise) {
     EXPECT_NEAR(d.norm().item<double>(), 1.0, 1e-6) << c.model->param_specs()[k].name;
   }
   EXPECT_EQ(kernels, 1);  // a one-block ConvNet: one conv layer
+  // A student without convolutions has nothing to perturb: an error, not a silent no-op.
+  models::ModelOptions mlp;
+  mlp.arch = "mlp";
+  auto no_conv = models::make_model(mlp, 1, 8, 3);
+  MatchingOptions o = small_options("adjoint");
+  o.weight_perturbation = true;
+  EXPECT_EQ(testing::error_of([&] { TrajectoryMatcher m(*no_conv, o, dsa()); }),
+            "mtt.matching.weight_perturbation perturbs convolution kernels, and the student "
+            "'mlp' has none");
 }
 
 // AST's intermediate matching: with expert_epochs E = 3 and 4 student steps, the student after
@@ -321,6 +379,13 @@ TEST(TrajectoryMatcher, IntermediateMatchingGradientsMatchUnrollAndFiniteDiffere
                               (2 * h);
     EXPECT_NEAR(a.lr_grad, numeric_lr, 1e-6 + 1e-4 * std::abs(numeric_lr)) << mode;
   }
+  // One expert epoch leaves no epoch between start and target.
+  MatchingOptions one = small_options("adjoint");
+  one.expert_epochs = 1;
+  one.intermediate = "adaptive";
+  EXPECT_EQ(testing::error_of([&] { TrajectoryMatcher m(*c.model, one, dsa()); }),
+            "mtt.matching.intermediate = adaptive needs expert_epochs >= 2 (an expert epoch "
+            "between the start and the target), found expert_epochs 1");
   // Fewer student steps than expert epochs leave no step for an intermediate target.
   MatchingOptions o = small_options("adjoint");
   o.expert_epochs = 5;

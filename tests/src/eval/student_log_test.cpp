@@ -141,8 +141,25 @@ TEST(StudentLog, SettingsAddedLaterAreAcceptedAtTheirDefault) {
 
   const std::string other_value = with("    epochs = 2\n    warmup = 5\n", "0.0");
   const std::string refused = error_of(StudentLog(path, other_value, {}, defaults));
-  EXPECT_NE(refused.find("in [eval.train]: recorded '(end)', now 'warmup = 5'"), std::string::npos)
+  EXPECT_NE(refused.find(":1: the students were recorded before the setting eval.train.warmup "
+                         "existed, so they can only be resumed with it at its default "
+                         "('warmup = 0'); now 'warmup = 5'"),
+            std::string::npos)
       << refused;
+
+  // A long array spans several lines: its whole value must be the default, in order.
+  auto with_names = [](const std::string& first, const std::string& second) {
+    return "[run]\nseed = 1\n\n[eval]\nnames = [\n    " + first + ",\n    " + second +
+           "\n]\nruns = 3\n    [eval.train]\n    epochs = 2\n";
+  };
+  const std::string long_default = with_names("'a'", "'b'");
+  EXPECT_EQ(StudentLog(path, long_default, {}, long_default).read().size(), 1u);
+  EXPECT_NE(error_of(StudentLog(path, with_names("'b'", "'a'"), {}, long_default))
+                .find("before the setting eval.names existed"),
+            std::string::npos);
+  EXPECT_NE(error_of(StudentLog(path, with_names("'a'", "'a'"), {}, long_default))
+                .find("before the setting eval.names existed"),
+            std::string::npos);
 
   // epochs is recorded (= 2): a run at the default (9) differs from it, default or not.
   const std::string at_default = with("    epochs = 9\n    warmup = 0\n", "0.0");
