@@ -75,21 +75,24 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
     throw Error("mtt.kmeans_iterations must be >= 0, found " +
                 std::to_string(options.kmeans_iterations));
   }
+  // A resumed run takes its images (and label logits) from the checkpoint, so only the set's
+  // layout (ipc images per class, class-major) is needed: the expert-driven selections (a forward
+  // pass over the training set, k-means) are skipped.
+  const std::string init = resume ? "real" : options.init;
   eval::SyntheticSet set =
-      options.init == "real_correct"
+      init == "real_correct"
           ? eval::Evaluator::real_set(train, norm,
                                       correctly_classified_index(*model, label_experts, train,
                                                                  options.ipc, init_generator),
                                       dataset_name)
-      : options.init == "kmeans"
-          ? eval::Evaluator::real_set(
-                train, norm,
-                representative_index(*model, label_experts[0], train, options.ipc,
-                                     options.kmeans_iterations, init_generator),
-                dataset_name)
-          : eval::Evaluator::random_real_set(train, norm, options.ipc, init_generator,
-                                             dataset_name);
-  if (options.init == "noise") set.images = at::randn(set.images.sizes(), init_generator);
+      : init == "kmeans" ? eval::Evaluator::real_set(
+                               train, norm,
+                               representative_index(*model, label_experts[0], train, options.ipc,
+                                                    options.kmeans_iterations, init_generator),
+                               dataset_name)
+                         : eval::Evaluator::random_real_set(train, norm, options.ipc,
+                                                            init_generator, dataset_name);
+  if (init == "noise") set.images = at::randn(set.images.sizes(), init_generator);
   set.method = "mtt";
   // The matcher's labels: class ids, or (DATM) learnable logits from the experts.
   at::Tensor labels = set.labels;

@@ -583,15 +583,25 @@ TEST(Cli, MttDatmInitAndLossThreshold) {
   TempDir dir;
   std::string data = write_tiny_dataset(dir);
   ASSERT_EQ(train_tiny_experts(dir, data, 2, 2).exit_code, 0);
-  CommandResult r = distill_cli(
+  const std::string datm =
       "mtt " + tiny_flags(data) + "--buffer " + dir.file("experts") +
-      " --ipc 2 --iterations 3 --set mtt.model.width=8 --set mtt.model.depth=1 "
+      " --ipc 2 --set mtt.model.width=8 --set mtt.model.depth=1 "
       "--set mtt.matching.syn_steps=2 --set mtt.matching.max_start_epoch=1 "
       "--set mtt.matching.expert_epochs=1 --set mtt.init=real_correct "
       "--set mtt.matching.soft_labels=experts_correct --set mtt.matching.label_epoch=-1 "
-      "--set mtt.matching.max_loss=1e-12 --out " +
-      dir.file("datm"));
+      "--set mtt.matching.max_loss=1e-12 ";
+  CommandResult r = distill_cli(datm + "--iterations 3 --out " + dir.file("datm"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
+  // A resumed run (which skips the selection: the checkpoint holds the images) ends the same.
+  ASSERT_EQ(distill_cli(datm + "--iterations 1 --out " + dir.file("datm_resumed")).exit_code, 0);
+  CommandResult resumed =
+      distill_cli(datm + "--iterations 3 --resume --out " + dir.file("datm_resumed"));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  for (const std::string key : {"images", "labels"}) {
+    EXPECT_TRUE(at::equal(io::get_tensor(io::load_dict(dir.file("datm/syn.pt")), key, "a"),
+                          io::get_tensor(io::load_dict(dir.file("datm_resumed/syn.pt")), key, "b")))
+        << key;
+  }
   std::vector<std::string> lines = read_lines(dir.file("datm/metrics.jsonl"));
   ASSERT_EQ(lines.size(), 3u);
   for (const std::string& line : lines) {
