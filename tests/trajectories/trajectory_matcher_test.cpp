@@ -53,6 +53,36 @@ double relative_difference(const at::Tensor& a, const at::Tensor& b) {
   return ((a - b).norm() / b.norm()).item<double>();
 }
 
+// The matcher's mini-batches for the 6 images of make_case() with batch_syn 4, drawn here again
+// from the task seed: chunks of 4 and 2 from each permutation.
+std::vector<at::Tensor> reference_batches(uint64_t seed, int64_t steps) {
+  at::Generator order = make_generator(seed, 31);
+  std::vector<at::Tensor> batches;
+  at::Tensor perm;
+  int64_t used = 6;
+  for (int64_t step = 0; step < steps; ++step) {
+    if (used == 6) {
+      perm = at::randperm(6, order, at::kLong);
+      used = 0;
+    }
+    const int64_t size = std::min<int64_t>(4, 6 - used);
+    batches.push_back(perm.narrow(0, used, size));
+    used += size;
+  }
+  return batches;
+}
+
+// A student step's gradient as TESLA treats it: θ a constant, differentiable in the images x.
+at::Tensor detached_step_gradient(const Case& c, const at::Tensor& x, const at::Tensor& theta,
+                                  const at::Tensor& index) {
+  at::Tensor leaf = theta.detach().requires_grad_(true);
+  models::ForwardArgs args;
+  args.train = true;
+  at::Tensor loss = train::classification_loss(
+      c.model->forward(x.index_select(0, index), leaf, args), c.labels.index_select(0, index));
+  return torch::autograd::grad({loss}, {leaf}, {}, true, true)[0];
+}
+
 TEST(TrajectoryMatcher, InnerBatchesCoverEveryImageIncludingAShortLastChunk) {
   auto model = models::make_model(models::ModelOptions{}, 1, 8, 3);
   MatchingOptions o;
@@ -154,27 +184,11 @@ TEST(TrajectoryMatcher, TeslaEqualsPerBatchGradientsWithDetachedParameters) {
   MetaGradient t = tesla.meta_gradient(c.images, c.labels, lr, c.task);
 
   at::Tensor x = c.images.detach().requires_grad_(true);
-  // The same mini-batches: the matcher draws them from the task seed (batch_syn 4 of 6: chunks
-  // of 4 and 2 from each permutation).
   at::Tensor theta = c.task.start.clone();
   at::Tensor sum = at::zeros_like(theta);
-  at::Generator order = make_generator(c.task.seed, 31);
-  at::Tensor perm;
-  int64_t used = 6;
+  const std::vector<at::Tensor> batches = reference_batches(c.task.seed, o.syn_steps);
   for (int64_t step = 0; step < o.syn_steps; ++step) {
-    if (used == 6) {
-      perm = at::randperm(6, order, at::kLong);
-      used = 0;
-    }
-    const int64_t size = std::min<int64_t>(4, 6 - used);
-    at::Tensor index = perm.narrow(0, used, size);
-    used += size;
-    at::Tensor leaf = theta.detach().requires_grad_(true);
-    models::ForwardArgs args;
-    args.train = true;
-    at::Tensor loss = train::classification_loss(
-        c.model->forward(x.index_select(0, index), leaf, args), c.labels.index_select(0, index));
-    at::Tensor g = torch::autograd::grad({loss}, {leaf}, {}, true, true)[0];
+    at::Tensor g = detached_step_gradient(c, x, theta, batches[step]);
     sum = sum + g;
     theta = (theta - lr * g).detach();
   }
@@ -215,24 +229,10 @@ TEST(TrajectoryMatcher, TeslaWithMomentumAndIntermediateMatchingUsesDetachedPara
   at::Tensor x = c.images.detach().requires_grad_(true);
   at::Tensor theta = c.task.start.clone();
   at::Tensor velocity = at::zeros_like(theta), moved = at::zeros_like(theta), at_two;
-  at::Generator order = make_generator(c.task.seed, 31);
-  at::Tensor perm;
-  int64_t used = 6;
+  const std::vector<at::Tensor> batches = reference_batches(c.task.seed, o.syn_steps);
   for (int64_t step = 0; step < o.syn_steps; ++step) {
     if (step == 2) at_two = c.task.start - lr * moved;
-    if (used == 6) {
-      perm = at::randperm(6, order, at::kLong);
-      used = 0;
-    }
-    const int64_t size = std::min<int64_t>(4, 6 - used);
-    at::Tensor index = perm.narrow(0, used, size);
-    used += size;
-    at::Tensor leaf = theta.detach().requires_grad_(true);
-    models::ForwardArgs args;
-    args.train = true;
-    at::Tensor loss = train::classification_loss(
-        c.model->forward(x.index_select(0, index), leaf, args), c.labels.index_select(0, index));
-    at::Tensor g = torch::autograd::grad({loss}, {leaf}, {}, true, true)[0];
+    at::Tensor g = detached_step_gradient(c, x, theta, batches[step]);
     velocity = mu * velocity + g;
     moved = moved + velocity;
     theta = (theta - lr * velocity).detach();
