@@ -1,11 +1,9 @@
 #pragma once
-#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
 #include <vector>
 
-#include "src/data/kmeans.h"
 #include "synth/committee.h"
 
 namespace distill::synth {

@@ -13,6 +13,7 @@
 
 #include "src/core/error.h"
 #include "src/core/runtime.h"
+#include "src/data/kmeans.h"
 #include "src/io/atomic_file.h"
 #include "src/io/metrics_log.h"
 #include "src/io/progress.h"

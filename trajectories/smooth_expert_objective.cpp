@@ -46,12 +46,12 @@ SmoothExpertObjective::SmoothExpertObjective(SmoothingOptions options)
 at::Tensor SmoothExpertObjective::loss(const train::StepContext& step) {
   at::Tensor ce = train::classification_loss(step.logits, step.targets);
   at::Tensor total = ce;
+  ++steps_;  // the penalties' epoch means divide by it
   if (options_.gradient_penalty > 0) {
     // create_graph: the penalty's own gradient (a Hessian-vector product) reaches the update.
     at::Tensor grad = torch::autograd::grad({ce}, {step.params}, {}, true, true)[0];
     at::Tensor penalty = grad.pow(2).sum();
     penalty_sum_ += penalty.item<double>();
-    ++steps_;
     total = total + options_.gradient_penalty * penalty;
   }
   const size_t epoch = static_cast<size_t>(step.epoch);
@@ -59,7 +59,6 @@ at::Tensor SmoothExpertObjective::loss(const train::StepContext& step) {
   if (options_.input_gradient_penalty > 0) {
     at::Tensor penalty = input_gradient_penalty(step);
     input_penalty_sum_ += penalty.item<double>();
-    if (options_.gradient_penalty == 0) ++steps_;
     total = total + options_.input_gradient_penalty * penalty;
   }
   return total;

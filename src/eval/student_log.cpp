@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -133,25 +134,31 @@ void StudentLog::check_settings(const std::string& recorded, const std::string& 
     }
     return lines;
   };
-  // A key's whole value: its lines in order (a long array spans several).
-  auto value_of = [](const std::vector<Line>& lines, const std::string& key) {
-    std::string value;
+  // Each key's whole value: its lines in order (a long array spans several).
+  auto values_of = [](const std::vector<Line>& lines) {
+    std::map<std::string, std::string> values;
     for (const Line& l : lines) {
-      if (l.key == key) value += l.text + "\n";
+      if (!l.key.empty()) values[l.key] += l.text + "\n";
     }
-    return value;
+    return values;
   };
-  const std::vector<Line> all_was = lines_of(recorded), all_now = lines_of(settings_),
-                          defaults = lines_of(defaults_);
+  const std::vector<Line> all_was = lines_of(recorded), all_now = lines_of(settings_);
+  const std::map<std::string, std::string> was_values = values_of(all_was),
+                                           now_values = values_of(all_now),
+                                           default_values = values_of(lines_of(defaults_));
+  // A key the recorded settings lack (one added since).
+  auto added = [&](const Line& line) {
+    return !line.key.empty() && was_values.count(line.key) == 0;
+  };
   auto compared = [&](const std::vector<Line>& lines, bool is_now) {
     std::vector<Line> kept;
     for (const Line& line : lines) {
       if (std::find(extensible_.begin(), extensible_.end(), line.key) != extensible_.end())
         continue;
-      // A key added since the students were recorded, its whole value at its default: the
-      // earlier behaviour.
-      if (is_now && !line.key.empty() && value_of(all_was, line.key).empty() &&
-          value_of(all_now, line.key) == value_of(defaults, line.key))
+      // Added since the students were recorded, its whole value at its default: the earlier
+      // behaviour.
+      if (is_now && added(line) && default_values.count(line.key) &&
+          now_values.at(line.key) == default_values.at(line.key))
         continue;
       kept.push_back(line);
     }
@@ -164,15 +171,13 @@ void StudentLog::check_settings(const std::string& recorded, const std::string& 
   size_t i = 0;
   while (i < was.size() && i < now.size() && same(was[i], now[i])) ++i;
   if (i == was.size() && i == now.size()) return;
-  if (i < now.size() && !now[i].key.empty() && value_of(all_was, now[i].key).empty()) {
+  if (i < now.size() && added(now[i]) && default_values.count(now[i].key)) {
     // A setting added since, not at its default.
-    std::string fallback = value_of(defaults, now[i].key);
-    if (!fallback.empty()) {
-      fallback.pop_back();
-      throw Error(where + ": the students were recorded before the setting " + now[i].key +
-                  " existed, so they can only be resumed with it at its default ('" + fallback +
-                  "'); now '" + now[i].text + "'");
-    }
+    std::string fallback = default_values.at(now[i].key);
+    fallback.pop_back();
+    throw Error(where + ": the students were recorded before the setting " + now[i].key +
+                " existed, so they can only be resumed with it at its default ('" + fallback +
+                "'); now '" + now[i].text + "'");
   }
   const std::string& section = i < now.size() ? now[i].section : was[i].section;
   throw Error(where +

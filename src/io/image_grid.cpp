@@ -9,6 +9,15 @@
 #include "src/io/atomic_file.h"
 
 namespace distill::io {
+namespace {
+
+std::string shape_text(const at::Tensor& t) {
+  std::ostringstream shape;
+  shape << t.sizes();
+  return shape.str();
+}
+
+}  // namespace
 
 at::Tensor denormalize(const at::Tensor& images, const at::Tensor& mean, const at::Tensor& std) {
   auto shape = std::vector<int64_t>{1, -1, 1, 1};
@@ -17,7 +26,8 @@ at::Tensor denormalize(const at::Tensor& images, const at::Tensor& mean, const a
 
 ImageGrid::ImageGrid(int64_t tiles, int64_t columns, int64_t channels, int64_t height,
                      int64_t width, int64_t padding)
-    : columns_(std::max<int64_t>(1, std::min(columns, tiles))),
+    : tiles_(tiles),
+      columns_(std::max<int64_t>(1, std::min(columns, tiles))),
       channels_(channels),
       height_(height),
       width_(width),
@@ -33,14 +43,12 @@ ImageGrid::ImageGrid(int64_t tiles, int64_t columns, int64_t channels, int64_t h
 }
 
 void ImageGrid::place(int64_t tile, const at::Tensor& image) {
-  const int64_t tiles = (pixels_.size(0) - padding_) / (height_ + padding_) * columns_;
-  if (tile < 0 || tile >= tiles || image.dim() != 3 || image.size(0) != channels_ ||
+  if (tile < 0 || tile >= tiles_ || image.dim() != 3 || image.size(0) != channels_ ||
       image.size(1) != height_ || image.size(2) != width_) {
-    std::ostringstream shape;
-    shape << image.sizes();
-    throw Error("image grid: tile " + std::to_string(tile) + " of " + std::to_string(tiles) +
+    throw Error("image grid: tile " + std::to_string(tile) + " of " + std::to_string(tiles_) +
                 " expects an image of " + std::to_string(channels_) + "x" +
-                std::to_string(height_) + "x" + std::to_string(width_) + ", found " + shape.str());
+                std::to_string(height_) + "x" + std::to_string(width_) + ", found " +
+                shape_text(image));
   }
   const int64_t top = padding_ + (tile / columns_) * (height_ + padding_);
   const int64_t left = padding_ + (tile % columns_) * (width_ + padding_);
@@ -66,10 +74,8 @@ void ImageGrid::save(const std::string& path) const {
 void save_image_grid(const std::string& path, const at::Tensor& images, int64_t columns,
                      int64_t padding) {
   if (images.dim() != 4 || (images.size(1) != 1 && images.size(1) != 3)) {
-    std::ostringstream shape;
-    shape << images.sizes();
     throw Error("image grid '" + path + "': expected images shaped N,C,H,W with C 1 or 3, found " +
-                shape.str());
+                shape_text(images));
   }
   if (images.size(0) == 0) throw Error("image grid '" + path + "': no images to write");
   ImageGrid grid(images.size(0), columns, images.size(1), images.size(2), images.size(3), padding);

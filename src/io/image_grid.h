@@ -16,7 +16,7 @@ class ImageGrid {
   void save(const std::string& path) const;  // written atomically
 
  private:
-  int64_t columns_, channels_, height_, width_, padding_;
+  int64_t tiles_, columns_, channels_, height_, width_, padding_;
   at::Tensor pixels_;  // grid height, grid width, C; uint8
 };
 

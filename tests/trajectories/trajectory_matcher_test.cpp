@@ -53,6 +53,30 @@ double relative_difference(const at::Tensor& a, const at::Tensor& b) {
   return ((a - b).norm() / b.norm()).item<double>();
 }
 
+// Central differences (step 1e-5) of the matcher's loss in `pixels` and in the lr agree with the
+// gradients `g` it computed at (images, labels, lr, task).
+void expect_matches_finite_differences(const TrajectoryMatcher& matcher, const Case& c,
+                                       const MatchingTask& task, double lr, const MetaGradient& g,
+                                       std::initializer_list<int64_t> pixels,
+                                       const std::string& what) {
+  const double h = 1e-5;
+  for (int64_t pixel : pixels) {
+    at::Tensor plus = c.images.clone(), minus = c.images.clone();
+    plus.view(-1)[pixel] += h;
+    minus.view(-1)[pixel] -= h;
+    const double numeric = (matcher.meta_gradient(plus, c.labels, lr, task).loss -
+                            matcher.meta_gradient(minus, c.labels, lr, task).loss) /
+                           (2 * h);
+    EXPECT_NEAR(g.images_grad.view(-1)[pixel].item<double>(), numeric,
+                1e-6 + 1e-4 * std::abs(numeric))
+        << what << " pixel " << pixel;
+  }
+  const double numeric_lr = (matcher.meta_gradient(c.images, c.labels, lr + h, task).loss -
+                             matcher.meta_gradient(c.images, c.labels, lr - h, task).loss) /
+                            (2 * h);
+  EXPECT_NEAR(g.lr_grad, numeric_lr, 1e-6 + 1e-4 * std::abs(numeric_lr)) << what;
+}
+
 // The matcher's mini-batches for the 6 images of make_case() with batch_syn 4, drawn here again
 // from the task seed: chunks of 4 and 2 from each permutation.
 std::vector<at::Tensor> reference_batches(uint64_t seed, int64_t steps) {
@@ -121,20 +145,9 @@ TEST(TrajectoryMatcher, GradientsMatchCentralFiniteDifferences) {
   Case c = make_case();
   for (const std::string method : {"unroll", "adjoint"}) {
     TrajectoryMatcher matcher(*c.model, small_options(method), dsa());
-    const double lr = 0.1, h = 1e-5;
+    const double lr = 0.1;
     MetaGradient g = matcher.meta_gradient(c.images, c.labels, lr, c.task);
-    for (int64_t pixel : {3, 70, 200, 383}) {
-      at::Tensor plus = c.images.clone(), minus = c.images.clone();
-      plus.view(-1)[pixel] += h;
-      minus.view(-1)[pixel] -= h;
-      double numeric = (matcher.meta_gradient(plus, c.labels, lr, c.task).loss -
-                        matcher.meta_gradient(minus, c.labels, lr, c.task).loss) / (2 * h);
-      double analytic = g.images_grad.view(-1)[pixel].item<double>();
-      EXPECT_NEAR(analytic, numeric, 1e-6 + 1e-4 * std::abs(numeric)) << method << " pixel " << pixel;
-    }
-    double numeric_lr = (matcher.meta_gradient(c.images, c.labels, lr + h, c.task).loss -
-                         matcher.meta_gradient(c.images, c.labels, lr - h, c.task).loss) / (2 * h);
-    EXPECT_NEAR(g.lr_grad, numeric_lr, 1e-6 + 1e-4 * std::abs(numeric_lr)) << method;
+    expect_matches_finite_differences(matcher, c, c.task, lr, g, {3, 70, 200, 383}, method);
   }
 }
 
@@ -357,27 +370,13 @@ TEST(TrajectoryMatcher, IntermediateMatchingGradientsMatchUnrollAndFiniteDiffere
                 mode == "sum" ? 3.0 : 2.0, 1e-12)
         << mode;
 
-    const double lr = 0.1, h = 1e-5;
+    const double lr = 0.1;
     MetaGradient u = unroll.meta_gradient(c.images, c.labels, lr, c.task);
     MetaGradient a = adjoint.meta_gradient(c.images, c.labels, lr, c.task);
     EXPECT_NEAR(a.loss, u.loss, 1e-12 * u.loss) << mode;
     EXPECT_LT(relative_difference(a.images_grad, u.images_grad), 1e-5) << mode;
     EXPECT_NEAR(a.lr_grad, u.lr_grad, 1e-5 * std::abs(u.lr_grad)) << mode;
-    for (int64_t pixel : {5, 90, 301}) {
-      at::Tensor plus = c.images.clone(), minus = c.images.clone();
-      plus.view(-1)[pixel] += h;
-      minus.view(-1)[pixel] -= h;
-      const double numeric = (adjoint.meta_gradient(plus, c.labels, lr, c.task).loss -
-                              adjoint.meta_gradient(minus, c.labels, lr, c.task).loss) /
-                             (2 * h);
-      EXPECT_NEAR(a.images_grad.view(-1)[pixel].item<double>(), numeric,
-                  1e-6 + 1e-4 * std::abs(numeric))
-          << mode << " pixel " << pixel;
-    }
-    const double numeric_lr = (adjoint.meta_gradient(c.images, c.labels, lr + h, c.task).loss -
-                               adjoint.meta_gradient(c.images, c.labels, lr - h, c.task).loss) /
-                              (2 * h);
-    EXPECT_NEAR(a.lr_grad, numeric_lr, 1e-6 + 1e-4 * std::abs(numeric_lr)) << mode;
+    expect_matches_finite_differences(adjoint, c, c.task, lr, a, {5, 90, 301}, mode);
   }
   // One expert epoch leaves no epoch between start and target.
   MatchingOptions one = small_options("adjoint");
@@ -416,27 +415,14 @@ TEST(TrajectoryMatcher, StudentMomentumGradientsMatchUnrollAndFiniteDifferences)
     TrajectoryMatcher unroll(*c.model, o, dsa());
     o.meta_grad = "adjoint";
     TrajectoryMatcher adjoint(*c.model, o, dsa());
-    const double lr = 0.05, h = 1e-5;
+    const double lr = 0.05;
     MetaGradient u = unroll.meta_gradient(c.images, c.labels, lr, task);
     MetaGradient a = adjoint.meta_gradient(c.images, c.labels, lr, task);
     EXPECT_NEAR(a.loss, u.loss, 1e-12 * u.loss) << intermediate;
     EXPECT_LT(relative_difference(a.images_grad, u.images_grad), 1e-5) << intermediate;
     EXPECT_NEAR(a.lr_grad, u.lr_grad, 1e-5 * std::abs(u.lr_grad)) << intermediate;
-    for (int64_t pixel : {11, 150, 333}) {
-      at::Tensor plus = c.images.clone(), minus = c.images.clone();
-      plus.view(-1)[pixel] += h;
-      minus.view(-1)[pixel] -= h;
-      const double numeric = (adjoint.meta_gradient(plus, c.labels, lr, task).loss -
-                              adjoint.meta_gradient(minus, c.labels, lr, task).loss) /
-                             (2 * h);
-      EXPECT_NEAR(a.images_grad.view(-1)[pixel].item<double>(), numeric,
-                  1e-6 + 1e-4 * std::abs(numeric))
-          << intermediate << " pixel " << pixel;
-    }
-    const double numeric_lr = (adjoint.meta_gradient(c.images, c.labels, lr + h, task).loss -
-                               adjoint.meta_gradient(c.images, c.labels, lr - h, task).loss) /
-                              (2 * h);
-    EXPECT_NEAR(a.lr_grad, numeric_lr, 1e-6 + 1e-4 * std::abs(numeric_lr)) << intermediate;
+    expect_matches_finite_differences(adjoint, c, task, lr, a, {11, 150, 333},
+                                      intermediate ? "intermediate" : "end only");
     // Momentum moves the student differently from plain SGD at the same lr.
     MatchingOptions plain = small_options("adjoint");
     if (intermediate) plain.intermediate = "sum";
