@@ -29,6 +29,6 @@ function(distill_add_test name)
   endif()
   add_test(NAME ${name} COMMAND ${name})
   set_tests_properties(${name} PROPERTIES
-    ENVIRONMENT "DISTILL_BIN=${PROJECT_BINARY_DIR}/src/distill;DISTILL_SOURCE_DIR=${PROJECT_SOURCE_DIR}"
+    ENVIRONMENT "DISTILL_BIN=${PROJECT_BINARY_DIR}/src/distill;DISTILL_SOURCE_DIR=${PROJECT_SOURCE_DIR};DISTILL_TORCHRUN=${DISTILL_TORCHRUN}"
     LABELS "${ARG_LABELS}")
 endfunction()

@@ -93,9 +93,15 @@ at::Tensor GaussianMixture::operator()(const at::Tensor& x, const at::Tensor& si
 }
 
 at::Tensor GaussianMixture::sample(int64_t n, at::Generator& generator) const {
-  at::Tensor k = at::multinomial(weights_, n, /*replacement=*/true, generator);
+  // Drawn on the generator's device, then moved (diffusion/noise.h): a CUDA mixture draws what
+  // a CPU one draws, and a CPU generator never fills a CUDA tensor.
+  const c10::Device device = means_.device();
+  at::Tensor k =
+      at::multinomial(weights_.to(generator.device()), n, /*replacement=*/true, generator).to(device);
   at::Tensor chol = at::linalg_cholesky(covariances_);
-  at::Tensor noise = at::randn({n, means_.size(1), 1}, generator, means_.options());
+  at::Tensor noise =
+      at::randn({n, means_.size(1), 1}, generator, means_.options().device(generator.device()))
+          .to(device);
   return means_.index_select(0, k) + at::matmul(chol.index_select(0, k), noise).squeeze(-1);
 }
 

@@ -42,7 +42,8 @@ def forward(x, flat, shapes, depth):
 def dsa_single(x, g):
     """One DSA group per call (the 'color_crop_cutout_flip_scale_rotate' strategy)."""
     n, c, h, w = x.shape
-    u = lambda *s: torch.rand(*s, generator=g)
+    dev = x.device  # draws come from the CPU generator g, then move (as distill's DSA does)
+    u = lambda *s: torch.rand(*s, generator=g).to(dev)
     group = int(torch.randint(6, (1,), generator=g))
     if group == 0:
         x = x + (u(n, 1, 1, 1) - 0.5)
@@ -52,8 +53,8 @@ def dsa_single(x, g):
         return (x - m) * (u(n, 1, 1, 1) + 0.5) + m
     if group == 1:  # integer translation with zero fill
         r = int(h * 0.125 + 0.5)
-        shift = torch.randint(-r, r + 1, (n, 2), generator=g).float()
-        theta = torch.zeros(n, 2, 3)
+        shift = torch.randint(-r, r + 1, (n, 2), generator=g).float().to(dev)
+        theta = torch.zeros(n, 2, 3, device=dev)
         theta[:, 0, 0] = theta[:, 1, 1] = 1
         theta[:, 0, 2] = -2 * shift[:, 1] / (w - 1)
         theta[:, 1, 2] = -2 * shift[:, 0] / (h - 1)
@@ -61,14 +62,14 @@ def dsa_single(x, g):
         return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=True)
     if group == 2:  # cutout
         s = int(h * 0.5 + 0.5)
-        top = torch.randint(-(s // 2), h - s // 2, (n, 1, 1), generator=g)
-        left = torch.randint(-(s // 2), w - s // 2, (n, 1, 1), generator=g)
-        ys, xs = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+        top = torch.randint(-(s // 2), h - s // 2, (n, 1, 1), generator=g).to(dev)
+        left = torch.randint(-(s // 2), w - s // 2, (n, 1, 1), generator=g).to(dev)
+        ys, xs = torch.arange(h, device=dev).view(1, h, 1), torch.arange(w, device=dev).view(1, 1, w)
         keep = ~((ys >= top) & (ys < top + s) & (xs >= left) & (xs < left + s))
         return x * keep.unsqueeze(1).float()
     if group == 3:
         return torch.where(u(n, 1, 1, 1) < 0.5, x.flip(3), x)
-    theta = torch.zeros(n, 2, 3)
+    theta = torch.zeros(n, 2, 3, device=dev)
     if group == 4:
         theta[:, 0, 0] = u(n) * (1.2 - 1 / 1.2) + 1 / 1.2
         theta[:, 1, 1] = u(n) * (1.2 - 1 / 1.2) + 1 / 1.2
@@ -85,16 +86,18 @@ def main():
                           ("iters", 3), ("warmup", 1), ("channels", 1), ("image-size", 28), ("classes", 10),
                           ("threads", 2)]:
         p.add_argument("--" + name, type=int, default=default)
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (distill bench passes its --device)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    dev = torch.device(a.device)
     g = torch.Generator().manual_seed(0)
     shapes = convnet_shapes(a.channels, a.width, a.depth, a.classes, a.image_size)
     n = a.ipc * a.classes
-    images = torch.randn(n, a.channels, a.image_size, a.image_size, generator=g).requires_grad_(True)
-    labels = torch.arange(a.classes).repeat_interleave(a.ipc)
-    start = torch.cat([torch.randn(math.prod(s[1]), generator=g) * 0.05 for s in shapes])
-    target = start + 0.01 * torch.randn(start.shape, generator=g)
-    syn_lr = torch.tensor(0.01).requires_grad_(True)
+    images = torch.randn(n, a.channels, a.image_size, a.image_size, generator=g).to(dev).requires_grad_(True)
+    labels = torch.arange(a.classes).repeat_interleave(a.ipc).to(dev)
+    start = torch.cat([torch.randn(math.prod(s[1]), generator=g) * 0.05 for s in shapes]).to(dev)
+    target = start + 0.01 * torch.randn(start.shape, generator=g).to(dev)
+    syn_lr = torch.tensor(0.01, device=dev).requires_grad_(True)
     opt_img = torch.optim.SGD([images], lr=100, momentum=0.5)
     opt_lr = torch.optim.SGD([syn_lr], lr=1e-5, momentum=0.5)
 
@@ -103,7 +106,7 @@ def main():
         chunks = []
         for _ in range(a.syn_steps):
             if not chunks:
-                chunks = list(torch.randperm(n, generator=g).split(a.batch_syn))
+                chunks = list(torch.randperm(n, generator=g).to(dev).split(a.batch_syn))
             index = chunks.pop()
             x = dsa_single(images[index], g)
             ce = F.cross_entropy(forward(x, params[-1], shapes, a.depth), labels[index])
@@ -121,7 +124,7 @@ def main():
         iteration()
     t = time.perf_counter()
     for _ in range(a.iters):
-        iteration()
+        iteration()  # float(loss) waits for the device
     seconds = (time.perf_counter() - t) / a.iters
     print(json.dumps({"s_per_iter": seconds,
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -74,16 +74,20 @@ def main():
         p.add_argument("--" + name, type=int, default=default)
     p.add_argument("--arch", default="convnet", choices=["convnet", "resnet18", "resnet18bn"])
     p.add_argument("--stem", default="cifar", choices=["cifar", "imagenet"])
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (distill bench passes its --device)")
     a = p.parse_args()
+    dev = torch.device(a.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     if a.arch == "convnet":
         net = convnet(a.channels, a.width, a.depth, a.classes, a.image_size)
     else:
         net = ResNet18(a.arch, a.stem, a.channels, a.classes)
+    net = net.to(dev)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    x = torch.randn(a.batch, a.channels, a.image_size, a.image_size)
-    y = torch.randint(a.classes, (a.batch,))
+    x = torch.randn(a.batch, a.channels, a.image_size, a.image_size).to(dev)
+    y = torch.randint(a.classes, (a.batch,)).to(dev)
 
     def step():
         opt.zero_grad()
@@ -92,9 +96,11 @@ def main():
 
     for _ in range(a.warmup):
         step()
+    sync()
     t = time.perf_counter()
     for _ in range(a.steps):
         step()
+    sync()
     train_s = time.perf_counter() - t
     with torch.no_grad():
         for _ in range(a.warmup):

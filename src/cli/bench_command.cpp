@@ -113,9 +113,13 @@ nlohmann::json bench_cpp(const BenchOptions& b, c10::Device device) {
     at::NoGradGuard no_grad;
     optimizer->step(params, grad, 0.01);
   };
+  // Reading a value waits for the device (a GPU runs the steps asynchronously).
+  auto wait_for_device = [&] { params.sum().item<double>(); };
   for (int64_t i = 0; i < b.warmup; ++i) train_step();
+  wait_for_device();
   auto start = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < b.steps; ++i) train_step();
+  wait_for_device();
   double train_s = seconds_since(start);
   models::ForwardArgs eval_args;
   eval_args.buffers = buffers;
@@ -155,7 +159,8 @@ nlohmann::json run_python_json(const std::string& command) {
 }
 
 // `environment` prefixes the command (e.g. glibc malloc tunables for a fairer reference).
-nlohmann::json bench_python(const BenchOptions& b, int64_t threads, const std::string& environment) {
+nlohmann::json bench_python(const BenchOptions& b, int64_t threads, const std::string& environment,
+                            const c10::Device& device) {
   if (b.python.empty()) return nullptr;
   std::string command =
       environment + " " + b.python + " " + b.python_script + " --arch " + b.model.arch +
@@ -163,7 +168,8 @@ nlohmann::json bench_python(const BenchOptions& b, int64_t threads, const std::s
       std::to_string(b.model.depth) + " --batch " + std::to_string(b.batch) + " --steps " +
       std::to_string(b.steps) + " --warmup " + std::to_string(b.warmup) + " --channels " +
       std::to_string(b.channels) + " --image-size " + std::to_string(b.image_size) + " --classes " +
-      std::to_string(b.classes) + " --threads " + std::to_string(threads);
+      std::to_string(b.classes) + " --threads " + std::to_string(threads) + " --device " +
+      device.str();
   return run_python_json(command);
 }
 
@@ -222,7 +228,7 @@ void run_bench_mtt(const BenchCommandOptions& o, const RunContext& run) {
         std::to_string(m.batch_syn) + " --iters " + std::to_string(m.iters) + " --warmup " +
         std::to_string(m.warmup) + " --channels " + std::to_string(b.channels) + " --image-size " +
         std::to_string(b.image_size) + " --classes " + std::to_string(b.classes) + " --threads " +
-        std::to_string(threads));
+        std::to_string(threads) + " --device " + run.device.str());
   }
   nlohmann::json cpp = bench_mtt_cpp(b, m, run.device);
   nlohmann::json result = {{"benchmark", "mtt"},       {"arch", b.model.arch},
@@ -266,11 +272,12 @@ void run_bench(BenchCommandOptions& o, const Invocation& invocation) {
   }
   int64_t threads = at::get_num_threads();
   // Python first: its peak RSS is its own process's, ours is measured after.
-  nlohmann::json python = bench_python(o.bench, threads, "");
+  nlohmann::json python = bench_python(o.bench, threads, "", run.device);
   // The same Python with glibc's mmap/trim thresholds raised, as distill does for itself (see
   // shared/notes/cpu-performance.md): the ratio against it isolates everything but the allocator.
   nlohmann::json python_tuned = bench_python(
-      o.bench, threads, "MALLOC_MMAP_THRESHOLD_=1000000000000 MALLOC_TRIM_THRESHOLD_=1000000000000");
+      o.bench, threads, "MALLOC_MMAP_THRESHOLD_=1000000000000 MALLOC_TRIM_THRESHOLD_=1000000000000",
+      run.device);
   nlohmann::json cpp = bench_cpp(o.bench, run.device);
   nlohmann::json result = {{"benchmark", "train"},
                            {"arch", o.bench.model.arch},

@@ -5,6 +5,7 @@
 
 #include "src/cli/command.h"
 #include "src/cli/config_rollback.h"
+#include "src/core/build_info.h"
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 
@@ -26,7 +27,8 @@ void print_usage(std::ostream& out, const std::vector<Command>& all) {
   out << "usage: distill <command> [--config file.toml] [--set key.path=value ...]\n"
          "                         [--device auto|cpu|cuda[:N]] [--threads N] [--seed N] [--out DIR]\n"
          "       distill config --dump <command> [same options]\n"
-         "       distill <command> --help\n\ncommands:\n";
+         "       distill <command> --help\n"
+         "       distill --version [--device D]   build, LibTorch, CUDA and devices\n\ncommands:\n";
   for (const auto& c : all) out << "  " << c.name << std::string(10 - c.name.size(), ' ') << c.summary << "\n";
   out << "  config    print the effective settings of a command as TOML (--dump)\n\nexamples:\n";
   for (const auto& c : all) out << "  " << c.example << "\n";
@@ -102,6 +104,33 @@ const Command* find_command(const std::vector<Command>& all, const std::string& 
                        "; run `distill --help` for the list");
 }
 
+// `distill --version`, optionally with `--device D`: the build and what it can run on; the device
+// is checked as a command would check it (`distill --device cuda` without a GPU: exit 2).
+int run_version(const std::vector<std::string>& args) {
+  std::string device;
+  bool version = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--version") {
+      version = true;
+    } else if (args[i] == "--device" && i + 1 < args.size()) {
+      device = args[++i];
+    } else {
+      throw distill::Error("unexpected '" + args[i] +
+                           "' before a command: expected distill --version [--device D] or "
+                           "distill <command> [options]");
+    }
+  }
+  if (!device.empty()) {
+    c10::Device resolved = distill::resolve_device(device);
+    if (!version) {
+      throw distill::Error("--device " + device + " (" + resolved.str() +
+                           " is available) needs a command: distill <command> --device " + device);
+    }
+  }
+  std::cout << distill::describe(distill::build_info());
+  return 0;
+}
+
 int run_main(int argc, char** argv) {
   const std::vector<Command> all = commands();
   std::vector<std::string> args(argv + 1, argv + argc);
@@ -109,6 +138,7 @@ int run_main(int argc, char** argv) {
     print_usage(args.empty() ? std::cerr : std::cout, all);
     return args.empty() ? 2 : 0;
   }
+  if (args[0] == "--version" || args[0] == "--device") return run_version(args);
   std::string name = args[0];
   args.erase(args.begin());
   bool dump = false;

@@ -38,7 +38,7 @@ size_t CachingCpuAllocator::idle_limit_locked() const {
 
 CachingCpuAllocator::~CachingCpuAllocator() { release_idle(); }
 
-c10::DataPtr CachingCpuAllocator::allocate(size_t bytes) const {
+c10::DataPtr CachingCpuAllocator::allocate_bytes(size_t bytes) const {
   if (bytes < min_bytes_) {
     void* data = c10::alloc_cpu(bytes);
     return {data, data, &c10::free_cpu, c10::Device(c10::kCPU)};

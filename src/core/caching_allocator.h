@@ -1,5 +1,5 @@
 #pragma once
-#include <c10/core/Allocator.h>
+#include "src/core/allocator_compat.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -19,7 +19,7 @@ namespace distill {
 // per size at that size's own peak count, and those peaks fall at different times, so the
 // blocks a step needs add up to more than its peak in use (training ConvNet-3 at batch 256:
 // 640 MiB of blocks for a 514 MiB peak); a limit of one peak missed on every step.
-class CachingCpuAllocator final : public c10::Allocator {
+class CachingCpuAllocator final : public AllocatorCompat {
  public:
   struct Stats {
     int64_t hits = 0;           // large requests served from the cache
@@ -35,7 +35,7 @@ class CachingCpuAllocator final : public c10::Allocator {
   CachingCpuAllocator(size_t min_bytes, size_t idle_floor, size_t fixed_limit = 0);
   ~CachingCpuAllocator() override;
 
-  c10::DataPtr allocate(size_t bytes) const override;
+  c10::DataPtr allocate_bytes(size_t bytes) const override;
   // LibTorch's raw_allocate/raw_deallocate need one deleter that takes the data pointer.
   c10::DeleterFnPtr raw_deleter() const override { return &CachingCpuAllocator::free_any; }
   Stats stats() const;

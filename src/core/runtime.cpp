@@ -11,6 +11,7 @@
 #include <iostream>
 #include <thread>
 
+#include "src/core/build_info.h"
 #include "src/core/caching_allocator.h"
 #include "src/core/error.h"
 
@@ -29,12 +30,26 @@ c10::Device resolve_device(const std::string& spec) {
   } catch (const std::exception&) {
     throw Error("--device: expected auto, cpu, cuda or cuda:N, found '" + spec + "'");
   }
-  if (device.is_cuda() && !at::hasCUDA()) {
-    throw Error("--device " + spec +
-                ": this LibTorch has no CUDA support or no GPU is visible; use --device cpu or auto");
-  }
   if (!device.is_cpu() && !device.is_cuda()) {
     throw Error("--device: only cpu and cuda are supported, found '" + spec + "'");
+  }
+  if (device.is_cuda()) {
+    const BuildInfo info = build_info();
+    if (!info.cuda_compiled) {
+      throw Error("--device " + spec + ": this distill's LibTorch (" + info.torch_running +
+                  ") is CPU-only; build against a CUDA LibTorch (README: Running on a GPU) or use "
+                  "--device cpu");
+    }
+    if (info.cuda_devices == 0) {
+      throw Error("--device " + spec + ": CUDA " + info.cuda_version +
+                  " is compiled in, but no GPU is visible (driver, CUDA_VISIBLE_DEVICES); use "
+                  "--device cpu or auto");
+    }
+    if (device.has_index() && device.index() >= info.cuda_devices) {
+      throw Error("--device " + spec + ": only " + std::to_string(info.cuda_devices) +
+                  " GPU(s) visible (cuda:0 .. cuda:" + std::to_string(info.cuda_devices - 1) +
+                  ")");
+    }
   }
   return device;
 }

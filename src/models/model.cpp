@@ -159,11 +159,16 @@ at::Tensor Model::synchronised_batch_norm(
   return (x - mean.view(shape)) * scale.view(shape) + bias.view(shape);
 }
 
-at::Tensor Model::norm(const at::Tensor& x, const std::string& kind, TensorCursor& p,
+at::Tensor Model::norm(const at::Tensor& input, const std::string& kind, TensorCursor& p,
                        TensorCursor* b, const ForwardArgs& args) {
-  if (kind == "none") return x;
+  if (kind == "none") return input;
   at::Tensor weight = p.next();
   at::Tensor bias = p.next();
+  // Under autocast (train.precision) the input arrives in bf16/fp16 while the weights stay fp32:
+  // normalise in the weights' precision, as CUDA autocast runs its norms in fp32 (LibTorch 1.13's
+  // CPU norm kernels also refuse mixed dtypes). Without autocast this is the input itself.
+  const at::Tensor x =
+      input.scalar_type() == weight.scalar_type() ? input : input.to(weight.scalar_type());
   const int64_t channels = x.size(1);
   if (kind == "instancenorm") return at::group_norm(x, channels, weight, bias, 1e-5);
   if (kind == "groupnorm") return at::group_norm(x, 4, weight, bias, 1e-5);

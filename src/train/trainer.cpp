@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <optional>
 #include <tuple>
 
 #include "src/core/error.h"
@@ -13,6 +14,7 @@
 #include "src/dist/process_group.h"
 #include "src/io/progress.h"
 #include "src/io/tensor_file.h"
+#include "src/train/autocast_compat.h"
 
 namespace distill::train {
 namespace {
@@ -101,6 +103,10 @@ void Trainer::save_checkpoint(const std::string& path, const TrainState& state) 
   dict.insert("epoch", state.epoch);
   dict.insert("batch", state.batch);
   dict.insert("step", state.step);
+  if (state.loss_scale > 0) {
+    dict.insert("loss_scale", state.loss_scale);
+    dict.insert("loss_scale_good", state.loss_scale_good);
+  }
   // The last epoch's metrics, so resuming a finished run reports its results instead of nothing.
   for (const auto& [name, value] : state.last_metrics) dict.insert("metric." + name, value);
   optimizer_->save_state(dict, "optimizer.");
@@ -140,6 +146,10 @@ TrainState Trainer::load_checkpoint(const std::string& path) {
   state.epoch = integer("epoch");
   state.batch = integer("batch");
   state.step = integer("step");
+  if (dict.contains("loss_scale") && dict.at("loss_scale").isDouble()) {
+    state.loss_scale = dict.at("loss_scale").toDouble();
+    state.loss_scale_good = integer("loss_scale_good");
+  }
   for (const auto& entry : dict) {
     const std::string& key = entry.key().toStringRef();
     if (key.rfind("metric.", 0) == 0 && entry.value().isDouble()) {
@@ -183,6 +193,14 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
   io::Progress progress(progress_label_, options_.epochs * batches,
                         state.epoch * batches + state.batch, progress_enabled_ && writer);
   const at::Tensor device_targets = targets.to(images.device());
+  // Mixed precision: the forward pass under autocast; fp16 with a dynamic loss scale that a
+  // checkpoint carries (a resumed run scales exactly as a straight one).
+  const c10::ScalarType compute = compute_dtype(options_.precision, images.device(), "train.precision");
+  std::optional<LossScaler> scaler;
+  if (compute == at::kHalf) {
+    scaler.emplace(options_.loss_scale);
+    if (state.loss_scale > 0) scaler->restore(state.loss_scale, state.loss_scale_good);
+  }
   std::map<std::string, double> result = state.last_metrics;
   double best_test = result.count("best_test_accuracy") ? result["best_test_accuracy"] : 0.0;
 
@@ -191,12 +209,13 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
     at::Tensor order = at::randperm(n, shuffle, at::kLong).to(images.device());
     double loss_sum = 0.0;
     double allreduce_s = 0.0;  // data-parallel: time in the per-step all-reduce
-    int64_t seen = 0, correct = 0;
+    int64_t seen = 0, correct = 0, skipped = 0;
     for (int64_t b = state.batch; b < batches; ++b) {
       at::Tensor index = order.slice(0, b * batch_size, std::min(n, (b + 1) * batch_size));
       at::Tensor x = images.index_select(0, index);
       at::Tensor y = device_targets.index_select(0, index);
       if (batch_source_) std::tie(x, y) = batch_source_(index, epoch);
+      if (options_.channels_last && x.dim() == 4) x = x.contiguous(at::MemoryFormat::ChannelsLast);
       at::Tensor clean = x;
       at::Generator draw = make_generator(seed_, kAugmentStream, static_cast<uint64_t>(state.step));
       if (augment_) {
@@ -237,8 +256,15 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
       // A rank whose part of a short last batch is empty still joins the all-reduce below (and,
       // with synchronised batch norm, the per-layer collectives of forward and backward).
       const bool empty_part = x.size(0) == 0;
-      at::Tensor logits =
-          empty_part && !sync_batchnorm ? at::Tensor() : model_.forward(x, params, args);
+      at::Tensor logits;
+      if (!empty_part || sync_batchnorm) {
+        AutocastGuard autocast(x.device().type(), compute);
+        logits = model_.forward(x, params, args);
+      }
+      // Losses in the weights' precision, whatever the forward pass computed in.
+      if (logits.defined() && logits.scalar_type() != state.params.scalar_type()) {
+        logits = logits.to(state.params.scalar_type());
+      }
       at::Tensor loss;
       if (empty_part) {
         loss = sync_batchnorm ? logits.sum() * 0 : at::zeros({}, state.params.options());
@@ -271,12 +297,13 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
       // one objective); otherwise each rank's mean-loss gradient is weighted by n_r afterwards.
       const double n_r = static_cast<double>(x.size(0));
       const double grad_weight = sync_batchnorm ? 1.0 : n_r;
+      const double loss_scale = scaler ? scaler->scale() : 1.0;
       // allow_unused: an objective may leave its aux parameters out of some steps.
       std::vector<at::Tensor> grads =
           empty_part && !sync_batchnorm
               ? std::vector<at::Tensor>(inputs.size())
-              : torch::autograd::grad({sync_batchnorm ? loss * n_r : loss}, inputs, {},
-                                      c10::nullopt, false, /*allow_unused=*/true);
+              : torch::autograd::grad({(sync_batchnorm ? loss * n_r : loss) * loss_scale}, inputs,
+                                      {}, c10::nullopt, false, /*allow_unused=*/true);
       int64_t batch_correct = 0;
       if (!empty_part) {
         at::Tensor predicted = logits.argmax(1);
@@ -326,7 +353,18 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
         batch_correct = static_cast<int64_t>(std::llround(book[2].item<double>()));
         stop = book[3].item<double>() > 0;
       }
-      if (!std::isfinite(loss_value)) {
+      bool apply = true;
+      if (scaler) {
+        // Unscale, then skip the step when anything overflowed (every rank sees the same
+        // reduced gradients, so all decide alike).
+        for (auto& g : grads) {
+          if (g.defined()) g = g / loss_scale;
+        }
+        apply = scaler->update(std::isfinite(loss_value) && all_finite(grads));
+        state.loss_scale = scaler->scale();
+        state.loss_scale_good = scaler->good_steps();
+      }
+      if (!std::isfinite(loss_value) && !scaler) {
         throw RuntimeFailure("training loss became " + std::to_string(loss_value) + " at step " +
                              std::to_string(state.step) + " (epoch " + std::to_string(epoch) +
                              ", lr " + std::to_string(lr) + ")" +
@@ -335,7 +373,7 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
                                   : "; the last good checkpoint is " + checkpoint_path_));
       }
       at::Tensor grad = grads[0].defined() ? grads[0] : at::zeros_like(state.params);
-      {
+      if (apply) {
         at::NoGradGuard no_grad;
         if (aux.defined()) {
           at::Tensor aux_grad = grads[1].defined() ? grads[1] : at::zeros_like(state.aux);
@@ -344,13 +382,18 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
         optimizer_->step(state.params, grad, lr);
         if (state.ema.defined()) ema_update(state.ema, state.params, options_.ema_decay);
       }
-      loss_sum += loss_value * static_cast<double>(batch_count);
-      seen += batch_count;
-      correct += batch_correct;
+      if (apply) {
+        loss_sum += loss_value * static_cast<double>(batch_count);
+        seen += batch_count;
+        correct += batch_correct;
+      } else {
+        ++skipped;
+      }
       state.batch = b + 1;
       ++state.step;
       progress.update(epoch * batches + state.batch,
-                      "loss " + std::to_string(loss_sum / static_cast<double>(seen)).substr(0, 6));
+                      seen == 0 ? std::string("loss -")
+                                : "loss " + std::to_string(loss_sum / static_cast<double>(seen)).substr(0, 6));
       if (stop) {
         if (!checkpoint_path_.empty() && writer) save_checkpoint(checkpoint_path_, state);
         throw Interrupted("interrupted at step " + std::to_string(state.step) +
@@ -367,6 +410,10 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
       metrics["train_accuracy"] = static_cast<double>(correct) / static_cast<double>(seen);
     }
     metrics["lr"] = lr_at(state, batches);
+    if (scaler) {
+      metrics["loss_scale"] = scaler->scale();
+      metrics["skipped_steps"] = static_cast<double>(skipped);
+    }
     // Communication plus waiting for the slower rank (the two are not separable from here).
     if (parallel) metrics["allreduce_s"] = allreduce_s;
     if (objective_) {

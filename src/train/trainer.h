@@ -12,6 +12,7 @@
 #include "src/io/metrics_log.h"
 #include "src/models/model.h"
 #include "src/train/optimizer.h"
+#include "src/train/precision.h"
 
 namespace distill::dist {
 class ProcessGroup;
@@ -38,6 +39,9 @@ struct TrainOptions {
   int64_t checkpoint_every = 1;  // epochs between checkpoints (when the run has a checkpoint path)
   double ema_decay = 0.0;
   bool sync_batchnorm = false;
+  std::string precision = "fp32";
+  bool channels_last = false;
+  LossScaleOptions loss_scale;
 
   void visit(config::Visitor& v) {
     v.field("epochs", epochs, "training epochs");
@@ -51,6 +55,14 @@ struct TrainOptions {
     v.field("sync_batchnorm", sync_batchnorm,
             "data-parallel runs: batch norm uses the statistics of the whole global batch "
             "(SyncBatchNorm; one all-reduce per layer and step); no effect on one process");
+    v.choice("precision", precision,
+             "arithmetic of the forward pass: fp32, bf16 or fp16 (autocast, as torch.autocast; "
+             "weights, optimizer state and loss stay fp32; fp16 scales the loss dynamically)",
+             precision_choices());
+    v.field("channels_last", channels_last,
+            "feed 4-D batches in channels-last memory format (NHWC, what tensor-core "
+            "convolutions prefer); the same results up to float rounding");
+    v.section("loss_scale", loss_scale);
   }
 };
 
@@ -98,7 +110,9 @@ struct TrainState {
   at::Tensor ema;      // EMA of params when enabled
   int64_t epoch = 0;   // epochs completed
   int64_t batch = 0;   // batches completed within `epoch` (non-zero after an interrupt)
-  int64_t step = 0;    // optimizer steps in total
+  int64_t step = 0;    // optimizer steps in total (skipped fp16 overflow steps included)
+  double loss_scale = 0;         // fp16: the dynamic loss scale (0 = not started)
+  int64_t loss_scale_good = 0;   // fp16: good steps since the scale last changed
   std::map<std::string, double> last_metrics;
 };
 

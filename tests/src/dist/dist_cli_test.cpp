@@ -294,6 +294,10 @@ TEST(DistCli, DataParallelKdMatchesOneProcess) {
 // Data-parallel denoiser training (each rank the loss of its rows of every batch, one all-reduce
 // of the gradient) takes the single-process steps: class-conditional U-Net, 7-item batches split
 // 3 + 4; a two-process run resumed from a one-process checkpoint ends in the same place too.
+// Plain SGD rather than the default Adam: Adam's first steps move each weight by about lr
+// whatever its gradient's size, so on a weight whose gradient nearly cancels, summation order
+// alone (3 + 4 rows vs 7) could flip the step (seen: 2e-5 on an Intel Xeon with LibTorch 1.13).
+// SGD's step is linear in the gradient, so a wrong split shows and rounding does not.
 TEST(DistCli, DataParallelDiffusionTrainMatchesOneProcess) {
   TempDir dir;
   const std::string data = write_tiny_dataset(dir);
@@ -302,6 +306,7 @@ TEST(DistCli, DataParallelDiffusionTrainMatchesOneProcess) {
       "--set diffusion.model.unet.channels=8 --set diffusion.model.unet.channel_mult=[1,2] "
       "--set diffusion.model.unet.groups=4 --set diffusion.model.unet.attention_max_size=4 "
       "--set diffusion.train.class_conditional=true --set diffusion.train.checkpoint_every=2 "
+      "--set diffusion.train.optimizer.name=sgd --set diffusion.train.optimizer.lr=0.05 "
       "--batch 7 ";
   ASSERT_NO_FATAL_FAILURE(run_one_and_two_ranks(dir, train + "--train-steps 4 "));
   auto params = [&](const std::string& folder) {
@@ -382,12 +387,18 @@ TEST(DistCli, SpreadDiffusionSamplingEqualsOneProcess) {
   EXPECT_TRUE(contains(ddpm.output, "\"ddpm\" runs as one process")) << ddpm.output;
 }
 
-// The launcher the README documents: Debian's torchrun (1.13: underscore flags; `-r 1 -t 1`
-// works around its Python 3.11 failure on the default --redirects/--tee "0"). Its agent hosts the
-// TCPStore (TORCHELASTIC_USE_AGENT_STORE=True), so every rank is a store client.
+// The launcher the README documents, from the Python torch of the same LibTorch line (the agent's
+// TCPStore and the ranks' clients must speak one protocol): Debian's /usr/bin/torchrun for 1.13,
+// the wheel's own `python -m torch.distributed.run` for the wheel line (DISTILL_TORCHRUN, set by
+// the build). `-r 1 -t 1` works around 1.13's Python 3.11 failure on the default --redirects/--tee
+// "0". Its agent hosts the TCPStore (TORCHELASTIC_USE_AGENT_STORE=True), so every rank is a
+// store client.
 TEST(DistCli, TorchrunLaunchesDataParallelTrain) {
-  if (!fs::exists("/usr/bin/torchrun")) {
-    GTEST_SKIP() << "no /usr/bin/torchrun (Debian python3-torch; tests/run.sh installs it)";
+  const char* configured = std::getenv("DISTILL_TORCHRUN");
+  const std::string torchrun = configured && *configured ? configured : "/usr/bin/torchrun";
+  if (!fs::exists(torchrun)) {
+    GTEST_SKIP() << "no " << torchrun << " (tests/run.sh installs Debian's python3-torch; the "
+                 << "wheel line's launcher comes with the wheel)";
   }
   TempDir dir;
   const std::string data = write_tiny_dataset(dir);
@@ -396,7 +407,7 @@ TEST(DistCli, TorchrunLaunchesDataParallelTrain) {
   CommandResult single = distill_cli(args + "--out " + dir.file("one"));
   ASSERT_EQ(single.exit_code, 0) << single.output;
   CommandResult launched = run_command(
-      "cd " + dir.path() + " && timeout 300 /usr/bin/torchrun --nproc_per_node=2 --master_port=" +
+      "cd " + dir.path() + " && timeout 300 " + torchrun + " --nproc_per_node=2 --master_port=" +
       std::to_string(free_port()) + " -r 1 -t 1 --no_python " + distill_binary() + " " + args +
       "--out " + dir.file("two") + " 2>&1");
   ASSERT_EQ(launched.exit_code, 0) << launched.output;
