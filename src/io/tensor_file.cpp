@@ -10,10 +10,12 @@
 #include "src/core/error.h"
 #include "src/io/atomic_file.h"
 #include "src/io/pickle_rewrite.h"
+#include "src/io/serialization_compat.h"
 
 namespace distill::io {
 namespace {
 
+#if !DISTILL_UNPICKLER_READS_SINGLE_ITEMS
 // torch.save's zip read with the pickle rewritten first (see pickle_rewrite.h): the same steps as
 // LibTorch's pickle_load, which reads <archive>/data.pkl and the tensors from <archive>/data/.
 c10::IValue load_rewritten(const std::string& bytes) {
@@ -36,6 +38,7 @@ c10::IValue load_rewritten(const std::string& bytes) {
   unpickler.set_version(zip.version());
   return unpickler.parse_ivalue();
 }
+#endif
 
 }  // namespace
 
@@ -56,23 +59,26 @@ c10::IValue load_ivalue(const std::string& path) {
                                : std::string("another format (legacy torch.save or not a tensor "
                                              "file; re-save with torch.save(obj, path))")));
   }
+  std::string failure;
   try {
     return torch::jit::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
   } catch (const std::exception& e) {
-    std::string what = e.what();
-    what = what.substr(0, what.find('\n'));
-    if (what.find("Unknown opcode") == std::string::npos) {
-      throw Error("'" + path + "': cannot unpickle tensor file: " + what);
-    }
+    failure = e.what();
+    failure = failure.substr(0, failure.find('\n'));
   }
+#if !DISTILL_UNPICKLER_READS_SINGLE_ITEMS
   // Python pickles one-element lists with APPEND and one-key dicts with SETITEM, which the
   // unpickler of LibTorch 1.13 does not know (shared/notes/libtorch-1.13-facts.md): rewrite them.
-  try {
-    return load_rewritten(bytes);
-  } catch (const std::exception& e) {
-    std::string what = e.what();
-    throw Error("'" + path + "': cannot unpickle tensor file: " + what.substr(0, what.find('\n')));
+  if (failure.find("Unknown opcode") != std::string::npos) {
+    try {
+      return load_rewritten(bytes);
+    } catch (const std::exception& e) {
+      failure = e.what();
+      failure = failure.substr(0, failure.find('\n'));
+    }
   }
+#endif
+  throw Error("'" + path + "': cannot unpickle tensor file: " + failure);
 }
 
 TensorDict load_dict(const std::string& path) {

@@ -49,11 +49,19 @@ class Mlp : public Model {
   }
 
  private:
-  // Inverted dropout with the caller's generator, so runs are reproducible from the seed.
+  // Inverted dropout with the caller's generator, so runs are reproducible from the seed. The
+  // mask is drawn on the generator's device and moved (a run's generators are CPU generators;
+  // one cannot fill a CUDA tensor), so a GPU run drops what a CPU run drops.
   static at::Tensor dropout(const at::Tensor& h, double rate, const ForwardArgs& args) {
     if (!args.train || rate <= 0) return h;
-    at::Tensor keep = at::empty_like(h).bernoulli_(1.0 - rate,
-        args.generator ? c10::optional<at::Generator>(*args.generator) : c10::nullopt);
+    at::Tensor keep;
+    if (args.generator) {
+      keep = at::empty(h.sizes(), h.options().device(args.generator->device()))
+                 .bernoulli_(1.0 - rate, *args.generator)
+                 .to(h.device());
+    } else {
+      keep = at::empty_like(h).bernoulli_(1.0 - rate);
+    }
     return h * keep / (1.0 - rate);
   }
 

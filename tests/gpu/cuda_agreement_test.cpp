@@ -5,19 +5,20 @@
 // result that agrees with them is right too. Each case skips without a GPU;
 // experiments/gpu/check.sh runs them on one (and counts a skip as a failure).
 //
-// Tolerances: float32 results differ between the devices only by summation order (cuDNN and cuBLAS
-// kernels, parallel reductions, atomic adds): ~1e-7 relative per operation, growing with depth to
-// ~1e-6 on a ResNet-18's logits. Each case states its bound and why. Differences are measured
-// against the CPU tensor's largest magnitude, not entry by entry, so that entries near zero are
-// judged on their tensor's scale.
+// Tolerances: the devices differ only by summation order (cuDNN and cuBLAS kernels, parallel
+// reductions, atomic adds): ~1e-7 relative per float32 operation, a few 1e-6 on the logits of the
+// deepest nets, more where a computation cancels. Each case states its bound and why; the bounds
+// were set from measured rounding (float32 against float64, or inputs perturbed at 1e-13) with a
+// margin of 10x or more. Differences are judged against the CPU tensor's largest magnitude (or
+// its norm), not entry by entry, so that entries near zero count on their tensor's scale.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
 
 #include <algorithm>
-#include <iostream>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
@@ -45,7 +46,7 @@ namespace distill {
 namespace {
 
 const c10::Device kCpu(c10::kCPU);
-const c10::Device kCuda(c10::kCPU);
+const c10::Device kCuda(c10::kCUDA, 0);
 const auto kDouble = at::TensorOptions().dtype(at::kDouble);
 
 // Ampere and later GPUs run float32 convolutions in TF32 by default (PyTorch's
@@ -56,11 +57,14 @@ void full_fp32_on_cuda() {
   at::globalContext().setAllowTF32CuBLAS(false);
 }
 
-// How close a CUDA tensor must be to its CPU counterpart: max |cuda - cpu| <= rtol * scale, with
-// scale the CPU tensor's largest magnitude (at least `floor`). rtol 0 demands equality.
+// How close a CUDA tensor must be to its CPU counterpart. Entrywise (the default):
+// max |cuda - cpu| <= rtol * scale, with scale the CPU tensor's largest magnitude (at least
+// `floor`); rtol 0 demands equality. In norm: ||cuda - cpu|| <= rtol * ||cpu||, for results whose
+// rounding concentrates in a few ill-conditioned entries (see EveryModelForwardAndBackward).
 struct Tolerance {
   double rtol = 0;
   double floor = 0;
+  bool in_norm = false;
 };
 
 // The one comparison every case makes: the CUDA result was computed on the GPU (not silently on
@@ -68,19 +72,21 @@ struct Tolerance {
 void expect_agree(const at::Tensor& on_cuda, const at::Tensor& on_cpu, Tolerance tolerance,
                   const std::string& what) {
   ASSERT_TRUE(on_cuda.defined() && on_cpu.defined()) << what << ": a result is missing";
-  if (false) EXPECT_TRUE(on_cuda.is_cuda()) << what << ": the CUDA result lies on " << on_cuda.device();
+  EXPECT_TRUE(on_cuda.is_cuda()) << what << ": the CUDA result lies on " << on_cuda.device();
   EXPECT_TRUE(on_cpu.is_cpu()) << what << ": the CPU result lies on " << on_cpu.device();
   ASSERT_EQ(on_cuda.sizes(), on_cpu.sizes()) << what;
   EXPECT_EQ(on_cuda.scalar_type(), on_cpu.scalar_type()) << what;
   if (on_cpu.numel() == 0) return;
   const at::Tensor a = on_cuda.detach().cpu().to(at::kDouble);
   const at::Tensor b = on_cpu.detach().to(at::kDouble);
-  const double scale = std::max(b.abs().max().item<double>(), tolerance.floor);
-  const double difference = (a - b).abs().max().item<double>();
-  std::cout << "PROBE " << what << " rel " << difference / scale << " allowed " << tolerance.rtol << "\n";
+  const double scale = tolerance.in_norm ? b.norm().item<double>()
+                                         : std::max(b.abs().max().item<double>(), tolerance.floor);
+  const double difference =
+      tolerance.in_norm ? (a - b).norm().item<double>() : (a - b).abs().max().item<double>();
   EXPECT_LE(difference, tolerance.rtol * scale)
-      << what << ": max |cuda - cpu| = " << difference << " on a scale of " << scale
-      << " (relative " << difference / scale << ", allowed " << tolerance.rtol << ")";
+      << what << ": " << (tolerance.in_norm ? "||cuda - cpu|| = " : "max |cuda - cpu| = ")
+      << difference << " on a scale of " << scale << " (relative " << difference / scale
+      << ", allowed " << tolerance.rtol << ")";
 }
 
 void expect_agree(double on_cuda, double on_cpu, double rtol, const std::string& what) {
@@ -155,17 +161,25 @@ ForwardBackward forward_backward(const models::Model& model, const at::Tensor& p
 }
 
 TEST(CudaAgreement, EveryModelForwardAndBackward) {
-  if (false)
+  if (!at::hasCUDA())
     GTEST_SKIP() << "no CUDA device (experiments/gpu/check.sh runs these on a GPU)";
   full_fp32_on_cuda();
-  // float32. Logits and running statistics: relative 1e-4, about 100 times the summation-order
-  // difference of the deepest nets here (ResNet-18, VGG-11: ~1e-6), while a wrong kernel is off
-  // by O(1). Gradients: relative 1e-3 per parameter tensor, as backward passes sum over the batch
-  // and every spatial position (atomic adds on CUDA) and differentiate through the norms' batch
-  // or instance statistics, which amplifies rounding ~10x more than the forward pass. A tensor
-  // whose gradient is zero up to rounding (a conv bias under batch norm) is judged on 1 % of the
-  // whole gradient's scale, not on its own noise.
-  const Tolerance values{1e-4, 1e-6};
+  // Each model twice: in float32, as runs train, and in float64, where rounding is out of the way
+  // and every parameter tensor's gradient can be held to a tight bound.
+  //
+  // float32: logits and running statistics entrywise to relative 1e-4. Their rounding error
+  // (measured against float64 on the CPU) is at most 4e-6 (ResNet-18 with the ImageNet stem,
+  // VGG-11), so two devices, each that far from the exact value, stay 10x inside; a wrong kernel
+  // is off by O(1). The gradient only in norm, to relative 5e-3: the backward passes of batch and
+  // instance norm subtract the incoming gradient's mean and its projection on the normalized
+  // input, and where those nearly cancel, rounding grows up to 1e5-fold in a few tensors.
+  // float32 against float64 gives up to 1e-2 entrywise in some tensors of ConvNet-BN and of
+  // ConvNet-D5 (instance norm over 2x2 maps), and in norm over the whole gradient 4e-4 (D5),
+  // 1e-4 (ConvNet-BN), below 2e-5 for the others.
+  // float64: logits and running statistics to relative 1e-10, each parameter tensor's gradient
+  // entrywise to relative 1e-8, judged on at least 1 % of the whole gradient's scale (a conv
+  // bias under batch norm has a gradient that is zero up to rounding). With float64's rounding
+  // of 1e-16 and the amplification above, the devices differ by ~1e-11.
   for (const ModelCase& c : every_model()) {
     SCOPED_TRACE(c.name);
     auto model = models::make_model(c.options, 3, c.image_size, 10);
@@ -174,28 +188,35 @@ TEST(CudaAgreement, EveryModelForwardAndBackward) {
     const at::Tensor buffers = model->init_buffers();
     const at::Tensor images = at::randn({8, 3, c.image_size, c.image_size}, gen);
     const at::Tensor labels = at::randint(10, {8}, gen, at::kLong);
-    const ForwardBackward cpu = forward_backward(*model, params, buffers, images, labels, 5);
-    ForwardBackward cuda;
-    try {
-      cuda = forward_backward(*model, params.to(at::kDouble), buffers.to(at::kDouble), images.to(at::kDouble),
-                              labels.to(kCuda), 5);
-      cuda.logits = cuda.logits.to(at::kFloat); cuda.grad = cuda.grad.to(at::kFloat); cuda.buffers = cuda.buffers.to(at::kFloat);
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << c.name << " on CUDA threw: " << e.what();
-      continue;
-    }
-    expect_agree(cuda.logits, cpu.logits, values, c.name + " logits");
-    expect_agree(cuda.buffers, cpu.buffers, values, c.name + " running statistics");
-    std::cout << "PROBE2 " << c.name << " normrel " << ((cuda.grad.to(at::kDouble) - cpu.grad.to(at::kDouble)).norm() / cpu.grad.to(at::kDouble).norm()).item<double>() << " logits_normrel " << ((cuda.logits.to(at::kDouble) - cpu.logits.to(at::kDouble)).norm() / cpu.logits.to(at::kDouble).norm()).item<double>() << "\n";
-    const double gradient_scale = cpu.grad.abs().max().item<double>();
-    ASSERT_GT(gradient_scale, 0.0) << c.name;
-    const std::vector<at::Tensor> cpu_grads =
-        models::Model::unflatten(cpu.grad, model->param_specs());
-    const std::vector<at::Tensor> cuda_grads =
-        models::Model::unflatten(cuda.grad, model->param_specs());
-    for (size_t i = 0; i < cpu_grads.size(); ++i) {
-      expect_agree(cuda_grads[i], cpu_grads[i], Tolerance{1e-3, 1e-2 * gradient_scale},
-                   c.name + " d loss / d " + model->param_specs()[i].name);
+    for (const bool single : {true, false}) {
+      const at::ScalarType dtype = single ? at::kFloat : at::kDouble;
+      const std::string what = c.name + (single ? " float32 " : " float64 ");
+      const ForwardBackward cpu = forward_backward(*model, params.to(dtype), buffers.to(dtype),
+                                                   images.to(dtype), labels, 5);
+      ForwardBackward cuda;
+      try {
+        cuda = forward_backward(*model, params.to(kCuda, dtype), buffers.to(kCuda, dtype),
+                                images.to(kCuda, dtype), labels.to(kCuda), 5);
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << what << "on CUDA threw: " << e.what();
+        continue;
+      }
+      const Tolerance values{single ? 1e-4 : 1e-10, 1e-6};
+      expect_agree(cuda.logits, cpu.logits, values, what + "logits");
+      expect_agree(cuda.buffers, cpu.buffers, values, what + "running statistics");
+      if (single) {
+        expect_agree(cuda.grad, cpu.grad, Tolerance{5e-3, 0, /*in_norm=*/true}, what + "gradient");
+        continue;
+      }
+      const double gradient_scale = cpu.grad.abs().max().item<double>();
+      ASSERT_GT(gradient_scale, 0.0) << what;
+      const auto& specs = model->param_specs();
+      const std::vector<at::Tensor> cpu_grads = models::Model::unflatten(cpu.grad, specs);
+      const std::vector<at::Tensor> cuda_grads = models::Model::unflatten(cuda.grad, specs);
+      for (size_t i = 0; i < specs.size(); ++i) {
+        expect_agree(cuda_grads[i], cpu_grads[i], Tolerance{1e-8, 1e-2 * gradient_scale},
+                     what + "d loss / d " + specs[i].name);
+      }
     }
   }
 }
@@ -203,7 +224,7 @@ TEST(CudaAgreement, EveryModelForwardAndBackward) {
 // ------------------------------------------------------------------ DSA
 
 TEST(CudaAgreement, DsaAugmentation) {
-  if (false)
+  if (!at::hasCUDA())
     GTEST_SKIP() << "no CUDA device (experiments/gpu/check.sh runs these on a GPU)";
   full_fp32_on_cuda();
   // DsaAugment::draw samples every parameter from the CPU generator on the CPU, whatever the
@@ -212,11 +233,11 @@ TEST(CudaAgreement, DsaAugmentation) {
   //
   // float32, images in [0, 1]. crop (a gather), cutout (a 0/1 mask) and flip (a select) move or
   // zero values without arithmetic: equal on both devices, images and image gradients alike.
-  // color: elementwise maps and channel/image means, relative 1e-5 (10x float32 rounding of a
-  // 768-element mean). scale and rotate resample through a grid each device computes itself
-  // (affine_grid, grid_sample): a coordinate rounding of ~1e-7 x 16 pixels moves the bilinear
-  // weights by ~1e-6 per unit of contrast, so relative 1e-4; a wrong corner or axis is off by
-  // O(0.1). The whole strategy ("multiple": all groups in turn) likewise 1e-4.
+  // color: elementwise maps and channel/image means, relative 1e-5 (its float32 rounding,
+  // measured against float64: 1.5e-7). scale and rotate resample through a grid each device
+  // computes itself (affine_grid, grid_sample): a coordinate rounding of ~1e-7 x 16 pixels moves
+  // the bilinear weights by ~1e-6 per unit of contrast (measured: 2e-6), so relative 1e-4; a wrong
+  // corner or axis is off by O(0.1). The whole strategy ("multiple": all groups in turn) 1e-4.
   struct GroupCase {
     std::string strategy;
     std::string mode;
@@ -238,15 +259,15 @@ TEST(CudaAgreement, DsaAugmentation) {
     o.strategy = c.strategy;
     o.mode = c.mode;
     const train::DsaAugment dsa(o);
-    auto augment = [&](c10::Device device, bool dbl) {
+    auto augment = [&](c10::Device device) {
       at::Generator gen = make_generator(11);
-      at::Tensor x = images.clone().to(dbl ? at::kDouble : at::kFloat).requires_grad_(true);
+      at::Tensor x = images.clone().to(device).requires_grad_(true);
       at::Tensor out = dsa(x, gen);
       at::Tensor grad = torch::autograd::grad({(out * weights.to(device)).sum()}, {x})[0];
-      return std::make_pair(out.detach().to(at::kFloat), grad.to(at::kFloat));
+      return std::make_pair(out.detach(), grad);
     };
-    const auto [cpu_out, cpu_grad] = augment(kCpu, false);
-    const auto [cuda_out, cuda_grad] = augment(kCuda, true);
+    const auto [cpu_out, cpu_grad] = augment(kCpu);
+    const auto [cuda_out, cuda_grad] = augment(kCuda);
     EXPECT_FALSE(at::equal(cpu_out, images)) << "the draw left the images unchanged";
     expect_agree(cuda_out, cpu_out, Tolerance{c.rtol}, c.strategy + " images");
     expect_agree(cuda_grad, cpu_grad, Tolerance{c.rtol}, c.strategy + " image gradient");
@@ -282,7 +303,7 @@ MttCase make_mtt_case() {
 }
 
 TEST(CudaAgreement, MttMetaGradientAdjointEqualsUnroll) {
-  if (false)
+  if (!at::hasCUDA())
     GTEST_SKIP() << "no CUDA device (experiments/gpu/check.sh runs these on a GPU)";
   full_fp32_on_cuda();
   // double. Adjoint against unroll on CUDA: relative 1e-5, the bound the CPU test sets for the
@@ -351,7 +372,7 @@ diffusion::GaussianMixture mixture_on(const diffusion::GaussianMixture& g, c10::
 }
 
 TEST(CudaAgreement, EverySampler) {
-  if (false)
+  if (!at::hasCUDA())
     GTEST_SKIP() << "no CUDA device (experiments/gpu/check.sh runs these on a GPU)";
   full_fp32_on_cuda();
   // The exact teacher of tests/diffusion: a 2-D three-component Gaussian mixture, in double, on
@@ -413,7 +434,7 @@ train::OptimizerOptions plain_sgd() {
 }
 
 TEST(CudaAgreement, ProgressiveAndConsistencyDistillationStep) {
-  if (false)
+  if (!at::hasCUDA())
     GTEST_SKIP() << "no CUDA device (experiments/gpu/check.sh runs these on a GPU)";
   full_fp32_on_cuda();
   // What runs on the GPU: the teacher, the student network's forward and backward, and the
@@ -505,7 +526,7 @@ TEST(CudaAgreement, ProgressiveAndConsistencyDistillationStep) {
 // ------------------------------------------------------------------ distill eval
 
 TEST(CudaAgreement, EvalOfATinySet) {
-  if (false)
+  if (!at::hasCUDA())
     GTEST_SKIP() << "no CUDA device (experiments/gpu/check.sh runs these on a GPU)";
   // `distill eval` of a 2-image-per-class subset of the tiny dataset (tests/support/cli_support.h:
   // 3 classes of 1x8x8, 30 test images): 2 set students and 2 random-real students of a width-8
@@ -529,7 +550,7 @@ TEST(CudaAgreement, EvalOfATinySet) {
     const testing::CommandResult r = testing::run_command(
         "NVIDIA_TF32_OVERRIDE=0 " + testing::distill_binary() + " eval --syn " +
         dir.file("s/syn.pt") + " --runs 2 --epochs 30 " + testing::tiny_flags(data) +
-        "--set eval.model.width=8 --device cpu --out " + dir.file(device));
+        "--set eval.model.width=8 --device " + device + " --out " + dir.file(device));
     EXPECT_EQ(r.exit_code, 0) << r.output;  // --device cuda is an error when CUDA is unusable
     return nlohmann::json::parse(io::read_file(dir.file(device + "/results.json")))["results"];
   };

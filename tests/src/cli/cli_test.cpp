@@ -1,7 +1,9 @@
 // End-to-end checks of the `distill` binary: exit codes, error lines, run folders, resume.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <torch/version.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -74,6 +76,35 @@ TEST(Cli, CudaWithoutGpuIsAClearError) {
   CommandResult r = distill_cli("subset --device cuda --out " + dir.file("o"));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.output, "--device cuda")) << r.output;
+}
+
+// `distill --version`: the LibTorch it was built against and runs with (the same library here),
+// and whether CUDA is compiled in.
+TEST(Cli, VersionNamesLibTorchCudaAndDevices) {
+  CommandResult r = distill_cli("--version");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string version = TORCH_VERSION;
+  EXPECT_TRUE(contains(r.output, "LibTorch: built against " + version)) << r.output;
+  // What the build system linked (cmake/libtorch.cmake), independent of the code under test.
+  EXPECT_TRUE(contains(r.output, DISTILL_EXPECT_CUDA_COMPILED ? "CUDA: compiled in"
+                                                              : "CUDA: not compiled in"))
+      << r.output;
+  if (!at::hasCUDA()) {
+    EXPECT_TRUE(contains(r.output, "devices: cpu")) << r.output;
+    EXPECT_FALSE(contains(r.output, "cuda:0")) << r.output;
+  }
+}
+
+// `distill --device cuda` with no GPU: exit 2 and one line saying why, before any command runs.
+TEST(Cli, DeviceCudaWithoutAGpuIsOneLine) {
+  if (at::hasCUDA()) GTEST_SKIP() << "a GPU is present";
+  CommandResult r = distill_cli("--device cuda");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "--device cuda: ")) << r.output;
+  EXPECT_TRUE(contains(r.output, "CPU-only") || contains(r.output, "no GPU is visible")) << r.output;
+  EXPECT_EQ(distill_cli("--device cpu").exit_code, 2);  // a device alone is not a command
+  EXPECT_EQ(distill_cli("--device cpu --version").exit_code, 0);
 }
 
 // The GPU case of `distill train`: two epochs on cuda equal the

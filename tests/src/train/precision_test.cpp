@@ -167,12 +167,17 @@ TEST(Precision, AutocastGuardRestoresTheOuterState) {
   EXPECT_EQ(at::mm(a, a).scalar_type(), at::kFloat);
 }
 
+// A one-block ConvNet of width 8 on 8x8 one-channel images, 4 classes.
+std::unique_ptr<models::Model> tiny_convnet() {
+  models::ModelOptions o;
+  o.width = 8;
+  o.depth = 1;
+  return models::make_model(o, 1, 8, 4);
+}
+
 // A trainer run in bf16 learns like fp32 on a separable problem, and records no loss scale.
 TEST(Precision, Bf16TrainingLearnsAToyProblem) {
-  models::ModelOptions mo;
-  mo.width = 8;
-  mo.depth = 1;
-  auto model = models::make_model(mo, 1, 8, 4);
+  auto model = tiny_convnet();
   at::Generator gen = make_generator(5);
   at::Tensor labels = at::randint(4, {64}, gen);
   at::Tensor images = at::randn({64, 1, 8, 8}, gen) * 0.3;
@@ -200,10 +205,7 @@ TEST(Precision, Bf16TrainingLearnsAToyProblem) {
 // move) and halve the scale until the gradients fit; training then proceeds.
 TEST(Precision, Fp16OverflowSkipsStepsUntilTheScaleFits) {
   if (TORCH_VERSION_MAJOR < 2) GTEST_SKIP() << "fp16 autocast on the CPU needs LibTorch 2.x";
-  models::ModelOptions mo;
-  mo.width = 8;
-  mo.depth = 1;
-  auto model = models::make_model(mo, 1, 8, 4);
+  auto model = tiny_convnet();
   at::Generator gen = make_generator(6);
   at::Tensor labels = at::randint(4, {32}, gen);
   at::Tensor images = at::randn({32, 1, 8, 8}, gen);
