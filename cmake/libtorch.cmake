@@ -28,6 +28,18 @@ if(distill_wheel_nvidia_libs)
   add_link_options("LINKER:-rpath-link,${distill_rpath_link}")
 endif()
 
+# NCCL for run.dist.backend = "nccl" (a CUDA LibTorch only): the nccl.h the LibTorch was built
+# with, which is the pinned nvidia-nccl wheel's for PyPI's torch (ProcessGroupNCCL's layout
+# depends on it), else the CUDA toolkit's.
+set(DISTILL_WITH_NCCL OFF)
+if(DISTILL_TORCH_CUDA)
+  find_path(DISTILL_NCCL_INCLUDE_DIR nccl.h
+    HINTS "${TORCH_INSTALL_PREFIX}/../nvidia/nccl/include" ${CUDAToolkit_INCLUDE_DIRS})
+  if(DISTILL_NCCL_INCLUDE_DIR)
+    set(DISTILL_WITH_NCCL ON)
+  endif()
+endif()
+
 # torchrun of the same line (tests launch distill with it): its agent's TCPStore must speak this
 # LibTorch's protocol. experiments/setup/libtorch_wheel.sh records which Python installed the
 # wheel; Debian's python3-torch provides /usr/bin/torchrun.
@@ -42,7 +54,7 @@ if(EXISTS "${distill_wheel_root}/.distill-python")
 endif()
 
 if(DISTILL_TORCH_CUDA)
-  message(STATUS "distill: LibTorch ${Torch_VERSION} (CUDA build; toolkit ${CUDAToolkit_VERSION}) from ${TORCH_INSTALL_PREFIX}")
+  message(STATUS "distill: LibTorch ${Torch_VERSION} (CUDA build; toolkit ${CUDAToolkit_VERSION}; NCCL backend ${DISTILL_WITH_NCCL}) from ${TORCH_INSTALL_PREFIX}")
 else()
   message(STATUS "distill: LibTorch ${Torch_VERSION} (CPU only) from ${TORCH_INSTALL_PREFIX}")
 endif()

@@ -160,7 +160,7 @@ at::Tensor generate(const SamplerOptions& options, const Denoiser& denoiser,
   std::vector<double> sigmas = sampler_sigmas(options, "sampler");
   std::vector<int64_t> shape = {count};
   shape.insert(shape.end(), item_shape.begin(), item_shape.end());
-  at::Tensor x = sigmas.front() * at::randn(shape, generator, at::TensorOptions().dtype(dtype));
+  at::Tensor x = sigmas.front() * gaussian(shape, at::TensorOptions().dtype(dtype), generator);
   return run_sampler(options.name, denoiser, x, sigmas, generator);
 }
 

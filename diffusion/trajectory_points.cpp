@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "diffusion/consistency_distillation.h"
+#include "diffusion/noise.h"
 #include "diffusion/parameterization.h"
 #include "src/core/error.h"
 
@@ -26,7 +27,7 @@ PointSource teacher_trajectory_points(Denoiser teacher, std::vector<int64_t> ite
     shape.insert(shape.end(), item_shape.begin(), item_shape.end());
     at::Tensor end = sigma.to(dtype);
     at::Tensor start = at::clamp_min(end, sigma_max);
-    at::Tensor x = at::randn(shape, generator, at::TensorOptions().dtype(dtype));
+    at::Tensor x = gaussian(shape, at::TensorOptions().dtype(dtype), generator);
     x = x * per_sample(start, x);
     // Per item Karras grid (EDM eq. 5): ((1 - k/K) start^(1/rho) + k/K end^(1/rho))^rho.
     const double rho = 7.0;

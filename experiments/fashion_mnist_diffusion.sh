@@ -24,7 +24,7 @@
 # published numbers.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-distill=${DISTILL:-${BUILD_DIR:-$root/build}/src/distill}
+distill=${DISTILL:-$("$root/experiments/setup/build_dir.sh")/src/distill}
 [ -x "$distill" ] || "$root/experiments/setup/build.sh" distill >/dev/null
 out=${1:-${OUT:-$root/runs/diffusion_fashion_mnist}}
 epochs=${EPOCHS:-3}

@@ -10,7 +10,7 @@
 # Budget knobs: EPOCHS (classifier), SAMPLES, TRAIN_IMAGES, STEPS, SAMPLERS, THREADS, EXTRA.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-distill=${DISTILL:-${BUILD_DIR:-$root/build}/src/distill}
+distill=${DISTILL:-$("$root/experiments/setup/build_dir.sh")/src/distill}
 [ -x "$distill" ] || "$root/experiments/setup/build.sh" distill >/dev/null
 out=${1:-${OUT:-$root/runs/exact_teacher_fcd}}
 epochs=${EPOCHS:-3}

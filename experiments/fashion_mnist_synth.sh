@@ -13,7 +13,7 @@
 # Budget knobs: IPCS, RUNS, STUDENTS, COMMITTEE_EPOCHS, ITERATIONS, EVAL_EPOCHS, THREADS, EXTRA.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-distill=${DISTILL:-${BUILD_DIR:-$root/build}/src/distill}
+distill=${DISTILL:-$("$root/experiments/setup/build_dir.sh")/src/distill}
 [ -x "$distill" ] || "$root/experiments/setup/build.sh" distill >/dev/null
 out=${1:-${OUT:-$root/runs/synth_fashion_mnist}}
 ipcs=${IPCS:-10 50}

@@ -14,7 +14,7 @@
 # Budget knobs (defaults fit ~30 min on 2 cores): SEEDS, EPOCHS_A, TEACHER_EPOCHS, THREADS, EXTRA.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-distill=${DISTILL:-${BUILD_DIR:-$root/build}/src/distill}
+distill=${DISTILL:-$("$root/experiments/setup/build_dir.sh")/src/distill}
 [ -x "$distill" ] || "$root/experiments/setup/build.sh" distill >/dev/null
 out=${1:-${OUT:-$root/runs/kd_fashion_mnist}}
 seeds=${SEEDS:-0 1 2}

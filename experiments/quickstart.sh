@@ -12,7 +12,7 @@ out=${1:-$root/runs/quickstart}
 configs=$root/experiments/configs
 "$root/experiments/setup/install_packages.sh"
 "$root/experiments/setup/build.sh" distill
-distill="${BUILD_DIR:-$root/build}/src/distill"
+distill="$("$root/experiments/setup/build_dir.sh")/src/distill"
 build_done=$SECONDS
 mkdir -p "$out"
 

@@ -13,7 +13,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 "$root/experiments/setup/build.sh" distill >/dev/null
-distill="${BUILD_DIR:-$root/build}/src/distill"
+distill="$("$root/experiments/setup/build_dir.sh")/src/distill"
 out=${OUT:-$root/runs/bench/dist_scaling}
 limit=${TRAIN_LIMIT:-6000}
 batch=${BATCH:-256}

@@ -7,7 +7,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 "$root/experiments/setup/build.sh" distill >/dev/null
-distill="${BUILD_DIR:-$root/build}/src/distill"
+distill="$("$root/experiments/setup/build_dir.sh")/src/distill"
 out=$root/runs/bench
 mkdir -p "$out"
 : > "$out/mtt.jsonl"

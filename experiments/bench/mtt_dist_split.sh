@@ -16,7 +16,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 [ -n "${DISTILL:-}" ] || "$root/experiments/setup/build.sh" distill >/dev/null
-distill=${DISTILL:-${BUILD_DIR:-$root/build}/src/distill}
+distill=${DISTILL:-$("$root/experiments/setup/build_dir.sh")/src/distill}
 out=${OUT:-$root/runs/bench/mtt_dist_split}
 experts=${EXPERTS:-$root/runs/fashion_mnist_mtt/experts}
 iters=${ITERS:-6}

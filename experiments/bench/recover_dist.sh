@@ -9,7 +9,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 [ -n "${DISTILL:-}" ] || "$root/experiments/setup/build.sh" distill >/dev/null
-distill=${DISTILL:-${BUILD_DIR:-$root/build}/src/distill}
+distill=${DISTILL:-$("$root/experiments/setup/build_dir.sh")/src/distill}
 committee=$1; shift
 out=${OUT:-$root/runs/bench/recover_dist}
 port=${MASTER_PORT:-29575}

@@ -9,7 +9,7 @@
 # on ITERS; image_steps_per_s (images x steps / s) does not.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-distill="${DISTILL:-${BUILD_DIR:-$root/build}/src/distill}"
+distill="${DISTILL:-$("$root/experiments/setup/build_dir.sh")/src/distill}"
 [ -x "$distill" ] || "$root/experiments/setup/build.sh" distill >/dev/null
 committee=$1; shift
 out=${OUT:-$root/runs/bench}

@@ -9,7 +9,7 @@
 #   experiments/bench/synth_recover_sizes.sh        (ITERS, IPCS, THREADS as in synth_recover.sh)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-distill="${DISTILL:-${BUILD_DIR:-$root/build}/src/distill}"
+distill="${DISTILL:-$("$root/experiments/setup/build_dir.sh")/src/distill}"
 [ -x "$distill" ] || "$root/experiments/setup/build.sh" distill >/dev/null
 out=${OUT:-$root/runs/bench}
 work="$out/synth_sizes"

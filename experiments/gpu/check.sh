@@ -40,24 +40,29 @@ bench_mtt=(bench mtt --device cuda --ipc 10 --syn-steps 20 --batch-syn 100 --ite
 echo "build: DISTILL_LIBTORCH=wheel experiments/setup/build.sh distill cuda_test cli_test diffusion_test -> $build" >&2
 "$root/experiments/setup/build.sh" distill cuda_test cli_test diffusion_test >&2
 distill="$build/src/distill"
-python=$(cat "$(dirname "$("$root/experiments/setup/libtorch_wheel.sh" | tail -n 1)")/.distill-python")
 wheel_root=$(dirname "$("$root/experiments/setup/libtorch_wheel.sh" | tail -n 1)")
+python=$(cat "$wheel_root/.distill-python")
+# A command prefix (bench.python is run through the shell): the wheel's torch for its Python.
 reference_python="env PYTHONPATH=$wheel_root $python"
 export DISTILL_BIN="$distill" DISTILL_SOURCE_DIR="$root" DISTILL_TORCHRUN="$build/torchrun"
 
 # Every named case must exist in its binary: a renamed test would otherwise be skipped silently.
 listed=$("$build/tests/cuda_test" --gtest_list_tests)
-for case in "${agreement_cases[@]}"; do
-  grep -q "^  ${case#*.}\$" <<<"$listed" || { echo "error: $case is not in cuda_test" >&2; exit 1; }
+for name in "${agreement_cases[@]}"; do
+  grep -q "^  ${name#*.}\$" <<<"$listed" || { echo "error: $name is not in cuda_test" >&2; exit 1; }
 done
 for entry in "${other_cases[@]}"; do
-  binary=${entry%%:*} case=${entry#*:}
-  "$build/tests/$binary" --gtest_list_tests | grep -q "^  ${case#*.}\$" ||
-    { echo "error: $case is not in $binary" >&2; exit 1; }
+  binary=${entry%%:*} name=${entry#*:}
+  "$build/tests/$binary" --gtest_list_tests | grep -q "^  ${name#*.}\$" ||
+    { echo "error: $name is not in $binary" >&2; exit 1; }
 done
 "$distill" --version >&2
-"$distill" "${bench_train[@]}" --help >/dev/null
-"$distill" "${bench_mtt[@]}" --help >/dev/null
+# The benchmarks' settings parse as given (every --set key and value is checked; the device is
+# only resolved when a benchmark runs).
+for args in "${bench_train[*]:2}" "${bench_mtt[*]:2}"; do
+  # shellcheck disable=SC2086  # the flags are plain words
+  "$distill" config --dump bench $args --set "bench.python=$reference_python" >/dev/null
+done
 $reference_python -c 'import torch; print("reference: python torch", torch.__version__, "cuda", torch.version.cuda)' >&2
 for script in train_step.py mtt_step.py; do
   $reference_python "$root/experiments/bench/$script" --help | grep -q -- "--device" ||
@@ -76,9 +81,10 @@ fi
 }
 start=$(date +%s)
 results=()
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
 run_case() {  # binary, filter: passes only when every selected case ran and passed
-  local log
-  log=$(mktemp)
+  local log="$logs/$2.log"
   if ! "$build/tests/$1" --gtest_filter="$2" >"$log" 2>&1 || grep -q "SKIPPED" "$log"; then
     cat "$log" >&2
     results+=("\"$2\": \"failed or skipped\"")
@@ -87,7 +93,7 @@ run_case() {  # binary, filter: passes only when every selected case ran and pas
   results+=("\"$2\": \"passed\"")
 }
 failed=0
-for case in "${agreement_cases[@]}"; do run_case cuda_test "$case" || failed=1; done
+for name in "${agreement_cases[@]}"; do run_case cuda_test "$name" || failed=1; done
 for entry in "${other_cases[@]}"; do run_case "${entry%%:*}" "${entry#*:}" || failed=1; done
 train_json=$("$distill" "${bench_train[@]}" --set "bench.python=$reference_python" --out "$build/gpu-check/train" | tail -n 1)
 mtt_json=$("$distill" "${bench_mtt[@]}" --set "bench.python=$reference_python" --out "$build/gpu-check/mtt" | tail -n 1)

@@ -31,9 +31,23 @@ mkdir -p "$build"
 # calling this while another build runs) can record an object compiled from an older source.
 exec 9>"$build/.build.lock"
 flock 9
+# A build folder stays with the LibTorch it was configured for (CMake caches what it found):
+# asking it for another one is an error, not a silent build against the old one.
+want="${cmake_args[*]:-debian}"
+stamp="$build/.distill-libtorch"
+if [ -f "$build/build.ninja" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" != "$want" ]; then
+  echo "error: $build was configured for LibTorch '$(cat "$stamp")', not '$want'" \
+    "(DISTILL_LIBTORCH=$libtorch): remove that folder or set BUILD_DIR to another" >&2
+  exit 2
+fi
 if [ ! -f "$build/build.ninja" ]; then
+  if [ "$libtorch" != debian ] && ! command -v nvcc >/dev/null && [ ! -x /usr/local/cuda/bin/nvcc ]; then
+    echo "note: no CUDA toolkit (nvcc) found; a CUDA LibTorch's CMake config (the wheel's) needs" \
+      "one to configure (find_package(CUDAToolkit))" >&2
+  fi
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${cmake_args[@]}"
 fi
+echo "$want" > "$stamp"
 targets=()
 for t in "$@"; do targets+=(--target "$t"); done
 cmake --build "$build" -j "$(nproc)" "${targets[@]}"

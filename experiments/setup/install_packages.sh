@@ -16,6 +16,10 @@ if [ "${DISTILL_WITH_BROWSER_TEST:-0}" = 1 ]; then
   # Test-only: the `distill report` end-to-end test opens a report in headless Chromium.
   packages+=(chromium)
 fi
+if [ "${DISTILL_WITH_ALLOCATOR_BENCH:-0}" = 1 ]; then
+  # Benchmark-only: the allocators experiments/bench/allocator.sh compares with distill's own.
+  packages+=(libjemalloc2 libmimalloc2.0)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

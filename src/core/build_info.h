@@ -20,7 +20,7 @@ BuildInfo build_info();
 // Several lines for people, one fact per line.
 std::string describe(const BuildInfo& info);
 
-// "13020" (CUDART_VERSION) -> "13.2"; "90260" (CUDNN_VERSION, 9.x layout) -> "9.26.0".
+// 13020 (CUDART_VERSION) -> "13.2"; 92600 (CUDNN_VERSION, cuDNN 9's layout) -> "9.26.0".
 std::string cuda_version_string(long version);
 std::string cudnn_version_string(long version);
 

@@ -14,8 +14,13 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#if DISTILL_WITH_NCCL
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 #include "src/core/error.h"
+#include "src/dist/process_group_compat.h"
 
 namespace distill::dist {
 namespace {
@@ -96,7 +101,13 @@ LaunchEnv read_launch_env(const GetEnv& getenv_fn) {
 
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+  c10::intrusive_ptr<CollectiveBackend> group;
+  std::string backend = "gloo";
+  // Where collectives run: the CPU for Gloo, this rank's GPU for NCCL. Tensors elsewhere are
+  // copied there and back.
+  c10::Device device = c10::Device(c10::kCPU);
+
+  at::Tensor on_device(const at::Tensor& tensor) const { return tensor.to(device).contiguous(); }
   std::string where;          // "rank 1 of 2" for messages
   mutable int64_t waits = 0;  // wait_for_peers calls so far (the same sequence on every rank)
   double liveness_s = 60;     // a peer whose heartbeat stops this long is taken for dead
@@ -177,10 +188,19 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const config::DistOptions& op
     throw Error("run.dist.timeout_s must be > 0, found " + std::to_string(options.timeout_s));
   }
   if (options.backend == "nccl") {
-    // Debian's LibTorch (what this is built and tested with) has no CUDA, hence no NCCL.
+#if DISTILL_WITH_NCCL
+    if (!at::hasCUDA()) {
+      throw Error("run.dist.backend = \"nccl\": NCCL runs collectives between GPUs and rank " +
+                  std::to_string(env.rank) +
+                  " sees no GPU; use run.dist.backend = \"gloo\" or \"auto\"");
+    }
+#else
+    // A CPU-only LibTorch (Debian's) has no NCCL.
     throw Error(
-        "run.dist.backend = \"nccl\": this build of distill has only the gloo backend "
-        "(its LibTorch has no NCCL); use run.dist.backend = \"gloo\" or \"auto\"");
+        "run.dist.backend = \"nccl\": this distill's LibTorch (" TORCH_VERSION
+        ") is built without CUDA, hence without NCCL; use run.dist.backend = \"gloo\" or "
+        "\"auto\", or build against a CUDA LibTorch (README: LibTorch lines and GPUs)");
+#endif
   }
   // Gloo writes to its peers' sockets: when a peer dies, a write to the closed connection raises
   // SIGPIPE, whose default action kills this rank silently instead of letting the collective
@@ -228,24 +248,40 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const config::DistOptions& op
         impl.store = store;
       }
     }
-    auto gloo_options = c10d::ProcessGroupGloo::Options::create(timeout);
-    const char* interface = std::getenv("GLOO_SOCKET_IFNAME");
-    if (interface && *interface) {
-      gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(interface));
-    } else if (is_loopback(env.master_addr) || options.store == "file") {
-      // One machine: loopback needs no resolvable host name.
-      gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
-    } else {
-      gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-    }
     // Every group of a process gets its own key space (Gloo's rendezvous keys and ours), the
     // same on every rank since the ranks create their groups in the same order: groups made one
     // after another (tests) or a reused FileStore never see each other's keys.
     static std::atomic<int64_t> groups_created{0};
     impl.store = c10::make_intrusive<c10d::PrefixStore>(
         "distill/pg" + std::to_string(groups_created++), impl.store);
-    impl.group = c10::make_intrusive<c10d::ProcessGroupGloo>(
-        impl.store, static_cast<int>(env.rank), static_cast<int>(env.world_size), gloo_options);
+#if DISTILL_WITH_NCCL
+    if (options.backend == "nccl") {
+      auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
+      nccl_options->timeout = timeout;
+      impl.backend = "nccl";
+      // torchrun starts one process per GPU of a node: LOCAL_RANK picks it.
+      impl.device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(
+                                                env.local_rank % at::detail::getCUDAHooks().getNumGPUs()));
+      impl.group = c10::make_intrusive<c10d::ProcessGroupNCCL>(
+          impl.store, static_cast<int>(env.rank), static_cast<int>(env.world_size), nccl_options);
+    }
+#endif
+    if (!impl.group) {
+      auto gloo_options = c10d::ProcessGroupGloo::Options::create(timeout);
+      const char* interface = std::getenv("GLOO_SOCKET_IFNAME");
+      if (interface && *interface) {
+        gloo_options->devices.push_back(
+            c10d::ProcessGroupGloo::createDeviceForInterface(interface));
+      } else if (is_loopback(env.master_addr) || options.store == "file") {
+        // One machine: loopback needs no resolvable host name.
+        gloo_options->devices.push_back(
+            c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+      } else {
+        gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+      }
+      impl.group = c10::make_intrusive<c10d::ProcessGroupGloo>(
+          impl.store, static_cast<int>(env.rank), static_cast<int>(env.world_size), gloo_options);
+    }
     // Nobody leaves before everybody has joined: a rank that fails right after its own set-up
     // would otherwise break the connections another rank is still making.
     impl.group->barrier()->wait();
@@ -266,41 +302,41 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const config::DistOptions& op
   return group;
 }
 
-std::string ProcessGroup::backend() const { return impl_ ? "gloo" : "none"; }
+std::string ProcessGroup::backend() const { return impl_ ? impl_->backend : "none"; }
 
 void ProcessGroup::all_reduce(at::Tensor& tensor, Reduce op) const {
   if (!impl_) return;
-  at::Tensor host = tensor.device().is_cpu() ? tensor.contiguous() : tensor.cpu().contiguous();
+  at::Tensor staged = impl_->on_device(tensor);
   impl_->run("all_reduce", timeout_s_, [&] {
-    std::vector<at::Tensor> tensors = {host};
+    std::vector<at::Tensor> tensors = {staged};
     c10d::AllreduceOptions opts;
     opts.reduceOp = c10d::ReduceOp::SUM;
     impl_->group->allreduce(tensors, opts)->wait();
   });
   // Gloo has no AVG reduction: divide the sum.
-  if (op == Reduce::kMean) host.div_(static_cast<double>(world_size_));
-  if (!host.is_same(tensor)) tensor.copy_(host);
+  if (op == Reduce::kMean) staged.div_(static_cast<double>(world_size_));
+  if (!staged.is_same(tensor)) tensor.copy_(staged);
 }
 
 void ProcessGroup::broadcast(at::Tensor& tensor, int64_t root) const {
   if (!impl_) return;
-  at::Tensor host = tensor.device().is_cpu() ? tensor.contiguous() : tensor.cpu().contiguous();
+  at::Tensor staged = impl_->on_device(tensor);
   impl_->run("broadcast", timeout_s_, [&] {
-    std::vector<at::Tensor> tensors = {host};
+    std::vector<at::Tensor> tensors = {staged};
     c10d::BroadcastOptions opts;
     opts.rootRank = root;
     impl_->group->broadcast(tensors, opts)->wait();
   });
-  if (!host.is_same(tensor)) tensor.copy_(host);
+  if (!staged.is_same(tensor)) tensor.copy_(staged);
 }
 
 std::vector<at::Tensor> ProcessGroup::all_gather(const at::Tensor& tensor) const {
   if (!impl_) return {tensor.clone()};
-  at::Tensor host = tensor.cpu().contiguous();
+  at::Tensor staged = impl_->on_device(tensor);
   std::vector<std::vector<at::Tensor>> outputs(1);
-  for (int64_t r = 0; r < world_size_; ++r) outputs[0].push_back(at::empty_like(host));
+  for (int64_t r = 0; r < world_size_; ++r) outputs[0].push_back(at::empty_like(staged));
   impl_->run("all_gather", timeout_s_, [&] {
-    std::vector<at::Tensor> inputs = {host};
+    std::vector<at::Tensor> inputs = {staged};
     impl_->group->allgather(outputs, inputs)->wait();
   });
   for (auto& t : outputs[0]) t = t.to(tensor.device());

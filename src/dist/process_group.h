@@ -39,8 +39,9 @@ enum class Reduce { kSum, kMean };
 
 // The ranks of one job and the collectives the library needs. World size 1 (no launcher
 // variables) creates no c10d objects at all and every collective is the identity, so
-// single-process code paths need no `if`. Collectives work on CPU tensors (Gloo); tensors on
-// another device are copied through the CPU. A collective that fails (a peer died, or did not
+// single-process code paths need no `if`. Collectives run on CPU tensors with Gloo (the default,
+// run.dist.backend = "auto" or "gloo") and on this rank's GPU (cuda:LOCAL_RANK) with NCCL (a CUDA
+// LibTorch, run.dist.backend = "nccl"); tensors elsewhere are copied there and back. A collective that fails (a peer died, or did not
 // arrive within run.dist.timeout_s) throws RuntimeFailure naming the rank and the operation.
 class ProcessGroup {
  public:

@@ -165,8 +165,10 @@ at::Tensor Model::norm(const at::Tensor& input, const std::string& kind, TensorC
   at::Tensor weight = p.next();
   at::Tensor bias = p.next();
   // Under autocast (train.precision) the input arrives in bf16/fp16 while the weights stay fp32:
-  // normalise in the weights' precision, as CUDA autocast runs its norms in fp32 (LibTorch 1.13's
-  // CPU norm kernels also refuse mixed dtypes). Without autocast this is the input itself.
+  // normalise in the weights' precision. CUDA autocast does so for group and layer norm; batch
+  // norm too here, since LibTorch 1.13's CPU norm kernels refuse mixed dtypes (the price: the
+  // activations after a batch norm stay fp32 until the next autocast op). Without autocast the
+  // input already has the weights' dtype and passes unchanged.
   const at::Tensor x =
       input.scalar_type() == weight.scalar_type() ? input : input.to(weight.scalar_type());
   const int64_t channels = x.size(1);

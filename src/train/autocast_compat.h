@@ -11,6 +11,10 @@
 #define DISTILL_AUTOCAST_API_2_4 \
   (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4))
 
+// fp16 autocast on the CPU: 1.13's CPU autocast has bf16 only. Claimed from 2.4 on, the line
+// whose CPU fp16 kernels the suite has run (2.15); earlier 2.x may have it too, untested.
+#define DISTILL_CPU_AUTOCAST_HAS_FP16 DISTILL_AUTOCAST_API_2_4
+
 namespace distill::train {
 
 class AutocastGuard {

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "src/core/error.h"
+#include "src/train/autocast_compat.h"
 
 namespace distill::train {
 
@@ -14,8 +15,8 @@ c10::ScalarType compute_dtype(const std::string& precision, const c10::Device& d
   if (precision == "fp32") return c10::ScalarType::Float;
   if (precision == "bf16") return c10::ScalarType::BFloat16;
   if (precision == "fp16") {
-    if (device.is_cpu() && TORCH_VERSION_MAJOR < 2) {
-      throw Error(key + " = \"fp16\" on the CPU needs LibTorch 2.x (this is " +
+    if (device.is_cpu() && !DISTILL_CPU_AUTOCAST_HAS_FP16) {
+      throw Error(key + " = \"fp16\" on the CPU needs LibTorch >= 2.4 (this is " +
                   std::string(TORCH_VERSION) +
                   ", whose CPU autocast has bf16 only); use bf16, or a CUDA device");
     }

@@ -215,7 +215,6 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
       at::Tensor x = images.index_select(0, index);
       at::Tensor y = device_targets.index_select(0, index);
       if (batch_source_) std::tie(x, y) = batch_source_(index, epoch);
-      if (options_.channels_last && x.dim() == 4) x = x.contiguous(at::MemoryFormat::ChannelsLast);
       at::Tensor clean = x;
       at::Generator draw = make_generator(seed_, kAugmentStream, static_cast<uint64_t>(state.step));
       if (augment_) {
@@ -226,6 +225,8 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
         at::NoGradGuard no_grad;
         std::tie(x, y) = batch_mix_(x, y, draw);
       }
+      // After augmentation: its resampling (grid_sample) returns contiguous NCHW.
+      if (options_.channels_last && x.dim() == 4) x = x.contiguous(at::MemoryFormat::ChannelsLast);
       // Data-parallel: this rank's contiguous part of the global batch, augmented as part of the
       // whole batch (the same draws as one process, at the price of augmenting W times).
       at::Generator rank_draw;
@@ -261,10 +262,15 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
         AutocastGuard autocast(x.device().type(), compute);
         logits = model_.forward(x, params, args);
       }
-      // Losses in the weights' precision, whatever the forward pass computed in.
-      if (logits.defined() && logits.scalar_type() != state.params.scalar_type()) {
-        logits = logits.to(state.params.scalar_type());
-      }
+      // Losses (and the objectives' feature terms) in the weights' precision, whatever the
+      // forward pass computed in.
+      const auto to_weight_precision = [&](at::Tensor& t) {
+        if (t.defined() && t.scalar_type() != state.params.scalar_type()) {
+          t = t.to(state.params.scalar_type());
+        }
+      };
+      to_weight_precision(logits);
+      for (auto& feature : features) to_weight_precision(feature.second);
       at::Tensor loss;
       if (empty_part) {
         loss = sync_batchnorm ? logits.sum() * 0 : at::zeros({}, state.params.options());
@@ -278,10 +284,15 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
         step.aux = aux;
         step.params = params;
         step.clean_images = clean;
-        step.forward = [this, &params, args](const at::Tensor& input) {
+        step.forward = [this, &params, args, compute](const at::Tensor& input) {
           models::ForwardArgs again = args;
           again.features = nullptr;
-          return model_.forward(input, params, again);
+          at::Tensor out;
+          {
+            AutocastGuard autocast(input.device().type(), compute);
+            out = model_.forward(input, params, again);
+          }
+          return out.to(params.scalar_type());
         };
         step.epoch = epoch;
         step.step = state.step;
@@ -298,12 +309,14 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
       const double n_r = static_cast<double>(x.size(0));
       const double grad_weight = sync_batchnorm ? 1.0 : n_r;
       const double loss_scale = scaler ? scaler->scale() : 1.0;
+      // fp32 and bf16 differentiate the loss itself (no multiplication by 1 in the graph).
+      const auto scaled = [&](const at::Tensor& t, double by) { return scaler ? t * by : t; };
       // allow_unused: an objective may leave its aux parameters out of some steps.
       std::vector<at::Tensor> grads =
           empty_part && !sync_batchnorm
               ? std::vector<at::Tensor>(inputs.size())
-              : torch::autograd::grad({(sync_batchnorm ? loss * n_r : loss) * loss_scale}, inputs,
-                                      {}, c10::nullopt, false, /*allow_unused=*/true);
+              : torch::autograd::grad({scaled((sync_batchnorm ? loss * n_r : loss), loss_scale)},
+                                      inputs, {}, c10::nullopt, false, /*allow_unused=*/true);
       int64_t batch_correct = 0;
       if (!empty_part) {
         at::Tensor predicted = logits.argmax(1);
@@ -353,6 +366,16 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
         batch_correct = static_cast<int64_t>(std::llround(book[2].item<double>()));
         stop = book[3].item<double>() > 0;
       }
+      // A non-finite loss is a diverged run even in fp16 (a loss scale cures overflowing
+      // gradients, not an overflowing forward pass): stop, naming the step.
+      if (!std::isfinite(loss_value)) {
+        throw RuntimeFailure("training loss became " + std::to_string(loss_value) + " at step " +
+                             std::to_string(state.step) + " (epoch " + std::to_string(epoch) +
+                             ", lr " + std::to_string(lr) + ")" +
+                             (checkpoint_path_.empty()
+                                  ? std::string()
+                                  : "; the last good checkpoint is " + checkpoint_path_));
+      }
       bool apply = true;
       if (scaler) {
         // Unscale, then skip the step when anything overflowed (every rank sees the same
@@ -360,17 +383,9 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
         for (auto& g : grads) {
           if (g.defined()) g = g / loss_scale;
         }
-        apply = scaler->update(std::isfinite(loss_value) && all_finite(grads));
+        apply = scaler->update(all_finite(grads));
         state.loss_scale = scaler->scale();
         state.loss_scale_good = scaler->good_steps();
-      }
-      if (!std::isfinite(loss_value) && !scaler) {
-        throw RuntimeFailure("training loss became " + std::to_string(loss_value) + " at step " +
-                             std::to_string(state.step) + " (epoch " + std::to_string(epoch) +
-                             ", lr " + std::to_string(lr) + ")" +
-                             (checkpoint_path_.empty()
-                                  ? std::string()
-                                  : "; the last good checkpoint is " + checkpoint_path_));
       }
       at::Tensor grad = grads[0].defined() ? grads[0] : at::zeros_like(state.params);
       if (apply) {
@@ -381,19 +396,16 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
         }
         optimizer_->step(state.params, grad, lr);
         if (state.ema.defined()) ema_update(state.ema, state.params, options_.ema_decay);
-      }
-      if (apply) {
-        loss_sum += loss_value * static_cast<double>(batch_count);
-        seen += batch_count;
-        correct += batch_correct;
       } else {
         ++skipped;
       }
+      loss_sum += loss_value * static_cast<double>(batch_count);
+      seen += batch_count;
+      correct += batch_correct;
       state.batch = b + 1;
       ++state.step;
       progress.update(epoch * batches + state.batch,
-                      seen == 0 ? std::string("loss -")
-                                : "loss " + std::to_string(loss_sum / static_cast<double>(seen)).substr(0, 6));
+                      "loss " + std::to_string(loss_sum / static_cast<double>(seen)).substr(0, 6));
       if (stop) {
         if (!checkpoint_path_.empty() && writer) save_checkpoint(checkpoint_path_, state);
         throw Interrupted("interrupted at step " + std::to_string(state.step) +

@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "diffusion/exact_denoisers.h"
+#include "diffusion/noise.h"
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 #include "tests/diffusion/mixture_fixture.h"
@@ -95,6 +96,27 @@ TEST(Samplers, EachReproducesTheMixtureMomentsAsStepsGrow) {
     const double fine = sampler_moment_error(name, steps.second);
     EXPECT_LT(fine, 0.025) << name << " at " << steps.second << " steps";
     EXPECT_GT(coarse, 2 * fine) << name << ": " << coarse << " vs " << fine;
+  }
+}
+
+// Seeded noise takes one path: generate()'s starting noise and every later draw of a stochastic
+// sampler are the draws of diffusion::gaussian from the same generator, so generate() equals the
+// sampler run by hand on noise drawn that way, bit for bit, for every sampler.
+TEST(Samplers, GenerateDrawsItsNoiseThroughTheOneNoisePath) {
+  const GaussianMixture g = fixture::three_component_mixture();
+  for (const std::string name : {"ddim", "ddpm", "heun", "dpmpp_2m", "consistency"}) {
+    SamplerOptions o;
+    o.name = name;
+    o.steps = 4;
+    const std::vector<double> sigmas = sampler_sigmas(o, "sampler");
+    at::Generator a = make_generator(5, 2, 1), b = make_generator(5, 2, 1);
+    at::Tensor generated = generate(o, g, {2}, 16, a, at::kDouble);
+    at::Tensor start = sigmas.front() * gaussian({16, 2}, kDouble, b);
+    at::Tensor by_hand = run_sampler(name, g, start, sigmas, b);
+    EXPECT_TRUE(at::equal(generated, by_hand)) << name;
+    // And that path is the generator's plain normal draw.
+    at::Generator c = make_generator(5, 2, 1);
+    EXPECT_TRUE(at::equal(start, sigmas.front() * at::randn({16, 2}, c, kDouble))) << name;
   }
 }
 

@@ -85,9 +85,15 @@ TEST(ProcessGroup, BadOptionsAreErrorsBeforeAnyNetworking) {
   env.world_size = 2;
   config::DistOptions options;
   options.backend = "nccl";
-  EXPECT_NE(
-      error_of([&] { ProcessGroup::create(options, env); }).find("run.dist.backend = \"nccl\""),
-      std::string::npos);
+  // A CPU-only LibTorch has no NCCL; a CUDA one has it but needs a GPU (what the build linked:
+  // cmake/libtorch.cmake).
+  const std::string nccl = error_of([&] { ProcessGroup::create(options, env); });
+  EXPECT_NE(nccl.find("run.dist.backend = \"nccl\""), std::string::npos) << nccl;
+  if (!at::hasCUDA()) {
+    EXPECT_NE(nccl.find(DISTILL_EXPECT_CUDA_COMPILED ? "sees no GPU" : "built without CUDA"),
+              std::string::npos)
+        << nccl;
+  }
   options = {};
   options.timeout_s = 0;
   EXPECT_NE(

@@ -13,6 +13,7 @@
 #include "src/models/model.h"
 #include "src/train/autocast_compat.h"
 #include "src/train/trainer.h"
+#include "tests/support/test_support.h"
 
 namespace distill::train {
 namespace {
@@ -68,7 +69,12 @@ TEST(LossScaler, BadSettingsNameTheirKey) {
   }
   o.initial = 2;
   o.growth_interval = 0;
-  EXPECT_THROW(LossScaler{o}, Error);
+  try {
+    LossScaler scaler(o);
+    FAIL() << "accepted a growth interval of 0";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("train.loss_scale.growth_interval"), std::string::npos);
+  }
 }
 
 TEST(Precision, AllFiniteSeesInfAndNanAnywhere) {
@@ -86,11 +92,18 @@ TEST(Precision, ComputeDtypeOfEachSetting) {
   const c10::Device cpu(c10::kCPU);
   EXPECT_EQ(compute_dtype("fp32", cpu, "k"), at::kFloat);
   EXPECT_EQ(compute_dtype("bf16", cpu, "k"), at::kBFloat16);
-  EXPECT_THROW(compute_dtype("fp8", cpu, "k"), Error);
-  if (TORCH_VERSION_MAJOR < 2) {
+  try {
+    compute_dtype("fp8", cpu, "train.precision");
+    FAIL() << "fp8 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("train.precision: expected fp32, bf16 or fp16, found 'fp8'"),
+              std::string::npos)
+        << e.what();
+  }
+  if (!DISTILL_CPU_AUTOCAST_HAS_FP16) {
     try {
       compute_dtype("fp16", cpu, "train.precision");
-      FAIL() << "fp16 on the CPU of LibTorch 1.x was accepted";
+      FAIL() << "fp16 on the CPU of LibTorch " TORCH_VERSION " was accepted";
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("train.precision"), std::string::npos);
     }
@@ -163,6 +176,13 @@ TEST(Precision, AutocastGuardRestoresTheOuterState) {
       AutocastGuard off(c10::kCPU, at::kFloat);  // fp32: changes nothing
       EXPECT_EQ(at::mm(a, a).scalar_type(), at::kBFloat16);
     }
+    {
+      // A nested active region: on its exit the outer one is still on (nesting counted, cache
+      // kept for the outer region), with the outer dtype.
+      AutocastGuard inner(c10::kCPU, at::kBFloat16);
+      EXPECT_EQ(at::mm(a, a).scalar_type(), at::kBFloat16);
+    }
+    EXPECT_EQ(at::mm(a, a).scalar_type(), at::kBFloat16);
   }
   EXPECT_EQ(at::mm(a, a).scalar_type(), at::kFloat);
 }
@@ -175,7 +195,9 @@ std::unique_ptr<models::Model> tiny_convnet() {
   return models::make_model(o, 1, 8, 4);
 }
 
-// A trainer run in bf16 learns like fp32 on a separable problem, and records no loss scale.
+// A trainer run in bf16 learns like fp32 on a separable problem, and records no loss scale. The
+// weights it ends with differ from an fp32 run's (so the forward pass did run in bf16) by less
+// than the training moved them.
 TEST(Precision, Bf16TrainingLearnsAToyProblem) {
   auto model = tiny_convnet();
   at::Generator gen = make_generator(5);
@@ -195,38 +217,108 @@ TEST(Precision, Bf16TrainingLearnsAToyProblem) {
   trainer.set_progress("bf16", false);
   trainer.set_test_set(images, labels);
   TrainState state = trainer.init_state();
+  const at::Tensor start = state.params.clone();
   auto metrics = trainer.fit(state, images, labels);
   EXPECT_GT(metrics.at("test_accuracy"), 0.9);
   EXPECT_EQ(state.params.scalar_type(), at::kFloat);
   EXPECT_EQ(state.loss_scale, 0.0);
+  o.precision = "fp32";
+  Trainer fp32(*model, o, 3);
+  fp32.set_progress("fp32", false);
+  TrainState reference = fp32.init_state();
+  fp32.fit(reference, images, labels);
+  EXPECT_FALSE(at::equal(state.params, reference.params)) << "bf16 did not change the arithmetic";
+  EXPECT_LT((state.params - reference.params).norm().item<double>(),
+            (reference.params - start).norm().item<double>());
 }
 
-// fp16 with a loss scale far too large: the first steps overflow, are skipped (the weights do not
-// move) and halve the scale until the gradients fit; training then proceeds.
-TEST(Precision, Fp16OverflowSkipsStepsUntilTheScaleFits) {
-  if (TORCH_VERSION_MAJOR < 2) GTEST_SKIP() << "fp16 autocast on the CPU needs LibTorch 2.x";
+// fp16 training on `images`/`labels` (2 per step) from a given loss scale, growth off.
+struct Fp16Run {
+  at::Tensor before, after;
+  std::map<std::string, double> metrics;
+  TrainState state;
+};
+Fp16Run fp16_run(const at::Tensor& images, const at::Tensor& labels, double initial_scale) {
   auto model = tiny_convnet();
-  at::Generator gen = make_generator(6);
-  at::Tensor labels = at::randint(4, {32}, gen);
-  at::Tensor images = at::randn({32, 1, 8, 8}, gen);
   TrainOptions o;
   o.epochs = 1;
-  o.batch_size = 2;  // 16 steps
+  o.batch_size = 2;
   o.optimizer.lr = 0.05;
   o.precision = "fp16";
-  o.loss_scale.initial = std::ldexp(1.0, 30);  // fp16 overflows above 65504
+  o.loss_scale.initial = initial_scale;
   o.loss_scale.growth_interval = 1000;
   Trainer trainer(*model, o, 3);
   trainer.set_progress("fp16", false);
-  TrainState state = trainer.init_state();
-  const at::Tensor before = state.params.clone();
-  auto metrics = trainer.fit(state, images, labels);
-  const double skipped = metrics.at("skipped_steps");
-  EXPECT_GE(skipped, 1);
-  EXPECT_LT(skipped, 16);
-  EXPECT_EQ(metrics.at("loss_scale"), std::ldexp(1.0, 30 - static_cast<int>(skipped)));
-  EXPECT_EQ(state.loss_scale, metrics.at("loss_scale"));
-  EXPECT_FALSE(at::equal(before, state.params));  // the steps after the skips did apply
+  Fp16Run run;
+  run.state = trainer.init_state();
+  run.before = run.state.params.clone();
+  run.metrics = trainer.fit(run.state, images, labels);
+  run.after = run.state.params;
+  return run;
+}
+
+// fp16 with a loss scale far too large: while the scaled gradients overflow (fp16's largest
+// value is 65504), steps are skipped, the weights do not move and the scale halves; once it fits,
+// the steps apply.
+TEST(Precision, Fp16OverflowSkipsStepsUntilTheScaleFits) {
+  if (!DISTILL_CPU_AUTOCAST_HAS_FP16) GTEST_SKIP() << "fp16 autocast on the CPU needs LibTorch >= 2.4";
+  at::Generator gen = make_generator(6);
+  at::Tensor labels = at::randint(4, {2}, gen);
+  at::Tensor images = at::randn({2, 1, 8, 8}, gen);
+  // One step at a scale no gradient survives: skipped, weights bit-for-bit unchanged.
+  Fp16Run hopeless = fp16_run(images, labels, std::ldexp(1.0, 100));
+  EXPECT_EQ(hopeless.metrics.at("skipped_steps"), 1);
+  EXPECT_EQ(hopeless.metrics.at("loss_scale"), std::ldexp(1.0, 99));
+  EXPECT_TRUE(at::equal(hopeless.before, hopeless.after));
+  // The same batch 40 times from 2^40: the first steps skip until the scale fits, the rest apply.
+  images = images.repeat({40, 1, 1, 1});
+  labels = labels.repeat({40});
+  Fp16Run run = fp16_run(images, labels, std::ldexp(1.0, 40));
+  const double skipped = run.metrics.at("skipped_steps");
+  EXPECT_GE(skipped, 10);  // 2^40 x these gradients is far above 65504
+  EXPECT_LT(skipped, 40);
+  EXPECT_EQ(run.metrics.at("loss_scale"), std::ldexp(1.0, 40 - static_cast<int>(skipped)));
+  EXPECT_EQ(run.state.loss_scale, run.metrics.at("loss_scale"));
+  EXPECT_TRUE(all_finite({run.after}));
+  EXPECT_FALSE(at::equal(run.before, run.after));  // the steps after the skips did apply
+}
+
+// The loss scale is part of the checkpoint: an fp16 run interrupted and resumed continues with
+// the scale (and good-step count) it had, so it ends where the straight run ends.
+TEST(Precision, Fp16LossScaleSurvivesACheckpoint) {
+  if (!DISTILL_CPU_AUTOCAST_HAS_FP16) GTEST_SKIP() << "fp16 autocast on the CPU needs LibTorch >= 2.4";
+  at::Generator gen = make_generator(8);
+  at::Tensor labels = at::randint(4, {24}, gen);
+  at::Tensor images = at::randn({24, 1, 8, 8}, gen);
+  auto model = tiny_convnet();
+  TrainOptions o;
+  o.epochs = 2;
+  o.batch_size = 4;
+  o.optimizer.lr = 0.05;
+  o.precision = "fp16";
+  o.loss_scale.initial = std::ldexp(1.0, 24);
+  o.loss_scale.growth_interval = 3;  // grows within the run, so the good-step count matters too
+  o.schedule.name = "constant";      // the 1-epoch first half then has the straight run's lr
+  Trainer straight(*model, o, 4);
+  straight.set_progress("straight", false);
+  TrainState full = straight.init_state();
+  straight.fit(full, images, labels);
+  testing::TempDir dir;
+  o.epochs = 1;
+  Trainer first(*model, o, 4);
+  first.set_progress("first", false);
+  TrainState half = first.init_state();
+  first.fit(half, images, labels);
+  first.save_checkpoint(dir.file("ckpt.pt"), half);
+  o.epochs = 2;
+  Trainer second(*model, o, 4);
+  second.set_progress("second", false);
+  TrainState resumed = second.load_checkpoint(dir.file("ckpt.pt"));
+  EXPECT_EQ(resumed.loss_scale, half.loss_scale);
+  EXPECT_EQ(resumed.loss_scale_good, half.loss_scale_good);
+  second.fit(resumed, images, labels);
+  EXPECT_EQ(resumed.loss_scale, full.loss_scale);
+  EXPECT_TRUE(at::equal(resumed.params, full.params));
 }
 
 }  // namespace
