@@ -10,7 +10,8 @@ if(NOT distill_torch_lib_at EQUAL 0)
   message(FATAL_ERROR
     "LibTorch's CMake config is in ${TORCH_INSTALL_PREFIX}, but its library was found at "
     "${TORCH_LIBRARY}: two LibTorch installations are mixed. Point CMAKE_PREFIX_PATH at the "
-    "LibTorch root (the folder holding lib/ and share/cmake/Torch), not at share/cmake.")
+    "LibTorch root (the folder holding lib/ and share/cmake/Torch), not at share/cmake; "
+    "Torch_DIR alone does not steer where libtorch.so is looked for.")
 endif()
 
 set(DISTILL_TORCH_CUDA OFF)

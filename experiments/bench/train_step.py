@@ -105,6 +105,7 @@ def main():
     with torch.no_grad():
         for _ in range(a.warmup):
             net(x)
+        sync()
         t = time.perf_counter()
         for _ in range(a.steps):
             net(x).sum().item()

@@ -126,6 +126,7 @@ nlohmann::json bench_cpp(const BenchOptions& b, c10::Device device) {
   {
     at::NoGradGuard no_grad;
     for (int64_t i = 0; i < b.warmup; ++i) model->forward(x, params, eval_args);
+    wait_for_device();
   }
   start = std::chrono::steady_clock::now();
   {

@@ -40,6 +40,7 @@
 #include "tests/diffusion/mixture_fixture.h"
 #include "tests/support/cli_support.h"
 #include "tests/support/test_support.h"
+#include "tests/trajectories/matching_fixture.h"
 #include "trajectories/trajectory_matcher.h"
 
 namespace distill {
@@ -285,18 +286,12 @@ struct MttCase {
 };
 
 MttCase make_mtt_case() {
+  trajectories::fixture::MatchingCase shared = trajectories::fixture::small_matching_case();
   MttCase c;
-  models::ModelOptions o;
-  o.width = 4;
-  o.depth = 1;
-  c.model = models::make_model(o, 1, 8, 3);
-  at::Generator gen = make_generator(3);
-  c.images = at::randn({6, 1, 8, 8}, gen).to(at::kDouble);
-  c.class_ids = at::tensor({0, 0, 1, 1, 2, 2}, at::kLong);
-  at::Tensor start = c.model->init_params(gen).to(at::kDouble);
-  c.task.start = start;
-  c.task.target = start + 0.05 * at::randn(start.sizes(), gen).to(at::kDouble);
-  c.task.seed = 17;
+  c.model = std::move(shared.model);
+  c.images = shared.images;
+  c.class_ids = shared.labels;
+  c.task = shared.task;
   at::Generator label_gen = make_generator(5);
   c.logits = at::randn({6, 3}, label_gen).to(at::kDouble);  // DATM's learnable soft labels
   return c;

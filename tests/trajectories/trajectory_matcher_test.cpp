@@ -8,32 +8,14 @@
 #include "src/core/runtime.h"
 #include "src/train/augment.h"
 #include "tests/support/test_support.h"
+#include "tests/trajectories/matching_fixture.h"
 
 namespace distill::trajectories {
 namespace {
 
-// A small double-precision case: 6 images of 1x8x8 in 3 classes, a one-block ConvNet.
-struct Case {
-  std::unique_ptr<models::Model> model;
-  at::Tensor images, labels;
-  MatchingTask task;
-};
-
-Case make_case() {
-  Case c;
-  models::ModelOptions o;
-  o.width = 4;
-  o.depth = 1;
-  c.model = models::make_model(o, 1, 8, 3);
-  at::Generator gen = make_generator(3);
-  c.images = at::randn({6, 1, 8, 8}, gen).to(at::kDouble);
-  c.labels = at::tensor({0, 0, 1, 1, 2, 2}, at::kLong);
-  at::Tensor start = c.model->init_params(gen).to(at::kDouble);
-  c.task.start = start;
-  c.task.target = start + 0.05 * at::randn(start.sizes(), gen).to(at::kDouble);
-  c.task.seed = 17;
-  return c;
-}
+// The shared small double-precision case (tests/trajectories/matching_fixture.h).
+using Case = fixture::MatchingCase;
+Case make_case() { return fixture::small_matching_case(); }
 
 MatchingOptions small_options(const std::string& meta_grad) {
   MatchingOptions o;
