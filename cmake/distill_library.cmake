@@ -18,6 +18,8 @@ function(distill_add_library name)
   endif()
 endfunction()
 
+include(GoogleTest)
+
 # distill_add_test(name SOURCES ... DEPS ... [LABELS ...]): one GoogleTest binary per module.
 function(distill_add_test name)
   cmake_parse_arguments(ARG "" "" "SOURCES;DEPS;LABELS" ${ARGN})
@@ -27,8 +29,14 @@ function(distill_add_test name)
   if(DISTILL_USE_PCH)
     target_precompile_headers(${name} REUSE_FROM distill_pch)
   endif()
-  add_test(NAME ${name} COMMAND ${name})
-  set_tests_properties(${name} PROPERTIES
-    ENVIRONMENT "DISTILL_BIN=${PROJECT_BINARY_DIR}/src/distill;DISTILL_SOURCE_DIR=${PROJECT_SOURCE_DIR};DISTILL_TORCHRUN=${DISTILL_TORCHRUN}"
-    LABELS "${ARG_LABELS}")
+  # One ctest entry per test case (`ctest -N` lists them; skips are reported by name), found when
+  # ctest runs, not at build time. DistWorker.* cases are child processes of other cases. The
+  # binary, source tree and torchrun the cases use are compiled into distill_test_support
+  # (tests/CMakeLists.txt): a list-valued ENVIRONMENT does not survive discovery's PROPERTIES.
+  gtest_discover_tests(${name}
+    TEST_PREFIX "${name}."
+    TEST_FILTER "-DistWorker.*"
+    DISCOVERY_MODE PRE_TEST
+    DISCOVERY_TIMEOUT 120
+    PROPERTIES LABELS "${ARG_LABELS}")
 endfunction()

@@ -44,7 +44,10 @@ done
 # The floor: as many real training images (class-balanced, random) scored the same way.
 ipc=$((samples / 10))  # Fashion-MNIST has 10 classes
 if [ ! -f "$out/real_subset/syn.pt" ]; then
-  "$distill" subset --ipc "$ipc" "${common[@]}" --out "$out/real_subset" >"$out/real_subset.log" 2>&1
+  # --overwrite: an attempt that stopped before its syn.pt is redone (subset keeps no checkpoint
+  # to resume; without the flag distill refuses a folder holding a run).
+  "$distill" subset --ipc "$ipc" "${common[@]}" --overwrite --out "$out/real_subset" \
+    >"$out/real_subset.log" 2>&1
 fi
 run "$out/real_subset_score" diffusion score "$out/real_subset/syn.pt" \
   --classifier "$out/classifier/model.pt" "${score_model[@]}" \

@@ -30,8 +30,13 @@ out=${OUT:-$root/runs/fashion_mnist_$method}
 runs=${RUNS:-5}
 iterations=${ITERATIONS:-100}
 mkdir -p "$out"
+# The experts are trained once and shared: a rerun resumes them (finished experts are skipped), as
+# distill refuses a folder holding a run without --resume or --overwrite.
+experts_resume=()
+if [ -f "$out/experts/config.toml" ]; then experts_resume=(--resume); fi
 "$distill" experts --set data.train_limit=20000 --set experts.num_experts=3 \
-  --set experts.train.epochs=8 "${expert_method[@]}" --seed 0 --no-progress --out "$out/experts"
+  --set experts.train.epochs=8 "${expert_method[@]}" --seed 0 --no-progress \
+  "${experts_resume[@]}" --out "$out/experts"
 results=()
 for ipc in ${IPCS:-1 10 50}; do
   results+=("$out/eval_ipc$ipc/results.json")
@@ -42,6 +47,14 @@ for ipc in ${IPCS:-1 10 50}; do
   fi
   resume=()
   if [ -f "$out/eval_ipc$ipc/students.jsonl" ] && [ -z "${FORCE:-}" ]; then resume=(--resume); fi
+  # distill refuses a folder holding a run without --resume or --overwrite: what an earlier
+  # attempt left is continued (a run stopped before its first checkpoint starts over; a finished
+  # mtt only rewrites its set), or replaced when FORCE=1 redoes the IPC.
+  again=(--resume)
+  if [ -n "${FORCE:-}" ]; then again=(--overwrite); fi
+  mtt_again=() eval_again=()
+  if [ -f "$out/mtt_ipc$ipc/config.toml" ]; then mtt_again=("${again[@]}"); fi
+  if [ -f "$out/eval_ipc$ipc/config.toml" ]; then eval_again=("${again[@]}"); fi
   case $ipc in
     1) matching="--set mtt.matching.syn_steps=20 --set mtt.matching.max_start_epoch=2 --set mtt.matching.lr_lr=1e-7" ;;
     *) matching="--set mtt.matching.syn_steps=10 --set mtt.matching.max_start_epoch=6 --set mtt.matching.batch_syn=100" ;;
@@ -52,10 +65,10 @@ for ipc in ${IPCS:-1 10 50}; do
     "$distill" mtt --buffer "$out/experts" --ipc "$ipc" --iterations "$iterations" $matching \
       "${matching_method[@]}" \
       --set mtt.matching.expert_epochs=2 --set mtt.matching.lr_img=1000 --seed 0 --no-progress \
-      --out "$out/mtt_ipc$ipc"
+      "${mtt_again[@]}" --out "$out/mtt_ipc$ipc"
   fi
   "$distill" eval --syn "$out/mtt_ipc$ipc/syn.pt" --runs "$runs" --seed 0 --no-progress \
-    "${resume[@]}" --out "$out/eval_ipc$ipc"
+    "${eval_again[@]}" --out "$out/eval_ipc$ipc"
 done
 # The budget, read back from the runs: matching minutes per IPC from each metrics.jsonl.
 budget=$(/usr/bin/python3 - "$out" ${IPCS:-1 10 50} <<'PY'

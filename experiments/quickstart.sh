@@ -6,6 +6,8 @@
 #   3. evaluates it against a random real set of the same size on the same evaluator
 #      (DC/DSA/MTT protocol: 5 students x 300 epochs each, DSA),
 #   4. prints the comparison.
+# A rerun over the same folder redoes every step (--overwrite replaces the earlier run's files;
+# distill refuses a folder holding a run without it), so the wall time is always the whole demo's.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/runs/quickstart}
@@ -17,15 +19,16 @@ build_done=$SECONDS
 mkdir -p "$out"
 
 echo "== 1/3 expert trajectories (3 ConvNet-3 experts x 4 epochs on 10000 images)"
-"$distill" experts --config "$configs/quickstart_experts.toml" --out "$out/experts" --seed 0
+"$distill" experts --config "$configs/quickstart_experts.toml" --out "$out/experts" --seed 0 \
+  --overwrite
 
 echo "== 2/3 trajectory matching, 1 image per class"
 "$distill" mtt --config "$configs/quickstart_mtt_ipc1.toml" --buffer "$out/experts" \
-  --out "$out/mtt_ipc1" --seed 0
+  --out "$out/mtt_ipc1" --seed 0 --overwrite
 
 echo "== 3/3 evaluate it and a random real set of the same size: DC protocol, ${QUICKSTART_RUNS:=5} students each"
 "$distill" eval --syn "$out/mtt_ipc1/syn.pt" --runs "$QUICKSTART_RUNS" --set eval.train.eval_every=0 \
-  --out "$out/eval_ipc1" --seed 0 | tee "$out/eval_table.txt"
+  --out "$out/eval_ipc1" --seed 0 --overwrite | tee "$out/eval_table.txt"
 
 echo
 echo "== summary (Fashion-MNIST test accuracy of ConvNet-3 students, mean ± std over $QUICKSTART_RUNS)"

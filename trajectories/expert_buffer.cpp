@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <ATen/core/List.h>
 
+#include <algorithm>
+
 #include "src/core/error.h"
 #include "src/io/tensor_file.h"
 #include "src/io/atomic_file.h"
@@ -63,6 +65,21 @@ std::vector<Trajectory> load_trajectories(const std::string& path, const models:
         pieces[i] = pieces[i].reshape(-1).to(at::kFloat);
       }
       trajectory.push_back(at::cat(pieces));
+    }
+    // What the reference buffer.py writes when run on a CPU: `p.detach().cpu()` aliases the live
+    // parameters there, so every saved epoch is the final one. Matching such a trajectory
+    // divides 0 by 0 at every iteration.
+    const bool all_identical =
+        trajectory.size() > 1 &&
+        std::all_of(trajectory.begin() + 1, trajectory.end(),
+                    [&](const at::Tensor& epoch) { return at::equal(epoch, trajectory.front()); });
+    if (all_identical) {
+      throw Error("'" + path + "': the " + std::to_string(trajectory.size()) +
+                  " saved epochs of expert " + std::to_string(experts.size()) +
+                  " are all identical, so there is no trajectory to match (a buffer saved on a "
+                  "CPU by code that stores p.detach().cpu() without .clone() holds the final "
+                  "weights in every epoch); save copies of the parameters, or train the experts "
+                  "with distill experts");
     }
     experts.push_back(std::move(trajectory));
   }

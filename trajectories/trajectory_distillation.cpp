@@ -166,6 +166,8 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
   io::MetricsLog metrics(out + "/metrics.jsonl",
                          resume ? std::optional<int64_t>(iteration) : std::nullopt, writer);
   io::Progress bar("mtt", options.iterations, iteration, progress && writer);
+  const int64_t first_iteration = iteration;
+  int64_t applied = 0;  // updates made by this process
   for (; iteration < options.iterations; ++iteration) {
     auto begin = std::chrono::steady_clock::now();
     at::Generator draw = make_generator(seed, kIterationStream, static_cast<uint64_t>(iteration));
@@ -218,6 +220,7 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
       bar.update(iteration + 1, "loss " + std::to_string(g.loss).substr(0, 6) + " (skipped)");
     } else {
       failures = 0;
+      ++applied;
       image_optimizer->step(set.images, g.images_grad, m.lr_img);
       if (g.labels_grad.defined()) label_optimizer->step(labels, g.labels_grad, m.lr_label);
       if (ema.defined()) ema.mul_(options.ema_decay).add_(set.images, 1.0 - options.ema_decay);
@@ -289,6 +292,14 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
     }
   }
   bar.finish();
+  // A run whose every iteration was skipped would hand back its initial images as "distilled".
+  if (first_iteration == 0 && iteration > 0 && applied == 0) {
+    throw RuntimeFailure("mtt: all " + std::to_string(iteration) +
+                         " iterations were skipped (non-finite matching loss, or above "
+                         "mtt.matching.max_loss), so the set is still its initialisation; check "
+                         "the expert buffer and the matching settings (metrics.jsonl has the "
+                         "skipped_* counts)");
+  }
   write_set();
   return current_set();
 }

@@ -37,8 +37,10 @@ for round in $(seq 1 "${ROUNDS:-2}"); do
         else
           args=(bench mtt --set bench.python= --ipc 10 --syn-steps 10 --batch-syn 100 --iters "${ITERS:-3}" --meta-grad adjoint)
         fi
+        # Every run reuses one scratch folder: --overwrite replaces the previous one's (distill
+        # refuses a folder holding a run without it).
         json=$(env DISTILL_CACHING_ALLOCATOR=$caching LD_PRELOAD="${preload[$allocator]}" \
-          "$distill" "${args[@]}" --threads 2 --out "$work/run" | tail -n 1)
+          "$distill" "${args[@]}" --threads 2 --overwrite --out "$work/run" | tail -n 1)
         python3 -c 'import json, sys; r = json.loads(sys.argv[1]); r.update(line=sys.argv[2], allocator=sys.argv[3], round=int(sys.argv[4]), load_average_1min=float(open("/proc/loadavg").read().split()[0])); print(json.dumps(r))' \
           "$json" "$line" "$allocator" "$round" >> "$results.tmp"
         echo "round $round $line $allocator $workload done" >&2

@@ -11,10 +11,12 @@ distill="$("$root/experiments/setup/build_dir.sh")/src/distill"
 out=$root/runs/bench
 mkdir -p "$out"
 : > "$out/mtt.jsonl"
+# Each run folder is scratch, redone by every invocation: --overwrite replaces the earlier one
+# (distill refuses a folder holding a run without it).
 run() {  # syn_steps meta_grad python
   "$distill" bench mtt --ipc 10 --syn-steps "$1" --batch-syn 100 --iters "${ITERS:-2}" --meta-grad "$2" \
     --set bench.python="$3" --set mtt.python_script="$root/experiments/bench/mtt_step.py" \
-    --out "$out/mtt_$1_$2" --no-progress | tail -n 1 >> "$out/mtt.jsonl"
+    --overwrite --out "$out/mtt_$1_$2" --no-progress | tail -n 1 >> "$out/mtt.jsonl"
 }
 run 10 adjoint /usr/bin/python3
 run 10 unroll ""

@@ -25,8 +25,12 @@ port=${MASTER_PORT:-29573}
 mkdir -p "$out"
 if [ ! -f "$experts/replay_buffer_0.pt" ]; then
   experts=$out/experts
+  # Trained once: a rerun resumes them (finished experts are skipped, an interrupted one goes on);
+  # distill refuses a folder holding a run without --resume or --overwrite.
+  experts_resume=()
+  if [ -f "$experts/config.toml" ]; then experts_resume=(--resume); fi
   "$distill" experts --no-progress --set experts.num_experts=1 --set experts.train.epochs=4 \
-    --out "$experts" >"$out/experts.log" 2>&1
+    "${experts_resume[@]}" --out "$experts" >"$out/experts.log" 2>&1
 fi
 common=(mtt --no-progress --ipc 10 --iterations "$iters" --buffer "$experts"
         --set mtt.matching.syn_steps="$steps" --set mtt.matching.batch_syn=50

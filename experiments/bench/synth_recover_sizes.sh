@@ -19,18 +19,25 @@ members='[{model={arch="convnet", norm="batchnorm", width=64}}, {model={arch="le
 committee() {  # committee DIR [data flags...]
   local dir=$1; shift
   [ -f "$dir/committee.toml" ] && return 0
+  # Trained once: an interrupted attempt is resumed (distill refuses a folder holding a run
+  # without --resume or --overwrite).
+  local resume=()
+  if [ -f "$dir/config.toml" ]; then resume=(--resume); fi
   "$distill" committee train --set "committee.members=$members" --set committee.train.epochs=1 \
     --set committee.val_per_class=50 --set committee.stats_images=2000 --no-progress \
-    --threads "$threads" --out "$dir" "$@" >"$dir.log" 2>&1
+    --threads "$threads" "${resume[@]}" --out "$dir" "$@" >"$dir.log" 2>&1
 }
 # 28x28: 6000 Fashion-MNIST training images.
 flags28=(--set data.train_limit=6000)
 committee "$work/committee28" "${flags28[@]}"
 # 32x32 RGB: 300 images per class exported as PNGs, read back resized and as 3 channels.
 if [ ! -d "$work/folder32/train" ]; then
-  "$distill" subset --ipc 300 --no-progress --out "$work/subset32" >"$work/subset32.log" 2>&1
-  "$distill" synth export --set synth.export.syn="$work/subset32/syn.pt" --out "$work/folder32" \
-    >"$work/folder32.log" 2>&1
+  # Redone after an interrupted attempt: neither command keeps a checkpoint, and --overwrite
+  # replaces what the attempt left (distill refuses a folder holding a run without it).
+  "$distill" subset --ipc 300 --no-progress --overwrite --out "$work/subset32" \
+    >"$work/subset32.log" 2>&1
+  "$distill" synth export --set synth.export.syn="$work/subset32/syn.pt" --overwrite \
+    --out "$work/folder32" >"$work/folder32.log" 2>&1
 fi
 flags32=(--set data.format=image-folder --set data.path="$work/folder32" --set data.name=fmnist32
          --set data.image_size=32 --set data.channels=3)

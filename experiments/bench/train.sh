@@ -10,10 +10,12 @@ out=$root/runs/bench
 mkdir -p "$out"
 : > "$out/train.jsonl"
 # ConvNet-3 at both batches; ResNet-18 (the costliest evaluation student) at the protocol batch.
+# Each run folder is scratch, redone by every invocation: --overwrite replaces the earlier one
+# (distill refuses a folder holding a run without it).
 for run in convnet:100 convnet:256 resnet18:256; do
   arch=${run%:*} batch=${run#*:}
   "$distill" bench train --set bench.model.arch="$arch" --set bench.batch="$batch" \
     --set bench.steps="${STEPS:-10}" --set bench.python_script="$root/experiments/bench/train_step.py" \
-    --out "$out/train_${arch}_$batch" | tail -n 1 >> "$out/train.jsonl"
+    --overwrite --out "$out/train_${arch}_$batch" | tail -n 1 >> "$out/train.jsonl"
 done
 /usr/bin/python3 "$root/experiments/bench/write_bench_table.py" "$out/train.jsonl"

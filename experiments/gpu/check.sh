@@ -98,8 +98,10 @@ run_case() {  # binary, filter: passes only when every selected case ran and pas
 failed=0
 for name in "${agreement_cases[@]}"; do run_case cuda_test "$name" || failed=1; done
 for entry in "${other_cases[@]}"; do run_case "${entry%%:*}" "${entry#*:}" || failed=1; done
-train_json=$("$distill" "${bench_train[@]}" --set "bench.python=$reference_python" --out "$build/gpu-check/train" | tail -n 1)
-mtt_json=$("$distill" "${bench_mtt[@]}" --set "bench.python=$reference_python" --out "$build/gpu-check/mtt" | tail -n 1)
+# The benchmarks' run folders are scratch, redone by every check: --overwrite replaces the
+# previous check's (distill refuses a folder holding a run without it).
+train_json=$("$distill" "${bench_train[@]}" --set "bench.python=$reference_python" --overwrite --out "$build/gpu-check/train" | tail -n 1)
+mtt_json=$("$distill" "${bench_mtt[@]}" --set "bench.python=$reference_python" --overwrite --out "$build/gpu-check/mtt" | tail -n 1)
 printf '{"dry_run": false, "ok": %s, "seconds": %d, "cases": {%s}, "bench_train": %s, "bench_mtt": %s}\n' \
   "$([ $failed = 0 ] && echo true || echo false)" "$(($(date +%s) - start))" \
   "$(IFS=,; echo "${results[*]}")" "$train_json" "$mtt_json"

@@ -259,7 +259,7 @@ void run_bench(BenchCommandOptions& o, const Invocation& invocation) {
     throw Error("unknown benchmark '" + which + "'; " + usage);
   }
   require_single_process("bench");
-  RunContext run = start_run(o.run, config::dump(o));
+  RunContext run = start_run(o.run, config::dump(o), invocation);
   if (which == "mtt") {
     run_bench_mtt(o, run);
     return;
@@ -306,7 +306,7 @@ void run_bench(BenchCommandOptions& o, const Invocation& invocation) {
 }  // namespace
 
 Command bench_command() {
-  return make_command<BenchCommandOptions>(
+  Command command = make_command<BenchCommandOptions>(
       "bench", "benchmarks printing JSON (train: core vs Python; mtt: matching iteration vs Python)",
       "distill bench mtt --ipc 10 --syn-steps 10 --batch-syn 100 --iters 3 --meta-grad adjoint",
       {{"ipc", "mtt.ipc"},
@@ -315,6 +315,8 @@ Command bench_command() {
        {"iters", "mtt.iters"},
        {"meta-grad", "mtt.meta_grad"}},
       run_bench);
+  command.takes_positional = true;
+  return command;
 }
 
 }  // namespace distill::cli

@@ -4,11 +4,13 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "src/config/config_io.h"
 #include "src/config/options.h"
+#include "src/io/run_folder.h"
 
 namespace distill::models {
 class Model;
@@ -25,8 +27,13 @@ namespace distill::cli {
 // What the command line said, beyond the settings.
 struct Invocation {
   config::ConfigSource source;
-  bool resume = false;
+  bool resume = false;     // --resume: continue the run in --out
+  bool overwrite = false;  // --overwrite: replace the run in --out
   std::vector<std::string> positional;  // arguments after the command (e.g. `bench train`)
+  // Set by claim_run_folder: --resume was given but --out holds nothing to continue from (a run
+  // stopped before its first checkpoint), so the run starts from the beginning.
+  bool nothing_to_resume = false;
+  std::string label;  // "train", "synth-recover": names the default run folder
 };
 
 // A run's environment after the common settings were applied.
@@ -34,7 +41,10 @@ struct RunContext {
   c10::Device device = c10::Device(c10::kCPU);
   std::string out;
   uint64_t seed = 0;
+  // Continue from what --out holds: --resume, unless there was nothing to continue from.
+  bool resume = false;
   bool progress = true;  // false on ranks other than 0
+  std::shared_ptr<io::RunFolderLock> lock;  // rank 0: the run folder's, for the command's life
   // The job's ranks (src/dist): world size 1 unless launched by torchrun or with RANK/WORLD_SIZE.
   // Only rank 0 writes the run folder's shared files and prints the summary.
   std::shared_ptr<dist::ProcessGroup> group;
@@ -44,7 +54,15 @@ struct RunContext {
 
 // Applies run.device/threads, joins the job's process group (run.dist; launcher variables),
 // creates the run folder and (rank 0) writes the effective config.toml.
-RunContext start_run(const config::RunOptions& run, const std::string& effective_config);
+RunContext start_run(const config::RunOptions& run, const std::string& effective_config,
+                     const Invocation& invocation);
+
+// Settles run.out before a command reads any data, touching nothing: an empty run.out becomes a
+// fresh runs/<label>/<UTC time> (printed); a folder holding a run needs --resume or --overwrite
+// (exit 2 naming both). start_run then locks the folder and, for --overwrite, removes the old
+// run. --resume on a folder with nothing to continue from sets
+// invocation.nothing_to_resume (start_run then starts the run from the beginning and says so).
+void claim_run_folder(config::RunOptions& run, Invocation& invocation);
 
 // Error for --resume on a command that keeps no checkpoint or record to continue from (a silently
 // ignored --resume would look like a resumed run).
@@ -61,9 +79,12 @@ struct Command {
   std::string summary;
   std::string example;
   std::vector<std::pair<std::string, std::string>> shorthands;  // --flag -> settings key
+  // Commands with sub-commands or paths after the name (bench, committee, synth, diffusion,
+  // report) check their positional arguments themselves; the others refuse any.
+  bool takes_positional = false;
   std::function<std::string()> help;                                  // settings with defaults
   std::function<std::string(const config::ConfigSource&)> dump;       // effective TOML
-  std::function<void(const Invocation&)> run;
+  std::function<void(Invocation&)> run;  // may settle resume/out (claim_run_folder)
 };
 
 // Reads Options from the invocation (presets first, then the user's settings).
@@ -95,9 +116,14 @@ Command make_command(std::string name, std::string summary, std::string example,
     Options options = load_options<Options>(source);
     return config::dump(options);
   };
-  command.run = [body](const Invocation& invocation) {
+  command.run = [body](Invocation& invocation) {
     Options options = load_options<Options>(invocation.source);
-    body(options, invocation);
+    if constexpr (std::is_same_v<decltype(Options::run), config::RunOptions>) {
+      claim_run_folder(options.run, invocation);
+      body(options, invocation);
+    } else {
+      body(options, invocation);  // writes no run folder of its own (report)
+    }
   };
   return command;
 }

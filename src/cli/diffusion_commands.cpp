@@ -170,7 +170,7 @@ void run_train(DiffusionCommandOptions& o, const Invocation& invocation) {
   }
   // Builds the network before the run folder exists, so a shape error leaves nothing behind.
   auto net = diffusion::make_denoiser_net(model.options, model.item_shape, model.num_classes);
-  RunContext run = start_run(o.run, config::dump(o));
+  RunContext run = start_run(o.run, config::dump(o), invocation);
   if (run.rank == 0) {
     std::cerr << "distill diffusion train: " << model.options.arch << " (" << net->num_params()
               << " parameters, " << model.options.precondition.output << " output) on "
@@ -182,7 +182,7 @@ void run_train(DiffusionCommandOptions& o, const Invocation& invocation) {
   const auto start = std::chrono::steady_clock::now();
   model = diffusion::train_denoiser(model, s.train, train_set.images.to(run.device),
                                     train_set.labels.to(run.device), run.seed, run.out,
-                                    invocation.resume, run.progress, run.group);
+                                    run.resume, run.progress, run.group);
   if (run.rank != 0) return;  // rank 0 writes the run folder
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -192,7 +192,7 @@ void run_train(DiffusionCommandOptions& o, const Invocation& invocation) {
   results["steps"] = model.steps;
   results["batch"] = s.train.batch;
   results["seconds_this_invocation"] = seconds;
-  results["resumed"] = invocation.resume;
+  results["resumed"] = run.resume;
   io::write_file_atomic(run.out + "/results.json", results.dump(2) + "\n");
   std::cout << "denoiser: " << run.out << "/model.pt (" << model.steps << " steps)\n";
   std::cout << "report: " << refresh_run_report(run.out) << "\n";
@@ -309,7 +309,7 @@ void check_consistency_levels(const std::vector<double>& sigmas, const TrainedTe
   }
 }
 
-void run_sample(DiffusionCommandOptions& o) {
+void run_sample(DiffusionCommandOptions& o, const Invocation& invocation) {
   const DiffusionSampleSettings& s = o.diffusion;
   const std::vector<double> sigmas = check_sample_settings(s);
   const int64_t world_size = dist::read_launch_env().world_size;
@@ -335,7 +335,7 @@ void run_sample(DiffusionCommandOptions& o) {
                 "' is unconditional (guidance needs one trained with "
                 "diffusion.train.class_conditional = true)");
   }
-  RunContext run = start_run(o.run, config::dump(o));
+  RunContext run = start_run(o.run, config::dump(o), invocation);
 
   const int64_t used = exact_teacher ? std::min(s.train_images, train_set.size()) : 0;
   std::unique_ptr<diffusion::FiniteSetDenoiser> exact;
@@ -462,15 +462,15 @@ void run_diffusion(DiffusionCommandOptions& o, const Invocation& invocation) {
   if (which == "score" || which == "sample") refuse_resume(invocation, "diffusion " + which);
   if (which == "score" && invocation.positional.size() <= 2) {
     if (invocation.positional.size() == 2) o.diffusion.score.samples = invocation.positional[1];
-    return run_diffusion_score(o.run, o.data, o.diffusion.score, config::dump(o));
+    return run_diffusion_score(o.run, o.data, o.diffusion.score, config::dump(o), invocation);
   }
   if (invocation.positional.size() != 1) throw Error(usage);
   if (which == "train") return run_train(o, invocation);
-  if (which == "sample") return run_sample(o);
+  if (which == "sample") return run_sample(o, invocation);
   if (which == "distill") {
     return run_diffusion_distill(o.run, o.data, o.diffusion.teacher, o.diffusion.weights,
                                  o.diffusion.train_images, o.diffusion.model, o.distill,
-                                 config::dump(o), invocation.resume);
+                                 config::dump(o), invocation);
   }
   throw Error("unknown diffusion step '" + which + "' (expected train, sample, distill or score); " +
               usage);
@@ -479,7 +479,7 @@ void run_diffusion(DiffusionCommandOptions& o, const Invocation& invocation) {
 }  // namespace
 
 Command diffusion_command() {
-  return make_command<DiffusionCommandOptions>(
+  Command command = make_command<DiffusionCommandOptions>(
       "diffusion",
       "diffusion models: train a denoiser (U-Net/MLP), draw images from it or from the exact "
       "denoiser of a finite set, score samples (FCD, precision/recall, coverage)",
@@ -499,6 +499,8 @@ Command diffusion_command() {
        {"method", "distill.method"},
        {"data", "distill.data"}},
       run_diffusion);
+  command.takes_positional = true;
+  return command;
 }
 
 }  // namespace distill::cli

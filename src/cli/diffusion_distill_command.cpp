@@ -47,7 +47,7 @@ void run_diffusion_distill(const config::RunOptions& run_options, const data::Da
                            const std::string& teacher_setting, const std::string& weights,
                            int64_t train_images, const diffusion::DenoiserArchOptions& student_arch,
                            DiffusionDistillSettings& s, const std::string& effective_config,
-                           bool resume) {
+                           const Invocation& invocation) {
   const bool exact_teacher = teacher_setting == "exact";
   check_settings(s, exact_teacher);
   const bool pd = s.method == "progressive";
@@ -108,7 +108,7 @@ void run_diffusion_distill(const config::RunOptions& run_options, const data::Da
       std::cerr << "distill diffusion distill: exact teacher of " << used << " training images\n";
     }
   }
-  RunContext run = start_run(run_options, effective_config);
+  RunContext run = start_run(run_options, effective_config, invocation);
 
   // The student: the teacher's network (or diffusion.model) as a denoiser; CD's is a consistency
   // function (skip/out scalings with f(x, sigma_min) = x).
@@ -159,7 +159,7 @@ void run_diffusion_distill(const config::RunOptions& run_options, const data::Da
   }
   diffusion::DistillationState state =
       diffusion::run_distillation(teacher, student, init, training, options, run.seed, run.out,
-                                  resume, run.progress, run.group);
+                                  run.resume, run.progress, run.group);
   if (run.rank != 0) return;  // rank 0 writes the run folder
 
   // PD has no EMA: its student is stored as both params and ema, so sample's default weights

@@ -4,6 +4,7 @@
 
 #include "diffusion/distillation_run.h"
 #include "diffusion/model_file.h"
+#include "src/cli/command.h"
 #include "src/config/options.h"
 #include "src/data/dataset.h"
 
@@ -48,6 +49,6 @@ void run_diffusion_distill(const config::RunOptions& run_options, const data::Da
                            const std::string& teacher, const std::string& weights,
                            int64_t train_images, const diffusion::DenoiserArchOptions& student_arch,
                            DiffusionDistillSettings& settings, const std::string& effective_config,
-                           bool resume);
+                           const Invocation& invocation);
 
 }  // namespace distill::cli

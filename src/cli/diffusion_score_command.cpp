@@ -113,7 +113,8 @@ std::string fixed(double value, int digits = 4) {
 }  // namespace
 
 void run_diffusion_score(const config::RunOptions& run_options, const data::DataOptions& data,
-                         const DiffusionScoreSettings& s, const std::string& effective_config) {
+                         const DiffusionScoreSettings& s, const std::string& effective_config,
+                         const Invocation& invocation) {
   // 1. Settings and files, before anything is read.
   check_score_settings(s);
   const std::string file = samples_file(s.samples);
@@ -174,7 +175,7 @@ void run_diffusion_score(const config::RunOptions& run_options, const data::Data
   eval::check_feature_layer(*classifier.model, s.feature_layer, "diffusion.score.feature_layer");
 
   // 4. Work.
-  RunContext run = start_run(run_options, effective_config);
+  RunContext run = start_run(run_options, effective_config, invocation);
   const auto start = std::chrono::steady_clock::now();
   const at::Tensor samples = renormalized(images, dict, file, norm);
   eval::ClassifierOutputs fake =

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 
+#include "src/cli/command.h"
 #include "src/config/options.h"
 #include "src/data/dataset.h"
 #include "src/models/model.h"
@@ -53,6 +54,7 @@ struct DiffusionScoreSettings {
 // (settings, files, shapes, class count) is checked before the run folder is created.
 void run_diffusion_score(const config::RunOptions& run_options, const data::DataOptions& data,
                          const DiffusionScoreSettings& settings,
-                         const std::string& effective_config);
+                         const std::string& effective_config,
+                         const Invocation& invocation);
 
 }  // namespace distill::cli

@@ -42,7 +42,7 @@ struct SubsetCommandOptions {
 void run_subset(SubsetCommandOptions& o, const Invocation& invocation) {
   refuse_resume(invocation, "subset");
   require_single_process("subset");
-  RunContext run = start_run(o.run, config::dump(o));
+  RunContext run = start_run(o.run, config::dump(o), invocation);
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   at::Generator generator = make_generator(run.seed, 0x5b5e7);
   at::Tensor train_index;
@@ -169,7 +169,7 @@ void run_eval(EvalCommandOptions& o, const Invocation& invocation) {
                        default_student_settings());
   std::vector<eval::StudentResult> finished;
   if (invocation.resume) finished = log.read();  // every rank: each skips its recorded students
-  RunContext run = start_run(o.run, config::dump(o));
+  RunContext run = start_run(o.run, config::dump(o), invocation);
   std::optional<eval::SyntheticSet> set;
   if (!o.eval.syn.empty()) set = eval::load_synthetic_set(o.eval.syn);
   auto [train_set, test_set, norm] = data::load_normalized(o.data);

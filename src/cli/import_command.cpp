@@ -248,7 +248,7 @@ void run_import(ImportCommandOptions& o, const Invocation& invocation) {
   set_threads(o.run.threads);  // the data is read (and ZCA fitted) before the run starts
   // Everything is read and checked before the run folder is touched.
   ImportedSet imported = o.import.folder.empty() ? import_tensors(o) : import_folder(o);
-  RunContext run = start_run(o.run, config::dump(o));
+  RunContext run = start_run(o.run, config::dump(o), invocation);
   std::filesystem::remove(run.out + "/results.json");  // an earlier run's would look finished
   const eval::SyntheticSet& set = imported.set;
   eval::save_synthetic_set(run.out + "/syn.pt", set);

@@ -183,7 +183,7 @@ void run_kd(KdCommandOptions& o, const Invocation& invocation) {
                   std::to_string(world_size) + "); the per-sample losses run data-parallel");
     }
   }
-  RunContext run = start_run(o.run, config::dump(o));
+  RunContext run = start_run(o.run, config::dump(o), invocation);
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   if (o.kd.data_fraction < 1) {
     const int64_t per_class = std::max<int64_t>(
@@ -224,7 +224,7 @@ void run_kd(KdCommandOptions& o, const Invocation& invocation) {
                 << " parameters) on " << train_set.size() << " images, " << o.train.epochs
                 << " epochs\n";
     auto r = run_job({student.get(), objective, run.out, "kd " + student->arch()}, o, run,
-                     train_set, test_set, invocation.resume, &state);
+                     train_set, test_set, run.resume, &state);
     for (const auto& [k, v] : r) results[k] = v;
   } else if (o.kd.scheme == "dml") {
     std::vector<std::unique_ptr<models::Model>> members;
@@ -236,7 +236,7 @@ void run_kd(KdCommandOptions& o, const Invocation& invocation) {
     auto objective = std::make_shared<kd::MutualObjective>(o.kd.losses, "kd.losses", cohort,
                                                            probe.to(run.device));
     auto r = run_job({&cohort, objective, run.out, "dml x" + std::to_string(cohort.size())}, o, run,
-                     train_set, test_set, invocation.resume, &state);
+                     train_set, test_set, run.resume, &state);
     for (const auto& [k, v] : r) results[k] = v;
     double sum = 0;
     for (size_t i = 0; i < cohort.size(); ++i) {
@@ -259,7 +259,7 @@ void run_kd(KdCommandOptions& o, const Invocation& invocation) {
       auto objective = offline_objective(generation, *student, previous, train_set, run);
       const std::string out = run.out + "/gen" + std::to_string(g);
       auto r = run_job({student.get(), objective, out, "born-again gen " + std::to_string(g)},
-                       generation, run, train_set, test_set, invocation.resume, &state);
+                       generation, run, train_set, test_set, run.resume, &state);
       results["gen" + std::to_string(g) + "_test_accuracy"] = r["test_accuracy"];
       results["test_accuracy"] = r["test_accuracy"];
       previous = std::make_shared<kd::Teacher>(

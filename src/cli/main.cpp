@@ -1,7 +1,9 @@
 // distill: one binary, one subcommand per pipeline stage. This file only parses and dispatches.
 #include <boost/program_options.hpp>
 
+#include <algorithm>
 #include <iostream>
+#include <regex>
 
 #include "src/cli/command.h"
 #include "src/cli/config_rollback.h"
@@ -47,12 +49,58 @@ po::options_description common_options(const Command& command) {
       ("out,o", po::value<std::string>(), "run folder  (run.out)")
       ("no-progress", "no progress bar  (run.progress = false)")
       ("resume", "continue the run in --out (from its checkpoint; eval: after its recorded students)")
+      ("overwrite", "replace the run in --out (its files are removed first)")
       ("dist-backend", po::value<std::string>(), "multi-process backend: auto | gloo | nccl  (run.dist.backend)");
   // clang-format on
   for (const auto& [flag, key] : command.shorthands) {
-    options.add_options()(flag.c_str(), po::value<std::string>(), ("shorthand for --set " + key + "=...").c_str());
+    options.add_options()(flag.c_str(), po::value<std::string>(), ("shorthand for --set " + std::regex_replace(key, std::regex("\\{0\\}"), "<step>") + "=...").c_str());
   }
   return options;
+}
+
+// `--out --threads 1` would otherwise make a folder named "--threads" and run on every core.
+void refuse_flags_as_values(const po::variables_map& vm) {
+  for (const auto& [name, value] : vm) {
+    if (name == "positional") continue;
+    std::vector<std::string> texts;
+    if (const auto* one = boost::any_cast<std::string>(&value.value())) texts.push_back(*one);
+    if (const auto* many = boost::any_cast<std::vector<std::string>>(&value.value())) texts = *many;
+    for (const auto& text : texts) {
+      if (text.rfind("--", 0) == 0) {
+        throw distill::Error("--" + name + " needs a value, found the option '" + text +
+                             "' after it");
+      }
+    }
+  }
+}
+
+bool is_word(const std::string& text) {
+  return !text.empty() && std::all_of(text.begin(), text.end(),
+                                      [](char c) { return (c >= 'a' && c <= 'z') || c == '-'; });
+}
+
+// A command that takes no positional arguments got one: say so, and which option it most likely
+// meant (`distill eval runs/x/syn.pt` scored random real images only, before this check).
+std::string stray_argument_message(const Command& command, const std::string& argument) {
+  std::string message = "distill " + command.name + " takes no positional arguments, found '" +
+                        argument + "'";
+  const auto ends_with = [&](const char* suffix) {
+    const std::string s = suffix;
+    return argument.size() >= s.size() && argument.compare(argument.size() - s.size(), s.size(), s) == 0;
+  };
+  std::string flag;
+  if (ends_with(".toml")) {
+    flag = "config";
+  } else {
+    // The command's shorthands that take a file or folder, most specific first.
+    for (const char* candidate : {"syn", "teacher", "buffer", "images", "committee"}) {
+      for (const auto& shorthand : command.shorthands) {
+        if (flag.empty() && shorthand.first == candidate) flag = candidate;
+      }
+    }
+  }
+  if (!flag.empty()) message += " (did you mean --" + flag + " " + argument + "?)";
+  return message + "; settings are options: see distill " + command.name + " --help";
 }
 
 distill::cli::Invocation parse(const Command& command, const std::vector<std::string>& args,
@@ -67,14 +115,28 @@ distill::cli::Invocation parse(const Command& command, const std::vector<std::st
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
   po::notify(vm);
+  refuse_flags_as_values(vm);
 
   distill::cli::Invocation invocation;
   *wants_help = vm.count("help") > 0;
   if (vm.count("config")) {
     invocation.source = distill::config::ConfigSource::from_file(vm["config"].as<std::string>());
   }
-  auto shorthand = [&](const std::string& flag, const std::string& key) {
-    if (vm.count(flag)) invocation.source.set(key + "=" + vm[flag].as<std::string>());
+  std::vector<std::string> positional_args;
+  if (vm.count("positional")) positional_args = vm["positional"].as<std::vector<std::string>>();
+  // A shorthand's key may name the sub-command: "synth.{0}.syn" is synth.relabel.syn for
+  // `synth relabel --syn X` and synth.export.syn for `synth export --syn X`.
+  auto shorthand = [&](const std::string& flag, std::string key) {
+    if (!vm.count(flag)) return;
+    if (const size_t at = key.find("{0}"); at != std::string::npos) {
+      if (positional_args.empty()) {
+        throw distill::Error("--" + flag + " belongs to a step of distill " + command.name +
+                             ": name the step first (distill " + command.name + " <step> --" +
+                             flag + " ...)");
+      }
+      key.replace(at, 3, positional_args.front());
+    }
+    invocation.source.set(key + "=" + vm[flag].as<std::string>());
   };
   shorthand("device", "run.device");
   shorthand("threads", "run.threads");
@@ -87,7 +149,17 @@ distill::cli::Invocation parse(const Command& command, const std::vector<std::st
     for (const auto& assignment : vm["set"].as<std::vector<std::string>>()) invocation.source.set(assignment);
   }
   invocation.resume = vm.count("resume") > 0;
-  if (vm.count("positional")) invocation.positional = vm["positional"].as<std::vector<std::string>>();
+  invocation.overwrite = vm.count("overwrite") > 0;
+  invocation.positional = positional_args;
+  if (!command.takes_positional && !invocation.positional.empty()) {
+    throw distill::Error(stray_argument_message(command, invocation.positional.front()));
+  }
+  invocation.label = command.name;
+  // Sub-commands name their own default folder: runs/synth-recover/..., runs/diffusion-train/...
+  if (command.takes_positional && !invocation.positional.empty() &&
+      is_word(invocation.positional.front())) {
+    invocation.label += "-" + invocation.positional.front();
+  }
   return invocation;
 }
 

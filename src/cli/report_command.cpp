@@ -125,10 +125,12 @@ std::string refresh_run_report(const std::string& run_dir) {
 }
 
 Command report_command() {
-  return make_command<ReportCommandOptions>(
+  Command command = make_command<ReportCommandOptions>(
       "report", "HTML report of run folders: config, metrics, curves, results, image grids",
       "distill report runs/mtt runs/mtt_zca --out runs/compare.html",
       {{"format", "run.format"}}, run_report);
+  command.takes_positional = true;
+  return command;
 }
 
 }  // namespace distill::cli

@@ -36,10 +36,10 @@ void run_committee(CommitteeCommandOptions& o, const Invocation& invocation) {
     throw Error(usage);
   }
   if (o.committee.members.empty()) throw Error("committee.members: committee of size 0");
-  RunContext run = start_run(o.run, config::dump(o));
+  RunContext run = start_run(o.run, config::dump(o), invocation);
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   synth::CommitteeManifest manifest = synth::train_committee(
-      o.committee, train_set, test_set, norm, o.data.name, run.seed, run.out, invocation.resume,
+      o.committee, train_set, test_set, norm, o.data.name, run.seed, run.out, run.resume,
       run.progress, run.device,
       [shape = std::vector<int64_t>{train_set.channels(), train_set.height(), train_set.width()}](
           const std::string& path, const models::Model& model, const train::TrainState& state) {
@@ -74,7 +74,7 @@ struct SynthCommandOptions {
 
 void run_recover(SynthCommandOptions& o, const Invocation& invocation) {
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
-  RunContext run = start_run(o.run, config::dump(o));
+  RunContext run = start_run(o.run, config::dump(o), invocation);
   // Committee, draw, IPC: all checked before the first step.
   std::vector<synth::Member> committee =
       synth::load_committee(o.synth.committee, train_set.channels(), train_set.height(),
@@ -88,7 +88,7 @@ void run_recover(SynthCommandOptions& o, const Invocation& invocation) {
               << " drawn per step), " << o.synth.recover.iterations << " steps per batch\n";
   eval::SyntheticSet set =
       synth::recover_images(o.synth, committee, train_set, norm, o.data.name, run.seed, run.out,
-                            invocation.resume, run.progress, run.device, run.group);
+                            run.resume, run.progress, run.device, run.group);
   if (run.rank != 0) return;
   std::cout << "recovered set: " << run.out << "/syn.pt (" << set.images.size(0)
             << " images, hard labels; `distill synth relabel` adds soft labels), grid: "
@@ -96,7 +96,7 @@ void run_recover(SynthCommandOptions& o, const Invocation& invocation) {
   std::cout << "report: " << refresh_run_report(run.out) << "\n";
 }
 
-void run_relabel(SynthCommandOptions& o, const Invocation&) {
+void run_relabel(SynthCommandOptions& o, const Invocation& invocation) {
   require_single_process("synth relabel");
   if (o.synth.relabel.syn.empty()) {
     throw Error("synth.relabel.syn is empty: name the set to relabel (--syn runs/x/syn.pt)");
@@ -108,7 +108,7 @@ void run_relabel(SynthCommandOptions& o, const Invocation&) {
     throw Error("synth.relabel.T must be > 0, found " + std::to_string(o.synth.relabel.T));
   }
   eval::SyntheticSet set = eval::load_synthetic_set(o.synth.relabel.syn);
-  RunContext run = start_run(o.run, config::dump(o));
+  RunContext run = start_run(o.run, config::dump(o), invocation);
   std::vector<synth::Member> committee = synth::load_committee(
       o.synth.committee, set.images.size(1), set.images.size(2), set.num_classes, run.device);
   synth::check_normalization(o.synth.committee, set.mean, set.std, set.zca_eps,
@@ -146,14 +146,14 @@ void run_relabel(SynthCommandOptions& o, const Invocation&) {
             << 100.0 * results["agreement"].get<double>() << " %\n";
 }
 
-void run_export(SynthCommandOptions& o, const Invocation&) {
+void run_export(SynthCommandOptions& o, const Invocation& invocation) {
   require_single_process("synth export");
   const std::string& path = o.synth.export_set.syn;
   if (path.empty()) {
     throw Error("synth.export.syn is empty: name the set to export (--set synth.export.syn=FILE)");
   }
   eval::SyntheticSet set = eval::load_synthetic_set(path);
-  RunContext run = start_run(o.run, config::dump(o));
+  RunContext run = start_run(o.run, config::dump(o), invocation);
   // A ZCA set is shown in pixel space: its whitening is refitted from the data settings.
   std::shared_ptr<const data::Zca> zca;
   if (set.zca_eps > 0) {
@@ -197,13 +197,15 @@ void run_synth(SynthCommandOptions& o, const Invocation& invocation) {
 }  // namespace
 
 Command committee_command() {
-  return make_command<CommitteeCommandOptions>(
+  Command command = make_command<CommitteeCommandOptions>(
       "committee", "train a committee of teachers of several families (committee.toml)",
       "distill committee train --out runs/committee", {}, run_committee);
+  command.takes_positional = true;
+  return command;
 }
 
 Command synth_command() {
-  return make_command<SynthCommandOptions>(
+  Command command = make_command<SynthCommandOptions>(
       "synth",
       "committee soft-labeling: recover images, relabel any set by committee vote, export a set",
       "distill synth recover --committee runs/committee/committee.toml --ipc 10 --out runs/syn",
@@ -211,8 +213,10 @@ Command synth_command() {
        {"ipc", "synth.recover.ipc"},
        {"iterations", "synth.recover.iterations"},
        {"draw", "synth.draw"},
-       {"syn", "synth.relabel.syn"}},
+       {"syn", "synth.{0}.syn"}},
       run_synth);
+  command.takes_positional = true;
+  return command;
 }
 
 }  // namespace distill::cli

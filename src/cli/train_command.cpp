@@ -41,7 +41,7 @@ struct TrainCommandOptions {
 
 
 void run_train(TrainCommandOptions& o, const Invocation& invocation) {
-  RunContext run = start_run(o.run, config::dump(o));
+  RunContext run = start_run(o.run, config::dump(o), invocation);
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   auto model = models::make_model(o.model, train_set.channels(), train_set.height(),
                                   train_set.num_classes);
@@ -57,9 +57,9 @@ void run_train(TrainCommandOptions& o, const Invocation& invocation) {
   trainer.set_checkpoint(checkpoint);
   trainer.set_progress("train " + model->arch(), run.progress);
   trainer.set_process_group(run.group);  // data-parallel when launched on several processes
-  train::TrainState state = invocation.resume ? trainer.load_checkpoint(checkpoint) : trainer.init_state();
+  train::TrainState state = run.resume ? trainer.load_checkpoint(checkpoint) : trainer.init_state();
   io::MetricsLog metrics(run.out + "/metrics.jsonl",
-                         invocation.resume ? std::optional<int64_t>(state.step) : std::nullopt,
+                         run.resume ? std::optional<int64_t>(state.step) : std::nullopt,
                          run.rank == 0);
   trainer.set_metrics(&metrics);
   if (o.run.report_on_checkpoint && o.train.checkpoint_every > 0 && run.rank == 0) {

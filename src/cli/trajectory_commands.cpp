@@ -21,8 +21,8 @@ struct ExpertsCommandOptions {
   }
 };
 
-void run_experts(ExpertsCommandOptions& o, const Invocation&) {
-  RunContext run = start_run(o.run, config::dump(o));
+void run_experts(ExpertsCommandOptions& o, const Invocation& invocation) {
+  RunContext run = start_run(o.run, config::dump(o), invocation);
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   train_set.images = train_set.images.to(run.device);
   train_set.labels = train_set.labels.to(run.device);
@@ -50,14 +50,14 @@ struct MttCommandOptions {
 };
 
 void run_mtt(MttCommandOptions& o, const Invocation& invocation) {
-  RunContext run = start_run(o.run, config::dump(o));
+  RunContext run = start_run(o.run, config::dump(o), invocation);
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   std::function<void()> on_checkpoint;
   if (o.run.report_on_checkpoint) {
     on_checkpoint = [&] { std::cout << "report: " << refresh_run_report(run.out) << "\n"; };
   }
   eval::SyntheticSet set = trajectories::run_trajectory_matching(
-      o.mtt, train_set, test_set, norm, o.data.name, run.seed, run.out, invocation.resume,
+      o.mtt, train_set, test_set, norm, o.data.name, run.seed, run.out, run.resume,
       run.progress, on_checkpoint, run.group);
   if (run.rank != 0) return;
   std::cout << "distilled set: " << run.out << "/syn.pt (" << set.images.size(0)

@@ -2,6 +2,8 @@
 
 #include <toml++/toml.h>
 
+#include <filesystem>
+#include <fstream>
 #include <set>
 #include <sstream>
 
@@ -73,6 +75,12 @@ ConfigSource ConfigSource::from_string(const std::string& text, const std::strin
 }
 
 ConfigSource ConfigSource::from_file(const std::string& path) {
+  // A folder opens as an empty stream on Linux: it would read as an empty config and a default run
+  // would start.
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    throw Error("config file '" + path + "' is a folder; --config expects a TOML file");
+  }
   std::ifstream in(path);
   if (!in) throw Error("config file '" + path + "' cannot be opened (no such file?)");
   std::stringstream text;
@@ -205,10 +213,22 @@ class Reader : public Visitor {
 
   void finish() const { check_unknown(root_, {}); }
 
+  void rule(bool holds, const std::string& message) override {
+    if (!holds) throw Error("settings: " + message);
+  }
+
  protected:
   void enter(const char* name) override {
     path_.push_back(name);
     known_sections_.insert(join({}, key_of(path_)));
+  }
+  void check_range(const char* name, double value, const Range& range) override {
+    if (range.contains(value)) return;
+    const toml::node* node = find(name);
+    std::ostringstream found;
+    found << value;
+    throw Error((node ? origin_of(*node) : std::string("default")) + ": key '" + prefix_ +
+                join(path_, name) + "' must be " + range.text() + ", found " + found.str());
   }
   void leave() override { path_.pop_back(); }
 
@@ -464,9 +484,14 @@ class HelpPrinter : public Visitor {
   }
   std::string text() const { return out_.str(); }
 
+  void rule(bool, const std::string& message) override { out_ << "  rule: " << message << "\n"; }
+
  protected:
   void enter(const char* name) override { path_.push_back(name); }
   void leave() override { path_.pop_back(); }
+  void check_range(const char* name, double, const Range& range) override {
+    out_ << "      allowed: " << range.text() << "\n";
+  }
 
  private:
   void line(const char* name, const std::string& type, const std::string& def, const char* help) {
@@ -492,6 +517,20 @@ std::string help_visit(const std::function<void(Visitor&)>& visit_all) {
 }
 
 }  // namespace detail
+
+std::string Range::text() const {
+  auto number = [](double x) {
+    std::ostringstream out;
+    out << x;
+    return out.str();
+  };
+  const bool has_min = std::isfinite(min);
+  const bool has_max = std::isfinite(max);
+  if (has_min && !has_max) return (min_open ? "> " : ">= ") + number(min);
+  if (!has_min && has_max) return (max_open ? "< " : "<= ") + number(max);
+  return std::string("in ") + (min_open ? "(" : "[") + number(min) + ", " + number(max) +
+         (max_open ? ")" : "]");
+}
 
 std::string closest_match(const std::string& word, const std::vector<std::string>& candidates) {
   auto distance = [](const std::string& a, const std::string& b) {

@@ -1,5 +1,7 @@
 #pragma once
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <functional>
 #include <string>
 #include <vector>
@@ -7,6 +9,28 @@
 #include "src/core/error.h"
 
 namespace distill::config {
+
+// The values a numeric setting allows, declared next to the setting:
+//   v.field("ema_decay", ema_decay, "...", Range::from_below(0, 1));   // 0 <= x < 1
+// Readers refuse anything outside (naming key, range and value) before a command does any work;
+// --help shows the range.
+struct Range {
+  double min = -std::numeric_limits<double>::infinity();
+  double max = std::numeric_limits<double>::infinity();
+  bool min_open = false;  // true: min itself is excluded
+  bool max_open = false;
+
+  static Range at_least(double lo) { return {lo, std::numeric_limits<double>::infinity(), false, false}; }
+  static Range above(double lo) { return {lo, std::numeric_limits<double>::infinity(), true, false}; }
+  static Range between(double lo, double hi) { return {lo, hi, false, false}; }  // lo <= x <= hi
+  static Range from_below(double lo, double hi) { return {lo, hi, false, true}; }  // lo <= x < hi
+
+  bool contains(double x) const {
+    if (std::isnan(x)) return false;
+    return (min_open ? x > min : x >= min) && (max_open ? x < max : x <= max);
+  }
+  std::string text() const;  // ">= 1", "> 0", "in [0, 1)"
+};
 
 // Every options struct lists its settings once, in `void visit(Visitor& v)`:
 //   v.field("epochs", epochs, "training epochs");
@@ -24,6 +48,20 @@ class Visitor {
   virtual void field(const char* name, std::vector<std::string>& value, const char* help) = 0;
   virtual void field(const char* name, std::vector<int64_t>& value, const char* help) = 0;
   virtual void field(const char* name, std::vector<double>& value, const char* help) = 0;
+  // A number restricted to `range` (readers check it once the value is read).
+  void field(const char* name, int64_t& value, const char* help, const Range& range) {
+    field(name, value, help);
+    check_range(name, static_cast<double>(value), range);
+  }
+  void field(const char* name, double& value, const char* help, const Range& range) {
+    field(name, value, help);
+    check_range(name, value, range);
+  }
+  // A rule between settings, stated after the settings it reads, e.g.
+  //   v.rule(warmup <= epochs, "train.warmup_epochs must not exceed train.epochs");
+  // Readers throw `message` (with the values) when `holds` is false; --help lists the rules.
+  virtual void rule(bool holds, const std::string& message) {}
+
   // A string restricted to `choices`; readers reject anything else, naming the choices.
   virtual void choice(const char* name, std::string& value, const char* help,
                       const std::vector<std::string>& choices) = 0;
@@ -70,6 +108,8 @@ class Visitor {
  protected:
   virtual void enter(const char* name) = 0;
   virtual void leave() = 0;
+  // Called after field(name, value, ...) of a ranged setting; readers check, help shows.
+  virtual void check_range(const char* name, double value, const Range& range) {}
 };
 
 // Multi-process runs (src/dist): which launcher variables and c10d pieces to use. A process
@@ -100,16 +140,19 @@ struct RunOptions {
   std::string device = "auto";
   int64_t threads = 0;
   int64_t seed = 0;
-  std::string out = "runs/latest";
+  std::string out;  // empty: a fresh runs/<command>/<UTC time> (src/cli/run_context.cpp)
   bool progress = true;
   bool report_on_checkpoint = false;
   DistOptions dist;
 
   void visit(Visitor& v) {
     v.field("device", device, "auto, cpu, cuda or cuda:N (auto falls back to CPU)");
-    v.field("threads", threads, "CPU threads; 0 = all cores");
+    v.field("threads", threads, "CPU threads; 0 = all cores (more than the cores: capped, with a warning)",
+            Range::at_least(0));
     v.field("seed", seed, "seed of every random draw; same seed, same result on CPU");
-    v.field("out", out, "run folder for config.toml, metrics.jsonl, checkpoints, results");
+    v.field("out", out,
+            "run folder for config.toml, metrics.jsonl, checkpoints, results; empty = a fresh "
+            "runs/<command>/<UTC time>. A folder holding a run needs --resume or --overwrite");
     v.field("progress", progress, "show a progress bar (TTY) or periodic lines");
     v.field("report_on_checkpoint", report_on_checkpoint,
             "train, mtt: also refresh RUN_DIR/report.html at every checkpoint, not only at the end");

@@ -57,9 +57,14 @@ c10::Device resolve_device(const std::string& spec) {
 void set_threads(int64_t threads) {
   if (threads < 0) throw Error("--threads: expected 0 (all cores) or a positive count, found " +
                                std::to_string(threads));
-  int n = threads == 0 ? static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))
-                       : static_cast<int>(threads);
-  at::set_num_threads(n);
+  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
+  // More threads than cores only adds contention (--threads 100000 started ~25 000 threads).
+  if (threads > cores) {
+    std::cerr << "distill: warning: run.threads = " << threads << " is more than this machine's "
+              << cores << " cores; using " << cores << "\n";
+  }
+  const int64_t n = threads == 0 ? cores : std::min(threads, cores);
+  at::set_num_threads(static_cast<int>(n));
 }
 
 void tune_allocator() {

@@ -48,7 +48,22 @@ void save_synthetic_set(const std::string& path, const SyntheticSet& set) {
 SyntheticSet load_synthetic_set(const std::string& path) {
   io::TensorDict dict = io::load_dict(path);
   SyntheticSet set;
-  set.images = io::get_tensor(dict, "images", path).to(at::kFloat);
+  const at::Tensor stored = io::get_tensor(dict, "images", path);
+  // A set holds normalised float images; uint8 pixels (a raw image dump) would be trained on as
+  // values 0..255, far outside the data the students are tested on.
+  if (!at::isFloatingType(stored.scalar_type())) {
+    throw Error("'" + path + "': 'images' should be floating point (normalised pixels, as " +
+                "distill and the Python reference save them), found " +
+                std::string(c10::toString(stored.scalar_type())) +
+                "; convert raw pixels with x.float() / 255 and normalise with the dataset's "
+                "mean and std, or import them with distill import");
+  }
+  set.images = stored.to(at::kFloat);
+  if (!at::isfinite(set.images).all().item<bool>()) {
+    const int64_t bad = set.images.numel() - at::isfinite(set.images).sum().item<int64_t>();
+    throw Error("'" + path + "': 'images' holds " + std::to_string(bad) +
+                " non-finite values (NaN or inf)");
+  }
   at::Tensor labels = io::get_tensor(dict, "labels", path);
   set.labels = at::isFloatingType(labels.scalar_type()) && labels.dim() == 2 ? labels.to(at::kFloat)
                                                                               : labels.to(at::kLong);

@@ -44,6 +44,9 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
 }
 
 std::string read_file(const std::string& path) {
+  // A folder opens as an empty stream on Linux and would read as an empty file.
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) throw Error("'" + path + "' is a folder, expected a file");
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     throw Error("cannot open '" + path + "': " +

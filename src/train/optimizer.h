@@ -24,14 +24,19 @@ struct OptimizerOptions {
 
   void visit(config::Visitor& v) {
     v.choice("name", name, "update rule (torch.optim semantics)", {"sgd", "adam", "adamw"});
-    v.field("lr", lr, "base learning rate (a schedule scales it)");
-    v.field("momentum", momentum, "sgd: momentum (0 = plain SGD)");
+    // The ranges torch.optim itself enforces.
+    v.field("lr", lr, "base learning rate (a schedule scales it)", config::Range::at_least(0));
+    v.field("momentum", momentum, "sgd: momentum (0 = plain SGD)", config::Range::at_least(0));
     v.field("nesterov", nesterov, "sgd: Nesterov momentum");
-    v.field("weight_decay", weight_decay, "L2 penalty (sgd, adam) or decoupled decay (adamw)");
-    v.field("beta1", beta1, "adam/adamw: first-moment decay");
-    v.field("beta2", beta2, "adam/adamw: second-moment decay");
-    v.field("eps", eps, "adam/adamw: denominator epsilon");
-    v.field("clip_grad_norm", clip_grad_norm, "clip the gradient's global L2 norm (0 = off)");
+    v.field("weight_decay", weight_decay, "L2 penalty (sgd, adam) or decoupled decay (adamw)",
+            config::Range::at_least(0));
+    v.field("beta1", beta1, "adam/adamw: first-moment decay", config::Range::from_below(0, 1));
+    v.field("beta2", beta2, "adam/adamw: second-moment decay", config::Range::from_below(0, 1));
+    v.field("eps", eps, "adam/adamw: denominator epsilon", config::Range::at_least(0));
+    v.field("clip_grad_norm", clip_grad_norm, "clip the gradient's global L2 norm (0 = off)",
+            config::Range::at_least(0));
+    v.rule(!nesterov || momentum > 0, "optimizer.nesterov = true needs optimizer.momentum > 0 "
+           "(torch.optim.SGD refuses it too), found momentum " + std::to_string(momentum));
   }
 };
 

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <optional>
 #include <tuple>
 
@@ -71,6 +72,11 @@ Trainer::Trainer(const models::Model& model, TrainOptions options, uint64_t seed
 }
 
 void Trainer::set_test_set(const at::Tensor& images, const at::Tensor& labels) {
+  // An empty split would report 0 % accuracy and loss 0, which reads as a result.
+  if (images.defined() && images.size(0) == 0) {
+    throw Error("the test set is empty (an image folder without test/?): there is nothing to "
+                "report test accuracy on; add the test split to the data (data.path)");
+  }
   test_images_ = images;
   test_labels_ = labels;
 }
@@ -372,8 +378,8 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
         throw RuntimeFailure("training loss became " + std::to_string(loss_value) + " at step " +
                              std::to_string(state.step) + " (epoch " + std::to_string(epoch) +
                              ", lr " + std::to_string(lr) + ")" +
-                             (checkpoint_path_.empty()
-                                  ? std::string()
+                             (checkpoint_path_.empty() || !std::filesystem::exists(checkpoint_path_)
+                                  ? std::string("; no checkpoint was written before it")
                                   : "; the last good checkpoint is " + checkpoint_path_));
       }
       bool apply = true;

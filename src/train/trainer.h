@@ -44,14 +44,19 @@ struct TrainOptions {
   LossScaleOptions loss_scale;
 
   void visit(config::Visitor& v) {
-    v.field("epochs", epochs, "training epochs");
-    v.field("batch_size", batch_size, "mini-batch size");
+    v.field("epochs", epochs, "training epochs", config::Range::at_least(1));
+    v.field("batch_size", batch_size, "mini-batch size", config::Range::at_least(1));
     v.section("optimizer", optimizer);
     v.section("schedule", schedule);
-    v.field("label_temperature", label_temperature, "soft labels: temperature of the KL loss");
-    v.field("eval_every", eval_every, "test every N epochs (0 = only at the end)");
-    v.field("checkpoint_every", checkpoint_every, "epochs between checkpoints");
-    v.field("ema_decay", ema_decay, "keep an EMA of the weights with this decay (0 = off)");
+    v.field("label_temperature", label_temperature, "soft labels: temperature of the KL loss",
+            config::Range::above(0));
+    v.field("eval_every", eval_every, "test every N epochs (0 = only at the end)",
+            config::Range::at_least(0));
+    v.field("checkpoint_every", checkpoint_every,
+            "epochs between checkpoints (0 = none: the run cannot be resumed)",
+            config::Range::at_least(0));
+    v.field("ema_decay", ema_decay, "keep an EMA of the weights with this decay (0 = off)",
+            config::Range::from_below(0, 1));
     v.field("sync_batchnorm", sync_batchnorm,
             "data-parallel runs: batch norm uses the statistics of the whole global batch "
             "(SyncBatchNorm; one all-reduce per layer and step); no effect on one process");

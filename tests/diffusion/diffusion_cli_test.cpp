@@ -84,7 +84,7 @@ TEST_F(DiffusionCli, DeterministicSamplersEndOnTheFirstTrainingImages) {
     EXPECT_TRUE(std::filesystem::exists(dir_.file(out + "/config.toml")));
   }
   // Python reads the samples file with plain torch.load.
-  if (testing::reference_python().empty()) GTEST_SKIP() << "no python3 with torch";
+  DISTILL_REQUIRE_PYTHON();
   CommandResult py = testing::run_command(
       testing::reference_python() + " -c \"import torch; d = torch.load('" +
       dir_.file("exact_heun/samples.pt") +
@@ -175,7 +175,7 @@ TEST_F(DiffusionTrainCli, ResumeEqualsStraightRunAndPythonReadsTheModel) {
       io::get_tensor(io::load_dict(dir_.file("other/model.pt")), "params", "other"),
       io::get_tensor(io::load_dict(dir_.file("straight/model.pt")), "params", "straight")));
 
-  if (testing::reference_python().empty()) GTEST_SKIP() << "no python3 with torch";
+  DISTILL_REQUIRE_PYTHON();
   CommandResult py = testing::run_command(
       testing::reference_python() + " -c \"import torch; d = torch.load('" +
       dir_.file("straight/model.pt") +

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "src/io/atomic_file.h"
 #include "src/io/tensor_file.h"
 #include "tests/support/cli_support.h"
 
@@ -201,10 +202,14 @@ TEST_F(DiffusionDistillCli, BadSettingsAndFilesAreClearErrors) {
     EXPECT_EQ(r.exit_code, 2) << cases[i].flags << ": " << r.output;
     EXPECT_TRUE(contains(r.output, cases[i].message)) << cases[i].flags << ": " << r.output;
   }
-  // --resume where nothing ran.
+  // --resume where nothing ran (a job preempted before its first checkpoint, restarted with the
+  // same command line): the run starts from the beginning, says so, and ends as a straight run.
   CommandResult r = distill_cli(tiny("progressive") + "--resume --out " + dir_.file("never"));
-  EXPECT_EQ(r.exit_code, 2) << r.output;
-  EXPECT_TRUE(contains(r.output, "no checkpoint")) << r.output;
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "holds nothing to continue from")) << r.output;
+  EXPECT_TRUE(contains(r.output, "starting it from the beginning")) << r.output;
+  ASSERT_EQ(distill_cli(tiny("progressive") + "--out " + dir_.file("straight")).exit_code, 0);
+  EXPECT_EQ(io::read_file(dir_.file("never/model.pt")), io::read_file(dir_.file("straight/model.pt")));
 }
 
 // Every pd_* / cd_* preset of experiments/configs loads for all four diffusion commands (an

@@ -41,6 +41,11 @@ std::string reference_python() {
   return python;
 }
 
+bool tools_required() {
+  const char* need = std::getenv("DISTILL_TESTS_NEED_TOOLS");
+  return need != nullptr && std::string(need) == "1";
+}
+
 CommandResult run_command(const std::string& command) {
   CommandResult result;
   FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
@@ -62,15 +67,16 @@ CommandResult run_python_script(const std::string& script, const std::vector<std
   return result;
 }
 
-std::string distill_binary() {
-  const char* bin = std::getenv("DISTILL_BIN");
-  return bin ? bin : "distill";
+namespace {
+std::string from_env_or(const char* name, const char* fallback) {
+  const char* value = std::getenv(name);
+  return value != nullptr && *value != '\0' ? value : fallback;
 }
+}  // namespace
 
-std::string source_dir() {
-  const char* dir = std::getenv("DISTILL_SOURCE_DIR");
-  return dir ? dir : ".";
-}
+std::string distill_binary() { return from_env_or("DISTILL_BIN", DISTILL_TEST_BIN); }
+std::string source_dir() { return from_env_or("DISTILL_SOURCE_DIR", DISTILL_TEST_SOURCE_DIR); }
+std::string torchrun() { return from_env_or("DISTILL_TORCHRUN", DISTILL_TEST_TORCHRUN); }
 
 void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);

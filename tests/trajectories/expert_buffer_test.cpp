@@ -48,6 +48,28 @@ TEST(ExpertBuffer, RoundTripsAndPythonReadsTheReferenceLayout) {
   EXPECT_TRUE(at::allclose(python[1][1], experts[1][2] * 2));  // Python kept epochs 1..2
 }
 
+// Every saved epoch equal (the reference buffer.py on a CPU stores aliases of the live weights):
+// refused at load, naming the expert, not matched into 0/0 at every iteration.
+TEST(ExpertBuffer, AnExpertWhoseEpochsAreAllIdenticalIsRefused) {
+  testing::TempDir dir;
+  auto model = tiny_model();
+  at::Generator gen = make_generator(2);
+  std::vector<Trajectory> experts(2);
+  for (int e = 0; e < 3; ++e) experts[0].push_back(model->init_params(gen));
+  const at::Tensor final_weights = model->init_params(gen);
+  for (int e = 0; e < 4; ++e) experts[1].push_back(final_weights.clone());
+  save_trajectories(dir.file("aliased.pt"), experts, *model);
+  EXPECT_EQ(testing::error_of([&] { load_trajectories(dir.file("aliased.pt"), *model); })
+                .substr(0, std::string("'" + dir.file("aliased.pt") +
+                                       "': the 4 saved epochs of expert 1 are all identical")
+                               .size()),
+            "'" + dir.file("aliased.pt") + "': the 4 saved epochs of expert 1 are all identical");
+  // One epoch that moved is a trajectory.
+  experts[1][2] = experts[1][2] + 1e-3;
+  save_trajectories(dir.file("moved.pt"), experts, *model);
+  EXPECT_EQ(load_trajectories(dir.file("moved.pt"), *model).size(), 2u);
+}
+
 TEST(ExpertBuffer, WrongArchitectureIsAClearError) {
   testing::TempDir dir;
   auto model = tiny_model();

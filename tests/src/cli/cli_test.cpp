@@ -4,6 +4,7 @@
 #include <torch/version.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -436,7 +437,7 @@ TEST(Cli, EvalResumeRefusesOtherSettingsAnotherSetAndAMissingLog) {
   EXPECT_EQ(io::read_file(dir.file("e/config.toml")), config) << "a refused resume rewrote it";
 
   // Another set written to the same path (another seed draws other images).
-  ASSERT_EQ(distill_cli(subset + " --seed 5").exit_code, 0);
+  ASSERT_EQ(distill_cli(subset + " --seed 5 --overwrite").exit_code, 0);
   CommandResult rewritten = distill_cli(eval + " --epochs 1 --resume");
   EXPECT_EQ(rewritten.exit_code, 2) << rewritten.output;
   EXPECT_TRUE(contains(rewritten.output, "in [fingerprints]: recorded 'eval.syn content = "))
@@ -628,10 +629,25 @@ TEST(Cli, MttDatmInitAndLossThreshold) {
       "--set mtt.matching.expert_epochs=1 --set mtt.init=real_correct "
       "--set mtt.matching.soft_labels=experts_correct --set mtt.matching.label_epoch=-1 "
       "--set mtt.matching.max_loss=1e-12 ";
-  CommandResult r = distill_cli(datm + "--iterations 3 --out " + dir.file("datm"));
+  // No iterations: syn.pt is DATM's initial selection.
+  CommandResult r = distill_cli(datm + "--iterations 0 --out " + dir.file("datm"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  // A resumed run (which skips the selection: the checkpoint holds the images) ends the same.
-  ASSERT_EQ(distill_cli(datm + "--iterations 1 --out " + dir.file("datm_resumed")).exit_code, 0);
+  // Every iteration skipped (max_loss 1e-12): the run fails rather than hand back its
+  // initialisation as a distilled set.
+  CommandResult skipped = distill_cli(datm + "--iterations 3 --out " + dir.file("skipped"));
+  EXPECT_EQ(skipped.exit_code, 1) << skipped.output;
+  EXPECT_TRUE(contains(skipped.output, "mtt: all 3 iterations were skipped")) << skipped.output;
+  std::vector<std::string> lines = read_lines(dir.file("skipped/metrics.jsonl"));
+  ASSERT_EQ(lines.size(), 3u);
+  for (const std::string& line : lines) {
+    EXPECT_TRUE(contains(line, "\"skipped_above_max_loss\":1")) << line;
+  }
+  // Skipped iterations still end as any other: the last one leaves its checkpoint.
+  EXPECT_EQ(io::load_dict(dir.file("skipped/checkpoint.pt")).at("iteration").toInt(), 3);
+  // A resumed run (which skips the selection: the checkpoint holds the images) ends with the
+  // selection too.
+  CommandResult first = distill_cli(datm + "--iterations 1 --out " + dir.file("datm_resumed"));
+  EXPECT_EQ(first.exit_code, 1) << first.output;
   CommandResult resumed =
       distill_cli(datm + "--iterations 3 --resume --out " + dir.file("datm_resumed"));
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
@@ -640,13 +656,6 @@ TEST(Cli, MttDatmInitAndLossThreshold) {
                           io::get_tensor(io::load_dict(dir.file("datm_resumed/syn.pt")), key, "b")))
         << key;
   }
-  std::vector<std::string> lines = read_lines(dir.file("datm/metrics.jsonl"));
-  ASSERT_EQ(lines.size(), 3u);
-  for (const std::string& line : lines) {
-    EXPECT_TRUE(contains(line, "\"skipped_above_max_loss\":1")) << line;
-  }
-  // Skipped iterations still end as any other: the last one leaves its checkpoint.
-  EXPECT_EQ(io::load_dict(dir.file("datm/checkpoint.pt")).at("iteration").toInt(), 3);
   io::TensorDict syn = io::load_dict(dir.file("datm/syn.pt"));
   at::Tensor images = io::get_tensor(syn, "images", "syn.pt");
   at::Tensor labels = io::get_tensor(syn, "labels", "syn.pt");
@@ -708,13 +717,17 @@ TEST(Cli, MttSnapshotsWriteGridsAndEvalAccuracy) {
     if (at != std::string::npos) accuracies.push_back(std::stod(line.substr(at + 16)));
   }
   ASSERT_EQ(accuracies.size(), 2u);
-  for (double a : accuracies) {
-    EXPECT_GE(a, 0.0);
-    EXPECT_LE(a, 1.0);
-  }
-  // The best-scoring set so far is kept beside the last one, with its score in metrics.jsonl.
-  EXPECT_TRUE(std::filesystem::exists(dir.file("m/syn_best.pt")));
+  // One student per snapshot (mtt.eval_runs 1) scored on the 30 test images: a count out of 30.
+  for (double a : accuracies) EXPECT_NEAR(a * 30, std::round(a * 30), 1e-9) << a;
+  // The best-scoring set so far is kept beside the last one, with its score in metrics.jsonl:
+  // the final set when iteration 4 scored higher, else iteration 2's, which iterations 3 and 4
+  // have moved on from.
   EXPECT_TRUE(std::filesystem::exists(dir.file("m/grid_best.png")));
+  auto images = [&](const std::string& file) {
+    return io::get_tensor(io::load_dict(dir.file(file)), "images", file);
+  };
+  EXPECT_EQ(at::equal(images("m/syn_best.pt"), images("m/syn.pt")), accuracies[1] > accuracies[0])
+      << accuracies[0] << " then " << accuracies[1];
   std::vector<std::string> lines = read_lines(dir.file("m/metrics.jsonl"));
   const std::string& last = lines.back();
   const auto at = last.find("\"best_eval_accuracy\":");

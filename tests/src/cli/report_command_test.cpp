@@ -88,7 +88,7 @@ TEST(ReportCommand, MarkdownTableIsWhatWriteTableWritesIntoTheReadme) {
   const std::string rows = expected.substr(expected.find("| mtt/"));
   EXPECT_EQ(io::read_file(dir.file("table.md")), expected + rows);
 
-  if (access("/usr/bin/python3", X_OK) != 0) GTEST_SKIP() << "no /usr/bin/python3";
+  DISTILL_REQUIRE_TOOL(access("/usr/bin/python3", X_OK) == 0, "/usr/bin/python3");
   std::filesystem::create_directories(dir.file("experiments"));
   for (const char* script : {"write_table.py", "readme_tables.py"}) {
     std::filesystem::copy_file(testing::source_dir() + "/experiments/" + script,
@@ -161,11 +161,9 @@ TEST(ReportCommand, TinyRunReportRendersInHeadlessChromium) {
   EXPECT_TRUE(contains(html, "data:image/png;base64,"));  // subset's grid.png
   EXPECT_TRUE(contains(html, "<svg "));
 
-  if (!std::filesystem::exists(kChromium)) {
-    GTEST_SKIP() << "no " << kChromium
-                 << ": install Debian's chromium (tests/run.sh does) to open the report in a "
-                    "real browser";
-  }
+  DISTILL_REQUIRE_TOOL(std::filesystem::exists(kChromium),
+                       kChromium << " to open the report in a real browser (Debian's chromium; "
+                                    "tests/run.sh installs it)");
   // As root Chromium needs --no-sandbox; its own profile keeps the test from touching $HOME.
   const std::string chromium = std::string("timeout 120 ") + kChromium +
                                " --headless --no-sandbox --disable-gpu --hide-scrollbars "

@@ -264,6 +264,56 @@ TEST(ConfigIo, ArrayOfTablesDumpRoundTripsAndHelpListsItemKeys) {
   EXPECT_NE(text.find("kd.epochs"), std::string::npos) << text;
 }
 
+struct Ranged {
+  int64_t epochs = 300;
+  double decay = 0.0;
+  double lr = 0.1;
+  int64_t warmup = 0;
+  void visit(Visitor& v) {
+    v.field("epochs", epochs, "training epochs", Range::at_least(1));
+    v.field("decay", decay, "EMA decay", Range::from_below(0, 1));
+    v.field("lr", lr, "learning rate", Range::above(0));
+    v.field("warmup", warmup, "warm-up epochs", Range::between(0, 10));
+    v.rule(warmup <= epochs, "warmup (" + std::to_string(warmup) + ") must not exceed epochs (" +
+                                 std::to_string(epochs) + ")");
+  }
+};
+
+// Ranges and rules are checked as the settings are read, naming the key, the range, the value and
+// where it came from; the edges are inside or outside exactly as declared.
+TEST(ConfigIo, RangesAndRulesAreCheckedWhenRead) {
+  auto read_set = [](const std::string& assignment) {
+    ConfigSource source;
+    source.set(assignment);
+    Ranged ranged;
+    return error_of([&] { read(source, ranged); });
+  };
+  EXPECT_EQ(read_set("decay=0"), "no error");
+  EXPECT_EQ(read_set("decay=0.999"), "no error");
+  EXPECT_EQ(read_set("decay=1"), "--set decay=1: key 'decay' must be in [0, 1), found 1");
+  EXPECT_EQ(read_set("decay=-0.5"), "--set decay=-0.5: key 'decay' must be in [0, 1), found -0.5");
+  EXPECT_EQ(read_set("decay=nan"), "--set decay=nan: key 'decay' must be in [0, 1), found nan");
+  EXPECT_EQ(read_set("epochs=1"), "no error");
+  EXPECT_EQ(read_set("epochs=0"), "--set epochs=0: key 'epochs' must be >= 1, found 0");
+  EXPECT_EQ(read_set("lr=0"), "--set lr=0: key 'lr' must be > 0, found 0");
+  EXPECT_EQ(read_set("warmup=10"), "no error");
+  EXPECT_EQ(read_set("warmup=11"), "--set warmup=11: key 'warmup' must be in [0, 10], found 11");
+  auto file = ConfigSource::from_string("epochs = 3\nwarmup = 5\n", "w.toml");
+  Ranged ranged;
+  EXPECT_EQ(error_of([&] { read(file, ranged); }),
+            "settings: warmup (5) must not exceed epochs (3)");
+  auto line = ConfigSource::from_string("\nepochs = -2\n", "e.toml");
+  EXPECT_EQ(error_of([&] { read(line, ranged); }),
+            "e.toml:2: key 'epochs' must be >= 1, found -2");
+  Ranged defaults;
+  const std::string text = help(defaults);
+  EXPECT_NE(text.find("  decay (number, default 0)\n      EMA decay\n      allowed: in [0, 1)\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("  rule: warmup (0) must not exceed epochs (300)\n"), std::string::npos)
+      << text;
+}
+
 TEST(ConfigIo, ClosestMatchIgnoresUnrelatedWords) {
   EXPECT_EQ(closest_match("epohcs", {"epochs", "lr"}), "epochs");
   EXPECT_EQ(closest_match("zzzzzzzz", {"epochs", "lr"}), "");

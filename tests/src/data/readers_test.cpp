@@ -289,7 +289,7 @@ TEST(Dataset, SamplePerClassIsBalancedAndSeeded) {
 
 TEST(Dataset, ReadsTheRealFashionMnist) {
   const std::string folder = "/usr/share/datasets/fashion-mnist";
-  if (!fs::exists(folder)) GTEST_SKIP() << folder << " missing (Debian package dataset-fashion-mnist)";
+  DISTILL_REQUIRE_TOOL(fs::exists(folder), folder << " (Debian package dataset-fashion-mnist)");
   DataOptions o;
   TrainTestSplit split = load_dataset(o);
   EXPECT_EQ(split.train.images.sizes(), (std::vector<int64_t>{60000, 1, 28, 28}));

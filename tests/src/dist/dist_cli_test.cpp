@@ -394,12 +394,10 @@ TEST(DistCli, SpreadDiffusionSamplingEqualsOneProcess) {
 // "0". Its agent hosts the TCPStore (TORCHELASTIC_USE_AGENT_STORE=True), so every rank is a
 // store client.
 TEST(DistCli, TorchrunLaunchesDataParallelTrain) {
-  const char* configured = std::getenv("DISTILL_TORCHRUN");
-  const std::string torchrun = configured && *configured ? configured : "/usr/bin/torchrun";
-  if (!fs::exists(torchrun)) {
-    GTEST_SKIP() << "no " << torchrun << " (tests/run.sh installs Debian's python3-torch; the "
-                 << "wheel line's launcher comes with the wheel)";
-  }
+  const std::string torchrun = testing::torchrun();
+  DISTILL_REQUIRE_TOOL(fs::exists(torchrun),
+                       torchrun << " (tests/run.sh installs Debian's python3-torch; the wheel "
+                                   "line's launcher comes with the wheel)");
   TempDir dir;
   const std::string data = write_tiny_dataset(dir);
   const std::string args = "train --epochs 1 " + tiny_flags(data) +

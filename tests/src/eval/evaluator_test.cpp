@@ -71,6 +71,27 @@ TEST(SyntheticSet, InconsistentFilesAreClearErrors) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("labels must lie in [0, 3)"), std::string::npos) << e.what();
   }
+  // Raw uint8 pixels and non-finite values are refused, naming the file (exit 2 in the CLI).
+  dict.insert_or_assign("labels", at::tensor({0, 1, 2, 1}, at::kLong));
+  dict.insert_or_assign("images", at::full({4, 1, 2, 2}, 200, at::kByte));
+  io::save_dict(dir.file("uint8.pt"), dict);
+  const std::string uint8_error =
+      testing::error_of([&] { load_synthetic_set(dir.file("uint8.pt")); });
+  EXPECT_EQ(uint8_error.rfind("'" + dir.file("uint8.pt") +
+                                  "': 'images' should be floating point (normalised pixels,",
+                              0),
+            0u)
+      << uint8_error;
+  EXPECT_NE(uint8_error.find("found Byte;"), std::string::npos) << uint8_error;
+  at::Tensor images = at::zeros({4, 1, 2, 2});
+  images[1][0][1][1] = std::nan("");
+  images[3][0][0][0] = INFINITY;
+  dict.insert_or_assign("images", images);
+  io::save_dict(dir.file("nan.pt"), dict);
+  EXPECT_EQ(testing::error_of([&] { load_synthetic_set(dir.file("nan.pt")); }),
+            "'" + dir.file("nan.pt") + "': 'images' holds 2 non-finite values (NaN or inf)");
+  EXPECT_EQ(testing::error_of([&] { load_synthetic_set(dir.path()); }),
+            "'" + dir.path() + "' is a folder, expected a file");
 }
 
 TEST(Scores, MeanAndPopulationStd) {

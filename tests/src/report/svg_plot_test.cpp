@@ -254,7 +254,7 @@ TEST(SvgPlot, TextIsEscaped) {
 }
 
 TEST(SvgPlot, OutputIsWellFormedXml) {
-  if (access("/usr/bin/python3", X_OK) != 0) GTEST_SKIP() << "no /usr/bin/python3 to parse XML";
+  DISTILL_REQUIRE_TOOL(access("/usr/bin/python3", X_OK) == 0, "/usr/bin/python3 to parse XML");
   testing::TempDir dir;
   std::vector<Series> series{{"<a> & 'b'", {0, 1, 2, 3}, {1, kNaN, 3, -kInf}}, {"c", {}, {}}};
   PlotOptions options;
