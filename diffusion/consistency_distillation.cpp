@@ -9,6 +9,7 @@
 #include "diffusion/noise_schedule.h"
 #include "diffusion/parameterization.h"
 #include "src/core/error.h"
+#include "src/core/random_streams.h"
 
 namespace distill::diffusion {
 
@@ -109,7 +110,7 @@ void consistency_distillation(const Denoiser& teacher, const StudentFactory& stu
   target = target.defined() ? target.detach().clone() : params.clone();
   const auto long_options = at::TensorOptions().dtype(at::kLong);
   for (int64_t it = state.iteration; it < o.iterations; ++it) {
-    at::Generator generator = step_generator(state, 0x6364'0000);  // "cd"
+    at::Generator generator = step_generator(state, streams::kConsistencyStep);
     at::Tensor loss;
     at::Tensor leaf = params.detach().requires_grad_(true);
     // Whole batches are drawn (the single-process draws); this rank fits its rows of them.

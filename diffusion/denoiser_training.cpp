@@ -14,15 +14,13 @@
 #include "src/core/runtime.h"
 #include "src/io/metrics_log.h"
 #include "src/io/progress.h"
+#include "src/core/random_streams.h"
 
 namespace distill::diffusion {
 namespace {
 
 // Generator streams: every draw is a function of (seed, stream, index) alone, so a resumed run
 // draws what an uninterrupted one would (runtime.h).
-constexpr uint64_t kInitStream = 0xd1f0;
-constexpr uint64_t kEpochStream = 0xd1f1;  // the epoch's permutation of the training set
-constexpr uint64_t kStepStream = 0xd1f2;   // a step's noise levels, noise and label dropout
 
 }  // namespace
 
@@ -97,7 +95,7 @@ DenoiserModel train_denoiser(DenoiserModel model, const DenoiserTrainOptions& o,
     model.steps = saved.steps;
     optimizer->load_state(io::load_dict(checkpoint_path), "optimizer.");
   } else {
-    at::Generator init = make_generator(seed, kInitStream);
+    at::Generator init = make_generator(seed, streams::kDenoiserInit);
     model.params = net->init_params(init);
     model.ema = o.ema_decay > 0 ? model.params.clone() : at::Tensor();
     model.steps = 0;
@@ -130,7 +128,7 @@ DenoiserModel train_denoiser(DenoiserModel model, const DenoiserTrainOptions& o,
     for (int64_t k = step * o.batch, end = (step + 1) * o.batch; k < end;) {
       const int64_t epoch = k / n, offset = k % n, take = std::min(end - k, n - offset);
       if (epoch != permutation_epoch) {
-        at::Generator g = make_generator(seed, kEpochStream, static_cast<uint64_t>(epoch));
+        at::Generator g = make_generator(seed, streams::kDenoiserEpoch, static_cast<uint64_t>(epoch));
         permutation = at::randperm(n, g, at::TensorOptions().dtype(at::kLong)).to(device);
         permutation_epoch = epoch;
       }
@@ -139,7 +137,7 @@ DenoiserModel train_denoiser(DenoiserModel model, const DenoiserTrainOptions& o,
     }
     at::Tensor index = at::cat(parts);
     at::Tensor x0 = images.index_select(0, index);
-    at::Generator g = make_generator(seed, kStepStream, static_cast<uint64_t>(step));
+    at::Generator g = make_generator(seed, streams::kDenoiserStep, static_cast<uint64_t>(step));
     at::Tensor s;
     if (o.sigma_distribution == "lognormal") {
       s = at::exp(o.p_mean + o.p_std * at::randn({o.batch}, g, cpu));

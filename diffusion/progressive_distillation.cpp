@@ -8,6 +8,7 @@
 #include "diffusion/noise.h"
 #include "diffusion/parameterization.h"
 #include "src/core/error.h"
+#include "src/core/random_streams.h"
 
 namespace distill::diffusion {
 
@@ -55,7 +56,6 @@ namespace {
 // The optimizer steps of one stage, from state.iteration to o.iterations. Each step draws a
 // batch (clean data, levels, noise, in that order; or levels then data-free points) and fits the
 // student's D(x, s) to target_of(x0, x, s) under the weighting.
-constexpr uint64_t kStream = 0x7064'0000;  // "pd"; + stage
 
 void train_student(const StudentFactory& student, DistillationState& state,
                    const TrainingData& data, const ProgressiveOptions& o,
@@ -74,7 +74,7 @@ void train_student(const StudentFactory& student, DistillationState& state,
   params = params.detach().clone();
   const at::ScalarType dtype = params.scalar_type();
   for (int64_t it = state.iteration; it < o.iterations; ++it) {
-    at::Generator generator = step_generator(state, kStream);
+    at::Generator generator = step_generator(state, streams::kProgressiveStep);
     at::Tensor x0, s, x;
     if (data.clean) {
       x0 = data.clean(o.batch, generator).to(dtype);

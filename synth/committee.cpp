@@ -11,13 +11,13 @@
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 #include "src/io/atomic_file.h"
+#include "src/core/random_streams.h"
 
 namespace distill::synth {
 namespace {
 
 namespace fs = std::filesystem;
 
-constexpr uint64_t kValSplitStream = 0x5e1;
 
 std::string resolve(const std::string& base_dir, const std::string& path) {
   if (path.empty() || fs::path(path).is_absolute()) return path;
@@ -244,7 +244,7 @@ CommitteeManifest train_committee(const CommitteeOptions& options, const data::D
   }
   // Class-balanced held-out split: the accuracies that weight the votes are measured on images
   // no trained-here member saw (the test split stays untouched).
-  at::Generator split_generator = make_generator(seed, kValSplitStream);
+  at::Generator split_generator = make_generator(seed, streams::kCommitteeValSplit);
   at::Tensor val_index = data::sample_per_class(train_set.labels, classes, options.val_per_class,
                                                 split_generator);
   at::Tensor keep = at::ones({train_set.size()}, at::kBool);
@@ -271,7 +271,7 @@ CommitteeManifest train_committee(const CommitteeOptions& options, const data::D
     const models::Model& model = *models[i];
     const std::string dir = out + "/member_" + std::to_string(i);
     io::make_dirs(dir);
-    train::Trainer trainer(model, options.train, mix_seed(seed, 0xc0, i));
+    train::Trainer trainer(model, options.train, mix_seed(seed, streams::kCommitteeMember, i));
     trainer.set_augment(train::make_augment(options.augment, size));
     trainer.set_test_set(val_images, val_labels);
     const std::string checkpoint = dir + "/checkpoint.pt";

@@ -19,14 +19,12 @@
 #include "src/io/progress.h"
 #include "src/io/tensor_file.h"
 #include "src/train/optimizer.h"
+#include "src/core/random_streams.h"
 #include "synth/kmeans_selection.h"
 
 namespace distill::synth {
 namespace {
 
-constexpr uint64_t kInitStream = 0x5e0;
-constexpr uint64_t kStepStream = 0x5e2;
-constexpr uint64_t kViewStream = 0x5e3;
 
 int64_t batch_ipc_of(const RecoverOptions& o) {
   return o.batch_ipc > 0 ? std::min(o.batch_ipc, o.ipc) : o.ipc;
@@ -99,7 +97,7 @@ void add_replay_views(eval::SyntheticSet& set, const std::vector<Member>& commit
   at::Tensor boxes = at::empty({n, views, 5}, at::kLong);
   auto access = boxes.accessor<int64_t, 3>();
   for (int64_t i = 0; i < n; ++i) {
-    at::Generator generator = make_generator(seed, kViewStream, static_cast<uint64_t>(i));
+    at::Generator generator = make_generator(seed, streams::kRecoverView, static_cast<uint64_t>(i));
     for (int64_t v = 0; v < views; ++v) {
       const auto box = draw_crop_box(h, w, options.view_min_scale, options.view_flip, generator);
       for (int64_t k = 0; k < 5; ++k) access[i][v][k] = box[k];
@@ -188,6 +186,9 @@ eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector
   adam.beta2 = r.beta2;
   adam.weight_decay = 0.0;
   auto optimizer = train::Optimizer::make(adam);
+  // SRe2L's recovery: cosine decay of the lr from r.lr to 0 over each batch's iterations.
+  train::ScheduleOptions cosine;
+  cosine.name = "cosine";
   const std::string checkpoint_path = out + "/checkpoint.pt";
   if (parallel && batches < group->world_size() && writer) {
     std::cerr << "synth recover: " << batches << " batch(es) for " << group->world_size()
@@ -218,7 +219,7 @@ eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector
     start_iteration = io::get_tensor(dict, "iteration", checkpoint_path).item<int64_t>();
     optimizer->load_state(dict, "adam.");
   } else {
-    at::Generator generator = make_generator(seed, kInitStream);
+    at::Generator generator = make_generator(seed, streams::kRecoverInit);
     if (r.init == "real" || r.init == "kmeans") {
       at::Tensor index;
       if (r.init == "kmeans") {
@@ -288,7 +289,7 @@ eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector
     }
     for (int64_t it = b == start_batch ? start_iteration : 0; it < r.iterations; ++it) {
       const int64_t step = b * r.iterations + it;
-      at::Generator generator = make_generator(seed, kStepStream, static_cast<uint64_t>(step));
+      at::Generator generator = make_generator(seed, streams::kRecoverStep, static_cast<uint64_t>(step));
       std::vector<int64_t> drawn =
           draw_members(static_cast<int64_t>(committee.size()), options.draw, generator);
       std::vector<double> drawn_acc;
@@ -318,8 +319,8 @@ eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector
       at::Tensor grad = torch::autograd::grad({loss}, {leaf})[0];
       {
         at::NoGradGuard no_grad;
-        const double lr = r.lr * 0.5 * (1.0 + std::cos(M_PI * static_cast<double>(it) /
-                                                       static_cast<double>(r.iterations)));
+        const double lr =
+            r.lr * train::lr_multiplier(cosine, static_cast<double>(it), r.iterations);
         at::Tensor flat = x.view({-1});
         optimizer->step(flat, grad.reshape({-1}), lr);
         if (lo.defined()) x.copy_(at::maximum(at::minimum(x, hi), lo));

@@ -13,12 +13,12 @@
 #include "src/dist/process_group.h"
 #include "src/io/atomic_file.h"
 #include "src/io/metrics_log.h"
+#include "src/core/random_streams.h"
 
 namespace distill::trajectories {
 namespace {
 
 namespace fs = std::filesystem;
-constexpr uint64_t kExpertStream = 21;
 
 std::string expert_file(const std::string& folder, int64_t k) {
   char name[64];
@@ -78,7 +78,7 @@ void train_experts(const ExpertOptions& options, const data::Dataset& train,
     // While expert k trains, its trainer checkpoint and its trajectory so far sit beside it.
     const std::string checkpoint = done.substr(0, done.size() - 3) + ".checkpoint.pt";
     const std::string partial = done.substr(0, done.size() - 3) + ".partial.pt";
-    train::Trainer trainer(*model, train_options, mix_seed(seed, kExpertStream, k));
+    train::Trainer trainer(*model, train_options, mix_seed(seed, streams::kExpert, k));
     trainer.set_augment(augment);
     if (options.smoothing.enabled()) {
       trainer.set_objective(std::make_shared<SmoothExpertObjective>(options.smoothing));

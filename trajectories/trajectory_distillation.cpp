@@ -13,16 +13,13 @@
 #include "src/io/progress.h"
 #include "src/io/tensor_file.h"
 #include "src/train/optimizer.h"
+#include "src/core/random_streams.h"
 #include "trajectories/expert_init.h"
 #include "trajectories/experts.h"
 
 namespace distill::trajectories {
 namespace {
 
-constexpr uint64_t kInitStream = 41;
-constexpr uint64_t kIterationStream = 42;
-constexpr uint64_t kExpertOrderStream = 43;
-constexpr uint64_t kPerturbationStream = 44;
 
 train::OptimizerOptions momentum_sgd(double lr) {
   train::OptimizerOptions o;  // the reference's torch.optim.SGD(momentum=0.5)
@@ -66,7 +63,7 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
 
   // Initial set: class-balanced real images (DATM: ones the experts get right, or noise), class
   // ids as labels.
-  at::Generator init_generator = make_generator(seed, kInitStream);
+  at::Generator init_generator = make_generator(seed, streams::kMttInit);
   const bool by_experts =
       options.init == "real_correct" || options.init == "kmeans" || m.soft_labels != "none";
   const std::vector<at::Tensor> label_experts =
@@ -170,22 +167,22 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
   int64_t applied = 0;  // updates made by this process
   for (; iteration < options.iterations; ++iteration) {
     auto begin = std::chrono::steady_clock::now();
-    at::Generator draw = make_generator(seed, kIterationStream, static_cast<uint64_t>(iteration));
+    at::Generator draw = make_generator(seed, streams::kMttIteration, static_cast<uint64_t>(iteration));
     const int64_t num_experts = static_cast<int64_t>(experts.size());
     int64_t expert = at::randint(num_experts, {1}, draw).item<int64_t>();
     if (m.expert_order == "shuffled") {
       // Pass p visits the experts in its own random order; a resumed run finds the same one.
       at::Generator pass =
-          make_generator(seed, kExpertOrderStream, static_cast<uint64_t>(iteration / num_experts));
+          make_generator(seed, streams::kMttExpertOrder, static_cast<uint64_t>(iteration / num_experts));
       expert = at::randperm(num_experts, pass, at::kLong)[iteration % num_experts].item<int64_t>();
     }
     StartWindow window = start_epoch_window(m, iteration, options.iterations);
     int64_t start = at::randint(window.begin, window.end, {1}, draw).item<int64_t>();
     MatchingTask task{experts[expert][start], experts[expert][start + m.expert_epochs],
-                      mix_seed(seed, kIterationStream, static_cast<uint64_t>(iteration))};
+                      mix_seed(seed, streams::kMttIteration, static_cast<uint64_t>(iteration))};
     if (m.weight_perturbation) {  // AST; its own stream, so runs without it keep their draws
       at::Generator perturb =
-          make_generator(seed, kPerturbationStream, static_cast<uint64_t>(iteration));
+          make_generator(seed, streams::kMttPerturbation, static_cast<uint64_t>(iteration));
       task.start = perturb_conv_kernels(task.start, *model, perturb);
     }
     if (m.balanced_inner_loss) task.loss_scale = balanced_loss_scale(start, m.max_start_epoch);
@@ -248,7 +245,7 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
       protocol.train.eval_every = 0;
       protocol.model = options.model;
       eval::Evaluator evaluator(protocol, train, test, norm,
-                                mix_seed(seed, kIterationStream + 1, static_cast<uint64_t>(iteration)),
+                                mix_seed(seed, streams::kMttEvalStudents, static_cast<uint64_t>(iteration)),
                                 set.images.device(), false);
       evaluator.set_process_group(group);
       eval::Scores scores = evaluator.score_set(current_set(), "mtt", options.model.arch);

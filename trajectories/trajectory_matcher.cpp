@@ -8,12 +8,11 @@
 
 #include "src/core/error.h"
 #include "src/core/runtime.h"
+#include "src/core/random_streams.h"
 
 namespace distill::trajectories {
 namespace {
 
-constexpr uint64_t kBatchStream = 31;
-constexpr uint64_t kAugmentStream = 32;
 
 // Soft cross-entropy to softmax(label logits) (DATM), or plain cross-entropy for class ids.
 at::Tensor student_loss(const at::Tensor& logits, const at::Tensor& labels) {
@@ -135,7 +134,7 @@ at::Tensor TrajectoryMatcher::part_rows(const at::Tensor& index, const at::Tenso
 
 std::vector<at::Tensor> TrajectoryMatcher::batches(int64_t count, uint64_t seed) const {
   const int64_t batch = options_.batch_syn == 0 ? count : std::min(options_.batch_syn, count);
-  at::Generator generator = make_generator(seed, kBatchStream);
+  at::Generator generator = make_generator(seed, streams::kMatcherBatch);
   std::vector<at::Tensor> out;
   at::Tensor order;
   int64_t used = count;
@@ -171,7 +170,7 @@ at::Tensor TrajectoryMatcher::step_loss(const at::Tensor& images, const at::Tens
   at::Tensor x = images.index_select(0, index.to(images.device()));
   at::Tensor y = labels.index_select(0, index.to(labels.device()));
   if (augment_) {
-    at::Generator draw = make_generator(task.seed, kAugmentStream, static_cast<uint64_t>(step));
+    at::Generator draw = make_generator(task.seed, streams::kMatcherAugment, static_cast<uint64_t>(step));
     x = augment_(x, draw);
   }
   // Several processes: this rank's rows of the batch, augmented as part of the whole batch (the

@@ -28,6 +28,7 @@
 #include "src/io/atomic_file.h"
 #include "src/io/image_grid.h"
 #include "src/io/tensor_file.h"
+#include "src/core/random_streams.h"
 
 namespace distill::cli {
 namespace {
@@ -370,7 +371,7 @@ void run_sample(DiffusionCommandOptions& o, const Invocation& invocation) {
                                     s.sampler.name, sigmas, s.hybrid.base_steps, x, gen);
   };
 
-  at::Generator generator = make_generator(run.seed, 0xd1ff);  // "diff": the starting noise
+  at::Generator generator = make_generator(run.seed, streams::kSamplerNoise);
   const std::vector<int64_t> item_shape = item_shape_of(train_set);
   const auto start = std::chrono::steady_clock::now();
   at::Tensor images;

@@ -18,6 +18,7 @@
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 #include "src/io/atomic_file.h"
+#include "src/core/random_streams.h"
 
 namespace distill::cli {
 namespace {
@@ -119,7 +120,7 @@ void run_diffusion_distill(const config::RunOptions& run_options, const data::Da
   auto net = diffusion::make_denoiser_net(student_model.options, student_model.item_shape,
                                           student_model.num_classes);
   if (!init.defined()) {
-    at::Generator init_gen = make_generator(run.seed, 0x1417);  // "init"
+    at::Generator init_gen = make_generator(run.seed, streams::kStudentInit);
     init = net->init_params(init_gen);
   }
   const diffusion::DenoiserArchOptions arch = student_model.options;

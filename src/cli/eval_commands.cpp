@@ -16,6 +16,7 @@
 #include "src/eval/student_log.h"
 #include "src/eval/synthetic_set.h"
 #include "src/io/atomic_file.h"
+#include "src/core/random_streams.h"
 #include "synth/committee.h"
 #include "synth/recover.h"
 
@@ -44,7 +45,7 @@ void run_subset(SubsetCommandOptions& o, const Invocation& invocation) {
   require_single_process("subset");
   RunContext run = start_run(o.run, config::dump(o), invocation);
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
-  at::Generator generator = make_generator(run.seed, 0x5b5e7);
+  at::Generator generator = make_generator(run.seed, streams::kSubset);
   at::Tensor train_index;
   eval::SyntheticSet set = eval::Evaluator::random_real_set(train_set, norm, o.subset.ipc,
                                                             generator, o.data.name, &train_index);

@@ -18,6 +18,7 @@
 #include "src/kd/teacher.h"
 #include "src/train/augment.h"
 #include "src/train/trainer.h"
+#include "src/core/random_streams.h"
 
 namespace distill::cli {
 namespace {
@@ -189,7 +190,7 @@ void run_kd(KdCommandOptions& o, const Invocation& invocation) {
     const int64_t per_class = std::max<int64_t>(
         1, std::llround(o.kd.data_fraction * static_cast<double>(train_set.size()) /
                         static_cast<double>(train_set.num_classes)));
-    at::Generator generator = make_generator(run.seed, 0x6b64);  // "kd": the subset stream
+    at::Generator generator = make_generator(run.seed, streams::kKdSubset);
     at::Tensor index =
         data::sample_per_class(train_set.labels, train_set.num_classes, per_class, generator);
     train_set.images = train_set.images.index_select(0, index);

@@ -14,12 +14,11 @@
 #include "src/core/runtime.h"
 #include "src/dist/process_group.h"
 #include "src/io/progress.h"
+#include "src/core/random_streams.h"
 
 namespace distill::eval {
 namespace {
 
-constexpr uint64_t kStudentStream = 11;
-constexpr uint64_t kRealSubsetStream = 12;
 
 double mean_of(const std::vector<double>& v) {
   if (v.empty()) return std::nan("");
@@ -198,7 +197,7 @@ Scores Evaluator::score_random_real(int64_t ipc, const std::string& arch) {
              [&](int64_t run, uint64_t seed, const std::string& label) {
                // A fresh subset per run (the same subsets for every architecture): the spread then
                // covers both the draw of real images and the student's initialization.
-               at::Generator generator = make_generator(seed_, kRealSubsetStream, run);
+               at::Generator generator = make_generator(seed_, streams::kEvalRealSubset, run);
                SyntheticSet set = random_real_set(train_, norm_, ipc, generator, "");
                return train_student(set.images, set.labels, arch, options_.train.optimizer.lr,
                                     seed, label);
@@ -228,7 +227,7 @@ void Evaluator::score_runs(Scores& scores, const std::string& stream_name,
     std::vector<uint64_t> seeds;
     std::vector<bool> trained;
     for (int64_t run = first; run < end; ++run) {
-      const uint64_t seed = mix_seed(seed_, kStudentStream ^ stream, run);
+      const uint64_t seed = mix_seed(seed_, streams::kEvalStudent ^ stream, run);
       const StudentResult* done = finished_student(scores, run, seed);
       seeds.push_back(seed);
       trained.push_back(done == nullptr);

@@ -15,19 +15,10 @@
 #include "src/dist/process_group.h"
 #include "src/io/progress.h"
 #include "src/io/tensor_file.h"
+#include "src/core/random_streams.h"
 #include "src/train/autocast_compat.h"
 
 namespace distill::train {
-namespace {
-
-// Independent random streams of one run (see make_generator).
-constexpr uint64_t kInitStream = 1;
-constexpr uint64_t kShuffleStream = 2;
-constexpr uint64_t kAugmentStream = 3;
-constexpr uint64_t kAuxInitStream = 4;
-constexpr uint64_t kRankDropoutStream = 5;
-
-}  // namespace
 
 at::Tensor classification_loss(const at::Tensor& logits, const at::Tensor& targets,
                                double temperature) {
@@ -83,11 +74,11 @@ void Trainer::set_test_set(const at::Tensor& images, const at::Tensor& labels) {
 
 TrainState Trainer::init_state() const {
   TrainState state;
-  at::Generator generator = make_generator(seed_, kInitStream);
+  at::Generator generator = make_generator(seed_, streams::kTrainerInit);
   state.params = model_.init_params(generator);
   state.buffers = model_.init_buffers();
   if (objective_) {
-    at::Generator aux_generator = make_generator(seed_, kAuxInitStream);
+    at::Generator aux_generator = make_generator(seed_, streams::kTrainerAuxInit);
     at::Tensor aux = objective_->init_aux(aux_generator);
     if (aux.defined() && aux.numel() > 0) state.aux = aux;
   }
@@ -109,6 +100,12 @@ void Trainer::save_checkpoint(const std::string& path, const TrainState& state) 
   dict.insert("epoch", state.epoch);
   dict.insert("batch", state.batch);
   dict.insert("step", state.step);
+  if (state.batch > 0) {  // mid-epoch (an interrupt): the epoch's sums so far
+    dict.insert("epoch_sums.loss_sum", state.epoch_sums.loss_sum);
+    dict.insert("epoch_sums.seen", state.epoch_sums.seen);
+    dict.insert("epoch_sums.correct", state.epoch_sums.correct);
+    dict.insert("epoch_sums.skipped", state.epoch_sums.skipped);
+  }
   if (state.loss_scale > 0) {
     dict.insert("loss_scale", state.loss_scale);
     dict.insert("loss_scale_good", state.loss_scale_good);
@@ -152,6 +149,14 @@ TrainState Trainer::load_checkpoint(const std::string& path) {
   state.epoch = integer("epoch");
   state.batch = integer("batch");
   state.step = integer("step");
+  // Checkpoints written before the sums were kept resume with the batches after the resume only.
+  if (state.batch > 0 && dict.contains("epoch_sums.loss_sum") &&
+      dict.at("epoch_sums.loss_sum").isDouble()) {
+    state.epoch_sums.loss_sum = dict.at("epoch_sums.loss_sum").toDouble();
+    state.epoch_sums.seen = integer("epoch_sums.seen");
+    state.epoch_sums.correct = integer("epoch_sums.correct");
+    state.epoch_sums.skipped = integer("epoch_sums.skipped");
+  }
   if (dict.contains("loss_scale") && dict.at("loss_scale").isDouble()) {
     state.loss_scale = dict.at("loss_scale").toDouble();
     state.loss_scale_good = integer("loss_scale_good");
@@ -175,245 +180,56 @@ double Trainer::lr_at(const TrainState& state, int64_t batches_per_epoch) const 
   return options_.optimizer.lr * lr_multiplier(options_.schedule, epoch, options_.epochs);
 }
 
+// What one fit() call works with besides the state: fixed for the call.
+struct Trainer::FitSetup {
+  at::Tensor images;
+  at::Tensor targets;  // on the images' device
+  int64_t n = 0;
+  int64_t batch_size = 0;
+  int64_t batches = 0;
+  bool parallel = false;
+  int64_t rank = 0;
+  bool writer = true;  // the one rank that logs, shows progress and checkpoints
+  c10::ScalarType compute = at::kFloat;
+  std::optional<LossScaler> scaler;
+  std::map<std::string, double> result;  // the latest value of every metric
+  double best_test = 0.0;
+};
+
+// One step's batch after augmentation, mixing and (data-parallel) this rank's share of it.
+struct Trainer::StepBatch {
+  at::Tensor index, x, y, clean;
+  at::Generator draw;       // the step's draws: augmentation, mixing, dropout on one process
+  at::Generator rank_draw;  // data-parallel: this rank's dropout
+};
+
+// One step's loss and gradients, reduced over the ranks when data-parallel.
+struct Trainer::StepResult {
+  double loss = 0.0;
+  std::vector<at::Tensor> grads;  // params, then aux when the objective has some
+  int64_t count = 0, correct = 0;
+  bool stop = false;
+  double allreduce_s = 0.0;
+};
+
 std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& images,
                                            const at::Tensor& targets) {
-  const int64_t n = images.size(0);
-  if (n == 0) throw Error("training set is empty");
-  if (targets.size(0) != n) {
-    throw Error("training set has " + std::to_string(n) + " images but " +
-                std::to_string(targets.size(0)) + " targets");
-  }
-  const int64_t batch_size = std::min(options_.batch_size, n);
-  const int64_t batches = (n + batch_size - 1) / batch_size;
-  const bool parallel = group_ && group_->distributed();
-  const int64_t rank = parallel ? group_->rank() : 0;
-  const bool writer = rank == 0;  // the one rank that logs, shows progress and checkpoints
-  if (parallel) {
-    // Every rank starts from rank 0's state (they agree already when all read the same
-    // checkpoint or seed; this makes a mismatch impossible rather than silent).
-    group_->broadcast(state.params);
-    if (state.buffers.numel() > 0) group_->broadcast(state.buffers);
-    if (state.aux.defined()) group_->broadcast(state.aux);
-    if (state.ema.defined()) group_->broadcast(state.ema);
-  }
-  io::Progress progress(progress_label_, options_.epochs * batches,
-                        state.epoch * batches + state.batch, progress_enabled_ && writer);
-  const at::Tensor device_targets = targets.to(images.device());
-  // Mixed precision: the forward pass under autocast; fp16 with a dynamic loss scale that a
-  // checkpoint carries (a resumed run scales exactly as a straight one).
-  const c10::ScalarType compute = compute_dtype(options_.precision, images.device(), "train.precision");
-  std::optional<LossScaler> scaler;
-  if (compute == at::kHalf) {
-    scaler.emplace(options_.loss_scale);
-    if (state.loss_scale > 0) scaler->restore(state.loss_scale, state.loss_scale_good);
-  }
-  std::map<std::string, double> result = state.last_metrics;
-  double best_test = result.count("best_test_accuracy") ? result["best_test_accuracy"] : 0.0;
-
+  FitSetup fit = begin_fit(state, images, targets);
+  io::Progress progress(progress_label_, options_.epochs * fit.batches,
+                        state.epoch * fit.batches + state.batch, progress_enabled_ && fit.writer);
   for (int64_t epoch = state.epoch; epoch < options_.epochs; ++epoch) {
-    at::Generator shuffle = make_generator(seed_, kShuffleStream, static_cast<uint64_t>(epoch));
-    at::Tensor order = at::randperm(n, shuffle, at::kLong).to(images.device());
-    double loss_sum = 0.0;
-    double allreduce_s = 0.0;  // data-parallel: time in the per-step all-reduce
-    int64_t seen = 0, correct = 0, skipped = 0;
-    for (int64_t b = state.batch; b < batches; ++b) {
-      at::Tensor index = order.slice(0, b * batch_size, std::min(n, (b + 1) * batch_size));
-      at::Tensor x = images.index_select(0, index);
-      at::Tensor y = device_targets.index_select(0, index);
-      if (batch_source_) std::tie(x, y) = batch_source_(index, epoch);
-      at::Tensor clean = x;
-      at::Generator draw = make_generator(seed_, kAugmentStream, static_cast<uint64_t>(state.step));
-      if (augment_) {
-        at::NoGradGuard no_grad;
-        x = augment_(x, draw);
-      }
-      if (batch_mix_) {
-        at::NoGradGuard no_grad;
-        std::tie(x, y) = batch_mix_(x, y, draw);
-      }
-      // After augmentation: its resampling (grid_sample) returns contiguous NCHW.
-      if (options_.channels_last && x.dim() == 4) x = x.contiguous(at::MemoryFormat::ChannelsLast);
-      // Data-parallel: this rank's contiguous part of the global batch, augmented as part of the
-      // whole batch (the same draws as one process, at the price of augmenting W times).
-      at::Generator rank_draw;
-      if (parallel) {
-        const auto [lo, hi] = group_->share_of(index.size(0));
-        index = index.slice(0, lo, hi);
-        x = x.slice(0, lo, hi);
-        y = y.slice(0, lo, hi);
-        clean = clean.slice(0, lo, hi);
-        rank_draw = make_generator(mix_seed(seed_, kRankDropoutStream, state.step), 0,
-                                   static_cast<uint64_t>(rank));
-      }
-      double lr = lr_at(state, batches);
-      at::Tensor params = state.params.detach().requires_grad_(true);
-      at::Tensor aux = state.aux.defined() ? state.aux.detach().requires_grad_(true) : at::Tensor();
-      models::Features features;
-      models::ForwardArgs args;
-      args.train = true;
-      args.buffers = state.buffers;
-      args.generator = parallel ? &rank_draw : &draw;
-      if (objective_ && objective_->wants_features()) args.features = &features;
-      const bool sync_batchnorm = parallel && options_.sync_batchnorm;
-      if (sync_batchnorm) {
-        args.sum_over_replicas = [this](const at::Tensor& t) {
-          return dist::differentiable_sum(*group_, t);
-        };
-      }
-      // A rank whose part of a short last batch is empty still joins the all-reduce below (and,
-      // with synchronised batch norm, the per-layer collectives of forward and backward).
-      const bool empty_part = x.size(0) == 0;
-      at::Tensor logits;
-      if (!empty_part || sync_batchnorm) {
-        AutocastGuard autocast(x.device().type(), compute);
-        logits = model_.forward(x, params, args);
-      }
-      // Losses (and the objectives' feature terms) in the weights' precision, whatever the
-      // forward pass computed in.
-      const auto to_weight_precision = [&](at::Tensor& t) {
-        if (t.defined() && t.scalar_type() != state.params.scalar_type()) {
-          t = t.to(state.params.scalar_type());
-        }
-      };
-      to_weight_precision(logits);
-      for (auto& feature : features) to_weight_precision(feature.second);
-      at::Tensor loss;
-      if (empty_part) {
-        loss = sync_batchnorm ? logits.sum() * 0 : at::zeros({}, state.params.options());
-      } else if (objective_) {
-        StepContext step;
-        step.images = x;
-        step.targets = y;
-        step.indices = index;
-        step.logits = logits;
-        step.features = &features;
-        step.aux = aux;
-        step.params = params;
-        step.clean_images = clean;
-        step.forward = [this, &params, args, compute](const at::Tensor& input) {
-          models::ForwardArgs again = args;
-          again.features = nullptr;
-          at::Tensor out;
-          {
-            AutocastGuard autocast(input.device().type(), compute);
-            out = model_.forward(input, params, again);
-          }
-          return out.to(params.scalar_type());
-        };
-        step.epoch = epoch;
-        step.step = state.step;
-        loss = objective_->loss(step);
-      } else {
-        loss = classification_loss(logits, y, options_.label_temperature);
-      }
-      double loss_value = loss.item<double>();
-      std::vector<at::Tensor> inputs = {params};
-      if (aux.defined()) inputs.push_back(aux);
-      // Synchronised batch norm couples the ranks' losses, so each rank differentiates its
-      // weighted share n_r L_r of the global loss (the backward collectives then sum gradients of
-      // one objective); otherwise each rank's mean-loss gradient is weighted by n_r afterwards.
-      const double n_r = static_cast<double>(x.size(0));
-      const double grad_weight = sync_batchnorm ? 1.0 : n_r;
-      const double loss_scale = scaler ? scaler->scale() : 1.0;
-      // fp32 and bf16 differentiate the loss itself (no multiplication by 1 in the graph).
-      const auto scaled = [&](const at::Tensor& t, double by) { return scaler ? t * by : t; };
-      // allow_unused: an objective may leave its aux parameters out of some steps.
-      std::vector<at::Tensor> grads =
-          empty_part && !sync_batchnorm
-              ? std::vector<at::Tensor>(inputs.size())
-              : torch::autograd::grad({scaled((sync_batchnorm ? loss * n_r : loss), loss_scale)},
-                                      inputs, {}, c10::nullopt, false, /*allow_unused=*/true);
-      int64_t batch_correct = 0;
-      if (!empty_part) {
-        at::Tensor predicted = logits.argmax(1);
-        at::Tensor truth = y.dim() == 2 ? y.argmax(1) : y;
-        batch_correct = predicted.eq(truth).sum().item<int64_t>();
-      }
-      int64_t batch_count = x.size(0);
-      bool stop = interrupt_requested();
-      if (parallel) {
-        // One all-reduce per step of one flat tensor: the flat parameter gradient is already a
-        // single contiguous bucket (DDP's bucketing exists to group many small per-layer
-        // tensors), and the step's bookkeeping rides along, so every rank sees the same global
-        // loss, count, accuracy and stop decision. Each part is weighted by its size n_r so that
-        // sum_r n_r g_r / sum_r n_r is the global batch's mean gradient even for unequal parts.
-        std::vector<at::Tensor> parts;
-        parts.push_back(grads[0].defined() ? grads[0].detach().reshape(-1) * grad_weight
-                                           : at::zeros_like(state.params));
-        if (aux.defined()) {
-          parts.push_back(grads[1].defined() ? grads[1].detach().reshape(-1) * grad_weight
-                                             : at::zeros_like(state.aux));
-        }
-        if (state.buffers.numel() > 0) parts.push_back(state.buffers.reshape(-1) * n_r);
-        parts.push_back(at::tensor(
-            {loss_value * n_r, n_r, static_cast<double>(batch_correct), stop ? 1.0 : 0.0},
-            state.params.options()));
-        at::Tensor flat = at::cat(parts);
-        const auto sent = std::chrono::steady_clock::now();
-        group_->all_reduce(flat, dist::Reduce::kSum);
-        allreduce_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - sent).count();
-        const int64_t tail = flat.numel() - 4;
-        at::Tensor book = flat.narrow(0, tail, 4).to(at::kDouble).cpu();
-        const double total = book[1].item<double>();
-        int64_t offset = 0;
-        grads[0] = flat.narrow(0, offset, state.params.numel()).div(total);
-        offset += state.params.numel();
-        if (aux.defined()) {
-          grads[1] = flat.narrow(0, offset, state.aux.numel()).div(total);
-          offset += state.aux.numel();
-        }
-        if (state.buffers.numel() > 0) {
-          at::NoGradGuard no_grad;
-          state.buffers.copy_(
-              flat.narrow(0, offset, state.buffers.numel()).div(total).view(state.buffers.sizes()));
-        }
-        loss_value = book[0].item<double>() / total;
-        batch_count = static_cast<int64_t>(std::llround(total));
-        batch_correct = static_cast<int64_t>(std::llround(book[2].item<double>()));
-        stop = book[3].item<double>() > 0;
-      }
-      // A non-finite loss is a diverged run even in fp16 (a loss scale cures overflowing
-      // gradients, not an overflowing forward pass): stop, naming the step.
-      if (!std::isfinite(loss_value)) {
-        throw RuntimeFailure("training loss became " + std::to_string(loss_value) + " at step " +
-                             std::to_string(state.step) + " (epoch " + std::to_string(epoch) +
-                             ", lr " + std::to_string(lr) + ")" +
-                             (checkpoint_path_.empty() || !std::filesystem::exists(checkpoint_path_)
-                                  ? std::string("; no checkpoint was written before it")
-                                  : "; the last good checkpoint is " + checkpoint_path_));
-      }
-      bool apply = true;
-      if (scaler) {
-        // Unscale, then skip the step when anything overflowed (every rank sees the same
-        // reduced gradients, so all decide alike).
-        for (auto& g : grads) {
-          if (g.defined()) g = g / loss_scale;
-        }
-        apply = scaler->update(all_finite(grads));
-        state.loss_scale = scaler->scale();
-        state.loss_scale_good = scaler->good_steps();
-      }
-      at::Tensor grad = grads[0].defined() ? grads[0] : at::zeros_like(state.params);
-      if (apply) {
-        at::NoGradGuard no_grad;
-        if (aux.defined()) {
-          at::Tensor aux_grad = grads[1].defined() ? grads[1] : at::zeros_like(state.aux);
-          aux_optimizer_->step(state.aux, aux_grad, lr);
-        }
-        optimizer_->step(state.params, grad, lr);
-        if (state.ema.defined()) ema_update(state.ema, state.params, options_.ema_decay);
-      } else {
-        ++skipped;
-      }
-      loss_sum += loss_value * static_cast<double>(batch_count);
-      seen += batch_count;
-      correct += batch_correct;
-      state.batch = b + 1;
-      ++state.step;
-      progress.update(epoch * batches + state.batch,
-                      "loss " + std::to_string(loss_sum / static_cast<double>(seen)).substr(0, 6));
+    at::Generator shuffle =
+        make_generator(seed_, streams::kTrainerShuffle, static_cast<uint64_t>(epoch));
+    const at::Tensor order = at::randperm(fit.n, shuffle, at::kLong).to(images.device());
+    if (state.batch == 0) state.epoch_sums = EpochSums{};
+    while (state.batch < fit.batches) {
+      const bool stop = train_step(state, fit, epoch, order);
+      const EpochSums& sums = state.epoch_sums;
+      progress.update(epoch * fit.batches + state.batch,
+                      "loss " + std::to_string(sums.loss_sum / static_cast<double>(sums.seen))
+                                    .substr(0, 6));
       if (stop) {
-        if (!checkpoint_path_.empty() && writer) save_checkpoint(checkpoint_path_, state);
+        if (!checkpoint_path_.empty() && fit.writer) save_checkpoint(checkpoint_path_, state);
         throw Interrupted("interrupted at step " + std::to_string(state.step) +
                           (checkpoint_path_.empty() ? std::string()
                                                     : "; resume with --resume (checkpoint " +
@@ -422,57 +238,323 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
     }
     state.epoch = epoch + 1;
     state.batch = 0;
-    std::map<std::string, double> metrics;
-    if (seen > 0) {
-      metrics["train_loss"] = loss_sum / static_cast<double>(seen);
-      metrics["train_accuracy"] = static_cast<double>(correct) / static_cast<double>(seen);
-    }
-    metrics["lr"] = lr_at(state, batches);
-    if (scaler) {
-      metrics["loss_scale"] = scaler->scale();
-      metrics["skipped_steps"] = static_cast<double>(skipped);
-    }
-    // Communication plus waiting for the slower rank (the two are not separable from here).
-    if (parallel) metrics["allreduce_s"] = allreduce_s;
-    if (objective_) {
-      for (const auto& [k, v] : objective_->take_epoch_metrics()) metrics[k] = v;
-    }
-    bool last = state.epoch == options_.epochs;
-    bool eval_now = options_.eval_every > 0 && state.epoch % options_.eval_every == 0;
-    if (test_images_.defined() && (eval_now || last)) {
-      const at::Tensor& weights = state.ema.defined() ? state.ema : state.params;
-      EvalResult test;
-      if (parallel) {
-        // Each rank scores a contiguous part of the test set; sums combine them.
-        const int64_t total = test_images_.size(0);
-        const auto [lo, hi] = group_->share_of(total);
-        EvalResult part = evaluate(model_, weights, state.buffers, test_images_.slice(0, lo, hi),
-                                   test_labels_.slice(0, lo, hi));
-        const double count = static_cast<double>(hi - lo);
-        at::Tensor sums = at::tensor({part.accuracy * count, part.loss * count}, at::kDouble);
-        group_->all_reduce(sums, dist::Reduce::kSum);
-        test.accuracy = sums[0].item<double>() / static_cast<double>(total);
-        test.loss = sums[1].item<double>() / static_cast<double>(total);
-      } else {
-        test = evaluate(model_, weights, state.buffers, test_images_, test_labels_);
-      }
-      metrics["test_accuracy"] = test.accuracy;
-      metrics["test_loss"] = test.loss;
-      best_test = std::max(best_test, test.accuracy);
-      metrics["best_test_accuracy"] = best_test;
-    }
-    metrics["epoch"] = static_cast<double>(state.epoch);
-    for (const auto& [k, v] : metrics) result[k] = v;
-    state.last_metrics = result;
-    if (metrics_ && writer) metrics_->log(state.step, metrics);
-    if (epoch_hook_) epoch_hook_(state);
-    bool checkpoint_now = options_.checkpoint_every > 0 && state.epoch % options_.checkpoint_every == 0;
-    if (!checkpoint_path_.empty() && writer && (checkpoint_now || last)) {
-      save_checkpoint(checkpoint_path_, state);
-    }
+    end_epoch(state, fit);
   }
   progress.finish();
+  return fit.result;
+}
+
+Trainer::FitSetup Trainer::begin_fit(TrainState& state, const at::Tensor& images,
+                                     const at::Tensor& targets) const {
+  FitSetup fit;
+  fit.n = images.size(0);
+  if (fit.n == 0) throw Error("training set is empty");
+  if (targets.size(0) != fit.n) {
+    throw Error("training set has " + std::to_string(fit.n) + " images but " +
+                std::to_string(targets.size(0)) + " targets");
+  }
+  fit.images = images;
+  fit.targets = targets.to(images.device());
+  fit.batch_size = std::min(options_.batch_size, fit.n);
+  fit.batches = (fit.n + fit.batch_size - 1) / fit.batch_size;
+  fit.parallel = group_ && group_->distributed();
+  fit.rank = fit.parallel ? group_->rank() : 0;
+  fit.writer = fit.rank == 0;
+  if (fit.parallel) {
+    // Every rank starts from rank 0's state (they agree already when all read the same
+    // checkpoint or seed; this makes a mismatch impossible rather than silent).
+    group_->broadcast(state.params);
+    if (state.buffers.numel() > 0) group_->broadcast(state.buffers);
+    if (state.aux.defined()) group_->broadcast(state.aux);
+    if (state.ema.defined()) group_->broadcast(state.ema);
+  }
+  // Mixed precision: the forward pass under autocast; fp16 with a dynamic loss scale that a
+  // checkpoint carries (a resumed run scales exactly as a straight one).
+  fit.compute = compute_dtype(options_.precision, images.device(), "train.precision");
+  if (fit.compute == at::kHalf) {
+    fit.scaler.emplace(options_.loss_scale);
+    if (state.loss_scale > 0) fit.scaler->restore(state.loss_scale, state.loss_scale_good);
+  }
+  fit.result = state.last_metrics;
+  fit.best_test = fit.result.count("best_test_accuracy") ? fit.result["best_test_accuracy"] : 0.0;
+  return fit;
+}
+
+bool Trainer::train_step(TrainState& state, FitSetup& fit, int64_t epoch,
+                         const at::Tensor& order) {
+  StepBatch batch = make_batch(state, fit, epoch, order);
+  const double lr = lr_at(state, fit.batches);
+  const at::Tensor aux =
+      state.aux.defined() ? state.aux.detach().requires_grad_(true) : at::Tensor();
+  StepResult step = forward_backward(state, fit, epoch, batch, aux);
+  // A non-finite loss is a diverged run even in fp16 (a loss scale cures overflowing
+  // gradients, not an overflowing forward pass): stop, naming the step.
+  if (!std::isfinite(step.loss)) {
+    throw RuntimeFailure("training loss became " + std::to_string(step.loss) + " at step " +
+                         std::to_string(state.step) + " (epoch " + std::to_string(epoch) +
+                         ", lr " + std::to_string(lr) + ")" +
+                         (checkpoint_path_.empty() || !std::filesystem::exists(checkpoint_path_)
+                              ? std::string("; no checkpoint was written before it")
+                              : "; the last good checkpoint is " + checkpoint_path_));
+  }
+  bool apply = true;
+  if (fit.scaler) {
+    // Unscale, then skip the step when anything overflowed (every rank sees the same reduced
+    // gradients, so all decide alike).
+    for (auto& g : step.grads) {
+      if (g.defined()) g = g / fit.scaler->scale();
+    }
+    apply = fit.scaler->update(all_finite(step.grads));
+    state.loss_scale = fit.scaler->scale();
+    state.loss_scale_good = fit.scaler->good_steps();
+  }
+  if (apply) {
+    at::NoGradGuard no_grad;
+    if (aux.defined()) {
+      aux_optimizer_->step(state.aux,
+                           step.grads[1].defined() ? step.grads[1] : at::zeros_like(state.aux), lr);
+    }
+    optimizer_->step(state.params,
+                     step.grads[0].defined() ? step.grads[0] : at::zeros_like(state.params), lr);
+    if (state.ema.defined()) ema_update(state.ema, state.params, options_.ema_decay);
+  } else {
+    ++state.epoch_sums.skipped;
+  }
+  EpochSums& sums = state.epoch_sums;
+  sums.loss_sum += step.loss * static_cast<double>(step.count);
+  sums.seen += step.count;
+  sums.correct += step.correct;
+  sums.allreduce_s += step.allreduce_s;
+  ++state.batch;
+  ++state.step;
+  return step.stop;
+}
+
+Trainer::StepBatch Trainer::make_batch(const TrainState& state, const FitSetup& fit,
+                                       int64_t epoch, const at::Tensor& order) const {
+  StepBatch batch;
+  const int64_t b = state.batch;
+  batch.index = order.slice(0, b * fit.batch_size, std::min(fit.n, (b + 1) * fit.batch_size));
+  batch.x = fit.images.index_select(0, batch.index);
+  batch.y = fit.targets.index_select(0, batch.index);
+  if (batch_source_) std::tie(batch.x, batch.y) = batch_source_(batch.index, epoch);
+  batch.clean = batch.x;
+  batch.draw =
+      make_generator(seed_, streams::kTrainerAugment, static_cast<uint64_t>(state.step));
+  if (augment_) {
+    at::NoGradGuard no_grad;
+    batch.x = augment_(batch.x, batch.draw);
+  }
+  if (batch_mix_) {
+    at::NoGradGuard no_grad;
+    std::tie(batch.x, batch.y) = batch_mix_(batch.x, batch.y, batch.draw);
+  }
+  // After augmentation: its resampling (grid_sample) returns contiguous NCHW.
+  if (options_.channels_last && batch.x.dim() == 4) {
+    batch.x = batch.x.contiguous(at::MemoryFormat::ChannelsLast);
+  }
+  // Data-parallel: this rank's contiguous part of the global batch, augmented as part of the
+  // whole batch (the same draws as one process, at the price of augmenting W times).
+  if (fit.parallel) {
+    const auto [lo, hi] = group_->share_of(batch.index.size(0));
+    batch.index = batch.index.slice(0, lo, hi);
+    batch.x = batch.x.slice(0, lo, hi);
+    batch.y = batch.y.slice(0, lo, hi);
+    batch.clean = batch.clean.slice(0, lo, hi);
+    batch.rank_draw = make_generator(mix_seed(seed_, streams::kTrainerRankDropout, state.step), 0,
+                                     static_cast<uint64_t>(fit.rank));
+  }
+  return batch;
+}
+
+Trainer::StepResult Trainer::forward_backward(TrainState& state, const FitSetup& fit,
+                                              int64_t epoch, StepBatch& batch,
+                                              const at::Tensor& aux) {
+  at::Tensor params = state.params.detach().requires_grad_(true);
+  models::Features features;
+  models::ForwardArgs args;
+  args.train = true;
+  args.buffers = state.buffers;
+  args.generator = fit.parallel ? &batch.rank_draw : &batch.draw;
+  if (objective_ && objective_->wants_features()) args.features = &features;
+  const bool sync_batchnorm = fit.parallel && options_.sync_batchnorm;
+  if (sync_batchnorm) {
+    args.sum_over_replicas = [this](const at::Tensor& t) {
+      return dist::differentiable_sum(*group_, t);
+    };
+  }
+  // A rank whose part of a short last batch is empty still joins the all-reduce below (and,
+  // with synchronised batch norm, the per-layer collectives of forward and backward).
+  const bool empty_part = batch.x.size(0) == 0;
+  const c10::ScalarType compute = fit.compute;
+  at::Tensor logits;
+  if (!empty_part || sync_batchnorm) {
+    AutocastGuard autocast(batch.x.device().type(), compute);
+    logits = model_.forward(batch.x, params, args);
+  }
+  // Losses (and the objectives' feature terms) in the weights' precision, whatever the forward
+  // pass computed in.
+  const auto to_weight_precision = [&](at::Tensor& t) {
+    if (t.defined() && t.scalar_type() != state.params.scalar_type()) {
+      t = t.to(state.params.scalar_type());
+    }
+  };
+  to_weight_precision(logits);
+  for (auto& feature : features) to_weight_precision(feature.second);
+  at::Tensor loss;
+  if (empty_part) {
+    loss = sync_batchnorm ? logits.sum() * 0 : at::zeros({}, state.params.options());
+  } else if (objective_) {
+    StepContext step;
+    step.images = batch.x;
+    step.targets = batch.y;
+    step.indices = batch.index;
+    step.logits = logits;
+    step.features = &features;
+    step.aux = aux;
+    step.params = params;
+    step.clean_images = batch.clean;
+    step.forward = [this, &params, args, compute](const at::Tensor& input) {
+      models::ForwardArgs again = args;
+      again.features = nullptr;
+      at::Tensor out;
+      {
+        AutocastGuard autocast(input.device().type(), compute);
+        out = model_.forward(input, params, again);
+      }
+      return out.to(params.scalar_type());
+    };
+    step.epoch = epoch;
+    step.step = state.step;
+    loss = objective_->loss(step);
+  } else {
+    loss = classification_loss(logits, batch.y, options_.label_temperature);
+  }
+  StepResult result;
+  result.loss = loss.item<double>();
+  std::vector<at::Tensor> inputs = {params};
+  if (aux.defined()) inputs.push_back(aux);
+  // Synchronised batch norm couples the ranks' losses, so each rank differentiates its weighted
+  // share n_r L_r of the global loss (the backward collectives then sum gradients of one
+  // objective); otherwise each rank's mean-loss gradient is weighted by n_r afterwards.
+  const double n_r = static_cast<double>(batch.x.size(0));
+  const double loss_scale = fit.scaler ? fit.scaler->scale() : 1.0;
+  // fp32 and bf16 differentiate the loss itself (no multiplication by 1 in the graph).
+  const auto scaled = [&](const at::Tensor& t, double by) { return fit.scaler ? t * by : t; };
+  // allow_unused: an objective may leave its aux parameters out of some steps.
+  result.grads = empty_part && !sync_batchnorm
+                     ? std::vector<at::Tensor>(inputs.size())
+                     : torch::autograd::grad({scaled((sync_batchnorm ? loss * n_r : loss), loss_scale)},
+                                             inputs, {}, c10::nullopt, false, /*allow_unused=*/true);
+  if (!empty_part) {
+    at::Tensor predicted = logits.argmax(1);
+    at::Tensor truth = batch.y.dim() == 2 ? batch.y.argmax(1) : batch.y;
+    result.correct = predicted.eq(truth).sum().item<int64_t>();
+  }
+  result.count = batch.x.size(0);
+  result.stop = interrupt_requested();
+  if (fit.parallel) reduce_over_ranks(state, result, sync_batchnorm ? 1.0 : n_r, n_r);
   return result;
+}
+
+void Trainer::reduce_over_ranks(TrainState& state, StepResult& step, double grad_weight,
+                                double n_r) const {
+  // One all-reduce per step of one flat tensor: the flat parameter gradient is already a single
+  // contiguous bucket (DDP's bucketing exists to group many small per-layer tensors), and the
+  // step's bookkeeping rides along, so every rank sees the same global loss, count, accuracy and
+  // stop decision. Each part is weighted by its size n_r so that sum_r n_r g_r / sum_r n_r is
+  // the global batch's mean gradient even for unequal parts.
+  const bool has_aux = step.grads.size() > 1;
+  std::vector<at::Tensor> parts;
+  parts.push_back(step.grads[0].defined() ? step.grads[0].detach().reshape(-1) * grad_weight
+                                          : at::zeros_like(state.params));
+  if (has_aux) {
+    parts.push_back(step.grads[1].defined() ? step.grads[1].detach().reshape(-1) * grad_weight
+                                            : at::zeros_like(state.aux));
+  }
+  if (state.buffers.numel() > 0) parts.push_back(state.buffers.reshape(-1) * n_r);
+  parts.push_back(at::tensor({step.loss * n_r, n_r, static_cast<double>(step.correct),
+                              step.stop ? 1.0 : 0.0},
+                             state.params.options()));
+  at::Tensor flat = at::cat(parts);
+  const auto sent = std::chrono::steady_clock::now();
+  group_->all_reduce(flat, dist::Reduce::kSum);
+  step.allreduce_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - sent).count();
+  const int64_t tail = flat.numel() - 4;
+  at::Tensor book = flat.narrow(0, tail, 4).to(at::kDouble).cpu();
+  const double total = book[1].item<double>();
+  int64_t offset = 0;
+  step.grads[0] = flat.narrow(0, offset, state.params.numel()).div(total);
+  offset += state.params.numel();
+  if (has_aux) {
+    step.grads[1] = flat.narrow(0, offset, state.aux.numel()).div(total);
+    offset += state.aux.numel();
+  }
+  if (state.buffers.numel() > 0) {
+    at::NoGradGuard no_grad;
+    state.buffers.copy_(
+        flat.narrow(0, offset, state.buffers.numel()).div(total).view(state.buffers.sizes()));
+  }
+  step.loss = book[0].item<double>() / total;
+  step.count = static_cast<int64_t>(std::llround(total));
+  step.correct = static_cast<int64_t>(std::llround(book[2].item<double>()));
+  step.stop = book[3].item<double>() > 0;
+}
+
+void Trainer::end_epoch(TrainState& state, FitSetup& fit) {
+  const EpochSums tally = state.epoch_sums;
+  state.epoch_sums = EpochSums{};
+  std::map<std::string, double> metrics;
+  if (tally.seen > 0) {
+    metrics["train_loss"] = tally.loss_sum / static_cast<double>(tally.seen);
+    metrics["train_accuracy"] = static_cast<double>(tally.correct) / static_cast<double>(tally.seen);
+  }
+  metrics["lr"] = lr_at(state, fit.batches);
+  if (fit.scaler) {
+    metrics["loss_scale"] = fit.scaler->scale();
+    metrics["skipped_steps"] = static_cast<double>(tally.skipped);
+  }
+  // Communication plus waiting for the slower rank (the two are not separable from here).
+  if (fit.parallel) metrics["allreduce_s"] = tally.allreduce_s;
+  if (objective_) {
+    for (const auto& [k, v] : objective_->take_epoch_metrics()) metrics[k] = v;
+  }
+  const bool last = state.epoch == options_.epochs;
+  const bool eval_now = options_.eval_every > 0 && state.epoch % options_.eval_every == 0;
+  if (test_images_.defined() && (eval_now || last)) {
+    const EvalResult test = evaluate_test_set(state, fit);
+    metrics["test_accuracy"] = test.accuracy;
+    metrics["test_loss"] = test.loss;
+    fit.best_test = std::max(fit.best_test, test.accuracy);
+    metrics["best_test_accuracy"] = fit.best_test;
+  }
+  metrics["epoch"] = static_cast<double>(state.epoch);
+  for (const auto& [k, v] : metrics) fit.result[k] = v;
+  state.last_metrics = fit.result;
+  if (metrics_ && fit.writer) metrics_->log(state.step, metrics);
+  if (epoch_hook_) epoch_hook_(state);
+  const bool checkpoint_now =
+      options_.checkpoint_every > 0 && state.epoch % options_.checkpoint_every == 0;
+  if (!checkpoint_path_.empty() && fit.writer && (checkpoint_now || last)) {
+    save_checkpoint(checkpoint_path_, state);
+  }
+}
+
+EvalResult Trainer::evaluate_test_set(const TrainState& state, const FitSetup& fit) const {
+  const at::Tensor& weights = state.ema.defined() ? state.ema : state.params;
+  if (!fit.parallel) return evaluate(model_, weights, state.buffers, test_images_, test_labels_);
+  // Each rank scores a contiguous part of the test set; sums combine them.
+  const int64_t total = test_images_.size(0);
+  const auto [lo, hi] = group_->share_of(total);
+  EvalResult part = evaluate(model_, weights, state.buffers, test_images_.slice(0, lo, hi),
+                             test_labels_.slice(0, lo, hi));
+  const double count = static_cast<double>(hi - lo);
+  at::Tensor sums = at::tensor({part.accuracy * count, part.loss * count}, at::kDouble);
+  group_->all_reduce(sums, dist::Reduce::kSum);
+  EvalResult test;
+  test.accuracy = sums[0].item<double>() / static_cast<double>(total);
+  test.loss = sums[1].item<double>() / static_cast<double>(total);
+  return test;
 }
 
 }  // namespace distill::train

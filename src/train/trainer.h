@@ -108,6 +108,15 @@ class StepObjective {
 };
 
 // Everything a run needs to continue exactly where it stopped.
+// Running sums of the epoch in progress.
+struct EpochSums {
+  double loss_sum = 0.0;     // sum of per-sample losses
+  int64_t seen = 0;          // samples
+  int64_t correct = 0;       // of which the argmax was right
+  int64_t skipped = 0;       // fp16 steps skipped for overflow
+  double allreduce_s = 0.0;  // data-parallel: time in the per-step all-reduce (not checkpointed)
+};
+
 struct TrainState {
   at::Tensor params;   // flat, float
   at::Tensor buffers;  // flat running statistics (may be empty)
@@ -119,6 +128,9 @@ struct TrainState {
   double loss_scale = 0;         // fp16: the dynamic loss scale (0 = not started)
   int64_t loss_scale_good = 0;   // fp16: good steps since the scale last changed
   std::map<std::string, double> last_metrics;
+  // The sums of epoch `epoch` so far; checkpointed mid-epoch, so a resumed epoch's logged train
+  // loss and accuracy cover all its batches, as a straight run's do.
+  EpochSums epoch_sums;
 };
 
 struct EvalResult {
@@ -185,6 +197,22 @@ class Trainer {
                                     const at::Tensor& targets);
 
  private:
+  // fit() is a driver over these: one call's fixed setup, one step, one epoch's end.
+  struct FitSetup;
+  struct StepBatch;
+  struct StepResult;
+  FitSetup begin_fit(TrainState& state, const at::Tensor& images, const at::Tensor& targets) const;
+  // One optimizer step on batch state.batch of `order`; true when the run must stop (interrupt).
+  bool train_step(TrainState& state, FitSetup& fit, int64_t epoch, const at::Tensor& order);
+  StepBatch make_batch(const TrainState& state, const FitSetup& fit, int64_t epoch,
+                       const at::Tensor& order) const;
+  StepResult forward_backward(TrainState& state, const FitSetup& fit, int64_t epoch,
+                              StepBatch& batch, const at::Tensor& aux);
+  void reduce_over_ranks(TrainState& state, StepResult& step, double grad_weight,
+                         double n_r) const;
+  // Metrics, test accuracy, log, epoch hook and checkpoint after epoch state.epoch.
+  void end_epoch(TrainState& state, FitSetup& fit);
+  EvalResult evaluate_test_set(const TrainState& state, const FitSetup& fit) const;
   double lr_at(const TrainState& state, int64_t batches_per_epoch) const;
 
   const models::Model& model_;

@@ -110,6 +110,8 @@ TEST(Trainer, InterruptedAndResumedRunEqualsUninterruptedRun) {
   Trainer straight(*model, o, 11);
   straight.set_augment(make_augment(augment, 8));
   straight.set_progress("test", false);
+  std::map<int64_t, std::map<std::string, double>> straight_epochs, resumed_epochs;
+  straight.on_epoch_end([&](const TrainState& s) { straight_epochs[s.epoch] = s.last_metrics; });
   TrainState full = straight.init_state();
   straight.fit(full, images, labels);
 
@@ -131,8 +133,18 @@ TEST(Trainer, InterruptedAndResumedRunEqualsUninterruptedRun) {
   TrainState resumed = second.load_checkpoint(dir.file("ckpt.pt"));
   EXPECT_EQ(resumed.epoch, 2);
   EXPECT_EQ(resumed.batch, 1);  // stopped mid-epoch, after the first step of epoch 3
+  EXPECT_EQ(resumed.epoch_sums.seen, 16);  // that step's 16 images are in the epoch's sums
+  second.on_epoch_end([&](const TrainState& s) { resumed_epochs[s.epoch] = s.last_metrics; });
   second.fit(resumed, images, labels);
   EXPECT_EQ(resumed.step, full.step);
+  // The interrupted epoch (3) reports all its batches, the one before the interrupt included.
+  ASSERT_EQ(resumed_epochs.size(), 2u);
+  for (int64_t epoch : {3, 4}) {
+    for (const char* key : {"train_loss", "train_accuracy"}) {
+      EXPECT_EQ(resumed_epochs[epoch].at(key), straight_epochs[epoch].at(key))
+          << key << ", epoch " << epoch;
+    }
+  }
   EXPECT_TRUE(at::equal(resumed.params, full.params))
       << "max diff " << (resumed.params - full.params).abs().max().item<double>();
 }
