@@ -49,7 +49,7 @@ args_of() {
     experts) echo "experts --set experts.num_experts=2 --set experts.train.epochs=3 --set experts.model.width=16" ;;
     mtt) echo "mtt --buffer $work/prep/experts --ipc 1 --iterations 30 --set mtt.model.width=16 --set mtt.checkpoint_every=3 --set mtt.matching.syn_steps=5 --set mtt.matching.max_start_epoch=1 --set mtt.matching.expert_epochs=1" ;;
     eval) echo "eval --syn $work/prep/subset/syn.pt --runs 4 --epochs 40 --set eval.random_real=false" ;;
-    kd) echo "kd --teacher $work/prep/teacher/model.pt --epochs 3 --set model.arch=mlp --set model.hidden=[64]" ;;
+    kd) echo "kd --teacher $work/prep/teacher/model.pt --set teacher.model.width=16 --epochs 3 --set model.arch=mlp --set model.hidden=[64]" ;;
     synth-recover) echo "synth recover --committee $work/prep/committee/committee.toml --ipc 1 --iterations 60 --set synth.recover.checkpoint_every=5" ;;
     diffusion-distill) echo "diffusion distill --method progressive --train-images 200 --arch mlp --set distill.checkpoint_every=5 --set distill.progressive.teacher_steps=8 --set distill.progressive.student_steps=2 --set distill.progressive.iterations=40 --set distill.progressive.batch=32" ;;
     *) echo "unknown command $1" >&2; exit 2 ;;
@@ -93,6 +93,7 @@ for command in $commands; do
   # shellcheck disable=SC2207
   args=($(args_of "$command"))
   straight=$work/$command/straight
+  mkdir -p "$work/$command"
   start=$(date +%s%N)
   "$distill" "${args[@]}" "${common[@]}" --overwrite --out "$straight" >"$straight.log" 2>&1 || {
     echo "$command: the straight run failed (see $straight.log)" >&2
@@ -101,7 +102,8 @@ for command in $commands; do
   # Kills land anywhere in (0, the straight run's duration]: start-up, work, checkpoints, end.
   duration_ms=$(( ($(date +%s%N) - start) / 1000000 ))
   kills=0 resumed=0 cycles=0 identical=0 lost=0
-  while [ "$kills" -lt "$kills_wanted" ]; do
+  # A command whose attempts fail on their own would never be killed: stop it after KILLS losses.
+  while [ "$kills" -lt "$kills_wanted" ] && [ "$lost" -lt "$kills_wanted" ]; do
     cycles=$((cycles + 1))
     dir=$work/$command/cycle_$cycles
     rm -rf "$dir"

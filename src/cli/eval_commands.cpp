@@ -169,7 +169,9 @@ void run_eval(EvalCommandOptions& o, const Invocation& invocation) {
                        {"eval.runs", "eval.models", "eval.random_real", "eval.full_data"},
                        default_student_settings());
   std::vector<eval::StudentResult> finished;
-  if (invocation.resume) finished = log.read();  // every rank: each skips its recorded students
+  // Every rank: each skips its recorded students. An eval stopped before its first student has
+  // nothing to resume and starts over (claim_run_folder).
+  if (invocation.resume && !invocation.nothing_to_resume) finished = log.read();
   RunContext run = start_run(o.run, config::dump(o), invocation);
   std::optional<eval::SyntheticSet> set;
   if (!o.eval.syn.empty()) set = eval::load_synthetic_set(o.eval.syn);

@@ -172,6 +172,12 @@ TEST(RunFolderCli, ResumeWithNothingToContinueStartsOver) {
       << fresh.output;
   ASSERT_EQ(distill_cli(tiny_train(data) + "--epochs 1 --out " + dir.file("straight")).exit_code, 0);
   EXPECT_EQ(io::read_file(dir.file("new/model.pt")), io::read_file(dir.file("straight/model.pt")));
+  // eval keeps students, not checkpoints: one stopped before its first student starts over too.
+  CommandResult eval = distill_cli("eval --set eval.runs=1 --epochs 2 --ipc 2 " + tiny_flags(data) +
+                                   "--resume --out " + dir.file("eval"));
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  EXPECT_TRUE(contains(eval.output, "starting it from the beginning")) << eval.output;
+  EXPECT_TRUE(fs::exists(dir.file("eval/results.json")));
 }
 
 }  // namespace
