@@ -34,6 +34,9 @@ struct Invocation {
   // stopped before its first checkpoint), so the run starts from the beginning.
   bool nothing_to_resume = false;
   std::string label;  // "train", "synth-recover": names the default run folder
+
+  // Whether the run continues from what --out holds.
+  bool resumes() const { return resume && !nothing_to_resume; }
 };
 
 // A run's environment after the common settings were applied.
@@ -41,8 +44,7 @@ struct RunContext {
   c10::Device device = c10::Device(c10::kCPU);
   std::string out;
   uint64_t seed = 0;
-  // Continue from what --out holds: --resume, unless there was nothing to continue from.
-  bool resume = false;
+  bool resume = false;  // Invocation::resumes()
   bool progress = true;  // false on ranks other than 0
   std::shared_ptr<io::RunFolderLock> lock;  // rank 0: the run folder's, for the command's life
   // The job's ranks (src/dist): world size 1 unless launched by torchrun or with RANK/WORLD_SIZE.
@@ -118,12 +120,11 @@ Command make_command(std::string name, std::string summary, std::string example,
   };
   command.run = [body](Invocation& invocation) {
     Options options = load_options<Options>(invocation.source);
+    // Commands whose run section is RunOptions write a run folder (report writes none).
     if constexpr (std::is_same_v<decltype(Options::run), config::RunOptions>) {
       claim_run_folder(options.run, invocation);
-      body(options, invocation);
-    } else {
-      body(options, invocation);  // writes no run folder of its own (report)
     }
+    body(options, invocation);
   };
   return command;
 }

@@ -171,7 +171,7 @@ void run_eval(EvalCommandOptions& o, const Invocation& invocation) {
   std::vector<eval::StudentResult> finished;
   // Every rank: each skips its recorded students. An eval stopped before its first student has
   // nothing to resume and starts over (claim_run_folder).
-  if (invocation.resume && !invocation.nothing_to_resume) finished = log.read();
+  if (invocation.resumes()) finished = log.read();
   RunContext run = start_run(o.run, config::dump(o), invocation);
   std::optional<eval::SyntheticSet> set;
   if (!o.eval.syn.empty()) set = eval::load_synthetic_set(o.eval.syn);

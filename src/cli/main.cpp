@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <iostream>
-#include <regex>
 
 #include "src/cli/command.h"
 #include "src/cli/config_rollback.h"
@@ -36,6 +35,13 @@ void print_usage(std::ostream& out, const std::vector<Command>& all) {
   for (const auto& c : all) out << "  " << c.example << "\n";
 }
 
+// A shorthand's key may name the sub-command: "synth.{0}.syn" is synth.relabel.syn for
+// `synth relabel --syn X` and synth.export.syn for `synth export --syn X`.
+std::string with_step(std::string key, const std::string& step) {
+  if (const size_t at = key.find("{0}"); at != std::string::npos) key.replace(at, 3, step);
+  return key;
+}
+
 po::options_description common_options(const Command& command) {
   po::options_description options("options");
   // clang-format off
@@ -53,7 +59,8 @@ po::options_description common_options(const Command& command) {
       ("dist-backend", po::value<std::string>(), "multi-process backend: auto | gloo | nccl  (run.dist.backend)");
   // clang-format on
   for (const auto& [flag, key] : command.shorthands) {
-    options.add_options()(flag.c_str(), po::value<std::string>(), ("shorthand for --set " + std::regex_replace(key, std::regex("\\{0\\}"), "<step>") + "=...").c_str());
+    options.add_options()(flag.c_str(), po::value<std::string>(),
+                          ("shorthand for --set " + with_step(key, "<step>") + "=...").c_str());
   }
   return options;
 }
@@ -124,19 +131,15 @@ distill::cli::Invocation parse(const Command& command, const std::vector<std::st
   }
   std::vector<std::string> positional_args;
   if (vm.count("positional")) positional_args = vm["positional"].as<std::vector<std::string>>();
-  // A shorthand's key may name the sub-command: "synth.{0}.syn" is synth.relabel.syn for
-  // `synth relabel --syn X` and synth.export.syn for `synth export --syn X`.
-  auto shorthand = [&](const std::string& flag, std::string key) {
+  auto shorthand = [&](const std::string& flag, const std::string& key) {
     if (!vm.count(flag)) return;
-    if (const size_t at = key.find("{0}"); at != std::string::npos) {
-      if (positional_args.empty()) {
-        throw distill::Error("--" + flag + " belongs to a step of distill " + command.name +
-                             ": name the step first (distill " + command.name + " <step> --" +
-                             flag + " ...)");
-      }
-      key.replace(at, 3, positional_args.front());
+    if (key.find("{0}") != std::string::npos && positional_args.empty()) {
+      throw distill::Error("--" + flag + " belongs to a step of distill " + command.name +
+                           ": name the step first (distill " + command.name + " <step> --" + flag +
+                           " ...)");
     }
-    invocation.source.set(key + "=" + vm[flag].as<std::string>());
+    const std::string step = positional_args.empty() ? "" : positional_args.front();
+    invocation.source.set(with_step(key, step) + "=" + vm[flag].as<std::string>());
   };
   shorthand("device", "run.device");
   shorthand("threads", "run.threads");

@@ -54,15 +54,15 @@ std::string joined(const std::vector<std::string>& names) {
 // first) is emptied; elsewhere only the run files themselves are removed.
 void remove_old_run(const std::string& folder) {
   namespace fs = std::filesystem;
-  const bool run_folder = fs::exists(fs::path(folder) / "config.toml");
+  const std::vector<std::string> run_files = io::run_files_in(folder);
+  if (run_files.empty()) return;
   std::vector<fs::path> doomed;
-  if (io::run_files_in(folder).empty()) return;
-  if (run_folder) {
+  if (fs::exists(fs::path(folder) / "config.toml")) {
     for (const auto& entry : fs::directory_iterator(folder)) {
       if (entry.path().filename() != io::RunFolderLock::kFileName) doomed.push_back(entry.path());
     }
   } else {
-    for (const auto& name : io::run_files_in(folder)) doomed.push_back(fs::path(folder) / name);
+    for (const auto& name : run_files) doomed.push_back(fs::path(folder) / name);
   }
   for (const auto& path : doomed) fs::remove_all(path);
   std::cerr << "distill: --overwrite: removed the earlier run in " << folder << " ("
@@ -100,7 +100,7 @@ void claim_run_folder(config::RunOptions& run, Invocation& invocation) {
 RunContext start_run(const config::RunOptions& run, const std::string& effective_config,
                      const Invocation& invocation) {
   RunContext context;
-  context.resume = invocation.resume && !invocation.nothing_to_resume;
+  context.resume = invocation.resumes();
   context.group = dist::ProcessGroup::from_environment(run.dist);
   context.rank = context.group->rank();
   context.world_size = context.group->world_size();
