@@ -12,6 +12,7 @@
 #include "src/config/config_io.h"
 #include "src/core/error.h"
 #include "src/core/runtime.h"
+#include "src/io/checkpoint.h"
 #include "src/io/metrics_log.h"
 #include "src/io/progress.h"
 #include "src/core/random_streams.h"
@@ -67,6 +68,38 @@ at::Tensor denoiser_loss_weight(const std::string& weighting, const std::string&
               "' (expected auto, edm, snr, truncated_snr, snr_plus_one or constant)");
 }
 
+namespace {
+
+// checkpoint.pt of a denoiser training: the model file's entries (so `diffusion sample` and
+// `distill` read it as they read model.pt) and the optimizer.
+struct TrainingCheckpoint {
+  DenoiserModel& model;
+  train::Optimizer& optimizer;
+};
+
+void checkpoint_fields(io::Checkpoint& c, TrainingCheckpoint& s) {
+  if (c.saving()) {
+    io::TensorDict entries = denoiser_model_dict(s.model);
+    c.entries("", entries);
+  } else {
+    DenoiserModel saved = load_denoiser_model(c.path());
+    DenoiserArchOptions ours = s.model.options, theirs = saved.options;
+    if (config::dump(ours) != config::dump(theirs) || saved.item_shape != s.model.item_shape ||
+        saved.num_classes != s.model.num_classes) {
+      throw Error("'" + c.path() + "' holds a " + saved.options.arch + " for " +
+                  shape_string(saved.item_shape) + " items, " + std::to_string(saved.num_classes) +
+                  " classes, other settings than this run's; resume with the settings the run "
+                  "was started with");
+    }
+    s.model.params = saved.params;
+    s.model.ema = saved.ema;
+    s.model.steps = saved.steps;
+  }
+  c.part("optimizer.", s.optimizer);
+}
+
+}  // namespace
+
 DenoiserModel train_denoiser(DenoiserModel model, const DenoiserTrainOptions& o,
                              const at::Tensor& images, const at::Tensor& labels, uint64_t seed,
                              const std::string& out, bool resume, bool progress,
@@ -81,19 +114,14 @@ DenoiserModel train_denoiser(DenoiserModel model, const DenoiserTrainOptions& o,
   auto optimizer = train::Optimizer::make(o.optimizer);
   const std::string checkpoint_path = out + "/checkpoint.pt";
   if (resume) {
-    DenoiserModel saved = load_denoiser_model(checkpoint_path);
-    DenoiserArchOptions ours = model.options, theirs = saved.options;
-    if (config::dump(ours) != config::dump(theirs) || saved.item_shape != model.item_shape ||
-        saved.num_classes != model.num_classes || saved.ema.defined() != (o.ema_decay > 0)) {
-      throw Error("'" + checkpoint_path + "' holds a " + saved.options.arch + " for " +
-                  shape_string(saved.item_shape) + " items, " + std::to_string(saved.num_classes) +
-                  " classes, other settings than this run's; resume with the settings the run "
-                  "was started with");
+    TrainingCheckpoint saved{model, *optimizer};
+    io::load_checkpoint(checkpoint_path, saved);
+    if (model.ema.defined() != (o.ema_decay > 0)) {
+      throw Error("'" + checkpoint_path + "' was written " +
+                  (model.ema.defined() ? "with" : "without") +
+                  " an EMA of the weights, diffusion.train.ema_decay asks for the other; resume "
+                  "with the settings the run was started with");
     }
-    model.params = saved.params;
-    model.ema = saved.ema;
-    model.steps = saved.steps;
-    optimizer->load_state(io::load_dict(checkpoint_path), "optimizer.");
   } else {
     at::Generator init = make_generator(seed, streams::kDenoiserInit);
     model.params = net->init_params(init);
@@ -105,10 +133,7 @@ DenoiserModel train_denoiser(DenoiserModel model, const DenoiserTrainOptions& o,
   if (model.ema.defined()) model.ema = model.ema.to(device);
 
   auto save_checkpoint = [&] {
-    if (!writer) return;
-    io::TensorDict dict = denoiser_model_dict(model);
-    optimizer->save_state(dict, "optimizer.");
-    io::save_dict(checkpoint_path, dict);
+    if (writer) io::save_checkpoint(checkpoint_path, TrainingCheckpoint{model, *optimizer});
   };
 
   io::MetricsLog metrics(out + "/metrics.jsonl",

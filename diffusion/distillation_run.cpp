@@ -8,6 +8,7 @@
 
 #include "src/core/error.h"
 #include "src/core/runtime.h"
+#include "src/io/checkpoint.h"
 #include "src/io/metrics_log.h"
 #include "src/io/progress.h"
 #include "src/io/tensor_file.h"
@@ -17,6 +18,19 @@ namespace {
 
 // CD runs in two phases (fit, then CD); PD's fit is a stage of its own loop.
 enum Phase : int64_t { kFitPhase = 0, kMainPhase = 1 };
+
+// What checkpoint.pt holds: the loop's state, and the method and phase it belongs to.
+struct RunCheckpoint {
+  std::string method;
+  int64_t phase;
+  DistillationState& state;
+};
+
+void checkpoint_fields(io::Checkpoint& c, RunCheckpoint& r) {
+  c.expect("method", r.method);
+  c.integer("phase", r.phase);
+  checkpoint_fields(c, r.state);
+}
 
 int64_t cd_fit_iterations(const DistillationRunOptions& o) { return o.consistency_fit.iterations; }
 
@@ -54,20 +68,10 @@ DistillationState run_distillation(const Denoiser& teacher, const StudentFactory
     if (!std::filesystem::exists(checkpoint)) {
       throw Error("--resume: no checkpoint '" + checkpoint + "' to continue from");
     }
-    io::TensorDict dict = io::load_dict(checkpoint);
-    const std::string method =
-        dict.contains("method") ? dict.at("method").toStringRef() : std::string("?");
-    if (method != o.method) {
-      throw Error("--resume: checkpoint '" + checkpoint + "' is a '" + method +
-                  "' run, the settings ask for '" + o.method + "'");
-    }
-    state = read_state(dict, checkpoint);
-    phase = dict.contains("phase") ? dict.at("phase").toInt() : kMainPhase;
-    if (state.params.numel() != init.numel()) {
-      throw Error("--resume: checkpoint '" + checkpoint + "' holds " +
-                  std::to_string(state.params.numel()) + " student parameters, the settings " +
-                  "build a student with " + std::to_string(init.numel()));
-    }
+    state.params = init.detach().clone();  // the student the settings build: its size expected
+    RunCheckpoint saved{o.method, phase, state};
+    io::load_checkpoint(checkpoint, saved);
+    phase = saved.phase;
   } else {
     state.params = init.detach().clone();
     state.seed = seed;
@@ -118,11 +122,7 @@ DistillationState run_distillation(const Denoiser& teacher, const StudentFactory
   };
   control.on_checkpoint = [&](const DistillationState& s) {
     if (!writer) return;
-    io::TensorDict dict = io::make_dict();
-    write_state(dict, s);
-    dict.insert("method", o.method);
-    dict.insert("phase", phase);
-    io::save_dict(checkpoint, dict);
+    io::save_checkpoint(checkpoint, RunCheckpoint{o.method, phase, const_cast<DistillationState&>(s)});
   };
   if (pd) {
     progressive_distillation(teacher, student, state, data, o.progressive, control);

@@ -6,6 +6,7 @@
 
 #include "src/core/error.h"
 #include "src/core/runtime.h"
+#include "src/io/checkpoint.h"
 
 namespace distill::diffusion {
 namespace {
@@ -36,37 +37,15 @@ DistillationState DistillationState::clone() const {
   return c;
 }
 
-void write_state(io::TensorDict& dict, const DistillationState& s) {
-  dict.insert_or_assign("stage", s.stage);
-  dict.insert_or_assign("iteration", s.iteration);
-  dict.insert_or_assign("params", s.params.detach().cpu());
-  if (s.target.defined()) dict.insert_or_assign("target", s.target.detach().cpu());
-  dict.insert_or_assign("seed", static_cast<int64_t>(s.seed));
-  for (const auto& entry : s.optimizer) {
-    dict.insert_or_assign(kOptimizerPrefix + entry.key().toStringRef(), entry.value());
-  }
-}
-
-DistillationState read_state(const io::TensorDict& dict, const std::string& file) {
-  auto integer = [&](const std::string& key) {
-    if (!dict.contains(key) || !dict.at(key).isInt()) {
-      throw Error("distillation checkpoint '" + file + "': missing integer '" + key + "'");
-    }
-    return dict.at(key).toInt();
-  };
-  DistillationState s;
-  s.stage = integer("stage");
-  s.iteration = integer("iteration");
-  s.params = io::get_tensor(dict, "params", file).clone();
-  if (dict.contains("target")) s.target = io::get_tensor(dict, "target", file).clone();
-  s.seed = static_cast<uint64_t>(integer("seed"));
-  for (const auto& entry : dict) {
-    const std::string& key = entry.key().toStringRef();
-    if (key.rfind(kOptimizerPrefix, 0) == 0) {
-      s.optimizer.insert(key.substr(kOptimizerPrefix.size()), entry.value());
-    }
-  }
-  return s;
+void checkpoint_fields(io::Checkpoint& c, DistillationState& s) {
+  c.integer("stage", s.stage);
+  c.integer("iteration", s.iteration);
+  c.tensor("params", s.params, /*required=*/true);
+  c.tensor("target", s.target);
+  int64_t seed = static_cast<int64_t>(s.seed);  // torch.save has no unsigned integers
+  c.integer("seed", seed);
+  if (!c.saving()) s.seed = static_cast<uint64_t>(seed);
+  c.entries(kOptimizerPrefix, s.optimizer);
 }
 
 void step_done(DistillationState& state, const train::Optimizer* optimizer,

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "diffusion/batch_share.h"
+#include "src/io/checkpoint.h"
 #include "src/io/tensor_file.h"
 #include "src/train/optimizer.h"
 
@@ -13,7 +14,8 @@ namespace distill::diffusion {
 
 // Where a distillation loop (progressive or consistency) stands between two optimizer steps:
 // everything a resumed run needs to continue exactly as an uninterrupted one (bit-identical on
-// CPU). Long runs save it to checkpoint.pt (write_state) and resume from it (read_state).
+// CPU). Long runs save it to checkpoint.pt and resume from it (io::save_checkpoint and
+// io::load_checkpoint, through checkpoint_fields).
 struct DistillationState {
   int64_t stage = 0;      // PD: index of the current stage (a fit stage counts); CD: 0
   int64_t iteration = 0;  // completed optimizer steps of the current stage
@@ -31,10 +33,8 @@ struct DistillationState {
   DistillationState clone() const;
 };
 
-// Adds the state to `dict` under stage, iteration, seed, params, target and optimizer.*;
-// read_state() takes it back (Error naming `file` when a key is missing).
-void write_state(io::TensorDict& dict, const DistillationState& state);
-DistillationState read_state(const io::TensorDict& dict, const std::string& file);
+// What a checkpoint holds of the state: stage, iteration, seed, params, target and optimizer.*.
+void checkpoint_fields(io::Checkpoint& checkpoint, DistillationState& state);
 
 // Called after every optimizer step: (student steps of the stage (0 for a fit or CD), iteration
 // within the stage, loss).
@@ -45,7 +45,7 @@ struct LoopControl {
   StepCallback on_step;
   // Receives the state every checkpoint_every iterations of a stage (0: never), at the end of
   // every stage and before an interruption. Its tensors are the loop's own: copy (clone(),
-  // write_state) what must outlive the call.
+  // io::save_checkpoint) what must outlive the call.
   int64_t checkpoint_every = 0;
   std::function<void(const DistillationState&)> on_checkpoint;
   // Polled after every step; when it returns true the loop hands its state to on_checkpoint and

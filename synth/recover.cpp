@@ -11,10 +11,12 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "src/config/config_io.h"
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 #include "src/data/kmeans.h"
 #include "src/io/atomic_file.h"
+#include "src/io/checkpoint.h"
 #include "src/io/metrics_log.h"
 #include "src/io/progress.h"
 #include "src/io/tensor_file.h"
@@ -89,10 +91,7 @@ void add_replay_views(eval::SyntheticSet& set, const std::vector<Member>& commit
                       c10::Device device) {
   const int64_t n = set.images.size(0), views = options.views;
   if (views < 1) throw Error("synth.relabel.views must be >= 1 to store views, found " + std::to_string(views));
-  if (!(options.view_min_scale > 0 && options.view_min_scale <= 1)) {
-    throw Error("synth.relabel.view_min_scale must be in (0, 1], found " +
-                std::to_string(options.view_min_scale));
-  }
+  config::check(options, "synth.relabel");
   const int64_t h = set.images.size(2), w = set.images.size(3);
   at::Tensor boxes = at::empty({n, views, 5}, at::kLong);
   auto access = boxes.accessor<int64_t, 3>();
@@ -121,24 +120,7 @@ void check_recover_options(const SynthOptions& options, int64_t committee_size,
     throw Error("synth.draw must be between 1 and the committee size " +
                 std::to_string(committee_size) + ", found " + std::to_string(options.draw));
   }
-  if (!(options.temperature > 0)) {
-    throw Error("synth.temperature must be > 0, found " + std::to_string(options.temperature));
-  }
-  if (r.ipc < 1) throw Error("synth.recover.ipc must be >= 1, found " + std::to_string(r.ipc));
-  if (r.crops < 1) {
-    throw Error("synth.recover.crops must be >= 1, found " + std::to_string(r.crops));
-  }
-  if (r.iterations < 1) {
-    throw Error("synth.recover.iterations must be >= 1, found " + std::to_string(r.iterations));
-  }
-  if (!(r.crop_min_scale > 0 && r.crop_min_scale <= 1)) {
-    throw Error("synth.recover.crop_min_scale must be in (0, 1], found " +
-                std::to_string(r.crop_min_scale));
-  }
-  if (r.init == "kmeans" && r.kmeans_iterations < 0) {
-    throw Error("synth.recover.kmeans_iterations must be >= 0, found " +
-                std::to_string(r.kmeans_iterations));
-  }
+  config::check(options, "synth");  // the declared ranges and rules (SynthOptions)
   if (r.init == "real" || r.init == "kmeans") {
     at::Tensor counts = at::bincount(train.labels.cpu(), {}, train.num_classes);
     for (int64_t c = 0; c < train.num_classes; ++c) {
@@ -152,261 +134,357 @@ void check_recover_options(const SynthOptions& options, int64_t committee_size,
   }
 }
 
+namespace {
+
+// Where a recovery stands: what checkpoint.pt holds (single process; several processes keep
+// finished batches in batches/ instead).
+struct RecoveryState {
+  at::Tensor images;     // all images, image-major: image i*K + c is the i-th of class c
+  int64_t batch = 0;     // the batch being recovered
+  int64_t iteration = 0; // its steps done
+  std::unique_ptr<train::Optimizer> optimizer;  // that batch's Adam (each batch starts afresh)
+};
+
+void checkpoint_fields(io::Checkpoint& c, RecoveryState& s) {
+  c.tensor("images", s.images);
+  c.integer("batch", s.batch);
+  c.integer("iteration", s.iteration);
+  if (s.iteration > 0) c.part("adam.", *s.optimizer);
+}
+
+// A finished batch of a multi-process recovery: batches/batch_<b>.pt.
+struct FinishedBatch {
+  at::Tensor images;
+};
+
+void checkpoint_fields(io::Checkpoint& c, FinishedBatch& s) { c.tensor("images", s.images); }
+
+// What one step reports: losses weighted over the drawn members, averaged over crops.
+struct StepLosses {
+  double ce = 0, statistics = 0, accuracy = 0;
+};
+
+// One `distill synth recover` run; recover_images drives it batch by batch, step by step.
+class Recovery {
+ public:
+  Recovery(const SynthOptions& options, const std::vector<Member>& committee,
+           const data::Dataset& train, const data::Normalization& norm, uint64_t seed,
+           const std::string& out, bool resume, c10::Device device,
+           std::shared_ptr<const dist::ProcessGroup> group);
+
+  int64_t batches() const { return batches_; }
+  int64_t total_steps() const { return batches_ * options_.recover.iterations; }
+  bool writer() const { return writer_; }
+  bool resumed() const { return resumed_; }
+  const RecoveryState& state() const { return state_; }
+
+  // Several processes: true when batch b is another rank's, or finished before a resume (then
+  // copied from batches/).
+  bool skip_batch(int64_t b);
+  // One Adam step on batch b's images (step `it` of the batch's cosine schedule).
+  StepLosses step(int64_t b, int64_t it);
+  // Records that batch b has `it` steps done (it == iterations: the batch is finished and the
+  // next starts with a fresh optimizer); saves the checkpoint when `save`.
+  void advance(int64_t b, int64_t it, bool save);
+  void save_checkpoint();
+  // Several processes: every rank ends with all batches.
+  void gather_batches();
+  eval::SyntheticSet finished_set(const std::string& dataset_name) const;
+  void write_results(const eval::SyntheticSet& set, double seconds, int64_t steps) const;
+
+ private:
+  at::Tensor initial_images(uint64_t seed) const;
+  at::Tensor batch_images(int64_t b) {
+    return state_.images.narrow(0, b * per_batch_, std::min(per_batch_, n_ - b * per_batch_));
+  }
+  std::string batch_file(int64_t b) const {
+    return out_ + "/batches/batch_" + std::to_string(b) + ".pt";
+  }
+  train::OptimizerOptions adam() const;
+
+  const SynthOptions& options_;
+  const std::vector<Member>& committee_;
+  const data::Dataset& train_;
+  const data::Normalization& norm_;
+  std::string out_, checkpoint_;
+  uint64_t seed_;
+  std::shared_ptr<const dist::ProcessGroup> group_;
+  bool parallel_, writer_, resumed_;
+  int64_t n_, per_batch_, batches_;
+  at::Tensor labels_, lo_, hi_;
+  std::vector<double> accuracies_;
+  RecoveryState state_;
+};
+
+Recovery::Recovery(const SynthOptions& options, const std::vector<Member>& committee,
+                   const data::Dataset& train, const data::Normalization& norm, uint64_t seed,
+                   const std::string& out, bool resume, c10::Device device,
+                   std::shared_ptr<const dist::ProcessGroup> group)
+    : options_(options), committee_(committee), train_(train), norm_(norm), out_(out),
+      checkpoint_(out + "/checkpoint.pt"), seed_(seed), group_(std::move(group)) {
+  check_recover_options(options, static_cast<int64_t>(committee.size()), train);
+  const RecoverOptions& r = options.recover;
+  parallel_ = group_ && group_->distributed();
+  writer_ = !parallel_ || group_->is_main();
+  n_ = r.ipc * train.num_classes;
+  per_batch_ = batch_ipc_of(r) * train.num_classes;
+  batches_ = (n_ + per_batch_ - 1) / per_batch_;
+  // Image i*K + c is the i-th of class c: every consecutive slice of K*b images is balanced.
+  labels_ = at::arange(n_, at::kLong).remainder(train.num_classes).to(device);
+  if (!norm.zca) {  // pixel range of [0, 1] images in the normalized space (SRe2L clips)
+    lo_ = ((0.0 - norm.mean) / norm.std).view({1, -1, 1, 1}).to(device);
+    hi_ = ((1.0 - norm.mean) / norm.std).view({1, -1, 1, 1}).to(device);
+  }
+  for (const auto& m : committee) accuracies_.push_back(m.options.val_accuracy);
+  if (parallel_ && batches_ < group_->world_size() && writer_) {
+    std::cerr << "synth recover: " << batches_ << " batch(es) for " << group_->world_size()
+              << " processes: some ranks have nothing to do (lower synth.recover.batch_ipc)\n";
+  }
+  const bool has_checkpoint = std::filesystem::exists(checkpoint_);
+  const bool has_batches = std::filesystem::exists(out + "/batches");
+  if (resume && !parallel_ && !has_checkpoint && has_batches) {
+    throw Error("'" + out + "' holds the finished batches of a multi-process recovery (" + out +
+                "/batches) but no checkpoint.pt: resume it with several processes");
+  }
+  if (resume && parallel_ && has_checkpoint && !has_batches) {
+    throw Error("'" + checkpoint_ +
+                "' is the checkpoint of a single-process recovery: resume it as one process "
+                "(multi-process runs resume from " + out + "/batches)");
+  }
+  // Killed before its first checkpoint: nothing to continue from, so it starts again.
+  resumed_ = resume && (parallel_ || has_checkpoint);
+  if (resume && !resumed_ && writer_) {
+    std::cerr << "synth recover: no checkpoint in '" << out << "' yet: starting from the beginning\n";
+  }
+  state_.optimizer = train::Optimizer::make(adam());
+  if (resumed_ && !parallel_) {
+    state_.images = at::empty({n_, train.channels(), train.height(), train.width()});
+    io::load_checkpoint(checkpoint_, state_);
+  } else {
+    state_.images = initial_images(seed);
+  }
+  state_.images = state_.images.to(device).contiguous();
+}
+
+train::OptimizerOptions Recovery::adam() const {
+  const RecoverOptions& r = options_.recover;
+  train::OptimizerOptions o;
+  o.name = "adam";
+  o.lr = r.lr;
+  o.beta1 = r.beta1;
+  o.beta2 = r.beta2;
+  o.weight_decay = 0.0;
+  return o;
+}
+
+at::Tensor Recovery::initial_images(uint64_t seed) const {
+  const RecoverOptions& r = options_.recover;
+  const int64_t classes = train_.num_classes;
+  at::Generator generator = make_generator(seed, streams::kRecoverInit);
+  if (r.init != "real" && r.init != "kmeans") {
+    return at::randn({n_, train_.channels(), train_.height(), train_.width()}, generator);
+  }
+  at::Tensor index;
+  if (r.init == "kmeans") {
+    const Member& member = committee_[feature_member(committee_)];
+    at::Tensor features = penultimate_features(member, train_.images.to(labels_.device()));
+    index = data::kmeans_per_class(features, train_.labels, classes, r.ipc, r.kmeans_iterations,
+                                   generator);
+  } else {
+    index = data::sample_per_class(train_.labels, classes, r.ipc, generator);
+  }
+  index = index.view({classes, r.ipc}).t().reshape({-1});  // class-major -> image-major
+  return train_.images.index_select(0, index).clone();
+}
+
+bool Recovery::skip_batch(int64_t b) {
+  if (!parallel_) return false;
+  if (!dist::owns_item(*group_, b)) return true;
+  if (!resumed_ || !std::filesystem::exists(batch_file(b))) return false;
+  FinishedBatch done{batch_images(b)};
+  io::load_checkpoint(batch_file(b), done);
+  batch_images(b).copy_(done.images);
+  return true;
+}
+
+StepLosses Recovery::step(int64_t b, int64_t it) {
+  const RecoverOptions& r = options_.recover;
+  at::Tensor x = batch_images(b);  // a view: the step updates the images in place
+  at::Tensor y = labels_.narrow(0, b * per_batch_, x.size(0));
+  const int64_t step = b * r.iterations + it;
+  at::Generator generator = make_generator(seed_, streams::kRecoverStep, static_cast<uint64_t>(step));
+  std::vector<int64_t> drawn =
+      draw_members(static_cast<int64_t>(committee_.size()), options_.draw, generator);
+  std::vector<double> drawn_acc;
+  for (int64_t k : drawn) drawn_acc.push_back(accuracies_[k]);
+  at::Tensor weights = committee_weights(drawn_acc, options_.temperature);
+  at::Tensor leaf = x.detach().requires_grad_(true);
+  StepLosses out;
+  const double per_crop = 1.0 / static_cast<double>(r.crops);
+  at::Tensor loss = multi_crop_loss(
+      leaf, r.crops, r.crop_min_scale, r.flip, generator, [&](const at::Tensor& view) {
+        at::Tensor view_loss;
+        for (size_t j = 0; j < drawn.size(); ++j) {
+          MemberLoss m = member_loss(committee_[drawn[j]], view, y, r.first_multiplier);
+          const double w = weights[static_cast<int64_t>(j)].item<double>();
+          at::Tensor term = (m.ce + m.statistics * r.statistics_weight) * w;
+          view_loss = view_loss.defined() ? view_loss + term : term;
+          out.ce += per_crop * w * m.ce.item<double>();
+          out.statistics += per_crop * w * m.statistics.item<double>();
+          out.accuracy += per_crop * w * m.accuracy;
+        }
+        return view_loss;
+      });
+  if (!std::isfinite(loss.item<double>())) {
+    throw RuntimeFailure("synth recover: non-finite loss at batch " + std::to_string(b) +
+                         ", step " + std::to_string(it));
+  }
+  at::Tensor grad = torch::autograd::grad({loss}, {leaf})[0];
+  at::NoGradGuard no_grad;
+  // SRe2L's recovery: cosine decay of the lr from r.lr to 0 over each batch's iterations.
+  train::ScheduleOptions cosine;
+  cosine.name = "cosine";
+  const double lr = r.lr * train::lr_multiplier(cosine, static_cast<double>(it), r.iterations);
+  at::Tensor flat = x.view({-1});
+  state_.optimizer->step(flat, grad.reshape({-1}), lr);
+  if (lo_.defined()) x.copy_(at::maximum(at::minimum(x, hi_), lo_));
+  return out;
+}
+
+void Recovery::advance(int64_t b, int64_t it, bool save) {
+  const bool finished = it == options_.recover.iterations;
+  state_.batch = finished ? b + 1 : b;
+  state_.iteration = finished ? 0 : it;
+  if (finished) state_.optimizer = train::Optimizer::make(adam());  // each batch is its own
+  if (save) save_checkpoint();
+}
+
+void Recovery::save_checkpoint() {
+  if (!parallel_) {
+    io::save_checkpoint(checkpoint_, state_);
+    return;
+  }
+  // Several processes: finished batches only, one file each (world-size independent).
+  if (state_.iteration != 0 || state_.batch == 0) return;
+  io::make_dirs(out_ + "/batches");
+  io::save_checkpoint(batch_file(state_.batch - 1), FinishedBatch{batch_images(state_.batch - 1)});
+}
+
+void Recovery::gather_batches() {
+  if (!parallel_) return;
+  // Each rank holds its batches: zero the others' and sum.
+  at::Tensor mine = at::zeros({n_}, at::kBool);
+  for (int64_t b = 0; b < batches_; ++b) {
+    if (dist::owns_item(*group_, b))
+      mine.narrow(0, b * per_batch_, std::min(per_batch_, n_ - b * per_batch_)).fill_(true);
+  }
+  at::Tensor& images = state_.images;
+  at::Tensor assembled =
+      images * mine.to(images.device()).view({-1, 1, 1, 1}).to(images.dtype());
+  group_->wait_for_peers("recovered batches");  // uneven shares: the last batch may be short
+  group_->all_reduce(assembled, dist::Reduce::kSum);
+  images = assembled;
+}
+
+eval::SyntheticSet Recovery::finished_set(const std::string& dataset_name) const {
+  eval::SyntheticSet set;
+  set.images = state_.images.cpu();
+  set.labels = labels_.cpu();
+  set.num_classes = train_.num_classes;
+  set.mean = norm_.mean;
+  set.std = norm_.std;
+  set.zca_eps = norm_.zca ? norm_.zca->eps() : 0.0;
+  set.dataset = dataset_name;
+  set.method = "committee-recover";
+  return set;
+}
+
+void Recovery::write_results(const eval::SyntheticSet& set, double seconds, int64_t steps) const {
+  eval::save_synthetic_set(out_ + "/syn.pt", set);
+  eval::save_set_grid(out_ + "/grid.png", set, norm_.zca.get());
+  // How each member classifies the finished set (un-augmented): the images were optimised for it.
+  nlohmann::json results;
+  results["images"] = n_;
+  results["ipc"] = options_.recover.ipc;
+  results["steps"] = steps;
+  results["seconds"] = seconds;
+  results["images_per_s"] =
+      seconds > 0 ? static_cast<double>(n_) * (static_cast<double>(steps) / total_steps()) / seconds
+                  : 0.0;
+  results["peak_rss_mib"] = peak_rss_mib();
+  nlohmann::json members = nlohmann::json::array();
+  {
+    at::NoGradGuard no_grad;
+    for (const auto& m : committee_) {
+      at::Tensor logits = m.teacher.forward(state_.images);
+      members.push_back({{"arch", m.options.model.arch},
+                         {"val_accuracy", m.options.val_accuracy},
+                         {"accuracy_on_set",
+                          logits.argmax(1).eq(labels_).to(at::kFloat).mean().item<double>()}});
+    }
+  }
+  results["members"] = members;
+  io::write_file_atomic(out_ + "/results.json", results.dump(2) + "\n");
+}
+
+}  // namespace
+
 eval::SyntheticSet recover_images(const SynthOptions& options, const std::vector<Member>& committee,
                                   const data::Dataset& train, const data::Normalization& norm,
                                   const std::string& dataset_name, uint64_t seed,
                                   const std::string& out, bool resume, bool progress,
                                   c10::Device device,
                                   std::shared_ptr<const dist::ProcessGroup> group) {
-  check_recover_options(options, static_cast<int64_t>(committee.size()), train);
-  const bool parallel = group && group->distributed();
-  const bool writer = !parallel || group->is_main();
+  Recovery run(options, committee, train, norm, seed, out, resume, device, group);
   const RecoverOptions& r = options.recover;
-  const int64_t classes = train.num_classes;
-  const int64_t n = r.ipc * classes;
-  const int64_t per_batch = batch_ipc_of(r) * classes;
-  const int64_t batches = (n + per_batch - 1) / per_batch;
-  const int64_t total_steps = batches * r.iterations;
-  // Image i*K + c is the i-th of class c: every consecutive slice of K*b images is balanced.
-  at::Tensor labels = at::arange(n, at::kLong).remainder(classes);
-
-  // Pixel range of [0, 1] images in the normalized space (SRe2L clips after every step).
-  at::Tensor lo, hi;
-  if (!norm.zca) {
-    lo = ((0.0 - norm.mean) / norm.std).view({1, -1, 1, 1}).to(device);
-    hi = ((1.0 - norm.mean) / norm.std).view({1, -1, 1, 1}).to(device);
-  }
-
-  at::Tensor images;
-  int64_t start_batch = 0, start_iteration = 0;
-  train::OptimizerOptions adam;
-  adam.name = "adam";
-  adam.lr = r.lr;
-  adam.beta1 = r.beta1;
-  adam.beta2 = r.beta2;
-  adam.weight_decay = 0.0;
-  auto optimizer = train::Optimizer::make(adam);
-  // SRe2L's recovery: cosine decay of the lr from r.lr to 0 over each batch's iterations.
-  train::ScheduleOptions cosine;
-  cosine.name = "cosine";
-  const std::string checkpoint_path = out + "/checkpoint.pt";
-  if (parallel && batches < group->world_size() && writer) {
-    std::cerr << "synth recover: " << batches << " batch(es) for " << group->world_size()
-              << " processes: some ranks have nothing to do (lower synth.recover.batch_ipc)\n";
-  }
-  if (resume && !parallel && !std::filesystem::exists(checkpoint_path) &&
-      std::filesystem::exists(out + "/batches")) {
-    throw Error("'" + out + "' holds the finished batches of a multi-process recovery (" + out +
-                "/batches) but no checkpoint.pt: resume it with several processes");
-  }
-  if (resume && parallel && std::filesystem::exists(checkpoint_path) &&
-      !std::filesystem::exists(out + "/batches")) {
-    throw Error("'" + checkpoint_path +
-                "' is the checkpoint of a single-process recovery: resume "
-                "it as one process (multi-process runs resume from " +
-                out + "/batches)");
-  }
-  if (resume && !parallel) {
-    io::TensorDict dict = io::load_dict(checkpoint_path);
-    images = io::get_tensor(dict, "images", checkpoint_path).to(at::kFloat);
-    if (images.dim() != 4 || images.size(0) != n || images.size(1) != train.channels() ||
-        images.size(2) != train.height()) {
-      throw Error("'" + checkpoint_path + "' holds " + std::to_string(images.size(0)) +
-                  " images of another shape than synth.recover asks (" + std::to_string(n) +
-                  "); resume with the settings the run was started with");
-    }
-    start_batch = io::get_tensor(dict, "batch", checkpoint_path).item<int64_t>();
-    start_iteration = io::get_tensor(dict, "iteration", checkpoint_path).item<int64_t>();
-    optimizer->load_state(dict, "adam.");
-  } else {
-    at::Generator generator = make_generator(seed, streams::kRecoverInit);
-    if (r.init == "real" || r.init == "kmeans") {
-      at::Tensor index;
-      if (r.init == "kmeans") {
-        const Member& member = committee[feature_member(committee)];
-        at::Tensor features = penultimate_features(member, train.images.to(device));
-        index = data::kmeans_per_class(features, train.labels, classes, r.ipc, r.kmeans_iterations,
-                                       generator);
-      } else {
-        index = data::sample_per_class(train.labels, classes, r.ipc, generator);
-      }
-      index = index.view({classes, r.ipc}).t().reshape({-1});  // class-major -> image-major
-      images = train.images.index_select(0, index).clone();
-    } else {
-      images = at::randn({n, train.channels(), train.height(), train.width()}, generator);
-    }
-  }
-  images = images.to(device).contiguous();
-  labels = labels.to(device);
-
-  std::vector<double> accuracies;
-  for (const auto& m : committee) accuracies.push_back(m.options.val_accuracy);
-
+  const int64_t start_batch = run.state().batch, start_iteration = run.state().iteration;
+  const int64_t first_step = start_batch * r.iterations + start_iteration;
   // Several processes: rank 0's metrics and progress cover its own batches.
-  io::MetricsLog metrics(
-      out + "/metrics.jsonl",
-      resume ? std::optional<int64_t>(start_batch * r.iterations + start_iteration) : std::nullopt,
-      writer);
-  io::Progress bar("recover", total_steps, start_batch * r.iterations + start_iteration,
-                   progress && writer);
+  io::MetricsLog metrics(out + "/metrics.jsonl",
+                         run.resumed() ? std::optional<int64_t>(first_step) : std::nullopt,
+                         run.writer());
+  io::Progress bar("recover", run.total_steps(), first_step, progress && run.writer());
   const auto begin = std::chrono::steady_clock::now();
-  auto batch_file = [&](int64_t b) { return out + "/batches/batch_" + std::to_string(b) + ".pt"; };
-  auto save_checkpoint = [&](int64_t batch, int64_t iteration) {
-    if (parallel) {  // finished batches only, one file each (world-size independent)
-      if (iteration != 0 || batch == 0) return;
-      io::make_dirs(out + "/batches");
-      io::TensorDict dict = io::make_dict();
-      const int64_t first = (batch - 1) * per_batch;
-      dict.insert("images", images.narrow(0, first, std::min(per_batch, n - first)).cpu());
-      io::save_dict(batch_file(batch - 1), dict);
-      return;
-    }
-    io::TensorDict dict = io::make_dict();
-    dict.insert("images", images.cpu());
-    dict.insert("batch", at::scalar_tensor(batch, at::kLong));
-    dict.insert("iteration", at::scalar_tensor(iteration, at::kLong));
-    if (iteration > 0) optimizer->save_state(dict, "adam.");
-    io::save_dict(checkpoint_path, dict);
-  };
-
-  double sum_ce = 0, sum_stat = 0, sum_acc = 0;
-  int64_t logged = 0;
-  for (int64_t b = start_batch; b < batches; ++b) {
-    const int64_t first = b * per_batch, size = std::min(per_batch, n - first);
-    at::Tensor x = images.narrow(0, first, size);  // a view: steps update `images` in place
-    at::Tensor y = labels.narrow(0, first, size);
-    if (parallel) {
-      if (!dist::owns_item(*group, b)) continue;
-      if (resume && std::filesystem::exists(batch_file(b))) {
-        at::Tensor done = io::get_tensor(io::load_dict(batch_file(b)), "images", batch_file(b));
-        if (!done.sizes().equals(x.sizes())) {
-          throw Error("'" + batch_file(b) + "' holds a batch of another shape than " +
-                      "synth.recover asks; resume with the settings the run was started with");
-        }
-        x.copy_(done);
-        continue;
-      }
-    }
+  StepLosses sums;
+  int64_t summed = 0;
+  for (int64_t b = start_batch; b < run.batches(); ++b) {
+    if (run.skip_batch(b)) continue;
     for (int64_t it = b == start_batch ? start_iteration : 0; it < r.iterations; ++it) {
+      const StepLosses losses = run.step(b, it);
       const int64_t step = b * r.iterations + it;
-      at::Generator generator = make_generator(seed, streams::kRecoverStep, static_cast<uint64_t>(step));
-      std::vector<int64_t> drawn =
-          draw_members(static_cast<int64_t>(committee.size()), options.draw, generator);
-      std::vector<double> drawn_acc;
-      for (int64_t k : drawn) drawn_acc.push_back(accuracies[k]);
-      at::Tensor weights = committee_weights(drawn_acc, options.temperature);
-      at::Tensor leaf = x.detach().requires_grad_(true);
-      double ce = 0, stat = 0, acc = 0;  // logged: weighted over members, averaged over crops
-      const double per_crop = 1.0 / static_cast<double>(r.crops);
-      at::Tensor loss = multi_crop_loss(
-          leaf, r.crops, r.crop_min_scale, r.flip, generator, [&](const at::Tensor& view) {
-            at::Tensor view_loss;
-            for (size_t j = 0; j < drawn.size(); ++j) {
-              MemberLoss m = member_loss(committee[drawn[j]], view, y, r.first_multiplier);
-              const double w = weights[static_cast<int64_t>(j)].item<double>();
-              at::Tensor term = (m.ce + m.statistics * r.statistics_weight) * w;
-              view_loss = view_loss.defined() ? view_loss + term : term;
-              ce += per_crop * w * m.ce.item<double>();
-              stat += per_crop * w * m.statistics.item<double>();
-              acc += per_crop * w * m.accuracy;
-            }
-            return view_loss;
-          });
-      if (!std::isfinite(loss.item<double>())) {
-        throw RuntimeFailure("synth recover: non-finite loss at batch " + std::to_string(b) +
-                             ", step " + std::to_string(it));
-      }
-      at::Tensor grad = torch::autograd::grad({loss}, {leaf})[0];
-      {
-        at::NoGradGuard no_grad;
-        const double lr =
-            r.lr * train::lr_multiplier(cosine, static_cast<double>(it), r.iterations);
-        at::Tensor flat = x.view({-1});
-        optimizer->step(flat, grad.reshape({-1}), lr);
-        if (lo.defined()) x.copy_(at::maximum(at::minimum(x, hi), lo));
-      }
-      sum_ce += ce;
-      sum_stat += stat;
-      sum_acc += acc;
-      ++logged;
+      sums.ce += losses.ce;
+      sums.statistics += losses.statistics;
+      sums.accuracy += losses.accuracy;
+      ++summed;
       if ((step + 1) % std::max<int64_t>(1, r.log_every) == 0 || it + 1 == r.iterations) {
-        metrics.log(step + 1, {{"ce", sum_ce / logged},
-                               {"statistics", sum_stat / logged},
-                               {"member_accuracy", sum_acc / logged},
+        metrics.log(step + 1, {{"ce", sums.ce / summed},
+                               {"statistics", sums.statistics / summed},
+                               {"member_accuracy", sums.accuracy / summed},
                                {"batch", static_cast<double>(b)}});
-        sum_ce = sum_stat = sum_acc = 0;
-        logged = 0;
+        sums = StepLosses{};
+        summed = 0;
       }
       char status[96];
       std::snprintf(status, sizeof status, "batch %lld/%lld ce %.3f stat %.3f",
-                    static_cast<long long>(b + 1), static_cast<long long>(batches), ce, stat);
+                    static_cast<long long>(b + 1), static_cast<long long>(run.batches()),
+                    losses.ce, losses.statistics);
       bar.update(step + 1, status);
-      const bool last_of_batch = it + 1 == r.iterations;
-      if (interrupt_requested()) {
-        last_of_batch ? save_checkpoint(b + 1, 0) : save_checkpoint(b, it + 1);
+      const bool interrupted = interrupt_requested();
+      run.advance(b, it + 1,
+                  interrupted || it + 1 == r.iterations ||
+                      (r.checkpoint_every > 0 && (it + 1) % r.checkpoint_every == 0));
+      if (interrupted) {
         throw Interrupted("synth recover interrupted at step " + std::to_string(step + 1) +
                           "; checkpoint saved, continue with --resume");
-      }
-      if (last_of_batch) {
-        optimizer = train::Optimizer::make(adam);  // every batch is its own optimisation
-        save_checkpoint(b + 1, 0);
-      } else if (r.checkpoint_every > 0 && (it + 1) % r.checkpoint_every == 0) {
-        save_checkpoint(b, it + 1);
       }
     }
   }
   bar.finish();
-  if (parallel) {
-    // Each rank holds its batches: zero the others' and sum.
-    at::Tensor mine = at::zeros({n}, at::kBool);
-    for (int64_t b = 0; b < batches; ++b) {
-      if (dist::owns_item(*group, b))
-        mine.narrow(0, b * per_batch, std::min(per_batch, n - b * per_batch)).fill_(true);
-    }
-    at::Tensor assembled = images * mine.to(images.device()).view({-1, 1, 1, 1}).to(images.dtype());
-    group->wait_for_peers("recovered batches");  // uneven shares: the last batch may be short
-    group->all_reduce(assembled, dist::Reduce::kSum);
-    images = assembled;
-  }
+  run.gather_batches();
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
-
-  eval::SyntheticSet set;
-  set.images = images.cpu();
-  set.labels = labels.cpu();
-  set.num_classes = classes;
-  set.mean = norm.mean;
-  set.std = norm.std;
-  set.zca_eps = norm.zca ? norm.zca->eps() : 0.0;
-  set.dataset = dataset_name;
-  set.method = "committee-recover";
-  if (!writer) return set;
-  eval::save_synthetic_set(out + "/syn.pt", set);
-  eval::save_set_grid(out + "/grid.png", set, norm.zca.get());
-
-  // How each member classifies the finished set (un-augmented): the images were optimised for it.
-  nlohmann::json results;
-  results["images"] = n;
-  results["ipc"] = r.ipc;
-  results["steps"] = total_steps - (start_batch * r.iterations + start_iteration);
-  results["seconds"] = seconds;
-  results["images_per_s"] = seconds > 0 ? static_cast<double>(n) * (results["steps"].get<double>() /
-                                                                    total_steps) / seconds
-                                        : 0.0;
-  results["peak_rss_mib"] = peak_rss_mib();
-  nlohmann::json members = nlohmann::json::array();
-  {
-    at::NoGradGuard no_grad;
-    for (const auto& m : committee) {
-      at::Tensor logits = m.teacher.forward(images);
-      members.push_back({{"arch", m.options.model.arch},
-                         {"val_accuracy", m.options.val_accuracy},
-                         {"accuracy_on_set",
-                          logits.argmax(1).eq(labels).to(at::kFloat).mean().item<double>()}});
-    }
-  }
-  results["members"] = members;
-  io::write_file_atomic(out + "/results.json", results.dump(2) + "\n");
+  eval::SyntheticSet set = run.finished_set(dataset_name);
+  if (run.writer()) run.write_results(set, seconds, run.total_steps() - first_step);
   return set;
 }
 

@@ -37,31 +37,44 @@ struct RecoverOptions {
   int64_t log_every = 10;
 
   void visit(config::Visitor& v) {
-    v.field("ipc", ipc, "synthetic images per class");
-    v.field("iterations", iterations, "optimisation steps per batch of images");
+    v.field("ipc", ipc, "synthetic images per class",
+            config::Range::at_least(1));
+    v.field("iterations", iterations, "optimisation steps per batch of images",
+            config::Range::at_least(1));
     v.field("batch_ipc", batch_ipc,
-            "images per class optimised together (a class-balanced batch; 0 = all at once)");
+            "images per class optimised together (a class-balanced batch; 0 = all at once)",
+            config::Range::at_least(0));
     v.choice("init", init,
              "initial images: noise (N(0,1) in normalized space), real "
              "(class-balanced random real images) or kmeans (per class, the real images nearest "
              "to k-means centroids in the best committee member's penultimate features)",
              {"noise", "real", "kmeans"});
     v.field("kmeans_iterations", kmeans_iterations,
-            "init kmeans: at most this many Lloyd iterations (after k-means++ seeding)");
-    v.field("lr", lr, "Adam learning rate on the (normalized) pixels, cosine-decayed to 0");
-    v.field("beta1", beta1, "Adam first-moment decay (SRe2L: 0.5)");
-    v.field("beta2", beta2, "Adam second-moment decay (SRe2L: 0.9)");
+            "init kmeans: at most this many Lloyd iterations (after k-means++ seeding)",
+            config::Range::at_least(0));
+    v.field("lr", lr, "Adam learning rate on the (normalized) pixels, cosine-decayed to 0",
+            config::Range::at_least(0));
+    v.field("beta1", beta1, "Adam first-moment decay (SRe2L: 0.5)",
+            config::Range::from_below(0, 1));
+    v.field("beta2", beta2, "Adam second-moment decay (SRe2L: 0.9)",
+            config::Range::from_below(0, 1));
     v.field("statistics_weight", statistics_weight,
-            "weight of the statistics term (BN running statistics, or real feature statistics)");
-    v.field("first_multiplier", first_multiplier, "extra weight of the first layer's statistics");
+            "weight of the statistics term (BN running statistics, or real feature statistics)",
+            config::Range::at_least(0));
+    v.field("first_multiplier", first_multiplier, "extra weight of the first layer's statistics",
+            config::Range::at_least(0));
     v.field("crop_min_scale", crop_min_scale,
-            "random-resized-crop: smallest area fraction (1 = no crop)");
+            "random-resized-crop: smallest area fraction (1 = no crop)",
+            config::Range::above_up_to(0, 1));
     v.field("crops", crops,
             "multi-crop: random-resized crops (+ flips) of the batch per step, each scored by the "
-            "drawn members, losses averaged (1 = one crop per step)");
+            "drawn members, losses averaged (1 = one crop per step)",
+            config::Range::at_least(1));
     v.field("flip", flip, "random horizontal flip between steps");
-    v.field("checkpoint_every", checkpoint_every, "steps between checkpoints (0 = only per batch)");
-    v.field("log_every", log_every, "steps between metrics.jsonl lines");
+    v.field("checkpoint_every", checkpoint_every, "steps between checkpoints (0 = only per batch)",
+            config::Range::at_least(0));
+    v.field("log_every", log_every, "steps between metrics.jsonl lines",
+            config::Range::at_least(1));
   }
 };
 
@@ -75,12 +88,15 @@ struct RelabelOptions {
   void visit(config::Visitor& v) {
     v.field("syn", syn, "set to relabel (.pt from synth recover, mtt or subset)");
     v.field("T", T, "temperature of the members' softened outputs; evaluate with "
-            "eval.train.label_temperature set to the same value");
+            "eval.train.label_temperature set to the same value",
+            config::Range::above(0));
     v.field("views", views,
             "FKD-style: also store this many random-resized-crop + flip views per image with the "
             "committee's soft label of each; `distill eval` then trains epoch e on view e % views "
-            "(instead of eval.augment). 0 = off");
-    v.field("view_min_scale", view_min_scale, "views: smallest crop area fraction");
+            "(instead of eval.augment). 0 = off",
+            config::Range::at_least(0));
+    v.field("view_min_scale", view_min_scale, "views: smallest crop area fraction",
+            config::Range::above_up_to(0, 1));
     v.field("view_flip", view_flip, "views: random horizontal flips");
   }
 };
@@ -106,9 +122,11 @@ struct SynthOptions {
 
   void visit(config::Visitor& v) {
     v.field("committee", committee, "committee manifest written by `distill committee train`");
-    v.field("draw", draw, "recover: members drawn at random per step");
+    v.field("draw", draw, "recover: members drawn at random per step",
+            config::Range::at_least(1));
     v.field("temperature", temperature,
-            "voting weights softmax(val_accuracy / temperature), accuracies as fractions");
+            "voting weights softmax(val_accuracy / temperature), accuracies as fractions",
+            config::Range::above(0));
     v.section("recover", recover);
     v.section("relabel", relabel);
     v.section("export", export_set);

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "src/config/config_io.h"
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 #include "src/dist/process_group.h"
@@ -55,12 +56,7 @@ void train_experts(const ExpertOptions& options, const data::Dataset& train,
                    bool progress, const dist::ProcessGroup* group) {
   const dist::ProcessGroup single;
   const dist::ProcessGroup& ranks = group ? *group : single;
-  if (options.num_experts < 1) {
-    throw Error("experts.num_experts must be >= 1, found " + std::to_string(options.num_experts));
-  }
-  if (options.save_interval < 1) {
-    throw Error("experts.save_interval must be >= 1, found " + std::to_string(options.save_interval));
-  }
+  config::check(options, "experts");  // the declared ranges and rules (ExpertOptions)
   auto [begin, end] = parse_range(options.range, options.num_experts);
   io::make_dirs(folder);
   auto model = models::make_model(options.model, train.channels(), train.height(), train.num_classes);

@@ -38,9 +38,10 @@ struct ExpertOptions {
     train.checkpoint_every = 0;
   }
   void visit(config::Visitor& v) {
-    v.field("num_experts", num_experts, "experts in the whole buffer");
+    v.field("num_experts", num_experts, "experts in the whole buffer", config::Range::at_least(1));
     v.field("range", range, "\"begin:end\": train only these expert indices (sharding; \"\" = all)");
-    v.field("save_interval", save_interval, "experts per replay_buffer_N.pt file (reference layout)");
+    v.field("save_interval", save_interval, "experts per replay_buffer_N.pt file (reference layout)",
+            config::Range::at_least(1));
     v.section("model", model);
     v.section("train", train);
     v.section("augment", augment);

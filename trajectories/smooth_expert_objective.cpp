@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include "src/config/config_io.h"
 #include "src/core/error.h"
 
 namespace distill::trajectories {
@@ -33,14 +34,7 @@ SmoothExpertObjective::SmoothExpertObjective(SmoothingOptions options)
                   std::to_string(scale));
     }
   }
-  if (!(options_.gradient_penalty >= 0)) {
-    throw Error("experts.smoothing.gradient_penalty must be >= 0, found " +
-                std::to_string(options_.gradient_penalty));
-  }
-  if (!(options_.input_gradient_penalty >= 0)) {
-    throw Error("experts.smoothing.input_gradient_penalty must be >= 0, found " +
-                std::to_string(options_.input_gradient_penalty));
-  }
+  config::check(options_, "experts.smoothing");  // the declared ranges (SmoothingOptions)
 }
 
 at::Tensor SmoothExpertObjective::loss(const train::StepContext& step) {

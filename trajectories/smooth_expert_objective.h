@@ -35,10 +35,12 @@ struct SmoothingOptions {
             "later epochs 1; empty = off)");
     v.field("input_gradient_penalty", input_gradient_penalty,
             "AST: weight of the mean over pixels of (||d sum(logits) / d x|| - 1)^2 on the "
-            "un-augmented batch (AST's code: 2; 0 = off)");
+            "un-augmented batch (AST's code: 2; 0 = off)",
+            config::Range::at_least(0));
     v.field("gradient_penalty", gradient_penalty,
             "weight of ||grad_theta CE||^2 added to the expert loss (0 = off; not AST's penalty, "
-            "see input_gradient_penalty)");
+            "see input_gradient_penalty)",
+            config::Range::at_least(0));
   }
 };
 

@@ -34,8 +34,11 @@ struct MttOptions {
   train::AugmentOptions augment;
 
   void visit(config::Visitor& v) {
-    v.field("ipc", ipc, "synthetic images per class");
-    v.field("iterations", iterations, "matching iterations (image updates)");
+    v.field("ipc", ipc, "synthetic images per class",
+            config::Range::at_least(1));
+    v.field("iterations", iterations,
+            "matching iterations (image updates; 0 = write the initial set)",
+            config::Range::at_least(0));
     v.choice("init", init,
              "initial images: real (class-balanced real), real_correct (real images the experts "
              "classify correctly at matching.label_epoch, DATM), kmeans (AST's representative "
@@ -43,18 +46,26 @@ struct MttOptions {
              "0's logits at matching.label_epoch; AST: label_epoch = -1) or noise",
              {"real", "real_correct", "kmeans", "noise"});
     v.field("kmeans_iterations", kmeans_iterations,
-            "init = kmeans: Lloyd iterations at most (after k-means++ seeding)");
+            "init = kmeans: Lloyd iterations at most (after k-means++ seeding)",
+            config::Range::at_least(0));
     v.field("buffer", buffer, "expert trajectories: a folder from `distill experts` or one .pt file");
-    v.field("checkpoint_every", checkpoint_every, "iterations between checkpoints");
-    v.field("snapshot_every", snapshot_every, "iterations between grid/set snapshots (0 = end only)");
-    v.field("max_failures", max_failures, "consecutive non-finite iterations tolerated");
+    v.field("checkpoint_every", checkpoint_every, "iterations between checkpoints",
+            config::Range::at_least(0));
+    v.field("snapshot_every", snapshot_every, "iterations between grid/set snapshots (0 = end only)",
+            config::Range::at_least(0));
+    v.field("max_failures", max_failures, "consecutive non-finite iterations tolerated",
+            config::Range::at_least(1));
     v.field("ema_decay", ema_decay,
-            "FTD: save an exponential moving average of the images with this decay (0 = off)");
+            "FTD: save an exponential moving average of the images with this decay (0 = off)",
+            config::Range::from_below(0, 1));
     v.field("eval_every", eval_every,
             "train students on the current set every N iterations and log their test accuracy "
-            "(eval_accuracy in metrics.jsonl; 0 = off)");
-    v.field("eval_runs", eval_runs, "students per snapshot evaluation (DC protocol, mtt.model)");
-    v.field("eval_epochs", eval_epochs, "epochs of each snapshot student");
+            "(eval_accuracy in metrics.jsonl; 0 = off)",
+            config::Range::at_least(0));
+    v.field("eval_runs", eval_runs, "students per snapshot evaluation (DC protocol, mtt.model)",
+            config::Range::at_least(1));
+    v.field("eval_epochs", eval_epochs, "epochs of each snapshot student",
+            config::Range::at_least(1));
     v.choice("dist_split", dist_split,
              "WORLD_SIZE > 1: split every student step's batch over the ranks in contiguous "
              "parts (batch) or by class (class mod W = rank)",

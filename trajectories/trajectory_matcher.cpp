@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "src/config/config_io.h"
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 #include "src/core/random_streams.h"
@@ -62,38 +63,12 @@ at::Tensor perturb_conv_kernels(const at::Tensor& params, const models::Model& m
 TrajectoryMatcher::TrajectoryMatcher(const models::Model& model, MatchingOptions options,
                                      train::AugmentFn augment)
     : model_(model), options_(std::move(options)), augment_(std::move(augment)) {
-  if (options_.syn_steps < 1) {
-    throw Error("mtt.syn_steps must be >= 1, found " + std::to_string(options_.syn_steps));
-  }
-  if (options_.batch_syn < 0) {
-    throw Error("mtt.batch_syn must be >= 0, found " + std::to_string(options_.batch_syn));
-  }
-  if (!(options_.student_momentum >= 0 && options_.student_momentum < 1)) {
-    throw Error("mtt.matching.student_momentum must lie in [0, 1), found " +
-                std::to_string(options_.student_momentum));
-  }
-  if (options_.intermediate != "none" && options_.expert_epochs < 2) {
-    throw Error("mtt.matching.intermediate = " + options_.intermediate +
-                " needs expert_epochs >= 2 (an expert epoch between the start and the target), "
-                "found expert_epochs " +
-                std::to_string(options_.expert_epochs));
-  }
+  config::check(options_, "mtt.matching");  // the declared ranges and rules (MatchingOptions)
   if (options_.weight_perturbation &&
       std::none_of(model_.param_specs().begin(), model_.param_specs().end(),
                    [](const models::TensorSpec& spec) { return spec.shape.size() == 4; })) {
     throw Error("mtt.matching.weight_perturbation perturbs convolution kernels, and the student '" +
                 model_.arch() + "' has none");
-  }
-  if (options_.intermediate != "none" && options_.syn_steps < options_.expert_epochs) {
-    throw Error("mtt.matching.intermediate = " + options_.intermediate + " needs syn_steps >= " +
-                "expert_epochs (a student step per expert epoch), found syn_steps " +
-                std::to_string(options_.syn_steps) + " and expert_epochs " +
-                std::to_string(options_.expert_epochs));
-  }
-  if (options_.min_start_epoch < 0 || options_.min_start_epoch >= options_.max_start_epoch) {
-    throw Error("mtt.matching: need 0 <= min_start_epoch < max_start_epoch, found " +
-                std::to_string(options_.min_start_epoch) + " and " +
-                std::to_string(options_.max_start_epoch));
   }
 }
 

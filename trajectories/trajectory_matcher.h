@@ -44,22 +44,32 @@ struct MatchingOptions {
   double student_momentum = 0.0;      // heavy-ball momentum of the student's steps (AST: 0.9)
 
   void visit(config::Visitor& v) {
-    v.field("syn_steps", syn_steps, "student steps on the synthetic set per iteration (N)");
-    v.field("expert_epochs", expert_epochs, "expert epochs to match (M)");
+    v.field("syn_steps", syn_steps, "student steps on the synthetic set per iteration (N)",
+            config::Range::at_least(1));
+    v.field("expert_epochs", expert_epochs, "expert epochs to match (M)",
+            config::Range::at_least(1));
     v.field("max_start_epoch", max_start_epoch,
             "start epoch drawn from [min_start_epoch, max_start_epoch) (the window's initial "
-            "upper bound when final_max_start_epoch is set)");
-    v.field("min_start_epoch", min_start_epoch, "lowest start epoch");
+            "upper bound when final_max_start_epoch is set)",
+            config::Range::at_least(1));
+    v.field("min_start_epoch", min_start_epoch, "lowest start epoch",
+            config::Range::at_least(0));
     v.field("final_max_start_epoch", final_max_start_epoch,
-            "DATM: the window's upper bound grows to this (0 = fixed window)");
+            "DATM: the window's upper bound grows to this (0 = fixed window)",
+            config::Range::at_least(0));
     v.field("window_growth_iterations", window_growth_iterations,
             "DATM: iterations over which the upper bound grows (0 = the whole run, so a resumed run "
-            "with another mtt.iterations changes the schedule)");
-    v.field("lr_img", lr_img, "learning rate of the synthetic images (SGD, momentum .5)");
-    v.field("lr_lr", lr_lr, "learning rate of the learnable student lr (SGD, momentum .5)");
-    v.field("lr_teacher", lr_teacher, "initial student learning rate");
+            "with another mtt.iterations changes the schedule)",
+            config::Range::at_least(0));
+    v.field("lr_img", lr_img, "learning rate of the synthetic images (SGD, momentum .5)",
+            config::Range::at_least(0));
+    v.field("lr_lr", lr_lr, "learning rate of the learnable student lr (SGD, momentum .5)",
+            config::Range::at_least(0));
+    v.field("lr_teacher", lr_teacher, "initial student learning rate",
+            config::Range::at_least(0));
     v.field("learn_lr", learn_lr, "learn the student learning rate");
-    v.field("batch_syn", batch_syn, "synthetic images per student step (0 = all of them)");
+    v.field("batch_syn", batch_syn, "synthetic images per student step (0 = all of them)",
+            config::Range::at_least(0));
     v.choice("meta_grad", meta_grad,
              "adjoint: exact gradient by recomputing each step backwards (memory of one step); "
              "unroll: autograd through the whole unrolled run (memory grows with syn_steps); "
@@ -71,8 +81,10 @@ struct MatchingOptions {
              "experts_correct: from the mean logits of the experts that classify the image "
              "correctly (DATM)",
              {"none", "expert", "experts_correct"});
-    v.field("lr_label", lr_label, "learning rate of the soft-label logits (SGD)");
-    v.field("label_momentum", label_momentum, "momentum of the soft-label SGD");
+    v.field("lr_label", lr_label, "learning rate of the soft-label logits (SGD)",
+            config::Range::at_least(0));
+    v.field("label_momentum", label_momentum, "momentum of the soft-label SGD",
+            config::Range::from_below(0, 1));
     v.field("label_epoch", label_epoch,
             "the experts' epoch whose logits initialise soft labels and judge mtt.init = "
             "real_correct: 0 = the end of the start-epoch window, -1 = the last epoch (DATM), "
@@ -83,7 +95,8 @@ struct MatchingOptions {
              {"uniform", "shuffled"});
     v.field("max_loss", max_loss,
             "DATM's threshold: an iteration whose matching loss exceeds it updates nothing "
-            "(0 = off; with intermediate matching the loss includes the intermediate terms)");
+            "(0 = off; with intermediate matching the loss includes the intermediate terms)",
+            config::Range::at_least(0));
     v.field("balanced_inner_loss", balanced_inner_loss,
             "AST: scale the student's loss by a factor of the start epoch s (h = max_start_epoch "
             "/ 2: log5(s - h + 8) from h on, else 1 / log5(h - s + 8)), so early segments take "
@@ -102,7 +115,21 @@ struct MatchingOptions {
     v.field(
         "student_momentum", student_momentum,
         "heavy-ball momentum mu of the student's steps on the synthetic set: b_i = mu b_(i-1) + "
-        "g_i, theta_(i+1) = theta_i - lr b_i (AST's code: 0.9; MTT: 0 = plain SGD)");
+        "g_i, theta_(i+1) = theta_i - lr b_i (AST's code: 0.9; MTT: 0 = plain SGD)",
+        config::Range::from_below(0, 1));
+    v.rule(min_start_epoch < max_start_epoch,
+           "mtt.matching: start epochs are drawn from [min_start_epoch, max_start_epoch), found "
+           "min_start_epoch " + std::to_string(min_start_epoch) + " and max_start_epoch " +
+               std::to_string(max_start_epoch));
+    v.rule(intermediate == "none" || expert_epochs >= 2,
+           "mtt.matching.intermediate = " + intermediate +
+               " needs expert_epochs >= 2 (an expert epoch between the start and the target), "
+               "found expert_epochs " + std::to_string(expert_epochs));
+    v.rule(intermediate == "none" || syn_steps >= expert_epochs,
+           "mtt.matching.intermediate = " + intermediate +
+               " needs syn_steps >= expert_epochs (a student step per expert epoch), found "
+               "syn_steps " + std::to_string(syn_steps) + " and expert_epochs " +
+               std::to_string(expert_epochs));
   }
 };
 

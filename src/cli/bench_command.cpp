@@ -159,6 +159,18 @@ nlohmann::json run_python_json(const std::string& command) {
   return nlohmann::json::parse(output.substr(brace));
 }
 
+// The reference's result, or {"failed": why} when it failed (e.g. killed for memory at a size
+// the C++ side handles): the C++ result is printed either way.
+nlohmann::json python_or_failure(const std::string& command) {
+  try {
+    return run_python_json(command);
+  } catch (const RuntimeFailure& e) {
+    const std::string why = std::string(e.what()).substr(0, std::string(e.what()).find('\n'));
+    std::cerr << "bench: " << why << "; the C++ result is reported without the comparison\n";
+    return {{"failed", why}};
+  }
+}
+
 // `environment` prefixes the command (e.g. glibc malloc tunables for a fairer reference).
 nlohmann::json bench_python(const BenchOptions& b, int64_t threads, const std::string& environment,
                             const c10::Device& device) {
@@ -222,7 +234,7 @@ void run_bench_mtt(const BenchCommandOptions& o, const RunContext& run) {
   int64_t threads = at::get_num_threads();
   nlohmann::json python = nullptr;
   if (!b.python.empty()) {  // first: its peak RSS is its own process's
-    python = run_python_json(
+    python = python_or_failure(
         b.python + " " + m.python_script + " --width " + std::to_string(b.model.width) +
         " --depth " + std::to_string(b.model.depth) + " --ipc " + std::to_string(m.ipc) +
         " --syn-steps " + std::to_string(m.syn_steps) + " --batch-syn " +
@@ -239,7 +251,7 @@ void run_bench_mtt(const BenchCommandOptions& o, const RunContext& run) {
                            {"meta_grad", m.meta_grad}, {"s_per_iter", cpp["s_per_iter"]},
                            {"peak_rss_mib", cpp["peak_rss_mib"]}, {"cpp", cpp},
                            {"python", python}};
-  if (!python.is_null()) {
+  if (!python.is_null() && python.contains("s_per_iter")) {
     result["time_ratio_vs_python"] =
         cpp["s_per_iter"].get<double>() / python["s_per_iter"].get<double>();
     result["peak_rss_ratio_vs_python"] =

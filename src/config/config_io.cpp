@@ -2,6 +2,7 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -514,6 +515,63 @@ std::string help_visit(const std::function<void(Visitor&)>& visit_all) {
   HelpPrinter printer;
   visit_all(printer);
   return printer.text();
+}
+
+namespace {
+
+// Checks the declared ranges, choices and rules of settings filled in code (a library caller's
+// options), with the messages the reader gives.
+class Checker : public Visitor {
+ public:
+  explicit Checker(const std::string& prefix) {
+    if (!prefix.empty()) path_.push_back(prefix);
+  }
+  void field(const char*, int64_t&, const char*) override {}
+  void field(const char*, double&, const char*) override {}
+  void field(const char*, bool&, const char*) override {}
+  void field(const char*, std::string&, const char*) override {}
+  void field(const char*, std::vector<std::string>&, const char*) override {}
+  void field(const char*, std::vector<int64_t>&, const char*) override {}
+  void field(const char*, std::vector<double>&, const char*) override {}
+  void choice(const char* name, std::string& value, const char*,
+              const std::vector<std::string>& choices) override {
+    if (std::find(choices.begin(), choices.end(), value) != choices.end()) return;
+    std::string list;
+    for (const auto& c : choices) list += (list.empty() ? "" : ", ") + c;
+    throw Error("key '" + join(path_, name) + "' expects one of {" + list + "}, found \"" + value +
+                "\"");
+  }
+  void rule(bool holds, const std::string& message) override {
+    if (!holds) throw Error("settings: " + message);
+  }
+  void item_list(const char* name, const ItemList& items, const char*) override {
+    for (size_t i = 0; i < items.size(); ++i) {
+      path_.push_back(std::string(name) + "[" + std::to_string(i) + "]");
+      items.visit(i, *this);
+      path_.pop_back();
+    }
+  }
+
+ protected:
+  void enter(const char* name) override { path_.push_back(name); }
+  void leave() override { path_.pop_back(); }
+  void check_range(const char* name, double value, const Range& range) override {
+    if (range.contains(value)) return;
+    std::ostringstream found;
+    found << value;
+    throw Error("key '" + join(path_, name) + "' must be " + range.text() + ", found " +
+                found.str());
+  }
+
+ private:
+  std::vector<std::string> path_;
+};
+
+}  // namespace
+
+void check_visit(const std::string& prefix, const std::function<void(Visitor&)>& visit_all) {
+  Checker checker(prefix);
+  visit_all(checker);
 }
 
 }  // namespace detail

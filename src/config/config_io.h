@@ -46,6 +46,13 @@ std::string dump(Options& options);
 template <class Options>
 std::string help(Options& options);
 
+// Checks settings filled in code (not read from a file) against their declared ranges, choices
+// and rules, with the reader's messages: what a library entry point calls on the options it is
+// given, so every rule is written once, next to its setting. `prefix` names the section in
+// messages ("mtt.matching").
+template <class Options>
+void check(const Options& options, const std::string& prefix);
+
 // Closest candidate by edit distance, or "" when none is close.
 std::string closest_match(const std::string& word, const std::vector<std::string>& candidates);
 
@@ -53,6 +60,7 @@ namespace detail {
 void read_visit(const ConfigSource& source, const std::function<void(Visitor&)>& visit_all);
 std::string dump_visit(const std::function<void(Visitor&)>& visit_all);
 std::string help_visit(const std::function<void(Visitor&)>& visit_all);
+void check_visit(const std::string& prefix, const std::function<void(Visitor&)>& visit_all);
 }  // namespace detail
 
 template <class Options>
@@ -63,6 +71,12 @@ void read(const ConfigSource& source, Options& options) {
 template <class Options>
 std::string dump(Options& options) {
   return detail::dump_visit([&](Visitor& v) { options.visit(v); });
+}
+
+template <class Options>
+void check(const Options& options, const std::string& prefix) {
+  Options copy = options;  // visiting needs mutable fields; checking changes none
+  detail::check_visit(prefix, [&](Visitor& v) { copy.visit(v); });
 }
 
 template <class Options>

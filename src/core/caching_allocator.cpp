@@ -113,6 +113,11 @@ CachingCpuAllocator::Stats CachingCpuAllocator::stats() const {
   return stats_;
 }
 
+void CachingCpuAllocator::reset_peak() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.peak_in_use_bytes = stats_.in_use_bytes;
+}
+
 void CachingCpuAllocator::release_idle() const {
   std::lock_guard<std::mutex> lock(mutex_);
   trim_locked(0);

@@ -40,6 +40,8 @@ class CachingCpuAllocator final : public AllocatorCompat {
   c10::DeleterFnPtr raw_deleter() const override { return &CachingCpuAllocator::free_any; }
   Stats stats() const;
   void release_idle() const;  // return every idle block to the OS
+  // Starts a new peak from what is in use now (to measure one computation's peak).
+  void reset_peak() const;
 
  private:
   struct IdleBlock {

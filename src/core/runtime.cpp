@@ -87,6 +87,19 @@ double peak_rss_mib() {
   return 0.0;
 }
 
+MachineMemory machine_memory() {
+  MachineMemory memory;
+  std::ifstream meminfo("/proc/meminfo");
+  std::string line;
+  while (std::getline(meminfo, line)) {  // "MemTotal:       24589456 kB"
+    if (line.rfind("MemTotal:", 0) == 0) memory.total_bytes = std::stod(line.substr(9)) * 1024;
+    if (line.rfind("MemAvailable:", 0) == 0) {
+      memory.available_bytes = std::stod(line.substr(13)) * 1024;
+    }
+  }
+  return memory;
+}
+
 uint64_t mix_seed(uint64_t seed, uint64_t stream, uint64_t index) {
   // splitmix64 over the three words: nearby inputs give unrelated seeds.
   auto mix = [](uint64_t z) {

@@ -23,6 +23,13 @@ void tune_allocator();
 // Peak resident set size of this process in MiB (from /proc/self/status).
 double peak_rss_mib();
 
+// The machine's memory from /proc/meminfo (MemTotal, MemAvailable), in bytes; 0 when unknown.
+struct MachineMemory {
+  double total_bytes = 0;
+  double available_bytes = 0;
+};
+MachineMemory machine_memory();
+
 // A CPU generator seeded from (seed, stream, index) so that every random draw of a run can be
 // recreated from its position alone: resume needs no saved RNG state.
 at::Generator make_generator(uint64_t seed, uint64_t stream = 0, uint64_t index = 0);

@@ -28,12 +28,20 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
   std::string temp = path + ".tmp." + std::to_string(::getpid());
   {
     std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    if (!out) throw RuntimeFailure("cannot write '" + temp + "': " + std::strerror(errno));
+    if (!out) {
+      throw RuntimeFailure("cannot write '" + path + "' (its temporary '" + temp +
+                           "'): " + std::strerror(errno));
+    }
+    errno = 0;
     out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
     out.flush();
     if (!out) {
+      // errno is the failed write's (ENOSPC on a full disk, EDQUOT over a quota, EIO).
+      const std::string why = errno != 0 ? std::strerror(errno) : "the write failed";
+      out.close();
       std::remove(temp.c_str());
-      throw RuntimeFailure("writing '" + temp + "' failed (disk full?)");
+      throw RuntimeFailure("cannot write '" + path + "': " + why +
+                           " (disk full?); the earlier file, if any, is unchanged");
     }
   }
   if (std::rename(temp.c_str(), path.c_str()) != 0) {

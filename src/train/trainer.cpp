@@ -14,6 +14,7 @@
 #include "src/dist/differentiable_sum.h"
 #include "src/dist/process_group.h"
 #include "src/io/progress.h"
+#include "src/io/checkpoint.h"
 #include "src/io/tensor_file.h"
 #include "src/core/random_streams.h"
 #include "src/train/autocast_compat.h"
@@ -86,91 +87,63 @@ TrainState Trainer::init_state() const {
   return state;
 }
 
-void Trainer::save_checkpoint(const std::string& path, const TrainState& state) const {
-  io::TensorDict dict = io::make_dict();
-  dict.insert("arch", model_.arch());
-  dict.insert("num_params", model_.num_params());
-  dict.insert("params", state.params.detach().cpu());
-  dict.insert("buffers", state.buffers.cpu());
-  if (state.ema.defined()) dict.insert("ema", state.ema.cpu());
+// The one list of what a training checkpoint holds, for saving and loading alike.
+void Trainer::checkpoint_fields(io::Checkpoint& c, TrainState& state) {
+  c.expect("arch", model_.arch());
+  c.expect("num_params", model_.num_params());
+  c.tensor("params", state.params);
+  c.tensor("buffers", state.buffers);
+  c.tensor("ema", state.ema);
   if (state.aux.defined()) {
-    dict.insert("aux", state.aux.detach().cpu());
-    aux_optimizer_->save_state(dict, "aux_optimizer.");
+    c.tensor("aux", state.aux);
+    c.part("aux_optimizer.", *aux_optimizer_);
   }
-  dict.insert("epoch", state.epoch);
-  dict.insert("batch", state.batch);
-  dict.insert("step", state.step);
-  if (state.batch > 0) {  // mid-epoch (an interrupt): the epoch's sums so far
-    dict.insert("epoch_sums.loss_sum", state.epoch_sums.loss_sum);
-    dict.insert("epoch_sums.seen", state.epoch_sums.seen);
-    dict.insert("epoch_sums.correct", state.epoch_sums.correct);
-    dict.insert("epoch_sums.skipped", state.epoch_sums.skipped);
-  }
-  if (state.loss_scale > 0) {
-    dict.insert("loss_scale", state.loss_scale);
-    dict.insert("loss_scale_good", state.loss_scale_good);
-  }
+  c.integer("epoch", state.epoch);
+  c.integer("batch", state.batch);
+  c.integer("step", state.step);
+  // Mid-epoch (an interrupt): the epoch's sums so far.
+  c.real("epoch_sums.loss_sum", state.epoch_sums.loss_sum);
+  c.integer("epoch_sums.seen", state.epoch_sums.seen);
+  c.integer("epoch_sums.correct", state.epoch_sums.correct);
+  c.integer("epoch_sums.skipped", state.epoch_sums.skipped);
+  c.real("loss_scale", state.loss_scale);
+  c.integer("loss_scale_good", state.loss_scale_good);
   // The last epoch's metrics, so resuming a finished run reports its results instead of nothing.
-  for (const auto& [name, value] : state.last_metrics) dict.insert("metric." + name, value);
-  optimizer_->save_state(dict, "optimizer.");
-  io::save_dict(path, dict);
+  c.reals("metric.", state.last_metrics);
+  c.part("optimizer.", *optimizer_);
+}
+
+void Trainer::save_checkpoint(const std::string& path, const TrainState& state) {
+  io::Checkpoint checkpoint = io::Checkpoint::for_saving();
+  checkpoint_fields(checkpoint, const_cast<TrainState&>(state));  // saving only reads
+  checkpoint.save(path);
 }
 
 TrainState Trainer::load_checkpoint(const std::string& path) {
-  io::TensorDict dict = io::load_dict(path);
-  auto integer = [&](const std::string& key) {
-    if (!dict.contains(key) || !dict.at(key).isInt()) {
-      throw Error("checkpoint '" + path + "': missing integer '" + key + "'");
-    }
-    return dict.at(key).toInt();
-  };
-  std::string arch = dict.contains("arch") ? dict.at("arch").toStringRef() : "?";
-  if (arch != model_.arch() || integer("num_params") != model_.num_params()) {
+  io::Checkpoint checkpoint = io::Checkpoint::for_loading(path);
+  const io::TensorDict& dict = checkpoint.dict();
+  // The model first, with both sides named (the fields would name only the first difference).
+  const std::string arch = dict.contains("arch") && dict.at("arch").isString()
+                               ? dict.at("arch").toStringRef()
+                               : std::string("?");
+  const int64_t num_params =
+      dict.contains("num_params") && dict.at("num_params").isInt() ? dict.at("num_params").toInt() : -1;
+  if (arch != model_.arch() || num_params != model_.num_params()) {
     throw Error("checkpoint '" + path + "' holds a '" + arch + "' with " +
-                std::to_string(integer("num_params")) + " parameters, the config builds a '" +
+                std::to_string(num_params) + " parameters, the config builds a '" +
                 model_.arch() + "' with " + std::to_string(model_.num_params()));
   }
-  TrainState state;
-  state.params = io::get_tensor(dict, "params", path).clone();
-  state.buffers = io::get_tensor(dict, "buffers", path).clone();
-  if (dict.contains("ema")) state.ema = io::get_tensor(dict, "ema", path).clone();
-  const TrainState fresh = init_state();  // what the objective expects of aux
-  const int64_t aux_expected = fresh.aux.defined() ? fresh.aux.numel() : 0;
-  const int64_t aux_found = dict.contains("aux") ? io::get_tensor(dict, "aux", path).numel() : 0;
+  TrainState state = init_state();  // its defined tensors are the fields expected
+  const int64_t aux_expected = state.aux.defined() ? state.aux.numel() : 0;
+  const int64_t aux_found =
+      dict.contains("aux") ? io::get_tensor(dict, "aux", path).numel() : 0;
   if (aux_found != aux_expected) {
     throw Error("checkpoint '" + path + "' holds " + std::to_string(aux_found) +
                 " auxiliary (loss) parameters, the configured objective has " +
                 std::to_string(aux_expected));
   }
-  if (aux_found > 0) {
-    state.aux = io::get_tensor(dict, "aux", path).clone();
-    aux_optimizer_->load_state(dict, "aux_optimizer.");
-  }
-  state.epoch = integer("epoch");
-  state.batch = integer("batch");
-  state.step = integer("step");
-  // Checkpoints written before the sums were kept resume with the batches after the resume only.
-  if (state.batch > 0 && dict.contains("epoch_sums.loss_sum") &&
-      dict.at("epoch_sums.loss_sum").isDouble()) {
-    state.epoch_sums.loss_sum = dict.at("epoch_sums.loss_sum").toDouble();
-    state.epoch_sums.seen = integer("epoch_sums.seen");
-    state.epoch_sums.correct = integer("epoch_sums.correct");
-    state.epoch_sums.skipped = integer("epoch_sums.skipped");
-  }
-  if (dict.contains("loss_scale") && dict.at("loss_scale").isDouble()) {
-    state.loss_scale = dict.at("loss_scale").toDouble();
-    state.loss_scale_good = integer("loss_scale_good");
-  }
-  for (const auto& entry : dict) {
-    const std::string& key = entry.key().toStringRef();
-    if (key.rfind("metric.", 0) == 0 && entry.value().isDouble()) {
-      state.last_metrics[key.substr(7)] = entry.value().toDouble();
-    }
-  }
-  if (dict.contains("best_test_accuracy")) {  // checkpoints written before the metric.* keys
-    state.last_metrics["best_test_accuracy"] = dict.at("best_test_accuracy").toDouble();
-  }
-  optimizer_->load_state(dict, "optimizer.");
+  if (!dict.contains("ema")) state.ema = at::Tensor();  // ema_decay set after the run began
+  checkpoint_fields(checkpoint, state);
   return state;
 }
 

@@ -18,6 +18,10 @@ namespace distill::dist {
 class ProcessGroup;
 }
 
+namespace distill::io {
+class Checkpoint;
+}
+
 namespace distill::train {
 
 // Cross-entropy for class ids (int64 N); for soft labels (float N,K rows of probabilities) the
@@ -188,7 +192,7 @@ class Trainer {
   TrainState init_state() const;
   // Reads a checkpoint written by this trainer; Error when it belongs to another model.
   TrainState load_checkpoint(const std::string& path);
-  void save_checkpoint(const std::string& path, const TrainState& state) const;
+  void save_checkpoint(const std::string& path, const TrainState& state);
 
   // Runs the remaining epochs of `state`. Returns the final metrics (train loss, test accuracy,
   // best test accuracy when eval_every > 0). Throws RuntimeFailure on a non-finite loss and
@@ -197,6 +201,8 @@ class Trainer {
                                     const at::Tensor& targets);
 
  private:
+  // What a checkpoint holds (io::Checkpoint: one list for saving and loading).
+  void checkpoint_fields(io::Checkpoint& checkpoint, TrainState& state);
   // fit() is a driver over these: one call's fixed setup, one step, one epoch's end.
   struct FitSetup;
   struct StepBatch;

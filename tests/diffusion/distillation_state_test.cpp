@@ -66,14 +66,13 @@ DistillationState expect_resume_equals_straight(const Runner& run, const at::Ten
     control.on_step = [&](int64_t, int64_t, double) { ++done; };
     control.stop_requested = [&] { return done == stop; };
     control.on_checkpoint = [&](const DistillationState& s) {
-      io::TensorDict dict = io::make_dict();
-      write_state(dict, s);
-      io::save_dict(file, dict);
+      io::save_checkpoint(file, s);
       ++checkpoints;
     };
     EXPECT_THROW(run(first, control), Interrupted) << stop;
     EXPECT_GE(checkpoints, 1);
-    DistillationState resumed = read_state(io::load_dict(file), file);
+    DistillationState resumed;
+    io::load_checkpoint(file, resumed);
     int64_t rest = 0;
     LoopControl after;
     after.on_step = [&](int64_t, int64_t, double) { ++rest; };
@@ -169,13 +168,17 @@ TEST(DistillationResume, StateOfAnotherShapeOrStageIsAnError) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("one stage"), std::string::npos) << e.what();
   }
+  testing::TempDir dir;
   io::TensorDict dict = io::make_dict();
   dict.insert("stage", int64_t{0});
+  io::save_dict(dir.file("ck.pt"), dict);
   try {
-    read_state(dict, "ck.pt");
+    DistillationState partial;
+    io::load_checkpoint(dir.file("ck.pt"), partial);
     FAIL() << "no error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("'ck.pt': missing integer 'iteration'"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("ck.pt': missing an integer 'iteration'"),
+              std::string::npos)
         << e.what();
   }
 }

@@ -321,7 +321,7 @@ TEST_F(SynthCli, BadInputIsOneLineWithExit2BeforeAnyWork) {
            "--set eval.ipc=1 --set committee_labels.committee=" + manifest_,
        "3 classes, the data has 4"},
       {recover + "--committee " + manifest_ + " --set synth.recover.crops=0",
-       "synth.recover.crops must be >= 1, found 0"},
+       "key 'synth.recover.crops' must be >= 1, found 0"},
       {"synth relabel " + tiny_flags(data_) + "--committee " + manifest_ + " --syn " +
            dir_.file("other_norm/syn.pt"),
        "is normalized with mean [0.500000], std [0.500000], but the committee"},

@@ -416,6 +416,18 @@ TEST(Recover, InterruptedAndResumedRunEqualsUninterruptedRun) {
   EXPECT_GE(straight.images.min().item<double>(), -2.0 - 1e-6);
   EXPECT_LE(straight.images.max().item<double>(), 2.0 + 1e-6);
   EXPECT_TRUE(at::equal(eval::load_synthetic_set(dir.file("a/syn.pt")).images, straight.images));
+  // Resumed before its first checkpoint (killed at start-up): it starts again, same result.
+  eval::SyntheticSet restarted =
+      recover_images(o, committee, train, norm, "toy", 5, dir.file("c"), true, false, at::kCPU);
+  EXPECT_TRUE(at::equal(restarted.images, straight.images));
+  // A checkpoint of other settings (more images) is refused, naming the shapes.
+  o.recover.ipc = 3;
+  EXPECT_EQ(testing::error_of([&] {
+              recover_images(o, committee, train, norm, "toy", 5, dir.file("b"), true, false,
+                             at::kCPU);
+            }),
+            "checkpoint '" + dir.file("b") + "/checkpoint.pt': 'images' has shape [6, 1, 8, 8], "
+            "the settings make [9, 1, 8, 8]; resume with the settings the run was started with");
 }
 
 TEST(Recover, StoredViewsReplayTheSameCropAndLabel) {

@@ -393,7 +393,7 @@ TEST(TrajectoryMatcher, IntermediateMatchingGradientsMatchUnrollAndFiniteDiffere
   one.expert_epochs = 1;
   one.intermediate = "adaptive";
   EXPECT_EQ(testing::error_of([&] { TrajectoryMatcher m(*c.model, one, dsa()); }),
-            "mtt.matching.intermediate = adaptive needs expert_epochs >= 2 (an expert epoch "
+            "settings: mtt.matching.intermediate = adaptive needs expert_epochs >= 2 (an expert epoch "
             "between the start and the target), found expert_epochs 1");
   // Fewer student steps than expert epochs leave no step for an intermediate target.
   MatchingOptions o = small_options("adjoint");
@@ -445,7 +445,7 @@ TEST(TrajectoryMatcher, StudentMomentumGradientsMatchUnrollAndFiniteDifferences)
   MatchingOptions bad = small_options("adjoint");
   bad.student_momentum = 1.0;
   EXPECT_EQ(testing::error_of([&] { TrajectoryMatcher m(*c.model, bad, dsa()); }),
-            "mtt.matching.student_momentum must lie in [0, 1), found 1.000000");
+            "key 'mtt.matching.student_momentum' must be in [0, 1), found 1");
 }
 
 }  // namespace

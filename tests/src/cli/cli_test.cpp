@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -510,6 +511,21 @@ TEST(Cli, ExpertsThenMttAndMttResumeEqualsAStraightRun) {
   EXPECT_EQ(lines, 4);  // iterations 1-2 from the first run, 3-4 from the resumed one
   EXPECT_TRUE(std::filesystem::exists(dir.file("straight/grid.png")));
 
+  // Killed after a snapshot (syn.pt) but before its first checkpoint: --resume has nothing to
+  // continue from, says so and starts again, ending as the straight run does.
+  ASSERT_EQ(distill_cli(mtt + "--iterations 4 --set mtt.snapshot_every=1 --out " +
+                        dir.file("early")).exit_code, 0);
+  std::filesystem::remove(dir.file("early/checkpoint.pt"));
+  ASSERT_TRUE(std::filesystem::exists(dir.file("early/syn.pt")));
+  CommandResult restarted = distill_cli(mtt + "--iterations 4 --set mtt.snapshot_every=1 "
+                                        "--resume --out " + dir.file("early"));
+  ASSERT_EQ(restarted.exit_code, 0) << restarted.output;
+  EXPECT_TRUE(contains(restarted.output, "no checkpoint in '" + dir.file("early") +
+                                             "' yet: starting from the beginning"))
+      << restarted.output;
+  EXPECT_TRUE(at::equal(io::get_tensor(a, "images", "a"),
+                        io::get_tensor(io::load_dict(dir.file("early/syn.pt")), "images", "c")));
+
   // DATM soft labels + growing window with FTD's image EMA: all their state survives --resume.
   std::string successors = mtt + "--set mtt.matching.soft_labels=expert --set mtt.ema_decay=0.5 "
                                  "--set mtt.matching.max_start_epoch=1 "
@@ -536,6 +552,38 @@ TEST(Cli, ExpertsThenMttAndMttResumeEqualsAStraightRun) {
   std::string line, last;
   while (std::getline(datm_metrics, line)) last = line;
   EXPECT_TRUE(contains(last, "\"window_end\":3")) << last;  // grown from 1 to 3 by the end
+}
+
+// An unrolled meta-gradient whose graph cannot fit is refused at start, with the measured
+// estimate and the machine's memory, instead of allocating until the machine gives up (issue 24).
+TEST(Cli, MttRefusesAnUnrollThatCannotFitInMemory) {
+  DISTILL_REQUIRE_TOOL(
+      std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
+      "Fashion-MNIST (Debian dataset-fashion-mnist)");
+  TempDir dir;
+  const std::string common = " --seed 1 --threads 1 --no-progress --set data.train_limit=200 ";
+  CommandResult experts = distill_cli("experts" + common +
+                                      "--set experts.num_experts=1 --set experts.train.epochs=1 "
+                                      "--out " + dir.file("experts"));
+  ASSERT_EQ(experts.exit_code, 0) << experts.output;
+  const std::string mtt = "mtt" + common + "--buffer " + dir.file("experts") +
+                          " --ipc 1 --iterations 1 --set mtt.matching.meta_grad=unroll "
+                          "--set mtt.matching.max_start_epoch=1 --set mtt.matching.expert_epochs=1 ";
+  const auto begin = std::chrono::steady_clock::now();
+  CommandResult huge =
+      distill_cli(mtt + "--set mtt.matching.syn_steps=10000000 --out " + dir.file("huge"));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+  EXPECT_EQ(huge.exit_code, 2) << huge.output;
+  EXPECT_TRUE(contains(huge.output, "mtt.matching.meta_grad = unroll with syn_steps = 10000000 "
+                                    "needs at least "))
+      << huge.output;
+  EXPECT_TRUE(contains(huge.output, "per unrolled step), the machine has ")) << huge.output;
+  EXPECT_LT(seconds, 60) << "the refusal comes before any matching iteration";
+  EXPECT_FALSE(std::filesystem::exists(dir.file("huge/checkpoint.pt")));
+  // One that fits runs (the probe changes nothing of the run).
+  CommandResult fits = distill_cli(mtt + "--set mtt.matching.syn_steps=16 --out " + dir.file("fits"));
+  EXPECT_EQ(fits.exit_code, 0) << fits.output;
 }
 
 // AST end to end: smoothed experts (loss scaling, input-gradient penalty, logged per epoch), then
@@ -840,6 +888,22 @@ TEST(Cli, ResumeOnACommandWithoutCheckpointsIsExit2) {
                                        "` keeps no checkpoint, so there is nothing to resume"))
         << r.output;
   }
+}
+
+// A Python reference that fails (killed for memory at a size the C++ side handles) leaves the
+// C++ result printed, with the failure named, instead of no result at all.
+TEST(Cli, BenchMttReportsTheCppResultWhenThePythonReferenceFails) {
+  CommandResult r = distill_cli(
+      "bench mtt --ipc 1 --syn-steps 2 --batch-syn 10 --iters 1 --set mtt.warmup=0 "
+      "--set bench.model.width=8 --set bench.image_size=8 --set bench.python=/bin/false "
+      "--threads 1 --no-progress");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "bench: the Python reference failed (exit ")) << r.output;
+  const std::string json = r.output.substr(r.output.rfind("{\"arch\""));
+  nlohmann::json result = nlohmann::json::parse(json.substr(0, json.find('\n')));
+  EXPECT_GT(result["s_per_iter"].get<double>(), 0);
+  EXPECT_TRUE(contains(result["python"]["failed"].get<std::string>(), "/bin/false"));
+  EXPECT_FALSE(result.contains("time_ratio_vs_python"));
 }
 
 TEST(Cli, MissingDatasetIsExit2NamingThePath) {

@@ -1,8 +1,10 @@
 // Run folders are safe (issue 24): a finished run is never replaced without --resume or
 // --overwrite, two processes never write one folder, stray arguments are errors, and a run
 // without --out gets a fresh folder of its own.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -35,6 +37,73 @@ std::map<std::string, std::string> snapshot(const std::string& folder) {
 
 std::string tiny_train(const std::string& data) {
   return "train " + tiny_flags(data) + "--set model.width=8 --set model.depth=1 ";
+}
+
+// A small tmpfs of the test's own, for the disk-full and read-only cases (mounting needs root;
+// CI runs as root).
+class SmallFileSystem {
+ public:
+  SmallFileSystem(const std::string& path, const std::string& size) : path_(path) {
+    fs::create_directories(path);
+    mounted_ = testing::run_command("mount -t tmpfs -o size=" + size + " tmpfs " + path +
+                                    " 2>&1").exit_code == 0;
+  }
+  ~SmallFileSystem() {
+    if (mounted_) testing::run_command("umount -l " + path_ + " 2>&1");
+  }
+  bool mounted() const { return mounted_; }
+  bool remount_read_only() const {
+    return testing::run_command("mount -o remount,ro " + path_ + " 2>&1").exit_code == 0;
+  }
+  // Takes every free byte (large writes, then page by page, then byte by byte).
+  void fill(const std::string& file) const {
+    const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ASSERT_GE(fd, 0);
+    for (size_t chunk : {size_t(1) << 16, size_t(4096), size_t(1)}) {
+      const std::string bytes(chunk, 'x');
+      while (::write(fd, bytes.data(), chunk) == static_cast<ssize_t>(chunk)) {
+      }
+    }
+    ::close(fd);
+  }
+
+ private:
+  std::string path_;
+  bool mounted_ = false;
+};
+
+// Disk full or a read-only file system mid-way: a clear error naming the file and the cause, no
+// temporary left behind, the earlier run's files byte for byte as they were (issue 24).
+TEST(RunFolderCli, DiskFullOrReadOnlyLeavesTheEarlierRunIntact) {
+  TempDir dir;
+  SmallFileSystem small(dir.file("small"), "4m");
+  DISTILL_REQUIRE_TOOL(small.mounted(), "permission to mount a tmpfs (root; CI runs as root)");
+  const std::string data = write_tiny_dataset(dir);
+  const std::string out = dir.file("small/run");
+  ASSERT_EQ(distill_cli(tiny_train(data) + "--epochs 1 --out " + out).exit_code, 0);
+  // The lock file names its holder (pid, host): every other byte must stay.
+  auto run_files = [&] {
+    auto files = snapshot(out);
+    files.erase(out + "/.distill.lock");
+    return files;
+  };
+  const auto before = run_files();
+  small.fill(dir.file("small/filler"));
+  CommandResult full = distill_cli(tiny_train(data) + "--epochs 2 --resume --out " + out);
+  EXPECT_EQ(full.exit_code, 1) << full.output;
+  EXPECT_TRUE(contains(full.output, "cannot write '" + out + "/")) << full.output;
+  EXPECT_TRUE(contains(full.output, "No space left on device (disk full?); the earlier file, if "
+                                    "any, is unchanged"))
+      << full.output;
+  EXPECT_TRUE(run_files() == before) << "a full disk changed the run";
+
+  fs::remove(dir.file("small/filler"));
+  ASSERT_TRUE(small.remount_read_only());
+  CommandResult read_only = distill_cli(tiny_train(data) + "--epochs 2 --resume --out " + out);
+  EXPECT_NE(read_only.exit_code, 0) << read_only.output;
+  EXPECT_TRUE(contains(read_only.output, "Read-only file system")) << read_only.output;
+  EXPECT_TRUE(contains(read_only.output, out)) << read_only.output;
+  EXPECT_TRUE(run_files() == before) << "a read-only file system changed the run";
 }
 
 TEST(RunFolderCli, AFinishedRunIsReplacedOnlyWithOverwrite) {
@@ -211,6 +280,17 @@ TEST(RunFolderCli, BadSettingsAreRefusedBeforeAnyDataIsRead) {
       {"diffusion train --threads -1", "key 'run.threads' must be >= 0, found -1"},
       {"diffusion distill --threads -1", "key 'run.threads' must be >= 0, found -1"},
       {"import --threads -1", "key 'run.threads' must be >= 0, found -1"},
+      {"mtt --set mtt.ema_decay=2", "key 'mtt.ema_decay' must be in [0, 1), found 2"},
+      {"mtt --set mtt.matching.syn_steps=0", "key 'mtt.matching.syn_steps' must be >= 1, found 0"},
+      {"mtt --set mtt.matching.max_loss=-1", "key 'mtt.matching.max_loss' must be >= 0, found -1"},
+      {"mtt --set mtt.matching.min_start_epoch=5 --set mtt.matching.max_start_epoch=5",
+       "settings: mtt.matching: start epochs are drawn from [min_start_epoch, max_start_epoch), "
+       "found min_start_epoch 5 and max_start_epoch 5"},
+      {"experts --set experts.num_experts=0", "key 'experts.num_experts' must be >= 1, found 0"},
+      {"synth recover --draw 0", "key 'synth.draw' must be >= 1, found 0"},
+      {"synth recover --set synth.recover.crop_min_scale=0",
+       "key 'synth.recover.crop_min_scale' must be in (0, 1], found 0"},
+      {"synth relabel --set synth.relabel.T=0", "key 'synth.relabel.T' must be > 0, found 0"},
   };
   for (const auto& [args, message] : cases) {
     CommandResult r = distill_cli(args + nowhere);

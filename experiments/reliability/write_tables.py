@@ -1,0 +1,54 @@
+"""README tables of issue 24's reliability scripts, from their committed results:
+`table:kill-resume` from experiments/results/reliability/kill_resume.json (kill_resume.sh) and
+`table:seeded-outputs` from seeded_outputs_before.json / seeded_outputs_after.json
+(seeded_outputs.sh run before and after a refactor of the loops)."""
+import json
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from readme_tables import write_block  # noqa: E402
+
+RESULTS = pathlib.Path(__file__).resolve().parent.parent / "results" / "reliability"
+
+
+def kill_resume_lines():
+    run = json.loads((RESULTS / "kill_resume.json").read_text())
+    lines = [
+        f"{run['kills_per_command']} kills asked per command; commit {run['commit']}, "
+        f"{run['torch']}, {run['date']} (`experiments/reliability/kill_resume.sh`).",
+        "",
+        "| command | kills | in a write | resumed | cycles | identical | lost | straight run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in run["rows"]:
+        lines.append(
+            f"| {row['command']} | {row['kills']} | {row.get('in_write', 0)} | {row['resumed']} "
+            f"| {row['cycles']} | {row['identical']} | {row['lost']} "
+            f"| {row['straight_ms'] / 1000:.1f} s |")
+    return lines
+
+
+def seeded_outputs_lines():
+    before = json.loads((RESULTS / "seeded_outputs_before.json").read_text())
+    after = json.loads((RESULTS / "seeded_outputs_after.json").read_text())
+    hashes = {(r["command"], r["file"]): r["sha256"] for r in after["outputs"]}
+    lines = [
+        f"Before: commit {before['commit']}; after: commit {after['commit']}"
+        f"{' (with uncommitted changes)' if after['sources_modified'] else ''}; {after['torch']}.",
+        "",
+        "| job | file | SHA-256 (first 16) before | after | identical |",
+        "|---|---|---|---|---|",
+    ]
+    for r in before["outputs"]:
+        now = hashes.get((r["command"], r["file"]), "")
+        lines.append(f"| {r['command']} | `{r['file']}` | `{r['sha256'][:16]}` | `{now[:16]}` "
+                     f"| {'yes' if now == r['sha256'] else '**no**'} |")
+    return lines
+
+
+if __name__ == "__main__":
+    if (RESULTS / "kill_resume.json").exists():
+        write_block("kill-resume", kill_resume_lines())
+    if (RESULTS / "seeded_outputs_after.json").exists():
+        write_block("seeded-outputs", seeded_outputs_lines())
