@@ -8,6 +8,7 @@
 #include "diffusion/noise.h"
 #include "diffusion/noise_schedule.h"
 #include "diffusion/parameterization.h"
+#include "src/config/config_io.h"
 #include "src/core/error.h"
 #include "src/core/random_streams.h"
 
@@ -55,26 +56,6 @@ at::Tensor consistency_loss(const Denoiser& f, const Denoiser& f_target, const O
   return consistency_distance(f(x_next, s_next), target, distance, huber_c).mean();
 }
 
-void validate(const ConsistencyOptions& o) {
-  if (o.discretisation < 2) {
-    throw Error("consistency.discretisation: must be >= 2, found " +
-                std::to_string(o.discretisation));
-  }
-  ScheduleOptions karras;
-  karras.sigma_min = o.sigma_min;
-  karras.sigma_max = o.sigma_max;
-  karras.rho = o.rho;
-  validate(karras, "consistency");
-  if (!(o.ema_decay >= 0 && o.ema_decay < 1)) {
-    throw Error("consistency.ema_decay: must be in [0, 1), found " + std::to_string(o.ema_decay));
-  }
-  if (o.iterations < 1 || o.batch < 1) {
-    throw Error("consistency: iterations and batch must be >= 1, found " +
-                std::to_string(o.iterations) + " and " + std::to_string(o.batch));
-  }
-  consistency_distance(at::zeros({1, 1}), at::zeros({1, 1}), o.distance, o.huber_c);
-}
-
 void consistency_distillation(const Denoiser& teacher, const StudentFactory& student,
                               at::Tensor& params, at::Tensor& target, const TrainingData& data,
                               const ConsistencyOptions& o, at::Generator& generator,
@@ -93,7 +74,7 @@ void consistency_distillation(const Denoiser& teacher, const StudentFactory& stu
 void consistency_distillation(const Denoiser& teacher, const StudentFactory& student,
                               DistillationState& state, const TrainingData& data,
                               const ConsistencyOptions& o, const LoopControl& control) {
-  validate(o);
+  config::check(o, "distill.consistency");  // the declared ranges and rules (ConsistencyOptions)
   if (!data.clean && !data.points) throw Error("consistency distillation: no training data");
   if (state.stage != 0) {
     throw Error("consistency distillation: state at stage " + std::to_string(state.stage) +

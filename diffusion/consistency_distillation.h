@@ -2,6 +2,7 @@
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
+#include <cmath>
 #include <functional>
 #include <string>
 #include <vector>
@@ -58,21 +59,27 @@ struct ConsistencyOptions {
   train::ScheduleOptions lr_schedule = ProgressiveOptions::cosine_decay();
 
   void visit(config::Visitor& v) {
-    v.field("discretisation", discretisation, "N: noise levels of the Karras grid (>= 2)");
-    v.field("sigma_min", sigma_min, "smallest level (f is the identity there)");
-    v.field("sigma_max", sigma_max, "largest level");
-    v.field("rho", rho, "Karras grid warping");
+    v.field("discretisation", discretisation, "N: noise levels of the Karras grid",
+            config::Range::at_least(2));
+    v.field("sigma_min", sigma_min, "smallest level (f is the identity there)",
+            config::Range::above(0));
+    v.field("sigma_max", sigma_max, "largest level", config::Range::above(0));
+    v.field("rho", rho, "Karras grid warping", config::Range::above(0));
+    v.rule(std::isfinite(sigma_max) && sigma_min < sigma_max && std::isfinite(rho),
+           "distill.consistency.sigma_min and sigma_max must be finite with sigma_min < "
+           "sigma_max (an increasing range) and rho finite, found sigma_min = " +
+               std::to_string(sigma_min) + ", sigma_max = " + std::to_string(sigma_max) +
+               ", rho = " + std::to_string(rho));
     v.choice("distance", distance, "d(f, f_target)", {"l2", "pseudo_huber"});
     v.field("huber_c", huber_c, "pseudo_huber: c (<= 0: 0.00054 sqrt(dimensions))");
-    v.field("ema_decay", ema_decay, "mu: decay of the EMA target network");
-    v.field("iterations", iterations, "optimizer steps");
-    v.field("batch", batch, "training points per step");
+    v.field("ema_decay", ema_decay, "mu: decay of the EMA target network",
+            config::Range::from_below(0, 1));
+    v.field("iterations", iterations, "optimizer steps", config::Range::at_least(1));
+    v.field("batch", batch, "training points per step", config::Range::at_least(1));
     v.section("optimizer", optimizer);
     v.section("lr_schedule", lr_schedule);
   }
 };
-
-void validate(const ConsistencyOptions& options);
 
 // Trains the consistency model `student(params)` (params in place) against the teacher's Heun
 // steps; `target` holds the EMA parameters (initialised to params when undefined). The callback

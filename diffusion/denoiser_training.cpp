@@ -26,22 +26,9 @@ namespace {
 }  // namespace
 
 void validate(const DenoiserTrainOptions& o, const std::string& key) {
-  if (o.steps < 1 || o.batch < 1) {
-    throw Error(key + ".steps and " + key + ".batch must be >= 1, found " +
-                std::to_string(o.steps) + " and " + std::to_string(o.batch));
-  }
-  if (!(o.ema_decay >= 0 && o.ema_decay < 1)) {
-    throw Error(key + ".ema_decay must be in [0, 1), found " + std::to_string(o.ema_decay));
-  }
-  if (!(o.p_std > 0) || !std::isfinite(o.p_mean)) {
-    throw Error(key + ".p_std must be > 0 and p_mean finite, found p_mean " +
-                std::to_string(o.p_mean) + ", p_std " + std::to_string(o.p_std));
-  }
-  if (!(o.label_dropout >= 0 && o.label_dropout <= 1)) {
-    throw Error(key + ".label_dropout must be in [0, 1], found " + std::to_string(o.label_dropout));
-  }
-  validate(o.schedule, key + ".schedule");
-  lr_multiplier(o.lr_schedule, 0, 1);  // an unknown schedule name fails here, not mid-run
+  config::check(o, key);  // the declared ranges and rules (DenoiserTrainOptions)
+  // lr_multiplier checks what the schedule does not declare (step_size): fail here, not mid-run.
+  lr_multiplier(o.lr_schedule, 0, 1);
 }
 
 at::Tensor denoiser_loss_weight(const std::string& weighting, const std::string& output,
@@ -104,7 +91,7 @@ DenoiserModel train_denoiser(DenoiserModel model, const DenoiserTrainOptions& o,
                              const at::Tensor& images, const at::Tensor& labels, uint64_t seed,
                              const std::string& out, bool resume, bool progress,
                              std::shared_ptr<const dist::ProcessGroup> group) {
-  validate(o, "train");
+  validate(o, "diffusion.train");
   const int64_t n = images.size(0);
   if (n < 1) throw Error("diffusion train: no training images");
   const bool writer = !group || group->is_main();

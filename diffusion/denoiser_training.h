@@ -2,6 +2,7 @@
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
+#include <cmath>
 #include <memory>
 #include <string>
 
@@ -48,19 +49,23 @@ struct DenoiserTrainOptions {
     return s;
   }
   void visit(config::Visitor& v) {
-    v.field("steps", steps, "optimizer steps");
-    v.field("batch", batch, "training images per step (each epoch is a fresh permutation)");
+    v.field("steps", steps, "optimizer steps", config::Range::at_least(1));
+    v.field("batch", batch, "training images per step (each epoch is a fresh permutation)",
+            config::Range::at_least(1));
     v.section("optimizer", optimizer);
     v.section("lr_schedule", lr_schedule);  // over the steps
     v.field("ema_decay", ema_decay,
             "decay of the EMA weights sampling uses by default (0 = off); step t uses "
-            "min(ema_decay, (1 + t) / (10 + t))");
+            "min(ema_decay, (1 + t) / (10 + t))",
+            config::Range::from_below(0, 1));
     v.choice("sigma_distribution", sigma_distribution,
              "training noise levels: lognormal (EDM: ln s ~ N(p_mean, p_std^2)) or schedule "
              "(t ~ U(0, 1] on `schedule`, as Progressive Distillation trains)",
              {"lognormal", "schedule"});
     v.field("p_mean", p_mean, "lognormal: mean of ln s");
-    v.field("p_std", p_std, "lognormal: standard deviation of ln s");
+    v.field("p_std", p_std, "lognormal: standard deviation of ln s", config::Range::above(0));
+    v.rule(std::isfinite(p_mean),
+           "diffusion.train.p_mean must be finite, found " + std::to_string(p_mean));
     v.section("schedule", schedule);
     v.choice("weighting", weighting,
              "loss weight on ||D - x0||^2: auto (the plain MSE of what the network outputs: EDM's "
@@ -70,14 +75,16 @@ struct DenoiserTrainOptions {
     v.field("class_conditional", class_conditional,
             "unet: condition on the class (labels dropped to the null class with label_dropout)");
     v.field("label_dropout", label_dropout,
-            "class_conditional: probability a training label is replaced by the null class");
+            "class_conditional: probability a training label is replaced by the null class",
+            config::Range::between(0, 1));
     v.field("log_every", log_every, "steps between metrics.jsonl lines");
     v.field("checkpoint_every", checkpoint_every,
             "steps between checkpoints (0 = only at the end)");
   }
 };
 
-// Everything the settings alone can get wrong (before data is read); `key` prefixes the names.
+// Everything the settings alone can get wrong (before data is read): the declared ranges and
+// rules, and the lr schedule's parameters; `key` prefixes the names ("diffusion.train").
 void validate(const DenoiserTrainOptions& options, const std::string& key);
 
 // The loss weight w(s) per item (`output` = precondition.output for auto).

@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 
+#include "src/config/config_io.h"
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 #include "src/io/checkpoint.h"
@@ -50,16 +51,10 @@ DistillationState run_distillation(const Denoiser& teacher, const StudentFactory
     throw Error("distill.method: unknown method '" + o.method +
                 "' (expected progressive or consistency)");
   }
-  if (o.checkpoint_every < 0 || o.log_every < 1) {
-    throw Error("distill: checkpoint_every must be >= 0 and log_every >= 1, found " +
-                std::to_string(o.checkpoint_every) + " and " + std::to_string(o.log_every));
-  }
+  config::check(o, "distill");  // the declared ranges and rules (DistillationRunOptions)
   const bool pd = o.method == "progressive";
-  if (pd) {
-    validate(o.progressive);
-  } else {
-    validate(o.consistency);
-    if (cd_fit_iterations(o) > 0) validate(o.consistency_fit.schedule, "distill.consistency_fit");
+  if (!pd && cd_fit_iterations(o) > 0) {
+    config::check(o.consistency_fit.schedule, "distill.consistency_fit.schedule");
   }
   const std::string checkpoint = out + "/checkpoint.pt";
   DistillationState state;

@@ -7,6 +7,7 @@
 #include "diffusion/consistency_distillation.h"
 #include "diffusion/distillation_state.h"
 #include "diffusion/progressive_distillation.h"
+#include "src/config/options.h"
 #include "src/dist/process_group.h"
 
 namespace distill::diffusion {
@@ -33,6 +34,18 @@ struct DistillationRunOptions {
     o.schedule.name = "karras";
     o.iterations = 0;
     return o;
+  }
+  // The settings a command reads into its distill section; the command sets method and
+  // consistency_fit itself.
+  void visit(config::Visitor& v) {
+    v.field("checkpoint_every", checkpoint_every, "optimizer steps between checkpoints",
+            config::Range::at_least(0));
+    v.field("log_every", log_every, "optimizer steps per metrics.jsonl line",
+            config::Range::at_least(1));
+    v.field("stop_after", stop_after,
+            "> 0: checkpoint and stop after this many steps in all (continue with --resume)");
+    v.section("progressive", progressive);
+    v.section("consistency", consistency);
   }
 };
 

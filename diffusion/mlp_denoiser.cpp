@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include "src/config/config_io.h"
 #include "src/core/error.h"
 
 namespace distill::diffusion {
@@ -10,16 +11,10 @@ MlpDenoiserNet::MlpDenoiserNet(int64_t dim, MlpDenoiserOptions options)
     : dim_(dim), options_(std::move(options)) {
   arch_ = "mlp_denoiser";
   if (dim < 1) throw Error("mlp denoiser: data dimension must be >= 1, found " + std::to_string(dim));
-  if (options_.frequencies < 0) {
-    throw Error("mlp denoiser: frequencies must be >= 0, found " +
-                std::to_string(options_.frequencies));
-  }
+  config::check(options_, "diffusion.model.mlp");  // the declared ranges and rules
   int64_t in = dim + 1 + 2 * options_.frequencies;
   int64_t index = 0;
   for (int64_t width : options_.hidden) {
-    if (width < 1) {
-      throw Error("mlp denoiser: hidden sizes must be >= 1, found " + std::to_string(width));
-    }
     add_linear("layers." + std::to_string(index++), in, width);
     in = width;
   }

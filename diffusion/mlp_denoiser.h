@@ -1,6 +1,9 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <string>
 #include <vector>
 
 #include "diffusion/denoiser.h"
@@ -16,7 +19,13 @@ struct MlpDenoiserOptions {
 
   void visit(config::Visitor& v) {
     v.field("hidden", hidden, "mlp denoiser: hidden layer sizes (SiLU)");
-    v.field("frequencies", frequencies, "mlp denoiser: sin/cos pairs embedding the noise level");
+    const auto empty_layer =
+        std::find_if(hidden.begin(), hidden.end(), [](int64_t width) { return width < 1; });
+    const bool layers_ok = empty_layer == hidden.end();
+    v.rule(layers_ok, "mlp.hidden: every layer size must be >= 1" +
+                          (layers_ok ? "" : ", found " + std::to_string(*empty_layer)));
+    v.field("frequencies", frequencies, "mlp denoiser: sin/cos pairs embedding the noise level",
+            config::Range::at_least(0));
   }
 };
 

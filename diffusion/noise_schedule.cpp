@@ -5,6 +5,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "src/config/config_io.h"
 #include "src/core/error.h"
 
 namespace distill::diffusion {
@@ -17,29 +18,6 @@ std::string num(double x) {
 }
 
 }  // namespace
-
-void validate(const ScheduleOptions& o, const std::string& key) {
-  if (o.name == "karras") {
-    if (!(std::isfinite(o.sigma_min) && std::isfinite(o.sigma_max) && o.sigma_min > 0 &&
-          o.sigma_min < o.sigma_max)) {
-      throw Error(key + ": sigma_min and sigma_max must be finite with 0 < sigma_min < sigma_max "
-                        "(an increasing range), found sigma_min = " + num(o.sigma_min) +
-                  ", sigma_max = " + num(o.sigma_max));
-    }
-    if (!(std::isfinite(o.rho) && o.rho > 0)) {
-      throw Error(key + ".rho: must be a finite number > 0, found " + num(o.rho));
-    }
-  } else if (o.name == "vp_cosine") {
-    if (!(std::isfinite(o.logsnr_min) && std::isfinite(o.logsnr_max) &&
-          o.logsnr_min < o.logsnr_max)) {
-      throw Error(key + ": logsnr_min and logsnr_max must be finite with logsnr_min < logsnr_max "
-                        "(an increasing range), found logsnr_min = " + num(o.logsnr_min) +
-                  ", logsnr_max = " + num(o.logsnr_max));
-    }
-  } else {
-    throw Error(key + ".name: unknown schedule '" + o.name + "' (expected karras or vp_cosine)");
-  }
-}
 
 double vp_cosine_logsnr(double t, double logsnr_min, double logsnr_max) {
   const double b = std::atan(std::exp(-0.5 * logsnr_max));
@@ -59,7 +37,7 @@ double sigma_from_logsnr(double logsnr) { return std::exp(-0.5 * logsnr); }
 double logsnr_from_sigma(double sigma) { return -2.0 * std::log(sigma); }
 
 double schedule_sigma(const ScheduleOptions& o, double t) {
-  validate(o, "schedule");
+  config::check(o, "schedule");  // the declared ranges and rules (ScheduleOptions)
   if (!(t >= 0 && t <= 1)) throw Error("schedule: time must be in [0, 1], found " + num(t));
   if (t == 0) return 0.0;
   if (o.name == "karras") {
@@ -70,7 +48,7 @@ double schedule_sigma(const ScheduleOptions& o, double t) {
 }
 
 at::Tensor schedule_sigma(const ScheduleOptions& o, const at::Tensor& t) {
-  validate(o, "schedule");
+  config::check(o, "schedule");
   if (t.numel() > 0 && !(t.min().item<double>() >= 0 && t.max().item<double>() <= 1)) {
     throw Error("schedule: times must be in [0, 1], found " + num(t.min().item<double>()) +
                 " .. " + num(t.max().item<double>()));
@@ -102,7 +80,7 @@ std::vector<double> karras_grid(int64_t n, double sigma_min, double sigma_max, d
 }
 
 std::vector<double> sampling_sigmas(const ScheduleOptions& o, int64_t steps) {
-  validate(o, "schedule");
+  config::check(o, "schedule");
   if (steps < 1) throw Error("sampler: steps must be >= 1, found " + std::to_string(steps));
   std::vector<double> sigmas;
   if (o.name == "karras") {

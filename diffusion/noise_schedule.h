@@ -1,6 +1,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -26,17 +27,28 @@ struct ScheduleOptions {
              "noise levels a sampler visits: karras (EDM eq. 5) or vp_cosine (Progressive "
              "Distillation's cosine log-SNR, uniform in t)",
              {"karras", "vp_cosine"});
-    v.field("sigma_min", sigma_min, "karras: smallest noise level before the final step to 0");
-    v.field("sigma_max", sigma_max, "karras: largest noise level (where sampling starts)");
-    v.field("rho", rho, "karras: warping of the steps (EDM uses 7)");
+    v.field("sigma_min", sigma_min, "karras: smallest noise level before the final step to 0",
+            config::Range::above(0));
+    v.field("sigma_max", sigma_max, "karras: largest noise level (where sampling starts)",
+            config::Range::above(0));
+    v.field("rho", rho, "karras: warping of the steps (EDM uses 7)", config::Range::above(0));
     v.field("logsnr_min", logsnr_min, "vp_cosine: log-SNR at t = 1 (where sampling starts)");
     v.field("logsnr_max", logsnr_max, "vp_cosine: log-SNR at t = 0 (the network's input range)");
+    // This struct sits under several sections (diffusion.sampler, diffusion.train,
+    // distill.progressive), so the rules name the fields relative to `schedule`.
+    v.rule(name != "karras" ||
+               (std::isfinite(sigma_max) && sigma_min < sigma_max && std::isfinite(rho)),
+           "schedule karras: sigma_min and sigma_max must be finite with sigma_min < sigma_max "
+           "(an increasing range) and rho finite, found sigma_min = " +
+               std::to_string(sigma_min) + ", sigma_max = " + std::to_string(sigma_max) +
+               ", rho = " + std::to_string(rho));
+    v.rule(name != "vp_cosine" ||
+               (std::isfinite(logsnr_min) && std::isfinite(logsnr_max) && logsnr_min < logsnr_max),
+           "schedule vp_cosine: logsnr_min and logsnr_max must be finite with logsnr_min < "
+           "logsnr_max (an increasing range), found logsnr_min = " +
+               std::to_string(logsnr_min) + ", logsnr_max = " + std::to_string(logsnr_max));
   }
 };
-
-// Throws Error naming `key` (e.g. "diffusion.schedule") and the offending values when the
-// ranges are not increasing, not positive or not finite.
-void validate(const ScheduleOptions& options, const std::string& key);
 
 // Progressive Distillation's cosine schedule with the log-SNR clipped to [logsnr_min,
 // logsnr_max]: logsnr(t) = -2 log tan(a t + b), with b = atan(exp(-logsnr_max / 2)) and

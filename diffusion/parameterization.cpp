@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include "src/config/config_io.h"
 #include "src/core/error.h"
 
 namespace distill::diffusion {
@@ -74,10 +75,8 @@ Preconditioning consistency_preconditioning(const at::Tensor& sigma, double sigm
 }
 
 Denoiser precondition(Network network, const PreconditionOptions& o) {
+  config::check(o, "diffusion.model.precondition");  // the declared ranges (PreconditionOptions)
   if (o.output == "edm" || o.output == "consistency") {
-    if (!(o.sigma_data > 0)) {
-      throw Error("precondition.sigma_data: must be > 0, found " + std::to_string(o.sigma_data));
-    }
     const bool consistency = o.output == "consistency";
     return [network, o, consistency](const at::Tensor& x, const at::Tensor& sigma) {
       Preconditioning c = consistency

@@ -56,7 +56,8 @@ struct PreconditionOptions {
              "z = x / sqrt(1 + sigma^2)), edm (EDM preconditioning) or consistency (consistency "
              "model skip/out scalings, f(x, sigma_min) = x)",
              {"eps", "x", "v", "edm", "consistency"});
-    v.field("sigma_data", sigma_data, "edm, consistency: standard deviation of the data");
+    v.field("sigma_data", sigma_data, "edm, consistency: standard deviation of the data",
+            config::Range::above(0));
     v.field("sigma_min", sigma_min, "consistency: the noise level where f is the identity");
   }
 };

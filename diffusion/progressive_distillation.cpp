@@ -7,6 +7,7 @@
 
 #include "diffusion/noise.h"
 #include "diffusion/parameterization.h"
+#include "src/config/config_io.h"
 #include "src/core/error.h"
 #include "src/core/random_streams.h"
 
@@ -30,25 +31,6 @@ at::Tensor progressive_weight(const std::string& weighting, const at::Tensor& s)
   if (weighting == "constant") return at::ones_like(s);
   throw Error("progressive.weighting: unknown weighting '" + weighting +
               "' (expected truncated_snr, snr_plus_one or constant)");
-}
-
-void validate(const ProgressiveOptions& o) {
-  if (o.student_steps < 1) {
-    throw Error("progressive.student_steps: must be >= 1, found " + std::to_string(o.student_steps));
-  }
-  int64_t n = o.teacher_steps;
-  while (n > o.student_steps && n % 2 == 0) n /= 2;
-  if (n != o.student_steps || o.teacher_steps == o.student_steps) {
-    throw Error("progressive: student_steps = " + std::to_string(o.student_steps) +
-                " is not reachable by halving teacher_steps = " + std::to_string(o.teacher_steps) +
-                " (teacher_steps must be student_steps * 2^k, k >= 1)");
-  }
-  if (o.iterations < 1 || o.batch < 1) {
-    throw Error("progressive: iterations and batch must be >= 1, found " +
-                std::to_string(o.iterations) + " and " + std::to_string(o.batch));
-  }
-  validate(o.schedule, "progressive.schedule");
-  progressive_weight(o.weighting, at::ones({1}));
 }
 
 namespace {
@@ -137,7 +119,7 @@ void run_stage(const Denoiser& teacher, const StudentFactory& student, Distillat
 
 void run_fit(const Denoiser& teacher, const StudentFactory& student, DistillationState& state,
              const TrainingData& data, const ProgressiveOptions& o, const LoopControl& control) {
-  validate(o.schedule, "progressive.schedule");
+  config::check(o.schedule, "distill.progressive.schedule");
   auto draw = [&](int64_t n, at::Generator& generator) {
     at::Tensor t = 1 - at::rand({n}, generator, at::TensorOptions().dtype(at::kDouble));  // (0, 1]
     return schedule_sigma(o.schedule, t).to(state.params.scalar_type());
@@ -221,11 +203,7 @@ int64_t completed_iterations(const ProgressiveOptions& o, const DistillationStat
 void progressive_distillation(const Denoiser& teacher, const StudentFactory& student,
                               DistillationState& state, const TrainingData& data,
                               const ProgressiveOptions& o, const LoopControl& control) {
-  validate(o);
-  if (o.fit_iterations < 0) {
-    throw Error("progressive.fit_iterations: must be >= 0, found " +
-                std::to_string(o.fit_iterations));
-  }
+  config::check(o, "distill.progressive");  // the declared ranges and rules (ProgressiveOptions)
   const int64_t stages = stage_count(o);
   if (state.stage < 0 || state.stage > stages) {
     throw Error("progressive distillation: state at stage " + std::to_string(state.stage) +

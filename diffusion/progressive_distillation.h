@@ -59,22 +59,33 @@ struct ProgressiveOptions {
   }
   void visit(config::Visitor& v) {
     v.field("teacher_steps", teacher_steps, "sampling steps of the first teacher (halved per stage)");
-    v.field("student_steps", student_steps, "steps of the final student (teacher_steps / 2^k)");
-    v.field("iterations", iterations, "optimizer steps per halving stage");
+    v.field("student_steps", student_steps, "steps of the final student (teacher_steps / 2^k)",
+            config::Range::at_least(1));
+    v.rule(reachable_by_halving(),
+           "distill.progressive: student_steps = " + std::to_string(student_steps) +
+               " is not reachable by halving teacher_steps = " + std::to_string(teacher_steps) +
+               " (teacher_steps must be student_steps * 2^k, k >= 1)");
+    v.field("iterations", iterations, "optimizer steps per halving stage",
+            config::Range::at_least(1));
     v.field("fit_iterations", fit_iterations,
             "> 0: first fit the student to the teacher's denoiser for this many steps (for "
-            "teachers that are not a network of the student's shape, e.g. exact ones)");
-    v.field("batch", batch, "training points per step");
+            "teachers that are not a network of the student's shape, e.g. exact ones)",
+            config::Range::at_least(0));
+    v.field("batch", batch, "training points per step", config::Range::at_least(1));
     v.choice("weighting", weighting, "loss weight: max(snr, 1), snr + 1 or 1",
              {"truncated_snr", "snr_plus_one", "constant"});
     v.section("schedule", schedule);
     v.section("optimizer", optimizer);
     v.section("lr_schedule", lr_schedule);  // over the iterations of each stage
   }
-};
 
-// Throws Error unless student_steps >= 1 and teacher_steps = student_steps * 2^k with k >= 1.
-void validate(const ProgressiveOptions& options);
+  // teacher_steps = student_steps * 2^k with k >= 1: each stage halves the steps.
+  bool reachable_by_halving() const {
+    int64_t n = teacher_steps;
+    while (n > student_steps && n >= 2 && n % 2 == 0) n /= 2;
+    return n == student_steps && teacher_steps != student_steps;
+  }
+};
 
 // The student as a function of its flat parameters (e.g. precondition(net.network(params), ...)).
 using StudentFactory = std::function<Denoiser(const at::Tensor& params)>;

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "diffusion/noise.h"
+#include "src/config/config_io.h"
 #include "src/core/error.h"
 
 namespace distill::diffusion {
@@ -115,20 +116,8 @@ at::Tensor consistency_sample(const Denoiser& f, at::Tensor x, const std::vector
 }
 
 std::vector<double> sampler_sigmas(const SamplerOptions& options, const std::string& key) {
+  config::check(options, key);  // the declared ranges and rules (SamplerOptions)
   if (options.sigmas.empty()) return sampling_sigmas(options.schedule, options.steps);
-  if (static_cast<int64_t>(options.sigmas.size()) != options.steps) {
-    throw Error(key + ".sigmas has " + std::to_string(options.sigmas.size()) +
-                " levels, one per step, but " + key + ".steps is " + std::to_string(options.steps) +
-                "; set both");
-  }
-  for (size_t i = 0; i < options.sigmas.size(); ++i) {
-    const double s = options.sigmas[i];
-    const bool decreasing = i == 0 || s < options.sigmas[i - 1];
-    if (!(s > 0) || !std::isfinite(s) || !decreasing) {
-      throw Error(key + ".sigmas[" + std::to_string(i) + "] = " + std::to_string(s) +
-                  ": the levels must be finite, > 0 and decreasing");
-    }
-  }
   std::vector<double> grid = options.sigmas;
   grid.push_back(0.0);
   return grid;

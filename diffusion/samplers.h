@@ -2,6 +2,8 @@
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
+#include <cmath>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -54,17 +56,38 @@ struct SamplerOptions {
              "ddim (deterministic), ddpm (ancestral), heun (EDM), dpmpp_2m (DPM-Solver++ 2M) or "
              "consistency (multistep consistency sampling, for consistency-distilled students)",
              {"ddim", "ddpm", "heun", "dpmpp_2m", "consistency"});
-    v.field("steps", steps, "sampling steps (>= 1); heun evaluates the denoiser 2 steps - 1 times");
+    v.field("steps", steps, "sampling steps; heun evaluates the denoiser 2 steps - 1 times",
+            config::Range::at_least(1));
     v.section("schedule", schedule);
     v.field("sigmas", sigmas,
             "explicit noise levels, decreasing and > 0, in place of the schedule's (a final 0 is "
             "appended; their count must equal steps), e.g. [80, 0.8] for 2-step consistency "
             "sampling; empty = the schedule's grid");
+    v.rule(sigmas.empty() || static_cast<int64_t>(sigmas.size()) == steps,
+           "diffusion.sampler.sigmas has " + std::to_string(sigmas.size()) +
+               " levels, one per step, but diffusion.sampler.steps is " + std::to_string(steps) +
+               "; set both");
+    const size_t bad = first_bad_level();
+    const std::string entry =
+        bad < sigmas.size() ? "[" + std::to_string(bad) + "] = " + std::to_string(sigmas[bad]) : "";
+    v.rule(bad == sigmas.size(),
+           "diffusion.sampler.sigmas" + entry + ": the levels must be finite, > 0 and decreasing");
+  }
+
+  // The first explicit level that is not finite, > 0 and below the one before it (sigmas.size()
+  // when there is none), so the rule names the offending entry.
+  size_t first_bad_level() const {
+    for (size_t i = 0; i < sigmas.size(); ++i) {
+      const double s = sigmas[i];
+      if (!(s > 0) || !std::isfinite(s) || (i > 0 && !(s < sigmas[i - 1]))) return i;
+    }
+    return sigmas.size();
   }
 };
 
-// The grid `options` samples on (ending with 0): options.sigmas + {0}, or the schedule's.
-// Errors name `key` (e.g. "diffusion.sampler") and the offending value.
+// The grid `options` samples on (ending with 0): options.sigmas + {0}, or the schedule's. Checks
+// the declared ranges and rules first; `key` names the section in their messages
+// ("diffusion.sampler").
 std::vector<double> sampler_sigmas(const SamplerOptions& options, const std::string& key);
 
 // Runs the named sampler on `x` (whose noise level is sigmas.front()); `generator` feeds ddpm and

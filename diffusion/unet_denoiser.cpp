@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "src/config/config_io.h"
 #include "src/core/error.h"
 
 namespace distill::diffusion {
@@ -47,32 +48,13 @@ UnetDenoiserNet::UnetDenoiserNet(int64_t channels, int64_t height, int64_t width
                 "x" + str(width));
   }
   if (num_classes < 0) throw Error("unet: num_classes must be >= 0, found " + str(num_classes));
-  if (o.channels < 1 || o.res_blocks < 1 || o.groups < 1 || o.heads < 1 || o.channel_mult.empty()) {
-    throw Error(
-        "unet: channels, res_blocks, groups and heads must be >= 1 and channel_mult "
-        "non-empty, found channels " +
-        str(o.channels) + ", res_blocks " + str(o.res_blocks) + ", groups " + str(o.groups) +
-        ", heads " + str(o.heads) + ", " + str(static_cast<int64_t>(o.channel_mult.size())) +
-        " multipliers");
-  }
-  if (o.channels % 2 != 0) {
-    throw Error("unet.channels: must be even (sin/cos pairs of the noise embedding), found " +
-                str(o.channels));
-  }
+  config::check(o, "diffusion.model.unet");  // the declared ranges and rules (UnetDenoiserOptions)
   const int64_t levels = static_cast<int64_t>(o.channel_mult.size());
   const int64_t factor = int64_t{1} << (levels - 1);
   if (height % factor != 0 || width % factor != 0) {
     throw Error("unet.channel_mult: " + str(levels) + " resolutions halve the image " +
                 str(levels - 1) + " times, so its side must be divisible by " + str(factor) +
                 "; found " + str(height) + "x" + str(width) + " (28x28 and 32x32 allow up to 3)");
-  }
-  for (int64_t m : o.channel_mult) {
-    const int64_t c = o.channels * m;
-    if (m < 1 || c % o.groups != 0) {
-      throw Error(
-          "unet: every width channels * channel_mult must be >= 1 and divisible by groups = " +
-          str(o.groups) + ", found " + str(c));
-    }
   }
   embed_dim_ = 4 * o.channels;
 

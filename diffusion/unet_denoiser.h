@@ -1,6 +1,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -25,15 +26,38 @@ struct UnetDenoiserOptions {
   int64_t heads = 1;                              // attention heads (must divide the width)
 
   void visit(config::Visitor& v) {
-    v.field("channels", channels, "unet: base number of channels");
+    v.field("channels", channels, "unet: base number of channels", config::Range::at_least(1));
+    // The noise embedding is sin/cos pairs of `channels` entries.
+    v.rule(channels % 2 == 0,
+           "unet.channels must be even (sin/cos pairs of the noise embedding), found " +
+               std::to_string(channels));
     v.field("channel_mult", channel_mult,
             "unet: channel multiplier per resolution; the image side must be divisible by "
             "2^(entries - 1), e.g. [1, 2, 2] gives 28 -> 14 -> 7 and 32 -> 16 -> 8");
-    v.field("res_blocks", res_blocks, "unet: residual blocks per resolution (down path)");
+    v.rule(!channel_mult.empty(), "unet.channel_mult must not be empty (one entry per resolution)");
+    v.field("res_blocks", res_blocks, "unet: residual blocks per resolution (down path)",
+            config::Range::at_least(1));
     v.field("attention_max_size", attention_max_size,
             "unet: self-attention in blocks whose feature map side is <= this (0 = none)");
-    v.field("groups", groups, "unet: GroupNorm groups (must divide every block's channels)");
-    v.field("heads", heads, "unet: attention heads (must divide every attended width)");
+    v.field("groups", groups, "unet: GroupNorm groups (must divide every block's channels)",
+            config::Range::at_least(1));
+    const size_t bad = first_bad_width();
+    const std::string found =
+        bad < channel_mult.size() ? ", found " + std::to_string(channels * channel_mult[bad]) : "";
+    v.rule(bad == channel_mult.size(),
+           "unet: every width channels * channel_mult must be >= 1 and divisible by groups = " +
+               std::to_string(groups) + found);
+    v.field("heads", heads, "unet: attention heads (must divide every attended width)",
+            config::Range::at_least(1));
+  }
+
+  // The first multiplier whose width channels * m is < 1 or not divisible by groups
+  // (channel_mult.size() when there is none), so the rule names the offending width.
+  size_t first_bad_width() const {
+    for (size_t i = 0; i < channel_mult.size(); ++i) {
+      if (channel_mult[i] < 1 || groups < 1 || (channels * channel_mult[i]) % groups != 0) return i;
+    }
+    return channel_mult.size();
   }
 };
 

@@ -12,14 +12,17 @@
 # experiments/results/reliability/kill_resume.json through experiments/reliability/write_tables.py). The data is Fashion-MNIST (train_limit keeps runs a few
 # seconds long, so kills land in every phase: start-up, training, checkpoint writes, the end).
 # A kill that left a NAME.tmp.PID behind landed inside an atomic write: the table counts those
-# ("in a write"); the next attempt removes the file.
+# ("in a write"); the next attempt removes the file. So that some kills find a write, the killed
+# attempts hold every atomic write for WRITE_DELAY_MS (default 100) halfway through its temporary
+# (DISTILL_FAULT_WRITE_DELAY_MS; the straight run and the outputs are not affected).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=${1:-$root/runs/kill_resume}
 result_json=${2:-$work/kill_resume.json}
 kills_wanted=${KILLS:-20}
 commands=${COMMANDS:-"train experts mtt eval kd synth-recover diffusion-distill"}
-# DISTILL names a built binary (ctest passes its own); otherwise the script builds one.
+# DISTILL names a built binary (ctest passes its own; MADE_BY then names the commit it was built
+# from for the JSON); otherwise the script builds one.
 if [ -z "${DISTILL:-}" ]; then "$root/experiments/setup/build.sh" distill >&2; fi
 distill=${DISTILL:-"$("$root/experiments/setup/build_dir.sh")/src/distill"}
 mkdir -p "$work"
@@ -49,7 +52,8 @@ for command in $commands; do
     dir=$work/$command/cycle_$cycles
     rm -rf "$dir"
     while :; do
-      "$distill" "${args[@]}" "${common[@]}" --resume --out "$dir" >>"$dir.log" 2>&1 &
+      DISTILL_FAULT_WRITE_DELAY_MS=${WRITE_DELAY_MS:-100} \
+        "$distill" "${args[@]}" "${common[@]}" --resume --out "$dir" >>"$dir.log" 2>&1 &
       pid=$!
       delay_ms=$(( (RANDOM * 32768 + RANDOM) % (duration_ms + 1) ))
       sleep "$(printf '%d.%03d' $((delay_ms / 1000)) $((delay_ms % 1000)))"
@@ -83,7 +87,7 @@ for command in $commands; do
 done
 mkdir -p "$(dirname "$result_json")"
 (IFS=,; printf '{"kills_per_command": %d, "commit": "%s", "torch": "%s", "date": "%s", "rows": [%s]}\n' \
-  "$kills_wanted" "$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+  "$kills_wanted" "${MADE_BY:-$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)}" \
   "$("$distill" --version 2>/dev/null | sed -n 2p)" "$(date -u +%Y-%m-%dT%H:%MZ)" "${results[*]}") \
   >"$result_json.tmp" && mv "$result_json.tmp" "$result_json"
 # Fails when any cycle lost work or differed, or a command made fewer kills than asked.

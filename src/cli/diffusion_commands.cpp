@@ -80,11 +80,26 @@ struct DiffusionSampleSettings {
     v.field("guidance", guidance,
             "sample, class-conditional teacher: classifier-free guidance weight w, D = D(x | c) + "
             "w (D(x | c) - D(x | null)) (Ho & Salimans 2022; 0 = off, doubles the evaluations)");
+    v.rule(std::isfinite(guidance),
+           "diffusion.guidance must be finite, found " + std::to_string(guidance));
+    v.rule(guidance == 0 || labels != "null",
+           "diffusion.guidance = " + std::to_string(guidance) +
+               ": guidance needs class labels (diffusion.labels = cycle), found diffusion.labels = "
+               "null");
     v.field("train_images", train_images,
-            "exact teacher: how many training images (the first ones) form its finite set");
-    v.field("samples", samples, "how many images to draw");
+            "exact teacher: how many training images (the first ones) form its finite set",
+            config::Range::at_least(1));
+    v.field("samples", samples, "how many images to draw", config::Range::at_least(1));
     v.section("sampler", sampler);
     v.section("hybrid", hybrid);
+    v.rule(hybrid.base.empty() || (hybrid.base_steps >= 1 && hybrid.base_steps < sampler.steps),
+           "diffusion.hybrid.base_steps must be in 1 .. diffusion.sampler.steps - 1 = " +
+               std::to_string(sampler.steps - 1) +
+               " (the teacher takes the remaining steps), found " +
+               std::to_string(hybrid.base_steps));
+    v.rule(hybrid.base.empty() || teacher != "exact",
+           "diffusion.hybrid.base: hybrid sampling continues with a trained student "
+           "(diffusion.teacher), found diffusion.teacher = exact");
     v.section("model", model);
     v.section("train", train);
     v.section("score", score);
@@ -104,44 +119,6 @@ struct DiffusionCommandOptions {
     v.section("distill", distill);
   }
 };
-
-// Everything the settings alone can get wrong, so a bad value fails before data is read. Returns
-// the sampler's grid (checked on the way).
-std::vector<double> check_sample_settings(const DiffusionSampleSettings& s) {
-  if (s.sampler.steps < 1) {
-    throw Error("diffusion.sampler.steps must be >= 1, found " + std::to_string(s.sampler.steps));
-  }
-  if (s.samples < 1) {
-    throw Error("diffusion.samples must be >= 1, found " + std::to_string(s.samples));
-  }
-  if (s.train_images < 1) {
-    throw Error("diffusion.train_images must be >= 1, found " + std::to_string(s.train_images));
-  }
-  if (!std::isfinite(s.guidance)) {
-    throw Error("diffusion.guidance must be finite, found " + std::to_string(s.guidance));
-  }
-  if (s.guidance != 0 && s.labels == "null") {
-    throw Error("diffusion.guidance = " + std::to_string(s.guidance) +
-                ": guidance needs class labels (diffusion.labels = cycle), found "
-                "diffusion.labels = null");
-  }
-  diffusion::validate(s.sampler.schedule, "diffusion.sampler.schedule");
-  std::vector<double> sigmas = diffusion::sampler_sigmas(s.sampler, "diffusion.sampler");
-  if (!s.hybrid.base.empty()) {
-    if (s.hybrid.base_steps < 1 || s.hybrid.base_steps >= s.sampler.steps) {
-      throw Error("diffusion.hybrid.base_steps must be in 1 .. diffusion.sampler.steps - 1 = " +
-                  std::to_string(s.sampler.steps - 1) +
-                  " (the teacher takes the remaining steps), found " +
-                  std::to_string(s.hybrid.base_steps));
-    }
-    if (s.teacher == "exact") {
-      throw Error(
-          "diffusion.hybrid.base: hybrid sampling continues with a trained student "
-          "(diffusion.teacher), found diffusion.teacher = exact");
-    }
-  }
-  return sigmas;
-}
 
 // Samples back in pixel space: undo ZCA (if the data was whitened), then mean/std.
 at::Tensor for_display(const at::Tensor& images, const data::Normalization& norm) {
@@ -312,7 +289,8 @@ void check_consistency_levels(const std::vector<double>& sigmas, const TrainedTe
 
 void run_sample(DiffusionCommandOptions& o, const Invocation& invocation) {
   const DiffusionSampleSettings& s = o.diffusion;
-  const std::vector<double> sigmas = check_sample_settings(s);
+  // The reader checked the declared ranges and rules; this is the grid they allow.
+  const std::vector<double> sigmas = diffusion::sampler_sigmas(s.sampler, "diffusion.sampler");
   const int64_t world_size = dist::read_launch_env().world_size;
   if (world_size > 1 && (s.sampler.name == "ddpm" || s.sampler.name == "consistency")) {
     throw Error("diffusion.sampler.name = \"" + s.sampler.name +

@@ -29,17 +29,13 @@ struct DiffusionDistillSettings {
              "sampling trajectories from noise (TBCM); with a trained teacher no dataset is read",
              {"dataset", "none"});
     v.field("trajectory_steps", trajectory_steps,
-            "data = none: Heun steps from noise (sigma <= 80) to each training point's level");
+            "data = none: Heun steps from noise (sigma <= 80) to each training point's level",
+            config::Range::at_least(1));
     v.field("fit_iterations", fit_iterations,
             "exact teacher: steps fitting the student (network diffusion.model) to the teacher's "
             "denoiser first (PD: its fit stage, CD: before CD); a trained teacher's student "
             "starts as its copy instead");
-    v.field("checkpoint_every", run.checkpoint_every, "optimizer steps between checkpoints");
-    v.field("log_every", run.log_every, "optimizer steps per metrics.jsonl line");
-    v.field("stop_after", run.stop_after,
-            "> 0: checkpoint and stop after this many steps in all (continue with --resume)");
-    v.section("progressive", run.progressive);
-    v.section("consistency", run.consistency);
+    run.visit(v);  // checkpoint_every, log_every, stop_after, progressive, consistency
   }
 };
 

@@ -47,6 +47,8 @@ std::string values_text(const at::Tensor& t) {
   return out.str();
 }
 
+// The two paths it needs; samples may be the argument after `score`, filled in after the
+// settings are read (the declared ranges and rules were checked then).
 void check_score_settings(const DiffusionScoreSettings& s) {
   if (s.samples.empty()) {
     throw Error(
@@ -57,18 +59,6 @@ void check_score_settings(const DiffusionScoreSettings& s) {
     throw Error(
         "diffusion.score.classifier is empty: name the model.pt or checkpoint.pt of a `distill "
         "train` run on the same data");
-  }
-  if (s.k < 1) throw Error("diffusion.score.k must be >= 1, found " + std::to_string(s.k));
-  if (s.reference_count < 0 || s.reference_count == 1) {
-    throw Error("diffusion.score.reference_count must be 0 (all) or >= 2, found " +
-                std::to_string(s.reference_count));
-  }
-  if (s.manifold_count < 0) {
-    throw Error("diffusion.score.manifold_count must be >= 0, found " +
-                std::to_string(s.manifold_count));
-  }
-  if (s.batch_size < 1) {
-    throw Error("diffusion.score.batch_size must be >= 1, found " + std::to_string(s.batch_size));
   }
 }
 

@@ -39,11 +39,17 @@ struct DiffusionScoreSettings {
     v.field("reference_count", reference_count,
             "real images for the reference statistics (a fixed-seed random subset when fewer "
             "than the split has); 0 = all");
+    v.rule(reference_count == 0 || reference_count >= 2,
+           "diffusion.score.reference_count must be 0 (all) or >= 2, found " +
+               std::to_string(reference_count));
     v.field("manifold_count", manifold_count,
             "real images (the first ones of the reference) for the k-NN metrics; 0 = as many as "
-            "there are samples (balanced sets, as Naeem et al. recommend)");
-    v.field("k", k, "neighbours defining the k-NN manifolds (3: Kynkaanniemi et al. 2019)");
-    v.field("batch_size", batch_size, "images per classifier forward pass");
+            "there are samples (balanced sets, as Naeem et al. recommend)",
+            config::Range::at_least(0));
+    v.field("k", k, "neighbours defining the k-NN manifolds (3: Kynkaanniemi et al. 2019)",
+            config::Range::at_least(1));
+    v.field("batch_size", batch_size, "images per classifier forward pass",
+            config::Range::at_least(1));
     v.field("cache_dir", cache_dir,
             "folder caching the real side's statistics per (data, split, count, classifier "
             "bytes, layer); empty = no cache");

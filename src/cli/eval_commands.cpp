@@ -2,6 +2,9 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <cstdio>
+#include <memory>
+#include <optional>
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -160,13 +163,46 @@ std::string default_student_settings() {
   return settings_students_depend_on(defaults);
 }
 
+// DD-Ranking's full-data accuracy depends on the data, the protocol, the architecture, the runs
+// and the seed, not on the set: the cache key lists exactly those settings.
+std::string full_data_key(EvalCommandOptions& o, const std::string& arch, int64_t seed) {
+  eval::EvalOptions& e = o.eval;
+  return "seed = " + std::to_string(seed) + "\narch = '" + arch + "'\nruns = " +
+         std::to_string(e.runs) + "\nprotocol = '" + e.protocol + "'\n[data]\n" +
+         config::dump(o.data) + "[model]\n" + config::dump(e.model) + "[train]\n" +
+         config::dump(e.train) + "[augment]\n" + config::dump(e.augment) + "[cutmix]\n" +
+         config::dump(e.cutmix) + "[mixup]\n" + config::dump(e.mixup);
+}
+
+std::string full_data_cache_file(const std::string& folder, const std::string& arch,
+                                 const std::string& key) {
+  if (folder.empty()) return "";
+  uint64_t hash = 1469598103934665603ULL;  // FNV-1a: stable across builds and platforms
+  for (unsigned char c : key) hash = (hash ^ c) * 1099511628211ULL;
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
+  return folder + "/" + arch + "-" + hex + ".json";
+}
+
+// The set with hard labels (the argmax of soft ones), without what only soft labels use.
+eval::SyntheticSet with_hard_labels(const eval::SyntheticSet& set) {
+  eval::SyntheticSet hard = set;
+  hard.labels = set.class_ids();
+  hard.label_temperature.reset();
+  hard.view_boxes = at::Tensor();
+  hard.view_labels = at::Tensor();
+  return hard;
+}
+
 void run_eval(EvalCommandOptions& o, const Invocation& invocation) {
   // The resume is checked first, so a refused one fails before any data is loaded. More (or
   // fewer) runs, models or baselines only add (or leave out) students: a resume may change those
   // and keeps the students both runs have.
   eval::StudentLog log(o.run.out + "/students.jsonl",
                        student_settings(o, static_cast<uint64_t>(o.run.seed)),
-                       {"eval.runs", "eval.models", "eval.random_real", "eval.full_data"},
+                       {"eval.runs", "eval.models", "eval.random_real", "eval.full_data",
+                        "eval.scores", "eval.ddranking.w", "eval.ddranking.gamma",
+                        "eval.full_data_cache"},
                        default_student_settings());
   std::vector<eval::StudentResult> finished;
   // Every rank: each skips its recorded students. An eval stopped before its first student has
@@ -175,6 +211,16 @@ void run_eval(EvalCommandOptions& o, const Invocation& invocation) {
   RunContext run = start_run(o.run, config::dump(o), invocation);
   std::optional<eval::SyntheticSet> set;
   if (!o.eval.syn.empty()) set = eval::load_synthetic_set(o.eval.syn);
+  const bool ddranking = !o.eval.scores.empty();  // the one score eval.scores knows
+  if (ddranking && !set) {
+    throw Error("eval.scores = [\"ddranking\"] scores a set: give it as eval.syn (--syn)");
+  }
+  if (ddranking && set->soft_labels() && o.committee_labels.committee.empty()) {
+    throw Error("eval.scores = [\"ddranking\"]: '" + o.eval.syn +
+                "' has soft labels, and DD-Ranking's random-real baseline must be labelled by "
+                "the same source: give the committee (or teacher) that made them as "
+                "committee_labels.committee");
+  }
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   if (set) check_normalization(*set, norm, o.eval.syn);
   int64_t ipc = o.eval.ipc > 0 ? o.eval.ipc : (set ? set->images_per_class() : 0);
@@ -198,40 +244,122 @@ void run_eval(EvalCommandOptions& o, const Invocation& invocation) {
     synth::check_normalization(cl.committee, norm.mean, norm.std, norm.zca ? norm.zca->eps() : 0.0,
                                "the data (data.*)");
   }
-  eval::Evaluator evaluator(o.eval, train_set, test_set, norm, run.seed, run.device, run.progress);
-  evaluator.set_process_group(run.group);  // students spread over the ranks, if several
-  if (committee) {
-    evaluator.set_online_labels(
-        [committee, weights = cl.temperature, T = cl.T,
-         batch_statistics = cl.batch_statistics](const at::Tensor& images) {
-          // With batch statistics the whole training batch is one batch, as the student sees it.
-          const int64_t batch = batch_statistics ? std::max<int64_t>(1, images.size(0)) : 256;
-          return synth::committee_soft_labels(*committee, images, weights, T, batch,
-                                              batch_statistics);
-        },
-        cl.T);
-  }
+  // Every Evaluator of this eval (DD-Ranking adds some with other settings) shares the ranks,
+  // the recorded students and the student log; `committee_labels`: students learn from the
+  // committee on the fly (the set's label source) rather than from stored labels.
+  std::vector<eval::StudentResult> recorded_students = finished;
+  std::vector<eval::Scores> scores;
+  int64_t trained = 0;
+  auto make_evaluator = [&](const eval::EvalOptions& options, bool committee_labels) {
+    auto evaluator = std::make_unique<eval::Evaluator>(options, train_set, test_set, norm, run.seed,
+                                                       run.device, run.progress);
+    evaluator->set_process_group(run.group);  // students spread over the ranks, if several
+    if (committee && committee_labels) {
+      evaluator->set_online_labels(
+          [committee, weights = cl.temperature, T = cl.T,
+           batch_statistics = cl.batch_statistics](const at::Tensor& images) {
+            // With batch statistics the whole training batch is one batch, as the student sees it.
+            const int64_t batch = batch_statistics ? std::max<int64_t>(1, images.size(0)) : 256;
+            return synth::committee_soft_labels(*committee, images, weights, T, batch,
+                                                batch_statistics);
+          },
+          cl.T);
+    }
+    evaluator->set_finished_students(recorded_students);
+    evaluator->set_on_student([&](const eval::StudentResult& s) {
+      ++trained;
+      if (run.rank == 0) log.append(s);  // rank 0 writes the run folder
+    });
+    return evaluator;
+  };
+  std::unique_ptr<eval::Evaluator> main_evaluator = make_evaluator(o.eval, true);
+  eval::Evaluator& evaluator = *main_evaluator;
   if (run.rank == 0) {  // rank 0 writes the run folder
     // An earlier results.json would pass for this run's until it ends (scripts take it as done).
     std::filesystem::remove(run.out + "/results.json");
     log.start(finished);
   }
   const size_t recorded = finished.size();
+  // DD-Ranking's baselines per architecture: the set with hard labels (when its own are not),
+  // random real unless scored anyway, both without augmentation, full data with hard labels
+  // unless scored anyway (or cached).
+  const bool hard_differs = ddranking && (set->soft_labels() || committee);
+  const int64_t baselines =
+      ddranking ? (hard_differs ? 1 : 0) + (o.eval.random_real ? 0 : 1) + 2 +
+                      (o.eval.full_data && !committee ? 0 : 1)
+                : 0;
   const int64_t sets =
       (set ? 1 : 0) + (o.eval.random_real && ipc > 0 ? 1 : 0) + (o.eval.full_data ? 1 : 0);
-  evaluator.set_student_count(sets * static_cast<int64_t>(o.eval.models.size()) * o.eval.runs);
-  evaluator.set_finished_students(std::move(finished));
-  std::vector<eval::Scores> scores;
-  int64_t trained = 0;
-  evaluator.set_on_student([&](const eval::StudentResult& s) {
-    ++trained;
-    if (run.rank == 0) log.append(s);  // rank 0 writes the run folder
-  });
+  evaluator.set_student_count((sets + baselines) * static_cast<int64_t>(o.eval.models.size()) *
+                              o.eval.runs);
+  std::vector<eval::DDRankingRow> ddranking_rows;
+  // The accuracies DD-Ranking needs beyond the ones this eval scores anyway.
+  auto score_ddranking = [&](const std::string& arch, const eval::Scores& own,
+                             std::optional<eval::Scores> random) {
+    eval::DDRankingAccuracies a;
+    a.set_own = own.last_mean();
+    if (!random) {
+      random = evaluator.score_random_real(ipc, arch);
+      scores.push_back(*random);
+    }
+    a.random_own = random->last_mean();
+    std::unique_ptr<eval::Evaluator> hard = make_evaluator(o.eval, false);
+    hard->set_student_count(evaluator.student_count());
+    hard->set_students_done(evaluator.students_done());
+    if (hard_differs) {
+      scores.push_back(hard->score_set(with_hard_labels(*set), o.eval.syn + " [hard labels]", arch));
+      a.set_hard = scores.back().last_mean();
+    } else {
+      a.set_hard = a.set_own;
+    }
+    const eval::Scores* full = nullptr;
+    for (const auto& s : scores) {
+      if (!committee && s.set == "full-data" && s.model == arch) full = &s;
+    }
+    if (full) {
+      a.full_hard = full->last_mean();
+    } else {
+      const std::string key = full_data_key(o, arch, static_cast<uint64_t>(run.seed));
+      const std::string file = full_data_cache_file(o.eval.full_data_cache, arch, key);
+      eval::Scores f{"full-data [hard labels]", arch, 0, {}, {}, {}};
+      if (std::optional<eval::CachedRuns> cached = eval::read_cached_runs(file, key)) {
+        f.set += " (cached)";
+        f.last = cached->last;
+        f.best = cached->best;
+        f.seconds.assign(f.last.size(), std::nan(""));
+      } else {
+        f = hard->score_full_data(arch, "full-data [hard labels]");
+        if (run.rank == 0) eval::write_cached_runs(file, key, {f.last, f.best});
+      }
+      scores.push_back(f);
+      a.full_hard = f.last_mean();
+    }
+    eval::EvalOptions bare_options = o.eval;  // DD-Ranking's ARS: no data augmentation at all
+    bare_options.augment.name = "none";
+    bare_options.cutmix.prob = 0;
+    bare_options.mixup.prob = 0;
+    std::unique_ptr<eval::Evaluator> bare = make_evaluator(bare_options, true);
+    bare->set_student_count(evaluator.student_count());
+    bare->set_students_done(hard->students_done());
+    scores.push_back(bare->score_set(*set, o.eval.syn + " [no augmentation]", arch));
+    a.set_no_aug = scores.back().last_mean();
+    scores.push_back(bare->score_random_real(ipc, arch, "random-real [no augmentation]"));
+    a.random_no_aug = scores.back().last_mean();
+    evaluator.set_students_done(bare->students_done());
+    eval::DDRankingRow row{o.eval.syn, arch,
+                           committee ? "committee " + cl.committee : std::string("hard labels"),
+                           a, eval::ddranking_scores(a, o.eval.ddranking)};
+    ddranking_rows.push_back(row);
+  };
   try {
     for (const std::string& arch : o.eval.models) {
-      if (set) scores.push_back(evaluator.score_set(*set, o.eval.syn, arch));
-      if (o.eval.random_real && ipc > 0) scores.push_back(evaluator.score_random_real(ipc, arch));
+      std::optional<eval::Scores> own, random;
+      if (set) scores.push_back(*(own = evaluator.score_set(*set, o.eval.syn, arch)));
+      if (o.eval.random_real && ipc > 0) {
+        scores.push_back(*(random = evaluator.score_random_real(ipc, arch)));
+      }
       if (o.eval.full_data) scores.push_back(evaluator.score_full_data(arch));
+      if (ddranking) score_ddranking(arch, *own, random);
     }
   } catch (const Interrupted& e) {
     throw Interrupted(std::string(e.what()) + "; " + std::to_string(recorded + trained) +
@@ -240,8 +368,13 @@ void run_eval(EvalCommandOptions& o, const Invocation& invocation) {
   if (run.rank != 0) return;
   // Written once every student is scored: an existing results.json means a finished eval.
   io::write_file_atomic(run.out + "/results.json",
-                        eval::scores_json(scores, o.eval.protocol, o.eval.train.eval_every));
+                        eval::scores_json(scores, o.eval.protocol, o.eval.train.eval_every,
+                                          ddranking_rows, o.eval.ddranking));
   std::cout << eval::format_scores_table(scores);
+  if (!ddranking_rows.empty()) {
+    std::cout << "DD-Ranking (HLR, IOR in accuracy points; LRS, ARS in [0, 1]):\n"
+              << eval::format_ddranking_table(ddranking_rows);
+  }
   std::cout << "results: " << run.out << "/results.json\n";
   std::cout << "report: " << refresh_run_report(run.out) << "\n";
 }

@@ -48,10 +48,16 @@ struct KdSettings {
              {"offline", "dml", "born_again"});
     v.items("losses", losses, "loss terms, summed with their weights");
     v.field("data_fraction", data_fraction,
-            "class-balanced fraction of the training set the student sees (seeded by run.seed)");
+            "class-balanced fraction of the training set the student sees (seeded by run.seed)",
+            config::Range::above_up_to(0, 1));
     v.field("cohort", cohort, "dml: number of students (>= 2)");
+    v.rule(scheme != "dml" || cohort >= 2,
+           "kd.cohort must be >= 2 for scheme dml, found " + std::to_string(cohort));
     v.field("generations", generations,
             "born_again: students trained after generation 0 (the teacher)");
+    v.rule(
+        scheme != "born_again" || generations >= 1,
+        "kd.generations must be >= 1 for scheme born_again, found " + std::to_string(generations));
     v.field("cache_teacher", cache_teacher,
             "compute the teacher's logits once when the student sees un-augmented images");
   }
@@ -152,16 +158,8 @@ std::shared_ptr<kd::KdObjective> offline_objective(const KdCommandOptions& o,
 }
 
 void run_kd(KdCommandOptions& o, const Invocation& invocation) {
-  // Settings that can be checked without data fail first.
-  if (!(o.kd.data_fraction > 0 && o.kd.data_fraction <= 1)) {
-    throw Error("kd.data_fraction must be in (0, 1], found " + std::to_string(o.kd.data_fraction));
-  }
-  if (o.kd.scheme == "dml" && o.kd.cohort < 2) {
-    throw Error("kd.cohort must be >= 2 for scheme dml, found " + std::to_string(o.kd.cohort));
-  }
-  if (o.kd.scheme == "born_again" && o.kd.generations < 1) {
-    throw Error("kd.generations must be >= 1, found " + std::to_string(o.kd.generations));
-  }
+  // Settings that can be checked without data fail first (the reader checked the declared
+  // ranges and rules; a teacher is another section's).
   bool needs_teacher = false;
   for (size_t i = 0; i < o.kd.losses.size(); ++i) {
     if (kd::uses_teacher(o.kd.losses[i]) && o.kd.scheme == "offline" && !o.teacher.configured()) {

@@ -58,20 +58,27 @@ void print_markdown(const ReportRunOptions& run, const std::vector<std::string>&
     throw Error("report: no results given; usage: distill report --format markdown "
                 "RESULTS.json|RUN_DIR [...]");
   }
-  report::Table all;
+  report::Table all, ranking;
   std::vector<std::string> warnings;
   for (const std::string& path : paths) {
     const std::string file = results_file(path);
-    report::Table table = report::eval_table(read_json(file), file, warnings);
+    const nlohmann::json json = read_json(file);
+    report::Table table = report::eval_table(json, file, warnings);
     all.header = table.header;
     all.rows.insert(all.rows.end(), table.rows.begin(), table.rows.end());
+    report::Table terms = report::ddranking_table(json);
+    ranking.header = terms.header;
+    ranking.rows.insert(ranking.rows.end(), terms.rows.begin(), terms.rows.end());
   }
   if (!warnings.empty()) {
     std::string message = "report: the evaluation table is incomplete:";
     for (const std::string& w : warnings) message += "\n  " + w;
     throw Error(message);
   }
-  const std::string markdown = report::markdown_table(all);
+  // DD-Ranking's terms (eval.scores = ["ddranking"]) follow as a second table.
+  const std::string markdown =
+      report::markdown_table(all) +
+      (ranking.rows.empty() ? "" : "\n" + report::markdown_table(ranking));
   if (run.out.empty()) {
     std::cout << markdown;
   } else {

@@ -101,12 +101,6 @@ void run_relabel(SynthCommandOptions& o, const Invocation& invocation) {
   if (o.synth.relabel.syn.empty()) {
     throw Error("synth.relabel.syn is empty: name the set to relabel (--syn runs/x/syn.pt)");
   }
-  if (o.synth.relabel.views < 0) {
-    throw Error("synth.relabel.views must be >= 0, found " + std::to_string(o.synth.relabel.views));
-  }
-  if (!(o.synth.relabel.T > 0)) {
-    throw Error("synth.relabel.T must be > 0, found " + std::to_string(o.synth.relabel.T));
-  }
   eval::SyntheticSet set = eval::load_synthetic_set(o.synth.relabel.syn);
   RunContext run = start_run(o.run, config::dump(o), invocation);
   std::vector<synth::Member> committee = synth::load_committee(

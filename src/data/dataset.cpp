@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include "src/config/config_io.h"
 #include "src/core/error.h"
 #include "src/data/readers.h"
 
@@ -44,6 +45,7 @@ std::vector<std::string> numbered_class_names(int64_t num_classes) {
 }
 
 TrainTestSplit load_dataset(const DataOptions& options) {
+  config::check(options, "data");  // the declared ranges and rules, before any file is read
   TrainTestSplit split;
   if (options.format == "idx") {
     split = read_idx_folder(options.path);
@@ -60,9 +62,6 @@ TrainTestSplit load_dataset(const DataOptions& options) {
     throw Error("data.format: unknown format '" + options.format +
                 "' (idx, cifar10, cifar100, image-folder, tensor)");
   }
-  if (options.train_limit < 0) {
-    throw Error("data.train_limit must be >= 0, found " + std::to_string(options.train_limit));
-  }
   if (options.train_limit > 0 && options.train_limit < split.train.size()) {
     split.train = first_n(split.train, options.train_limit);
   }
@@ -75,6 +74,7 @@ TrainTestSplit load_dataset(const DataOptions& options) {
 }
 
 Normalization normalization_for(const DataOptions& options, const Dataset& train) {
+  config::check(options, "data");  // the declared ranges and rules (data.std > 0)
   const int64_t channels = train.channels();
   auto check = [&](const std::vector<double>& values, const char* key) {
     if (static_cast<int64_t>(values.size()) != channels) {
@@ -87,9 +87,6 @@ Normalization normalization_for(const DataOptions& options, const Dataset& train
   if (!options.mean.empty() || !options.std.empty()) {
     check(options.mean, "mean");
     check(options.std, "std");
-    for (double s : options.std) {
-      if (!(s > 0)) throw Error("data.std: every value must be > 0, found " + std::to_string(s));
-    }
     return {as_tensor(options.mean), as_tensor(options.std)};
   }
   for (const Preset& preset : presets()) {

@@ -2,6 +2,7 @@
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -56,11 +57,18 @@ struct DataOptions {
     v.field("normalize", normalize, "subtract the per-channel mean and divide by the std");
     v.field("mean", mean, "per-channel mean; empty = preset for `name` or computed on train");
     v.field("std", std, "per-channel std; empty = preset for `name` or computed on train");
-    v.field("train_limit", train_limit, "use only the first N training images (0 = all)");
+    const auto bad_std =
+        std::find_if(this->std.begin(), this->std.end(), [](double s) { return !(s > 0); });
+    const bool stds_positive = bad_std == this->std.end();
+    v.rule(stds_positive, "data.std: every value must be > 0" +
+                              (stds_positive ? "" : ", found " + std::to_string(*bad_std)));
+    v.field("train_limit", train_limit, "use only the first N training images (0 = all)",
+            config::Range::at_least(0));
     v.field("zca", zca, "ZCA-whiten the images (after the mean/std step when normalize is on; "
             "MTT and DATM whiten raw pixels: normalize = false), fitted on the training split; "
             "sets made this way stay in that space");
-    v.field("zca_eps", zca_eps, "ZCA regularization added to the eigenvalues");
+    v.field("zca_eps", zca_eps, "ZCA regularization added to the eigenvalues",
+            config::Range::at_least(0));
   }
 };
 

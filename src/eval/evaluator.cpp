@@ -191,8 +191,9 @@ SyntheticSet Evaluator::real_set(const data::Dataset& train, const data::Normali
   return set;
 }
 
-Scores Evaluator::score_random_real(int64_t ipc, const std::string& arch) {
-  Scores scores{"random-real", arch, ipc, {}, {}};
+Scores Evaluator::score_random_real(int64_t ipc, const std::string& arch,
+                                    const std::string& name) {
+  Scores scores{name, arch, ipc, {}, {}};
   score_runs(scores, "random-real/" + arch,
              [&](int64_t run, uint64_t seed, const std::string& label) {
                // A fresh subset per run (the same subsets for every architecture): the spread then
@@ -205,8 +206,8 @@ Scores Evaluator::score_random_real(int64_t ipc, const std::string& arch) {
   return scores;
 }
 
-Scores Evaluator::score_full_data(const std::string& arch) {
-  Scores scores{"full-data", arch, 0, {}, {}};
+Scores Evaluator::score_full_data(const std::string& arch, const std::string& name) {
+  Scores scores{name, arch, 0, {}, {}};
   score_runs(scores, "full-data/" + arch, [&](int64_t, uint64_t seed, const std::string& label) {
     return train_student(train_.images, train_.labels, arch, options_.train.optimizer.lr, seed,
                          label);
@@ -332,7 +333,8 @@ std::string format_scores_table(const std::vector<Scores>& scores) {
 }
 
 std::string scores_json(const std::vector<Scores>& scores, const std::string& protocol,
-                        int64_t eval_every) {
+                        int64_t eval_every, const std::vector<DDRankingRow>& ddranking,
+                        const DDRankingOptions& ddranking_options) {
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& s : scores) {
     rows.push_back({{"set", s.set},
@@ -346,7 +348,32 @@ std::string scores_json(const std::vector<Scores>& scores, const std::string& pr
                     {"last_std", s.last_std()},
                     {"best_mean", s.best_mean()}});
   }
-  return nlohmann::json{{"protocol", protocol}, {"eval_every", eval_every}, {"results", rows}}.dump(2) + "\n";
+  nlohmann::json out{{"protocol", protocol}, {"eval_every", eval_every}, {"results", rows}};
+  if (!ddranking.empty()) {
+    nlohmann::json terms = nlohmann::json::array();
+    for (const auto& r : ddranking) {
+      const DDRankingAccuracies& a = r.accuracies;
+      terms.push_back({{"set", r.set},
+                       {"model", r.model},
+                       {"label_source", r.label_source},
+                       {"hlr", r.scores.hlr},
+                       {"ior", r.scores.ior},
+                       {"alpha", r.scores.alpha},
+                       {"lrs", r.scores.lrs},
+                       {"beta", r.scores.beta},
+                       {"ars", r.scores.ars},
+                       {"accuracies",
+                        {{"full_hard", a.full_hard},
+                         {"set_hard", a.set_hard},
+                         {"set_own", a.set_own},
+                         {"random_own", a.random_own},
+                         {"set_no_aug", a.set_no_aug},
+                         {"random_no_aug", a.random_no_aug}}}});
+    }
+    out["ddranking"] = terms;
+    out["ddranking_settings"] = {{"w", ddranking_options.w}, {"gamma", ddranking_options.gamma}};
+  }
+  return out.dump(2) + "\n";
 }
 
 }  // namespace distill::eval

@@ -1,4 +1,5 @@
 #pragma once
+#include <algorithm>
 #include <c10/core/Device.h>
 
 #include <functional>
@@ -9,6 +10,7 @@
 #include "src/data/dataset.h"
 #include "src/eval/online_labels.h"
 #include "src/eval/student_log.h"
+#include "src/eval/ddranking.h"
 #include "src/eval/synthetic_set.h"
 #include "src/models/model.h"
 #include "src/train/augment.h"
@@ -32,6 +34,9 @@ struct EvalOptions {
   bool full_data = false;
   bool learned_lr = true;
   bool set_label_temperature = true;
+  std::vector<std::string> scores;  // extra scores per set: "ddranking"
+  DDRankingOptions ddranking;
+  std::string full_data_cache = "runs/cache/full-data";
   models::ModelOptions model;
   train::TrainOptions train;
   train::AugmentOptions augment;
@@ -53,6 +58,18 @@ struct EvalOptions {
     v.field("set_label_temperature", set_label_temperature,
             "train on soft labels at the temperature the set records they were made at (committee "
             "relabel) instead of train.label_temperature");
+    v.field("scores", scores,
+            "extra scores of the set: [\"ddranking\"] = DD-Ranking's HLR, IOR, LRS and ARS, which "
+            "train the baselines they need (the set with hard labels, random real with the "
+            "set's label source, both without augmentation, the full training split with hard "
+            "labels, cached in full_data_cache)");
+    v.rule(std::all_of(scores.begin(), scores.end(),
+                       [](const std::string& s) { return s == "ddranking"; }),
+           "eval.scores: the scores known are [\"ddranking\"]");
+    v.section("ddranking", ddranking);
+    v.field("full_data_cache", full_data_cache,
+            "folder of cached full-data accuracies (DD-Ranking's HLR), one file per dataset, "
+            "architecture and protocol settings (\"\" = no cache)");
     v.section("model", model);
     v.section("train", train);
     v.section("augment", augment);
@@ -112,10 +129,19 @@ class Evaluator {
   // How many students this evaluation scores over all its score_* calls: one process then labels
   // each student's progress with its place in the evaluation and the time the rest should take.
   void set_student_count(int64_t count) { student_count_ = count; }
+  int64_t student_count() const { return student_count_; }
 
   Scores score_set(const SyntheticSet& set, const std::string& name, const std::string& arch);
-  Scores score_random_real(int64_t ipc, const std::string& arch);
-  Scores score_full_data(const std::string& arch);
+  // `name` tells apart baselines trained several ways (DD-Ranking's without augmentation); the
+  // students and subsets depend on (seed, arch, run) only, as the default name's do.
+  Scores score_random_real(int64_t ipc, const std::string& arch,
+                           const std::string& name = "random-real");
+  Scores score_full_data(const std::string& arch, const std::string& name = "full-data");
+
+  // Students scored so far by this process; evaluations that use several Evaluators (DD-Ranking's
+  // baselines) hand the count on, so progress labels count the whole evaluation.
+  int64_t students_done() const { return students_done_; }
+  void set_students_done(int64_t done) { students_done_ = done; }
 
   // The training images at `index` (int64 positions in `train`) as a SyntheticSet.
   static SyntheticSet real_set(const data::Dataset& train, const data::Normalization& norm,
@@ -173,7 +199,9 @@ class Evaluator {
 // The table printed by `distill eval`: one row per (set, model), mean ± std in percent.
 std::string format_scores_table(const std::vector<Scores>& scores);
 // results.json content.
+// With DD-Ranking rows (eval.scores = ["ddranking"]) under "ddranking".
 std::string scores_json(const std::vector<Scores>& scores, const std::string& protocol,
-                        int64_t eval_every);
+                        int64_t eval_every, const std::vector<DDRankingRow>& ddranking = {},
+                        const DDRankingOptions& ddranking_options = {});
 
 }  // namespace distill::eval

@@ -2,12 +2,16 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "src/core/error.h"
 
@@ -22,6 +26,21 @@ void make_dirs(const std::string& path) {
   if (ec) throw Error("cannot create folder '" + path + "': " + ec.message());
 }
 
+namespace {
+
+// Fault injection for experiments/reliability/kill_resume.sh: DISTILL_FAULT_WRITE_DELAY_MS=N holds
+// every atomic write for N ms halfway through its temporary, so that kills land inside writes
+// (a write of a small file otherwise lasts too short for a random kill to find it).
+int64_t write_delay_ms() {
+  static const int64_t delay = [] {
+    const char* value = std::getenv("DISTILL_FAULT_WRITE_DELAY_MS");
+    return value ? std::max<int64_t>(0, std::atoll(value)) : 0;
+  }();
+  return delay;
+}
+
+}  // namespace
+
 void write_file_atomic(const std::string& path, std::string_view bytes) {
   fs::path target(path);
   if (target.has_parent_path()) make_dirs(target.parent_path().string());
@@ -33,7 +52,13 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
                            "'): " + std::strerror(errno));
     }
     errno = 0;
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    const size_t half = write_delay_ms() > 0 ? bytes.size() / 2 : bytes.size();
+    out.write(bytes.data(), static_cast<std::streamsize>(half));
+    if (half < bytes.size()) {
+      out.flush();  // a torn temporary on disk while the write is held
+      std::this_thread::sleep_for(std::chrono::milliseconds(write_delay_ms()));
+      out.write(bytes.data() + half, static_cast<std::streamsize>(bytes.size() - half));
+    }
     out.flush();
     if (!out) {
       // errno is the failed write's (ENOSPC on a full disk, EDQUOT over a quota, EIO).

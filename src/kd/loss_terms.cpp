@@ -18,13 +18,6 @@ bool reads_layers(const LossSpec& spec) {
          spec.name == "rkd_angle";
 }
 
-std::string number(double x) {
-  std::string s = std::to_string(x);
-  s.erase(s.find_last_not_of('0') + 1);
-  if (!s.empty() && s.back() == '.') s.pop_back();
-  return s;
-}
-
 }  // namespace
 
 bool uses_teacher(const LossSpec& spec) { return spec.name != "ce"; }
@@ -42,12 +35,7 @@ LossTerms::LossTerms(std::vector<LossSpec> specs, std::string key, const models:
     LossSpec& spec = specs_[i];
     const std::string item = key_ + "[" + std::to_string(i) + "]";
     const std::string what = " (" + spec.name + ")";
-    auto require = [&](bool ok, const std::string& field, const std::string& rule, double value) {
-      if (!ok) {
-        throw Error(item + "." + field + what + " must be " + rule + ", found " + number(value));
-      }
-    };
-    require(std::isfinite(spec.weight) && spec.weight >= 0, "weight", ">= 0", spec.weight);
+    config::check(spec, item);  // the declared ranges and rules (LossSpec)
     // A setting this term does not read is a mistake (e.g. T on "ce"): say so rather than
     // ignore it. Detectable when it differs from the default.
     const LossSpec defaults;
@@ -66,14 +54,6 @@ LossTerms::LossTerms(std::vector<LossSpec> specs, std::string key, const models:
            "fitnet, at, rkd_distance, rkd_angle");
     unused(!reads_layers(spec) && !spec.teacher_layer.empty(), "teacher_layer",
            "fitnet, at, rkd_distance, rkd_angle");
-    if (spec.name == "hinton" || spec.name == "reverse_kl" || spec.name == "dkd") {
-      require(std::isfinite(spec.T) && spec.T > 0, "T", "> 0", spec.T);
-    }
-    if (spec.name == "dkd") {
-      require(std::isfinite(spec.alpha) && spec.alpha >= 0, "alpha", ">= 0", spec.alpha);
-      require(std::isfinite(spec.beta) && spec.beta >= 0, "beta", ">= 0", spec.beta);
-    }
-    if (spec.name == "at") require(std::isfinite(spec.p) && spec.p > 0, "p", "> 0", spec.p);
     if (uses_teacher(spec) && !teacher) {
       throw Error(item + what + " compares with a teacher, but none is configured");
     }

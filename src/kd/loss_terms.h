@@ -2,6 +2,7 @@
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -27,11 +28,19 @@ struct LossSpec {
              "ce (hard labels), hinton (KL of softened outputs x T^2), reverse_kl, dkd (decoupled "
              "KD), fitnet (hint regression), at (attention transfer), rkd_distance, rkd_angle",
              {"ce", "hinton", "reverse_kl", "dkd", "fitnet", "at", "rkd_distance", "rkd_angle"});
-    v.field("weight", weight, "weight of this term in the sum (>= 0)");
-    v.field("T", T, "hinton, reverse_kl, dkd: temperature (> 0)");
-    v.field("alpha", alpha, "dkd: weight of the target-class part (TCKD)");
-    v.field("beta", beta, "dkd: weight of the non-target part (NCKD)");
-    v.field("p", p, "at: exponent of the attention map (> 0)");
+    v.field("weight", weight, "weight of this term in the sum", config::Range::at_least(0));
+    v.field("T", T, "hinton, reverse_kl, dkd: temperature", config::Range::above(0));
+    v.field("alpha", alpha, "dkd: weight of the target-class part (TCKD)",
+            config::Range::at_least(0));
+    v.field("beta", beta, "dkd: weight of the non-target part (NCKD)", config::Range::at_least(0));
+    v.field("p", p, "at: exponent of the attention map", config::Range::above(0));
+    // The ranges let +inf through; an infinite weight, temperature or exponent is no loss.
+    v.rule(std::isfinite(weight) && std::isfinite(T) && std::isfinite(alpha) &&
+               std::isfinite(beta) && std::isfinite(p),
+           "loss term '" + name + "': weight, T, alpha, beta and p must be finite, found weight " +
+               std::to_string(weight) + ", T " + std::to_string(T) + ", alpha " +
+               std::to_string(alpha) + ", beta " + std::to_string(beta) + ", p " +
+               std::to_string(p));
     v.field("student_layer", student_layer,
             "fitnet, at, rkd_*: student feature name (\"logits\" = output; rkd default)");
     v.field("teacher_layer", teacher_layer,

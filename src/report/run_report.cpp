@@ -144,6 +144,12 @@ void render_results(std::ostringstream& html, const RunFolder& run, const std::s
       Table table = eval_table(file.json, file.name, table_warnings);
       add_wall_time_column(table, file.json);
       html << html_table(table);
+      Table ranking = ddranking_table(file.json);
+      if (!ranking.rows.empty()) {
+        html << "<p class=\"meta\">DD-Ranking: HLR = full data − set (hard labels), IOR = set − "
+                "random real (the set's labels), in accuracy points; LRS and ARS in [0, 1].</p>\n"
+             << html_table(ranking);
+      }
       for (const std::string& w : table_warnings) warnings.push_back(label + ": " + w);
     } else if (is_flat_object(file.json)) {
       Table table{{"key", "value"}, {}};
@@ -217,6 +223,34 @@ Table eval_table(const nlohmann::json& json, const std::string& label,
          runs ? count_cell(*runs) : "?", protocol,
          last_mean && last_std ? fixed2(100 * *last_mean) + " ± " + fixed2(100 * *last_std) : "?",
          best});
+  }
+  return table;
+}
+
+Table ddranking_table(const nlohmann::json& json) {
+  Table table{{"set", "model", "random real labelled by", "HLR", "IOR", "LRS", "ARS"}, {}};
+  auto rows = json.find("ddranking");
+  if (rows == json.end() || !rows->is_array()) return table;
+  auto points = [](const nlohmann::json& v) {
+    if (!v.is_number()) return std::string("?");
+    const double x = 100 * v.get<double>();
+    return (x >= 0 ? "+" : "") + fixed2(x);
+  };
+  auto score = [](const nlohmann::json& v) {
+    if (!v.is_number()) return std::string("?");
+    char cell[16];
+    std::snprintf(cell, sizeof cell, "%.3f", v.get<double>());
+    return std::string(cell);
+  };
+  for (const nlohmann::json& r : *rows) {
+    std::string set = r.value("set", std::string("?"));
+    std::filesystem::path path(set);
+    const std::string folder = path.parent_path().filename().string();
+    if (!folder.empty()) set = folder + "/" + path.filename().string();
+    table.rows.push_back({set, r.value("model", std::string("?")),
+                          r.value("label_source", std::string("?")), points(r.value("hlr", nlohmann::json())),
+                          points(r.value("ior", nlohmann::json())), score(r.value("lrs", nlohmann::json())),
+                          score(r.value("ars", nlohmann::json()))});
   }
   return table;
 }

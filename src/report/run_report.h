@@ -39,6 +39,10 @@ bool is_eval_results(const nlohmann::json& json);
 Table eval_table(const nlohmann::json& json, const std::string& label,
                  std::vector<std::string>& warnings);
 
+// The DD-Ranking terms of an eval results.json that has them (eval.scores = ["ddranking"]): set |
+// model | random real labelled by | HLR | IOR (accuracy points) | LRS | ARS. No rows without them.
+Table ddranking_table(const nlohmann::json& json);
+
 // Appends a "min per student" column (the mean of each row's `seconds`, "n/a" for a row without)
 // when any row of the eval results records wall times; the HTML report shows it, the Markdown
 // tables of the README leave it out (wall times depend on the machine and its load).

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <string>
 
+#include "src/config/config_io.h"
 #include "src/core/error.h"
 
 namespace distill::train {
@@ -45,12 +46,7 @@ std::pair<at::Tensor, at::Tensor> cutmix_box(const at::Tensor& images, const at:
 std::pair<at::Tensor, at::Tensor> cutmix(const at::Tensor& images, const at::Tensor& targets,
                                          int64_t num_classes, const CutMixOptions& options,
                                          at::Generator& generator) {
-  if (!(options.prob >= 0 && options.prob <= 1)) {
-    throw Error("cutmix.prob must be in [0, 1], found " + std::to_string(options.prob));
-  }
-  if (!(options.beta > 0)) {
-    throw Error("cutmix.beta must be > 0, found " + std::to_string(options.beta));
-  }
+  config::check(options, "eval.cutmix");  // the declared ranges (the eval.cutmix section)
   const int64_t n = images.size(0), h = images.size(2), w = images.size(3);
   // Every batch draws the same numbers, mixed or not: later draws do not depend on the coin.
   at::Tensor u = at::rand({3}, generator, at::kDouble);
@@ -87,12 +83,7 @@ std::pair<at::Tensor, at::Tensor> mixup_with(const at::Tensor& images, const at:
 std::pair<at::Tensor, at::Tensor> mixup(const at::Tensor& images, const at::Tensor& targets,
                                         int64_t num_classes, const MixupOptions& options,
                                         at::Generator& generator) {
-  if (!(options.prob >= 0 && options.prob <= 1)) {
-    throw Error("mixup.prob must be in [0, 1], found " + std::to_string(options.prob));
-  }
-  if (!(options.alpha > 0)) {
-    throw Error("mixup.alpha must be > 0, found " + std::to_string(options.alpha));
-  }
+  config::check(options, "eval.mixup");  // the declared ranges (the eval.mixup section)
   const int64_t n = images.size(0);
   at::Tensor coin = at::rand({1}, generator, at::kDouble);
   at::Tensor gamma = at::_standard_gamma(at::full({2}, options.alpha, at::kDouble), generator);

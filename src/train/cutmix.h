@@ -17,8 +17,10 @@ struct CutMixOptions {
   double beta = 1.0;
 
   void visit(config::Visitor& v) {
-    v.field("prob", prob, "probability that a training batch is CutMixed (0 = off)");
-    v.field("beta", beta, "the kept area fraction is drawn from Beta(beta, beta)");
+    v.field("prob", prob, "probability that a training batch is CutMixed (0 = off)",
+            config::Range::between(0, 1));
+    v.field("beta", beta, "the kept area fraction is drawn from Beta(beta, beta)",
+            config::Range::above(0));
   }
 };
 
@@ -45,8 +47,10 @@ struct MixupOptions {
   double alpha = 0.8;
 
   void visit(config::Visitor& v) {
-    v.field("prob", prob, "probability that a training batch is mixed up (0 = off)");
-    v.field("alpha", alpha, "the blend weight is drawn from Beta(alpha, alpha)");
+    v.field("prob", prob, "probability that a training batch is mixed up (0 = off)",
+            config::Range::between(0, 1));
+    v.field("alpha", alpha, "the blend weight is drawn from Beta(alpha, alpha)",
+            config::Range::above(0));
   }
 };
 

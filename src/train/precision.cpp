@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "src/config/config_io.h"
 #include "src/core/error.h"
 #include "src/train/autocast_compat.h"
 
@@ -36,14 +37,7 @@ bool all_finite(const std::vector<at::Tensor>& tensors) {
 
 LossScaler::LossScaler(const LossScaleOptions& options)
     : scale_(options.initial), growth_interval_(options.growth_interval) {
-  if (!(options.initial > 0) || !std::isfinite(options.initial)) {
-    throw Error("train.loss_scale.initial must be a finite number > 0, found " +
-                std::to_string(options.initial));
-  }
-  if (options.growth_interval < 1) {
-    throw Error("train.loss_scale.growth_interval must be >= 1, found " +
-                std::to_string(options.growth_interval));
-  }
+  config::check(options, "train.loss_scale");  // the declared ranges and rules
 }
 
 bool LossScaler::update(bool finite) {

@@ -8,6 +8,7 @@
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -22,9 +23,13 @@ struct LossScaleOptions {
   int64_t growth_interval = 2000;  // GradScaler's default
 
   void visit(config::Visitor& v) {
-    v.field("initial", initial, "fp16: the loss scale to start from");
+    v.field("initial", initial, "fp16: the loss scale to start from", config::Range::above(0));
+    // An infinite scale would never come down to a finite one: every step would be skipped.
+    v.rule(std::isfinite(initial),
+           "loss_scale.initial must be finite, found " + std::to_string(initial));
     v.field("growth_interval", growth_interval,
-            "fp16: good steps in a row after which the loss scale doubles");
+            "fp16: good steps in a row after which the loss scale doubles",
+            config::Range::at_least(1));
   }
 };
 

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "src/config/config_io.h"
 #include "src/core/error.h"
 
 namespace distill::train {
@@ -43,10 +44,7 @@ at::Tensor crop_resize_flip(const at::Tensor& x, const at::Tensor& boxes) {
 }
 
 ResizedCropAugment::ResizedCropAugment(ResizedCropOptions options) : options_(options) {
-  if (!(options_.min_scale > 0 && options_.min_scale <= 1)) {
-    throw Error("augment.resized_crop.min_scale must be in (0, 1], found " +
-                std::to_string(options_.min_scale));
-  }
+  config::check(options_, "augment.resized_crop");  // the declared ranges (ResizedCropOptions)
 }
 
 at::Tensor ResizedCropAugment::operator()(const at::Tensor& images, at::Generator& gen) const {

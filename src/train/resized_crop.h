@@ -26,7 +26,8 @@ struct ResizedCropOptions {
   bool flip = true;
 
   void visit(config::Visitor& v) {
-    v.field("min_scale", min_scale, "smallest crop area fraction (torchvision's scale[0])");
+    v.field("min_scale", min_scale, "smallest crop area fraction (torchvision's scale[0])",
+            config::Range::above_up_to(0, 1));
     v.field("flip", flip, "random horizontal flip with probability 0.5");
   }
 };

@@ -107,14 +107,18 @@ TEST_F(DiffusionCli, BadSettingsNameTheKeyAndDoNoWork) {
   const std::vector<Case> cases = {
       {"--sampler euler", "diffusion.sampler.name"},
       {"--teacher unet", "diffusion.teacher"},
-      {"--steps 0", "diffusion.sampler.steps must be >= 1, found 0"},
+      {"--steps 0", "key 'diffusion.sampler.steps' must be >= 1, found 0"},
       {"--set diffusion.sampler.schedule.sigma_min=5 --set diffusion.sampler.schedule.sigma_max=1",
-       "diffusion.sampler.schedule: sigma_min and sigma_max must be finite with 0 < sigma_min < "
-       "sigma_max"},
+       "settings: schedule karras: sigma_min and sigma_max must be finite with sigma_min < "
+       "sigma_max (an increasing range) and rho finite, found sigma_min = 5.000000, sigma_max = "
+       "1.000000"},
+      {"--set diffusion.sampler.schedule.sigma_min=0",
+       "--set diffusion.sampler.schedule.sigma_min=0: key 'diffusion.sampler.schedule.sigma_min' "
+       "must be > 0, found 0"},
       {"--set diffusion.sampler.schedule.name=vp_cosine "
        "--set diffusion.sampler.schedule.logsnr_min=3 --set "
        "diffusion.sampler.schedule.logsnr_max=1",
-       "diffusion.sampler.schedule: logsnr_min and logsnr_max"},
+       "settings: schedule vp_cosine: logsnr_min and logsnr_max"},
   };
   expect_bad_samples(cases);
   CommandResult r = distill_cli("diffusion distil " + tiny_flags(data_));
@@ -346,9 +350,7 @@ TEST_F(DiffusionTrainCli, BadTeacherFilesNameTheFileAndKey) {
   // Settings errors of train fail before any work.
   r = train("--train-steps 0", "zero");
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_TRUE(contains(r.output, "diffusion.train.steps and diffusion.train.batch must be >= 1, "
-                                 "found 0 and 8"))
-      << r.output;
+  EXPECT_TRUE(contains(r.output, "key 'diffusion.train.steps' must be >= 1, found 0")) << r.output;
   EXPECT_FALSE(std::filesystem::exists(dir_.file("zero")));
   r = train("--train-steps 2 --set diffusion.model.unet.channel_mult=[1,2,2,2,2]", "deep");
   EXPECT_EQ(r.exit_code, 2);

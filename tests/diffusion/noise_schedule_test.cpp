@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "diffusion/parameterization.h"
+#include "src/config/config_io.h"
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 #include "tests/support/test_support.h"
@@ -78,10 +79,13 @@ TEST(Schedules, BadInputNamesTheKeyAndValues) {
   ScheduleOptions o;
   o.sigma_min = 80;
   o.sigma_max = 0.002;
-  std::string message = error_of([&] { validate(o, "sampler.schedule"); });
-  EXPECT_NE(message.find("sampler.schedule"), std::string::npos) << message;
+  std::string message = error_of([&] { config::check(o, "sampler.schedule"); });
+  EXPECT_NE(message.find("settings: schedule karras: "), std::string::npos) << message;
   EXPECT_NE(message.find("increasing"), std::string::npos) << message;
   EXPECT_NE(message.find("sigma_min = 80"), std::string::npos) << message;
+  o.sigma_min = 0;
+  EXPECT_EQ(error_of([&] { config::check(o, "sampler.schedule"); }),
+            "key 'sampler.schedule.sigma_min' must be > 0, found 0");
   o = {};
   o.name = "vp_cosine";
   o.logsnr_min = 5;
@@ -90,8 +94,8 @@ TEST(Schedules, BadInputNamesTheKeyAndValues) {
   EXPECT_NE(message.find("logsnr_min = 5"), std::string::npos) << message;
   o = {};
   o.name = "linear";
-  message = error_of([&] { validate(o, "schedule"); });
-  EXPECT_NE(message.find("unknown schedule 'linear'"), std::string::npos) << message;
+  message = error_of([&] { schedule_sigma(o, 0.5); });
+  EXPECT_EQ(message, "key 'schedule.name' expects one of {karras, vp_cosine}, found \"linear\"");
   message = error_of([&] { sampling_sigmas(ScheduleOptions{}, 0); });
   EXPECT_NE(message.find("steps must be >= 1, found 0"), std::string::npos) << message;
   message = error_of([] { parse_prediction("score", "model.prediction"); });

@@ -11,6 +11,7 @@
 #include "diffusion/mlp_denoiser.h"
 #include "diffusion/parameterization.h"
 #include "diffusion/samplers.h"
+#include "src/config/config_io.h"
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 
@@ -77,19 +78,18 @@ TEST(ProgressiveDistillation, StepCountsNotReachableByHalvingAreErrors) {
   o.teacher_steps = 6;
   o.student_steps = 4;
   try {
-    validate(o);
+    config::check(o, "distill.progressive");
     FAIL() << "no error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("student_steps = 4 is not reachable by halving "
-                                         "teacher_steps = 6"),
-              std::string::npos)
-        << e.what();
+    EXPECT_EQ(std::string(e.what()),
+              "settings: distill.progressive: student_steps = 4 is not reachable by halving "
+              "teacher_steps = 6 (teacher_steps must be student_steps * 2^k, k >= 1)");
   }
   o.teacher_steps = 8;
   o.student_steps = 1;
-  EXPECT_NO_THROW(validate(o));
+  EXPECT_NO_THROW(config::check(o, "distill.progressive"));
   o.weighting = "snr";
-  EXPECT_THROW(validate(o), Error);
+  EXPECT_THROW(config::check(o, "distill.progressive"), Error);
 }
 
 // Share of samples within 0.5 (2.5 standard deviations) of each of the four modes.

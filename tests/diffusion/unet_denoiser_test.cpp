@@ -173,8 +173,8 @@ TEST(UnetDenoiser, BadShapesNameTheSetting) {
   EXPECT_EQ(testing::error_of([] {
               UnetDenoiserNet(1, 28, 28, 0, options_of(6, {1, 2}, 1, 7, 4, 1));
             }),
-            "unet: every width channels * channel_mult must be >= 1 and divisible by groups = 4, "
-            "found 6");
+            "settings: unet: every width channels * channel_mult must be >= 1 and divisible by "
+            "groups = 4, found 6");
   EXPECT_EQ(testing::error_of([] {
               UnetDenoiserNet(1, 28, 28, 0, options_of(8, {1, 2}, 1, 14, 4, 3));
             }),

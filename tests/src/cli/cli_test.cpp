@@ -890,6 +890,90 @@ TEST(Cli, ResumeOnACommandWithoutCheckpointsIsExit2) {
   }
 }
 
+// DD-Ranking (issue 20): every term in results.json is its formula over the accuracies of the
+// baselines trained beside the set (in the same results), and the full-data baseline is cached.
+TEST(Cli, EvalDDRankingTermsAreTheirFormulasOverTheBaselines) {
+  TempDir dir;
+  const std::string data = write_tiny_dataset(dir);
+  ASSERT_EQ(distill_cli("subset --ipc 2 " + tiny_flags(data) + "--out " + dir.file("sub")).exit_code, 0);
+  const std::string eval = "eval " + tiny_flags(data) + "--syn " + dir.file("sub/syn.pt") +
+                           " --runs 2 --epochs 2 --set eval.model.width=8 --set eval.model.depth=1 "
+                           "--set 'eval.scores=[\"ddranking\"]' --set eval.full_data_cache=" +
+                           dir.file("cache") + " ";
+  CommandResult first = distill_cli(eval + "--out " + dir.file("e1"));
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  EXPECT_TRUE(contains(first.output, "DD-Ranking (HLR, IOR in accuracy points")) << first.output;
+  const nlohmann::json results = nlohmann::json::parse(io::read_file(dir.file("e1/results.json")));
+  auto mean_of = [&](const std::string& set) {
+    for (const auto& row : results["results"]) {
+      if (row["set"] == set) return row["last_mean"].get<double>();
+    }
+    ADD_FAILURE() << "no row " << set;
+    return -1.0;
+  };
+  const std::string syn = dir.file("sub/syn.pt");
+  ASSERT_EQ(results["ddranking"].size(), 1u);
+  const nlohmann::json& row = results["ddranking"][0];
+  const nlohmann::json& a = row["accuracies"];
+  EXPECT_EQ(row["label_source"], "hard labels");
+  EXPECT_DOUBLE_EQ(a["set_own"].get<double>(), mean_of(syn));
+  EXPECT_DOUBLE_EQ(a["set_hard"].get<double>(), mean_of(syn));  // hard labels are its own
+  EXPECT_DOUBLE_EQ(a["random_own"].get<double>(), mean_of("random-real"));
+  EXPECT_DOUBLE_EQ(a["full_hard"].get<double>(), mean_of("full-data [hard labels]"));
+  EXPECT_DOUBLE_EQ(a["set_no_aug"].get<double>(), mean_of(syn + " [no augmentation]"));
+  EXPECT_DOUBLE_EQ(a["random_no_aug"].get<double>(), mean_of("random-real [no augmentation]"));
+  const double hlr = a["full_hard"].get<double>() - a["set_hard"].get<double>();
+  const double ior = a["set_own"].get<double>() - a["random_own"].get<double>();
+  const double beta = 0.5 * ior + 0.5 * (a["set_no_aug"].get<double>() -
+                                         a["random_no_aug"].get<double>());
+  auto normalise = [](double x) { return (std::exp(x) - std::exp(-1)) / (std::exp(1) - std::exp(-1)); };
+  EXPECT_NEAR(row["hlr"].get<double>(), hlr, 1e-12);
+  EXPECT_NEAR(row["ior"].get<double>(), ior, 1e-12);
+  EXPECT_NEAR(row["lrs"].get<double>(), normalise(0.5 * ior - 0.5 * hlr), 1e-12);
+  EXPECT_NEAR(row["ars"].get<double>(), normalise(beta), 1e-12);
+  // The README's Markdown tables (distill report) carry the terms as a second table.
+  CommandResult markdown = distill_cli("report --format markdown " + dir.file("e1"));
+  ASSERT_EQ(markdown.exit_code, 0) << markdown.output;
+  EXPECT_TRUE(contains(markdown.output, "| set | model | random real labelled by | HLR | IOR | LRS | "
+                                        "ARS |"))
+      << markdown.output;
+  char lrs[16];
+  std::snprintf(lrs, sizeof lrs, "%.3f", row["lrs"].get<double>());
+  EXPECT_TRUE(contains(markdown.output, "| sub/syn.pt | convnet | hard labels | ")) << markdown.output;
+  EXPECT_TRUE(contains(markdown.output, std::string(" | ") + lrs + " | ")) << markdown.output;
+
+  // A second eval of the same protocol reuses the cached full-data accuracies.
+  CommandResult second = distill_cli(eval + "--out " + dir.file("e2"));
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  const nlohmann::json again = nlohmann::json::parse(io::read_file(dir.file("e2/results.json")));
+  bool cached = false;
+  for (const auto& r : again["results"]) {
+    if (r["set"] == "full-data [hard labels] (cached)") {
+      cached = true;
+      EXPECT_DOUBLE_EQ(r["last_mean"].get<double>(), a["full_hard"].get<double>());
+    }
+  }
+  EXPECT_TRUE(cached) << again.dump(1);
+
+  // A soft-labelled set needs the source of its labels for the random baseline.
+  io::TensorDict soft = io::load_dict(syn);
+  at::Tensor labels = io::get_tensor(soft, "labels", syn);
+  soft.insert_or_assign("labels", at::one_hot(labels, 3).to(at::kFloat));
+  io::save_dict(dir.file("soft.pt"), soft);
+  CommandResult refused = distill_cli("eval " + tiny_flags(data) + "--syn " + dir.file("soft.pt") +
+                                      " --set 'eval.scores=[\"ddranking\"]' --out " +
+                                      dir.file("e3"));
+  EXPECT_EQ(refused.exit_code, 2) << refused.output;
+  EXPECT_TRUE(contains(refused.output, "has soft labels, and DD-Ranking's random-real baseline "
+                                       "must be labelled by the same source"))
+      << refused.output;
+  CommandResult unknown = distill_cli("eval " + tiny_flags(data) + "--syn " + syn +
+                                      " --set 'eval.scores=[\"fid\"]' --out " + dir.file("e4"));
+  EXPECT_EQ(unknown.exit_code, 2) << unknown.output;
+  EXPECT_TRUE(contains(unknown.output, "eval.scores: the scores known are [\"ddranking\"]"))
+      << unknown.output;
+}
+
 // A Python reference that fails (killed for memory at a size the C++ side handles) leaves the
 // C++ result printed, with the failure named, instead of no result at all.
 TEST(Cli, BenchMttReportsTheCppResultWhenThePythonReferenceFails) {

@@ -178,9 +178,9 @@ TEST_F(KdCli, BadInputIsOneLineWithExit2BeforeTraining) {
       {base + kTeacherModel + "--set teacher.model.width=16",
        "has shape [8, 1, 3, 3], teacher.model builds [16, 1, 3, 3]"},
       {base + kTeacherModel + "--set 'kd.losses=[{name=\"hinton\", T=0}]'",
-       "kd.losses[0].T (hinton) must be > 0, found 0"},
+       "key 'kd.losses[0].T' must be > 0, found 0"},
       {base + kTeacherModel + "--set 'kd.losses=[{name=\"hinton\", T=-2}]'",
-       "kd.losses[0].T (hinton) must be > 0, found -2"},
+       "key 'kd.losses[0].T' must be > 0, found -2"},
       {base + kTeacherModel +
            "--set model.arch=convnet --set 'kd.losses=[{name=\"at\", "
            "student_layer=\"block7\", teacher_layer=\"block0\"}]'",
@@ -193,7 +193,7 @@ TEST_F(KdCli, BadInputIsOneLineWithExit2BeforeTraining) {
       {base + kTeacherModel + "--set 'kd.losses=[{name=\"hinton\", Temp=3}]'",
        "unknown key 'kd.losses[0].Temp'"},
       {base + kTeacherModel + "--set kd.data_fraction=0",
-       "kd.data_fraction must be in (0, 1], found 0"},
+       "key 'kd.data_fraction' must be in (0, 1], found 0"},
   };
   for (const auto& c : cases) {
     CommandResult r = distill_cli(c.args + " --out " + dir_.file("bad"));

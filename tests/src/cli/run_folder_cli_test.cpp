@@ -291,6 +291,16 @@ TEST(RunFolderCli, BadSettingsAreRefusedBeforeAnyDataIsRead) {
       {"synth recover --set synth.recover.crop_min_scale=0",
        "key 'synth.recover.crop_min_scale' must be in (0, 1], found 0"},
       {"synth relabel --set synth.relabel.T=0", "key 'synth.relabel.T' must be > 0, found 0"},
+      {"diffusion sample --steps 0", "key 'diffusion.sampler.steps' must be >= 1, found 0"},
+      {"diffusion distill --set distill.log_every=0",
+       "key 'distill.log_every' must be >= 1, found 0"},
+      {"diffusion train --set data.train_limit=-1",
+       "key 'data.train_limit' must be >= 0, found -1"},
+      {"train --set train.loss_scale.growth_interval=0",
+       "key 'train.loss_scale.growth_interval' must be >= 1, found 0"},
+      {"eval --set eval.cutmix.beta=0", "key 'eval.cutmix.beta' must be > 0, found 0"},
+      {"kd --set kd.scheme=dml --set kd.cohort=1",
+       "settings: kd.cohort must be >= 2 for scheme dml, found 1"},
   };
   for (const auto& [args, message] : cases) {
     CommandResult r = distill_cli(args + nowhere);

@@ -87,18 +87,18 @@ TEST(LossTerms, BadSettingsNameTheKeyAndValueBeforeTraining) {
     return error_of([&] { LossTerms(specs, "kd.losses", *student, t); });
   };
   EXPECT_NE(make({term("ce", 1), term("hinton", 1, 0.0)}, teacher.get())
-                .find("kd.losses[1].T (hinton) must be > 0, found 0"),
+                .find("key 'kd.losses[1].T' must be > 0, found 0"),
             std::string::npos);
   EXPECT_NE(make({term("dkd", 1, -2.0)}, teacher.get())
-                .find("kd.losses[0].T (dkd) must be > 0, found -2"),
+                .find("key 'kd.losses[0].T' must be > 0, found -2"),
             std::string::npos);
-  EXPECT_NE(
-      make({term("ce", -1)}, teacher.get()).find("kd.losses[0].weight (ce) must be >= 0, found -1"),
-      std::string::npos);
+  EXPECT_NE(make({term("ce", -1)}, teacher.get())
+                .find("key 'kd.losses[0].weight' must be >= 0, found -1"),
+            std::string::npos);
   LossSpec at_term = term("at", 1);
   at_term.student_layer = at_term.teacher_layer = "block0";
   at_term.p = 0;
-  EXPECT_NE(make({at_term}, teacher.get()).find("kd.losses[0].p (at) must be > 0, found 0"),
+  EXPECT_NE(make({at_term}, teacher.get()).find("key 'kd.losses[0].p' must be > 0, found 0"),
             std::string::npos);
   LossSpec fitnet = term("fitnet", 1);
   EXPECT_NE(make({fitnet}, teacher.get()).find("kd.losses[0].student_layer (fitnet) is required"),

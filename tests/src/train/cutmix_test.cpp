@@ -72,7 +72,7 @@ TEST(CutMix, RandomBoxLabelsEqualTheFractionOfPixelsTakenFromThePartner) {
   EXPECT_TRUE(at::equal(at::rand({2}, a), at::rand({2}, b)));
   o.beta = 0.0;
   EXPECT_EQ(testing::error_of([&] { cutmix(images, labels, 8, o, a); }),
-            "cutmix.beta must be > 0, found 0.000000");
+            "key 'eval.cutmix.beta' must be > 0, found 0");
 }
 
 TEST(Mixup, BlendsImagesAndLabelsWithTheSameWeight) {
@@ -121,7 +121,7 @@ TEST(Mixup, BlendsImagesAndLabelsWithTheSameWeight) {
   }
   o.alpha = -1;
   EXPECT_EQ(testing::error_of([&] { mixup(many, at::arange(8, at::kLong), 8, o, gen); }),
-            "mixup.alpha must be > 0, found -1.000000");
+            "key 'eval.mixup.alpha' must be > 0, found -1");
 }
 
 }  // namespace
