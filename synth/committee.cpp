@@ -214,11 +214,7 @@ CommitteeManifest train_committee(const CommitteeOptions& options, const data::D
   const int64_t channels = train_set.channels(), size = train_set.height();
   const int64_t classes = train_set.num_classes;
   // Everything that can be checked is checked before any training.
-  if (options.members.empty()) throw Error("committee.members: committee of size 0");
-  if (options.val_per_class < 1) {
-    throw Error("committee.val_per_class must be >= 1, found " +
-                std::to_string(options.val_per_class));
-  }
+  config::check(options, "committee");  // the declared ranges and rules (CommitteeOptions)
   std::vector<std::unique_ptr<models::Model>> models;
   std::vector<Member> loaded(options.members.size());
   for (size_t i = 0; i < options.members.size(); ++i) {

@@ -107,9 +107,12 @@ struct CommitteeOptions {
             "committee members: [{model = {arch = \"convnet\", norm = \"batchnorm\"}}, "
             "{checkpoint = \"runs/t/model.pt\", model = {arch = \"lenet\"}}, ...]");
     v.field("val_per_class", val_per_class,
-            "held-out training images per class that measure each member's accuracy (not trained on)");
+            "held-out training images per class that measure each member's accuracy (not trained on)",
+            config::Range::at_least(1));
     v.field("stats_images", stats_images,
-            "training images the feature statistics of members without batch norm are taken on");
+            "training images the feature statistics of members without batch norm are taken on",
+            config::Range::at_least(1));
+    v.rule(!members.empty(), "committee.members: committee of size 0");
     v.section("train", train);
     v.section("augment", augment);
   }

@@ -82,9 +82,11 @@ struct CommitteeLabelOptions {
             "committee manifest (committee.toml): when set, every student (set, random real, full "
             "data) learns from the committee's soft labels computed on each augmented and "
             "CutMixed batch instead of stored labels; empty = stored labels");
-    v.field("T", T, "temperature of the members' softened outputs and of the students' KL loss");
+    v.field("T", T, "temperature of the members' softened outputs and of the students' KL loss",
+            config::Range::above(0));
     v.field("temperature", temperature,
-            "voting weights softmax(val_accuracy / temperature), as synth.temperature");
+            "voting weights softmax(val_accuracy / temperature), as synth.temperature",
+            config::Range::above(0));
     v.field("batch_statistics", batch_statistics,
             "CV-DD's batch-specific soft labels: members' batch norm uses the statistics of each "
             "training batch it labels (train mode) instead of its running statistics");
@@ -234,11 +236,6 @@ void run_eval(EvalCommandOptions& o, const Invocation& invocation) {
   std::shared_ptr<const std::vector<synth::Member>> committee;
   const CommitteeLabelOptions& cl = o.committee_labels;
   if (!cl.committee.empty()) {
-    if (!(cl.T > 0)) throw Error("committee_labels.T must be > 0, found " + std::to_string(cl.T));
-    if (!(cl.temperature > 0)) {
-      throw Error("committee_labels.temperature must be > 0, found " +
-                  std::to_string(cl.temperature));
-    }
     committee = std::make_shared<const std::vector<synth::Member>>(synth::load_committee(
         cl.committee, train_set.channels(), train_set.height(), train_set.num_classes, run.device));
     synth::check_normalization(cl.committee, norm.mean, norm.std, norm.zca ? norm.zca->eps() : 0.0,
