@@ -292,6 +292,8 @@ TEST(RunFolderCli, BadSettingsAreRefusedBeforeAnyDataIsRead) {
        "key 'synth.recover.crop_min_scale' must be in (0, 1], found 0"},
       {"synth relabel --set synth.relabel.T=0", "key 'synth.relabel.T' must be > 0, found 0"},
       {"eval --set committee_labels.T=0", "key 'committee_labels.T' must be > 0, found 0"},
+      {"synth export --threads -1", "key 'run.threads' must be >= 0, found -1"},
+      {"diffusion score --set diffusion.score.k=0", "key 'diffusion.score.k' must be >= 1, found 0"},
       {"diffusion sample --steps 0", "key 'diffusion.sampler.steps' must be >= 1, found 0"},
       {"diffusion distill --set distill.log_every=0",
        "key 'distill.log_every' must be >= 1, found 0"},
