@@ -21,11 +21,19 @@ def kill_resume_lines():
         "| command | kills | in a write | resumed | cycles | identical | lost | straight run |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for row in run["rows"]:
+    rows = run["rows"]
+    for row in rows:
         lines.append(
             f"| {row['command']} | {row['kills']} | {row.get('in_write', 0)} | {row['resumed']} "
             f"| {row['cycles']} | {row['identical']} | {row['lost']} "
             f"| {row['straight_ms'] / 1000:.1f} s |")
+    cycles = sum(r["cycles"] for r in rows)
+    identical = sum(r["identical"] for r in rows)
+    lost = sum(r["lost"] for r in rows)
+    lines += ["", f"In all: {sum(r['kills'] for r in rows)} kills, "
+              f"{sum(r.get('in_write', 0) for r in rows)} of them inside an atomic write; "
+              f"{identical} of {cycles} cycles ended byte-identical to the straight run, "
+              f"{lost} lost work."]
     return lines
 
 
