@@ -39,8 +39,8 @@ std::string tiny_train(const std::string& data) {
   return "train " + tiny_flags(data) + "--set model.width=8 --set model.depth=1 ";
 }
 
-// A small tmpfs of the test's own, for the disk-full and read-only cases (mounting needs root;
-// CI runs as root).
+// A small tmpfs of the test's own, for the disk-full and read-only cases (mounting needs root,
+// which this project's CI machines have).
 class SmallFileSystem {
  public:
   SmallFileSystem(const std::string& path, const std::string& size) : path_(path) {
@@ -77,7 +77,8 @@ class SmallFileSystem {
 TEST(RunFolderCli, DiskFullOrReadOnlyLeavesTheEarlierRunIntact) {
   TempDir dir;
   SmallFileSystem small(dir.file("small"), "4m");
-  DISTILL_REQUIRE_TOOL(small.mounted(), "permission to mount a tmpfs (root; CI runs as root)");
+  // Not a tool tests/run.sh can install: a machine that forbids mounts skips this case.
+  if (!small.mounted()) GTEST_SKIP() << "no permission to mount a tmpfs (needs root)";
   const std::string data = write_tiny_dataset(dir);
   const std::string out = dir.file("small/run");
   ASSERT_EQ(distill_cli(tiny_train(data) + "--epochs 1 --out " + out).exit_code, 0);
