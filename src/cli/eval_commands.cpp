@@ -2,7 +2,6 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
-#include <cstdio>
 #include <memory>
 #include <optional>
 #include <filesystem>
@@ -179,11 +178,7 @@ std::string full_data_key(EvalCommandOptions& o, const std::string& arch, int64_
 std::string full_data_cache_file(const std::string& folder, const std::string& arch,
                                  const std::string& key) {
   if (folder.empty()) return "";
-  uint64_t hash = 1469598103934665603ULL;  // FNV-1a: stable across builds and platforms
-  for (unsigned char c : key) hash = (hash ^ c) * 1099511628211ULL;
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
-  return folder + "/" + arch + "-" + hex + ".json";
+  return folder + "/" + arch + "-" + eval::text_fingerprint(key) + ".json";
 }
 
 // The set with hard labels (the argmax of soft ones), without what only soft labels use.

@@ -17,17 +17,6 @@ namespace {
 // Bump when the file's contents change meaning, so old caches are recomputed, not misread.
 constexpr const char* kCacheFormat = "reference-statistics v1";
 
-std::string fnv1a_hex(const std::string& bytes) {
-  uint64_t h = 1469598103934665603ull;  // FNV-1a 64-bit offset basis and prime
-  for (unsigned char c : bytes) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  char text[17];
-  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
-  return text;
-}
-
 }  // namespace
 
 void check_feature_layer(const models::Model& model, const std::string& layer,
@@ -62,7 +51,18 @@ ClassifierOutputs classifier_outputs(const models::Model& model, const at::Tenso
   return {at::cat(features), at::cat(predicted)};
 }
 
-std::string file_fingerprint(const std::string& path) { return fnv1a_hex(io::read_file(path)); }
+std::string text_fingerprint(const std::string& bytes) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a 64-bit offset basis and prime
+  for (unsigned char c : bytes) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
+  return text;
+}
+
+std::string file_fingerprint(const std::string& path) { return text_fingerprint(io::read_file(path)); }
 
 ReferenceStatistics cached_reference_statistics(const std::string& cache_dir,
                                                 const std::string& key,
@@ -71,7 +71,7 @@ ReferenceStatistics cached_reference_statistics(const std::string& cache_dir,
   if (hit) *hit = false;
   if (cache_dir.empty()) return compute();
   const std::string full_key = std::string(kCacheFormat) + "\n" + key;
-  const std::string path = cache_dir + "/reference_" + fnv1a_hex(full_key) + ".pt";
+  const std::string path = cache_dir + "/reference_" + text_fingerprint(full_key) + ".pt";
   if (std::filesystem::exists(path)) {
     io::TensorDict dict = io::load_dict(path);
     // A hash collision (or a hand-copied file) must not pass for another key's statistics.

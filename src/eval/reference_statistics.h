@@ -39,6 +39,8 @@ struct ReferenceStatistics {
 // A stable fingerprint of a file's bytes (64-bit FNV-1a, hex): a classifier retrained in place
 // gets a new one, so its cached statistics are not reused. Error naming the path when unreadable.
 std::string file_fingerprint(const std::string& path);
+// The same fingerprint of a text (cache keys made of settings).
+std::string text_fingerprint(const std::string& bytes);
 
 // Reads CACHE_DIR/reference_<hash of key>.pt when it exists and was written for exactly `key`;
 // otherwise calls `compute` and writes that file atomically (a crash never leaves half a file, two
