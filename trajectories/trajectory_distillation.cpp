@@ -135,6 +135,16 @@ MatchingRun::MatchingRun(const MttOptions& options, const data::Dataset& train,
   }
   initialise(resumed_);
   check_unrolled_memory();
+  // Every meta-gradient runs at least one student step on batch_syn synthetic images (IPC x
+  // classes when 0): refused up front when that alone cannot fit.
+  const int64_t images = state_.set.images.size(0);
+  const int64_t batch_syn = options.matching.batch_syn > 0
+                                ? std::min(options.matching.batch_syn, images)
+                                : images;
+  train::check_training_memory(*model_, state_.set.images, batch_syn,
+                               "mtt: ipc = " + std::to_string(options.ipc) +
+                                   " with matching.batch_syn = " +
+                                   std::to_string(options.matching.batch_syn));
 }
 
 // meta_grad = unroll keeps every student step's graph until the backward pass, so its memory

@@ -35,6 +35,8 @@ other_cases=(
 bench_train=(bench train --device cuda --set bench.steps=50 --set bench.batch=256)
 bench_mtt=(bench mtt --device cuda --ipc 10 --syn-steps 20 --batch-syn 100 --iters 5
            --meta-grad adjoint)
+# K = 5 evaluation students at IPC 10: issue 20's GPU target is batched >= 3x sequential.
+bench_eval=(bench eval --device cuda --ipc 10 --students 5 --steps 60)
 
 # The build: the wheel line, as tests/run.sh builds it (the wheel is downloaded once, cached).
 echo "build: DISTILL_LIBTORCH=wheel experiments/setup/build.sh distill cuda_test cli_test diffusion_test -> $build" >&2
@@ -59,12 +61,12 @@ done
 "$distill" --version >&2
 # The benchmarks' settings parse as given (every --set key and value is checked; the device is
 # only resolved when a benchmark runs).
-for args in "${bench_train[*]:2}" "${bench_mtt[*]:2}"; do
+for args in "${bench_train[*]:2}" "${bench_mtt[*]:2}" "${bench_eval[*]:2}"; do
   # shellcheck disable=SC2086  # the flags are plain words
   "$distill" config --dump bench $args --set "bench.python=$reference_python" >/dev/null
 done
 $reference_python -c 'import torch; print("reference: python torch", torch.__version__, "cuda", torch.version.cuda)' >&2
-for script in train_step.py mtt_step.py; do
+for script in train_step.py mtt_step.py eval_step.py; do
   $reference_python "$root/experiments/bench/$script" --help | grep -q -- "--device" ||
     { echo "error: experiments/bench/$script takes no --device" >&2; exit 1; }
 done
@@ -102,7 +104,8 @@ for entry in "${other_cases[@]}"; do run_case "${entry%%:*}" "${entry#*:}" || fa
 # previous check's (distill refuses a folder holding a run without it).
 train_json=$("$distill" "${bench_train[@]}" --set "bench.python=$reference_python" --overwrite --out "$build/gpu-check/train" | tail -n 1)
 mtt_json=$("$distill" "${bench_mtt[@]}" --set "bench.python=$reference_python" --overwrite --out "$build/gpu-check/mtt" | tail -n 1)
-printf '{"dry_run": false, "ok": %s, "seconds": %d, "cases": {%s}, "bench_train": %s, "bench_mtt": %s}\n' \
+eval_json=$("$distill" "${bench_eval[@]}" --set "bench.python=$reference_python" --overwrite --out "$build/gpu-check/eval" | tail -n 1)
+printf '{"dry_run": false, "ok": %s, "seconds": %d, "cases": {%s}, "bench_train": %s, "bench_mtt": %s, "bench_eval": %s}\n' \
   "$([ $failed = 0 ] && echo true || echo false)" "$(($(date +%s) - start))" \
-  "$(IFS=,; echo "${results[*]}")" "$train_json" "$mtt_json"
+  "$(IFS=,; echo "${results[*]}")" "$train_json" "$mtt_json" "$eval_json"
 exit $failed

@@ -1,7 +1,8 @@
 """README tables of issue 24's reliability scripts, from their committed results:
 `table:kill-resume` from experiments/results/reliability/kill_resume.json (kill_resume.sh) and
 `table:seeded-outputs` from seeded_outputs_before.json / seeded_outputs_after.json
-(seeded_outputs.sh run before and after a refactor of the loops)."""
+(seeded_outputs.sh run before and after a refactor of the loops), `table:parse-time` from
+parse_time.json (parse_time.sh)."""
 import json
 import pathlib
 import sys
@@ -55,7 +56,34 @@ def seeded_outputs_lines():
     return lines
 
 
+def parse_time_lines():
+    run = json.loads((RESULTS / "parse_time.json").read_text())
+    rows = run["rows"]
+    seconds = sorted(r["seconds"] for r in rows)
+    ok = [r for r in rows if r["exit_code"] == 2 and r["message_found"] and not r["folder_created"]]
+    by_command = {}
+    for r in rows:
+        words = r["args"].split()
+        name = " ".join(words[:2]) if words[0] in ("synth", "diffusion", "committee") else words[0]
+        by_command.setdefault(name, []).append(r["seconds"])
+    lines = [
+        f"{len(rows)} bad settings (`tests/src/cli/data/bad_settings.tsv`) on the full Fashion-MNIST "
+        f"configuration; commit {run['commit']}, load {run['load']} "
+        "(`experiments/reliability/parse_time.sh`): "
+        f"{len(ok)} of {len(rows)} exit 2 naming the key, no run folder made; "
+        f"slowest {seconds[-1]:.2f} s, median {seconds[len(seconds) // 2]:.2f} s.",
+        "",
+        "| command | cases | slowest s |",
+        "|---|---|---|",
+    ]
+    for name, times in sorted(by_command.items()):
+        lines.append(f"| {name} | {len(times)} | {max(times):.2f} |")
+    return lines
+
+
 if __name__ == "__main__":
+    if (RESULTS / "parse_time.json").exists():
+        write_block("parse-time", parse_time_lines())
     if (RESULTS / "kill_resume.json").exists():
         write_block("kill-resume", kill_resume_lines())
     if (RESULTS / "seeded_outputs_after.json").exists():

@@ -1,6 +1,6 @@
-// `distill bench train|mtt`: throughput and memory of the core and of trajectory matching against
-// Python PyTorch on the same workload in the same invocation (ratios: the machine is shared and
-// noisy).
+// `distill bench train|mtt|eval`: throughput and memory of the core, of trajectory matching and
+// of student evaluation against Python PyTorch on the same workload in the same invocation
+// (ratios: the machine is shared and noisy).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -17,7 +17,9 @@
 #include "src/models/model.h"
 #include "src/train/optimizer.h"
 #include "src/train/augment.h"
+#include "src/train/stacked_trainer.h"
 #include "src/train/trainer.h"
+#include "src/eval/evaluator.h"
 #include "trajectories/trajectory_matcher.h"
 
 namespace distill::cli {
@@ -31,6 +33,7 @@ struct BenchOptions {
   int64_t channels = 1;
   int64_t image_size = 28;
   int64_t classes = 10;
+  int64_t ipc = 10;
   std::string python = "/usr/bin/python3";
   std::string python_script = "experiments/bench/train_step.py";
   void visit(config::Visitor& v) {
@@ -41,6 +44,7 @@ struct BenchOptions {
     v.field("channels", channels, "image channels");
     v.field("image_size", image_size, "image side");
     v.field("classes", classes, "number of classes");
+    v.field("ipc", ipc, "mtt, eval: synthetic images per class", config::Range::at_least(1));
     v.field("python", python, "Python with torch for the reference run (empty = skip)");
     v.field("python_script", python_script, "the reference workload script");
   }
@@ -49,7 +53,6 @@ struct BenchOptions {
 // One MTT iteration (student run + meta-gradient + image step) on random data shaped like the
 // reference workload: ConvNet-3 w128 instancenorm, 1x28x28, 10 classes, DSA.
 struct MttBenchOptions {
-  int64_t ipc = 10;
   int64_t syn_steps = 10;
   int64_t batch_syn = 100;
   int64_t iters = 3;
@@ -57,7 +60,6 @@ struct MttBenchOptions {
   std::string meta_grad = "adjoint";
   std::string python_script = "experiments/bench/mtt_step.py";
   void visit(config::Visitor& v) {
-    v.field("ipc", ipc, "synthetic images per class");
     v.field("syn_steps", syn_steps, "student steps per iteration");
     v.field("batch_syn", batch_syn, "synthetic images per student step");
     v.field("iters", iters, "timed iterations");
@@ -67,15 +69,37 @@ struct MttBenchOptions {
   }
 };
 
+// K students of the evaluation protocol (ConvNet-3, SGD .01 momentum .9 wd 5e-4, DSA, batch
+// 256) on bench.ipc images per class: one at a time, stacked (eval.batch_students), one model on
+// a K-times larger batch (the ceiling), and Python's reference protocol.
+struct EvalBenchOptions {
+  int64_t students = 5;
+  int64_t steps = 30;
+  int64_t warmup = 3;
+  int64_t rounds = 2;
+  std::string python_script = "experiments/bench/eval_step.py";
+  void visit(config::Visitor& v) {
+    v.field("students", students, "K: students trained per side", config::Range::at_least(1));
+    v.field("steps", steps, "timed training steps per student (whole epochs)",
+            config::Range::at_least(1));
+    v.field("warmup", warmup, "untimed steps per student first", config::Range::at_least(0));
+    v.field("rounds", rounds, "rounds of the three C++ sides, in alternating order; the best "
+            "round of each side is reported", config::Range::at_least(1));
+    v.field("python_script", python_script, "the reference protocol (bench.python runs it)");
+  }
+};
+
 struct BenchCommandOptions {
   static constexpr bool kHasPresets = false;
   config::RunOptions run;
   BenchOptions bench;
   MttBenchOptions mtt;
+  EvalBenchOptions eval;
   void visit(config::Visitor& v) {
     v.section("run", run);
     v.section("bench", bench);
     v.section("mtt", mtt);
+    v.section("eval", eval);
   }
 };
 
@@ -190,8 +214,8 @@ nlohmann::json bench_mtt_cpp(const BenchOptions& b, const MttBenchOptions& m, c1
   auto model = models::make_model(b.model, b.channels, b.image_size, b.classes);
   at::Generator gen = make_generator(0);
   at::Tensor images =
-      at::randn({m.ipc * b.classes, b.channels, b.image_size, b.image_size}, gen).to(device);
-  at::Tensor labels = at::arange(b.classes, at::kLong).repeat_interleave(m.ipc).to(device);
+      at::randn({b.ipc * b.classes, b.channels, b.image_size, b.image_size}, gen).to(device);
+  at::Tensor labels = at::arange(b.classes, at::kLong).repeat_interleave(b.ipc).to(device);
   at::Tensor start = model->init_params(gen).to(device);
   // The target only sets the loss value; the work per iteration does not depend on it.
   at::Tensor target = start + 0.01 * at::randn(start.sizes(), gen).to(device);
@@ -236,7 +260,7 @@ void run_bench_mtt(const BenchCommandOptions& o, const RunContext& run) {
   if (!b.python.empty()) {  // first: its peak RSS is its own process's
     python = python_or_failure(
         b.python + " " + m.python_script + " --width " + std::to_string(b.model.width) +
-        " --depth " + std::to_string(b.model.depth) + " --ipc " + std::to_string(m.ipc) +
+        " --depth " + std::to_string(b.model.depth) + " --ipc " + std::to_string(b.ipc) +
         " --syn-steps " + std::to_string(m.syn_steps) + " --batch-syn " +
         std::to_string(m.batch_syn) + " --iters " + std::to_string(m.iters) + " --warmup " +
         std::to_string(m.warmup) + " --channels " + std::to_string(b.channels) + " --image-size " +
@@ -245,7 +269,7 @@ void run_bench_mtt(const BenchCommandOptions& o, const RunContext& run) {
   }
   nlohmann::json cpp = bench_mtt_cpp(b, m, run.device);
   nlohmann::json result = {{"benchmark", "mtt"},       {"arch", b.model.arch},
-                           {"width", b.model.width},   {"ipc", m.ipc},
+                           {"width", b.model.width},   {"ipc", b.ipc},
                            {"syn_steps", m.syn_steps}, {"batch_syn", m.batch_syn},
                            {"iters", m.iters},         {"threads", threads},
                            {"meta_grad", m.meta_grad}, {"s_per_iter", cpp["s_per_iter"]},
@@ -260,20 +284,185 @@ void run_bench_mtt(const BenchCommandOptions& o, const RunContext& run) {
   std::cout << result.dump() << std::endl;
 }
 
+// Multiply-adds x 2 of one ConvNet training step per image (forward, then backward's two
+// products per layer: x3), counting convolutions and the classifier only: the GFLOP/s a side
+// achieves on the model's arithmetic. 0 for other architectures.
+double convnet_train_flops(const models::ModelOptions& o, int64_t channels, int64_t size,
+                           int64_t classes) {
+  if (o.arch != "convnet") return 0;
+  double forward = 0;
+  int64_t in = channels;
+  for (int64_t d = 0; d < o.depth; ++d) {
+    const int64_t padding = (channels == 1 && d == 0) ? 3 : 1;
+    size = size + 2 * padding - 2;
+    forward += 2.0 * static_cast<double>(in * o.width * 9 * size * size);
+    in = o.width;
+    if (o.pool != "none") size /= 2;
+  }
+  forward += 2.0 * static_cast<double>(in * size * size * classes);
+  return 3 * forward;
+}
+
+nlohmann::json bench_eval_cpp(const BenchOptions& b, const EvalBenchOptions& e,
+                              c10::Device device) {
+  auto model = models::make_model(b.model, b.channels, b.image_size, b.classes);
+  at::Generator gen = make_generator(0);
+  const int64_t n = b.ipc * b.classes;
+  const at::Tensor images =
+      at::randn({n, b.channels, b.image_size, b.image_size}, gen).to(device);
+  const at::Tensor labels = at::arange(b.classes, at::kLong).repeat_interleave(b.ipc).to(device);
+  eval::EvalOptions protocol;
+  eval::apply_protocol("dc", protocol);
+  train::TrainOptions options = protocol.train;
+  options.eval_every = 0;
+  const int64_t batch = std::min(options.batch_size, n);
+  const int64_t batches = (n + batch - 1) / batch;
+  const int64_t k = e.students;
+  const auto augment = train::make_augment(protocol.augment, b.image_size);
+  // Whole epochs: the learning-rate schedule and the draws are the protocol's.
+  auto with_epochs = [&](int64_t steps) {
+    train::TrainOptions o = options;
+    o.epochs = std::max<int64_t>(1, (steps + batches - 1) / batches);
+    return o;
+  };
+  auto sequential = [&](const train::TrainOptions& o) {
+    for (int64_t s = 0; s < k; ++s) {
+      train::Trainer trainer(*model, o, static_cast<uint64_t>(s));
+      trainer.set_augment(augment);
+      trainer.set_progress("", false);
+      train::TrainState state = trainer.init_state();
+      state.params = state.params.to(device);
+      state.buffers = state.buffers.to(device);
+      trainer.fit(state, images, labels);
+    }
+  };
+  auto stacked = [&](const train::TrainOptions& o) {
+    std::vector<train::StackedTrainer::Student> students;
+    for (int64_t s = 0; s < k; ++s) students.push_back({static_cast<uint64_t>(s), images, labels});
+    train::StackedTrainer trainer(*model, o, students);
+    trainer.set_augment(augment);
+    trainer.set_progress("", false);
+    trainer.fit();
+  };
+  // One model, one set of weights, on K copies of the set in K-times larger batches.
+  const at::Tensor big_images = images.repeat({k, 1, 1, 1});
+  const at::Tensor big_labels = labels.repeat({k});
+  auto ceiling = [&](const train::TrainOptions& o) {
+    train::TrainOptions big = o;
+    big.batch_size = batch * k;
+    train::Trainer trainer(*model, big, 0);
+    trainer.set_augment(augment);
+    trainer.set_progress("", false);
+    train::TrainState state = trainer.init_state();
+    state.params = state.params.to(device);
+    state.buffers = state.buffers.to(device);
+    trainer.fit(state, big_images, big_labels);
+  };
+  struct Side {
+    std::string name;
+    std::function<void(const train::TrainOptions&)> run;
+    double best = 0;
+    std::vector<double> rounds;
+  };
+  std::vector<Side> sides = {{"sequential", sequential}, {"batched", stacked},
+                             {"ceiling", ceiling}};
+  const train::TrainOptions timed = with_epochs(e.steps);
+  const double student_steps = static_cast<double>(k * timed.epochs * batches);
+  if (e.warmup > 0) {
+    for (Side& side : sides) side.run(with_epochs(e.warmup));
+  }
+  for (int64_t round = 0; round < e.rounds; ++round) {
+    for (size_t i = 0; i < sides.size(); ++i) {
+      // Alternating order: a side is not always the one after the same other side.
+      Side& side = sides[round % 2 == 0 ? i : sides.size() - 1 - i];
+      const auto start = std::chrono::steady_clock::now();
+      side.run(timed);
+      if (device.is_cuda()) at::zeros({1}, at::TensorOptions().device(device)).item<float>();
+      const double rate = student_steps / seconds_since(start);
+      side.rounds.push_back(rate);
+      side.best = std::max(side.best, rate);
+    }
+  }
+  const double flops = convnet_train_flops(b.model, b.channels, b.image_size, b.classes);
+  nlohmann::json out = {{"students", k},
+                        {"ipc", b.ipc},
+                        {"batch", batch},
+                        {"steps_per_student", timed.epochs * batches},
+                        {"train_flops_per_image", flops},
+                        {"peak_rss_mib", peak_rss_mib()}};
+  for (const Side& side : sides) {
+    out[side.name + "_steps_per_s"] = side.best;
+    out[side.name + "_rounds"] = side.rounds;
+    if (flops > 0) {
+      out[side.name + "_gflops_per_s"] = side.best * static_cast<double>(batch) * flops / 1e9;
+    }
+  }
+  add_allocator_stats(out);
+  return out;
+}
+
+void run_bench_eval(const BenchCommandOptions& o, const RunContext& run) {
+  const BenchOptions& b = o.bench;
+  const EvalBenchOptions& e = o.eval;
+  if (b.model.arch != "convnet" && !b.python.empty()) {
+    throw Error("bench.model.arch: the Python reference protocol implements only convnet, "
+                "found '" + b.model.arch + "' (set bench.python=\"\" to skip it)");
+  }
+  const int64_t threads = at::get_num_threads();
+  nlohmann::json python = nullptr;
+  if (!b.python.empty()) {
+    python = python_or_failure(
+        b.python + " " + e.python_script + " --width " + std::to_string(b.model.width) +
+        " --depth " + std::to_string(b.model.depth) + " --ipc " + std::to_string(b.ipc) +
+        " --steps " + std::to_string(e.steps) + " --warmup " + std::to_string(e.warmup) +
+        " --channels " + std::to_string(b.channels) + " --image-size " +
+        std::to_string(b.image_size) + " --classes " + std::to_string(b.classes) +
+        " --threads " + std::to_string(threads) + " --device " + run.device.str());
+  }
+  nlohmann::json cpp = bench_eval_cpp(b, e, run.device);
+  nlohmann::json result = {{"benchmark", "eval"},
+                           {"arch", b.model.arch},
+                           {"width", b.model.width},
+                           {"ipc", b.ipc},
+                           {"students", e.students},
+                           {"threads", threads},
+                           {"device", run.device.str()},
+                           {"sequential_steps_per_s", cpp["sequential_steps_per_s"]},
+                           {"batched_steps_per_s", cpp["batched_steps_per_s"]},
+                           {"ceiling_steps_per_s", cpp["ceiling_steps_per_s"]},
+                           {"python_steps_per_s", nullptr},
+                           {"cpp", cpp},
+                           {"python", python}};
+  const double batched = cpp["batched_steps_per_s"].get<double>();
+  result["batched_vs_sequential"] = batched / cpp["sequential_steps_per_s"].get<double>();
+  result["batched_vs_ceiling"] = batched / cpp["ceiling_steps_per_s"].get<double>();
+  if (!python.is_null() && python.contains("steps_per_s")) {
+    result["python_steps_per_s"] = python["steps_per_s"];
+    result["batched_vs_python"] = batched / python["steps_per_s"].get<double>();
+  }
+  std::cout << result.dump() << std::endl;
+}
+
 void run_bench(BenchCommandOptions& o, const Invocation& invocation) {
   refuse_resume(invocation, "bench");
   const std::string usage =
-      "usage: distill bench train|mtt [--set bench.batch=256 ...] [--ipc 10 --syn-steps 10 "
-      "--batch-syn 100 --iters 3 --meta-grad adjoint|unroll]";
-  if (invocation.positional.size() != 1) throw Error(usage + " (known benchmarks: train, mtt)");
+      "usage: distill bench train|mtt|eval [--set bench.batch=256 ...] [--ipc 10 --syn-steps 10 "
+      "--batch-syn 100 --iters 3 --meta-grad adjoint|unroll] [--students 5 --steps 30]";
+  if (invocation.positional.size() != 1) {
+    throw Error(usage + " (known benchmarks: train, mtt, eval)");
+  }
   const std::string& which = invocation.positional[0];
-  if (which != "train" && which != "mtt") {
+  if (which != "train" && which != "mtt" && which != "eval") {
     throw Error("unknown benchmark '" + which + "'; " + usage);
   }
   require_single_process("bench");
   RunContext run = start_run(o.run, config::dump(o), invocation);
   if (which == "mtt") {
     run_bench_mtt(o, run);
+    return;
+  }
+  if (which == "eval") {
+    run_bench_eval(o, run);
     return;
   }
   const std::string& arch = o.bench.model.arch;
@@ -319,9 +508,13 @@ void run_bench(BenchCommandOptions& o, const Invocation& invocation) {
 
 Command bench_command() {
   Command command = make_command<BenchCommandOptions>(
-      "bench", "benchmarks printing JSON (train: core vs Python; mtt: matching iteration vs Python)",
-      "distill bench mtt --ipc 10 --syn-steps 10 --batch-syn 100 --iters 3 --meta-grad adjoint",
-      {{"ipc", "mtt.ipc"},
+      "bench",
+      "benchmarks printing JSON (train: core vs Python; mtt: matching iteration vs Python; eval: "
+      "K students one at a time, stacked, the big-batch ceiling and Python's protocol)",
+      "distill bench eval --ipc 10 --students 5 --steps 30",
+      {{"ipc", "bench.ipc"},
+       {"students", "eval.students"},
+       {"steps", "eval.steps"},
        {"syn-steps", "mtt.syn_steps"},
        {"batch-syn", "mtt.batch_syn"},
        {"iters", "mtt.iters"},

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <functional>
 #include <iomanip>
+#include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -15,6 +16,7 @@
 #include "src/dist/process_group.h"
 #include "src/io/progress.h"
 #include "src/core/random_streams.h"
+#include "src/train/stacked_trainer.h"
 
 namespace distill::eval {
 namespace {
@@ -96,20 +98,42 @@ Evaluator::Evaluator(EvalOptions options, const data::Dataset& train, const data
   test_labels_ = test.labels.to(device_);
 }
 
-std::pair<double, double> Evaluator::train_student(const at::Tensor& images, const at::Tensor& labels,
-                                                   const std::string& arch, double lr,
-                                                   uint64_t seed, const std::string& label,
-                                                   const SyntheticSet* set) {
+train::Trainer::BatchMixFn Evaluator::batch_mix() const {
+  // After eval.augment or the replayed views; soft labels are mixed by the box's area.
+  if (options_.cutmix.prob > 0) {
+    return [options = options_.cutmix, classes = train_.num_classes](
+               const at::Tensor& x, const at::Tensor& y, at::Generator& g) {
+      return train::cutmix(x, y, classes, options, g);
+    };
+  }
+  if (options_.mixup.prob > 0) {
+    return [options = options_.mixup, classes = train_.num_classes](
+               const at::Tensor& x, const at::Tensor& y, at::Generator& g) {
+      return train::mixup(x, y, classes, options, g);
+    };
+  }
+  return {};
+}
+
+train::TrainOptions Evaluator::student_options(const StudentJob& job) const {
+  train::TrainOptions train_options = options_.train;
+  train_options.optimizer.lr = job.lr;
+  if (job.set && job.set->label_temperature && options_.set_label_temperature) {
+    train_options.label_temperature = *job.set->label_temperature;
+  }
+  return train_options;
+}
+
+std::pair<double, double> Evaluator::train_student(const StudentJob& job, const std::string& arch,
+                                                   uint64_t seed, const std::string& label) {
+  const SyntheticSet* set = job.set;
+  const at::Tensor& images = job.images;
+  const at::Tensor& labels = job.labels;
   models::ModelOptions model_options = options_.model;
   model_options.arch = arch;
   auto model = models::make_model(model_options, train_.channels(), train_.height(),
                                   train_.num_classes);
-  train::TrainOptions train_options = options_.train;
-  train_options.optimizer.lr = lr;
-  if (set && set->label_temperature && options_.set_label_temperature) {
-    train_options.label_temperature = *set->label_temperature;
-  }
-  train::Trainer trainer(*model, train_options, seed);
+  train::Trainer trainer(*model, student_options(job), seed);
   if (set && set->has_views()) {
     trainer.set_batch_source([set, device = device_](const at::Tensor& index, int64_t epoch) {
       auto [x, y] = replay_views(*set, index.cpu(), epoch);
@@ -122,18 +146,7 @@ std::pair<double, double> Evaluator::train_student(const at::Tensor& images, con
     trainer.set_objective(
         std::make_shared<OnlineLabelObjective>(online_labels_, online_temperature_));
   }
-  if (options_.cutmix.prob > 0) {
-    // After eval.augment or the replayed views; soft labels are mixed by the box's area.
-    trainer.set_batch_mix([options = options_.cutmix, classes = train_.num_classes](
-                              const at::Tensor& x, const at::Tensor& y, at::Generator& g) {
-      return train::cutmix(x, y, classes, options, g);
-    });
-  } else if (options_.mixup.prob > 0) {
-    trainer.set_batch_mix([options = options_.mixup, classes = train_.num_classes](
-                              const at::Tensor& x, const at::Tensor& y, at::Generator& g) {
-      return train::mixup(x, y, classes, options, g);
-    });
-  }
+  if (auto mix = batch_mix()) trainer.set_batch_mix(mix);
   trainer.set_test_set(test_images_, test_labels_);
   trainer.set_progress(label, progress_);
   train::TrainState state = trainer.init_state();
@@ -161,8 +174,8 @@ Scores Evaluator::score_set(const SyntheticSet& set, const std::string& name, co
   double lr = options_.learned_lr && set.lr ? *set.lr : options_.train.optimizer.lr;
   // Students depend on (seed, arch, run) only, not on where the set file lies: the same set
   // scores the same from any path, and different sets meet the same student draws.
-  score_runs(scores, "set/" + arch, [&](int64_t, uint64_t seed, const std::string& label) {
-    return train_student(set.images, set.labels, arch, lr, seed, label, &set);
+  score_runs(scores, "set/" + arch, [&](int64_t) {
+    return StudentJob{set.images, set.labels, lr, &set};
   });
   return scores;
 }
@@ -194,34 +207,97 @@ SyntheticSet Evaluator::real_set(const data::Dataset& train, const data::Normali
 Scores Evaluator::score_random_real(int64_t ipc, const std::string& arch,
                                     const std::string& name) {
   Scores scores{name, arch, ipc, {}, {}};
-  score_runs(scores, "random-real/" + arch,
-             [&](int64_t run, uint64_t seed, const std::string& label) {
-               // A fresh subset per run (the same subsets for every architecture): the spread then
-               // covers both the draw of real images and the student's initialization.
-               at::Generator generator = make_generator(seed_, streams::kEvalRealSubset, run);
-               SyntheticSet set = random_real_set(train_, norm_, ipc, generator, "");
-               return train_student(set.images, set.labels, arch, options_.train.optimizer.lr,
-                                    seed, label);
-             });
+  score_runs(scores, "random-real/" + arch, [&](int64_t run) {
+    // A fresh subset per run (the same subsets for every architecture): the spread then covers
+    // both the draw of real images and the student's initialization.
+    at::Generator generator = make_generator(seed_, streams::kEvalRealSubset, run);
+    SyntheticSet set = random_real_set(train_, norm_, ipc, generator, "");
+    return StudentJob{set.images, set.labels, options_.train.optimizer.lr, nullptr};
+  });
   return scores;
 }
 
 Scores Evaluator::score_full_data(const std::string& arch, const std::string& name) {
   Scores scores{name, arch, 0, {}, {}};
-  score_runs(scores, "full-data/" + arch, [&](int64_t, uint64_t seed, const std::string& label) {
-    return train_student(train_.images, train_.labels, arch, options_.train.optimizer.lr, seed,
-                         label);
+  score_runs(scores, "full-data/" + arch, [&](int64_t) {
+    return StudentJob{train_.images, train_.labels, options_.train.optimizer.lr, nullptr};
   });
   return scores;
 }
 
 void Evaluator::score_runs(Scores& scores, const std::string& stream_name,
-                           const TrainRun& train_run) {
+                           const MakeJob& make_job) {
   const uint64_t stream = std::hash<std::string>{}(stream_name);
-  const bool distributed = group_ && group_->distributed();
+  if (group_ && group_->distributed()) return score_runs_distributed(scores, stream, make_job);
+  scores.last.assign(options_.runs, std::nan(""));
+  scores.best.assign(options_.runs, std::nan(""));
+  scores.seconds.assign(options_.runs, std::nan(""));
+  std::vector<uint64_t> seeds;
+  std::vector<int64_t> pending;
+  for (int64_t run = 0; run < options_.runs; ++run) {
+    seeds.push_back(mix_seed(seed_, streams::kEvalStudent ^ stream, run));
+    if (const StudentResult* done = finished_student(scores, run, seeds.back())) {
+      scores.last[run] = done->last;
+      scores.best[run] = done->best;
+      scores.seconds[run] = done->seconds;
+      ++students_done_;
+    } else {
+      pending.push_back(run);
+    }
+  }
+  // The students still to train, in run order, a stack of them at a time (a resumed evaluation
+  // forms the same stacks from the runs it has left, so it trains what a straight one trains).
+  size_t next = 0;
+  while (next < pending.size()) {
+    const int64_t first = pending[next];
+    const StudentJob first_job = make_job(first);
+    const int64_t size =
+        stack_size(first_job, scores.model, static_cast<int64_t>(pending.size() - next));
+    std::vector<int64_t> runs(pending.begin() + next, pending.begin() + next + size);
+    next += size;
+    const std::string label = progress_label(scores, first, size);
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<std::pair<double, double>> results;
+    if (size == 1) {
+      results.push_back(train_student(first_job, scores.model, seeds[first], label));
+    } else {
+      std::vector<StudentJob> jobs = {first_job};
+      std::vector<uint64_t> stack_seeds = {seeds[first]};
+      for (size_t i = 1; i < runs.size(); ++i) {
+        jobs.push_back(make_job(runs[i]));
+        stack_seeds.push_back(seeds[runs[i]]);
+      }
+      results = train_stacked(jobs, scores.model, stack_seeds, label);
+    }
+    // A stack's wall time is shared by its students.
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() /
+        static_cast<double>(size);
+    for (size_t i = 0; i < runs.size(); ++i) {
+      record_trained(scores, runs[i], results[i].first, results[i].second, seconds);
+    }
+    if (!on_student_) continue;
+    for (int64_t run : runs) {
+      on_student_({scores.set, scores.model, run, seeds[run], scores.last[run], scores.best[run],
+                   scores.seconds[run]});
+    }
+  }
+}
+
+void Evaluator::record_trained(Scores& scores, int64_t run, double last, double best,
+                               double seconds) {
+  ++students_done_;
+  ++students_trained_;
+  trained_seconds_ += seconds;
+  scores.last[run] = last;
+  scores.best[run] = best;
+  scores.seconds[run] = seconds;
+}
+
+void Evaluator::score_runs_distributed(Scores& scores, uint64_t stream, const MakeJob& make_job) {
   // Several ranks train a round of world-size students at a time (run i on rank i mod W) and
   // gather each round, so an interruption loses at most the round under way.
-  const int64_t round = distributed ? group_->world_size() : 1;
+  const int64_t round = group_->world_size();
   for (int64_t first = 0; first < options_.runs; first += round) {
     const int64_t end = std::min(options_.runs, first + round);
     // Per run of the round: its student seed, and whether this job trains it (no earlier record).
@@ -241,18 +317,15 @@ void Evaluator::score_runs(Scores& scores, const std::string& stream_name,
         ++students_done_;
       } else {
         const auto start = std::chrono::steady_clock::now();
-        auto [last, best] = train_run(run, seed, progress_label(scores, run));
+        auto [last, best] =
+            train_student(make_job(run), scores.model, seed, progress_label(scores, run));
         const double seconds =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        ++students_done_;
-        ++students_trained_;
-        trained_seconds_ += seconds;
-        scores.last.push_back(last);
-        scores.best.push_back(best);
-        scores.seconds.push_back(seconds);
+        skip_run(scores);
+        record_trained(scores, run, last, best, seconds);
       }
     }
-    gather_runs(scores);  // the runs so far, from their owners (nothing to do in one process)
+    gather_runs(scores);  // the runs so far, from their owners
     if (!on_student_) continue;
     for (int64_t run = first; run < end; ++run) {
       if (trained[run - first]) {
@@ -263,12 +336,91 @@ void Evaluator::score_runs(Scores& scores, const std::string& stream_name,
   }
 }
 
-std::string Evaluator::progress_label(const Scores& scores, int64_t run) const {
-  std::string label = scores.set + " " + scores.model + " run " + std::to_string(run + 1) + "/" +
+std::string Evaluator::stacking_unsupported(const std::string& arch) const {
+  if (online_labels_) return "the teacher labels every batch in the loop";
+  models::ModelOptions model = options_.model;
+  model.arch = arch;
+  return train::StackedTrainer::unsupported(options_.train, model);
+}
+
+int64_t Evaluator::stack_size(const StudentJob& job, const std::string& arch, int64_t pending) {
+  const int64_t wanted =
+      std::min(pending, options_.batch_students > 0 ? options_.batch_students : options_.runs);
+  if (wanted <= 1) return 1;
+  const std::string reason = stacking_unsupported(arch);
+  if (!reason.empty()) {
+    if (stacking_note_.insert(arch + ": " + reason).second) {
+      std::cerr << "eval: " << arch << " students train one at a time (" << reason << ")\n";
+    }
+    return 1;
+  }
+  const auto key = std::make_pair(arch, job.images.sizes().vec());
+  auto known = stack_fit_.find(key);
+  if (known == stack_fit_.end()) {
+    models::ModelOptions model_options = options_.model;
+    model_options.arch = arch;
+    auto model = models::make_model(model_options, train_.channels(), train_.height(),
+                                    train_.num_classes);
+    const int64_t batch = std::min(options_.train.batch_size, job.images.size(0));
+    const int64_t fit = train::StackedTrainer::students_that_fit(
+        *model, job.images.narrow(0, 0, batch).to(device_), options_.runs);
+    if (fit < std::min(options_.runs,
+                       options_.batch_students > 0 ? options_.batch_students : options_.runs)) {
+      std::cerr << "eval: " << fit << " " << arch
+                << " students at a time, as many as the memory available holds\n";
+    }
+    known = stack_fit_.emplace(key, fit).first;
+  }
+  return std::min(wanted, known->second);
+}
+
+std::vector<std::pair<double, double>> Evaluator::train_stacked(
+    const std::vector<StudentJob>& jobs, const std::string& arch,
+    const std::vector<uint64_t>& seeds, const std::string& label) {
+  models::ModelOptions model_options = options_.model;
+  model_options.arch = arch;
+  auto model = models::make_model(model_options, train_.channels(), train_.height(),
+                                  train_.num_classes);
+  std::vector<train::StackedTrainer::Student> students;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    students.push_back({seeds[i], jobs[i].images.to(device_), jobs[i].labels.to(device_)});
+  }
+  // One score_* call's jobs share their set, learning rate and label temperature.
+  const StudentJob& job = jobs.front();
+  train::StackedTrainer trainer(*model, student_options(job), std::move(students));
+  if (job.set && job.set->has_views()) {
+    trainer.set_batch_source([set = job.set, device = device_](const at::Tensor& index,
+                                                               int64_t epoch) {
+      auto [x, y] = replay_views(*set, index.cpu(), epoch);
+      return std::make_pair(x.to(device), y.to(device));
+    });
+  } else {
+    trainer.set_augment(train::make_augment(options_.augment, job.images.size(2)));
+  }
+  if (auto mix = batch_mix()) trainer.set_batch_mix(mix);
+  trainer.set_test_set(test_images_, test_labels_);
+  trainer.set_progress(label, progress_);
+  std::vector<std::pair<double, double>> results;
+  for (const auto& metrics : trainer.fit()) {
+    const double last = metrics.at("test_accuracy");
+    results.emplace_back(
+        last, metrics.count("best_test_accuracy") ? metrics.at("best_test_accuracy") : last);
+  }
+  return results;
+}
+
+std::string Evaluator::progress_label(const Scores& scores, int64_t run, int64_t count) const {
+  const std::string runs = count > 1 ? "runs " + std::to_string(run + 1) + "-" +
+                                           std::to_string(run + count)
+                                     : "run " + std::to_string(run + 1);
+  std::string label = scores.set + " " + scores.model + " " + runs + "/" +
                       std::to_string(options_.runs);
   // Several ranks split the students unevenly over the calls: no evaluation-wide estimate there.
   if (student_count_ <= 0 || (group_ && group_->distributed())) return label;
-  label += ", student " + std::to_string(students_done_ + 1) + "/" + std::to_string(student_count_);
+  label += count > 1 ? ", students " + std::to_string(students_done_ + 1) + "-" +
+                           std::to_string(students_done_ + count)
+                     : ", student " + std::to_string(students_done_ + 1);
+  label += "/" + std::to_string(student_count_);
   if (students_trained_ > 0) {
     // The mean over the students trained so far, whatever their architecture or set: rough while
     // an evaluation mixes cheap and costly students.

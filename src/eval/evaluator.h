@@ -3,6 +3,8 @@
 #include <c10/core/Device.h>
 
 #include <functional>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -28,6 +30,7 @@ struct EvalOptions {
   std::string syn;  // the set to evaluate; "" = baselines only
   std::vector<std::string> models = {"convnet"};
   int64_t runs = 5;
+  int64_t batch_students = 0;
   std::string protocol = "dc";
   int64_t ipc = 0;  // random-real baseline size when there is no set (0 = the set's)
   bool random_real = true;
@@ -46,7 +49,12 @@ struct EvalOptions {
   void visit(config::Visitor& v) {
     v.field("syn", syn, "synthetic set (.pt) to evaluate; empty = random-real baseline only");
     v.field("models", models, "student architectures (model.arch names), each trained `runs` times");
-    v.field("runs", runs, "students per model (mean ± std over them)");
+    v.field("runs", runs, "students per model (mean ± std over them)", config::Range::at_least(1));
+    v.field("batch_students", batch_students,
+            "students of one architecture trained together in one pass (stacked parameters, "
+            "grouped convolutions; each computes what it computes alone, up to float rounding): "
+            "0 = all runs at once, fewer when the machine's memory says so; 1 = one at a time",
+            config::Range::at_least(0));
     v.choice("protocol", protocol,
              "preset for the student training below: dc = DC/DSA/MTT (SGD .01 mom .9 wd 5e-4, "
              "x0.1 at half, batch 256, 300 epochs, DSA); custom = only what is set here",
@@ -154,22 +162,40 @@ class Evaluator {
                                       at::Tensor* train_index = nullptr);
 
  private:
+  // What one student trains on: the images and labels, its learning rate, and the set they come
+  // from (none for real data). When the set stores FKD-style views, batches are its replayed
+  // views and labels, which take the place of eval.augment; when it records its soft labels'
+  // temperature, students train at it.
+  struct StudentJob {
+    at::Tensor images, labels;
+    double lr = 0.0;
+    const SyntheticSet* set = nullptr;
+  };
+  using MakeJob = std::function<StudentJob(int64_t run)>;
+
+  train::TrainOptions student_options(const StudentJob& job) const;
+  train::Trainer::BatchMixFn batch_mix() const;  // eval.cutmix / eval.mixup, or none
   // Trains one student; returns {last, best} test accuracy.
-  // `set`: the synthetic set the images and labels come from (none for real data). When it
-  // stores FKD-style views, batches are its replayed views and labels, which take the place of
-  // eval.augment; when it records its soft labels' temperature, students train at it.
-  std::pair<double, double> train_student(const at::Tensor& images, const at::Tensor& labels,
-                                          const std::string& arch, double lr, uint64_t seed,
-                                          const std::string& label,
-                                          const SyntheticSet* set = nullptr);
+  std::pair<double, double> train_student(const StudentJob& job, const std::string& arch,
+                                          uint64_t seed, const std::string& label);
+  // Trains the students of `jobs` (one architecture) together; {last, best} per student.
+  std::vector<std::pair<double, double>> train_stacked(const std::vector<StudentJob>& jobs,
+                                                       const std::string& arch,
+                                                       const std::vector<uint64_t>& seeds,
+                                                       const std::string& label);
+  // Why the students of `arch` train one at a time ("" when they can be stacked).
+  std::string stacking_unsupported(const std::string& arch) const;
+  // How many students of `job`'s kind train together: eval.batch_students, capped by memory.
+  int64_t stack_size(const StudentJob& job, const std::string& arch, int64_t pending);
 
   // The runs of one score_* call: each run's student seed, a recorded result when it has one,
-  // else `train_run(run, seed, label)`.
-  using TrainRun = std::function<std::pair<double, double>(int64_t run, uint64_t seed,
-                                                           const std::string& label)>;
-  void score_runs(Scores& scores, const std::string& stream_name, const TrainRun& train_run);
+  // else training on `make_job(run)`.
+  void score_runs(Scores& scores, const std::string& stream_name, const MakeJob& make_job);
+  void score_runs_distributed(Scores& scores, uint64_t stream, const MakeJob& make_job);
   const StudentResult* finished_student(const Scores& scores, int64_t run, uint64_t seed) const;
-  std::string progress_label(const Scores& scores, int64_t run) const;
+  std::string progress_label(const Scores& scores, int64_t run, int64_t count = 1) const;
+  // Records a trained student (seconds: its share of the training wall time).
+  void record_trained(Scores& scores, int64_t run, double last, double best, double seconds);
 
   // Multi-process: whether this rank trains student `run`; a placeholder for one it does not;
   // every rank's results merged after the loop.
@@ -178,6 +204,9 @@ class Evaluator {
   void gather_runs(Scores& scores) const;
 
   std::shared_ptr<const dist::ProcessGroup> group_;
+  std::set<std::string> stacking_note_;  // the fallbacks already reported
+  // Students that fit at once, per architecture and training-set shape (measured once).
+  std::map<std::pair<std::string, std::vector<int64_t>>, int64_t> stack_fit_;
   std::vector<StudentResult> finished_;
   int64_t student_count_ = 0;
   int64_t students_done_ = 0;     // this process's students scored so far (trained or recorded)

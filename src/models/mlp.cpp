@@ -33,6 +33,10 @@ class Mlp : public Model {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& params,
                      const ForwardArgs& args) const override {
     TensorCursor p(params, param_specs());
+    if (p.students() > 0 && args.train && (options_.dropout > 0 || options_.input_dropout > 0)) {
+      throw Error("stacked students: an mlp with dropout trains one student at a time (its masks "
+                  "are drawn per student)");
+    }
     at::Tensor h = dropout(x.flatten(1), options_.input_dropout, args);
     for (size_t i = 0; i < options_.hidden.size(); ++i) {
       h = at::relu(linear(h, p));

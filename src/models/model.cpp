@@ -17,14 +17,22 @@ TensorCursor::TensorCursor(const at::Tensor& flat, const std::vector<TensorSpec>
     : flat_(flat), specs_(specs) {
   int64_t total = 0;
   for (const auto& spec : specs) total += spec.numel();
-  if (!flat.defined() || flat.dim() != 1 || flat.numel() != total) {
-    throw Error("flat tensor has " + std::to_string(flat.defined() ? flat.numel() : 0) +
-                " elements, the model expects " + std::to_string(total));
+  const bool stacked = flat.defined() && flat.dim() == 2;
+  if (!flat.defined() || (flat.dim() != 1 && !stacked) || flat.size(-1) != total) {
+    const std::string found =
+        !flat.defined() ? "no"
+        : stacked       ? std::to_string(flat.size(0)) + " rows of " + std::to_string(flat.size(1))
+        : flat.dim() == 1 ? std::to_string(flat.numel())
+                          : "a " + std::to_string(flat.dim()) + "-D tensor of " +
+                                std::to_string(flat.numel());
+    throw Error("flat tensor has " + found + " elements, the model expects " +
+                std::to_string(total));
   }
+  if (stacked) students_ = flat.size(0);
   if (flat.requires_grad() && !specs.empty()) {
     std::vector<int64_t> sizes;
     for (const auto& spec : specs) sizes.push_back(spec.numel());
-    pieces_ = flat.split_with_sizes(sizes);
+    pieces_ = flat.split_with_sizes(sizes, flat.dim() - 1);
   }
 }
 
@@ -32,9 +40,15 @@ at::Tensor TensorCursor::next() {
   if (index_ >= specs_.size()) throw RuntimeFailure("model read more tensors than it registered");
   const size_t index = index_++;
   const TensorSpec& spec = specs_[index];
-  at::Tensor piece = pieces_.empty() ? flat_.narrow(0, offset_, spec.numel()) : pieces_[index];
+  const int64_t dim = flat_.dim() - 1;
+  at::Tensor piece = pieces_.empty() ? flat_.narrow(dim, offset_, spec.numel()) : pieces_[index];
   offset_ += spec.numel();
-  return piece.view(spec.shape);
+  if (students_ == 0) return piece.view(spec.shape);
+  std::vector<int64_t> shape = {students_};
+  shape.insert(shape.end(), spec.shape.begin(), spec.shape.end());
+  // A row slice of [K, P] is strided: reshape copies, except where the shape is already
+  // [K, n] (1-D specs), which stays a view of the flat tensor.
+  return piece.reshape(shape);
 }
 
 int64_t Model::num_params() const {
@@ -117,13 +131,23 @@ at::Tensor Model::conv(const at::Tensor& x, TensorCursor& p, bool bias, int64_t 
                        int64_t padding) {
   at::Tensor weight = p.next();
   at::Tensor b = bias ? p.next() : at::Tensor();
-  return at::conv2d(x, weight, b, {stride, stride}, {padding, padding});
+  const int64_t k = p.students();
+  if (k == 0) return at::conv2d(x, weight, b, {stride, stride}, {padding, padding});
+  // K students: one grouped convolution, student k's input channels to its output channels.
+  return at::conv2d(x, weight.flatten(0, 1), b.defined() ? b.reshape(-1) : b, {stride, stride},
+                    {padding, padding}, {1, 1}, k);
 }
 
 at::Tensor Model::linear(const at::Tensor& x, TensorCursor& p) {
   at::Tensor weight = p.next();
   at::Tensor bias = p.next();
-  return at::linear(x, weight, bias);
+  const int64_t k = p.students();
+  if (k == 0) return at::linear(x, weight, bias);
+  // x: N, K*in -> K, N, in; one batched product with the K weight matrices.
+  const int64_t n = x.size(0);
+  at::Tensor per_student = x.reshape({n, k, weight.size(2)}).transpose(0, 1);
+  at::Tensor out = at::baddbmm(bias.unsqueeze(1), per_student, weight.transpose(1, 2));
+  return out.transpose(0, 1).reshape({n, k * weight.size(1)});
 }
 
 at::Tensor Model::synchronised_batch_norm(
@@ -172,6 +196,8 @@ at::Tensor Model::norm(const at::Tensor& input, const std::string& kind, TensorC
   const at::Tensor x =
       input.scalar_type() == weight.scalar_type() ? input : input.to(weight.scalar_type());
   const int64_t channels = x.size(1);
+  const int64_t k = p.students();
+  if (k > 0) return stacked_norm(x, kind, weight, bias, k, b, args);
   if (kind == "instancenorm") return at::group_norm(x, channels, weight, bias, 1e-5);
   if (kind == "groupnorm") return at::group_norm(x, 4, weight, bias, 1e-5);
   if (kind == "layernorm") return at::layer_norm(x, weight.sizes(), weight, bias, 1e-5);
@@ -187,6 +213,51 @@ at::Tensor Model::norm(const at::Tensor& input, const std::string& kind, TensorC
       return synchronised_batch_norm(x, weight, bias, mean, var, args.sum_over_replicas);
     }
     return at::batch_norm(x, weight, bias, mean, var, args.train, 0.1, 1e-5, true);
+  }
+  throw Error("unknown norm '" + kind + "'");
+}
+
+// Norms of K stacked students: every kind normalises within one student's channels, so the
+// per-channel kinds (instance, batch) run on the K*C channels as they are, group norm with K
+// times the groups, and layer norm over each student's block of channels.
+at::Tensor Model::stacked_norm(const at::Tensor& x, const std::string& kind,
+                               const at::Tensor& weight, const at::Tensor& bias, int64_t k,
+                               TensorCursor* b, const ForwardArgs& args) {
+  const int64_t channels = x.size(1);
+  if (kind == "instancenorm") {
+    return at::group_norm(x, channels, weight.reshape(-1), bias.reshape(-1), 1e-5);
+  }
+  if (kind == "groupnorm") {
+    return at::group_norm(x, 4 * k, weight.reshape(-1), bias.reshape(-1), 1e-5);
+  }
+  if (kind == "layernorm") {
+    std::vector<int64_t> per_student = {x.size(0), k};
+    for (int64_t d = 1; d < x.dim(); ++d) per_student.push_back(d == 1 ? channels / k : x.size(d));
+    const int64_t normalized = x.numel() / (x.size(0) * k);
+    at::Tensor h = at::layer_norm(x.reshape({x.size(0), k, normalized}), {normalized}, {}, {}, 1e-5)
+                       .view(per_student);
+    return (h * weight + bias).view(x.sizes());
+  }
+  if (kind == "batchnorm") {
+    if (!b) throw Error("batchnorm model run without its running-statistics buffers");
+    if (args.norm_inputs || args.sum_over_replicas) {
+      throw Error("stacked students: batch-norm inputs and synchronised batch norm are for one "
+                  "model at a time");
+    }
+    at::Tensor mean = b->next();  // K, C views of the stacked buffers
+    at::Tensor var = b->next();
+    // batch_norm updates contiguous running statistics in place; the rows of [K, B] buffers
+    // are strided, so it updates copies that are written back.
+    at::Tensor flat_mean = mean.reshape(-1).clone();
+    at::Tensor flat_var = var.reshape(-1).clone();
+    at::Tensor out = at::batch_norm(x, weight.reshape(-1), bias.reshape(-1), flat_mean, flat_var,
+                                    args.train, 0.1, 1e-5, true);
+    if (args.train) {
+      at::NoGradGuard no_grad;
+      mean.copy_(flat_mean.view(mean.sizes()));
+      var.copy_(flat_var.view(var.sizes()));
+    }
+    return out;
   }
   throw Error("unknown norm '" + kind + "'");
 }
@@ -215,6 +286,21 @@ std::unique_ptr<TensorCursor> Model::buffer_cursor(const ForwardArgs& args) cons
 
 void Model::record(const ForwardArgs& args, const std::string& name, const at::Tensor& x) {
   if (args.features) args.features->emplace_back(name, x);
+}
+
+at::Tensor stack_student_inputs(const std::vector<at::Tensor>& inputs) {
+  if (inputs.empty()) throw Error("stacked students: no inputs");
+  return at::stack(inputs, 1).flatten(1, 2);
+}
+
+at::Tensor repeat_for_students(const at::Tensor& input, int64_t students) {
+  std::vector<int64_t> repeats(input.dim(), 1);
+  repeats[1] = students;
+  return input.repeat(repeats);
+}
+
+at::Tensor unstack_student_logits(const at::Tensor& logits, int64_t students) {
+  return logits.view({logits.size(0), students, logits.size(1) / students}).transpose(0, 1);
 }
 
 std::unique_ptr<Model> make_model(const ModelOptions& options, int64_t channels,

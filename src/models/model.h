@@ -27,13 +27,19 @@ struct TensorSpec {
 // A flat tensor that requires grad is cut with one split_with_sizes, whose backward is a single
 // concatenation: per-tensor narrow() views would each scatter a full-size zero tensor in
 // backward (for ResNet-18, 62 x 11.7M floats: ~20 s instead of ~0.2 s per backward).
+// A stacked flat tensor [K, P] (K students' parameters, one row each) hands out [K, shape...]:
+// copies for parameters, and for the 1-D buffer tensors (running statistics) views that
+// in-place updates reach.
 class TensorCursor {
  public:
   TensorCursor(const at::Tensor& flat, const std::vector<TensorSpec>& specs);
   at::Tensor next();
   bool done() const { return index_ == specs_.size(); }
+  // K of a stacked cursor; 0 for one model's flat vector.
+  int64_t students() const { return students_; }
 
  private:
+  int64_t students_ = 0;
   at::Tensor flat_;
   const std::vector<TensorSpec>& specs_;
   size_t index_ = 0;
@@ -86,6 +92,11 @@ class Model {
   at::Tensor init_buffers() const;
 
   // x: N,C,H,W. Returns logits N,num_classes.
+  // Stacked students (params [K, P], buffers [K, B]): x is N,K*C,H,W, student k's images in
+  // channels k*C..(k+1)*C-1 (stack_student_inputs), and the logits N,K*num_classes
+  // (unstack_student_logits). Convolutions become grouped convolutions (groups = K), linear
+  // layers batched matrix products, and norms act per student's channels: K models in one pass,
+  // each computing what it computes alone. Not with dropout, features or norm_inputs.
   virtual at::Tensor forward(const at::Tensor& x, const at::Tensor& params,
                              const ForwardArgs& args = {}) const = 0;
 
@@ -112,6 +123,9 @@ class Model {
   static at::Tensor linear(const at::Tensor& x, TensorCursor& p);
   static at::Tensor norm(const at::Tensor& x, const std::string& kind, TensorCursor& p,
                          TensorCursor* b, const ForwardArgs& args);
+  static at::Tensor stacked_norm(const at::Tensor& x, const std::string& kind,
+                                 const at::Tensor& weight, const at::Tensor& bias, int64_t k,
+                                 TensorCursor* b, const ForwardArgs& args);
   // Batch norm in train mode over the global batch of all replicas (ForwardArgs::sum_over_replicas):
   // the same output, gradients and running-statistics update as at::batch_norm on the
   // concatenated batch (momentum .1, eps 1e-5).
@@ -165,6 +179,13 @@ struct ModelOptions {
              {"cifar", "imagenet"});
   }
 };
+
+// K students' batches (each N,C,H,W, or N,D) as one stacked input N,K*C,H,W (N,K*D).
+at::Tensor stack_student_inputs(const std::vector<at::Tensor>& inputs);
+// One batch (N,C,H,W) seen by all K students at once (test-set evaluation).
+at::Tensor repeat_for_students(const at::Tensor& input, int64_t students);
+// Stacked logits N,K*classes as K,N,classes.
+at::Tensor unstack_student_logits(const at::Tensor& logits, int64_t students);
 
 // Builds the model for images of `channels` x `image_size` x `image_size` and `num_classes`.
 std::unique_ptr<Model> make_model(const ModelOptions& options, int64_t channels,

@@ -9,6 +9,7 @@
 #include <optional>
 #include <tuple>
 
+#include "src/core/caching_allocator.h"
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 #include "src/dist/differentiable_sum.h"
@@ -51,6 +52,70 @@ EvalResult evaluate(const models::Model& model, const at::Tensor& params, const 
     correct += logits.argmax(1).eq(y).sum().item<int64_t>();
   }
   return {static_cast<double>(correct) / static_cast<double>(n), loss_sum / static_cast<double>(n)};
+}
+
+namespace {
+
+// The peak bytes of one training step of `model` on `batch`, through the caching allocator.
+double step_peak_bytes(const CachingCpuAllocator& allocator, const models::Model& model,
+                       const at::Tensor& batch) {
+  at::Generator generator = make_generator(0);
+  at::Tensor params = model.init_params(generator).requires_grad_(true);
+  models::ForwardArgs args;
+  args.train = true;
+  args.buffers = model.init_buffers();
+  args.generator = &generator;
+  const size_t before = allocator.stats().in_use_bytes;
+  allocator.reset_peak();
+  {
+    at::Tensor loss = model.forward(batch, params, args).square().mean();
+    torch::autograd::grad({loss}, {params});
+  }
+  return static_cast<double>(allocator.stats().peak_in_use_bytes - before);
+}
+
+std::string gib(double bytes) {
+  return std::to_string(bytes / static_cast<double>(1 << 30)).substr(0, 5) + " GiB";
+}
+
+}  // namespace
+
+double estimate_training_step_bytes(const models::Model& model, const at::Tensor& images,
+                                    int64_t batch_size) {
+  const CachingCpuAllocator* allocator = installed_caching_cpu_allocator();
+  if (!allocator || !images.device().is_cpu() || images.dim() != 4 || images.size(0) == 0 ||
+      !images.is_floating_point()) {
+    return 0;
+  }
+  // Two small batches (the probe itself must fit), then linear in the batch size: activations
+  // grow with it, the parameters and their gradient do not.
+  constexpr int64_t kSmall = 16;
+  std::vector<int64_t> shape = images.sizes().vec();
+  auto probe = [&](int64_t n) {
+    shape[0] = n;
+    return step_peak_bytes(*allocator, model, at::zeros(shape, images.options()));
+  };
+  if (batch_size <= 2 * kSmall) return probe(batch_size);
+  const double one = probe(kSmall), two = probe(2 * kSmall);
+  return one + std::max(0.0, two - one) * static_cast<double>(batch_size - kSmall) / kSmall;
+}
+
+void check_training_memory(const models::Model& model, const at::Tensor& images,
+                           int64_t batch_size, const std::string& what, double copies) {
+  const MachineMemory memory = machine_memory();
+  if (memory.available_bytes <= 0) return;
+  const double estimate = copies * estimate_training_step_bytes(model, images, batch_size);
+  if (estimate > memory.available_bytes) {
+    throw Error(what + ": one training step of a '" + model.arch() + "' on batches of " +
+                std::to_string(batch_size) + " " + std::to_string(images.size(1)) + "x" +
+                std::to_string(images.size(2)) + "x" + std::to_string(images.size(3)) +
+                " images" + (copies > 1 ? " for " + std::to_string(static_cast<int64_t>(copies)) +
+                                              " stacked students"
+                                        : std::string()) +
+                " needs at least " + gib(estimate) + " (measured on batches of 16 and 32, "
+                "extrapolated), the machine has " + gib(memory.available_bytes) +
+                " available of " + gib(memory.total_bytes) + "; use a smaller batch or model");
+  }
 }
 
 Trainer::Trainer(const models::Model& model, TrainOptions options, uint64_t seed)
@@ -147,10 +212,21 @@ TrainState Trainer::load_checkpoint(const std::string& path) {
   return state;
 }
 
+double Trainer::learning_rate(const TrainOptions& options, int64_t epoch, int64_t batch,
+                              int64_t batches) {
+  const double at = static_cast<double>(epoch) +
+                    static_cast<double>(batch) / static_cast<double>(batches);
+  return options.optimizer.lr * lr_multiplier(options.schedule, at, options.epochs);
+}
+
 double Trainer::lr_at(const TrainState& state, int64_t batches_per_epoch) const {
-  double epoch = static_cast<double>(state.epoch) +
-                 static_cast<double>(state.batch) / static_cast<double>(batches_per_epoch);
-  return options_.optimizer.lr * lr_multiplier(options_.schedule, epoch, options_.epochs);
+  return learning_rate(options_, state.epoch, state.batch, batches_per_epoch);
+}
+
+at::Tensor Trainer::epoch_order(int64_t epoch, int64_t n, c10::Device device) const {
+  at::Generator shuffle =
+      make_generator(seed_, streams::kTrainerShuffle, static_cast<uint64_t>(epoch));
+  return at::randperm(n, shuffle, at::kLong).to(device);
 }
 
 // What one fit() call works with besides the state: fixed for the call.
@@ -191,9 +267,7 @@ std::map<std::string, double> Trainer::fit(TrainState& state, const at::Tensor& 
   io::Progress progress(progress_label_, options_.epochs * fit.batches,
                         state.epoch * fit.batches + state.batch, progress_enabled_ && fit.writer);
   for (int64_t epoch = state.epoch; epoch < options_.epochs; ++epoch) {
-    at::Generator shuffle =
-        make_generator(seed_, streams::kTrainerShuffle, static_cast<uint64_t>(epoch));
-    const at::Tensor order = at::randperm(fit.n, shuffle, at::kLong).to(images.device());
+    const at::Tensor order = epoch_order(epoch, fit.n, images.device());
     if (state.batch == 0) state.epoch_sums = EpochSums{};
     while (state.batch < fit.batches) {
       const bool stop = train_step(state, fit, epoch, order);
@@ -233,6 +307,11 @@ Trainer::FitSetup Trainer::begin_fit(TrainState& state, const at::Tensor& images
   fit.parallel = group_ && group_->distributed();
   fit.rank = fit.parallel ? group_->rank() : 0;
   fit.writer = fit.rank == 0;
+  // Replayed views may have another shape than the stored images; a rank holds only its part.
+  if (!batch_source_ && !fit.parallel) {
+    check_training_memory(model_, images, fit.batch_size,
+                          "train.batch_size = " + std::to_string(options_.batch_size));
+  }
   if (fit.parallel) {
     // Every rank starts from rank 0's state (they agree already when all read the same
     // checkpoint or seed; this makes a mismatch impossible rather than silent).
@@ -303,25 +382,38 @@ bool Trainer::train_step(TrainState& state, FitSetup& fit, int64_t epoch,
   return step.stop;
 }
 
-Trainer::StepBatch Trainer::make_batch(const TrainState& state, const FitSetup& fit,
-                                       int64_t epoch, const at::Tensor& order) const {
-  StepBatch batch;
-  const int64_t b = state.batch;
-  batch.index = order.slice(0, b * fit.batch_size, std::min(fit.n, (b + 1) * fit.batch_size));
-  batch.x = fit.images.index_select(0, batch.index);
-  batch.y = fit.targets.index_select(0, batch.index);
-  if (batch_source_) std::tie(batch.x, batch.y) = batch_source_(batch.index, epoch);
-  batch.clean = batch.x;
-  batch.draw =
-      make_generator(seed_, streams::kTrainerAugment, static_cast<uint64_t>(state.step));
+Trainer::DrawnBatch Trainer::draw_batch(const at::Tensor& images, const at::Tensor& targets,
+                                        const at::Tensor& order, int64_t batch,
+                                        int64_t batch_size, int64_t epoch, int64_t step) const {
+  DrawnBatch drawn;
+  const int64_t n = images.size(0);
+  drawn.index = order.slice(0, batch * batch_size, std::min(n, (batch + 1) * batch_size));
+  drawn.x = images.index_select(0, drawn.index);
+  drawn.y = targets.index_select(0, drawn.index);
+  if (batch_source_) std::tie(drawn.x, drawn.y) = batch_source_(drawn.index, epoch);
+  drawn.clean = drawn.x;
+  drawn.draw = make_generator(seed_, streams::kTrainerAugment, static_cast<uint64_t>(step));
   if (augment_) {
     at::NoGradGuard no_grad;
-    batch.x = augment_(batch.x, batch.draw);
+    drawn.x = augment_(drawn.x, drawn.draw);
   }
   if (batch_mix_) {
     at::NoGradGuard no_grad;
-    std::tie(batch.x, batch.y) = batch_mix_(batch.x, batch.y, batch.draw);
+    std::tie(drawn.x, drawn.y) = batch_mix_(drawn.x, drawn.y, drawn.draw);
   }
+  return drawn;
+}
+
+Trainer::StepBatch Trainer::make_batch(const TrainState& state, const FitSetup& fit,
+                                       int64_t epoch, const at::Tensor& order) const {
+  DrawnBatch drawn = draw_batch(fit.images, fit.targets, order, state.batch, fit.batch_size,
+                                epoch, state.step);
+  StepBatch batch;
+  batch.index = drawn.index;
+  batch.x = drawn.x;
+  batch.y = drawn.y;
+  batch.clean = drawn.clean;
+  batch.draw = drawn.draw;
   // After augmentation: its resampling (grid_sample) returns contiguous NCHW.
   if (options_.channels_last && batch.x.dim() == 4) {
     batch.x = batch.x.contiguous(at::MemoryFormat::ChannelsLast);

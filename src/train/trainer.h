@@ -142,6 +142,19 @@ struct EvalResult {
   double loss = 0.0;
 };
 
+// At least how many bytes one training step (forward, backward) of `model` takes at its peak on
+// batches of `batch_size` images shaped like `images` (N,C,H,W): measured through the caching
+// CPU allocator on two small batches and extrapolated linearly in the batch size (blocks under
+// the allocator's 1 MiB threshold are not counted). 0 when it cannot be measured (no caching
+// allocator, images on a GPU).
+double estimate_training_step_bytes(const models::Model& model, const at::Tensor& images,
+                                    int64_t batch_size);
+// Refuses a training step whose estimate exceeds the memory available (an Error naming `what`,
+// the estimate and the machine's memory) before it allocates until the machine gives up.
+// `copies`: how many such steps are alive at once (stacked students).
+void check_training_memory(const models::Model& model, const at::Tensor& images,
+                           int64_t batch_size, const std::string& what, double copies = 1);
+
 // Test accuracy/loss of `params` in eval mode, in batches.
 EvalResult evaluate(const models::Model& model, const at::Tensor& params, const at::Tensor& buffers,
                     const at::Tensor& images, const at::Tensor& labels, int64_t batch_size = 500);
@@ -190,6 +203,21 @@ class Trainer {
 
   // Fresh state: PyTorch-default initialization drawn from the seed.
   TrainState init_state() const;
+
+  // The draws of a one-process fit(), one at a time, for trainers that step several models
+  // together (StackedTrainer): epoch `epoch`'s order of `n` images, and the batch at position
+  // `batch` of that order at global step `step` (after augmentation and mixing; clean = before).
+  at::Tensor epoch_order(int64_t epoch, int64_t n, c10::Device device) const;
+  struct DrawnBatch {
+    at::Tensor index, x, y, clean;
+    at::Generator draw;  // the step's generator, after the augmentation's and mixing's draws
+  };
+  DrawnBatch draw_batch(const at::Tensor& images, const at::Tensor& targets,
+                        const at::Tensor& order, int64_t batch, int64_t batch_size,
+                        int64_t epoch, int64_t step) const;
+  // The learning rate at batch `batch` of `batches` in `epoch` (schedule over options.epochs).
+  static double learning_rate(const TrainOptions& options, int64_t epoch, int64_t batch,
+                              int64_t batches);
   // Reads a checkpoint written by this trainer; Error when it belongs to another model.
   TrainState load_checkpoint(const std::string& path);
   void save_checkpoint(const std::string& path, const TrainState& state);

@@ -352,9 +352,11 @@ TEST(Cli, EvalResumeReusesRecordedStudentsAndTrainsTheRest) {
   std::filesystem::remove(out + "/results.json");
   CommandResult resumed = distill_cli(eval + " --resume --set run.progress=true");
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
-  // Progress counts the reused student, then estimates the rest from the students trained.
+  // Progress counts the reused student, then estimates the rest from the students trained; the
+  // two random-real students train as one stack (eval.batch_students = 0: all runs at once).
   EXPECT_TRUE(contains(resumed.output, "syn.pt convnet run 2/2, student 2/4 ")) << resumed.output;
-  EXPECT_TRUE(contains(resumed.output, "random-real convnet run 1/2, student 3/4, eval left ~"))
+  EXPECT_TRUE(contains(resumed.output,
+                       "random-real convnet runs 1-2/2, students 3-4/4, eval left ~"))
       << resumed.output;
 
   nlohmann::json got = nlohmann::json::parse(std::ifstream(out + "/results.json"));
@@ -584,6 +586,28 @@ TEST(Cli, MttRefusesAnUnrollThatCannotFitInMemory) {
   // One that fits runs (the probe changes nothing of the run).
   CommandResult fits = distill_cli(mtt + "--set mtt.matching.syn_steps=16 --out " + dir.file("fits"));
   EXPECT_EQ(fits.exit_code, 0) << fits.output;
+}
+
+// A training batch whose step cannot fit (batch x image size x model width) is refused at start
+// with the estimate and the machine's memory (issue 24), before any step.
+TEST(Cli, TrainRefusesABatchThatCannotFitInMemory) {
+  DISTILL_REQUIRE_TOOL(
+      std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
+      "Fashion-MNIST (Debian dataset-fashion-mnist)");
+  TempDir dir;
+  const auto begin = std::chrono::steady_clock::now();
+  CommandResult huge = distill_cli(
+      "train --threads 1 --no-progress --set train.batch_size=60000 --set model.width=512 --out " +
+      dir.file("huge"));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+  EXPECT_EQ(huge.exit_code, 2) << huge.output;
+  EXPECT_TRUE(contains(huge.output, "train.batch_size = 60000: one training step of a 'convnet' "
+                                    "on batches of 60000 1x28x28 images needs at least "))
+      << huge.output;
+  EXPECT_TRUE(contains(huge.output, "available of")) << huge.output;
+  EXPECT_LT(seconds, 60) << "refused before training";
+  EXPECT_FALSE(std::filesystem::exists(dir.file("huge/checkpoint.pt")));
 }
 
 // AST end to end: smoothed experts (loss scaling, input-gradient penalty, logged per epoch), then
@@ -988,6 +1012,37 @@ TEST(Cli, BenchMttReportsTheCppResultWhenThePythonReferenceFails) {
   EXPECT_GT(result["s_per_iter"].get<double>(), 0);
   EXPECT_TRUE(contains(result["python"]["failed"].get<std::string>(), "/bin/false"));
   EXPECT_FALSE(result.contains("time_ratio_vs_python"));
+}
+
+// `bench eval`: the three C++ sides and the Python reference protocol in one invocation, its
+// last line one JSON object with the fields the README table and the GPU check read.
+TEST(Cli, BenchEvalPrintsAllSidesAndThePythonProtocol) {
+  DISTILL_REQUIRE_PYTHON();
+  CommandResult r = distill_cli(
+      "bench eval --ipc 1 --students 3 --steps 2 --set eval.warmup=1 --set eval.rounds=2 "
+      "--set bench.model.width=8 --set bench.image_size=12 --set bench.python=" +
+      testing::reference_python() + " --set eval.python_script=" + testing::source_dir() +
+      "/experiments/bench/eval_step.py --threads 1 --no-progress");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string json = r.output.substr(r.output.rfind("{\"arch\""));
+  nlohmann::json result = nlohmann::json::parse(json.substr(0, json.find('\n')));
+  for (const char* key : {"sequential_steps_per_s", "batched_steps_per_s", "ceiling_steps_per_s",
+                          "python_steps_per_s"}) {
+    EXPECT_GT(result[key].get<double>(), 0) << key;
+  }
+  EXPECT_EQ(result["students"], 3);
+  EXPECT_EQ(result["ipc"], 1);
+  EXPECT_EQ(result["cpp"]["batched_rounds"].size(), 2u);
+  EXPECT_EQ(result["cpp"]["steps_per_student"], 2);  // 10 images, batch 10: 1 step per epoch
+  // ConvNet-3 w8 on 12x12 grey images (padded to 18x18): 2 x (1*8*9*16^2 + 8*8*9*8^2 +
+  // 8*8*9*4^2) + 2 x 8*2*2*10 multiply-adds per image forward, x3 for a training step.
+  const double forward = 2.0 * (1 * 8 * 9 * 16 * 16 + 8 * 8 * 9 * 8 * 8 + 8 * 8 * 9 * 4 * 4) +
+                         2.0 * (8 * 2 * 2 * 10);
+  EXPECT_DOUBLE_EQ(result["cpp"]["train_flops_per_image"].get<double>(), 3 * forward);
+  EXPECT_NEAR(result["batched_vs_sequential"].get<double>(),
+              result["batched_steps_per_s"].get<double>() /
+                  result["sequential_steps_per_s"].get<double>(),
+              1e-9);
 }
 
 TEST(Cli, MissingDatasetIsExit2NamingThePath) {

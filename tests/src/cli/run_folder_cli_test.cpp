@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <thread>
 
@@ -262,50 +263,18 @@ namespace {
 TEST(RunFolderCli, BadSettingsAreRefusedBeforeAnyDataIsRead) {
   TempDir dir;
   const std::string nowhere = " --set data.path=" + dir.file("no-data") + " --out " + dir.file("o");
-  const std::vector<std::pair<std::string, std::string>> cases = {
-      {"train --set train.ema_decay=2", "key 'train.ema_decay' must be in [0, 1), found 2"},
-      {"train --set train.optimizer.momentum=-1",
-       "key 'train.optimizer.momentum' must be >= 0, found -1"},
-      {"train --set train.checkpoint_every=-1", "key 'train.checkpoint_every' must be >= 0, found -1"},
-      {"train --set train.eval_every=-2", "key 'train.eval_every' must be >= 0, found -2"},
-      {"train --epochs 0", "key 'train.epochs' must be >= 1, found 0"},
-      {"subset --threads -1", "key 'run.threads' must be >= 0, found -1"},
-      {"eval --set eval.train.epochs=0", "key 'eval.train.epochs' must be >= 1, found 0"},
-      {"experts --set experts.train.batch_size=0",
-       "key 'experts.train.batch_size' must be >= 1, found 0"},
-      {"mtt --threads -3", "key 'run.threads' must be >= 0, found -3"},
-      {"kd --set train.optimizer.lr=-1", "key 'train.optimizer.lr' must be >= 0, found -1"},
-      {"committee train --set committee.train.ema_decay=1",
-       "key 'committee.train.ema_decay' must be in [0, 1), found 1"},
-      {"synth recover --threads -1", "key 'run.threads' must be >= 0, found -1"},
-      {"diffusion train --threads -1", "key 'run.threads' must be >= 0, found -1"},
-      {"diffusion distill --threads -1", "key 'run.threads' must be >= 0, found -1"},
-      {"import --threads -1", "key 'run.threads' must be >= 0, found -1"},
-      {"mtt --set mtt.ema_decay=2", "key 'mtt.ema_decay' must be in [0, 1), found 2"},
-      {"mtt --set mtt.matching.syn_steps=0", "key 'mtt.matching.syn_steps' must be >= 1, found 0"},
-      {"mtt --set mtt.matching.max_loss=-1", "key 'mtt.matching.max_loss' must be >= 0, found -1"},
-      {"mtt --set mtt.matching.min_start_epoch=5 --set mtt.matching.max_start_epoch=5",
-       "settings: mtt.matching: start epochs are drawn from [min_start_epoch, max_start_epoch), "
-       "found min_start_epoch 5 and max_start_epoch 5"},
-      {"experts --set experts.num_experts=0", "key 'experts.num_experts' must be >= 1, found 0"},
-      {"synth recover --draw 0", "key 'synth.draw' must be >= 1, found 0"},
-      {"synth recover --set synth.recover.crop_min_scale=0",
-       "key 'synth.recover.crop_min_scale' must be in (0, 1], found 0"},
-      {"synth relabel --set synth.relabel.T=0", "key 'synth.relabel.T' must be > 0, found 0"},
-      {"eval --set committee_labels.T=0", "key 'committee_labels.T' must be > 0, found 0"},
-      {"synth export --threads -1", "key 'run.threads' must be >= 0, found -1"},
-      {"diffusion score --set diffusion.score.k=0", "key 'diffusion.score.k' must be >= 1, found 0"},
-      {"diffusion sample --steps 0", "key 'diffusion.sampler.steps' must be >= 1, found 0"},
-      {"diffusion distill --set distill.log_every=0",
-       "key 'distill.log_every' must be >= 1, found 0"},
-      {"diffusion train --set data.train_limit=-1",
-       "key 'data.train_limit' must be >= 0, found -1"},
-      {"train --set train.loss_scale.growth_interval=0",
-       "key 'train.loss_scale.growth_interval' must be >= 1, found 0"},
-      {"eval --set eval.cutmix.beta=0", "key 'eval.cutmix.beta' must be > 0, found 0"},
-      {"kd --set kd.scheme=dml --set kd.cohort=1",
-       "settings: kd.cohort must be >= 2 for scheme dml, found 1"},
-  };
+  // The cases live in one file, shared with experiments/reliability/parse_time.sh.
+  const std::string list = testing::source_dir() + "/tests/src/cli/data/bad_settings.tsv";
+  std::ifstream file(list);
+  ASSERT_TRUE(file) << list;
+  std::vector<std::pair<std::string, std::string>> cases;
+  for (std::string line; std::getline(file, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t tab = line.find('\t');
+    ASSERT_NE(tab, std::string::npos) << line;
+    cases.emplace_back(line.substr(0, tab), line.substr(tab + 1));
+  }
+  ASSERT_GE(cases.size(), 32u);
   for (const auto& [args, message] : cases) {
     CommandResult r = distill_cli(args + nowhere);
     EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;

@@ -202,6 +202,49 @@ TEST(Evaluator, OnlineLabelsThatReproduceTheStoredLabelsTrainTheSameStudents) {
   EXPECT_TRUE(saw_augmented);
 }
 
+// eval.batch_students: the runs of one architecture trained as one stack score what they score
+// one at a time (each random-real run with its own subset), up to float rounding of the grouped
+// kernels; a resumed evaluation trains the runs it has left and keeps the recorded ones.
+TEST(Evaluator, StackedStudentsScoreWhatLoneStudentsScore) {
+  data::Dataset train = toy_split(300, 1), test = toy_split(150, 2);
+  EvalOptions options;
+  apply_protocol("dc", options);
+  options.train.epochs = 3;  // short: students still differ from each other
+  options.runs = 3;
+  options.model.width = 8;
+  options.model.depth = 1;
+  options.model.norm = "batchnorm";
+  data::Normalization norm{at::zeros({1}), at::ones({1})};
+  options.batch_students = 1;
+  Evaluator lone(options, train, test, norm, 3, c10::Device(c10::kCPU), false);
+  const Scores alone = lone.score_random_real(1, "convnet");
+  options.batch_students = 0;
+  Evaluator stacked(options, train, test, norm, 3, c10::Device(c10::kCPU), false);
+  std::vector<StudentResult> trained;
+  stacked.set_on_student([&](const StudentResult& s) { trained.push_back(s); });
+  const Scores together = stacked.score_random_real(1, "convnet");
+  ASSERT_EQ(together.last.size(), 3u);
+  ASSERT_EQ(trained.size(), 3u);
+  for (size_t run = 0; run < 3; ++run) {
+    // 150 test images: one image is 0.0067; float rounding may move a borderline one.
+    EXPECT_NEAR(together.last[run], alone.last[run], 0.014) << "run " << run;
+    EXPECT_NEAR(together.best[run], alone.best[run], 0.014) << "run " << run;
+    EXPECT_EQ(trained[run].run, static_cast<int64_t>(run));
+    EXPECT_GT(together.seconds[run], 0);
+  }
+  // The runs differ (their subsets and seeds do), so the comparison above tells them apart.
+  EXPECT_NE(alone.last[0], alone.last[1]);
+  // Resumed with run 0 recorded: runs 1 and 2 are trained (as one stack of two), run 0 reused.
+  Evaluator resumed(options, train, test, norm, 3, c10::Device(c10::kCPU), false);
+  resumed.set_finished_students({trained[0]});
+  std::vector<int64_t> retrained;
+  resumed.set_on_student([&](const StudentResult& s) { retrained.push_back(s.run); });
+  const Scores again = resumed.score_random_real(1, "convnet");
+  EXPECT_EQ(retrained, (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(again.last[0], together.last[0]);
+  for (size_t run = 1; run < 3; ++run) EXPECT_NEAR(again.last[run], together.last[run], 0.014);
+}
+
 TEST(Evaluator, SetOfAnotherShapeIsRejected) {
   data::Dataset train = toy_split(30, 1), test = toy_split(30, 2);
   EvalOptions options;

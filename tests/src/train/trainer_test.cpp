@@ -5,6 +5,9 @@
 
 #include <csignal>
 
+#include <torch/csrc/autograd/autograd.h>
+
+#include "src/core/caching_allocator.h"
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 #include "src/train/augment.h"
@@ -38,6 +41,49 @@ TrainOptions tiny_options() {
   o.batch_size = 16;
   o.optimizer.lr = 0.05;
   return o;
+}
+
+// The up-front estimate (two small probes, extrapolated) against the peak of the real step at the
+// full batch, measured the same way: close, and not above it by more than rounding of blocks.
+TEST(TrainingMemory, EstimateFromSmallBatchesMatchesTheFullBatchStep) {
+  install_caching_cpu_allocator();
+  models::ModelOptions o;
+  o.width = 32;
+  auto model = models::make_model(o, 1, 28, 10);
+  const at::Tensor images = at::zeros({1, 1, 28, 28});
+  const double estimate = estimate_training_step_bytes(*model, images, 192);
+  // The full step, measured directly.
+  const CachingCpuAllocator& allocator = *installed_caching_cpu_allocator();
+  at::Generator g = make_generator(0);
+  at::Tensor params = model->init_params(g).requires_grad_(true);
+  const size_t before = allocator.stats().in_use_bytes;
+  allocator.reset_peak();
+  {
+    models::ForwardArgs args;
+    args.train = true;
+    at::Tensor loss = model->forward(at::zeros({192, 1, 28, 28}), params, args).square().mean();
+    torch::autograd::grad({loss}, {params});
+  }
+  const double measured = static_cast<double>(allocator.stats().peak_in_use_bytes - before);
+  ASSERT_GT(measured, 10.0 * (1 << 20));  // tens of MiB: the comparison means something
+  EXPECT_GT(estimate, 0.8 * measured);
+  EXPECT_LT(estimate, 1.1 * measured);
+}
+
+TEST(TrainingMemory, AStepThatCannotFitIsRefusedBeforeItRuns) {
+  install_caching_cpu_allocator();
+  models::ModelOptions o;
+  auto model = models::make_model(o, 3, 64, 10);  // ConvNet-3 w128 on 64x64 RGB
+  const std::string message = testing::error_of([&] {
+    check_training_memory(*model, at::zeros({1, 3, 64, 64}), 10'000'000, "train.batch_size = 1e7");
+  });
+  EXPECT_NE(message.find("train.batch_size = 1e7: one training step of a 'convnet' on batches of "
+                         "10000000 3x64x64 images needs at least "),
+            std::string::npos)
+      << message;
+  EXPECT_NE(message.find("available of"), std::string::npos) << message;
+  // A batch that fits passes.
+  check_training_memory(*model, at::zeros({1, 3, 64, 64}), 8, "train.batch_size = 8");
 }
 
 TEST(ClassificationLoss, OneHotSoftLabelsEqualCrossEntropy) {
