@@ -12,6 +12,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import tomllib
 
 import readme_tables
 import write_table
@@ -35,9 +36,14 @@ os.replace(kept / "summary.json.tmp", kept / "summary.json")
 results_file = kept / "results.json"
 runs = json.loads(results_file.read_text())["results"][0]["runs"]
 wall = summary["wall_time_after_build_s"]
+# The budget as the run folders' effective configs record it.
+experts = tomllib.loads((run / "experts" / "config.toml").read_text())["experts"]
+mtt = tomllib.loads((run / "mtt_ipc1" / "config.toml").read_text())["mtt"]
+students = tomllib.loads((run / "eval_ipc1" / "config.toml").read_text())["eval"]["model"]
 caption = (f"Quickstart on Fashion-MNIST ({summary['cores']} cores, {summary['date']}, commit "
            f"{summary['commit']}; wall time after the build {wall // 60} min {wall % 60} s): "
-           f"trajectory matching (3 experts × 4 epochs, 100 iterations, `mtt_ipc1/syn.pt`) against "
-           f"random real images of the same size, ConvNet-3 students, DC protocol, {runs} students "
-           f"per set:")
+           f"trajectory matching ({experts['num_experts']} experts × {experts['train']['epochs']} "
+           f"epochs, width {experts['model']['width']}; {mtt['iterations']} iterations, "
+           f"`mtt_ipc1/syn.pt`) against random real images of the same size, ConvNet-3 students of "
+           f"width {students['width']}, DC protocol, {runs} students per set:")
 readme_tables.write_block("quickstart", [caption, ""] + write_table.eval_table([results_file]))
