@@ -141,10 +141,22 @@ MatchingRun::MatchingRun(const MttOptions& options, const data::Dataset& train,
   const int64_t batch_syn = options.matching.batch_syn > 0
                                 ? std::min(options.matching.batch_syn, images)
                                 : images;
-  train::check_training_memory(*model_, state_.set.images, batch_syn,
-                               "mtt: ipc = " + std::to_string(options.ipc) +
-                                   " with matching.batch_syn = " +
-                                   std::to_string(options.matching.batch_syn));
+  // Ranks measure their own machine's memory: all stop when one refuses (none waits alone in
+  // the first iteration's collectives).
+  std::string refused;
+  try {
+    train::check_training_memory(*model_, state_.set.images, batch_syn,
+                                 "mtt: ipc = " + std::to_string(options.ipc) +
+                                     " with matching.batch_syn = " +
+                                     std::to_string(options.matching.batch_syn));
+  } catch (const Error& e) {
+    refused = e.what();
+  }
+  if (group_ ? group_->any(!refused.empty()) : !refused.empty()) {
+    throw Error(refused.empty() ? "mtt: another rank cannot fit a student step in its memory "
+                                  "(its error names the estimate)"
+                                : refused);
+  }
 }
 
 // meta_grad = unroll keeps every student step's graph until the backward pass, so its memory
@@ -380,6 +392,13 @@ void MatchingRun::save_checkpoint() const {
 
 bool every(int64_t period, int64_t count) { return period > 0 && count % period == 0; }
 
+// mtt.snapshot_every = -1: every iterations / 10 (at least 1): ten snapshots for runs of a
+// multiple of ten iterations, up to 19 for shorter ones.
+int64_t snapshot_period(const MttOptions& options) {
+  return options.snapshot_every >= 0 ? options.snapshot_every
+                                     : std::max<int64_t>(1, options.iterations / 10);
+}
+
 }  // namespace
 
 eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data::Dataset& train,
@@ -391,6 +410,7 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
                                            std::shared_ptr<const dist::ProcessGroup> group) {
   MatchingRun run(options, train, test, norm, dataset_name, seed, out, resume, group);
   MatchingState& state = run.state();
+  const int64_t snapshot_every = snapshot_period(options);
   io::MetricsLog metrics(out + "/metrics.jsonl",
                          run.resumed() ? std::optional<int64_t>(state.iteration) : std::nullopt,
                          run.writer());
@@ -411,7 +431,7 @@ eval::SyntheticSet run_trajectory_matching(const MttOptions& options, const data
     // Several processes: stop together when any rank was interrupted (a signal may reach the
     // ranks on either side of this point), so none waits in the next iteration's collectives.
     const bool stop = group ? group->any(interrupt_requested()) : interrupt_requested();
-    if (every(options.snapshot_every, done)) {
+    if (every(snapshot_every, done)) {
       if (!last) run.write_set();
       run.write_snapshot();
     }

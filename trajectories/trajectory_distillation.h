@@ -22,7 +22,7 @@ struct MttOptions {
   int64_t kmeans_iterations = 300;  // init = kmeans: Lloyd iterations at most (sklearn's default)
   std::string buffer = "runs/experts";
   int64_t checkpoint_every = 20;
-  int64_t snapshot_every = 0;  // write syn.pt + grid.png every N iterations
+  int64_t snapshot_every = -1;  // write syn.pt + grid.png every N iterations (-1 = auto)
   int64_t max_failures = 10;   // consecutive non-finite iterations before giving up
   double ema_decay = 0.0;      // FTD: the saved set is an EMA of the images (0 = off)
   int64_t eval_every = 0;      // evaluate the current set every N iterations (0 = off)
@@ -51,8 +51,10 @@ struct MttOptions {
     v.field("buffer", buffer, "expert trajectories: a folder from `distill experts` or one .pt file");
     v.field("checkpoint_every", checkpoint_every, "iterations between checkpoints",
             config::Range::at_least(0));
-    v.field("snapshot_every", snapshot_every, "iterations between grid/set snapshots (0 = end only)",
-            config::Range::at_least(0));
+    v.field("snapshot_every", snapshot_every,
+            "iterations between grid/set snapshots (snapshots/grid_<iteration>.png: the report "
+            "shows the images' evolution); -1 = every iterations / 10 (at least 1), 0 = end only",
+            config::Range::at_least(-1));
     v.field("max_failures", max_failures, "consecutive non-finite iterations tolerated",
             config::Range::at_least(1));
     v.field("ema_decay", ema_decay,

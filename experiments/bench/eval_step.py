@@ -18,17 +18,7 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mtt_step import dsa_single  # noqa: E402  (the same DSA as the mtt benchmark)
-
-
-def convnet(channels, width, depth, classes, size):
-    layers, in_ch = [], channels
-    for d in range(depth):
-        pad = 3 if channels == 1 and d == 0 else 1
-        size = size + 2 * pad - 2
-        layers += [nn.Conv2d(in_ch, width, 3, padding=pad), nn.GroupNorm(width, width, affine=True),
-                   nn.ReLU(), nn.AvgPool2d(2, 2)]
-        in_ch, size = width, size // 2
-    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(width * size * size, classes))
+from train_step import convnet  # noqa: E402  (the same ConvNet as the train benchmark)
 
 
 def train_student(model, images, labels, epochs, generator):

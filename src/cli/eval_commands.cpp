@@ -220,6 +220,8 @@ void run_eval(EvalCommandOptions& o, const Invocation& invocation) {
   }
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   if (set) check_normalization(*set, norm, o.eval.syn);
+  // The evaluated set's images, per class, for the run's report.
+  if (set && run.rank == 0) eval::save_set_grid(run.out + "/set_grid.png", *set, norm.zca.get());
   int64_t ipc = o.eval.ipc > 0 ? o.eval.ipc : (set ? set->images_per_class() : 0);
   if (!set && !o.eval.random_real && !o.eval.full_data) {
     throw Error("eval: nothing to evaluate: set eval.syn, eval.random_real or eval.full_data");

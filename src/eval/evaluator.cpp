@@ -37,7 +37,31 @@ double std_of(const std::vector<double>& v) {
   return std::sqrt(sum / static_cast<double>(v.size()));
 }
 
+std::vector<std::vector<int64_t>> confusion_rows(const at::Tensor& confusion) {
+  std::vector<std::vector<int64_t>> rows;
+  if (!confusion.defined()) return rows;
+  const at::Tensor counts = confusion.to(at::kLong).contiguous();
+  for (int64_t i = 0; i < counts.size(0); ++i) {
+    const int64_t* row = counts[i].data_ptr<int64_t>();
+    rows.emplace_back(row, row + counts.size(1));
+  }
+  return rows;
+}
+
 }  // namespace
+
+// A trained student's scores: the final metrics, its confusion matrix and test curve.
+Evaluator::StudentOutcome Evaluator::outcome_of(const std::map<std::string, double>& metrics,
+                                                const at::Tensor& confusion,
+                                                const train::TestCurve& curve) {
+  StudentOutcome outcome;
+  outcome.last = metrics.at("test_accuracy");
+  outcome.best =
+      metrics.count("best_test_accuracy") ? metrics.at("best_test_accuracy") : outcome.last;
+  outcome.confusion = confusion_rows(confusion);
+  outcome.curve = curve;
+  return outcome;
+}
 
 double Scores::last_mean() const { return mean_of(last); }
 double Scores::last_std() const { return std_of(last); }
@@ -124,7 +148,7 @@ train::TrainOptions Evaluator::student_options(const StudentJob& job) const {
   return train_options;
 }
 
-std::pair<double, double> Evaluator::train_student(const StudentJob& job, const std::string& arch,
+Evaluator::StudentOutcome Evaluator::train_student(const StudentJob& job, const std::string& arch,
                                                    uint64_t seed, const std::string& label) {
   const SyntheticSet* set = job.set;
   const at::Tensor& images = job.images;
@@ -153,9 +177,7 @@ std::pair<double, double> Evaluator::train_student(const StudentJob& job, const 
   state.params = state.params.to(device_);
   state.buffers = state.buffers.to(device_);
   auto metrics = trainer.fit(state, images.to(device_), labels.to(device_));
-  double last = metrics.at("test_accuracy");
-  double best = metrics.count("best_test_accuracy") ? metrics.at("best_test_accuracy") : last;
-  return {last, best};
+  return outcome_of(metrics, trainer.test_confusion(), trainer.test_curve());
 }
 
 Scores Evaluator::score_set(const SyntheticSet& set, const std::string& name, const std::string& arch) {
@@ -232,6 +254,8 @@ void Evaluator::score_runs(Scores& scores, const std::string& stream_name,
   scores.last.assign(options_.runs, std::nan(""));
   scores.best.assign(options_.runs, std::nan(""));
   scores.seconds.assign(options_.runs, std::nan(""));
+  scores.confusion.assign(options_.runs, {});
+  scores.curves.assign(options_.runs, {});
   std::vector<uint64_t> seeds;
   std::vector<int64_t> pending;
   for (int64_t run = 0; run < options_.runs; ++run) {
@@ -240,13 +264,16 @@ void Evaluator::score_runs(Scores& scores, const std::string& stream_name,
       scores.last[run] = done->last;
       scores.best[run] = done->best;
       scores.seconds[run] = done->seconds;
+      scores.confusion[run] = done->confusion;
+      scores.curves[run] = done->curve;
       ++students_done_;
     } else {
       pending.push_back(run);
     }
   }
-  // The students still to train, in run order, a stack of them at a time (a resumed evaluation
-  // forms the same stacks from the runs it has left, so it trains what a straight one trains).
+  // The students still to train, in run order, a stack of them at a time (stacks are formed from
+  // the runs left, so a resumed evaluation interrupted between stacks forms the stacks a straight
+  // one formed).
   size_t next = 0;
   while (next < pending.size()) {
     const int64_t first = pending[next];
@@ -255,9 +282,9 @@ void Evaluator::score_runs(Scores& scores, const std::string& stream_name,
         stack_size(first_job, scores.model, static_cast<int64_t>(pending.size() - next));
     std::vector<int64_t> runs(pending.begin() + next, pending.begin() + next + size);
     next += size;
-    const std::string label = progress_label(scores, first, size);
+    const std::string label = progress_label(scores, runs);
     const auto start = std::chrono::steady_clock::now();
-    std::vector<std::pair<double, double>> results;
+    std::vector<StudentOutcome> results;
     if (size == 1) {
       results.push_back(train_student(first_job, scores.model, seeds[first], label));
     } else {
@@ -274,24 +301,29 @@ void Evaluator::score_runs(Scores& scores, const std::string& stream_name,
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() /
         static_cast<double>(size);
     for (size_t i = 0; i < runs.size(); ++i) {
-      record_trained(scores, runs[i], results[i].first, results[i].second, seconds);
+      record_trained(scores, runs[i], std::move(results[i]), seconds);
     }
     if (!on_student_) continue;
-    for (int64_t run : runs) {
-      on_student_({scores.set, scores.model, run, seeds[run], scores.last[run], scores.best[run],
-                   scores.seconds[run]});
-    }
+    for (int64_t run : runs) on_student_(student_result(scores, run, seeds[run]));
   }
 }
 
-void Evaluator::record_trained(Scores& scores, int64_t run, double last, double best,
+void Evaluator::record_trained(Scores& scores, int64_t run, StudentOutcome outcome,
                                double seconds) {
   ++students_done_;
   ++students_trained_;
   trained_seconds_ += seconds;
-  scores.last[run] = last;
-  scores.best[run] = best;
+  scores.last[run] = outcome.last;
+  scores.best[run] = outcome.best;
   scores.seconds[run] = seconds;
+  scores.confusion[run] = std::move(outcome.confusion);
+  scores.curves[run] = std::move(outcome.curve);
+}
+
+StudentResult Evaluator::student_result(const Scores& scores, int64_t run, uint64_t seed) {
+  return {scores.set,         scores.model,       run,
+          seed,               scores.last[run],   scores.best[run],
+          scores.seconds[run], scores.confusion[run], scores.curves[run]};
 }
 
 void Evaluator::score_runs_distributed(Scores& scores, uint64_t stream, const MakeJob& make_job) {
@@ -311,27 +343,27 @@ void Evaluator::score_runs_distributed(Scores& scores, uint64_t stream, const Ma
       if (!owns_run(run)) {
         skip_run(scores);
       } else if (done) {
-        scores.last.push_back(done->last);
-        scores.best.push_back(done->best);
-        scores.seconds.push_back(done->seconds);
+        skip_run(scores);
+        scores.last[run] = done->last;
+        scores.best[run] = done->best;
+        scores.seconds[run] = done->seconds;
+        scores.confusion[run] = done->confusion;
+        scores.curves[run] = done->curve;
         ++students_done_;
       } else {
         const auto start = std::chrono::steady_clock::now();
-        auto [last, best] =
-            train_student(make_job(run), scores.model, seed, progress_label(scores, run));
+        StudentOutcome outcome =
+            train_student(make_job(run), scores.model, seed, progress_label(scores, {run}));
         const double seconds =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         skip_run(scores);
-        record_trained(scores, run, last, best, seconds);
+        record_trained(scores, run, std::move(outcome), seconds);
       }
     }
     gather_runs(scores);  // the runs so far, from their owners
     if (!on_student_) continue;
     for (int64_t run = first; run < end; ++run) {
-      if (trained[run - first]) {
-        on_student_({scores.set, scores.model, run, seeds[run - first], scores.last[run],
-                     scores.best[run], scores.seconds[run]});
-      }
+      if (trained[run - first]) on_student_(student_result(scores, run, seeds[run - first]));
     }
   }
 }
@@ -344,8 +376,10 @@ std::string Evaluator::stacking_unsupported(const std::string& arch) const {
 }
 
 int64_t Evaluator::stack_size(const StudentJob& job, const std::string& arch, int64_t pending) {
-  const int64_t wanted =
-      std::min(pending, options_.batch_students > 0 ? options_.batch_students : options_.runs);
+  const int64_t setting = options_.batch_students > 0 ? options_.batch_students
+                          : device_.is_cuda()        ? options_.runs
+                                                     : 1;
+  const int64_t wanted = std::min(pending, setting);
   if (wanted <= 1) return 1;
   const std::string reason = stacking_unsupported(arch);
   if (!reason.empty()) {
@@ -354,27 +388,23 @@ int64_t Evaluator::stack_size(const StudentJob& job, const std::string& arch, in
     }
     return 1;
   }
-  const auto key = std::make_pair(arch, job.images.sizes().vec());
-  auto known = stack_fit_.find(key);
-  if (known == stack_fit_.end()) {
+  // The largest stack of this call, checked once per architecture and set shape.
+  const std::string key = arch + " " + c10::str(job.images.sizes()) + " " + std::to_string(setting);
+  if (stacking_note_.insert("checked " + key).second) {
     models::ModelOptions model_options = options_.model;
     model_options.arch = arch;
     auto model = models::make_model(model_options, train_.channels(), train_.height(),
                                     train_.num_classes);
-    const int64_t batch = std::min(options_.train.batch_size, job.images.size(0));
-    const int64_t fit = train::StackedTrainer::students_that_fit(
-        *model, job.images.narrow(0, 0, batch).to(device_), options_.runs);
-    if (fit < std::min(options_.runs,
-                       options_.batch_students > 0 ? options_.batch_students : options_.runs)) {
-      std::cerr << "eval: " << fit << " " << arch
-                << " students at a time, as many as the memory available holds\n";
-    }
-    known = stack_fit_.emplace(key, fit).first;
+    train::check_training_memory(
+        *model, job.images.to(device_), std::min(options_.train.batch_size, job.images.size(0)),
+        "eval.batch_students = " + std::to_string(options_.batch_students) +
+            " (set 1 to train one student at a time)",
+        static_cast<double>(std::min(setting, options_.runs)));
   }
-  return std::min(wanted, known->second);
+  return wanted;
 }
 
-std::vector<std::pair<double, double>> Evaluator::train_stacked(
+std::vector<Evaluator::StudentOutcome> Evaluator::train_stacked(
     const std::vector<StudentJob>& jobs, const std::string& arch,
     const std::vector<uint64_t>& seeds, const std::string& label) {
   models::ModelOptions model_options = options_.model;
@@ -400,20 +430,27 @@ std::vector<std::pair<double, double>> Evaluator::train_stacked(
   if (auto mix = batch_mix()) trainer.set_batch_mix(mix);
   trainer.set_test_set(test_images_, test_labels_);
   trainer.set_progress(label, progress_);
-  std::vector<std::pair<double, double>> results;
-  for (const auto& metrics : trainer.fit()) {
-    const double last = metrics.at("test_accuracy");
-    results.emplace_back(
-        last, metrics.count("best_test_accuracy") ? metrics.at("best_test_accuracy") : last);
+  const auto metrics = trainer.fit();
+  std::vector<StudentOutcome> results;
+  for (size_t i = 0; i < metrics.size(); ++i) {
+    results.push_back(
+        outcome_of(metrics[i], trainer.test_confusions()[i], trainer.test_curves()[i]));
   }
   return results;
 }
 
-std::string Evaluator::progress_label(const Scores& scores, int64_t run, int64_t count) const {
-  const std::string runs = count > 1 ? "runs " + std::to_string(run + 1) + "-" +
-                                           std::to_string(run + count)
-                                     : "run " + std::to_string(run + 1);
-  std::string label = scores.set + " " + scores.model + " " + runs + "/" +
+std::string Evaluator::progress_label(const Scores& scores, const std::vector<int64_t>& runs) const {
+  const int64_t count = static_cast<int64_t>(runs.size());
+  const bool consecutive = runs.back() - runs.front() + 1 == count;
+  std::string which = count == 1 ? "run " + std::to_string(runs.front() + 1)
+                      : consecutive
+                          ? "runs " + std::to_string(runs.front() + 1) + "-" +
+                                std::to_string(runs.back() + 1)
+                          : "runs ";
+  if (count > 1 && !consecutive) {
+    for (size_t i = 0; i < runs.size(); ++i) which += (i ? "," : "") + std::to_string(runs[i] + 1);
+  }
+  std::string label = scores.set + " " + scores.model + " " + which + "/" +
                       std::to_string(options_.runs);
   // Several ranks split the students unevenly over the calls: no evaluation-wide estimate there.
   if (student_count_ <= 0 || (group_ && group_->distributed())) return label;
@@ -446,6 +483,8 @@ void Evaluator::skip_run(Scores& scores) {
   scores.last.push_back(std::nan(""));
   scores.best.push_back(std::nan(""));
   scores.seconds.push_back(std::nan(""));
+  scores.confusion.emplace_back();
+  scores.curves.emplace_back();
 }
 
 void Evaluator::gather_runs(Scores& scores) const {
@@ -453,16 +492,54 @@ void Evaluator::gather_runs(Scores& scores) const {
   std::vector<double> mine = scores.last;
   mine.insert(mine.end(), scores.best.begin(), scores.best.end());
   mine.insert(mine.end(), scores.seconds.begin(), scores.seconds.end());
+  // Then per run its confusion matrix and curve, each as a length and the values (lengths differ:
+  // a placeholder has none).
+  const size_t runs = scores.last.size();
+  for (size_t run = 0; run < runs; ++run) {
+    const auto& matrix = scores.confusion[run];
+    mine.push_back(static_cast<double>(matrix.size()));
+    for (const auto& row : matrix) {
+      for (int64_t count : row) mine.push_back(static_cast<double>(count));
+    }
+    const auto& curve = scores.curves[run];
+    mine.push_back(static_cast<double>(curve.size()));
+    for (const auto& [epoch, accuracy] : curve) {
+      mine.push_back(static_cast<double>(epoch));
+      mine.push_back(accuracy);
+    }
+  }
   // A round's students may differ in cost (a resumed run has some recorded already): wait for
   // the slowest rank's as long as it takes.
   group_->wait_for_peers("students");
   auto all = group_->all_gather(mine);
-  const size_t runs = scores.last.size();
+  // Where each rank's per-run parts start.
+  std::vector<std::vector<size_t>> part_at(all.size());
+  for (size_t r = 0; r < all.size(); ++r) {
+    size_t at = 3 * runs;
+    for (size_t run = 0; run < runs; ++run) {
+      part_at[r].push_back(at);
+      const auto classes = static_cast<size_t>(all[r].at(at));
+      at += 1 + classes * classes;
+      at += 1 + 2 * static_cast<size_t>(all[r].at(at));
+    }
+  }
   for (size_t run = 0; run < runs; ++run) {
-    const auto& owner = all.at(run % all.size());
+    const size_t owner_rank = run % all.size();
+    const auto& owner = all.at(owner_rank);
     scores.last[run] = owner.at(run);
     scores.best[run] = owner.at(runs + run);
     scores.seconds[run] = owner.at(2 * runs + run);
+    size_t at = part_at[owner_rank][run];
+    const auto classes = static_cast<size_t>(owner.at(at++));
+    scores.confusion[run].assign(classes, std::vector<int64_t>(classes));
+    for (auto& row : scores.confusion[run]) {
+      for (int64_t& count : row) count = std::llround(owner.at(at++));
+    }
+    const auto points = static_cast<size_t>(owner.at(at++));
+    scores.curves[run].clear();
+    for (size_t i = 0; i < points; ++i, at += 2) {
+      scores.curves[run].emplace_back(std::llround(owner.at(at)), owner.at(at + 1));
+    }
   }
 }
 
@@ -484,21 +561,65 @@ std::string format_scores_table(const std::vector<Scores>& scores) {
   return out.str();
 }
 
+namespace {
+
+// The runs' confusion matrices summed (those recorded), per-class accuracy from the sum, and each
+// run's test curve: what the eval report draws.
+void add_confusion_and_curves(nlohmann::json& row, const Scores& s) {
+  std::vector<std::vector<int64_t>> total;
+  int64_t counted = 0;
+  for (const auto& matrix : s.confusion) {
+    if (matrix.empty()) continue;
+    if (total.empty()) total.assign(matrix.size(), std::vector<int64_t>(matrix.size(), 0));
+    if (matrix.size() != total.size()) continue;  // cannot happen within one row
+    for (size_t i = 0; i < matrix.size(); ++i) {
+      for (size_t j = 0; j < matrix[i].size() && j < total.size(); ++j) total[i][j] += matrix[i][j];
+    }
+    ++counted;
+  }
+  if (counted > 0) {
+    row["confusion"] = total;
+    row["confusion_runs"] = counted;
+    nlohmann::json per_class = nlohmann::json::array();
+    for (size_t i = 0; i < total.size(); ++i) {
+      int64_t sum = 0;
+      for (int64_t c : total[i]) sum += c;
+      per_class.push_back(sum > 0 ? nlohmann::json(static_cast<double>(total[i][i]) /
+                                                   static_cast<double>(sum))
+                                  : nlohmann::json(nullptr));
+    }
+    row["per_class_accuracy"] = per_class;
+  }
+  if (std::any_of(s.curves.begin(), s.curves.end(), [](const auto& c) { return !c.empty(); })) {
+    nlohmann::json curves = nlohmann::json::array();
+    for (const auto& curve : s.curves) {
+      nlohmann::json points = nlohmann::json::array();
+      for (const auto& [epoch, accuracy] : curve) points.push_back({epoch, accuracy});
+      curves.push_back(points);
+    }
+    row["curves"] = curves;
+  }
+}
+
+}  // namespace
+
 std::string scores_json(const std::vector<Scores>& scores, const std::string& protocol,
                         int64_t eval_every, const std::vector<DDRankingRow>& ddranking,
                         const DDRankingOptions& ddranking_options) {
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& s : scores) {
-    rows.push_back({{"set", s.set},
-                    {"model", s.model},
-                    {"ipc", s.ipc},
-                    {"runs", s.last.size()},
-                    {"last_accuracy", s.last},
-                    {"best_accuracy", s.best},
-                    {"seconds", s.seconds},
-                    {"last_mean", s.last_mean()},
-                    {"last_std", s.last_std()},
-                    {"best_mean", s.best_mean()}});
+    nlohmann::json row{{"set", s.set},
+                       {"model", s.model},
+                       {"ipc", s.ipc},
+                       {"runs", s.last.size()},
+                       {"last_accuracy", s.last},
+                       {"best_accuracy", s.best},
+                       {"seconds", s.seconds},
+                       {"last_mean", s.last_mean()},
+                       {"last_std", s.last_std()},
+                       {"best_mean", s.best_mean()}};
+    add_confusion_and_curves(row, s);
+    rows.push_back(row);
   }
   nlohmann::json out{{"protocol", protocol}, {"eval_every", eval_every}, {"results", rows}};
   if (!ddranking.empty()) {

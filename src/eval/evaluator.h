@@ -53,7 +53,9 @@ struct EvalOptions {
     v.field("batch_students", batch_students,
             "students of one architecture trained together in one pass (stacked parameters, "
             "grouped convolutions; each computes what it computes alone, up to float rounding): "
-            "0 = all runs at once, fewer when the machine's memory says so; 1 = one at a time",
+            "0 = auto (all runs at once on a GPU; one at a time on a CPU, where `distill bench "
+            "eval` measured no gain), 1 = one at a time, K = up to K (refused up front when K "
+            "training steps cannot fit in memory)",
             config::Range::at_least(0));
     v.choice("protocol", protocol,
              "preset for the student training below: dc = DC/DSA/MTT (SGD .01 mom .9 wd 5e-4, "
@@ -97,6 +99,11 @@ struct Scores {
   std::vector<double> last;  // last-epoch test accuracy per run
   std::vector<double> best;  // best test accuracy seen at eval_every checkpoints per run
   std::vector<double> seconds;  // wall time of each run's training (NaN when not recorded)
+  // Per run: the last test evaluation's confusion matrix (rows true class, columns predicted)
+  // and the test accuracy by epoch; empty when not recorded (students of another rank, or
+  // recorded by an earlier version).
+  std::vector<std::vector<std::vector<int64_t>>> confusion;
+  std::vector<std::vector<std::pair<int64_t, double>>> curves;
   double last_mean() const;
   double last_std() const;
   double best_mean() const;
@@ -172,20 +179,28 @@ class Evaluator {
     const SyntheticSet* set = nullptr;
   };
   using MakeJob = std::function<StudentJob(int64_t run)>;
+  // What training one student gives.
+  struct StudentOutcome {
+    double last = 0, best = 0;
+    std::vector<std::vector<int64_t>> confusion;
+    std::vector<std::pair<int64_t, double>> curve;
+  };
 
   train::TrainOptions student_options(const StudentJob& job) const;
   train::Trainer::BatchMixFn batch_mix() const;  // eval.cutmix / eval.mixup, or none
-  // Trains one student; returns {last, best} test accuracy.
-  std::pair<double, double> train_student(const StudentJob& job, const std::string& arch,
-                                          uint64_t seed, const std::string& label);
-  // Trains the students of `jobs` (one architecture) together; {last, best} per student.
-  std::vector<std::pair<double, double>> train_stacked(const std::vector<StudentJob>& jobs,
-                                                       const std::string& arch,
-                                                       const std::vector<uint64_t>& seeds,
-                                                       const std::string& label);
+  // Trains one student.
+  StudentOutcome train_student(const StudentJob& job, const std::string& arch, uint64_t seed,
+                               const std::string& label);
+  // Trains the students of `jobs` (one architecture) together.
+  std::vector<StudentOutcome> train_stacked(const std::vector<StudentJob>& jobs,
+                                            const std::string& arch,
+                                            const std::vector<uint64_t>& seeds,
+                                            const std::string& label);
   // Why the students of `arch` train one at a time ("" when they can be stacked).
   std::string stacking_unsupported(const std::string& arch) const;
-  // How many students of `job`'s kind train together: eval.batch_students, capped by memory.
+  // How many students of `job`'s kind train together (eval.batch_students; an Error when that
+  // many cannot fit in memory): a function of the settings and the device only, so a student's
+  // numbers do not depend on the memory free at the time.
   int64_t stack_size(const StudentJob& job, const std::string& arch, int64_t pending);
 
   // The runs of one score_* call: each run's student seed, a recorded result when it has one,
@@ -193,9 +208,13 @@ class Evaluator {
   void score_runs(Scores& scores, const std::string& stream_name, const MakeJob& make_job);
   void score_runs_distributed(Scores& scores, uint64_t stream, const MakeJob& make_job);
   const StudentResult* finished_student(const Scores& scores, int64_t run, uint64_t seed) const;
-  std::string progress_label(const Scores& scores, int64_t run, int64_t count = 1) const;
+  std::string progress_label(const Scores& scores, const std::vector<int64_t>& runs) const;
+  static StudentOutcome outcome_of(const std::map<std::string, double>& metrics,
+                                   const at::Tensor& confusion, const train::TestCurve& curve);
   // Records a trained student (seconds: its share of the training wall time).
-  void record_trained(Scores& scores, int64_t run, double last, double best, double seconds);
+  void record_trained(Scores& scores, int64_t run, StudentOutcome outcome, double seconds);
+  // Scores' entries of `run` as the log records them.
+  static StudentResult student_result(const Scores& scores, int64_t run, uint64_t seed);
 
   // Multi-process: whether this rank trains student `run`; a placeholder for one it does not;
   // every rank's results merged after the loop.
@@ -204,9 +223,9 @@ class Evaluator {
   void gather_runs(Scores& scores) const;
 
   std::shared_ptr<const dist::ProcessGroup> group_;
-  std::set<std::string> stacking_note_;  // the fallbacks already reported
-  // Students that fit at once, per architecture and training-set shape (measured once).
-  std::map<std::pair<std::string, std::vector<int64_t>>, int64_t> stack_fit_;
+  // Fallbacks to one student at a time already reported, and stacks already checked against
+  // the memory ("checked ..." entries).
+  std::set<std::string> stacking_note_;
   std::vector<StudentResult> finished_;
   int64_t student_count_ = 0;
   int64_t students_done_ = 0;     // this process's students scored so far (trained or recorded)

@@ -25,15 +25,20 @@ double number_from(const nlohmann::json& value) {
 }
 
 std::string student_line(const StudentResult& s) {
-  return nlohmann::json{{"set", s.set},
-                        {"model", s.model},
-                        {"run", s.run},
-                        {"seed", s.seed},
-                        {"last", number_json(s.last)},
-                        {"best", number_json(s.best)},
-                        {"seconds", number_json(s.seconds)}}
-             .dump() +
-         "\n";
+  nlohmann::json line{{"set", s.set},
+                      {"model", s.model},
+                      {"run", s.run},
+                      {"seed", s.seed},
+                      {"last", number_json(s.last)},
+                      {"best", number_json(s.best)},
+                      {"seconds", number_json(s.seconds)}};
+  if (!s.confusion.empty()) line["confusion"] = s.confusion;
+  if (!s.curve.empty()) {
+    nlohmann::json curve = nlohmann::json::array();
+    for (const auto& [epoch, accuracy] : s.curve) curve.push_back({epoch, number_json(accuracy)});
+    line["curve"] = curve;
+  }
+  return line.dump() + "\n";
 }
 
 std::string trimmed(const std::string& line) {
@@ -71,10 +76,19 @@ std::vector<StudentResult> StudentLog::read() const {
         check_settings(j.at("settings").get<std::string>(), where);
         continue;
       }
-      students.push_back({j.at("set").get<std::string>(), j.at("model").get<std::string>(),
-                          j.at("run").get<int64_t>(), j.at("seed").get<uint64_t>(),
-                          number_from(j.at("last")), number_from(j.at("best")),
-                          number_from(j.value("seconds", nlohmann::json()))});
+      StudentResult student{j.at("set").get<std::string>(), j.at("model").get<std::string>(),
+                            j.at("run").get<int64_t>(), j.at("seed").get<uint64_t>(),
+                            number_from(j.at("last")), number_from(j.at("best")),
+                            number_from(j.value("seconds", nlohmann::json()))};
+      if (j.contains("confusion")) {
+        student.confusion = j.at("confusion").get<std::vector<std::vector<int64_t>>>();
+      }
+      if (j.contains("curve")) {
+        for (const nlohmann::json& point : j.at("curve")) {
+          student.curve.emplace_back(point.at(0).get<int64_t>(), number_from(point.at(1)));
+        }
+      }
+      students.push_back(std::move(student));
     } catch (const nlohmann::json::exception& e) {
       throw Error(where + ": expected " +
                   (line == 1

@@ -3,6 +3,7 @@
 #include <fstream>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace distill::eval {
@@ -17,6 +18,10 @@ struct StudentResult {
   double last = 0;
   double best = 0;
   double seconds = std::numeric_limits<double>::quiet_NaN();  // its training's wall time
+  // Its last test evaluation's confusion matrix (rows true class, columns predicted; empty when
+  // not recorded, as in logs of earlier versions) and its test accuracy by epoch (eval_every).
+  std::vector<std::vector<int64_t>> confusion;
+  std::vector<std::pair<int64_t, double>> curve;
 };
 
 // students.jsonl, the record that lets an interrupted eval resume: a header line holding

@@ -46,8 +46,9 @@ at::Tensor TensorCursor::next() {
   if (students_ == 0) return piece.view(spec.shape);
   std::vector<int64_t> shape = {students_};
   shape.insert(shape.end(), spec.shape.begin(), spec.shape.end());
-  // A row slice of [K, P] is strided: reshape copies, except where the shape is already
-  // [K, n] (1-D specs), which stays a view of the flat tensor.
+  // A column block [K, n] of [K, P] has row stride P: reshape to [K, shape...] only splits its
+  // last dimension, so it stays a view (in-place updates of running statistics reach the flat
+  // tensor); the grouped convolution's flatten(0, 1) of a weight is where a copy is made.
   return piece.reshape(shape);
 }
 

@@ -27,9 +27,8 @@ struct TensorSpec {
 // A flat tensor that requires grad is cut with one split_with_sizes, whose backward is a single
 // concatenation: per-tensor narrow() views would each scatter a full-size zero tensor in
 // backward (for ResNet-18, 62 x 11.7M floats: ~20 s instead of ~0.2 s per backward).
-// A stacked flat tensor [K, P] (K students' parameters, one row each) hands out [K, shape...]:
-// copies for parameters, and for the 1-D buffer tensors (running statistics) views that
-// in-place updates reach.
+// A stacked flat tensor [K, P] (K students' parameters, one row each) hands out [K, shape...]
+// views of it.
 class TensorCursor {
  public:
   TensorCursor(const at::Tensor& flat, const std::vector<TensorSpec>& specs);

@@ -130,9 +130,80 @@ Table final_metrics_table(const std::vector<RunFolder>& runs) {
   return table;
 }
 
+// Fields that record what a step did rather than how the run goes (which expert MTT drew, the
+// start epoch, DATM's window, skip counters, the epoch counter): a curve of them is noise, so
+// they appear only in the final-metrics table (last, min, max, points).
+bool is_bookkeeping(const std::string& metric) {
+  static const std::vector<std::string> kFields = {
+      "expert", "start_epoch", "window_end", "epoch", "skipped_non_finite",
+      "skipped_above_max_loss"};
+  return std::find(kFields.begin(), kFields.end(), metric) != kFields.end();
+}
+
 bool wants_log(const ReportOptions& options, const std::string& metric) {
   return std::any_of(options.log_y.begin(), options.log_y.end(),
                      [&](const std::string& name) { return name == "*" || name == metric; });
+}
+
+// Per (set, model) row of an eval's results: each student's test accuracy over epochs and the
+// students' summed confusion matrix with per-class accuracy (written by `distill eval`).
+void render_student_details(std::ostringstream& html, const nlohmann::json& json,
+                            std::vector<std::string>& warnings, const std::string& label) {
+  html << "<div class=\"plots\">\n";
+  auto text = [](const nlohmann::json& row, const char* key) {
+    auto it = row.find(key);
+    return it == row.end() ? std::string("?")
+           : it->is_string() ? it->get<std::string>()
+                             : it->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  };
+  for (const nlohmann::json& row : json["results"]) {
+    const std::string name = text(row, "set") + " / " + text(row, "model");
+    auto curves = row.find("curves");
+    if (curves != row.end() && curves->is_array()) {
+      std::vector<Series> series;
+      for (size_t run = 0; run < curves->size(); ++run) {
+        Series line{"run " + std::to_string(run + 1), {}, {}};
+        for (const nlohmann::json& point : (*curves)[run]) {
+          if (!point.is_array() || point.size() != 2 || !point[0].is_number()) continue;
+          line.x.push_back(point[0].get<double>());
+          line.y.push_back(point[1].is_number() ? 100 * point[1].get<double>() : NAN);
+        }
+        if (!line.x.empty()) series.push_back(std::move(line));
+      }
+      if (!series.empty()) {
+        PlotOptions plot;
+        plot.title = "test accuracy % per student: " + name;
+        plot.x_label = "epoch";
+        html << "<figure class=\"curve\">" << render_svg_plot(series, plot) << "</figure>\n";
+      }
+    }
+    auto confusion = row.find("confusion");
+    if (confusion == row.end()) continue;
+    try {
+      const auto counts = confusion->get<std::vector<std::vector<int64_t>>>();
+      const int64_t runs = row.value("confusion_runs", int64_t{0});
+      html << "<figure class=\"curve\">";
+      // Beyond 200 classes a heat map is 40 000 cells of no legible use: per-class accuracy only.
+      if (counts.size() <= 200) {
+        html << render_svg_confusion(counts, "confusion, " + std::to_string(runs) +
+                                                 " students: " + name);
+      }
+      if (auto per_class = row.find("per_class_accuracy");
+          per_class != row.end() && per_class->is_array()) {
+        std::string cells;
+        for (size_t c = 0; c < per_class->size(); ++c) {
+          const nlohmann::json& v = (*per_class)[c];
+          cells += (cells.empty() ? "" : ", ") + std::to_string(c) + ": " +
+                   (v.is_number() ? fixed2(100 * v.get<double>()) : std::string("-"));
+        }
+        html << "<figcaption>per-class accuracy %: " << html_escape(cells) << "</figcaption>";
+      }
+      html << "</figure>\n";
+    } catch (const std::exception& e) {  // a hand-edited or foreign file: say so, draw the rest
+      warnings.push_back(label + ": " + name + ": confusion matrix not drawn (" + e.what() + ")");
+    }
+  }
+  html << "</div>\n";
 }
 
 void render_results(std::ostringstream& html, const RunFolder& run, const std::string& label,
@@ -151,6 +222,7 @@ void render_results(std::ostringstream& html, const RunFolder& run, const std::s
              << html_table(ranking);
       }
       for (const std::string& w : table_warnings) warnings.push_back(label + ": " + w);
+      render_student_details(html, file.json, warnings, label);
     } else if (is_flat_object(file.json)) {
       Table table{{"key", "value"}, {}};
       for (const auto& [key, value] : file.json.items())
@@ -353,17 +425,22 @@ std::string render_report(const std::vector<RunFolder>& runs, const ReportOption
   }
 
   // One plot per metric, every run that logged it overlaid (a legend names them).
-  std::vector<std::string> metric_names;
+  std::vector<std::string> metric_names, bookkeeping;
   for (const RunFolder& run : runs) {
     if (!run.metrics) continue;
     for (const MetricSeries& s : run.metrics->series) {
-      if (std::find(metric_names.begin(), metric_names.end(), s.name) == metric_names.end()) {
-        metric_names.push_back(s.name);
-      }
+      std::vector<std::string>& names = is_bookkeeping(s.name) ? bookkeeping : metric_names;
+      if (std::find(names.begin(), names.end(), s.name) == names.end()) names.push_back(s.name);
     }
   }
   body << "<h2 id=\"curves\">Curves</h2>\n";
   if (metric_names.empty()) body << "<p class=\"meta\">No curves: no metrics were logged.</p>\n";
+  if (!bookkeeping.empty()) {
+    std::string names;
+    for (const std::string& name : bookkeeping) names += (names.empty() ? "" : ", ") + name;
+    body << "<p class=\"meta\">Bookkeeping fields, in the final-metrics table and not plotted: "
+         << html_escape(names) << ".</p>\n";
+  }
   body << "<div class=\"plots\">\n";
   for (const std::string& metric : metric_names) {
     std::vector<Series> series;
@@ -390,8 +467,9 @@ std::string render_report(const std::vector<RunFolder>& runs, const ReportOption
     }
     body << "<div class=\"images\">\n";
     for (const ImageFile& image : runs[r].images) {
-      // Small grids are scaled up by a whole factor (crisp pixels) to about 320 px wide.
-      int64_t scale = std::clamp<int64_t>(320 / std::max<int64_t>(image.width, 1), 1, 8);
+      // Small grids are scaled up by a whole factor (crisp pixels) to about 960 px wide: a
+      // one-row grid of ten 28x28 images shows each at 84 px.
+      int64_t scale = std::clamp<int64_t>(960 / std::max<int64_t>(image.width, 1), 1, 8);
       body << "<figure><img class=\"grid\" alt=\"" << html_escape(image.name) << "\" width=\""
            << image.width * scale << "\" height=\"" << image.height * scale
            << "\" src=\"data:image/png;base64," << base64_encode(image.bytes) << "\"><figcaption>"

@@ -367,4 +367,62 @@ std::string render_svg_plot(const std::vector<Series>& series, const PlotOptions
   return svg.str();
 }
 
+std::string render_svg_confusion(const std::vector<std::vector<int64_t>>& counts,
+                                 const std::string& title) {
+  const size_t n = counts.size();
+  for (const auto& row : counts) {
+    if (row.size() != n) {
+      throw Error("confusion matrix: expected " + std::to_string(n) + " columns per row, found " +
+                  std::to_string(row.size()));
+    }
+  }
+  const double cell = n <= 10 ? 36 : n <= 20 ? 24 : std::max(4.0, 480.0 / static_cast<double>(n));
+  const double left = 46, top = 40;
+  const double width = left + cell * static_cast<double>(n) + 10;
+  const double height = top + cell * static_cast<double>(n) + 30;
+  std::ostringstream svg;
+  svg << "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"confusion\" width=\"" << px(width)
+      << "\" height=\"" << px(height) << "\" viewBox=\"0 0 " << px(width) << " " << px(height)
+      << "\" font-family=\"sans-serif\" font-size=\"10\">\n";
+  svg << "<title>" << html_escape(title) << "</title>\n";
+  svg << "<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n";
+  svg << "<text x=\"" << px(left) << "\" y=\"15\" font-size=\"13\" font-weight=\"bold\">"
+      << html_escape(title) << "</text>\n";
+  svg << "<text x=\"" << px(left) << "\" y=\"" << px(top - 6)
+      << "\" fill=\"#333333\">predicted class &#8594;</text>\n";
+  svg << "<text x=\"4\" y=\"" << px(top + cell * static_cast<double>(n) + 20)
+      << "\" fill=\"#333333\">rows: true class (share of the row)</text>\n<g class=\"cells\">\n";
+  for (size_t i = 0; i < n; ++i) {
+    int64_t total = 0;
+    for (int64_t c : counts[i]) total += c;
+    svg << "<text x=\"" << px(left - 6) << "\" y=\"" << px(top + cell * (i + 0.5) + 3)
+        << "\" text-anchor=\"end\" fill=\"#333333\">" << i << "</text>\n";
+    for (size_t j = 0; j < n; ++j) {
+      const double share =
+          total > 0 ? static_cast<double>(counts[i][j]) / static_cast<double>(total) : 0.0;
+      // White to #08306b (dark blue) by the share.
+      const int r = static_cast<int>(std::lround(255 - share * (255 - 0x08)));
+      const int g = static_cast<int>(std::lround(255 - share * (255 - 0x30)));
+      const int b = static_cast<int>(std::lround(255 - share * (255 - 0x6b)));
+      const double x = left + cell * static_cast<double>(j), y = top + cell * static_cast<double>(i);
+      svg << "<rect x=\"" << px(x) << "\" y=\"" << px(y) << "\" width=\"" << px(cell)
+          << "\" height=\"" << px(cell) << "\" fill=\"rgb(" << r << "," << g << "," << b
+          << ")\" stroke=\"#dddddd\"/>\n";
+      if (n <= 20 && counts[i][j] > 0) {
+        svg << "<text x=\"" << px(x + cell / 2) << "\" y=\"" << px(y + cell / 2 + 3)
+            << "\" text-anchor=\"middle\" fill=\"" << (share > 0.5 ? "#ffffff" : "#222222")
+            << "\">" << std::lround(100 * share) << "</text>\n";
+      }
+    }
+  }
+  svg << "</g>\n";
+  for (size_t j = 0; j < n; ++j) {
+    svg << "<text x=\"" << px(left + cell * (j + 0.5)) << "\" y=\""
+        << px(top + cell * static_cast<double>(n) + 10) << "\" text-anchor=\"middle\" "
+        << "fill=\"#333333\">" << j << "</text>\n";
+  }
+  svg << "</svg>\n";
+  return svg.str();
+}
+
 }  // namespace distill::report

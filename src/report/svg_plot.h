@@ -1,5 +1,6 @@
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -60,5 +61,11 @@ PlotLayout layout_plot(const std::vector<Series>& series, const PlotOptions& opt
 // A standalone <svg> element: frame, grid, tick labels, one polyline per series and finite
 // segment, red crosses for non-finite points, legend (several series) and notes.
 std::string render_svg_plot(const std::vector<Series>& series, const PlotOptions& options);
+
+// A confusion matrix as a standalone <svg> heat map: rows are true classes, columns predicted
+// ones, each cell shaded by its share of the row (white 0 to dark blue 1) and, up to 20 classes,
+// labelled with that share in percent. Rows of another length than the first are an Error.
+std::string render_svg_confusion(const std::vector<std::vector<int64_t>>& counts,
+                                 const std::string& title);
 
 }  // namespace distill::report

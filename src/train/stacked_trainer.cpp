@@ -23,17 +23,6 @@ std::string StackedTrainer::unsupported(const TrainOptions& options,
   return "";
 }
 
-int64_t StackedTrainer::students_that_fit(const models::Model& model, const at::Tensor& batch,
-                                          int64_t wanted) {
-  const MachineMemory memory = machine_memory();
-  if (wanted <= 1 || memory.available_bytes <= 0) return std::max<int64_t>(wanted, 1);
-  const double per_student = estimate_training_step_bytes(model, batch, batch.size(0));
-  if (per_student <= 0) return wanted;
-  // Half of what is available: the estimate is a lower bound, and the process holds the data.
-  const double fit = 0.5 * memory.available_bytes / per_student;
-  return std::clamp<int64_t>(static_cast<int64_t>(fit), 1, wanted);
-}
-
 StackedTrainer::StackedTrainer(const models::Model& model, TrainOptions options,
                                std::vector<Student> students)
     : model_(model), options_(std::move(options)), students_(std::move(students)) {
@@ -58,6 +47,8 @@ StackedTrainer::StackedTrainer(const models::Model& model, TrainOptions options,
   sums_.resize(students_.size());
   results_.resize(students_.size());
   best_test_.assign(students_.size(), 0.0);
+  test_confusions_.resize(students_.size());
+  test_curves_.resize(students_.size());
 }
 
 void StackedTrainer::set_augment(AugmentFn augment) {
@@ -73,10 +64,7 @@ void StackedTrainer::set_batch_source(Trainer::BatchSource source) {
 }
 
 void StackedTrainer::set_test_set(const at::Tensor& images, const at::Tensor& labels) {
-  if (images.defined() && images.size(0) == 0) {
-    throw Error("the test set is empty (an image folder without test/?): there is nothing to "
-                "report test accuracy on; add the test split to the data (data.path)");
-  }
+  lanes_.front()->set_test_set(images, labels);  // the lone trainer's checks (an empty split)
   test_images_ = images;
   test_labels_ = labels;
 }
@@ -183,6 +171,8 @@ void StackedTrainer::end_epoch(int64_t epoch, int64_t batches) {
       metrics["test_accuracy"] = test[k].accuracy;
       metrics["test_loss"] = test[k].loss;
       best_test_[k] = std::max(best_test_[k], test[k].accuracy);
+      test_confusions_[k] = test[k].confusion;
+      test_curves_[k].emplace_back(done, test[k].accuracy);
       metrics["best_test_accuracy"] = best_test_[k];
     }
     metrics["epoch"] = static_cast<double>(done);
@@ -212,7 +202,9 @@ std::vector<EvalResult> StackedTrainer::evaluate(const models::Model& model,
     for (int64_t k = 0; k < k_count; ++k) {
       loss_sums[k] +=
           at::cross_entropy_loss(logits[k], y).item<double>() * static_cast<double>(count);
-      correct[k] += logits[k].argmax(1).eq(y).sum().item<int64_t>();
+      const at::Tensor predicted = logits[k].argmax(1);
+      correct[k] += predicted.eq(y).sum().item<int64_t>();
+      add_confusion(results[k].confusion, y, predicted, logits.size(2));
     }
   }
   for (int64_t k = 0; k < k_count; ++k) {

@@ -34,12 +34,6 @@ class StackedTrainer {
   // trains one student at a time.
   static std::string unsupported(const TrainOptions& options, const models::ModelOptions& model);
 
-  // How many students of `model` (at most `wanted`) fit at once in half the memory this machine
-  // has available, one student's training step on `batch` (N,C,H,W) taking what
-  // estimate_training_step_bytes says; `wanted` when nothing can be measured (a GPU).
-  static int64_t students_that_fit(const models::Model& model, const at::Tensor& batch,
-                                   int64_t wanted);
-
   StackedTrainer(const models::Model& model, TrainOptions options, std::vector<Student> students);
 
   // Per-student draws and batch sources, as the lone Trainer's setters.
@@ -64,6 +58,10 @@ class StackedTrainer {
                                           const at::Tensor& buffers, const at::Tensor& images,
                                           const at::Tensor& labels, int64_t batch_size = 500);
 
+  // Per student, as Trainer::test_confusion() and test_curve() of the lone student.
+  const std::vector<at::Tensor>& test_confusions() const { return test_confusions_; }
+  const std::vector<TestCurve>& test_curves() const { return test_curves_; }
+
   // The stacked state, for tests: [K, P] parameters and [K, B] buffers.
   const at::Tensor& params() const { return params_; }
   const at::Tensor& buffers() const { return buffers_; }
@@ -85,6 +83,8 @@ class StackedTrainer {
   std::vector<EpochSums> sums_;
   std::vector<std::map<std::string, double>> results_;
   std::vector<double> best_test_;
+  std::vector<at::Tensor> test_confusions_;
+  std::vector<TestCurve> test_curves_;
 };
 
 }  // namespace distill::train

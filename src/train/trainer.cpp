@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <tuple>
 
@@ -41,6 +43,7 @@ EvalResult evaluate(const models::Model& model, const at::Tensor& params, const 
   if (n == 0) return {};
   double loss_sum = 0.0;
   int64_t correct = 0;
+  at::Tensor confusion;
   models::ForwardArgs args;
   args.buffers = buffers;
   for (int64_t start = 0; start < n; start += batch_size) {
@@ -49,9 +52,19 @@ EvalResult evaluate(const models::Model& model, const at::Tensor& params, const 
     at::Tensor y = labels.narrow(0, start, count);
     at::Tensor logits = model.forward(x, params.detach(), args);
     loss_sum += at::cross_entropy_loss(logits, y).item<double>() * static_cast<double>(count);
-    correct += logits.argmax(1).eq(y).sum().item<int64_t>();
+    const at::Tensor predicted = logits.argmax(1);
+    correct += predicted.eq(y).sum().item<int64_t>();
+    add_confusion(confusion, y, predicted, logits.size(1));
   }
-  return {static_cast<double>(correct) / static_cast<double>(n), loss_sum / static_cast<double>(n)};
+  return {static_cast<double>(correct) / static_cast<double>(n), loss_sum / static_cast<double>(n),
+          confusion};
+}
+
+void add_confusion(at::Tensor& confusion, const at::Tensor& truth, const at::Tensor& predicted,
+                   int64_t classes) {
+  const at::Tensor counts =
+      at::bincount(truth * classes + predicted, {}, classes * classes).view({classes, classes});
+  confusion = confusion.defined() ? confusion + counts.cpu() : counts.cpu();
 }
 
 namespace {
@@ -78,26 +91,44 @@ std::string gib(double bytes) {
   return std::to_string(bytes / static_cast<double>(1 << 30)).substr(0, 5) + " GiB";
 }
 
+constexpr int64_t kProbeBatch = 16;  // the memory probe's small batches: 16 and 32 images
+
 }  // namespace
 
 double estimate_training_step_bytes(const models::Model& model, const at::Tensor& images,
                                     int64_t batch_size) {
   const CachingCpuAllocator* allocator = installed_caching_cpu_allocator();
-  if (!allocator || !images.device().is_cpu() || images.dim() != 4 || images.size(0) == 0 ||
-      !images.is_floating_point()) {
+  if (!allocator || !images.device().is_cpu() || images.dim() != 4 || images.size(0) == 0) {
     return 0;
   }
+  // Measured once per model shape, image shape and batch (evaluations train many students of one
+  // kind; a benchmark's timed runs then measure training alone).
+  static std::mutex mutex;
+  static std::map<std::string, double> known;
+  const std::string key = model.arch() + " " + std::to_string(model.num_params()) + " " +
+                          c10::str(images.sizes().slice(1)) + " " + std::to_string(batch_size);
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (auto it = known.find(key); it != known.end()) return it->second;
+  }
   // Two small batches (the probe itself must fit), then linear in the batch size: activations
-  // grow with it, the parameters and their gradient do not.
-  constexpr int64_t kSmall = 16;
+  // grow with it, the parameters and their gradient do not. Float, as the parameters.
   std::vector<int64_t> shape = images.sizes().vec();
   auto probe = [&](int64_t n) {
     shape[0] = n;
-    return step_peak_bytes(*allocator, model, at::zeros(shape, images.options()));
+    return step_peak_bytes(*allocator, model, at::zeros(shape, at::kFloat));
   };
-  if (batch_size <= 2 * kSmall) return probe(batch_size);
-  const double one = probe(kSmall), two = probe(2 * kSmall);
-  return one + std::max(0.0, two - one) * static_cast<double>(batch_size - kSmall) / kSmall;
+  double estimate = 0;
+  if (batch_size <= 2 * kProbeBatch) {
+    estimate = probe(batch_size);
+  } else {
+    const double one = probe(kProbeBatch), two = probe(2 * kProbeBatch);
+    estimate = one + std::max(0.0, two - one) * static_cast<double>(batch_size - kProbeBatch) /
+                         static_cast<double>(kProbeBatch);
+  }
+  std::lock_guard<std::mutex> lock(mutex);
+  known[key] = estimate;
+  return estimate;
 }
 
 void check_training_memory(const models::Model& model, const at::Tensor& images,
@@ -112,8 +143,11 @@ void check_training_memory(const models::Model& model, const at::Tensor& images,
                 " images" + (copies > 1 ? " for " + std::to_string(static_cast<int64_t>(copies)) +
                                               " stacked students"
                                         : std::string()) +
-                " needs at least " + gib(estimate) + " (measured on batches of 16 and 32, "
-                "extrapolated), the machine has " + gib(memory.available_bytes) +
+                " needs at least " + gib(estimate) +
+                (batch_size > 2 * kProbeBatch
+                     ? " (measured on batches of 16 and 32, extrapolated)"
+                     : std::string(" (measured)")) +
+                ", the machine has " + gib(memory.available_bytes) +
                 " available of " + gib(memory.total_bytes) + "; use a smaller batch or model");
   }
 }
@@ -588,6 +622,8 @@ void Trainer::end_epoch(TrainState& state, FitSetup& fit) {
   const bool eval_now = options_.eval_every > 0 && state.epoch % options_.eval_every == 0;
   if (test_images_.defined() && (eval_now || last)) {
     const EvalResult test = evaluate_test_set(state, fit);
+    test_confusion_ = test.confusion;
+    test_curve_.emplace_back(state.epoch, test.accuracy);
     metrics["test_accuracy"] = test.accuracy;
     metrics["test_loss"] = test.loss;
     fit.best_test = std::max(fit.best_test, test.accuracy);
@@ -619,6 +655,21 @@ EvalResult Trainer::evaluate_test_set(const TrainState& state, const FitSetup& f
   EvalResult test;
   test.accuracy = sums[0].item<double>() / static_cast<double>(total);
   test.loss = sums[1].item<double>() / static_cast<double>(total);
+  // The ranks' matrices, summed (a rank with an empty part has none: it sends nothing).
+  std::vector<double> mine;
+  if (part.confusion.defined()) {
+    const at::Tensor flat = part.confusion.to(at::kDouble).contiguous();
+    mine.assign(flat.data_ptr<double>(), flat.data_ptr<double>() + flat.numel());
+  }
+  std::vector<double> sum;
+  for (const std::vector<double>& theirs : group_->all_gather(mine)) {
+    if (theirs.size() > sum.size()) sum.resize(theirs.size(), 0.0);
+    for (size_t i = 0; i < theirs.size(); ++i) sum[i] += theirs[i];
+  }
+  const auto classes = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(sum.size()))));
+  if (classes > 0) {
+    test.confusion = at::tensor(sum, at::kDouble).view({classes, classes}).round().to(at::kLong);
+  }
   return test;
 }
 

@@ -140,7 +140,11 @@ struct TrainState {
 struct EvalResult {
   double accuracy = 0.0;
   double loss = 0.0;
+  at::Tensor confusion;  // int64 [classes, classes] on the CPU: rows true class, columns predicted
 };
+
+// One test evaluation during a run: (epochs completed, test accuracy).
+using TestCurve = std::vector<std::pair<int64_t, double>>;
 
 // At least how many bytes one training step (forward, backward) of `model` takes at its peak on
 // batches of `batch_size` images shaped like `images` (N,C,H,W): measured through the caching
@@ -155,7 +159,12 @@ double estimate_training_step_bytes(const models::Model& model, const at::Tensor
 void check_training_memory(const models::Model& model, const at::Tensor& images,
                            int64_t batch_size, const std::string& what, double copies = 1);
 
-// Test accuracy/loss of `params` in eval mode, in batches.
+// Adds the counts of (true class, predicted class) pairs to `confusion` ([classes, classes] int64
+// on the CPU; created when undefined).
+void add_confusion(at::Tensor& confusion, const at::Tensor& truth, const at::Tensor& predicted,
+                   int64_t classes);
+
+// Test accuracy/loss (and confusion matrix) of `params` in eval mode, in batches.
 EvalResult evaluate(const models::Model& model, const at::Tensor& params, const at::Tensor& buffers,
                     const at::Tensor& images, const at::Tensor& labels, int64_t batch_size = 500);
 
@@ -222,6 +231,12 @@ class Trainer {
   TrainState load_checkpoint(const std::string& path);
   void save_checkpoint(const std::string& path, const TrainState& state);
 
+  // The last test evaluation's confusion matrix (undefined before one) and every test accuracy
+  // this trainer measured, by epoch (those of fit() calls on this object: a resumed run's curve
+  // starts at its resume).
+  const at::Tensor& test_confusion() const { return test_confusion_; }
+  const TestCurve& test_curve() const { return test_curve_; }
+
   // Runs the remaining epochs of `state`. Returns the final metrics (train loss, test accuracy,
   // best test accuracy when eval_every > 0). Throws RuntimeFailure on a non-finite loss and
   // Interrupted on Ctrl-C (after saving a checkpoint).
@@ -265,6 +280,8 @@ class Trainer {
   std::function<void(const TrainState&)> epoch_hook_;
   BatchSource batch_source_;
   std::shared_ptr<const dist::ProcessGroup> group_;
+  at::Tensor test_confusion_;
+  TestCurve test_curve_;
 };
 
 }  // namespace distill::train

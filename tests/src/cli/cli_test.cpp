@@ -352,11 +352,9 @@ TEST(Cli, EvalResumeReusesRecordedStudentsAndTrainsTheRest) {
   std::filesystem::remove(out + "/results.json");
   CommandResult resumed = distill_cli(eval + " --resume --set run.progress=true");
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
-  // Progress counts the reused student, then estimates the rest from the students trained; the
-  // two random-real students train as one stack (eval.batch_students = 0: all runs at once).
+  // Progress counts the reused student, then estimates the rest from the students trained.
   EXPECT_TRUE(contains(resumed.output, "syn.pt convnet run 2/2, student 2/4 ")) << resumed.output;
-  EXPECT_TRUE(contains(resumed.output,
-                       "random-real convnet runs 1-2/2, students 3-4/4, eval left ~"))
+  EXPECT_TRUE(contains(resumed.output, "random-real convnet run 1/2, student 3/4, eval left ~"))
       << resumed.output;
 
   nlohmann::json got = nlohmann::json::parse(std::ifstream(out + "/results.json"));
@@ -861,6 +859,9 @@ TEST(Cli, ZcaSetEvaluatedWithoutZcaIsExit2) {
                                       tiny_flags(data) + "--set data.zca=true "
                                       "--set eval.model.width=8 --out " + dir.file("e2"));
   EXPECT_EQ(matched.exit_code, 0) << matched.output;
+  // The evaluated set's grid (un-whitened for display) sits in the eval folder and its report.
+  EXPECT_TRUE(std::filesystem::exists(dir.file("e2/set_grid.png")));
+  EXPECT_TRUE(contains(io::read_file(dir.file("e2/report.html")), "alt=\"set_grid.png\""));
 }
 
 // Each MTT, DATM and AST preset is one pipeline file: experts, mtt and eval all read it without

@@ -2,6 +2,8 @@
 // that report opened in headless Chromium (screenshot + DOM); skipped when Chromium is absent.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
 #include <stb_image.h>
 #include <unistd.h>
 
@@ -151,14 +153,44 @@ TEST(ReportCommand, TinyRunReportRendersInHeadlessChromium) {
       distill_cli("subset --ipc 2 " + tiny_flags(data) + "--out " + dir.file("subset"));
   ASSERT_EQ(subset.exit_code, 0) << subset.output;
 
+  // An eval of the subset: its report shows the set's images, each student's test curve and
+  // the students' confusion matrix.
+  CommandResult eval = distill_cli("eval --syn " + dir.file("subset/syn.pt") +
+                                   " --runs 2 --epochs 2 " + tiny_flags(data) +
+                                   "--set eval.model.width=8 --set eval.train.eval_every=1 --out " +
+                                   dir.file("eval"));
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  const nlohmann::json results =
+      nlohmann::json::parse(io::read_file(dir.file("eval/results.json")));
+  const nlohmann::json& set_row = results["results"][0];
+  ASSERT_TRUE(set_row.contains("confusion")) << set_row.dump();
+  int64_t total = 0, diagonal = 0;
+  const auto confusion = set_row["confusion"].get<std::vector<std::vector<int64_t>>>();
+  for (size_t i = 0; i < confusion.size(); ++i) {
+    for (size_t j = 0; j < confusion[i].size(); ++j) {
+      total += confusion[i][j];
+      if (i == j) diagonal += confusion[i][j];
+    }
+  }
+  EXPECT_EQ(set_row["confusion_runs"], 2);
+  // Both students score the same test images: the summed matrix's accuracy is their mean.
+  EXPECT_NEAR(static_cast<double>(diagonal) / static_cast<double>(total),
+              set_row["last_mean"].get<double>(), 1e-12);
+  EXPECT_EQ(set_row["per_class_accuracy"].size(), confusion.size());
+  ASSERT_EQ(set_row["curves"].size(), 2u);
+  EXPECT_EQ(set_row["curves"][0].size(), 2u);  // epochs 1 and 2
+  EXPECT_EQ(set_row["curves"][1][1][1], set_row["last_accuracy"][1]);
+
   const std::string out = dir.file("compare.html");
-  CommandResult report = distill_cli("report " + quoted(run) + " " + dir.file("subset") +
-                                     " --set 'report.log_y=[\"train_loss\"]' --out " + out);
+  CommandResult report =
+      distill_cli("report " + quoted(run) + " " + dir.file("subset") + " " + dir.file("eval") +
+                  " --set 'report.log_y=[\"train_loss\"]' --out " + out);
   ASSERT_EQ(report.exit_code, 0) << report.output;
   EXPECT_TRUE(contains(report.output, "report: " + out)) << report.output;
   std::string html = io::read_file(out);
-  EXPECT_TRUE(contains(html, "<title>distill report: &lt;script&gt;, subset</title>"));
+  EXPECT_TRUE(contains(html, "<title>distill report: &lt;script&gt;, subset, eval</title>"));
   EXPECT_TRUE(contains(html, "data:image/png;base64,"));  // subset's grid.png
+  EXPECT_TRUE(contains(html, "alt=\"set_grid.png\""));    // the evaluated set's images
   EXPECT_TRUE(contains(html, "<svg "));
 
   DISTILL_REQUIRE_TOOL(std::filesystem::exists(kChromium),
@@ -192,10 +224,15 @@ TEST(ReportCommand, TinyRunReportRendersInHeadlessChromium) {
 
   CommandResult dom = testing::run_command(chromium + "--dump-dom " + url + " 2>/dev/null");
   ASSERT_EQ(dom.exit_code, 0) << dom.output;
-  EXPECT_TRUE(contains(dom.output, "<title>distill report: &lt;script&gt;, subset</title>"))
+  EXPECT_TRUE(contains(dom.output, "<title>distill report: &lt;script&gt;, subset, eval</title>"))
       << dom.output.substr(0, 2000);
-  EXPECT_TRUE(contains(dom.output, "<h1>distill report: &lt;script&gt;, subset</h1>"));
+  EXPECT_TRUE(contains(dom.output, "<h1>distill report: &lt;script&gt;, subset, eval</h1>"));
   EXPECT_TRUE(contains(dom.output, "train_loss (log scale)"));
+  // The eval's set images, per-student curves and confusion matrix, as the browser parsed them.
+  EXPECT_TRUE(contains(dom.output, "alt=\"set_grid.png\""));
+  EXPECT_TRUE(contains(dom.output, "test accuracy % per student: "));
+  EXPECT_TRUE(contains(dom.output, "class=\"confusion\""));
+  EXPECT_TRUE(contains(dom.output, "per-class accuracy %: 0: "));
   EXPECT_FALSE(contains(dom.output, "<script>"));  // the run name never became an element
 }
 

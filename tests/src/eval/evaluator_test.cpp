@@ -218,7 +218,7 @@ TEST(Evaluator, StackedStudentsScoreWhatLoneStudentsScore) {
   options.batch_students = 1;
   Evaluator lone(options, train, test, norm, 3, c10::Device(c10::kCPU), false);
   const Scores alone = lone.score_random_real(1, "convnet");
-  options.batch_students = 0;
+  options.batch_students = 3;  // the default (0) trains one at a time on a CPU
   Evaluator stacked(options, train, test, norm, 3, c10::Device(c10::kCPU), false);
   std::vector<StudentResult> trained;
   stacked.set_on_student([&](const StudentResult& s) { trained.push_back(s); });

@@ -36,7 +36,8 @@ TEST(StudentLog, ReadsBackWhatWasWritten) {
   const uint64_t big_seed = std::numeric_limits<uint64_t>::max() - 5;  // above 2^63
   {
     StudentLog log(path, kSettings);
-    log.start({{"set.pt", "convnet", 0, 7, 0.1 + 0.2, 0.5, 12.5}});
+    log.start({{"set.pt", "convnet", 0, 7, 0.1 + 0.2, 0.5, 12.5, {{3, 1}, {0, 4}},
+                {{100, 0.25}, {200, 0.5}}}});
     log.append({"random-real", "resnet18", 2, big_seed, std::nan(""), 1.0 / 3.0});
   }
   std::vector<StudentResult> students = StudentLog(path, kSettings).read();
@@ -50,6 +51,11 @@ TEST(StudentLog, ReadsBackWhatWasWritten) {
   EXPECT_TRUE(std::isnan(students[1].last));
   EXPECT_EQ(students[1].best, 1.0 / 3.0);
   EXPECT_TRUE(std::isnan(students[1].seconds));  // not measured
+  // The confusion matrix and test curve come back; a student without them has none.
+  EXPECT_EQ(students[0].confusion, (std::vector<std::vector<int64_t>>{{3, 1}, {0, 4}}));
+  EXPECT_EQ(students[0].curve, (std::vector<std::pair<int64_t, double>>{{100, 0.25}, {200, 0.5}}));
+  EXPECT_TRUE(students[1].confusion.empty());
+  EXPECT_TRUE(students[1].curve.empty());
 }
 
 TEST(StudentLog, ALineCutShortIsDroppedAndRewrittenAway) {

@@ -115,7 +115,7 @@ TEST(RunReport, SelfContainedWithoutScriptsOrNetwork) {
   for (std::sregex_iterator it(html.begin(), html.end(), url), end; it != end; ++it) {
     EXPECT_EQ(it->str(), "http://www.w3.org/2000/svg");
   }
-  // The grid is embedded byte for byte, scaled by a whole factor (320 / 30 -> 10, capped at 8).
+  // The grid is embedded byte for byte, scaled by a whole factor (960 / 30 -> 32, capped at 8).
   EXPECT_TRUE(contains(html, "width=\"240\" height=\"160\" src=\"data:image/png;base64," +
                                  base64_encode(fixture::tiny_png(30, 20)) + "\""));
   EXPECT_TRUE(contains(html, "grid.png (30x20)"));
@@ -221,6 +221,22 @@ TEST(RunReport, SeveralRunsAreOverlaidWithALegend) {
   html = render({dir.file("x/run"), dir.file("y/run")});
   EXPECT_TRUE(contains(html, ">" + dir.file("x/run") + "</text>"));
   EXPECT_TRUE(contains(html, ">" + dir.file("y/run") + "</text>"));
+}
+
+// MTT's bookkeeping (the expert drawn, its start epoch, DATM's window) goes to the final-metrics
+// table, not to curves; the matching loss is plotted.
+TEST(RunReport, BookkeepingFieldsAreTabledNotPlotted) {
+  TempDir dir;
+  fixture::write(dir.file("m/metrics.jsonl"),
+                 "{\"step\":1,\"matching_loss\":0.9,\"expert\":3,\"start_epoch\":1,"
+                 "\"window_end\":2}\n{\"step\":2,\"matching_loss\":0.8,\"expert\":0,"
+                 "\"start_epoch\":0,\"window_end\":2}\n");
+  const std::string html = render({dir.file("m")});
+  EXPECT_EQ(count(html, "<svg "), 1u);
+  EXPECT_TRUE(contains(html, ">matching_loss</text>"));
+  EXPECT_FALSE(contains(html, ">expert</text>"));
+  EXPECT_TRUE(contains(html, "<td>expert</td><td class=\"num\">0</td>"));  // last value
+  EXPECT_TRUE(contains(html, "not plotted: expert, start_epoch, window_end."));
 }
 
 TEST(RunReport, LogScaleByMetricName) {

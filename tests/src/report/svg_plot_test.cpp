@@ -269,5 +269,22 @@ TEST(SvgPlot, OutputIsWellFormedXml) {
   EXPECT_EQ(r.output.rfind("{http://www.w3.org/2000/svg}svg", 0), 0u) << r.output;
 }
 
+// Confusion heat map: each cell shaded by its share of its row, from white (0) to #08306b (1),
+// and labelled in percent; the empty cell carries no label; ragged rows are refused.
+TEST(SvgConfusion, CellsAreShadedAndLabelledByTheirShareOfTheRow) {
+  const std::string svg = render_svg_confusion({{3, 1}, {0, 4}}, "confusion <a>");
+  EXPECT_NE(svg.find("<title>confusion &lt;a&gt;</title>"), std::string::npos);
+  // 0.75: 255 - 0.75 * (255 - 8) = 69.75 -> 70; 255 - 0.75 * 207 = 99.75 -> 100; 255 - 0.75 *
+  // 148 = 144.
+  EXPECT_NE(svg.find("fill=\"rgb(70,100,144)\""), std::string::npos) << svg;
+  EXPECT_NE(svg.find("fill=\"rgb(8,48,107)\""), std::string::npos);     // 4 of 4
+  EXPECT_NE(svg.find("fill=\"rgb(255,255,255)\""), std::string::npos);  // 0 of 4
+  EXPECT_NE(svg.find(">75</text>"), std::string::npos);
+  EXPECT_NE(svg.find(">25</text>"), std::string::npos);
+  EXPECT_NE(svg.find(">100</text>"), std::string::npos);
+  EXPECT_EQ(svg.find(">0</text>\n</g>"), std::string::npos);  // no label on the empty cell
+  EXPECT_THROW(render_svg_confusion({{1, 2}, {3}}, "ragged"), Error);
+}
+
 }  // namespace
 }  // namespace distill::report

@@ -86,6 +86,26 @@ TEST(TrainingMemory, AStepThatCannotFitIsRefusedBeforeItRuns) {
   check_training_memory(*model, at::zeros({1, 3, 64, 64}), 8, "train.batch_size = 8");
 }
 
+// The confusion matrix of evaluate(), counted independently from the logits of the same model.
+TEST(Evaluate, ConfusionCountsEachTrueAndPredictedPair) {
+  auto model = tiny_convnet();
+  at::Generator g = make_generator(4);
+  const at::Tensor params = model->init_params(g);
+  auto [images, labels] = toy_data(37, 9);
+  const EvalResult result = evaluate(*model, params, at::Tensor(), images, labels, 8);
+  ASSERT_EQ(result.confusion.sizes(), (std::vector<int64_t>{4, 4}));
+  const at::Tensor predicted = model->forward(images, params).argmax(1);
+  int64_t correct = 0;
+  for (int64_t t = 0; t < 4; ++t) {
+    for (int64_t p = 0; p < 4; ++p) {
+      const int64_t expected = labels.eq(t).logical_and(predicted.eq(p)).sum().item<int64_t>();
+      EXPECT_EQ(result.confusion[t][p].item<int64_t>(), expected) << t << "," << p;
+      if (t == p) correct += expected;
+    }
+  }
+  EXPECT_DOUBLE_EQ(result.accuracy, static_cast<double>(correct) / 37);
+}
+
 TEST(ClassificationLoss, OneHotSoftLabelsEqualCrossEntropy) {
   at::Generator gen = make_generator(2);
   at::Tensor logits = at::randn({5, 3}, gen, at::kDouble);
