@@ -142,14 +142,16 @@ TEST(StackedModels, DropoutAndWrongShapesAreRefused) {
 // ones, and a few steps of SGD carry that along; 1e-4 absolute on parameters of size ~0.1-1 is
 // far below any difference between two students (seeds differ in every parameter). VGG-11 and
 // ResNet-18 with instance norm normalise 2x2 and 1x1 maps here, which amplifies rounding
-// (measured: 1.8e-3 and 2.6e-4 after 4 steps): 5e-3 for them. The double-precision test above
+// (measured after 4 steps: parameters 1.8e-3 on LibTorch 1.13; test loss 7.5e-3 of 1.68 on the
+// 2.15 wheel): 5e-3 on parameters and 2e-2 on losses for them. The double-precision test above
 // shows that the computation itself is the same to 1e-9.
 TEST(StackedTrainer, EveryFamilyTrainsEachStudentAsItTrainsAlone) {
   for (const Family& family : families()) {
     SCOPED_TRACE(family.name);
     auto model = models::make_model(family.options, family.channels, family.size, 4);
-    const double tolerance =
-        family.options.arch == "vgg11" || family.options.arch == "resnet18" ? 5e-3 : 1e-4;
+    const bool amplifies = family.options.arch == "vgg11" || family.options.arch == "resnet18";
+    const double tolerance = amplifies ? 5e-3 : 1e-4;
+    const double loss_tolerance = amplifies ? 2e-2 : 1e-4;
     const int64_t students = family.options.arch.rfind("resnet", 0) == 0 ||
                                      family.options.arch.rfind("vgg", 0) == 0
                                  ? 2
@@ -188,8 +190,8 @@ TEST(StackedTrainer, EveryFamilyTrainsEachStudentAsItTrainsAlone) {
       if (state.buffers.numel() > 0) {
         EXPECT_LT((stacked.buffers()[k] - state.buffers).abs().max().item<double>(), tolerance);
       }
-      EXPECT_NEAR(results[k].at("train_loss"), metrics.at("train_loss"), tolerance);
-      EXPECT_NEAR(results[k].at("test_loss"), metrics.at("test_loss"), tolerance);
+      EXPECT_NEAR(results[k].at("train_loss"), metrics.at("train_loss"), loss_tolerance);
+      EXPECT_NEAR(results[k].at("test_loss"), metrics.at("test_loss"), loss_tolerance);
       EXPECT_NEAR(results[k].at("test_accuracy"), metrics.at("test_accuracy"), 0.1 + 1e-9);
       EXPECT_DOUBLE_EQ(results[k].at("lr"), metrics.at("lr"));
       // The same test curve (epochs; accuracies as above) and confusion matrix (a borderline
