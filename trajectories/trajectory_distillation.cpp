@@ -134,9 +134,8 @@ MatchingRun::MatchingRun(const MttOptions& options, const data::Dataset& train,
     std::cerr << "mtt: no checkpoint in '" << out << "' yet: starting from the beginning\n";
   }
   initialise(resumed_);
-  check_unrolled_memory();
   // Every meta-gradient runs at least one student step on batch_syn synthetic images (IPC x
-  // classes when 0): refused up front when that alone cannot fit.
+  // classes when 0): refused up front when that alone cannot fit, as is an unroll that cannot.
   const int64_t images = state_.set.images.size(0);
   const int64_t batch_syn = options.matching.batch_syn > 0
                                 ? std::min(options.matching.batch_syn, images)
@@ -145,6 +144,7 @@ MatchingRun::MatchingRun(const MttOptions& options, const data::Dataset& train,
   // the first iteration's collectives).
   std::string refused;
   try {
+    check_unrolled_memory();
     train::check_training_memory(*model_, state_.set.images, batch_syn,
                                  "mtt: ipc = " + std::to_string(options.ipc) +
                                      " with matching.batch_syn = " +
