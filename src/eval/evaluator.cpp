@@ -261,12 +261,7 @@ void Evaluator::score_runs(Scores& scores, const std::string& stream_name,
   for (int64_t run = 0; run < options_.runs; ++run) {
     seeds.push_back(mix_seed(seed_, streams::kEvalStudent ^ stream, run));
     if (const StudentResult* done = finished_student(scores, run, seeds.back())) {
-      scores.last[run] = done->last;
-      scores.best[run] = done->best;
-      scores.seconds[run] = done->seconds;
-      scores.confusion[run] = done->confusion;
-      scores.curves[run] = done->curve;
-      ++students_done_;
+      use_recorded(scores, run, *done);
     } else {
       pending.push_back(run);
     }
@@ -320,6 +315,15 @@ void Evaluator::record_trained(Scores& scores, int64_t run, StudentOutcome outco
   scores.curves[run] = std::move(outcome.curve);
 }
 
+void Evaluator::use_recorded(Scores& scores, int64_t run, const StudentResult& done) {
+  scores.last[run] = done.last;
+  scores.best[run] = done.best;
+  scores.seconds[run] = done.seconds;
+  scores.confusion[run] = done.confusion;
+  scores.curves[run] = done.curve;
+  ++students_done_;
+}
+
 StudentResult Evaluator::student_result(const Scores& scores, int64_t run, uint64_t seed) {
   return {scores.set,         scores.model,       run,
           seed,               scores.last[run],   scores.best[run],
@@ -344,12 +348,7 @@ void Evaluator::score_runs_distributed(Scores& scores, uint64_t stream, const Ma
         skip_run(scores);
       } else if (done) {
         skip_run(scores);
-        scores.last[run] = done->last;
-        scores.best[run] = done->best;
-        scores.seconds[run] = done->seconds;
-        scores.confusion[run] = done->confusion;
-        scores.curves[run] = done->curve;
-        ++students_done_;
+        use_recorded(scores, run, *done);
       } else {
         const auto start = std::chrono::steady_clock::now();
         StudentOutcome outcome =

@@ -213,6 +213,8 @@ class Evaluator {
                                    const at::Tensor& confusion, const train::TestCurve& curve);
   // Records a trained student (seconds: its share of the training wall time).
   void record_trained(Scores& scores, int64_t run, StudentOutcome outcome, double seconds);
+  // A student recorded earlier (a resumed evaluation) takes the place of training run `run`.
+  void use_recorded(Scores& scores, int64_t run, const StudentResult& done);
   // Scores' entries of `run` as the log records them.
   static StudentResult student_result(const Scores& scores, int64_t run, uint64_t seed);
 
