@@ -196,17 +196,24 @@ nlohmann::json python_or_failure(const std::string& command) {
 }
 
 // `environment` prefixes the command (e.g. glibc malloc tunables for a fairer reference).
+// The workload flags every reference script takes: the ConvNet's shape, the images, threads and
+// device (each benchmark adds its own).
+std::string reference_flags(const BenchOptions& b, int64_t threads, const c10::Device& device) {
+  return " --width " + std::to_string(b.model.width) + " --depth " +
+         std::to_string(b.model.depth) + " --channels " + std::to_string(b.channels) +
+         " --image-size " + std::to_string(b.image_size) + " --classes " +
+         std::to_string(b.classes) + " --threads " + std::to_string(threads) + " --device " +
+         device.str();
+}
+
 nlohmann::json bench_python(const BenchOptions& b, int64_t threads, const std::string& environment,
                             const c10::Device& device) {
   if (b.python.empty()) return nullptr;
   std::string command =
       environment + " " + b.python + " " + b.python_script + " --arch " + b.model.arch +
-      " --stem " + b.model.stem + " --width " + std::to_string(b.model.width) + " --depth " +
-      std::to_string(b.model.depth) + " --batch " + std::to_string(b.batch) + " --steps " +
-      std::to_string(b.steps) + " --warmup " + std::to_string(b.warmup) + " --channels " +
-      std::to_string(b.channels) + " --image-size " + std::to_string(b.image_size) + " --classes " +
-      std::to_string(b.classes) + " --threads " + std::to_string(threads) + " --device " +
-      device.str();
+      " --stem " + b.model.stem + " --batch " + std::to_string(b.batch) + " --steps " +
+      std::to_string(b.steps) + " --warmup " + std::to_string(b.warmup) +
+      reference_flags(b, threads, device);
   return run_python_json(command);
 }
 
@@ -259,13 +266,10 @@ void run_bench_mtt(const BenchCommandOptions& o, const RunContext& run) {
   nlohmann::json python = nullptr;
   if (!b.python.empty()) {  // first: its peak RSS is its own process's
     python = python_or_failure(
-        b.python + " " + m.python_script + " --width " + std::to_string(b.model.width) +
-        " --depth " + std::to_string(b.model.depth) + " --ipc " + std::to_string(b.ipc) +
-        " --syn-steps " + std::to_string(m.syn_steps) + " --batch-syn " +
-        std::to_string(m.batch_syn) + " --iters " + std::to_string(m.iters) + " --warmup " +
-        std::to_string(m.warmup) + " --channels " + std::to_string(b.channels) + " --image-size " +
-        std::to_string(b.image_size) + " --classes " + std::to_string(b.classes) + " --threads " +
-        std::to_string(threads) + " --device " + run.device.str());
+        b.python + " " + m.python_script + " --ipc " + std::to_string(b.ipc) + " --syn-steps " +
+        std::to_string(m.syn_steps) + " --batch-syn " + std::to_string(m.batch_syn) +
+        " --iters " + std::to_string(m.iters) + " --warmup " + std::to_string(m.warmup) +
+        reference_flags(b, threads, run.device));
   }
   nlohmann::json cpp = bench_mtt_cpp(b, m, run.device);
   nlohmann::json result = {{"benchmark", "mtt"},       {"arch", b.model.arch},
@@ -325,16 +329,19 @@ nlohmann::json bench_eval_cpp(const BenchOptions& b, const EvalBenchOptions& e,
     o.epochs = std::max<int64_t>(1, (steps + batches - 1) / batches);
     return o;
   };
+  // One model trained by a lone Trainer, as an evaluation student is.
+  auto train_alone = [&](const train::TrainOptions& o, uint64_t seed, const at::Tensor& x,
+                         const at::Tensor& y) {
+    train::Trainer trainer(*model, o, seed);
+    trainer.set_augment(augment);
+    trainer.set_progress("", false);
+    train::TrainState state = trainer.init_state();
+    state.params = state.params.to(device);
+    state.buffers = state.buffers.to(device);
+    trainer.fit(state, x, y);
+  };
   auto sequential = [&](const train::TrainOptions& o) {
-    for (int64_t s = 0; s < k; ++s) {
-      train::Trainer trainer(*model, o, static_cast<uint64_t>(s));
-      trainer.set_augment(augment);
-      trainer.set_progress("", false);
-      train::TrainState state = trainer.init_state();
-      state.params = state.params.to(device);
-      state.buffers = state.buffers.to(device);
-      trainer.fit(state, images, labels);
-    }
+    for (int64_t s = 0; s < k; ++s) train_alone(o, static_cast<uint64_t>(s), images, labels);
   };
   auto stacked = [&](const train::TrainOptions& o) {
     std::vector<train::StackedTrainer::Student> students;
@@ -350,13 +357,7 @@ nlohmann::json bench_eval_cpp(const BenchOptions& b, const EvalBenchOptions& e,
   auto ceiling = [&](const train::TrainOptions& o) {
     train::TrainOptions big = o;
     big.batch_size = batch * k;
-    train::Trainer trainer(*model, big, 0);
-    trainer.set_augment(augment);
-    trainer.set_progress("", false);
-    train::TrainState state = trainer.init_state();
-    state.params = state.params.to(device);
-    state.buffers = state.buffers.to(device);
-    trainer.fit(state, big_images, big_labels);
+    train_alone(big, 0, big_images, big_labels);
   };
   struct Side {
     std::string name;
@@ -412,12 +413,9 @@ void run_bench_eval(const BenchCommandOptions& o, const RunContext& run) {
   nlohmann::json python = nullptr;
   if (!b.python.empty()) {
     python = python_or_failure(
-        b.python + " " + e.python_script + " --width " + std::to_string(b.model.width) +
-        " --depth " + std::to_string(b.model.depth) + " --ipc " + std::to_string(b.ipc) +
-        " --steps " + std::to_string(e.steps) + " --warmup " + std::to_string(e.warmup) +
-        " --channels " + std::to_string(b.channels) + " --image-size " +
-        std::to_string(b.image_size) + " --classes " + std::to_string(b.classes) +
-        " --threads " + std::to_string(threads) + " --device " + run.device.str());
+        b.python + " " + e.python_script + " --ipc " + std::to_string(b.ipc) + " --steps " +
+        std::to_string(e.steps) + " --warmup " + std::to_string(e.warmup) +
+        reference_flags(b, threads, run.device));
   }
   nlohmann::json cpp = bench_eval_cpp(b, e, run.device);
   nlohmann::json result = {{"benchmark", "eval"},

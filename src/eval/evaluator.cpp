@@ -139,6 +139,36 @@ train::Trainer::BatchMixFn Evaluator::batch_mix() const {
   return {};
 }
 
+models::ModelOptions Evaluator::student_model_options(const std::string& arch) const {
+  models::ModelOptions model_options = options_.model;
+  model_options.arch = arch;
+  return model_options;
+}
+
+std::unique_ptr<models::Model> Evaluator::student_model(const std::string& arch) const {
+  return models::make_model(student_model_options(arch), train_.channels(), train_.height(),
+                            train_.num_classes);
+}
+
+// What a lone Trainer and a StackedTrainer are given alike: batches (the set's replayed views, or
+// the images under eval.augment), the batch mix, the test set and the progress label.
+template <typename StudentTrainer>
+void Evaluator::configure(StudentTrainer& trainer, const StudentJob& job,
+                          const std::string& label) const {
+  if (job.set && job.set->has_views()) {
+    trainer.set_batch_source([set = job.set, device = device_](const at::Tensor& index,
+                                                               int64_t epoch) {
+      auto [x, y] = replay_views(*set, index.cpu(), epoch);
+      return std::make_pair(x.to(device), y.to(device));
+    });
+  } else {
+    trainer.set_augment(train::make_augment(options_.augment, job.images.size(2)));
+  }
+  if (auto mix = batch_mix()) trainer.set_batch_mix(mix);
+  trainer.set_test_set(test_images_, test_labels_);
+  trainer.set_progress(label, progress_);
+}
+
 train::TrainOptions Evaluator::student_options(const StudentJob& job) const {
   train::TrainOptions train_options = options_.train;
   train_options.optimizer.lr = job.lr;
@@ -150,33 +180,17 @@ train::TrainOptions Evaluator::student_options(const StudentJob& job) const {
 
 Evaluator::StudentOutcome Evaluator::train_student(const StudentJob& job, const std::string& arch,
                                                    uint64_t seed, const std::string& label) {
-  const SyntheticSet* set = job.set;
-  const at::Tensor& images = job.images;
-  const at::Tensor& labels = job.labels;
-  models::ModelOptions model_options = options_.model;
-  model_options.arch = arch;
-  auto model = models::make_model(model_options, train_.channels(), train_.height(),
-                                  train_.num_classes);
+  auto model = student_model(arch);
   train::Trainer trainer(*model, student_options(job), seed);
-  if (set && set->has_views()) {
-    trainer.set_batch_source([set, device = device_](const at::Tensor& index, int64_t epoch) {
-      auto [x, y] = replay_views(*set, index.cpu(), epoch);
-      return std::make_pair(x.to(device), y.to(device));
-    });
-  } else {
-    trainer.set_augment(train::make_augment(options_.augment, images.size(2)));
-  }
   if (online_labels_) {
     trainer.set_objective(
         std::make_shared<OnlineLabelObjective>(online_labels_, online_temperature_));
   }
-  if (auto mix = batch_mix()) trainer.set_batch_mix(mix);
-  trainer.set_test_set(test_images_, test_labels_);
-  trainer.set_progress(label, progress_);
+  configure(trainer, job, label);
   train::TrainState state = trainer.init_state();
   state.params = state.params.to(device_);
   state.buffers = state.buffers.to(device_);
-  auto metrics = trainer.fit(state, images.to(device_), labels.to(device_));
+  auto metrics = trainer.fit(state, job.images.to(device_), job.labels.to(device_));
   return outcome_of(metrics, trainer.test_confusion(), trainer.test_curve());
 }
 
@@ -369,9 +383,7 @@ void Evaluator::score_runs_distributed(Scores& scores, uint64_t stream, const Ma
 
 std::string Evaluator::stacking_unsupported(const std::string& arch) const {
   if (online_labels_) return "the teacher labels every batch in the loop";
-  models::ModelOptions model = options_.model;
-  model.arch = arch;
-  return train::StackedTrainer::unsupported(options_.train, model);
+  return train::StackedTrainer::unsupported(options_.train, student_model_options(arch));
 }
 
 int64_t Evaluator::stack_size(const StudentJob& job, const std::string& arch, int64_t pending) {
@@ -389,13 +401,9 @@ int64_t Evaluator::stack_size(const StudentJob& job, const std::string& arch, in
   }
   // The largest stack of this call, checked once per architecture and set shape.
   const std::string key = arch + " " + c10::str(job.images.sizes()) + " " + std::to_string(setting);
-  if (stacking_note_.insert("checked " + key).second) {
-    models::ModelOptions model_options = options_.model;
-    model_options.arch = arch;
-    auto model = models::make_model(model_options, train_.channels(), train_.height(),
-                                    train_.num_classes);
+  if (checked_stacks_.insert(key).second) {
     train::check_training_memory(
-        *model, job.images.to(device_), std::min(options_.train.batch_size, job.images.size(0)),
+        *student_model(arch), job.images.to(device_), std::min(options_.train.batch_size, job.images.size(0)),
         "eval.batch_students = " + std::to_string(options_.batch_students) +
             " (set 1 to train one student at a time)",
         static_cast<double>(std::min(setting, options_.runs)));
@@ -406,10 +414,7 @@ int64_t Evaluator::stack_size(const StudentJob& job, const std::string& arch, in
 std::vector<Evaluator::StudentOutcome> Evaluator::train_stacked(
     const std::vector<StudentJob>& jobs, const std::string& arch,
     const std::vector<uint64_t>& seeds, const std::string& label) {
-  models::ModelOptions model_options = options_.model;
-  model_options.arch = arch;
-  auto model = models::make_model(model_options, train_.channels(), train_.height(),
-                                  train_.num_classes);
+  auto model = student_model(arch);
   std::vector<train::StackedTrainer::Student> students;
   for (size_t i = 0; i < jobs.size(); ++i) {
     students.push_back({seeds[i], jobs[i].images.to(device_), jobs[i].labels.to(device_)});
@@ -417,18 +422,7 @@ std::vector<Evaluator::StudentOutcome> Evaluator::train_stacked(
   // One score_* call's jobs share their set, learning rate and label temperature.
   const StudentJob& job = jobs.front();
   train::StackedTrainer trainer(*model, student_options(job), std::move(students));
-  if (job.set && job.set->has_views()) {
-    trainer.set_batch_source([set = job.set, device = device_](const at::Tensor& index,
-                                                               int64_t epoch) {
-      auto [x, y] = replay_views(*set, index.cpu(), epoch);
-      return std::make_pair(x.to(device), y.to(device));
-    });
-  } else {
-    trainer.set_augment(train::make_augment(options_.augment, job.images.size(2)));
-  }
-  if (auto mix = batch_mix()) trainer.set_batch_mix(mix);
-  trainer.set_test_set(test_images_, test_labels_);
-  trainer.set_progress(label, progress_);
+  configure(trainer, job, label);
   const auto metrics = trainer.fit();
   std::vector<StudentOutcome> results;
   for (size_t i = 0; i < metrics.size(); ++i) {

@@ -187,6 +187,10 @@ class Evaluator {
   };
 
   train::TrainOptions student_options(const StudentJob& job) const;
+  models::ModelOptions student_model_options(const std::string& arch) const;  // eval.model, arch
+  std::unique_ptr<models::Model> student_model(const std::string& arch) const;
+  template <typename StudentTrainer>
+  void configure(StudentTrainer& trainer, const StudentJob& job, const std::string& label) const;
   train::Trainer::BatchMixFn batch_mix() const;  // eval.cutmix / eval.mixup, or none
   // Trains one student.
   StudentOutcome train_student(const StudentJob& job, const std::string& arch, uint64_t seed,
@@ -225,9 +229,8 @@ class Evaluator {
   void gather_runs(Scores& scores) const;
 
   std::shared_ptr<const dist::ProcessGroup> group_;
-  // Fallbacks to one student at a time already reported, and stacks already checked against
-  // the memory ("checked ..." entries).
-  std::set<std::string> stacking_note_;
+  std::set<std::string> stacking_note_;   // fallbacks to one student at a time already reported
+  std::set<std::string> checked_stacks_;  // stack sizes already checked against the memory
   std::vector<StudentResult> finished_;
   int64_t student_count_ = 0;
   int64_t students_done_ = 0;     // this process's students scored so far (trained or recorded)

@@ -95,6 +95,14 @@ std::string json_cell(const nlohmann::json& value) {
   return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+// A row's text field as a table shows it: a string as is, anything else as JSON, "?" if absent.
+std::string text_field(const nlohmann::json& row, const char* key) {
+  auto it = row.find(key);
+  if (it == row.end()) return "?";
+  return it->is_string() ? it->get<std::string>()
+                         : it->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 Table final_metrics_table(const std::vector<RunFolder>& runs) {
   Table table;
   const bool several = runs.size() > 1;
@@ -150,14 +158,8 @@ bool wants_log(const ReportOptions& options, const std::string& metric) {
 void render_student_details(std::ostringstream& html, const nlohmann::json& json,
                             std::vector<std::string>& warnings, const std::string& label) {
   html << "<div class=\"plots\">\n";
-  auto text = [](const nlohmann::json& row, const char* key) {
-    auto it = row.find(key);
-    return it == row.end() ? std::string("?")
-           : it->is_string() ? it->get<std::string>()
-                             : it->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  };
   for (const nlohmann::json& row : json["results"]) {
-    const std::string name = text(row, "set") + " / " + text(row, "model");
+    const std::string name = text_field(row, "set") + " / " + text_field(row, "model");
     auto curves = row.find("curves");
     if (curves != row.end() && curves->is_array()) {
       std::vector<Series> series;
@@ -270,11 +272,7 @@ Table eval_table(const nlohmann::json& json, const std::string& label,
                          (it == r.end() ? std::string("nothing") : it->dump()));
       return std::nullopt;
     };
-    auto text = [&](const char* key) {
-      const nlohmann::json& v = r[key];
-      return v.is_string() ? v.get<std::string>() : v.dump();
-    };
-    std::string set = text("set");
+    std::string set = text_field(r, "set");
     if (set.size() > 3 && set.compare(set.size() - 3, 3, ".pt") == 0) {
       // The run folder names the set (mtt_ipc10/syn.pt), as experiments/write_table.py prints it.
       std::filesystem::path path(set);
@@ -291,7 +289,7 @@ Table eval_table(const nlohmann::json& json, const std::string& label,
       best = best_mean ? fixed2(100 * *best_mean) : "?";
     }
     table.rows.push_back(
-        {set, text("model"), ipc ? (*ipc > 0 ? count_cell(*ipc) : std::string("all")) : "?",
+        {set, text_field(r, "model"), ipc ? (*ipc > 0 ? count_cell(*ipc) : std::string("all")) : "?",
          runs ? count_cell(*runs) : "?", protocol,
          last_mean && last_std ? fixed2(100 * *last_mean) + " ± " + fixed2(100 * *last_std) : "?",
          best});
