@@ -39,6 +39,7 @@ int64_t cd_fit_iterations(const DistillationRunOptions& o) { return o.consistenc
 
 int64_t run_iterations(const DistillationRunOptions& o) {
   if (o.method == "progressive") return total_iterations(o.progressive);
+  if (o.method == "scm") return cd_fit_iterations(o) + o.scm.iterations;
   return cd_fit_iterations(o) + o.consistency.iterations;
 }
 
@@ -47,9 +48,9 @@ DistillationState run_distillation(const Denoiser& teacher, const StudentFactory
                                    const DistillationRunOptions& o, uint64_t seed,
                                    const std::string& out, bool resume, bool progress,
                                    std::shared_ptr<const dist::ProcessGroup> group) {
-  if (o.method != "progressive" && o.method != "consistency") {
+  if (o.method != "progressive" && o.method != "consistency" && o.method != "scm") {
     throw Error("distill.method: unknown method '" + o.method +
-                "' (expected progressive or consistency)");
+                "' (expected progressive, consistency or scm)");
   }
   config::check(o, "distill");  // the declared ranges and rules (DistillationRunOptions)
   const bool pd = o.method == "progressive";
@@ -92,9 +93,12 @@ DistillationState run_distillation(const Denoiser& teacher, const StudentFactory
     return stop || (o.stop_after > 0 && completed(state, phase) >= o.stop_after);
   };
   // Each rank's rows of every batch; the batches of PD (and its fit) and CD (and its fit).
-  const int64_t batch = pd ? o.progressive.batch : o.consistency.batch;
-  control.batch =
-      BatchShare::of(group, batch, pd ? "distill.progressive.batch" : "distill.consistency.batch");
+  const bool scm = o.method == "scm";
+  const int64_t batch = pd ? o.progressive.batch : scm ? o.scm.batch : o.consistency.batch;
+  control.batch = BatchShare::of(group, batch,
+                                 pd    ? "distill.progressive.batch"
+                                 : scm ? "distill.scm.batch"
+                                       : "distill.consistency.batch");
   const int64_t fit_batch = pd ? o.progressive.batch : o.consistency_fit.batch;
   if (control.batch.shared() && fit_batch != batch && cd_fit_iterations(o) > 0) {
     throw Error("distill: the fit's batch (" + std::to_string(fit_batch) +
@@ -132,7 +136,11 @@ DistillationState run_distillation(const Denoiser& teacher, const StudentFactory
       phase = kMainPhase;
       control.on_checkpoint(state);
     }
-    consistency_distillation(teacher, student, state, data, o.consistency, control);
+    if (scm) {
+      scm_distillation(teacher, student, state, data, o.scm, control);
+    } else {
+      consistency_distillation(teacher, student, state, data, o.consistency, control);
+    }
   }
   bar.finish();
   return state;

@@ -7,6 +7,7 @@
 #include "diffusion/consistency_distillation.h"
 #include "diffusion/distillation_state.h"
 #include "diffusion/progressive_distillation.h"
+#include "diffusion/scm_distillation.h"
 #include "src/config/options.h"
 #include "src/dist/process_group.h"
 
@@ -17,11 +18,13 @@ namespace distill::diffusion {
 // steps, lr-free: one line per log_every steps), a progress bar with ETA, and `resume` that
 // continues from checkpoint.pt to the same result as a straight run.
 struct DistillationRunOptions {
-  std::string method = "progressive";  // progressive | consistency
+  std::string method = "progressive";  // progressive | consistency | scm
   ProgressiveOptions progressive;
   ConsistencyOptions consistency;
-  // consistency: steps fitting the student to the teacher's denoiser before CD (the paper starts
-  // the student from the teacher; for an exact teacher this makes that copy). 0: start as given.
+  ScmOptions scm;
+  // consistency, scm: steps fitting the student to the teacher's denoiser before CD (the papers
+  // start the student from the teacher; for an exact teacher this makes that copy). 0: start as
+  // given.
   ProgressiveOptions consistency_fit = consistency_fit_defaults();
   int64_t checkpoint_every = 100;
   int64_t log_every = 10;
@@ -46,6 +49,7 @@ struct DistillationRunOptions {
             "> 0: checkpoint and stop after this many steps in all (continue with --resume)");
     v.section("progressive", progressive);
     v.section("consistency", consistency);
+    v.section("scm", scm);
   }
 };
 
@@ -54,7 +58,7 @@ int64_t run_iterations(const DistillationRunOptions& options);
 
 // Runs (or, with `resume`, continues) the distillation of `teacher` into `student` from `init`
 // (ignored when resuming) and returns the final state: PD's last student in params, CD's EMA
-// network in target (the one to sample from). Writes out/checkpoint.pt and out/metrics.jsonl.
+// network in target, sCM's sampling EMA in target (the one to sample from). Writes out/checkpoint.pt and out/metrics.jsonl.
 // Error when resuming without a checkpoint or from one of another method.
 // With a distributed `group`, the ranks share every batch (LoopControl::share) and take the
 // single-process steps (up to float summation order); rank 0 writes the files.

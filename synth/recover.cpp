@@ -27,16 +27,11 @@
 namespace distill::synth {
 namespace {
 
-
 int64_t batch_ipc_of(const RecoverOptions& o) {
   return o.batch_ipc > 0 ? std::min(o.batch_ipc, o.ipc) : o.ipc;
 }
 
-// One member's loss on a batch: cross-entropy to the class plus the weighted statistics term.
-struct MemberLoss {
-  at::Tensor ce, statistics;
-  double accuracy = 0;
-};
+}  // namespace
 
 MemberLoss member_loss(const Member& member, const at::Tensor& images, const at::Tensor& labels,
                        double first_multiplier) {
@@ -60,8 +55,6 @@ MemberLoss member_loss(const Member& member, const at::Tensor& images, const at:
   out.accuracy = logits.detach().argmax(1).eq(labels).to(at::kFloat).mean().item<double>();
   return out;
 }
-
-}  // namespace
 
 at::Tensor random_resized_crop_flip(const at::Tensor& x, double min_scale, bool flip,
                                     at::Generator& generator) {

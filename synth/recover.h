@@ -14,6 +14,7 @@
 #include "src/eval/synthetic_set.h"
 #include "src/train/resized_crop.h"
 #include "synth/committee.h"
+#include "synth/infer.h"
 
 namespace distill::synth {
 
@@ -80,6 +81,7 @@ struct RecoverOptions {
 
 struct RelabelOptions {
   std::string syn;
+  std::string form = "probabilities";
   double T = 4.0;
   int64_t views = 0;
   double view_min_scale = 0.5;
@@ -87,6 +89,10 @@ struct RelabelOptions {
 
   void visit(config::Visitor& v) {
     v.field("syn", syn, "set to relabel (.pt from synth recover, mtt or subset)");
+    v.choice("form", form,
+             "probabilities (the committee's weighted vote at T) or logits (the members' mean "
+             "logits, INFER's labels: students blend them under CutMix/Mixup and soften at T)",
+             {"probabilities", "logits"});
     v.field("T", T, "temperature of the members' softened outputs; evaluate with "
             "eval.train.label_temperature set to the same value",
             config::Range::above(0));
@@ -98,6 +104,9 @@ struct RelabelOptions {
     v.field("view_min_scale", view_min_scale, "views: smallest crop area fraction",
             config::Range::above_up_to(0, 1));
     v.field("view_flip", view_flip, "views: random horizontal flips");
+    v.rule(!(form == "logits" && views > 0),
+           "synth.relabel.views stores probability labels per view: use form = \"probabilities\" "
+           "with views");
   }
 };
 
@@ -111,12 +120,13 @@ struct ExportOptions {
   }
 };
 
-// Everything `distill synth recover|relabel|export` reads besides run/data.
+// Everything `distill synth recover|infer|relabel|export` reads besides run/data.
 struct SynthOptions {
   std::string committee = "runs/committee/committee.toml";
   int64_t draw = 2;
   double temperature = 0.05;
   RecoverOptions recover;
+  InferOptions infer;
   RelabelOptions relabel;
   ExportOptions export_set;
 
@@ -128,10 +138,21 @@ struct SynthOptions {
             "voting weights softmax(val_accuracy / temperature), accuracies as fractions",
             config::Range::above(0));
     v.section("recover", recover);
+    v.section("infer", infer);
     v.section("relabel", relabel);
     v.section("export", export_set);
   }
 };
+
+// One member's recovery objective on a batch (the member frozen, in eval mode): cross-entropy to
+// `labels` and the statistics term (its batch-norm running statistics, or the real feature
+// statistics of a member without batch norm), plus its accuracy on the batch.
+struct MemberLoss {
+  at::Tensor ce, statistics;
+  double accuracy = 0;
+};
+MemberLoss member_loss(const Member& member, const at::Tensor& images, const at::Tensor& labels,
+                       double first_multiplier);
 
 // Same batch-wide random-resized crop (area in [min_scale, 1], aspect in [3/4, 4/3], resized back
 // bilinearly) and, with `flip`, a horizontal flip with probability 1/2; differentiable in x.

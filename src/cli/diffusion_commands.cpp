@@ -434,7 +434,7 @@ void run_diffusion(DiffusionCommandOptions& o, const Invocation& invocation) {
   const std::string usage =
       "usage: distill diffusion train|sample|distill [--arch unet|mlp] [--train-steps N] "
       "[--teacher RUN_DIR|model.pt|exact] [--sampler NAME] [--steps N] [--method "
-      "progressive|consistency] [--data dataset|none] [...] | distill diffusion score "
+      "progressive|consistency|scm] [--data dataset|none] [...] | distill diffusion score "
       "RUN_DIR|samples.pt --classifier MODEL.pt [...]";
   if (invocation.positional.empty()) throw Error(usage);
   const std::string& which = invocation.positional[0];

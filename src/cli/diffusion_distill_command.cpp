@@ -1,4 +1,4 @@
-// `distill diffusion distill --method progressive|consistency`: distills a teacher denoiser (a
+// `distill diffusion distill --method progressive|consistency|scm`: distills a teacher denoiser (a
 // model file of `distill diffusion train`, or the exact denoiser of the first train_images
 // training images) into a few-step student, written as a model file (model.pt) that `distill
 // diffusion sample --teacher RUN_DIR` reads.
@@ -31,6 +31,11 @@ void check_settings(const DiffusionDistillSettings& s, bool exact_teacher) {
         "distill.fit_iterations: an exact teacher needs a fit of the student first "
         "(>= 1), found " +
         std::to_string(s.fit_iterations));
+  }
+  if (s.method == "scm" && s.data == "none" && s.run.scm.objective == "training") {
+    throw Error("distill.scm.objective = training (sCT) needs training images for its velocity "
+                "cos t z - sin t x0, but distill.data = none; use objective = distillation "
+                "(TBCM on the teacher's trajectories) or data = dataset");
   }
 }
 
@@ -103,8 +108,10 @@ void run_diffusion_distill(const config::RunOptions& run_options, const data::Da
   }
   RunContext run = start_run(run_options, effective_config, invocation);
 
-  // The student: the teacher's network (or diffusion.model) as a denoiser; CD's is a consistency
-  // function (skip/out scalings with f(x, sigma_min) = x).
+  // The student: the teacher's network (or diffusion.model) as a denoiser; CD's and sCM's is a
+  // consistency function (skip/out scalings with f(x, sigma_min) = x; sCM's TrigFlow form is that
+  // function at sigma = sigma_d tan t, diffusion/scm_distillation.h).
+  const bool scm = s.method == "scm";
   if (!pd) {
     student_model.options.precondition.output = "consistency";
     student_model.options.precondition.sigma_min = s.run.consistency.sigma_min;
@@ -124,8 +131,8 @@ void run_diffusion_distill(const config::RunOptions& run_options, const data::Da
   options.method = s.method;
   options.progressive.fit_iterations = exact_teacher ? s.fit_iterations : 0;
   options.consistency_fit.iterations = exact_teacher ? s.fit_iterations : 0;
-  options.consistency_fit.batch = s.run.consistency.batch;
-  options.consistency_fit.optimizer = s.run.consistency.optimizer;
+  options.consistency_fit.batch = scm ? s.run.scm.batch : s.run.consistency.batch;
+  options.consistency_fit.optimizer = scm ? s.run.scm.optimizer : s.run.consistency.optimizer;
   options.consistency_fit.schedule.sigma_min = s.run.consistency.sigma_min;
   options.consistency_fit.schedule.sigma_max = s.run.consistency.sigma_max;
 
@@ -134,8 +141,9 @@ void run_diffusion_distill(const config::RunOptions& run_options, const data::Da
     // Trajectories start at EDM's sigma 80 at most: higher levels are noise at this data scale
     // (trajectory_points.h).
     const double sigma_max =
-        std::min(80.0, pd ? diffusion::schedule_sigma(options.progressive.schedule, 1.0)
-                          : options.consistency.sigma_max);
+        std::min(80.0, pd    ? diffusion::schedule_sigma(options.progressive.schedule, 1.0)
+                       : scm ? options.scm.sigma_max
+                             : options.consistency.sigma_max);
     training = diffusion::TrainingData::from_points(diffusion::teacher_trajectory_points(
         teacher, student_model.item_shape, at::kFloat, sigma_max, s.trajectory_steps));
   } else {
@@ -167,7 +175,8 @@ void run_diffusion_distill(const config::RunOptions& run_options, const data::Da
   results["data"] = s.data;
   results["teacher"] = exact_teacher ? "exact" : teacher_path;
   results["student_steps"] = steps;
-  results["schedule"] = pd ? options.progressive.schedule.name : "karras";
+  results["schedule"] = pd ? options.progressive.schedule.name : scm ? "trigflow" : "karras";
+  if (scm) results["objective"] = options.scm.objective;
   results["iterations"] = diffusion::run_iterations(options);
   results["model"] = run.out + "/model.pt";
   io::write_file_atomic(run.out + "/results.json", results.dump(2) + "\n");

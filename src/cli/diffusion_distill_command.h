@@ -21,9 +21,10 @@ struct DiffusionDistillSettings {
 
   void visit(config::Visitor& v) {
     v.choice("method", method,
-             "progressive (halve the sampling steps, PD) or consistency (consistency "
-             "distillation, CD)",
-             {"progressive", "consistency"});
+             "progressive (halve the sampling steps, PD), consistency (discrete-time consistency "
+             "distillation, CD) or scm (continuous-time consistency in TrigFlow, sCM: sCD or sCT "
+             "by distill.scm.objective; with --data none it is TBCM)",
+             {"progressive", "consistency", "scm"});
     v.choice("data", data,
              "dataset: noised training images; none: data-free, points of the teacher's own "
              "sampling trajectories from noise (TBCM); with a trained teacher no dataset is read",
@@ -33,9 +34,9 @@ struct DiffusionDistillSettings {
             config::Range::at_least(1));
     v.field("fit_iterations", fit_iterations,
             "exact teacher: steps fitting the student (network diffusion.model) to the teacher's "
-            "denoiser first (PD: its fit stage, CD: before CD); a trained teacher's student "
+            "denoiser first (PD: its fit stage, CD and sCM: before them); a trained teacher's student "
             "starts as its copy instead");
-    run.visit(v);  // checkpoint_every, log_every, stop_after, progressive, consistency
+    run.visit(v);  // checkpoint_every, log_every, stop_after, progressive, consistency, scm
   }
 };
 

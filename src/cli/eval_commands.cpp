@@ -186,6 +186,7 @@ eval::SyntheticSet with_hard_labels(const eval::SyntheticSet& set) {
   eval::SyntheticSet hard = set;
   hard.labels = set.class_ids();
   hard.label_temperature.reset();
+  hard.labels_are_logits = false;
   hard.view_boxes = at::Tensor();
   hard.view_labels = at::Tensor();
   return hard;

@@ -96,6 +96,37 @@ void run_recover(SynthCommandOptions& o, const Invocation& invocation) {
   std::cout << "report: " << refresh_run_report(run.out) << "\n";
 }
 
+void run_infer(SynthCommandOptions& o, const Invocation& invocation) {
+  require_single_process("synth infer");
+  auto [train_set, test_set, norm] = data::load_normalized(o.data);
+  RunContext run = start_run(o.run, config::dump(o), invocation);
+  std::vector<synth::Member> committee =
+      synth::load_committee(o.synth.committee, train_set.channels(), train_set.height(),
+                            train_set.num_classes, run.device);
+  synth::check_infer_options(o.synth.infer, static_cast<int64_t>(committee.size()), train_set);
+  synth::check_normalization(o.synth.committee, norm.mean, norm.std,
+                             norm.zca ? norm.zca->eps() : 0.0, "the data (data.*)");
+  const synth::InferOptions& infer = o.synth.infer;
+  const int64_t members = static_cast<int64_t>(committee.size());
+  const int64_t k = infer.real_per_class > 0
+                        ? infer.real_per_class
+                        : synth::infer_real_per_class(infer.ipc, train_set.num_classes, members);
+  std::cerr << "distill synth infer: budget " << infer.ipc << " images per class = " << k
+            << " real batches x (" << train_set.num_classes << " images + " << members
+            << " compensators), " << infer.iterations << " steps per compensator\n";
+  eval::SyntheticSet set =
+      synth::infer_compensate(infer, committee, train_set, norm, o.data.name, run.seed, run.out,
+                              run.resume, run.progress, run.device);
+  std::cout << "INFER set: " << run.out << "/syn.pt (" << set.images.size(0)
+            << " training images from " << k * (train_set.num_classes + members)
+            << " stored; labels: "
+            << (set.labels_are_logits ? "committee mean logits, T = " + std::to_string(infer.T)
+                                      : std::string("hard"))
+            << "), stored form: " << run.out << "/compensators.pt, grid: " << run.out
+            << "/grid.png\n";
+  std::cout << "report: " << refresh_run_report(run.out) << "\n";
+}
+
 void run_relabel(SynthCommandOptions& o, const Invocation& invocation) {
   require_single_process("synth relabel");
   if (o.synth.relabel.syn.empty()) {
@@ -107,11 +138,18 @@ void run_relabel(SynthCommandOptions& o, const Invocation& invocation) {
       o.synth.committee, set.images.size(1), set.images.size(2), set.num_classes, run.device);
   synth::check_normalization(o.synth.committee, set.mean, set.std, set.zca_eps,
                              "'" + o.synth.relabel.syn + "'");
+  config::check(o.synth.relabel, "synth.relabel");
   const at::Tensor classes = set.class_ids();
-  at::Tensor soft = synth::committee_soft_labels(committee, set.images.to(run.device),
-                                                 o.synth.temperature, o.synth.relabel.T)
-                        .cpu();
-  set.labels = soft;
+  const bool logits = o.synth.relabel.form == "logits";
+  at::Tensor images = set.images.to(run.device);
+  at::Tensor labels =
+      (logits ? synth::committee_mean_logits(committee, images)
+              : synth::committee_soft_labels(committee, images, o.synth.temperature,
+                                             o.synth.relabel.T))
+          .cpu();
+  const at::Tensor soft = logits ? at::softmax(labels / o.synth.relabel.T, 1) : labels;
+  set.labels = labels;
+  set.labels_are_logits = logits;
   set.classes = classes.cpu();  // the class each image stands for, for grids and exports
   set.label_temperature = o.synth.relabel.T;  // eval trains its students at this temperature
   if (o.synth.relabel.views > 0) {
@@ -127,6 +165,7 @@ void run_relabel(SynthCommandOptions& o, const Invocation& invocation) {
   nlohmann::json results;
   results["source"] = o.synth.relabel.syn;
   results["T"] = o.synth.relabel.T;
+  results["form"] = o.synth.relabel.form;
   results["images"] = set.images.size(0);
   results["views"] = o.synth.relabel.views;
   // How often the committee's vote agrees with the class the image stands for.
@@ -134,7 +173,8 @@ void run_relabel(SynthCommandOptions& o, const Invocation& invocation) {
   results["mean_max_probability"] = std::get<0>(soft.max(1)).mean().item<double>();
   io::write_file_atomic(run.out + "/results.json", results.dump(2) + "\n");
   std::cout << "relabeled set: " << run.out << "/syn.pt (" << set.images.size(0)
-            << " images, soft labels at T = " << o.synth.relabel.T
+            << " images, " << (logits ? "mean logits" : "soft labels") << " at T = "
+            << o.synth.relabel.T
             << ", recorded in the set: distill eval trains at that temperature"
             << "), committee agrees with the image's class on "
             << 100.0 * results["agreement"].get<double>() << " %\n";
@@ -178,10 +218,12 @@ void run_export(SynthCommandOptions& o, const Invocation& invocation) {
 }
 
 void run_synth(SynthCommandOptions& o, const Invocation& invocation) {
-  const std::string usage = "usage: distill synth recover|relabel|export [--committee FILE] [...]";
+  const std::string usage =
+      "usage: distill synth recover|infer|relabel|export [--committee FILE] [...]";
   if (invocation.positional.size() != 1) throw Error(usage);
   const std::string& which = invocation.positional[0];
   if (which == "recover") return run_recover(o, invocation);
+  if (which == "infer") return run_infer(o, invocation);
   if (which == "relabel" || which == "export") refuse_resume(invocation, "synth " + which);
   if (which == "relabel") return run_relabel(o, invocation);
   if (which == "export") return run_export(o, invocation);
@@ -201,11 +243,12 @@ Command committee_command() {
 Command synth_command() {
   Command command = make_command<SynthCommandOptions>(
       "synth",
-      "committee soft-labeling: recover images, relabel any set by committee vote, export a set",
+      "committee soft-labeling: recover images, INFER compensators, relabel any set by "
+      "committee vote, export a set",
       "distill synth recover --committee runs/committee/committee.toml --ipc 10 --out runs/syn",
       {{"committee", "synth.committee"},
-       {"ipc", "synth.recover.ipc"},
-       {"iterations", "synth.recover.iterations"},
+       {"ipc", "synth.{0}.ipc"},
+       {"iterations", "synth.{0}.iterations"},
        {"draw", "synth.draw"},
        {"syn", "synth.{0}.syn"}},
       run_synth);

@@ -38,6 +38,8 @@ inline constexpr uint64_t kRecoverInit = 0x5e0;
 inline constexpr uint64_t kCommitteeValSplit = 0x5e1;
 inline constexpr uint64_t kRecoverStep = 0x5e2;
 inline constexpr uint64_t kRecoverView = 0x5e3;
+inline constexpr uint64_t kInferInit = 0x5e4;  // INFER's real batches
+inline constexpr uint64_t kInferStep = 0x5e5;  // a compensator step's roll
 
 // diffusion/: denoiser training, sampling, step distillation (+ stage for the last two).
 inline constexpr uint64_t kDenoiserInit = 0xd1f0;
@@ -47,20 +49,22 @@ inline constexpr uint64_t kSamplerNoise = 0xd1ff;   // `diffusion sample`: the s
 inline constexpr uint64_t kStudentInit = 0x1417;    // `diffusion distill`: the student's weights
 inline constexpr uint64_t kProgressiveStep = 0x7064'0000;  // "pd" + stage
 inline constexpr uint64_t kConsistencyStep = 0x6364'0000;  // "cd" + stage
+inline constexpr uint64_t kScmStep = 0x7363'0000;          // "sc" + stage: sCM / TBCM steps
 
 // src/cli: draws a command makes itself.
 inline constexpr uint64_t kKdSubset = 0x6b64;
 inline constexpr uint64_t kSubset = 0x5b5e7;
 
 namespace detail {
-inline constexpr std::array<uint64_t, 29> kAll = {
+inline constexpr std::array<uint64_t, 32> kAll = {
     kTrainerInit,     kTrainerShuffle,  kTrainerAugment,    kTrainerAuxInit,  kTrainerRankDropout,
     kEvalStudent,     kEvalRealSubset,  kExpert,            kMatcherBatch,    kMatcherAugment,
     kMttInit,         kMttIteration,    kMttExpertOrder,    kMttPerturbation, kMttEvalStudents,
     kCommitteeMember, kRecoverInit,     kCommitteeValSplit, kRecoverStep,     kRecoverView,
     kDenoiserInit,    kDenoiserEpoch,   kDenoiserStep,      kSamplerNoise,    kStudentInit,
-    kProgressiveStep, kConsistencyStep, kKdSubset,          kSubset};
-// Pairwise distinct, and clear of the per-stage windows [base, base + 2^16) of the two
+    kProgressiveStep, kConsistencyStep, kKdSubset,          kSubset,          kInferInit,
+    kInferStep,       kScmStep};
+// Pairwise distinct, and clear of the per-stage windows [base, base + 2^16) of the three
 // distillation streams.
 constexpr bool all_distinct() {
   constexpr uint64_t kStages = uint64_t{1} << 16;
@@ -68,7 +72,7 @@ constexpr bool all_distinct() {
     for (size_t j = i + 1; j < kAll.size(); ++j) {
       if (kAll[i] == kAll[j]) return false;
     }
-    for (uint64_t base : {kProgressiveStep, kConsistencyStep}) {
+    for (uint64_t base : {kProgressiveStep, kConsistencyStep, kScmStep}) {
       if (kAll[i] != base && kAll[i] >= base && kAll[i] < base + kStages) return false;
     }
   }

@@ -175,6 +175,10 @@ train::TrainOptions Evaluator::student_options(const StudentJob& job) const {
   if (job.set && job.set->label_temperature && options_.set_label_temperature) {
     train_options.label_temperature = *job.set->label_temperature;
   }
+  // The set says what its label rows are; a set of class ids has no soft targets to read.
+  if (job.set && job.set->soft_labels()) {
+    train_options.soft_targets = job.set->labels_are_logits ? "logits" : "probabilities";
+  }
   return train_options;
 }
 

@@ -42,6 +42,7 @@ void save_synthetic_set(const std::string& path, const SyntheticSet& set) {
   if (set.classes.defined() && set.classes.numel() > 0) {
     dict.insert("classes", set.classes.cpu().to(at::kLong).contiguous());
   }
+  if (set.labels_are_logits) dict.insert("label_form", std::string("logits"));
   io::save_dict(path, dict);
 }
 
@@ -108,6 +109,19 @@ SyntheticSet load_synthetic_set(const std::string& path) {
   if (dict.contains("zca_eps")) set.zca_eps = io::get_tensor(dict, "zca_eps", path).item<double>();
   if (dict.contains("dataset") && dict.at("dataset").isString()) set.dataset = dict.at("dataset").toStringRef();
   if (dict.contains("method") && dict.at("method").isString()) set.method = dict.at("method").toStringRef();
+  if (dict.contains("label_form")) {
+    const c10::IValue& form = dict.at("label_form");
+    const std::string found = form.isString() ? form.toStringRef() : form.tagKind();
+    if (found != "logits" && found != "probabilities") {
+      throw Error("'" + path + "': label_form should be \"logits\" or \"probabilities\", found \"" +
+                  found + "\"");
+    }
+    set.labels_are_logits = found == "logits";
+    if (set.labels_are_logits && !set.soft_labels()) {
+      throw Error("'" + path + "': label_form is \"logits\" but the labels are class ids, not N," +
+                  std::to_string(set.num_classes) + " rows");
+    }
+  }
   if (dict.contains("classes")) {
     set.classes = io::get_tensor(dict, "classes", path).to(at::kLong);
     if (set.classes.dim() != 1 || set.classes.size(0) != set.images.size(0) ||

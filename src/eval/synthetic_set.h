@@ -26,6 +26,9 @@ namespace distill::eval {
 //   view_labels float N,V,K, optional with view_boxes: the soft label of each stored view
 //   classes     int64 N, optional: the class each image stands for, kept when its labels became
 //               soft (committee relabel), so grids and exports follow it rather than the argmax
+//   label_form  string, optional: "logits" when the N,K labels are logits, not probabilities
+//               (INFER's interpolated labels: batch mixing blends the logits and the student's
+//               target is softmax(logits / label_temperature)); absent = probabilities
 struct SyntheticSet {
   at::Tensor images;
   at::Tensor labels;
@@ -40,6 +43,7 @@ struct SyntheticSet {
   at::Tensor view_boxes;
   at::Tensor view_labels;
   at::Tensor classes;
+  bool labels_are_logits = false;  // label_form "logits" (see above)
 
   bool soft_labels() const { return labels.dim() == 2; }
   bool has_views() const { return view_boxes.defined() && view_boxes.numel() > 0; }

@@ -119,7 +119,8 @@ void StackedTrainer::step(int64_t epoch, int64_t batch, int64_t batches,
   // The sum of the students' mean losses: student k's parameters get exactly its own gradient.
   std::vector<at::Tensor> losses;
   for (int64_t k = 0; k < k_count; ++k) {
-    losses.push_back(classification_loss(logits[k], targets[k], options_.label_temperature));
+    losses.push_back(classification_loss(logits[k], targets[k], options_.label_temperature,
+                                         options_.soft_targets == "logits"));
   }
   const at::Tensor loss_values = at::stack(losses);
   const at::Tensor grads = torch::autograd::grad({loss_values.sum()}, {params})[0];

@@ -24,12 +24,14 @@
 
 namespace distill::train {
 
-at::Tensor classification_loss(const at::Tensor& logits, const at::Tensor& targets,
-                               double temperature) {
-  if (targets.scalar_type() == at::kLong) return at::cross_entropy_loss(logits, targets);
+at::Tensor classification_loss(const at::Tensor& logits, const at::Tensor& target_rows,
+                               double temperature, bool targets_are_logits) {
+  if (target_rows.scalar_type() == at::kLong) return at::cross_entropy_loss(logits, target_rows);
   if (!(temperature > 0)) {
     throw Error("label_temperature must be > 0, found " + std::to_string(temperature));
   }
+  const at::Tensor targets =
+      targets_are_logits ? at::softmax(target_rows / temperature, 1) : target_rows;
   at::Tensor log_probs = at::log_softmax(logits / temperature, 1);
   // KL(p || q) = sum p (log p - log q); 0 log 0 = 0.
   at::Tensor plogp = at::xlogy(targets, targets);
@@ -527,7 +529,8 @@ Trainer::StepResult Trainer::forward_backward(TrainState& state, const FitSetup&
     step.step = state.step;
     loss = objective_->loss(step);
   } else {
-    loss = classification_loss(logits, batch.y, options_.label_temperature);
+    loss = classification_loss(logits, batch.y, options_.label_temperature,
+                               options_.soft_targets == "logits");
   }
   StepResult result;
   result.loss = loss.item<double>();

@@ -26,8 +26,10 @@ namespace distill::train {
 
 // Cross-entropy for class ids (int64 N); for soft labels (float N,K rows of probabilities) the
 // KL divergence to softmax(logits / T), scaled by T^2 so gradients keep their size (Hinton KD).
+// With `targets_are_logits` the rows are logits (INFER's interpolated labels) and the target
+// distribution is softmax(targets / T).
 at::Tensor classification_loss(const at::Tensor& logits, const at::Tensor& targets,
-                               double temperature = 1.0);
+                               double temperature = 1.0, bool targets_are_logits = false);
 
 // Random transformation applied to each training batch (DSA, crop+flip, none), drawing only from
 // the generator it is given.
@@ -39,6 +41,7 @@ struct TrainOptions {
   OptimizerOptions optimizer;
   ScheduleOptions schedule;
   double label_temperature = 1.0;
+  std::string soft_targets = "probabilities";
   int64_t eval_every = 0;        // test accuracy every N epochs (0 = at the end only)
   int64_t checkpoint_every = 1;  // epochs between checkpoints (when the run has a checkpoint path)
   double ema_decay = 0.0;
@@ -54,6 +57,11 @@ struct TrainOptions {
     v.section("schedule", schedule);
     v.field("label_temperature", label_temperature, "soft labels: temperature of the KL loss",
             config::Range::above(0));
+    v.choice("soft_targets", soft_targets,
+             "soft labels: rows of probabilities, or logits (INFER's interpolated labels: "
+             "CutMix/Mixup blend the logits and the target is softmax(logits / "
+             "label_temperature)); distill eval takes it from the set",
+             {"probabilities", "logits"});
     v.field("eval_every", eval_every, "test every N epochs (0 = only at the end)",
             config::Range::at_least(0));
     v.field("checkpoint_every", checkpoint_every,

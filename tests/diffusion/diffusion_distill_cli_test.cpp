@@ -30,7 +30,8 @@ class DiffusionDistillCli : public ::testing::Test {
            " --set distill.progressive.teacher_steps=4 --set distill.progressive.student_steps=1"
            " --set distill.progressive.iterations=5 --set distill.progressive.batch=16"
            " --set distill.consistency.iterations=8 --set distill.consistency.batch=16"
-           " --set distill.consistency.discretisation=6 --set distill.trajectory_steps=4 ";
+           " --set distill.consistency.discretisation=6 --set distill.trajectory_steps=4"
+           " --set distill.scm.iterations=8 --set distill.scm.batch=16 --set distill.scm.warmup=4 ";
   }
   at::Tensor student_params(const std::string& out) {
     io::TensorDict dict = io::load_dict(dir_.file(out + "/model.pt"));
@@ -48,14 +49,14 @@ class DiffusionDistillCli : public ::testing::Test {
 };
 
 TEST_F(DiffusionDistillCli, StoppedAndResumedRunsEqualStraightOnesAndStudentsSample) {
-  for (const std::string method : {"progressive", "consistency"}) {
+  for (const std::string method : {"progressive", "consistency", "scm"}) {
     for (const std::string data : {"dataset", "none"}) {
       const std::string flags = tiny(method) + "--data " + data + " --out ";
       const std::string straight = method + "_" + data, stopped = straight + "_stopped";
       CommandResult a = distill_cli(flags + dir_.file(straight));
       ASSERT_EQ(a.exit_code, 0) << a.output;
       EXPECT_TRUE(contains(a.output, "student: ")) << a.output;
-      // Stopped after 9 steps (PD: mid second stage; CD: mid CD after the 6 fit steps).
+      // Stopped after 9 steps (PD: mid second stage; CD, sCM: mid run after the 6 fit steps).
       CommandResult b = distill_cli(flags + dir_.file(stopped) + " --set distill.stop_after=9");
       EXPECT_EQ(b.exit_code, 130) << b.output;
       EXPECT_FALSE(std::filesystem::exists(dir_.file(stopped + "/model.pt")));
@@ -86,6 +87,29 @@ TEST_F(DiffusionDistillCli, StoppedAndResumedRunsEqualStraightOnesAndStudentsSam
       "diffusion sample " + tiny_flags(data_) + "--teacher " + dir_.file("consistency_none") +
       " --sampler ddim --steps 1 --samples 5 --out " + dir_.file("sampled_cd"));
   ASSERT_EQ(cd.exit_code, 0) << cd.output;
+  // sCM's student is a consistency model too: 1 and 2 steps (sCM's t = 1.1 is sigma 0.98 here).
+  for (const std::string levels : {"[80.0]", "[80.0, 0.98]"}) {
+    const std::string steps = levels == "[80.0]" ? "1" : "2";
+    CommandResult scm = distill_cli("diffusion sample " + tiny_flags(data_) + "--teacher " +
+                                    dir_.file("scm_none") + " --sampler consistency --samples 5 "
+                                    "--steps " + steps + " "
+                                    "--set 'diffusion.sampler.sigmas=" + levels + "' --out " +
+                                    dir_.file("sampled_scm" + std::to_string(levels.size())));
+    ASSERT_EQ(scm.exit_code, 0) << scm.output;
+  }
+  // sCT needs images: with --data none it is refused before any work.
+  CommandResult sct = distill_cli(tiny("scm") + "--data none --set distill.scm.objective=training"
+                                  " --out " + dir_.file("sct_none"));
+  EXPECT_EQ(sct.exit_code, 2) << sct.output;
+  EXPECT_TRUE(contains(sct.output, "distill.scm.objective = training (sCT) needs training images"))
+      << sct.output;
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("sct_none/metrics.jsonl")));
+  // sCT from images, resumed = straight.
+  const std::string sct_flags = tiny("scm") + "--set distill.scm.objective=training --out ";
+  ASSERT_EQ(distill_cli(sct_flags + dir_.file("sct")).exit_code, 0);
+  EXPECT_EQ(distill_cli(sct_flags + dir_.file("sct_stopped") + " --set distill.stop_after=9").exit_code, 130);
+  ASSERT_EQ(distill_cli(sct_flags + dir_.file("sct_stopped") + " --resume").exit_code, 0);
+  EXPECT_TRUE(at::equal(student_params("sct"), student_params("sct_stopped")));
 }
 
 // A student model file as the teacher of a data-free run: the dataset path does not even exist.

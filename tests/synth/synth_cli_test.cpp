@@ -338,6 +338,73 @@ TEST_F(SynthCli, BadInputIsOneLineWithExit2BeforeAnyWork) {
   }
 }
 
+// INFER end to end: the compensated set, its stored form and budget, resume, the bad budget; its
+// logit labels train the students that their softmax stored as probabilities trains.
+TEST_F(SynthCli, InferWritesItsSetAndEvalBlendsItsLogitLabels) {
+  const std::string infer = "synth infer " + tiny_flags(data_) + "--committee " + manifest_ +
+                            " --ipc 2 --iterations 4 --set synth.infer.T=2 ";
+  CommandResult r = distill_cli(infer + "--out " + dir_.file("inf"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  nlohmann::json results = read_json(dir_.file("inf/results.json"));
+  EXPECT_EQ(results["real_per_class"], 1);  // floor(2 * 3 / (3 + 2))
+  EXPECT_EQ(results["stored_images"], 5);   // 3 real + 2 compensators <= 6
+  EXPECT_EQ(results["budget_images"], 6);
+  EXPECT_EQ(results["training_images"], 9);
+  EXPECT_TRUE(std::filesystem::exists(dir_.file("inf/compensators.pt")));
+  EXPECT_TRUE(std::filesystem::exists(dir_.file("inf/grid.png")));
+  io::TensorDict set = io::load_dict(dir_.file("inf/syn.pt"));
+  EXPECT_EQ(set.at("label_form").toStringRef(), "logits");
+  // Resuming the finished run changes nothing.
+  CommandResult again = distill_cli(infer + "--out " + dir_.file("inf") + " --resume");
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_TRUE(io::get_tensor(io::load_dict(dir_.file("inf/syn.pt")), "images", "syn")
+                  .equal(io::get_tensor(set, "images", "syn")));
+  CommandResult small = distill_cli("synth infer " + tiny_flags(data_) + "--committee " +
+                                    manifest_ + " --ipc 1 --out " + dir_.file("inf_small"));
+  EXPECT_EQ(small.exit_code, 2) << small.output;
+  EXPECT_TRUE(contains(small.output, "synth.infer.ipc = 1 holds no real batch")) << small.output;
+  // relabel's logits form refuses stored views (their labels are probabilities).
+  CommandResult views = distill_cli("synth relabel " + tiny_flags(data_) + "--committee " +
+                                    manifest_ + " --syn " + dir_.file("inf/syn.pt") +
+                                    " --set synth.relabel.form=logits --set synth.relabel.views=2"
+                                    " --out " + dir_.file("rel_views"));
+  EXPECT_EQ(views.exit_code, 2) << views.output;
+  EXPECT_TRUE(contains(views.output, "use form = \"probabilities\" with views")) << views.output;
+  // The committee's logits, spread 20x so that blending before or after the softmax differs
+  // clearly, stored once as logits and once as probabilities softmax(logits / T).
+  const at::Tensor spread = io::get_tensor(set, "labels", "syn") * 20.0;
+  io::TensorDict logits = set;
+  logits.insert_or_assign("labels", spread.contiguous());
+  io::save_dict(dir_.file("logits.pt"), logits);
+  io::TensorDict probabilities = set;
+  probabilities.insert_or_assign("labels", at::softmax(spread / 2.0, 1).contiguous());
+  probabilities.insert_or_assign("label_form", std::string("probabilities"));
+  io::save_dict(dir_.file("probabilities.pt"), probabilities);
+  const std::string students = "eval " + tiny_flags(data_) +
+                               "--set eval.runs=1 --set eval.train.epochs=40 "
+                               "--set eval.train.eval_every=5 "
+                               "--set eval.random_real=false --set eval.augment.name=none "
+                               "--set eval.model.width=8 --set eval.model.depth=2 ";
+  auto accuracies = [&](const std::string& run) {
+    const nlohmann::json row = read_json(dir_.file(run + "/results.json"))["results"][0];
+    return nlohmann::json{row.at("last_accuracy"), row.at("curves")};  // accuracy every epoch
+  };
+  const std::string mix = "--set eval.mixup.prob=1 ";
+  for (const auto& [file, out, extra] :
+       std::vector<std::array<std::string, 3>>{{"logits.pt", "ev_logits", ""},
+                                               {"probabilities.pt", "ev_probabilities", ""},
+                                               {"logits.pt", "ev_logits_mix", mix},
+                                               {"probabilities.pt", "ev_probabilities_mix", mix}}) {
+    CommandResult e =
+        distill_cli(students + extra + "--set eval.syn=" + dir_.file(file) + " --out " + dir_.file(out));
+    ASSERT_EQ(e.exit_code, 0) << e.output;
+  }
+  // Read as probabilities, logit rows (negative entries) would stop the run with a non-finite
+  // loss: the set's label form reached the students. (That Mixup blends logits before the softmax
+  // is ClassificationLoss.LogitTargetsAreBlendedBeforeTheSoftmax; here both mixed runs finish.)
+  EXPECT_EQ(accuracies("ev_logits"), accuracies("ev_probabilities"));
+}
+
 // Issue 6's bad input, the shape half: a member whose input shape (channels or size) or class count
 // differs from the data, caught from the manifest or, for a hand-written manifest that does not
 // record them, from each member's checkpoint (named with the member, expected vs found).
@@ -423,6 +490,32 @@ TEST(SynthPresets, EveryPaperPresetReadsForCommitteeSynthAndEval) {
     }
   }
   EXPECT_GE(found, 12);  // CV-DD: CIFAR-10/100, Tiny-ImageNet at IPC 1/10/50; SRe2L: 3 rows
+}
+
+// Each INFER preset (CIFAR-10/100 rows of the paper's Table 1, Fashion-MNIST) is one pipeline file:
+// committee train, synth infer and eval read it without unknown keys, and the IPC in the file name
+// is the budget it distils to.
+TEST(InferPresets, EveryPresetReadsForCommitteeInferAndEval) {
+  int found = 0;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(source_dir() + "/experiments/configs")) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("infer_", 0) != 0 || entry.path().extension() != ".toml") continue;
+    ++found;
+    for (const std::string command : {"committee train", "synth infer", "eval"}) {
+      CommandResult r =
+          distill_cli("config --dump " + command + " --config " + entry.path().string());
+      ASSERT_EQ(r.exit_code, 0) << name << " " << command << "\n" << r.output;
+      if (command == "synth infer") {
+        std::string ipc = name.substr(name.rfind("ipc") + 3);
+        ipc = ipc.substr(0, ipc.find('.'));
+        const std::string section = r.output.substr(r.output.find("[synth.infer]"));
+        EXPECT_TRUE(contains(section.substr(0, section.find("\n\n")), "\n    ipc = " + ipc + "\n"))
+            << name << "\n" << section;
+      }
+    }
+  }
+  EXPECT_EQ(found, 6);  // CIFAR-10/100 at IPC 10/50, Fashion-MNIST at IPC 10/50
 }
 
 }  // namespace

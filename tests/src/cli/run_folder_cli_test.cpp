@@ -202,7 +202,13 @@ TEST(RunFolderCli, StrayArgumentsAndSwallowedValuesAreErrors) {
   CommandResult dump = distill_cli("config --dump synth export --syn x.pt");
   ASSERT_EQ(dump.exit_code, 0) << dump.output;
   EXPECT_TRUE(contains(dump.output, "[synth.export]\n    syn = 'x.pt'\n")) << dump.output;
-  EXPECT_TRUE(contains(dump.output, "[synth.relabel]\n    T = 4.0\n    syn = ''\n")) << dump.output;
+  EXPECT_TRUE(contains(dump.output, "[synth.relabel]\n    T = 4.0\n    form = 'probabilities'\n    syn = ''\n"))
+      << dump.output;
+  // --ipc names the IPC of the step it is given to, too.
+  CommandResult infer_dump = distill_cli("config --dump synth infer --ipc 7");
+  ASSERT_EQ(infer_dump.exit_code, 0) << infer_dump.output;
+  EXPECT_TRUE(contains(infer_dump.output, "[synth.infer]\n    T = 30.0")) << infer_dump.output;
+  EXPECT_TRUE(contains(infer_dump.output, "    ipc = 7\n")) << infer_dump.output;
   CommandResult recover = distill_cli("synth recover --syn x.pt");
   EXPECT_EQ(recover.exit_code, 2);
   EXPECT_TRUE(contains(recover.output, "synth.recover.syn")) << recover.output;

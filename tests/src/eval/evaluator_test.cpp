@@ -94,6 +94,34 @@ TEST(SyntheticSet, InconsistentFilesAreClearErrors) {
             "'" + dir.path() + "' is a folder, expected a file");
 }
 
+// INFER's label form: logits rows, recorded as label_form "logits"; anything else is refused.
+TEST(SyntheticSet, LogitLabelsRoundTripAndABadFormIsAnError) {
+  testing::TempDir dir;
+  SyntheticSet set = small_set();
+  set.labels = at::randn({set.images.size(0), 3});
+  set.labels_are_logits = true;
+  set.label_temperature = 30.0;
+  save_synthetic_set(dir.file("logits.pt"), set);
+  SyntheticSet back = load_synthetic_set(dir.file("logits.pt"));
+  EXPECT_TRUE(back.labels_are_logits);
+  EXPECT_TRUE(at::equal(back.labels, set.labels));
+  set.labels_are_logits = false;
+  save_synthetic_set(dir.file("probabilities.pt"), set);
+  EXPECT_FALSE(load_synthetic_set(dir.file("probabilities.pt")).labels_are_logits);
+  io::TensorDict dict = io::load_dict(dir.file("logits.pt"));
+  dict.insert_or_assign("label_form", std::string("logit"));
+  io::save_dict(dir.file("bad_form.pt"), dict);
+  EXPECT_EQ(testing::error_of([&] { load_synthetic_set(dir.file("bad_form.pt")); }),
+            "'" + dir.file("bad_form.pt") +
+                "': label_form should be \"logits\" or \"probabilities\", found \"logit\"");
+  dict.insert_or_assign("label_form", std::string("logits"));
+  dict.insert_or_assign("labels", at::zeros({set.images.size(0)}, at::kLong));
+  io::save_dict(dir.file("ids.pt"), dict);
+  EXPECT_NE(testing::error_of([&] { load_synthetic_set(dir.file("ids.pt")); })
+                .find("label_form is \"logits\" but the labels are class ids"),
+            std::string::npos);
+}
+
 TEST(Scores, MeanAndPopulationStd) {
   Scores s{"x", "convnet", 10, {0.5, 0.7}, {0.6, 0.8}};
   EXPECT_NEAR(s.last_mean(), 0.6, 1e-12);

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <csignal>
 
 #include <torch/csrc/autograd/autograd.h>
@@ -11,6 +12,7 @@
 #include "src/core/error.h"
 #include "src/core/runtime.h"
 #include "src/train/augment.h"
+#include "src/train/cutmix.h"
 #include "tests/support/test_support.h"
 
 namespace distill::train {
@@ -143,6 +145,41 @@ TEST(ClassificationLoss, SoftLabelsFollowTheKlFormulaAndItsGradient) {
                       classification_loss(minus, p, T).item<double>()) / 2e-6;
     EXPECT_NEAR(grad.view(-1)[j].item<double>(), numeric, 1e-6);
   }
+}
+
+// INFER's interpolated labels: the targets are logits blended with the batch's mix weight; the
+// student learns softmax(blend / T), which is not the blend of the two softmaxes.
+TEST(ClassificationLoss, LogitTargetsAreBlendedBeforeTheSoftmax) {
+  at::Tensor z_a = at::tensor({2.0, -1.0, 0.5}, at::kDouble);
+  at::Tensor z_b = at::tensor({-0.5, 1.5, 0.0}, at::kDouble);
+  const double lambda = 0.3, T = 3.0;
+  // Mixup's blend of the two rows (what the trainer's batch mix does to float targets).
+  at::Tensor targets = at::stack({z_a, z_b});
+  auto [mixed_images, mixed] =
+      train::mixup_with(at::zeros({2, 1, 1, 1}, at::kDouble), targets, 3, lambda,
+                        at::tensor({1, 0}, at::kLong));
+  // Row 0 by hand: z = 0.3 z_a + 0.7 z_b = (0.25, 0.75, 0.15).
+  const double hand_z[3] = {0.3 * 2.0 + 0.7 * -0.5, 0.3 * -1.0 + 0.7 * 1.5, 0.3 * 0.5};
+  for (int k = 0; k < 3; ++k) EXPECT_NEAR(mixed[0][k].item<double>(), hand_z[k], 1e-6);  // float rows
+  at::Tensor student = at::tensor({0.1, 0.4, -0.2}, at::kDouble).view({1, 3});
+  double p[3], q[3], sp = 0, sq = 0;
+  for (int k = 0; k < 3; ++k) {
+    sp += p[k] = std::exp(hand_z[k] / T);
+    sq += q[k] = std::exp(student[0][k].item<double>() / T);
+  }
+  double expected = 0;
+  for (int k = 0; k < 3; ++k) expected += p[k] / sp * std::log((p[k] / sp) / (q[k] / sq));
+  expected *= T * T;
+  at::Tensor blended_logits = at::tensor({hand_z[0], hand_z[1], hand_z[2]}, at::kDouble).view({1, 3});
+  EXPECT_NEAR(classification_loss(student, blended_logits, T, true).item<double>(), expected, 1e-12);
+  EXPECT_NEAR(classification_loss(student, mixed.narrow(0, 0, 1).to(at::kDouble), T, true)
+                  .item<double>(), expected, 1e-6);
+  // Blending probabilities instead gives another target (the two forms are not interchangeable).
+  at::Tensor blended_probabilities =
+      lambda * at::softmax(z_a / T, 0) + (1 - lambda) * at::softmax(z_b / T, 0);
+  EXPECT_GT(std::abs(classification_loss(student, blended_probabilities.view({1, 3}), T)
+                         .item<double>() - expected),
+            1e-4);
 }
 
 TEST(Trainer, LearnsASeparableToyProblem) {
