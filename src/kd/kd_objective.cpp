@@ -82,10 +82,11 @@ MutualObjective::MutualObjective(const std::vector<LossSpec>& losses, const std:
                                  const Cohort& cohort, const at::Tensor& probe)
     : cohort_(cohort) {
   for (const auto& spec : losses) {
-    if (spec.name == "fitnet") {
-      throw Error(key +
-                  ": fitnet needs a regressor per student pair and is not supported in "
-                  "mutual learning; use hinton, reverse_kl, dkd, at or rkd_* with ce");
+    if (spec.name == "fitnet" || spec.name == "dhkd") {
+      throw Error(key + ": " + spec.name +
+                  " trains parameters of its own per student pair (a regressor, an auxiliary "
+                  "head) and is not supported in mutual learning; use hinton, reverse_kl, dkd, "
+                  "pld, at or rkd_* with ce");
     }
   }
   for (size_t i = 0; i < cohort.size(); ++i) {

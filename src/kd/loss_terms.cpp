@@ -7,7 +7,9 @@
 
 #include "src/config/config_io.h"
 #include "src/core/error.h"
+#include "src/kd/dhkd_loss.h"
 #include "src/kd/kd_losses.h"
+#include "src/kd/pld_loss.h"
 #include "src/train/trainer.h"
 
 namespace distill::kd {
@@ -15,8 +17,11 @@ namespace {
 
 bool reads_layers(const LossSpec& spec) {
   return spec.name == "fitnet" || spec.name == "at" || spec.name == "rkd_distance" ||
-         spec.name == "rkd_angle";
+         spec.name == "rkd_angle" || spec.name == "dhkd";
 }
+
+// dhkd reads a student feature only: its head's output is compared with the teacher's logits.
+bool reads_teacher_layer(const LossSpec& spec) { return reads_layers(spec) && spec.name != "dhkd"; }
 
 }  // namespace
 
@@ -39,20 +44,21 @@ LossTerms::LossTerms(std::vector<LossSpec> specs, std::string key, const models:
     // A setting this term does not read is a mistake (e.g. T on "ce"): say so rather than
     // ignore it. Detectable when it differs from the default.
     const LossSpec defaults;
-    const bool tempered = spec.name == "hinton" || spec.name == "reverse_kl" || spec.name == "dkd";
+    const bool tempered = spec.name == "hinton" || spec.name == "reverse_kl" ||
+                          spec.name == "dkd" || spec.name == "pld" || spec.name == "dhkd";
     auto unused = [&](bool set, const std::string& field, const std::string& used_by) {
       if (set) {
         throw Error(item + "." + field + " does not apply to '" + spec.name + "' (used by " +
                     used_by + ")");
       }
     };
-    unused(!tempered && spec.T != defaults.T, "T", "hinton, reverse_kl, dkd");
+    unused(!tempered && spec.T != defaults.T, "T", "hinton, reverse_kl, dkd, pld, dhkd");
     unused(spec.name != "dkd" && spec.alpha != defaults.alpha, "alpha", "dkd");
     unused(spec.name != "dkd" && spec.beta != defaults.beta, "beta", "dkd");
     unused(spec.name != "at" && spec.p != defaults.p, "p", "at");
     unused(!reads_layers(spec) && !spec.student_layer.empty(), "student_layer",
-           "fitnet, at, rkd_distance, rkd_angle");
-    unused(!reads_layers(spec) && !spec.teacher_layer.empty(), "teacher_layer",
+           "fitnet, at, rkd_distance, rkd_angle, dhkd");
+    unused(!reads_teacher_layer(spec) && !spec.teacher_layer.empty(), "teacher_layer",
            "fitnet, at, rkd_distance, rkd_angle");
     if (uses_teacher(spec) && !teacher) {
       throw Error(item + what + " compares with a teacher, but none is configured");
@@ -81,7 +87,7 @@ LossTerms::LossTerms(std::vector<LossSpec> specs, std::string key, const models:
         }
       };
       check_layer(spec.student_layer, student, "student");
-      if (teacher) check_layer(spec.teacher_layer, *teacher, "teacher");
+      if (teacher && reads_teacher_layer(spec)) check_layer(spec.teacher_layer, *teacher, "teacher");
     }
     int count = ++seen[spec.name];
     metric_names_.push_back("loss_" + spec.name + (count > 1 ? "_" + std::to_string(count) : ""));
@@ -98,7 +104,8 @@ bool LossTerms::needs_teacher() const {
 
 bool LossTerms::needs_features() const {
   for (const auto& spec : specs_) {
-    if (reads_layers(spec) && (spec.student_layer != "logits" || spec.teacher_layer != "logits")) {
+    if (reads_layers(spec) && (spec.student_layer != "logits" ||
+                               (reads_teacher_layer(spec) && spec.teacher_layer != "logits"))) {
       return true;
     }
   }
@@ -120,6 +127,16 @@ void LossTerms::prepare(const Side& student, const Side& teacher) {
   aux_specs_.clear();
   for (size_t i = 0; i < specs_.size(); ++i) {
     const LossSpec& spec = specs_[i];
+    if (spec.name == "dhkd") {  // the auxiliary head: classes x flattened student feature
+      const int64_t d = layer(student, spec.student_layer, true).flatten(1).size(1);
+      const int64_t classes = teacher.logits.size(1);
+      const std::string prefix = "losses." + std::to_string(i) + ".auxiliary_head";
+      regressor_of_[i] = static_cast<int64_t>(aux_specs_.size());
+      aux_specs_.push_back(
+          {prefix + ".weight", {classes, d}, models::TensorSpec::Init::kFanInUniform, d});
+      aux_specs_.push_back({prefix + ".bias", {classes}, models::TensorSpec::Init::kFanInUniform, d});
+      continue;
+    }
     if (spec.name != "fitnet") continue;
     const std::string item = key_ + "[" + std::to_string(i) + "] (fitnet)";
     at::Tensor s = layer(student, spec.student_layer, true);
@@ -197,6 +214,13 @@ at::Tensor LossTerms::evaluate(const Side& student, const Side* teacher, const a
         term = reverse_kl_loss(student.logits, teacher->logits, spec.T);
       } else if (spec.name == "dkd") {
         term = dkd_loss(student.logits, teacher->logits, targets, spec.alpha, spec.beta, spec.T);
+      } else if (spec.name == "pld") {
+        term = pld_loss(student.logits, teacher->logits, targets, spec.T);
+      } else if (spec.name == "dhkd") {
+        const size_t r = static_cast<size_t>(regressor_of_[i]);
+        at::Tensor feature = layer(student, spec.student_layer, true).flatten(1);
+        term = binary_kl_norm_loss(regress(feature, regressors[r], regressors[r + 1]),
+                                   teacher->logits, spec.T);
       } else {
         at::Tensor s = layer(student, spec.student_layer, true);
         at::Tensor t = layer(*teacher, spec.teacher_layer, false);

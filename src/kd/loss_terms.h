@@ -26,10 +26,14 @@ struct LossSpec {
   void visit(config::Visitor& v) {
     v.choice("name", name,
              "ce (hard labels), hinton (KL of softened outputs x T^2), reverse_kl, dkd (decoupled "
-             "KD), fitnet (hint regression), at (attention transfer), rkd_distance, rkd_angle",
-             {"ce", "hinton", "reverse_kl", "dkd", "fitnet", "at", "rkd_distance", "rkd_angle"});
+             "KD), fitnet (hint regression), at (attention transfer), rkd_distance, rkd_angle, "
+             "pld (Plackett-Luce list-wise KD: replaces ce + hinton), dhkd (dual-head KD: an "
+             "auxiliary linear head on student_layer learns the teacher's logits by BinaryKL-Norm)",
+             {"ce", "hinton", "reverse_kl", "dkd", "fitnet", "at", "rkd_distance", "rkd_angle",
+              "pld", "dhkd"});
     v.field("weight", weight, "weight of this term in the sum", config::Range::at_least(0));
-    v.field("T", T, "hinton, reverse_kl, dkd: temperature", config::Range::above(0));
+    v.field("T", T, "hinton, reverse_kl, dkd, pld (teacher only; PLD CIFAR-100: 4), dhkd "
+            "(DHKD code: 2): temperature", config::Range::above(0));
     v.field("alpha", alpha, "dkd: weight of the target-class part (TCKD)",
             config::Range::at_least(0));
     v.field("beta", beta, "dkd: weight of the non-target part (NCKD)", config::Range::at_least(0));
@@ -42,7 +46,8 @@ struct LossSpec {
                std::to_string(alpha) + ", beta " + std::to_string(beta) + ", p " +
                std::to_string(p));
     v.field("student_layer", student_layer,
-            "fitnet, at, rkd_*: student feature name (\"logits\" = output; rkd default)");
+            "fitnet, at, rkd_*, dhkd: student feature name (\"logits\" = output; rkd default; "
+            "dhkd: the feature its auxiliary head reads, e.g. embedding)");
     v.field("teacher_layer", teacher_layer,
             "fitnet, at, rkd_*: teacher feature name (\"logits\" = output; rkd default)");
   }

@@ -93,4 +93,30 @@ record("fitnet_conv", F.mse_loss(F.conv2d(fs, w, b), inputs["ft"]), fs, w, b)
 es, w, b = student("es"), student("lin_w"), student("lin_b")
 record("fitnet_linear", F.mse_loss(F.linear(es, w, b), et), es, w, b)
 
+
+# PLD (Bassam et al. 2025, appendix C's form): sort the teacher's logits ascending, take the true
+# label out and put it at the end (the ranking reversed), then a cumulative logsumexp from the
+# start of that reversed order is the suffix logsumexp of the ranking.
+def pld(s, t, y, tau):
+    n, k = s.shape
+    order = []
+    for i in range(n):
+        ascending = [c for c in torch.argsort(t[i], stable=True).tolist() if c != int(y[i])]
+        order.append(ascending + [int(y[i])])
+    order = torch.tensor(order)
+    s_rev, p_rev = s.gather(1, order), F.softmax(t / tau, 1).gather(1, order)
+    per_position = torch.logcumsumexp(s_rev, 1) - s_rev
+    return (p_rev * per_position).sum(1).mean()
+
+
+s = student("s")
+record("pld", pld(s, inputs["t"], labels, T), s)
+
+# DHKD's BinaryKL-Norm (penghui-yang/DHKD distiller_zoo/BinaryKLNorm.py): KL(Bern(.5) || Bern(p)).
+s = student("s")
+p = torch.sigmoid((s - inputs["t"]) / T).clamp(1e-8, 1 - 1e-8)
+target = torch.full_like(p, 0.5)
+record("dhkd", (F.binary_cross_entropy(p, target, reduction="none") - F.binary_cross_entropy(
+    target, target, reduction="none")).sum() / s.shape[0] * T * T, s)
+
 torch.save(out, sys.argv[2])

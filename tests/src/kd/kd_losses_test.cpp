@@ -1,5 +1,8 @@
 #include "src/kd/kd_losses.h"
 
+#include "src/kd/dhkd_loss.h"
+#include "src/kd/pld_loss.h"
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -219,6 +222,58 @@ TEST(KdLosses, GradientsMatchCentralDifferences) {
       [&](const at::Tensor& x) { return hint_loss(regress(x, w, b), ft); }, fs);
   expect_gradient_matches_differences(
       [&](const at::Tensor& x) { return hint_loss(regress(fs, x, b), ft); }, w);
+  expect_gradient_matches_differences([&](const at::Tensor& x) { return pld_loss(x, t, labels, 2.0); },
+                                      s);
+  expect_gradient_matches_differences(
+      [&](const at::Tensor& x) { return binary_kl_norm_loss(x, t, 2.0); }, s);
+}
+
+// PLD by hand on the 2 x 3 case: example 0 (label 2, teacher 0.5 0.1 3.0) ranks 2, 0, 1;
+// example 1 (label 0, teacher 2.5 -0.4 0.0) ranks 0, 2, 1. Each position k adds
+// alpha_k (log sum_{l >= k} e^{s_l} - s_k), alpha = the teacher's softmax at T.
+TEST(KdLosses, PldIsTheTeacherWeightedPlackettLuceLikelihoodOfItsRanking) {
+  const double T = 2.0;
+  const Matrix s = rows(kStudent), t = rows(kTeacher);
+  const std::vector<std::vector<int>> ranking = {{2, 0, 1}, {0, 2, 1}};
+  double expected = 0;
+  for (int i = 0; i < 2; ++i) {
+    const std::vector<double> p = softmax(t[i], T);
+    for (int k = 0; k < 3; ++k) {
+      double rest = 0;
+      for (int l = k; l < 3; ++l) rest += std::exp(s[i][ranking[i][l]]);
+      expected += p[ranking[i][k]] * (std::log(rest) - s[i][ranking[i][k]]);
+    }
+  }
+  expected /= 2;
+  EXPECT_NEAR(pld_loss(kStudent, kTeacher, kLabels, T).item<double>(), expected, 1e-12);
+  // A teacher sure of the true label (T -> 0, label on top) leaves cross-entropy.
+  const at::Tensor sure = kTeacher + at::one_hot(kLabels, 3).to(at::kDouble) * 10;
+  EXPECT_NEAR(pld_loss(kStudent, sure, kLabels, 0.01).item<double>(),
+              at::cross_entropy_loss(kStudent, kLabels).item<double>(), 1e-12);
+  // Shifting the student's logits changes nothing (a Plackett-Luce model of choices).
+  EXPECT_NEAR(pld_loss(kStudent + 3.0, kTeacher, kLabels, T).item<double>(), expected, 1e-12);
+  EXPECT_NE(error_of([] { pld_loss(kStudent, kTeacher, kLabels.to(at::kFloat), 1.0); })
+                .find("pld needs int64 class ids"),
+            std::string::npos);
+}
+
+// BinaryKL-Norm by hand: per logit 0.5 log(0.5 / p) + 0.5 log(0.5 / (1 - p)) with
+// p = sigmoid((z - t) / T), summed, over N, times T^2; zero at z = t.
+TEST(KdLosses, DhkdBinaryKlNormIsTheBernoulliKlPerLogit) {
+  const double T = 2.0;
+  const Matrix s = rows(kStudent), t = rows(kTeacher);
+  double expected = 0;
+  for (int i = 0; i < 2; ++i) {
+    for (int k = 0; k < 3; ++k) {
+      const double p = 1 / (1 + std::exp(-(s[i][k] - t[i][k]) / T));
+      expected += 0.5 * std::log(0.5 / p) + 0.5 * std::log(0.5 / (1 - p));
+    }
+  }
+  expected *= T * T / 2;
+  EXPECT_NEAR(binary_kl_norm_loss(kStudent, kTeacher, T).item<double>(), expected, 1e-12);
+  EXPECT_NEAR(binary_kl_norm_loss(kTeacher, kTeacher, T).item<double>(), 0.0, 1e-15);
+  // Not shift-invariant: the head must learn the teacher's logits themselves.
+  EXPECT_GT(binary_kl_norm_loss(kTeacher + 1.0, kTeacher, T).item<double>(), 0.1);
 }
 
 TEST(KdLosses, MatchPython) {
@@ -265,6 +320,8 @@ TEST(KdLosses, MatchPython) {
       {"fitnet_linear",
        {"es", "lin_w", "lin_b"},
        [&](auto& x) { return hint_loss(regress(x[0], x[1], x[2]), et); }},
+      {"pld", {"s"}, [&](auto& x) { return pld_loss(x[0], t, labels, 3.0); }},
+      {"dhkd", {"s"}, [&](auto& x) { return binary_kl_norm_loss(x[0], t, 3.0); }},
   };
   for (const auto& c : cases) {
     std::vector<at::Tensor> leaves;

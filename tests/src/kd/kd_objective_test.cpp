@@ -119,7 +119,7 @@ TEST(LossTerms, BadSettingsNameTheKeyAndValueBeforeTraining) {
   LossSpec tempered_ce = term("ce", 1);
   tempered_ce.T = 2;
   EXPECT_NE(make({tempered_ce}, teacher.get())
-                .find("kd.losses[0].T does not apply to 'ce' (used by hinton, reverse_kl, dkd)"),
+                .find("kd.losses[0].T does not apply to 'ce' (used by hinton, reverse_kl, dkd, pld, dhkd)"),
             std::string::npos);
   LossSpec layered_hinton = term("hinton", 1);
   layered_hinton.student_layer = "block0";
@@ -158,6 +158,71 @@ TEST(KdObjective, RegressorsAreSizedFromTheFeaturesAndShapeMismatchesFailEarly) 
   });
   EXPECT_NE(message.find("the teacher predicts 3 classes, the student 4"), std::string::npos)
       << message;
+}
+
+// DHKD's routing: with [ce, dhkd], the auxiliary head (the term's own parameters) gets only
+// dhkd's gradient and the student's classifier only ce's; the backbone gets both.
+TEST(LossTerms, DhkdHeadsGetOnlyTheirOwnLossesGradients) {
+  auto student = convnet(4);
+  auto teacher = random_teacher(convnet(8), 3);
+  auto [images, labels] = toy_data(6, 2);
+  LossSpec aux_term = term("dhkd", 1.0, 2.0);
+  aux_term.student_layer = "embedding";
+  LossTerms both({term("ce", 1.0), aux_term}, "kd.losses", *student, teacher->model.get());
+  LossTerms dhkd_only({aux_term}, "kd.losses", *student, teacher->model.get());
+  LossTerms ce_only({term("ce", 1.0)}, "kd.losses", *student, teacher->model.get());
+  at::Generator gen = make_generator(4);
+  const at::Tensor params = student->init_params(gen);
+  at::Tensor teacher_logits = teacher->forward(images);
+  auto gradients = [&](LossTerms& terms, at::Tensor aux) {
+    at::Tensor p = params.clone().requires_grad_(true);
+    models::Features features;
+    models::ForwardArgs args;
+    args.features = &features;
+    args.train = true;
+    at::Tensor logits = student->forward(images, p, args);
+    LossTerms::Side side{logits, &features}, teacher_side{teacher_logits, nullptr};
+    terms.prepare(side, teacher_side);
+    std::vector<at::Tensor> inputs = {p};
+    if (aux.defined()) inputs.push_back(aux.clone().requires_grad_(true));
+    at::Tensor loss = terms.evaluate(side, &teacher_side, labels,
+                                     aux.defined() ? inputs[1] : at::Tensor());
+    return torch::autograd::grad({loss}, inputs, {}, false, false, true);
+  };
+  // The auxiliary head: classes x the embedding's 36 values, plus a bias.
+  at::Tensor aux = [&] {
+    at::Tensor probe = params.clone();
+    models::Features f;
+    models::ForwardArgs a;
+    a.features = &f;
+    LossTerms::Side side{student->forward(images, probe, a), &f}, t{teacher_logits, nullptr};
+    both.prepare(side, t);
+    return both.init_aux(gen);
+  }();
+  ASSERT_EQ(aux.numel(), 4 * 36 + 4);
+  auto g_both = gradients(both, aux), g_dhkd = gradients(dhkd_only, aux), g_ce = gradients(ce_only, {});
+  // The classifier is the convnet's last layer: its weight and bias are the last params.
+  const auto& specs = student->param_specs();
+  ASSERT_EQ(specs[specs.size() - 2].name, "classifier.weight");
+  const int64_t head = specs[specs.size() - 2].numel() + specs.back().numel();
+  const int64_t backbone = params.numel() - head;
+  EXPECT_EQ(g_dhkd[0].narrow(0, backbone, head).abs().max().item<double>(), 0.0)
+      << "dhkd moved the student's classifier";
+  EXPECT_GT(g_dhkd[0].narrow(0, 0, backbone).abs().max().item<double>(), 0.0);
+  EXPECT_TRUE(g_both[1].equal(g_dhkd[1])) << "ce reached the auxiliary head";
+  EXPECT_TRUE(at::allclose(g_both[0].narrow(0, backbone, head), g_ce[0].narrow(0, backbone, head),
+                           1e-6, 1e-7));
+  EXPECT_TRUE(at::allclose(g_both[0], g_ce[0] + g_dhkd[0], 1e-5, 1e-6));  // the backbone: both
+  // The term needs a student feature and reads no teacher layer.
+  LossSpec no_layer = term("dhkd", 1.0, 2.0);
+  EXPECT_NE(error_of([&] { LossTerms({no_layer}, "kd.losses", *student, teacher->model.get()); })
+                .find("kd.losses[0].student_layer (dhkd) is required"),
+            std::string::npos);
+  LossSpec with_teacher_layer = aux_term;
+  with_teacher_layer.teacher_layer = "block0";
+  EXPECT_NE(error_of([&] { LossTerms({with_teacher_layer}, "kd.losses", *student, teacher->model.get()); })
+                .find("kd.losses[0].teacher_layer does not apply to 'dhkd'"),
+            std::string::npos);
 }
 
 TEST(KdObjective, CachedTeacherLogitsGiveTheSameLoss) {
@@ -306,7 +371,7 @@ TEST(MutualObjective, EachMemberGetsTheGradientOfItsOwnLoss) {
   }
 }
 
-TEST(MutualObjective, FitnetIsRefusedWithAReason) {
+TEST(MutualObjective, TermsWithTheirOwnParametersAreRefusedWithAReason) {
   std::vector<std::unique_ptr<models::Model>> members;
   members.push_back(mlp({5}));
   members.push_back(mlp({5}));
@@ -315,7 +380,13 @@ TEST(MutualObjective, FitnetIsRefusedWithAReason) {
   hint.student_layer = hint.teacher_layer = "hidden0";
   EXPECT_NE(error_of([&] {
               MutualObjective({hint}, "kd.losses", cohort, toy_data(4, 1).first);
-            }).find("fitnet needs a regressor per student pair"),
+            }).find("kd.losses: fitnet trains parameters of its own per student pair"),
+            std::string::npos);
+  LossSpec head = term("dhkd", 1, 2.0);
+  head.student_layer = "hidden0";
+  EXPECT_NE(error_of([&] {
+              MutualObjective({head}, "kd.losses", cohort, toy_data(4, 1).first);
+            }).find("kd.losses: dhkd trains parameters of its own per student pair"),
             std::string::npos);
 }
 

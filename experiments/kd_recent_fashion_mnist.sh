@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Recent KD methods on Fashion-MNIST (issue 23) where KD pays off: a ConvNet teacher (conv32-conv32
+# maxpool, 4 epochs, the kd table's B/C teacher) into a 784-100-100-10 MLP with 3 % and 10 % of
+# the training data (200 / 150 epochs), 3 seeds: hard labels, Hinton KD (T 4, .7 soft + .3 hard),
+# PLD (T 4, one term in place of both; PLD's CIFAR-100 temperature) and DHKD (ce on the MLP's own
+# classifier + BinaryKL-Norm T 2 weight 1 on an auxiliary head reading hidden1, DHKD's CIFAR-100
+# values). Writes experiments/results/kd_recent_fashion_mnist.json and the README table
+# (<!-- table:kd-recent -->) with experiments/write_kd_recent_table.py.
+# Every run is skipped when its results.json exists, so an interrupted script continues.
+# Budget knobs: SEEDS, TEACHER_EPOCHS, THREADS, EXTRA.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+distill=${DISTILL:-$("$root/experiments/setup/build_dir.sh")/src/distill}
+[ -x "$distill" ] || "$root/experiments/setup/build.sh" distill >/dev/null
+out=${1:-${OUT:-$root/runs/kd_recent_fashion_mnist}}
+seeds=${SEEDS:-0 1 2}
+teacher_epochs=${TEACHER_EPOCHS:-4}
+threads=${THREADS:-2}
+start=$(date +%s)
+
+# The kd table's recipe: Adam 1e-3, cosine, batch 128.
+common=(--no-progress --threads "$threads" --set train.optimizer.name=adam
+        --set train.optimizer.lr=0.001 --set train.optimizer.weight_decay=0
+        --set train.schedule.name=cosine --set train.batch_size=128 --set train.eval_every=0)
+read -r -a extra <<<"${EXTRA:-}"
+common+=("${extra[@]}")
+
+# shellcheck source=lib/run_once.sh
+source "$root/experiments/lib/run_once.sh"
+
+conv=(--set model.arch=convnet --set model.width=32 --set model.depth=2 --set model.norm=none
+      --set model.pool=maxpool)
+conv_as_teacher=(--set teacher.model.arch=convnet --set teacher.model.width=32
+                 --set teacher.model.depth=2 --set teacher.model.norm=none
+                 --set teacher.model.pool=maxpool)
+run "$out/teacher/s0" train --seed 0 "${conv[@]}" --set augment.name=none --epochs "$teacher_epochs"
+teacher="$out/teacher/s0/model.pt"
+
+for seed in $seeds; do
+  for fraction in 0.03 0.1; do
+    epochs=$(python3 -c "print(min(200, round(15 / $fraction)))")
+    student=(kd --seed "$seed" --set model.hidden=[100,100] --set kd.data_fraction="$fraction"
+             --epochs "$epochs")
+    with_teacher=(--teacher "$teacher" "${conv_as_teacher[@]}")
+    run "$out/hard_$fraction/s$seed" "${student[@]}" --set 'kd.losses=[{name="ce"}]'
+    run "$out/hinton_$fraction/s$seed" "${student[@]}" "${with_teacher[@]}" \
+      --set 'kd.losses=[{name="hinton",T=4,weight=0.7},{name="ce",weight=0.3}]'
+    run "$out/pld_$fraction/s$seed" "${student[@]}" "${with_teacher[@]}" \
+      --set 'kd.losses=[{name="pld",T=4}]'
+    run "$out/dhkd_$fraction/s$seed" "${student[@]}" "${with_teacher[@]}" \
+      --set 'kd.losses=[{name="ce"},{name="dhkd",T=2,weight=1,student_layer="hidden1"}]'
+  done
+done
+echo "wall time: $(( $(date +%s) - start )) s" >&2
+/usr/bin/python3 "$root/experiments/write_kd_recent_table.py" "$out" "$seeds" "$teacher_epochs" "$threads"

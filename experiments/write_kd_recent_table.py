@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Recent KD methods on Fashion-MNIST: the summary JSON and the README table (<!-- table:kd-recent -->).
+
+    experiments/write_kd_recent_table.py RUN_ROOT "SEEDS" TEACHER_EPOCHS THREADS   # collect, write
+    experiments/write_kd_recent_table.py --check        # README block == the JSON's table?
+
+Collecting reads RUN_ROOT/<method>_<fraction>/s*/results.json (`distill kd`) into
+experiments/results/kd_recent_fashion_mnist.json ({"table", "dataset", "rows"}); the README table is
+drawn from that file only. Test error = 100 - test accuracy (%), mean ± sample std over seeds."""
+import datetime
+import json
+import os
+import pathlib
+import statistics
+import sys
+
+import readme_tables
+
+NAME = "kd-recent"
+RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "kd_recent_fashion_mnist.json"
+METHODS = [("hard", "hard labels (ce)"),
+           ("hinton", "Hinton KD T 4 (.7 soft + .3 hard)"),
+           ("pld", "PLD T 4 (alone)"),
+           ("dhkd", "DHKD: ce + BinaryKL-Norm T 2 on an auxiliary head (hidden1)")]
+
+
+def collect(root, seeds, teacher_epochs, threads):
+    teacher = json.loads((root / "teacher" / "s0" / "results.json").read_text())
+    rows = []
+    for fraction in ("0.03", "0.1"):
+        for method, training in METHODS:
+            paths = sorted((root / f"{method}_{fraction}").glob("s*/results.json"))
+            results = [json.loads(p.read_text()) for p in paths]
+            errors = [100 * (1 - r["test_accuracy"]) for r in results]
+            date = datetime.date.fromtimestamp(max(p.stat().st_mtime for p in paths)).isoformat()
+            rows.append({
+                "set": f"{method}_{fraction}", "method": method, "training": training,
+                "data_fraction": float(fraction), "model": "mlp 2x100", "baseline": method == "hard",
+                "runs": len(errors), "mean": round(statistics.mean(errors), 2),
+                "std": round(statistics.stdev(errors), 2) if len(errors) > 1 else 0.0,
+                "errors": errors, "teacher_error": round(100 * (1 - teacher["test_accuracy"]), 2),
+                "budget": f"teacher ConvNet conv32-conv32 {teacher_epochs} epochs; student "
+                          f"{200 if fraction == '0.03' else 150} epochs; seeds {seeds}; "
+                          f"{threads} thread(s) per run",
+                "date": date})
+    return {"table": NAME, "dataset": "fashion-mnist", "metric": "test error %", "rows": rows}
+
+
+def table_lines(summary):
+    if not summary["rows"]:
+        return ["Not run yet."]
+    rows = summary["rows"]
+    lines = ["Recent KD methods on Fashion-MNIST (`experiments/kd_recent_fashion_mnist.sh`, summary "
+             "`experiments/results/kd_recent_fashion_mnist.json`): ConvNet teacher (test error "
+             f"{rows[0]['teacher_error']:.2f} %) into an MLP 2x100, test error % (mean ± std over "
+             "seeds); lower is better:", "",
+             "| data | method | seeds | test error % | vs hard labels | vs Hinton KD | date |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        same = {r["method"]: r for r in rows if r["data_fraction"] == row["data_fraction"]}
+        def delta(other):
+            if other not in same or other == row["method"]:
+                return "—"
+            return f"{row['mean'] - same[other]['mean']:+.2f}"
+        lines.append(f"| {100 * row['data_fraction']:g} % | {row['training']} | {row['runs']} | "
+                     f"{row['mean']:.2f} ± {row['std']:.2f} | {delta('hard')} | {delta('hinton')} | "
+                     f"{row['date']} |")
+    return lines
+
+
+def load():
+    if not RESULTS.exists():
+        return {"table": NAME, "dataset": "fashion-mnist", "rows": []}
+    return json.loads(RESULTS.read_text())
+
+
+def main():
+    if sys.argv[1:] == ["--check"]:
+        block = "\n".join([f"<!-- table:{NAME} -->"] + table_lines(load()) + [f"<!-- /table:{NAME} -->"])
+        if block not in readme_tables.README.read_text():
+            sys.exit(f"README.md's table:{NAME} differs from what {RESULTS.name} gives")
+        return
+    summary = collect(pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4])
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    temporary = RESULTS.with_name(RESULTS.name + ".tmp")
+    temporary.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(temporary, RESULTS)
+    readme_tables.write_block(NAME, table_lines(summary))
+
+
+if __name__ == "__main__":
+    main()
