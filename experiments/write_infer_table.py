@@ -11,7 +11,6 @@ already in the file are kept). The README table is then drawn from that file onl
 checked without the runs (--check exits 1 when the README differs)."""
 import datetime
 import json
-import os
 import pathlib
 import statistics
 import sys
@@ -74,9 +73,7 @@ def collect(run, ipc):
 
 
 def load():
-    if not RESULTS.exists():
-        return {"table": NAME, "dataset": "fashion-mnist", "rows": []}
-    return json.loads(RESULTS.read_text())
+    return readme_tables.load_summary(RESULTS, NAME)
 
 
 def table_lines(summary):
@@ -109,20 +106,14 @@ def table_lines(summary):
 
 def main():
     if sys.argv[1:] == ["--check"]:
-        text = readme_tables.README.read_text()
-        block = "\n".join([f"<!-- table:{NAME} -->"] + table_lines(load()) + [f"<!-- /table:{NAME} -->"])
-        if block not in text:
-            sys.exit(f"README.md's table:{NAME} differs from what {RESULTS.name} gives")
+        readme_tables.check_block(NAME, table_lines(load()), RESULTS.name)
         return
     run, ipcs = pathlib.Path(sys.argv[1]), [int(i) for i in sys.argv[2:]]
     summary = load()
     summary["rows"] = [r for r in summary["rows"] if r["ipc"] not in ipcs]
     for ipc in ipcs:
         summary["rows"] += collect(run, ipc)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    temporary = RESULTS.with_name(RESULTS.name + ".tmp")
-    temporary.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(temporary, RESULTS)
+    readme_tables.write_summary(RESULTS, summary)
     readme_tables.write_block(NAME, table_lines(summary))
 
 

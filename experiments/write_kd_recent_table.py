@@ -9,7 +9,6 @@ experiments/results/kd_recent_fashion_mnist.json ({"table", "dataset", "rows"});
 drawn from that file only. Test error = 100 - test accuracy (%), mean ± sample std over seeds."""
 import datetime
 import json
-import os
 import pathlib
 import statistics
 import sys
@@ -69,22 +68,15 @@ def table_lines(summary):
 
 
 def load():
-    if not RESULTS.exists():
-        return {"table": NAME, "dataset": "fashion-mnist", "rows": []}
-    return json.loads(RESULTS.read_text())
+    return readme_tables.load_summary(RESULTS, NAME)
 
 
 def main():
     if sys.argv[1:] == ["--check"]:
-        block = "\n".join([f"<!-- table:{NAME} -->"] + table_lines(load()) + [f"<!-- /table:{NAME} -->"])
-        if block not in readme_tables.README.read_text():
-            sys.exit(f"README.md's table:{NAME} differs from what {RESULTS.name} gives")
+        readme_tables.check_block(NAME, table_lines(load()), RESULTS.name)
         return
     summary = collect(pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4])
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    temporary = RESULTS.with_name(RESULTS.name + ".tmp")
-    temporary.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(temporary, RESULTS)
+    readme_tables.write_summary(RESULTS, summary)
     readme_tables.write_block(NAME, table_lines(summary))
 
 

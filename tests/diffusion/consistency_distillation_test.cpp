@@ -12,6 +12,7 @@
 #include "diffusion/noise_schedule.h"
 #include "diffusion/parameterization.h"
 #include "diffusion/samplers.h"
+#include "tests/diffusion/mixture_fixture.h"
 #include "src/config/config_io.h"
 #include "src/core/error.h"
 #include "src/core/runtime.h"
@@ -135,17 +136,12 @@ TEST(ConsistencyLoss, DistancesByHand) {
   }
 }
 
-// Share of samples within 0.5 of each of four modes at (+-1, +-1).
-at::Tensor mode_shares(const at::Tensor& samples, const at::Tensor& means) {
-  auto [nearest, which] = at::cdist(samples.to(at::kDouble), means).min(1);
-  return at::one_hot(which.masked_select(nearest < 0.5), 4).to(at::kDouble).sum(0) /
-         samples.size(0);
-}
+using fixture::four_mode_shares;
 
 TEST(ConsistencyDistillation, TwoDimensionalMixtureInOneStepKeepsItsModes) {
-  at::Tensor means = at::tensor({-1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0}, kDouble).view({4, 2});
-  GaussianMixture teacher(at::ones({4}), means.to(at::kFloat),
-                          (0.04 * at::eye(2)).expand({4, 2, 2}).contiguous());
+  const fixture::FourModes mixture = fixture::four_mode_mixture();
+  const at::Tensor& means = mixture.means;
+  const GaussianMixture& teacher = mixture.teacher;
   MlpDenoiserNet net(2, MlpDenoiserOptions{{64, 64, 64}, 6});
   PreconditionOptions pre;
   pre.output = "consistency";
@@ -173,9 +169,9 @@ TEST(ConsistencyDistillation, TwoDimensionalMixtureInOneStepKeepsItsModes) {
   at::Tensor one = consistency_sample(student(target), noise, {80.0}, kSigmaMin, gen);
   at::Tensor two = consistency_sample(student(target), noise, {80.0, 0.8}, kSigmaMin, gen);
   at::Tensor init = consistency_sample(student(fitted), noise, {80.0}, kSigmaMin, gen);
-  at::Tensor one_share = mode_shares(one, means), two_share = mode_shares(two, means);
+  at::Tensor one_share = four_mode_shares(one, means), two_share = four_mode_shares(two, means);
   // The starting point, a denoiser used as a 1-step model, lands on the data mean.
-  EXPECT_LT(mode_shares(init, means).sum().item<double>(), 0.05);
+  EXPECT_LT(four_mode_shares(init, means).sum().item<double>(), 0.05);
   // After distillation one step puts most samples near the modes (exact distribution: 95.6 %),
   // every mode keeping a fair share of 0.25; two steps (80 -> 0.8) too.
   EXPECT_GT(one_share.sum().item<double>(), 0.7) << one_share;

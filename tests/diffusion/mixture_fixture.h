@@ -17,4 +17,23 @@ inline GaussianMixture three_component_mixture() {
   return GaussianMixture(w, means, covs);
 }
 
+// Four equal modes N(mu_k, 0.04 I) at (+-1, +-1) (float): the few-step distillation tests' toy.
+struct FourModes {
+  at::Tensor means;  // 4 x 2, double
+  GaussianMixture teacher;
+};
+inline FourModes four_mode_mixture() {
+  at::Tensor means =
+      at::tensor({-1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0}, at::kDouble).view({4, 2});
+  return {means, GaussianMixture(at::ones({4}), means.to(at::kFloat),
+                                 (0.04 * at::eye(2)).expand({4, 2, 2}).contiguous())};
+}
+
+// Share of samples within 0.5 of each of the four modes.
+inline at::Tensor four_mode_shares(const at::Tensor& samples, const at::Tensor& means) {
+  auto [nearest, which] = at::cdist(samples.to(at::kDouble), means).min(1);
+  return at::one_hot(which.masked_select(nearest < 0.5), 4).to(at::kDouble).sum(0) /
+         samples.size(0);
+}
+
 }  // namespace distill::diffusion::fixture

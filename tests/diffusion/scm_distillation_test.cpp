@@ -14,6 +14,7 @@
 #include "diffusion/parameterization.h"
 #include "diffusion/samplers.h"
 #include "diffusion/trigflow.h"
+#include "tests/diffusion/mixture_fixture.h"
 #include "src/core/runtime.h"
 
 namespace distill::diffusion {
@@ -91,17 +92,12 @@ TEST(ScmLoss, GradientIsTheContinuousLimitOfConsistencyDistillations) {
   }
 }
 
-// Share of samples within 0.5 of each of the four modes.
-at::Tensor mode_shares(const at::Tensor& samples, const at::Tensor& means) {
-  auto [nearest, which] = at::cdist(samples.to(at::kDouble), means).min(1);
-  return at::one_hot(which.masked_select(nearest < 0.5), 4).to(at::kDouble).sum(0) /
-         samples.size(0);
-}
+using fixture::four_mode_shares;
 
 void distil_the_mixture(const std::string& objective) {
-  at::Tensor means = at::tensor({-1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0}, at::kDouble).view({4, 2});
-  GaussianMixture teacher(at::ones({4}), means.to(at::kFloat),
-                          (0.04 * at::eye(2)).expand({4, 2, 2}).contiguous());
+  const fixture::FourModes mixture = fixture::four_mode_mixture();
+  const at::Tensor& means = mixture.means;
+  const GaussianMixture& teacher = mixture.teacher;
   MlpDenoiserNet net(2, MlpDenoiserOptions{{64, 64, 64}, 6});
   PreconditionOptions pre;
   pre.output = "consistency";
@@ -139,8 +135,8 @@ void distil_the_mixture(const std::string& objective) {
   at::Tensor one = consistency_sample(student(state.target), noise, {80.0}, 0.002, gen);
   at::Tensor two = consistency_sample(student(state.target), noise, {80.0, 0.98}, 0.002, gen);
   at::Tensor init = consistency_sample(student(fitted), noise, {80.0}, 0.002, gen);
-  at::Tensor one_share = mode_shares(one, means), two_share = mode_shares(two, means);
-  EXPECT_LT(mode_shares(init, means).sum().item<double>(), 0.05);  // a denoiser lands on the mean
+  at::Tensor one_share = four_mode_shares(one, means), two_share = four_mode_shares(two, means);
+  EXPECT_LT(four_mode_shares(init, means).sum().item<double>(), 0.05);  // a denoiser lands on the mean
   EXPECT_GT(one_share.sum().item<double>(), 0.7) << objective << " " << one_share;
   EXPECT_GT(one_share.min().item<double>(), 0.12) << objective << " " << one_share;
   EXPECT_GT(two_share.sum().item<double>(), 0.7) << objective << " " << two_share;
