@@ -150,6 +150,8 @@ std::shared_ptr<kd::KdObjective> offline_objective(const KdCommandOptions& o,
   at::Tensor probe = train_set.images.narrow(0, 0, std::min<int64_t>(8, train_set.size()));
   auto objective = std::make_shared<kd::KdObjective>(o.kd.losses, "kd.losses", student, teacher,
                                                      probe.to(run.device));
+  objective->compute_class_means(train_set.images.to(run.device), train_set.labels.to(run.device),
+                                 train_set.num_classes);
   if (teacher && o.kd.cache_teacher && o.augment.name == "none" &&
       !objective->terms().needs_features()) {
     objective->cache_teacher_logits(train_set.images.to(run.device));

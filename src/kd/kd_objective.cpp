@@ -4,6 +4,7 @@
 
 #include "src/core/error.h"
 #include "src/core/runtime.h"
+#include "src/kd/nd_loss.h"
 
 namespace distill::kd {
 
@@ -31,6 +32,15 @@ KdObjective::KdObjective(const std::vector<LossSpec>& losses, const std::string&
     terms_.prepare({student_logits, &student_features}, {teacher_logits, &teacher_features});
   }
   sums_.assign(terms_.specs().size(), 0.0);
+}
+
+void KdObjective::compute_class_means(const at::Tensor& train_images,
+                                      const at::Tensor& train_labels, int64_t num_classes) {
+  for (const std::string& layer : terms_.class_mean_layers()) {
+    if (!teacher_) throw Error("nd compares with a teacher, but none is configured");
+    terms_.set_class_means(layer, class_mean_features(*teacher_, layer, train_images,
+                                                      train_labels, num_classes));
+  }
 }
 
 void KdObjective::cache_teacher_logits(const at::Tensor& train_images, int64_t batch_size) {
@@ -82,11 +92,11 @@ MutualObjective::MutualObjective(const std::vector<LossSpec>& losses, const std:
                                  const Cohort& cohort, const at::Tensor& probe)
     : cohort_(cohort) {
   for (const auto& spec : losses) {
-    if (spec.name == "fitnet" || spec.name == "dhkd") {
+    if (spec.name == "fitnet" || spec.name == "dhkd" || spec.name == "nd") {
       throw Error(key + ": " + spec.name +
                   " trains parameters of its own per student pair (a regressor, an auxiliary "
-                  "head) and is not supported in mutual learning; use hinton, reverse_kl, dkd, "
-                  "pld, at or rkd_* with ce");
+                  "head) or needs a fixed teacher's class means, and is not supported in mutual "
+                  "learning; use hinton, reverse_kl, dkd, pld, at or rkd_* with ce");
     }
   }
   for (size_t i = 0; i < cohort.size(); ++i) {

@@ -29,6 +29,11 @@ class KdObjective : public train::StepObjective {
   // index. Only valid when the student sees un-augmented images and no term reads features.
   void cache_teacher_logits(const at::Tensor& train_images, int64_t batch_size = 500);
 
+  // nd terms: the teacher's class-mean features of the training set (images and class ids),
+  // computed once before training. Nothing to do without nd terms.
+  void compute_class_means(const at::Tensor& train_images, const at::Tensor& train_labels,
+                           int64_t num_classes);
+
   bool wants_features() const override { return terms_.needs_features(); }
   at::Tensor init_aux(at::Generator& generator) const override {
     return terms_.init_aux(generator);

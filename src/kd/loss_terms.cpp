@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -9,6 +10,7 @@
 #include "src/core/error.h"
 #include "src/kd/dhkd_loss.h"
 #include "src/kd/kd_losses.h"
+#include "src/kd/nd_loss.h"
 #include "src/kd/pld_loss.h"
 #include "src/train/trainer.h"
 
@@ -17,7 +19,7 @@ namespace {
 
 bool reads_layers(const LossSpec& spec) {
   return spec.name == "fitnet" || spec.name == "at" || spec.name == "rkd_distance" ||
-         spec.name == "rkd_angle" || spec.name == "dhkd";
+         spec.name == "rkd_angle" || spec.name == "dhkd" || spec.name == "nd";
 }
 
 // dhkd reads a student feature only: its head's output is compared with the teacher's logits.
@@ -57,9 +59,9 @@ LossTerms::LossTerms(std::vector<LossSpec> specs, std::string key, const models:
     unused(spec.name != "dkd" && spec.beta != defaults.beta, "beta", "dkd");
     unused(spec.name != "at" && spec.p != defaults.p, "p", "at");
     unused(!reads_layers(spec) && !spec.student_layer.empty(), "student_layer",
-           "fitnet, at, rkd_distance, rkd_angle, dhkd");
+           "fitnet, at, rkd_distance, rkd_angle, dhkd, nd");
     unused(!reads_teacher_layer(spec) && !spec.teacher_layer.empty(), "teacher_layer",
-           "fitnet, at, rkd_distance, rkd_angle");
+           "fitnet, at, rkd_distance, rkd_angle, nd");
     if (uses_teacher(spec) && !teacher) {
       throw Error(item + what + " compares with a teacher, but none is configured");
     }
@@ -123,10 +125,35 @@ at::Tensor LossTerms::layer(const Side& side, const std::string& name, bool stud
                        " forward did not record feature '" + name + "'");
 }
 
+std::vector<std::string> LossTerms::class_mean_layers() const {
+  std::vector<std::string> layers;
+  for (const auto& spec : specs_) {
+    if (spec.name == "nd" &&
+        std::find(layers.begin(), layers.end(), spec.teacher_layer) == layers.end()) {
+      layers.push_back(spec.teacher_layer);
+    }
+  }
+  return layers;
+}
+
+void LossTerms::set_class_means(const std::string& teacher_layer, const at::Tensor& means) {
+  class_means_[teacher_layer] = means;
+}
+
 void LossTerms::prepare(const Side& student, const Side& teacher) {
   aux_specs_.clear();
   for (size_t i = 0; i < specs_.size(); ++i) {
     const LossSpec& spec = specs_[i];
+    if (spec.name == "nd") {  // a linear map when the student's feature has another size
+      const int64_t ds = layer(student, spec.student_layer, true).flatten(1).size(1);
+      const int64_t dt = layer(teacher, spec.teacher_layer, false).flatten(1).size(1);
+      if (ds == dt) continue;
+      const std::string prefix = "losses." + std::to_string(i) + ".projection";
+      regressor_of_[i] = static_cast<int64_t>(aux_specs_.size());
+      aux_specs_.push_back({prefix + ".weight", {dt, ds}, models::TensorSpec::Init::kFanInUniform, ds});
+      aux_specs_.push_back({prefix + ".bias", {dt}, models::TensorSpec::Init::kFanInUniform, ds});
+      continue;
+    }
     if (spec.name == "dhkd") {  // the auxiliary head: classes x flattened student feature
       const int64_t d = layer(student, spec.student_layer, true).flatten(1).size(1);
       const int64_t classes = teacher.logits.size(1);
@@ -173,7 +200,14 @@ void LossTerms::prepare(const Side& student, const Side& teacher) {
                              }()},
                              student.logits.options());
   at::Tensor labels = at::zeros({student.logits.size(0)}, at::kLong).to(student.logits.device());
-  evaluate(student, &teacher, labels, aux);
+  probing_ = true;
+  try {
+    evaluate(student, &teacher, labels, aux);
+  } catch (...) {
+    probing_ = false;
+    throw;
+  }
+  probing_ = false;
 }
 
 at::Tensor LossTerms::init_aux(at::Generator& generator) const {
@@ -227,6 +261,23 @@ at::Tensor LossTerms::evaluate(const Side& student, const Side* teacher, const a
         if (spec.name == "fitnet") {
           const size_t r = static_cast<size_t>(regressor_of_[i]);
           term = hint_loss(regress(s, regressors[r], regressors[r + 1]), t);
+        } else if (spec.name == "nd") {
+          at::Tensor feature = s.flatten(1);
+          if (regressor_of_[i] >= 0) {
+            const size_t r = static_cast<size_t>(regressor_of_[i]);
+            feature = regress(feature, regressors[r], regressors[r + 1]);
+          }
+          auto found = class_means_.find(spec.teacher_layer);
+          at::Tensor means;
+          if (found != class_means_.end()) {
+            means = found->second;
+          } else if (probing_) {  // shapes only: any direction will do
+            means = at::ones({student.logits.size(1), feature.size(1)}, feature.options());
+          } else {
+            throw RuntimeFailure("nd: the teacher's class means of '" + spec.teacher_layer +
+                                 "' were not computed before training");
+          }
+          term = nd_loss(feature, t, means, targets);
         } else if (spec.name == "at") {
           term = attention_transfer_loss(s, t, spec.p);
         } else if (spec.name == "rkd_distance") {

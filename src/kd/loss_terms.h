@@ -3,6 +3,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cmath>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -28,9 +29,11 @@ struct LossSpec {
              "ce (hard labels), hinton (KL of softened outputs x T^2), reverse_kl, dkd (decoupled "
              "KD), fitnet (hint regression), at (attention transfer), rkd_distance, rkd_angle, "
              "pld (Plackett-Luce list-wise KD: replaces ce + hinton), dhkd (dual-head KD: an "
-             "auxiliary linear head on student_layer learns the teacher's logits by BinaryKL-Norm)",
+             "auxiliary linear head on student_layer learns the teacher's logits by BinaryKL-Norm), "
+             "nd (feature norm and direction: student_layer pulled toward the teacher's class-mean "
+             "teacher_layer direction)",
              {"ce", "hinton", "reverse_kl", "dkd", "fitnet", "at", "rkd_distance", "rkd_angle",
-              "pld", "dhkd"});
+              "pld", "dhkd", "nd"});
     v.field("weight", weight, "weight of this term in the sum", config::Range::at_least(0));
     v.field("T", T, "hinton, reverse_kl, dkd, pld (teacher only; PLD CIFAR-100: 4), dhkd "
             "(DHKD code: 2): temperature", config::Range::above(0));
@@ -46,10 +49,10 @@ struct LossSpec {
                std::to_string(alpha) + ", beta " + std::to_string(beta) + ", p " +
                std::to_string(p));
     v.field("student_layer", student_layer,
-            "fitnet, at, rkd_*, dhkd: student feature name (\"logits\" = output; rkd default; "
+            "fitnet, at, rkd_*, dhkd, nd: student feature name (\"logits\" = output; rkd default; "
             "dhkd: the feature its auxiliary head reads, e.g. embedding)");
     v.field("teacher_layer", teacher_layer,
-            "fitnet, at, rkd_*: teacher feature name (\"logits\" = output; rkd default)");
+            "fitnet, at, rkd_*, nd: teacher feature name (\"logits\" = output; rkd default)");
   }
 };
 
@@ -85,6 +88,11 @@ class LossTerms {
   at::Tensor evaluate(const Side& student, const Side* teacher, const at::Tensor& targets,
                       const at::Tensor& aux, std::vector<double>* values = nullptr) const;
 
+  // nd: the teacher layers whose class means the terms need, and setting them (K x D, from
+  // class_mean_features) before training; evaluating an nd term without them is an error.
+  std::vector<std::string> class_mean_layers() const;
+  void set_class_means(const std::string& teacher_layer, const at::Tensor& means);
+
   // One metric name per term ("loss_hinton", "loss_ce", a suffix _2, _3 for repeats).
   const std::vector<std::string>& metric_names() const { return metric_names_; }
   const std::vector<LossSpec>& specs() const { return specs_; }
@@ -97,7 +105,9 @@ class LossTerms {
   std::vector<std::string> metric_names_;
   std::vector<models::TensorSpec> aux_specs_;
   std::vector<int64_t> regressor_of_;  // per term: index of its first aux spec, or -1
+  std::map<std::string, at::Tensor> class_means_;  // nd: per teacher layer
   bool prepared_ = false;
+  bool probing_ = false;  // prepare()'s probe evaluation: nd runs on placeholder class means
 };
 
 // True for the terms that compare with a teacher (everything but ce).

@@ -119,4 +119,14 @@ target = torch.full_like(p, 0.5)
 record("dhkd", (F.binary_cross_entropy(p, target, reduction="none") - F.binary_cross_entropy(
     target, target, reduction="none")).sum() / s.shape[0] * T * T, s)
 
+# ND (WangYZ1608/Knowledge-Distillation-via-ND, CIFAR/utils.py DirectNormLoss), per sample.
+es = student("es")
+means, t_feat = inputs["nd_means"], inputs["nd_t"]
+terms = []
+for i in range(es.shape[0]):
+    c = means[labels[i]]
+    c = c / c.norm()
+    terms.append(1 - (es[i] * c).sum() / torch.max(es[i].norm(), t_feat[i].norm()))
+record("nd", torch.stack(terms).mean(), es)
+
 torch.save(out, sys.argv[2])

@@ -1,6 +1,7 @@
 #include "src/kd/kd_losses.h"
 
 #include "src/kd/dhkd_loss.h"
+#include "src/kd/nd_loss.h"
 #include "src/kd/pld_loss.h"
 
 #include <ATen/ATen.h>
@@ -226,6 +227,29 @@ TEST(KdLosses, GradientsMatchCentralDifferences) {
                                       s);
   expect_gradient_matches_differences(
       [&](const at::Tensor& x) { return binary_kl_norm_loss(x, t, 2.0); }, s);
+  const at::Tensor means = at::randn({5, 3}, gen, at::kDouble);
+  expect_gradient_matches_differences(
+      [&](const at::Tensor& x) { return nd_loss(x, et.narrow(0, 0, 4) * 0.5, means, labels); },
+      es.narrow(0, 0, 4).narrow(1, 0, 3).contiguous());
+}
+
+// ND by hand: 1 - <s, c_y / |c_y|> / max(|s|, |t|), averaged; 0 when s points along c_y and is
+// at least as long as t, 2 when it points the other way.
+TEST(KdLosses, NdPullsTowardTheClassMeanDirectionAndTheTeachersNorm) {
+  const at::Tensor means = at::tensor({3.0, 4.0, 0.0, 0.0, 0.0, 2.0}, at::kDouble).view({2, 3});
+  const at::Tensor s = at::tensor({1.0, 2.0, 2.0, 0.0, 1.0, 0.0}, at::kDouble).view({2, 3});
+  const at::Tensor t = at::tensor({0.0, 0.0, 6.0, 0.0, 0.5, 0.0}, at::kDouble).view({2, 3});
+  const at::Tensor y = at::tensor({0, 1}, at::kLong);
+  // Example 0: <s, (0.6, 0.8, 0)> = 2.2, |s| = 3, |t| = 6 -> 1 - 2.2 / 6. Example 1: <s, (0,0,1)>
+  // = 0, |s| = 1, |t| = 0.5 -> 1.
+  EXPECT_NEAR(nd_loss(s, t, means, y).item<double>(), ((1 - 2.2 / 6) + 1) / 2, 1e-12);
+  const at::Tensor along = at::tensor({6.0, 8.0, 0.0}, at::kDouble).view({1, 3});
+  const at::Tensor short_teacher = at::tensor({1.0, 0.0, 0.0}, at::kDouble).view({1, 3});
+  const at::Tensor zero = at::tensor({0}, at::kLong);
+  EXPECT_NEAR(nd_loss(along, short_teacher, means, zero).item<double>(), 0.0, 1e-12);
+  EXPECT_NEAR(nd_loss(-along, short_teacher, means, zero).item<double>(), 2.0, 1e-12);
+  // Along c_y but shorter than the teacher (|s| = 0.5, |t| = 10): 1 - 0.5 / 10, more norm wanted.
+  EXPECT_NEAR(nd_loss(along * 0.05, short_teacher * 10, means, zero).item<double>(), 0.95, 1e-12);
 }
 
 // PLD by hand on the 2 x 3 case: example 0 (label 2, teacher 0.5 0.1 3.0) ranks 2, 0, 1;
@@ -296,6 +320,8 @@ TEST(KdLosses, MatchPython) {
   in.insert("conv_b", at::randn({5}, gen, at::kDouble));
   in.insert("lin_w", at::randn({4, 8}, gen, at::kDouble));
   in.insert("lin_b", at::randn({4}, gen, at::kDouble));
+  in.insert("nd_means", at::randn({k, 8}, gen, at::kDouble));
+  in.insert("nd_t", at::randn({n, 8}, gen, at::kDouble) * 1.5);
   io::save_dict(dir.file("in.pt"), in);
   testing::run_python_script("kd_losses_reference.py", {dir.file("in.pt"), dir.file("out.pt")});
   io::TensorDict expected = io::load_dict(dir.file("out.pt"));
@@ -322,6 +348,7 @@ TEST(KdLosses, MatchPython) {
        [&](auto& x) { return hint_loss(regress(x[0], x[1], x[2]), et); }},
       {"pld", {"s"}, [&](auto& x) { return pld_loss(x[0], t, labels, 3.0); }},
       {"dhkd", {"s"}, [&](auto& x) { return binary_kl_norm_loss(x[0], t, 3.0); }},
+      {"nd", {"es"}, [&](auto& x) { return nd_loss(x[0], get("nd_t"), get("nd_means"), labels); }},
   };
   for (const auto& c : cases) {
     std::vector<at::Tensor> leaves;

@@ -8,6 +8,7 @@
 #include "src/core/runtime.h"
 #include "src/io/tensor_file.h"
 #include "src/kd/kd_losses.h"
+#include "src/kd/nd_loss.h"
 #include "tests/support/test_support.h"
 
 namespace distill::kd {
@@ -222,6 +223,51 @@ TEST(LossTerms, DhkdHeadsGetOnlyTheirOwnLossesGradients) {
   with_teacher_layer.teacher_layer = "block0";
   EXPECT_NE(error_of([&] { LossTerms({with_teacher_layer}, "kd.losses", *student, teacher->model.get()); })
                 .find("kd.losses[0].teacher_layer does not apply to 'dhkd'"),
+            std::string::npos);
+}
+
+// ND's class means are the teacher's per-class average feature; the term projects a student
+// feature of another size linearly, and refuses to train without the means.
+TEST(KdObjective, NdUsesTheTeachersClassMeanFeatures) {
+  auto student = mlp({6});
+  auto teacher = random_teacher(convnet(8), 3);
+  auto [images, labels] = toy_data(40, 7);
+  at::Tensor means = class_mean_features(*teacher, "embedding", images, labels, 4, 7);
+  for (int64_t c = 0; c < 4; ++c) {
+    models::Features features;
+    teacher->forward(images, &features);
+    at::Tensor embedding;
+    for (const auto& [name, value] : features) {
+      if (name == "embedding") embedding = value.flatten(1);
+    }
+    at::Tensor expected = embedding.index({labels.eq(c)}).mean(0);
+    EXPECT_TRUE(at::allclose(means[c], expected, 1e-5, 1e-6)) << "class " << c;
+  }
+  LossSpec nd = term("nd", 1.0);
+  nd.T = LossSpec{}.T;
+  nd.student_layer = "hidden0";   // 6 values
+  nd.teacher_layer = "embedding"; // 8 channels x 3 x 3 = 72: a 72 x 6 projection
+  KdObjective objective({nd, term("ce", 1.0)}, "kd.losses", *student, teacher, images.narrow(0, 0, 4));
+  at::Generator gen = make_generator(1);
+  EXPECT_EQ(objective.init_aux(gen).numel(), 72 * 6 + 72);
+  EXPECT_EQ(objective.terms().class_mean_layers(), std::vector<std::string>{"embedding"});
+  train::StepContext step;
+  step.images = images.narrow(0, 0, 4);
+  step.targets = labels.narrow(0, 0, 4);
+  step.indices = at::arange(4);
+  models::Features features;
+  models::ForwardArgs args;
+  args.features = &features;
+  step.params = student->init_params(gen);
+  step.logits = student->forward(step.images, step.params, args);
+  step.features = &features;
+  step.aux = objective.init_aux(gen);
+  EXPECT_NE(error_of([&] { objective.loss(step); }).find("class means of 'embedding' were not computed"),
+            std::string::npos);
+  objective.compute_class_means(images, labels, 4);
+  EXPECT_TRUE(std::isfinite(objective.loss(step).item<double>()));
+  EXPECT_NE(error_of([&] { class_mean_features(*teacher, "embedding", images, labels, 5); })
+                .find("class 4 has no training image"),
             std::string::npos);
 }
 
