@@ -2,9 +2,11 @@
 # Recent KD methods on Fashion-MNIST (issue 23) where KD pays off: a ConvNet teacher (conv32-conv32
 # maxpool, 4 epochs, the kd table's B/C teacher) into a 784-100-100-10 MLP with 3 % and 10 % of
 # the training data (200 / 150 epochs), 3 seeds: hard labels, Hinton KD (T 4, .7 soft + .3 hard),
-# PLD (T 4, one term in place of both; PLD's CIFAR-100 temperature) and DHKD (ce on the MLP's own
+# PLD (T 4, one term in place of both; PLD's CIFAR-100 temperature), DHKD (ce on the MLP's own
 # classifier + BinaryKL-Norm T 2 weight 1 on an auxiliary head reading hidden1, DHKD's CIFAR-100
-# values). Writes experiments/results/kd_recent_fashion_mnist.json and the README table
+# values) and KD + ND (ce 1 + Hinton T 4 weight 1 + ND weight 1 on hidden1 against the teacher's
+# embedding class means, through a linear map: the ND code's defaults).
+# Writes experiments/results/kd_recent_fashion_mnist.json and the README table
 # (<!-- table:kd-recent -->) with experiments/write_kd_recent_table.py.
 # Every run is skipped when its results.json exists, so an interrupted script continues.
 # Budget knobs: SEEDS, TEACHER_EPOCHS, THREADS, EXTRA.
@@ -49,6 +51,8 @@ for seed in $seeds; do
       --set 'kd.losses=[{name="pld",T=4}]'
     run "$out/dhkd_$fraction/s$seed" "${student[@]}" "${with_teacher[@]}" \
       --set 'kd.losses=[{name="ce"},{name="dhkd",T=2,weight=1,student_layer="hidden1"}]'
+    run "$out/nd_$fraction/s$seed" "${student[@]}" "${with_teacher[@]}" \
+      --set 'kd.losses=[{name="ce"},{name="hinton",T=4,weight=1},{name="nd",weight=1,student_layer="hidden1",teacher_layer="embedding"}]'
   done
 done
 echo "wall time: $(( $(date +%s) - start )) s" >&2

@@ -20,7 +20,8 @@ RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "kd_recent_fashi
 METHODS = [("hard", "hard labels (ce)"),
            ("hinton", "Hinton KD T 4 (.7 soft + .3 hard)"),
            ("pld", "PLD T 4 (alone)"),
-           ("dhkd", "DHKD: ce + BinaryKL-Norm T 2 on an auxiliary head (hidden1)")]
+           ("dhkd", "DHKD: ce + BinaryKL-Norm T 2 on an auxiliary head (hidden1)"),
+           ("nd", "KD + ND: ce + Hinton T 4 + ND (hidden1 vs the teacher's embedding class means)")]
 
 
 def collect(root, seeds, teacher_epochs, threads):
@@ -29,6 +30,8 @@ def collect(root, seeds, teacher_epochs, threads):
     for fraction in ("0.03", "0.1"):
         for method, training in METHODS:
             paths = sorted((root / f"{method}_{fraction}").glob("s*/results.json"))
+            if not paths:  # a method the run did not include
+                continue
             results = [json.loads(p.read_text()) for p in paths]
             errors = [100 * (1 - r["test_accuracy"]) for r in results]
             date = datetime.date.fromtimestamp(max(p.stat().st_mtime for p in paths)).isoformat()
