@@ -115,21 +115,9 @@ void consistency_distillation(const Denoiser& teacher, const StudentFactory& stu
       loss = consistency_loss(student(leaf), student(target), step, control.batch.rows(x_next),
                               table.index({n}), control.batch.rows(s_next), o.distance, o.huber_c);
     }
-    // The loss is the mean over this rank's rows; as a share of the batch mean it weighs
-    // rows / batch (one process: 1).
-    if (control.batch.shared()) loss = loss * (static_cast<double>(rows) / o.batch);
-    at::Tensor grad = torch::autograd::grad({loss}, {leaf})[0];
-    const double value = control.batch.sum_loss_and_gradient(loss.item<double>(), grad);
-    if (!std::isfinite(value)) {
-      throw RuntimeFailure("consistency distillation: non-finite loss at iteration " +
-                           std::to_string(it));
-    }
-    optimizer->step(params, grad,
-                    o.optimizer.lr * train::lr_multiplier(o.lr_schedule, it, o.iterations));
-    train::ema_update(target, params, o.ema_decay);
-    state.iteration = it + 1;
-    if (control.on_step) control.on_step(0, it, value);
-    step_done(state, optimizer.get(), control, it + 1 == o.iterations);
+    ema_loop_step(state, *optimizer, loss, leaf, rows, o.batch,
+                  o.optimizer.lr * train::lr_multiplier(o.lr_schedule, it, o.iterations),
+                  o.ema_decay, o.iterations, control, "consistency distillation");
   }
 }
 

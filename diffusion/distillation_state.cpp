@@ -1,7 +1,9 @@
 #include "diffusion/distillation_state.h"
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/autograd.h>
 
+#include <cmath>
 #include <limits>
 
 #include "src/core/error.h"
@@ -63,6 +65,25 @@ void step_done(DistillationState& state, const train::Optimizer* optimizer,
     throw Interrupted("distillation interrupted at stage " + std::to_string(state.stage) +
                       ", iteration " + std::to_string(state.iteration));
   }
+}
+
+void ema_loop_step(DistillationState& state, train::Optimizer& optimizer, at::Tensor loss,
+                   const at::Tensor& leaf, int64_t rows, int64_t batch, double lr, double ema_decay,
+                   int64_t iterations, const LoopControl& control, const std::string& what) {
+  const int64_t it = state.iteration;
+  // The loss is the mean over this rank's rows; as a share of the batch mean it weighs
+  // rows / batch (one process: 1).
+  if (control.batch.shared()) loss = loss * (static_cast<double>(rows) / batch);
+  at::Tensor grad = torch::autograd::grad({loss}, {leaf})[0];
+  const double value = control.batch.sum_loss_and_gradient(loss.item<double>(), grad);
+  if (!std::isfinite(value)) {
+    throw RuntimeFailure(what + ": non-finite loss at iteration " + std::to_string(it));
+  }
+  optimizer.step(state.params, grad, lr);
+  train::ema_update(state.target, state.params, ema_decay);
+  state.iteration = it + 1;
+  if (control.on_step) control.on_step(0, it, value);
+  step_done(state, &optimizer, control, it + 1 == iterations);
 }
 
 at::Generator step_generator(const DistillationState& state, uint64_t stream) {

@@ -62,6 +62,15 @@ struct LoopControl {
 void step_done(DistillationState& state, const train::Optimizer* optimizer,
                const LoopControl& control, bool stage_end);
 
+// For the one-stage loops with an EMA network in state.target (CD, sCM): the end of iteration
+// state.iteration from this rank's batch loss on `leaf` (the params as an autograd leaf, mean over
+// `rows` of the `batch` points): the loss as its share of the batch mean, the gradient summed over
+// ranks, RuntimeFailure naming `what` on a non-finite loss, the optimizer step at `lr`, the EMA
+// update, then the iteration count, control.on_step and step_done (the stage ends at `iterations`).
+void ema_loop_step(DistillationState& state, train::Optimizer& optimizer, at::Tensor loss,
+                   const at::Tensor& leaf, int64_t rows, int64_t batch, double lr, double ema_decay,
+                   int64_t iterations, const LoopControl& control, const std::string& what);
+
 // For the loops: the generator of the current step (state.stage, state.iteration).
 at::Generator step_generator(const DistillationState& state, uint64_t stream);
 

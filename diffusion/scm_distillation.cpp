@@ -84,19 +84,9 @@ void scm_distillation(const Denoiser& teacher, const StudentFactory& student,
     const double r = o.warmup > 0 ? std::min(1.0, static_cast<double>(it) / o.warmup) : 1.0;
     at::Tensor leaf = params.detach().requires_grad_(true);
     at::Tensor loss = scm_batch_loss(student, leaf, x_t, t, dx_dt, o, r);
-    const int64_t rows = t.size(0);
-    if (control.batch.shared()) loss = loss * (static_cast<double>(rows) / o.batch);
-    at::Tensor grad = torch::autograd::grad({loss}, {leaf})[0];
-    const double value = control.batch.sum_loss_and_gradient(loss.item<double>(), grad);
-    if (!std::isfinite(value)) {
-      throw RuntimeFailure("sCM: non-finite loss at iteration " + std::to_string(it));
-    }
-    optimizer->step(params, grad,
-                    o.optimizer.lr * train::lr_multiplier(o.lr_schedule, it, o.iterations));
-    train::ema_update(ema, params, o.ema_decay);
-    state.iteration = it + 1;
-    if (control.on_step) control.on_step(0, it, value);
-    step_done(state, optimizer.get(), control, it + 1 == o.iterations);
+    ema_loop_step(state, *optimizer, loss, leaf, t.size(0), o.batch,
+                  o.optimizer.lr * train::lr_multiplier(o.lr_schedule, it, o.iterations),
+                  o.ema_decay, o.iterations, control, "sCM");
   }
 }
 

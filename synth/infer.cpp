@@ -29,17 +29,38 @@ int64_t infer_real_per_class(int64_t ipc, int64_t classes, int64_t members) {
   return ipc * classes / (classes + members);
 }
 
+int64_t infer_real_batches(const InferOptions& options, int64_t classes, int64_t members) {
+  return options.real_per_class > 0 ? options.real_per_class
+                                    : infer_real_per_class(options.ipc, classes, members);
+}
+
 at::Tensor jitter_roll(const at::Tensor& x, int64_t dy, int64_t dx) {
   if (dy == 0 && dx == 0) return x;
   return at::roll(x, {dy, dx}, {2, 3});
 }
 
+namespace {
+
+// The compensator's objective and the member's accuracy on the batch, as one step reports them.
+struct CompensatorLoss {
+  at::Tensor loss;
+  double accuracy = 0;
+};
+
+CompensatorLoss compensator_terms(const Member& member, const at::Tensor& real, const at::Tensor& u,
+                                  const at::Tensor& labels, std::array<int64_t, 2> shift,
+                                  const InferOptions& options) {
+  MemberLoss m = member_loss(member, jitter_roll(real + u, shift[0], shift[1]), labels,
+                             options.first_multiplier);
+  return {m.ce + m.statistics * options.statistics_weight, m.accuracy};
+}
+
+}  // namespace
+
 at::Tensor compensator_loss(const Member& member, const at::Tensor& real, const at::Tensor& u,
                             const at::Tensor& labels, std::array<int64_t, 2> shift,
                             const InferOptions& options) {
-  MemberLoss m = member_loss(member, jitter_roll(real + u, shift[0], shift[1]), labels,
-                             options.first_multiplier);
-  return m.ce + m.statistics * options.statistics_weight;
+  return compensator_terms(member, real, u, labels, shift, options).loss;
 }
 
 at::Tensor committee_mean_logits(const std::vector<Member>& committee, const at::Tensor& images,
@@ -62,9 +83,7 @@ void check_infer_options(const InferOptions& options, int64_t members, const dat
   config::check(options, "synth.infer");
   if (members < 1) throw Error("synth infer: the committee has no members");
   const int64_t classes = train.num_classes;
-  const int64_t k = options.real_per_class > 0
-                        ? options.real_per_class
-                        : infer_real_per_class(options.ipc, classes, members);
+  const int64_t k = infer_real_batches(options, classes, members);
   if (k < 1) {
     throw Error("synth.infer.ipc = " + std::to_string(options.ipc) + " holds no real batch: " +
                 std::to_string(classes) + " real images and " + std::to_string(members) +
@@ -110,15 +129,7 @@ void checkpoint_fields(io::Checkpoint& c, InferState& s) {
   if (s.iteration > 0) c.part("adam.", *s.optimizer);
 }
 
-train::OptimizerOptions adam_of(const InferOptions& o) {
-  train::OptimizerOptions adam;
-  adam.name = "adam";
-  adam.lr = o.lr;
-  adam.beta1 = o.beta1;
-  adam.beta2 = o.beta2;
-  adam.weight_decay = 0.0;
-  return adam;
-}
+train::OptimizerOptions adam_of(const InferOptions& o) { return pixel_adam(o.lr, o.beta1, o.beta2); }
 
 struct StepReport {
   double loss = 0, accuracy = 0;
@@ -130,17 +141,12 @@ class Compensation {
                const data::Dataset& train, const data::Normalization& norm, uint64_t seed,
                const std::string& out, bool resume, c10::Device device)
       : options_(options), committee_(committee), norm_(norm), seed_(seed),
-        checkpoint_(out + "/checkpoint.pt") {
+        checkpoint_(out + "/checkpoint.pt"), pixels_(norm, device) {
     check_infer_options(options, static_cast<int64_t>(committee.size()), train);
     classes_ = train.num_classes;
     members_ = static_cast<int64_t>(committee.size());
-    k_ = options.real_per_class > 0 ? options.real_per_class
-                                    : infer_real_per_class(options.ipc, classes_, members_);
+    k_ = infer_real_batches(options, classes_, members_);
     labels_ = at::arange(classes_, at::kLong).to(device);
-    if (!norm.zca) {  // [0, 1] pixels in the normalized space: the saved images are clamped there
-      lo_ = ((0.0 - norm.mean) / norm.std).view({1, -1, 1, 1}).to(device);
-      hi_ = ((1.0 - norm.mean) / norm.std).view({1, -1, 1, 1}).to(device);
-    }
     state_.optimizer = train::Optimizer::make(adam_of(options));
     resumed_ = resume && std::filesystem::exists(checkpoint_);
     if (resume && !resumed_) {
@@ -169,7 +175,6 @@ class Compensation {
   int64_t total_steps() const { return compensators() * options_.iterations; }
   int64_t first_step() const { return state_.compensator * options_.iterations + state_.iteration; }
   bool resumed() const { return resumed_; }
-  int64_t real_per_class() const { return k_; }
 
   // One Adam step of compensator j (step `it` of its cosine schedule).
   StepReport step(int64_t j, int64_t it) {
@@ -182,23 +187,17 @@ class Compensation {
     const std::array<int64_t, 2> s = {shift[0].item<int64_t>(), shift[1].item<int64_t>()};
     at::AutoGradMode autograd(true);  // also when the caller is in a no-grad scope
     at::Tensor leaf = u.detach().requires_grad_(true);
-    MemberLoss parts = member_loss(committee_[m], jitter_roll(x + leaf, s[0], s[1]), labels_,
-                                   options_.first_multiplier);
-    at::Tensor loss = parts.ce + parts.statistics * options_.statistics_weight;
-    const double value = loss.item<double>();
+    const CompensatorLoss terms = compensator_terms(committee_[m], x, leaf, labels_, s, options_);
+    const double value = terms.loss.item<double>();
     if (!std::isfinite(value)) {
       throw RuntimeFailure("synth infer: non-finite loss at compensator " + std::to_string(j) +
                            ", step " + std::to_string(it));
     }
-    at::Tensor grad = torch::autograd::grad({loss}, {leaf})[0];
+    at::Tensor grad = torch::autograd::grad({terms.loss}, {leaf})[0];
     at::NoGradGuard no_grad;
-    train::ScheduleOptions cosine;
-    cosine.name = "cosine";
-    const double lr =
-        options_.lr * train::lr_multiplier(cosine, static_cast<double>(it), options_.iterations);
     at::Tensor flat = u.view({-1});
-    state_.optimizer->step(flat, grad.reshape({-1}), lr);
-    return {value, parts.accuracy};
+    state_.optimizer->step(flat, grad.reshape({-1}), cosine_lr(options_.lr, it, options_.iterations));
+    return {value, terms.accuracy};
   }
 
   void advance(int64_t j, int64_t it, bool save) {
@@ -216,10 +215,9 @@ class Compensation {
     std::vector<at::Tensor> groups = {state_.real};
     for (int64_t j = 0; j < compensators(); ++j) {
       const int64_t b = j % k_;
-      at::Tensor x = state_.real.narrow(0, b * classes_, classes_) +
-                     state_.compensators.narrow(0, j, 1);
-      if (lo_.defined()) x = at::maximum(at::minimum(x, hi_), lo_);
-      groups.push_back(x);
+      // The saved images are clamped to the pixel range (the INFER code saves images).
+      groups.push_back(pixels_.clamp(state_.real.narrow(0, b * classes_, classes_) +
+                                     state_.compensators.narrow(0, j, 1)));
     }
     eval::SyntheticSet set;
     at::Tensor images = at::cat(groups, 0);
@@ -267,20 +265,8 @@ class Compensation {
     results["steps"] = steps;
     results["seconds"] = seconds;
     results["peak_rss_mib"] = peak_rss_mib();
-    nlohmann::json members = nlohmann::json::array();
-    {
-      at::NoGradGuard no_grad;
-      at::Tensor images = set.images.to(labels_.device());
-      at::Tensor classes = set.class_ids().to(labels_.device());
-      for (const auto& m : committee_) {
-        at::Tensor logits = m.teacher.forward(images);
-        members.push_back(
-            {{"arch", m.options.model.arch},
-             {"val_accuracy", m.options.val_accuracy},
-             {"accuracy_on_set", logits.argmax(1).eq(classes).to(at::kFloat).mean().item<double>()}});
-      }
-    }
-    results["members"] = members;
+    results["members"] = member_accuracies(committee_, set.images.to(labels_.device()),
+                                           set.class_ids().to(labels_.device()));
     io::write_file_atomic(out + "/results.json", results.dump(2) + "\n");
   }
 
@@ -292,7 +278,8 @@ class Compensation {
   std::string checkpoint_;
   int64_t classes_ = 0, members_ = 0, k_ = 0;
   bool resumed_ = false;
-  at::Tensor labels_, lo_, hi_;
+  at::Tensor labels_;
+  PixelRange pixels_;
   InferState state_;
 };
 

@@ -85,6 +85,8 @@ struct InferOptions {
 // k, the real batches an `ipc` budget holds with `members` compensators per batch:
 // floor(ipc * classes / (classes + members)).
 int64_t infer_real_per_class(int64_t ipc, int64_t classes, int64_t members);
+// The real batches a run uses: options.real_per_class, or (0) the most the budget holds.
+int64_t infer_real_batches(const InferOptions& options, int64_t classes, int64_t members);
 
 // X rolled by (dy, dx) pixels (torch.roll over H and W, wrapping around).
 at::Tensor jitter_roll(const at::Tensor& x, int64_t dy, int64_t dx);

@@ -56,6 +56,46 @@ MemberLoss member_loss(const Member& member, const at::Tensor& images, const at:
   return out;
 }
 
+train::OptimizerOptions pixel_adam(double lr, double beta1, double beta2) {
+  train::OptimizerOptions o;
+  o.name = "adam";
+  o.lr = lr;
+  o.beta1 = beta1;
+  o.beta2 = beta2;
+  o.weight_decay = 0.0;
+  return o;
+}
+
+double cosine_lr(double lr, int64_t it, int64_t iterations) {
+  train::ScheduleOptions cosine;
+  cosine.name = "cosine";
+  return lr * train::lr_multiplier(cosine, static_cast<double>(it), iterations);
+}
+
+PixelRange::PixelRange(const data::Normalization& norm, c10::Device device) {
+  if (norm.zca) return;
+  lo = ((0.0 - norm.mean) / norm.std).view({1, -1, 1, 1}).to(device);
+  hi = ((1.0 - norm.mean) / norm.std).view({1, -1, 1, 1}).to(device);
+}
+
+at::Tensor PixelRange::clamp(const at::Tensor& x) const {
+  return lo.defined() ? at::maximum(at::minimum(x, hi), lo) : x;
+}
+
+nlohmann::json member_accuracies(const std::vector<Member>& committee, const at::Tensor& images,
+                                 const at::Tensor& classes) {
+  at::NoGradGuard no_grad;
+  nlohmann::json members = nlohmann::json::array();
+  for (const auto& m : committee) {
+    at::Tensor logits = m.teacher.forward(images);
+    members.push_back(
+        {{"arch", m.options.model.arch},
+         {"val_accuracy", m.options.val_accuracy},
+         {"accuracy_on_set", logits.argmax(1).eq(classes).to(at::kFloat).mean().item<double>()}});
+  }
+  return members;
+}
+
 at::Tensor random_resized_crop_flip(const at::Tensor& x, double min_scale, bool flip,
                                     at::Generator& generator) {
   const int64_t h = x.size(2), w = x.size(3);
@@ -193,7 +233,10 @@ class Recovery {
   std::string batch_file(int64_t b) const {
     return out_ + "/batches/batch_" + std::to_string(b) + ".pt";
   }
-  train::OptimizerOptions adam() const;
+  train::OptimizerOptions adam() const {
+    const RecoverOptions& r = options_.recover;
+    return pixel_adam(r.lr, r.beta1, r.beta2);
+  }
 
   const SynthOptions& options_;
   const std::vector<Member>& committee_;
@@ -204,7 +247,8 @@ class Recovery {
   std::shared_ptr<const dist::ProcessGroup> group_;
   bool parallel_, writer_, resumed_;
   int64_t n_, per_batch_, batches_;
-  at::Tensor labels_, lo_, hi_;
+  at::Tensor labels_;
+  PixelRange pixels_;
   std::vector<double> accuracies_;
   RecoveryState state_;
 };
@@ -214,7 +258,8 @@ Recovery::Recovery(const SynthOptions& options, const std::vector<Member>& commi
                    const std::string& out, bool resume, c10::Device device,
                    std::shared_ptr<const dist::ProcessGroup> group)
     : options_(options), committee_(committee), train_(train), norm_(norm), out_(out),
-      checkpoint_(out + "/checkpoint.pt"), seed_(seed), group_(std::move(group)) {
+      checkpoint_(out + "/checkpoint.pt"), seed_(seed), group_(std::move(group)),
+      pixels_(norm, device) {
   check_recover_options(options, static_cast<int64_t>(committee.size()), train);
   const RecoverOptions& r = options.recover;
   parallel_ = group_ && group_->distributed();
@@ -224,10 +269,6 @@ Recovery::Recovery(const SynthOptions& options, const std::vector<Member>& commi
   batches_ = (n_ + per_batch_ - 1) / per_batch_;
   // Image i*K + c is the i-th of class c: every consecutive slice of K*b images is balanced.
   labels_ = at::arange(n_, at::kLong).remainder(train.num_classes).to(device);
-  if (!norm.zca) {  // pixel range of [0, 1] images in the normalized space (SRe2L clips)
-    lo_ = ((0.0 - norm.mean) / norm.std).view({1, -1, 1, 1}).to(device);
-    hi_ = ((1.0 - norm.mean) / norm.std).view({1, -1, 1, 1}).to(device);
-  }
   for (const auto& m : committee) accuracies_.push_back(m.options.val_accuracy);
   if (parallel_ && batches_ < group_->world_size() && writer_) {
     std::cerr << "synth recover: " << batches_ << " batch(es) for " << group_->world_size()
@@ -257,17 +298,6 @@ Recovery::Recovery(const SynthOptions& options, const std::vector<Member>& commi
     state_.images = initial_images(seed);
   }
   state_.images = state_.images.to(device).contiguous();
-}
-
-train::OptimizerOptions Recovery::adam() const {
-  const RecoverOptions& r = options_.recover;
-  train::OptimizerOptions o;
-  o.name = "adam";
-  o.lr = r.lr;
-  o.beta1 = r.beta1;
-  o.beta2 = r.beta2;
-  o.weight_decay = 0.0;
-  return o;
 }
 
 at::Tensor Recovery::initial_images(uint64_t seed) const {
@@ -335,12 +365,9 @@ StepLosses Recovery::step(int64_t b, int64_t it) {
   at::Tensor grad = torch::autograd::grad({loss}, {leaf})[0];
   at::NoGradGuard no_grad;
   // SRe2L's recovery: cosine decay of the lr from r.lr to 0 over each batch's iterations.
-  train::ScheduleOptions cosine;
-  cosine.name = "cosine";
-  const double lr = r.lr * train::lr_multiplier(cosine, static_cast<double>(it), r.iterations);
   at::Tensor flat = x.view({-1});
-  state_.optimizer->step(flat, grad.reshape({-1}), lr);
-  if (lo_.defined()) x.copy_(at::maximum(at::minimum(x, hi_), lo_));
+  state_.optimizer->step(flat, grad.reshape({-1}), cosine_lr(r.lr, it, r.iterations));
+  if (pixels_.lo.defined()) x.copy_(pixels_.clamp(x));  // SRe2L clips to the pixel range
   return out;
 }
 
@@ -405,18 +432,7 @@ void Recovery::write_results(const eval::SyntheticSet& set, double seconds, int6
       seconds > 0 ? static_cast<double>(n_) * (static_cast<double>(steps) / total_steps()) / seconds
                   : 0.0;
   results["peak_rss_mib"] = peak_rss_mib();
-  nlohmann::json members = nlohmann::json::array();
-  {
-    at::NoGradGuard no_grad;
-    for (const auto& m : committee_) {
-      at::Tensor logits = m.teacher.forward(state_.images);
-      members.push_back({{"arch", m.options.model.arch},
-                         {"val_accuracy", m.options.val_accuracy},
-                         {"accuracy_on_set",
-                          logits.argmax(1).eq(labels_).to(at::kFloat).mean().item<double>()}});
-    }
-  }
-  results["members"] = members;
+  results["members"] = member_accuracies(committee_, state_.images, labels_);
   io::write_file_atomic(out_ + "/results.json", results.dump(2) + "\n");
 }
 

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <functional>
+#include <nlohmann/json_fwd.hpp>
 #include <memory>
 #include <string>
 #include <vector>
@@ -153,6 +154,22 @@ struct MemberLoss {
 };
 MemberLoss member_loss(const Member& member, const at::Tensor& images, const at::Tensor& labels,
                        double first_multiplier);
+
+// What recovery and INFER share when they optimise pixels:
+// Adam on the pixels (no weight decay; SRe2L's betas are the callers' defaults) ...
+train::OptimizerOptions pixel_adam(double lr, double beta1, double beta2);
+// ... with SRe2L's cosine decay from lr to 0 over `iterations` steps (the lr of step `it`) ...
+double cosine_lr(double lr, int64_t it, int64_t iterations);
+// ... and the range of [0, 1] pixels in the normalized space (undefined bounds under ZCA, where
+// nothing is clipped), per channel, shaped 1,C,1,1 on `device`.
+struct PixelRange {
+  at::Tensor lo, hi;
+  PixelRange(const data::Normalization& norm, c10::Device device);
+  at::Tensor clamp(const at::Tensor& x) const;  // x itself under ZCA
+};
+// How each member classifies `images` as `classes` (un-augmented): results.json's "members".
+nlohmann::json member_accuracies(const std::vector<Member>& committee, const at::Tensor& images,
+                                 const at::Tensor& classes);
 
 // Same batch-wide random-resized crop (area in [min_scale, 1], aspect in [3/4, 4/3], resized back
 // bilinearly) and, with `flip`, a horizontal flip with probability 1/2; differentiable in x.

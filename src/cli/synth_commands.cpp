@@ -108,9 +108,7 @@ void run_infer(SynthCommandOptions& o, const Invocation& invocation) {
                              norm.zca ? norm.zca->eps() : 0.0, "the data (data.*)");
   const synth::InferOptions& infer = o.synth.infer;
   const int64_t members = static_cast<int64_t>(committee.size());
-  const int64_t k = infer.real_per_class > 0
-                        ? infer.real_per_class
-                        : synth::infer_real_per_class(infer.ipc, train_set.num_classes, members);
+  const int64_t k = synth::infer_real_batches(infer, train_set.num_classes, members);
   std::cerr << "distill synth infer: budget " << infer.ipc << " images per class = " << k
             << " real batches x (" << train_set.num_classes << " images + " << members
             << " compensators), " << infer.iterations << " steps per compensator\n";
@@ -138,7 +136,6 @@ void run_relabel(SynthCommandOptions& o, const Invocation& invocation) {
       o.synth.committee, set.images.size(1), set.images.size(2), set.num_classes, run.device);
   synth::check_normalization(o.synth.committee, set.mean, set.std, set.zca_eps,
                              "'" + o.synth.relabel.syn + "'");
-  config::check(o.synth.relabel, "synth.relabel");
   const at::Tensor classes = set.class_ids();
   const bool logits = o.synth.relabel.form == "logits";
   at::Tensor images = set.images.to(run.device);

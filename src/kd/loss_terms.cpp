@@ -142,34 +142,34 @@ void LossTerms::set_class_means(const std::string& teacher_layer, const at::Tens
 
 void LossTerms::prepare(const Side& student, const Side& teacher) {
   aux_specs_.clear();
+  // Term i's own map: weight `out` x `in` (then `trailing` 1-sized dims: 1x1 conv) and a bias,
+  // initialised as PyTorch's layers (fan-in uniform).
+  auto add_map = [&](size_t i, const std::string& name, int64_t out, int64_t in,
+                     std::vector<int64_t> trailing = {}) {
+    const std::string prefix = "losses." + std::to_string(i) + "." + name;
+    std::vector<int64_t> weight = {out, in};
+    weight.insert(weight.end(), trailing.begin(), trailing.end());
+    regressor_of_[i] = static_cast<int64_t>(aux_specs_.size());
+    aux_specs_.push_back({prefix + ".weight", weight, models::TensorSpec::Init::kFanInUniform, in});
+    aux_specs_.push_back({prefix + ".bias", {out}, models::TensorSpec::Init::kFanInUniform, in});
+  };
   for (size_t i = 0; i < specs_.size(); ++i) {
     const LossSpec& spec = specs_[i];
     if (spec.name == "nd") {  // a linear map when the student's feature has another size
       const int64_t ds = layer(student, spec.student_layer, true).flatten(1).size(1);
       const int64_t dt = layer(teacher, spec.teacher_layer, false).flatten(1).size(1);
-      if (ds == dt) continue;
-      const std::string prefix = "losses." + std::to_string(i) + ".projection";
-      regressor_of_[i] = static_cast<int64_t>(aux_specs_.size());
-      aux_specs_.push_back({prefix + ".weight", {dt, ds}, models::TensorSpec::Init::kFanInUniform, ds});
-      aux_specs_.push_back({prefix + ".bias", {dt}, models::TensorSpec::Init::kFanInUniform, ds});
+      if (ds != dt) add_map(i, "projection", dt, ds);
       continue;
     }
     if (spec.name == "dhkd") {  // the auxiliary head: classes x flattened student feature
-      const int64_t d = layer(student, spec.student_layer, true).flatten(1).size(1);
-      const int64_t classes = teacher.logits.size(1);
-      const std::string prefix = "losses." + std::to_string(i) + ".auxiliary_head";
-      regressor_of_[i] = static_cast<int64_t>(aux_specs_.size());
-      aux_specs_.push_back(
-          {prefix + ".weight", {classes, d}, models::TensorSpec::Init::kFanInUniform, d});
-      aux_specs_.push_back({prefix + ".bias", {classes}, models::TensorSpec::Init::kFanInUniform, d});
+      add_map(i, "auxiliary_head", teacher.logits.size(1),
+              layer(student, spec.student_layer, true).flatten(1).size(1));
       continue;
     }
     if (spec.name != "fitnet") continue;
     const std::string item = key_ + "[" + std::to_string(i) + "] (fitnet)";
     at::Tensor s = layer(student, spec.student_layer, true);
     at::Tensor t = layer(teacher, spec.teacher_layer, false);
-    const std::string prefix = "losses." + std::to_string(i) + ".regressor";
-    regressor_of_[i] = static_cast<int64_t>(aux_specs_.size());
     if (s.dim() == 4 && t.dim() == 4) {
       if (s.size(2) != t.size(2) || s.size(3) != t.size(3)) {
         throw Error(
@@ -179,15 +179,9 @@ void LossTerms::prepare(const Side& student, const Side& teacher) {
             std::to_string(t.size(3)) +
             "; pick layers with the same spatial size (a 1x1 regressor maps channels only)");
       }
-      const int64_t cs = s.size(1), ct = t.size(1);
-      aux_specs_.push_back(
-          {prefix + ".weight", {ct, cs, 1, 1}, models::TensorSpec::Init::kFanInUniform, cs});
-      aux_specs_.push_back({prefix + ".bias", {ct}, models::TensorSpec::Init::kFanInUniform, cs});
+      add_map(i, "regressor", t.size(1), s.size(1), {1, 1});
     } else {
-      const int64_t ds = s.flatten(1).size(1), dt = t.flatten(1).size(1);
-      aux_specs_.push_back(
-          {prefix + ".weight", {dt, ds}, models::TensorSpec::Init::kFanInUniform, ds});
-      aux_specs_.push_back({prefix + ".bias", {dt}, models::TensorSpec::Init::kFanInUniform, ds});
+      add_map(i, "regressor", t.flatten(1).size(1), s.flatten(1).size(1));
     }
   }
   prepared_ = true;
