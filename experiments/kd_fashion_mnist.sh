@@ -23,24 +23,14 @@ teacher_epochs=${TEACHER_EPOCHS:-4}
 threads=${THREADS:-2}
 start=$(date +%s)
 
-# Hinton's recipe (and the Python check in the facts note): Adam 1e-3, cosine, batch 128.
-common=(--no-progress --threads "$threads" --set train.optimizer.name=adam
-        --set train.optimizer.lr=0.001 --set train.optimizer.weight_decay=0
-        --set train.schedule.name=cosine --set train.batch_size=128 --set train.eval_every=0)
-# EXTRA: flags added to every run, e.g. EXTRA="--set data.train_limit=1000" for a quick smoke run.
-read -r -a extra <<<"${EXTRA:-}"
-common+=("${extra[@]}")
-
+# Hinton's recipe (and the Python check in the facts note): common, conv, conv_as_teacher.
+# shellcheck source=lib/kd_recipe.sh
+source "$root/experiments/lib/kd_recipe.sh"
 # shellcheck source=lib/run_once.sh
 source "$root/experiments/lib/run_once.sh"
 
 mlp_teacher=(--set model.arch=mlp --set model.hidden=[1200,1200] --set model.dropout=0.5
              --set model.input_dropout=0.2)
-conv=(--set model.arch=convnet --set model.width=32 --set model.depth=2 --set model.norm=none
-      --set model.pool=maxpool)
-conv_as_teacher=(--set teacher.model.arch=convnet --set teacher.model.width=32
-                 --set teacher.model.depth=2 --set teacher.model.norm=none
-                 --set teacher.model.pool=maxpool)
 
 # B/C teacher: one ConvNet (seed 0), shared by every student seed.
 run "$out/conv_teacher/s0" train --seed 0 "${conv[@]}" --set augment.name=none \

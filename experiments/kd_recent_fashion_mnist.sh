@@ -20,21 +20,12 @@ teacher_epochs=${TEACHER_EPOCHS:-4}
 threads=${THREADS:-2}
 start=$(date +%s)
 
-# The kd table's recipe: Adam 1e-3, cosine, batch 128.
-common=(--no-progress --threads "$threads" --set train.optimizer.name=adam
-        --set train.optimizer.lr=0.001 --set train.optimizer.weight_decay=0
-        --set train.schedule.name=cosine --set train.batch_size=128 --set train.eval_every=0)
-read -r -a extra <<<"${EXTRA:-}"
-common+=("${extra[@]}")
-
+# The kd table's recipe and ConvNet teacher (common, conv, conv_as_teacher).
+# shellcheck source=lib/kd_recipe.sh
+source "$root/experiments/lib/kd_recipe.sh"
 # shellcheck source=lib/run_once.sh
 source "$root/experiments/lib/run_once.sh"
 
-conv=(--set model.arch=convnet --set model.width=32 --set model.depth=2 --set model.norm=none
-      --set model.pool=maxpool)
-conv_as_teacher=(--set teacher.model.arch=convnet --set teacher.model.width=32
-                 --set teacher.model.depth=2 --set teacher.model.norm=none
-                 --set teacher.model.pool=maxpool)
 run "$out/teacher/s0" train --seed 0 "${conv[@]}" --set augment.name=none --epochs "$teacher_epochs"
 teacher="$out/teacher/s0/model.pt"
 
