@@ -44,7 +44,9 @@ for seed in $seeds; do
       --set 'kd.losses=[{name="ce"},{name="dhkd",T=2,weight=1,student_layer="hidden1"}]'
     run "$out/nd_$fraction/s$seed" "${student[@]}" "${with_teacher[@]}" \
       --set 'kd.losses=[{name="ce"},{name="hinton",T=4,weight=1},{name="nd",weight=1,student_layer="hidden1",teacher_layer="embedding"}]'
+    run "$out/ofa_$fraction/s$seed" "${student[@]}" "${with_teacher[@]}" \
+      --set 'kd.losses=[{name="ce"},{name="ofa",T=1,eps=1.5},{name="ofa",T=1,eps=1.5,student_layer="hidden0"},{name="ofa",T=1,eps=1.5,student_layer="hidden1"}]'
   done
 done
 echo "wall time: $(( $(date +%s) - start )) s" >&2
-/usr/bin/python3 "$root/experiments/write_kd_recent_table.py" "$out" "$seeds" "$teacher_epochs" "$threads"
+/usr/bin/python3 "$root/experiments/write_kd_recent_table.py" "$out" "$seeds" "$teacher_epochs"

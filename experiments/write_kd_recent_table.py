@@ -1,17 +1,19 @@
 #!/usr/bin/env python3
 """Recent KD methods on Fashion-MNIST: the summary JSON and the README table (<!-- table:kd-recent -->).
 
-    experiments/write_kd_recent_table.py RUN_ROOT "SEEDS" TEACHER_EPOCHS THREADS   # collect, write
+    experiments/write_kd_recent_table.py RUN_ROOT "SEEDS" TEACHER_EPOCHS   # collect, write
     experiments/write_kd_recent_table.py --check        # README block == the JSON's table?
 
 Collecting reads RUN_ROOT/<method>_<fraction>/s*/results.json (`distill kd`) into
 experiments/results/kd_recent_fashion_mnist.json ({"table", "dataset", "rows"}); the README table is
-drawn from that file only. Test error = 100 - test accuracy (%), mean ± sample std over seeds."""
+drawn from that file only. Test error = 100 - test accuracy (%), mean ± sample std over seeds; the threads per run are the
+runs' own run.threads (config.toml)."""
 import datetime
 import json
 import pathlib
 import statistics
 import sys
+import tomllib
 
 import readme_tables
 
@@ -21,10 +23,18 @@ METHODS = [("hard", "hard labels (ce)"),
            ("hinton", "Hinton KD T 4 (.7 soft + .3 hard)"),
            ("pld", "PLD T 4 (alone)"),
            ("dhkd", "DHKD: ce + BinaryKL-Norm T 2 on an auxiliary head (hidden1)"),
-           ("nd", "KD + ND: ce + Hinton T 4 + ND (hidden1 vs the teacher's embedding class means)")]
+           ("nd", "KD + ND: ce + Hinton T 4 + ND (hidden1 vs the teacher's embedding class means)"),
+           ("ofa", "OFA eps 1.5, T 1: ce + OFA on the output and on branches from hidden0, hidden1")]
 
 
-def collect(root, seeds, teacher_epochs, threads):
+def run_threads(paths):
+    """The run.threads each run recorded in its effective config (config.toml beside results)."""
+    threads = sorted({tomllib.loads((p.parent / "config.toml").read_text())["run"]["threads"]
+                      for p in paths})
+    return "/".join(str(t) for t in threads)
+
+
+def collect(root, seeds, teacher_epochs):
     teacher = json.loads((root / "teacher" / "s0" / "results.json").read_text())
     rows = []
     for fraction in ("0.03", "0.1"):
@@ -43,7 +53,7 @@ def collect(root, seeds, teacher_epochs, threads):
                 "errors": errors, "teacher_error": round(100 * (1 - teacher["test_accuracy"]), 2),
                 "budget": f"teacher ConvNet conv32-conv32 {teacher_epochs} epochs; student "
                           f"{200 if fraction == '0.03' else 150} epochs; seeds {seeds}; "
-                          f"{threads} thread(s) per run",
+                          f"{run_threads(paths)} thread(s) per run",
                 "date": date})
     return {"table": NAME, "dataset": "fashion-mnist", "metric": "test error %", "rows": rows}
 
@@ -78,7 +88,7 @@ def main():
     if sys.argv[1:] == ["--check"]:
         readme_tables.check_block(NAME, table_lines(load()), RESULTS.name)
         return
-    summary = collect(pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4])
+    summary = collect(pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3])
     readme_tables.write_summary(RESULTS, summary)
     readme_tables.write_block(NAME, table_lines(summary))
 

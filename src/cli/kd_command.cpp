@@ -1,5 +1,6 @@
 // `distill kd`: teacher-student knowledge distillation (offline, deep mutual learning,
-// born-again generations) on the ordinary Trainer with a KD objective.
+// born-again generations, self-distillation with weighted ground truth) on the ordinary Trainer
+// with a KD objective.
 #include <ATen/ATen.h>
 
 #include <filesystem>
@@ -15,6 +16,7 @@
 #include "src/io/atomic_file.h"
 #include "src/kd/cohort.h"
 #include "src/kd/kd_objective.h"
+#include "src/kd/self_distillation.h"
 #include "src/kd/teacher.h"
 #include "src/train/augment.h"
 #include "src/train/trainer.h"
@@ -29,6 +31,9 @@ struct KdSettings {
   double data_fraction = 1.0;
   int64_t cohort = 2;
   int64_t generations = 2;
+  std::string ground_truth_weight_rule = "derived";
+  double ground_truth_weight = 0.6;
+  double validation_fraction = 0.1;
   bool cache_teacher = true;
 
   KdSettings() {
@@ -43,9 +48,11 @@ struct KdSettings {
   }
   void visit(config::Visitor& v) {
     v.choice("scheme", scheme,
-             "offline (frozen teacher), dml (deep mutual learning of `cohort` students) or "
-             "born_again (generations of the student architecture, each taught by the previous)",
-             {"offline", "dml", "born_again"});
+             "offline (frozen teacher), dml (deep mutual learning of `cohort` students), "
+             "born_again (generations of the student architecture, each taught by the previous) "
+             "or self_distillation (Borup & Andersen 2021: generations trained on the ground "
+             "truth mixed with the previous generation's predictions)",
+             {"offline", "dml", "born_again", "self_distillation"});
     v.items("losses", losses, "loss terms, summed with their weights");
     v.field("data_fraction", data_fraction,
             "class-balanced fraction of the training set the student sees (seeded by run.seed)",
@@ -54,10 +61,24 @@ struct KdSettings {
     v.rule(scheme != "dml" || cohort >= 2,
            "kd.cohort must be >= 2 for scheme dml, found " + std::to_string(cohort));
     v.field("generations", generations,
-            "born_again: students trained after generation 0 (the teacher)");
-    v.rule(
-        scheme != "born_again" || generations >= 1,
-        "kd.generations must be >= 1 for scheme born_again, found " + std::to_string(generations));
+            "born_again, self_distillation: students trained after generation 0 (the teacher; "
+            "self_distillation: the student architecture trained on the labels)");
+    v.rule((scheme != "born_again" && scheme != "self_distillation") || generations >= 1,
+           "kd.generations must be >= 1 for scheme " + scheme + ", found " +
+               std::to_string(generations));
+    v.choice("ground_truth_weight_rule", ground_truth_weight_rule,
+             "self_distillation: derived (each generation's weight estimated as the paper derives "
+             "it, from a model trained with weight 0 and the generation-0 model on a held-out "
+             "split) or fixed (kd.ground_truth_weight every generation)",
+             {"derived", "fixed"});
+    v.field("ground_truth_weight", ground_truth_weight,
+            "self_distillation with the fixed rule: alpha, the weight of the one-hot labels in "
+            "the targets alpha y + (1 - alpha) p_previous (the paper code's example: 0.6)",
+            config::Range::between(0, 1));
+    v.field("validation_fraction", validation_fraction,
+            "self_distillation with the derived rule: class-balanced fraction of the student's "
+            "training images held out to estimate the weight (not trained on)",
+            config::Range::strictly_between(0, 1));
     v.field("cache_teacher", cache_teacher,
             "compute the teacher's logits once when the student sees un-augmented images");
   }
@@ -153,10 +174,143 @@ std::shared_ptr<kd::KdObjective> offline_objective(const KdCommandOptions& o,
   objective->compute_class_means(train_set.images.to(run.device), train_set.labels.to(run.device),
                                  train_set.num_classes);
   if (teacher && o.kd.cache_teacher && o.augment.name == "none" &&
-      !objective->terms().needs_features()) {
+      !objective->terms().needs_teacher_features()) {
     objective->cache_teacher_logits(train_set.images.to(run.device));
   }
   return objective;
+}
+
+// Settings of one scheme given to another are mistakes: say so (detectable when they differ from
+// the defaults).
+void check_scheme_settings(const KdCommandOptions& o) {
+  const KdSettings defaults;
+  const bool self = o.kd.scheme == "self_distillation";
+  auto refuse = [&](bool set, const std::string& key, const std::string& why) {
+    if (set) throw Error("kd." + key + " " + why);
+  };
+  const std::string only_self = "applies to scheme self_distillation only (kd.scheme is " +
+                                o.kd.scheme + ")";
+  refuse(!self && o.kd.ground_truth_weight_rule != defaults.ground_truth_weight_rule,
+         "ground_truth_weight_rule", only_self);
+  refuse(!self && o.kd.ground_truth_weight != defaults.ground_truth_weight, "ground_truth_weight",
+         only_self);
+  refuse(!self && o.kd.validation_fraction != defaults.validation_fraction, "validation_fraction",
+         only_self);
+  if (!self) return;
+  const bool fixed = o.kd.ground_truth_weight_rule == "fixed";
+  refuse(!fixed && o.kd.ground_truth_weight != defaults.ground_truth_weight,
+         "ground_truth_weight",
+         "is the fixed rule's weight, and kd.ground_truth_weight_rule is \"derived\" (set it to "
+         "\"fixed\" to train every generation with " + std::to_string(o.kd.ground_truth_weight) +
+             ")");
+  refuse(fixed && o.kd.validation_fraction != defaults.validation_fraction,
+         "validation_fraction",
+         "holds out images to derive the weight, and kd.ground_truth_weight_rule is \"fixed\"");
+  bool default_losses = o.kd.losses.size() == defaults.losses.size();
+  for (size_t i = 0; default_losses && i < o.kd.losses.size(); ++i) {
+    const kd::LossSpec &a = o.kd.losses[i], &b = defaults.losses[i];
+    default_losses = a.name == b.name && a.weight == b.weight && a.T == b.T;
+  }
+  refuse(!default_losses, "losses",
+         "does not apply to scheme self_distillation: every generation trains on alpha y + "
+         "(1 - alpha) p_previous (ce and hinton at T 1 weighted by alpha)");
+  refuse(o.teacher.configured(), "scheme",
+         "self_distillation starts from the student architecture trained on the labels; "
+         "teacher.* does not apply (for a configured teacher as generation 0 use born_again)");
+}
+
+// Held-out split for the derived weight: `fraction` of each class of `set` (at least one image
+// each, at least one left to train on), drawn from the run's seed. Returns {train, held out}.
+std::pair<data::Dataset, data::Dataset> hold_out(const data::Dataset& set, double fraction,
+                                                 uint64_t seed) {
+  const int64_t per_class = std::max<int64_t>(
+      1, std::llround(fraction * static_cast<double>(set.size()) /
+                      static_cast<double>(set.num_classes)));
+  at::Tensor counts = at::bincount(set.labels, {}, set.num_classes);
+  const int64_t smallest = counts.min().item<int64_t>();
+  if (smallest <= per_class) {
+    throw Error("kd.validation_fraction " + std::to_string(fraction) + " holds out " +
+                std::to_string(per_class) + " images per class, but a class of the student's "
+                "training images has only " + std::to_string(smallest) +
+                ": raise kd.data_fraction or lower kd.validation_fraction");
+  }
+  at::Generator generator = make_generator(seed, streams::kKdValidation);
+  at::Tensor held = data::sample_per_class(set.labels, set.num_classes, per_class, generator);
+  at::Tensor keep = at::ones({set.size()}, at::kBool);
+  keep.index_fill_(0, held, false);
+  at::Tensor kept = keep.nonzero().flatten();
+  data::Dataset train = set, validation = set;
+  train.images = set.images.index_select(0, kept);
+  train.labels = set.labels.index_select(0, kept);
+  validation.images = set.images.index_select(0, held);
+  validation.labels = set.labels.index_select(0, held);
+  return {train, validation};
+}
+
+// Borup & Andersen's self-distillation: generation 0 fits the labels; generation g trains a fresh
+// student on alpha y + (1 - alpha) p_{g-1}, alpha fixed or derived per generation from a student
+// trained with alpha = 0 and generation 0 (kd/self_distillation.h).
+void run_self_distillation(const KdCommandOptions& o, const RunContext& run,
+                           const data::Dataset& all_train, const data::Dataset& test_set,
+                           nlohmann::json& results) {
+  const bool derived = o.kd.ground_truth_weight_rule == "derived";
+  data::Dataset train_set = all_train, held_out;
+  if (derived) {
+    std::tie(train_set, held_out) = hold_out(all_train, o.kd.validation_fraction, run.seed);
+    results["held_out_images"] = held_out.size();
+    results["train_images"] = train_set.size();
+  }
+  const int64_t channels = train_set.channels(), size = train_set.height();
+  auto train_generation = [&](const std::vector<kd::LossSpec>& losses,
+                              std::shared_ptr<const kd::Teacher> teacher, const std::string& out,
+                              const std::string& label, nlohmann::json& record) {
+    auto student = models::make_model(o.model, channels, size, train_set.num_classes);
+    KdCommandOptions generation = o;
+    generation.kd.losses = losses;
+    auto objective = offline_objective(generation, *student, teacher, train_set, run);
+    train::TrainState state;
+    auto r = run_job({student.get(), objective, out, label}, generation, run, train_set, test_set,
+                     run.resume, &state);
+    record = r["test_accuracy"];
+    return std::make_shared<kd::Teacher>(
+        kd::teacher_from_state(std::move(student), state.params, state.buffers));
+  };
+  std::shared_ptr<const kd::Teacher> fitted = train_generation(
+      {kd::LossSpec{"ce"}}, nullptr, run.out + "/gen0", "self-distillation gen 0",
+      results["gen0_test_accuracy"]);
+  results["test_accuracy"] = results["gen0_test_accuracy"];
+  std::shared_ptr<const kd::Teacher> previous = fitted;
+  at::Tensor targets, fitted_probabilities;
+  if (derived) {
+    targets = at::one_hot(held_out.labels, held_out.num_classes).to(at::kFloat).to(run.device);
+    at::NoGradGuard no_grad;
+    fitted_probabilities = at::softmax(fitted->forward(held_out.images.to(run.device)), 1);
+  }
+  for (int64_t g = 1; g <= o.kd.generations; ++g) {
+    const std::string name = "gen" + std::to_string(g);
+    double alpha = o.kd.ground_truth_weight;
+    if (derived) {
+      auto distilled = train_generation(kd::weighted_ground_truth_losses(0.0), previous,
+                                        run.out + "/" + name + "/alpha0",
+                                        "self-distillation " + name + " (alpha 0)",
+                                        results[name + "_alpha0_test_accuracy"]);
+      at::NoGradGuard no_grad;
+      at::Tensor p0 = at::softmax(distilled->forward(held_out.images.to(run.device)), 1);
+      kd::GroundTruthWeight w =
+          kd::estimate_ground_truth_weight(p0, fitted_probabilities, targets);
+      alpha = w.weight;
+      results[name + "_ground_truth_weight_unclipped"] = w.unclipped;
+      if (run.rank == 0) {
+        std::cerr << "distill kd: " << name << " ground-truth weight " << w.weight
+                  << " (least squares " << w.unclipped << ")\n";
+      }
+    }
+    results[name + "_ground_truth_weight"] = alpha;
+    previous = train_generation(kd::weighted_ground_truth_losses(alpha), previous,
+                                run.out + "/" + name,
+                                "self-distillation " + name, results[name + "_test_accuracy"]);
+    results["test_accuracy"] = results[name + "_test_accuracy"];
+  }
 }
 
 void run_kd(KdCommandOptions& o, const Invocation& invocation) {
@@ -173,6 +327,7 @@ void run_kd(KdCommandOptions& o, const Invocation& invocation) {
     needs_teacher = needs_teacher || kd::uses_teacher(o.kd.losses[i]);
   }
 
+  check_scheme_settings(o);
   const int64_t world_size = dist::read_launch_env().world_size;
   for (size_t i = 0; i < o.kd.losses.size(); ++i) {
     // Relational losses compare the samples of a batch: split over ranks they would see only a
@@ -249,6 +404,8 @@ void run_kd(KdCommandOptions& o, const Invocation& invocation) {
       sum += m.accuracy;
     }
     results["test_accuracy"] = sum / static_cast<double>(cohort.size());  // members' mean
+  } else if (o.kd.scheme == "self_distillation") {
+    run_self_distillation(o, run, train_set, test_set, results);
   } else {
     // Born-again networks (Furlanello et al. 2018): generation 0 is the configured teacher, or
     // the student architecture trained on hard labels; generation g learns from g - 1.
@@ -283,7 +440,9 @@ void run_kd(KdCommandOptions& o, const Invocation& invocation) {
 
 Command kd_command() {
   return make_command<KdCommandOptions>(
-      "kd", "knowledge distillation from a teacher checkpoint (offline, dml, born_again)",
+      "kd",
+      "knowledge distillation from a teacher checkpoint (offline, dml, born_again, "
+      "self_distillation)",
       "distill kd --set teacher.checkpoint=runs/teacher/model.pt --set model.hidden=[100,100] "
       "--out runs/kd",
       {{"epochs", "train.epochs"}, {"teacher", "teacher.checkpoint"}}, run_kd);

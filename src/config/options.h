@@ -25,6 +25,7 @@ struct Range {
   static Range between(double lo, double hi) { return {lo, hi, false, false}; }  // lo <= x <= hi
   static Range from_below(double lo, double hi) { return {lo, hi, false, true}; }  // lo <= x < hi
   static Range above_up_to(double lo, double hi) { return {lo, hi, true, false}; }  // lo < x <= hi
+  static Range strictly_between(double lo, double hi) { return {lo, hi, true, true}; }  // lo < x < hi
 
   bool contains(double x) const {
     if (std::isnan(x)) return false;

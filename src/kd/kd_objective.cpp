@@ -45,8 +45,8 @@ void KdObjective::compute_class_means(const at::Tensor& train_images,
 
 void KdObjective::cache_teacher_logits(const at::Tensor& train_images, int64_t batch_size) {
   if (!teacher_) return;
-  if (terms_.needs_features()) {
-    throw Error("teacher logits cannot be cached when a term reads intermediate features");
+  if (terms_.needs_teacher_features()) {
+    throw Error("teacher logits cannot be cached when a term reads intermediate teacher features");
   }
   std::vector<at::Tensor> chunks;
   for (int64_t start = 0; start < train_images.size(0); start += batch_size) {
@@ -65,7 +65,8 @@ at::Tensor KdObjective::loss(const train::StepContext& step) {
       teacher.logits = cached_logits_.index_select(0, step.indices);
     } else {
       teacher.logits =
-          teacher_->forward(step.images, wants_features() ? &teacher_features : nullptr);
+          teacher_->forward(step.images,
+                            terms_.needs_teacher_features() ? &teacher_features : nullptr);
       teacher.features = &teacher_features;
     }
   }
@@ -92,11 +93,14 @@ MutualObjective::MutualObjective(const std::vector<LossSpec>& losses, const std:
                                  const Cohort& cohort, const at::Tensor& probe)
     : cohort_(cohort) {
   for (const auto& spec : losses) {
-    if (spec.name == "fitnet" || spec.name == "dhkd" || spec.name == "nd") {
+    const bool branch = spec.name == "ofa" && !spec.student_layer.empty() &&
+                        spec.student_layer != "logits";
+    if (spec.name == "fitnet" || spec.name == "dhkd" || spec.name == "nd" || branch) {
       throw Error(key + ": " + spec.name +
                   " trains parameters of its own per student pair (a regressor, an auxiliary "
-                  "head) or needs a fixed teacher's class means, and is not supported in mutual "
-                  "learning; use hinton, reverse_kl, dkd, pld, at or rkd_* with ce");
+                  "head, an ofa branch) or needs a fixed teacher's class means, and is not supported in mutual "
+                  "learning; use hinton, reverse_kl, dkd, pld, ofa on the output, at or rkd_* "
+                  "with ce");
     }
   }
   for (size_t i = 0; i < cohort.size(); ++i) {

@@ -11,6 +11,7 @@
 #include "src/kd/dhkd_loss.h"
 #include "src/kd/kd_losses.h"
 #include "src/kd/nd_loss.h"
+#include "src/kd/ofa_loss.h"
 #include "src/kd/pld_loss.h"
 #include "src/train/trainer.h"
 
@@ -19,11 +20,20 @@ namespace {
 
 bool reads_layers(const LossSpec& spec) {
   return spec.name == "fitnet" || spec.name == "at" || spec.name == "rkd_distance" ||
-         spec.name == "rkd_angle" || spec.name == "dhkd" || spec.name == "nd";
+         spec.name == "rkd_angle" || spec.name == "dhkd" || spec.name == "nd" ||
+         spec.name == "ofa";
 }
 
-// dhkd reads a student feature only: its head's output is compared with the teacher's logits.
-bool reads_teacher_layer(const LossSpec& spec) { return reads_layers(spec) && spec.name != "dhkd"; }
+// dhkd and ofa read a student feature only: their heads' outputs are compared with the teacher's
+// logits.
+bool reads_teacher_layer(const LossSpec& spec) {
+  return reads_layers(spec) && spec.name != "dhkd" && spec.name != "ofa";
+}
+
+// The width a branch or map sees: channels of an N,C,H,W map, else the flattened size.
+int64_t width_of(const at::Tensor& feature) {
+  return feature.dim() == 4 ? feature.size(1) : feature.flatten(1).size(1);
+}
 
 }  // namespace
 
@@ -47,26 +57,32 @@ LossTerms::LossTerms(std::vector<LossSpec> specs, std::string key, const models:
     // ignore it. Detectable when it differs from the default.
     const LossSpec defaults;
     const bool tempered = spec.name == "hinton" || spec.name == "reverse_kl" ||
-                          spec.name == "dkd" || spec.name == "pld" || spec.name == "dhkd";
+                          spec.name == "dkd" || spec.name == "pld" || spec.name == "dhkd" ||
+                          spec.name == "ofa";
     auto unused = [&](bool set, const std::string& field, const std::string& used_by) {
       if (set) {
         throw Error(item + "." + field + " does not apply to '" + spec.name + "' (used by " +
                     used_by + ")");
       }
     };
-    unused(!tempered && spec.T != defaults.T, "T", "hinton, reverse_kl, dkd, pld, dhkd");
+    unused(!tempered && spec.T != defaults.T, "T", "hinton, reverse_kl, dkd, pld, dhkd, ofa");
     unused(spec.name != "dkd" && spec.alpha != defaults.alpha, "alpha", "dkd");
     unused(spec.name != "dkd" && spec.beta != defaults.beta, "beta", "dkd");
     unused(spec.name != "at" && spec.p != defaults.p, "p", "at");
+    unused(spec.name != "ofa" && spec.eps != defaults.eps, "eps", "ofa");
+    unused(spec.name != "ofa" && spec.branch_width != defaults.branch_width, "branch_width",
+           "ofa with a student_layer");
     unused(!reads_layers(spec) && !spec.student_layer.empty(), "student_layer",
-           "fitnet, at, rkd_distance, rkd_angle, dhkd, nd");
+           "fitnet, at, rkd_distance, rkd_angle, dhkd, nd, ofa");
     unused(!reads_teacher_layer(spec) && !spec.teacher_layer.empty(), "teacher_layer",
            "fitnet, at, rkd_distance, rkd_angle, nd");
     if (uses_teacher(spec) && !teacher) {
       throw Error(item + what + " compares with a teacher, but none is configured");
     }
     if (reads_layers(spec)) {
-      const bool relational = spec.name == "rkd_distance" || spec.name == "rkd_angle";
+      // rkd compares outputs by default; ofa without a layer scores the student's own output.
+      const bool relational =
+          spec.name == "rkd_distance" || spec.name == "rkd_angle" || spec.name == "ofa";
       auto check_layer = [&](std::string& layer, const models::Model& model, const char* side) {
         const std::string field = std::string(side) + "_layer";
         if (layer.empty()) {
@@ -90,6 +106,12 @@ LossTerms::LossTerms(std::vector<LossSpec> specs, std::string key, const models:
       };
       check_layer(spec.student_layer, student, "student");
       if (teacher && reads_teacher_layer(spec)) check_layer(spec.teacher_layer, *teacher, "teacher");
+      if (spec.name == "ofa" && spec.student_layer == "logits" &&
+          spec.branch_width != defaults.branch_width) {
+        throw Error(item + ".branch_width" + what +
+                    " sizes a branch, and this term has none: it scores the student's output "
+                    "(set student_layer to an intermediate feature for a branch)");
+      }
     }
     int count = ++seen[spec.name];
     metric_names_.push_back("loss_" + spec.name + (count > 1 ? "_" + std::to_string(count) : ""));
@@ -106,10 +128,14 @@ bool LossTerms::needs_teacher() const {
 
 bool LossTerms::needs_features() const {
   for (const auto& spec : specs_) {
-    if (reads_layers(spec) && (spec.student_layer != "logits" ||
-                               (reads_teacher_layer(spec) && spec.teacher_layer != "logits"))) {
-      return true;
-    }
+    if (reads_layers(spec) && spec.student_layer != "logits") return true;
+  }
+  return needs_teacher_features();
+}
+
+bool LossTerms::needs_teacher_features() const {
+  for (const auto& spec : specs_) {
+    if (reads_teacher_layer(spec) && spec.teacher_layer != "logits") return true;
   }
   return false;
 }
@@ -142,14 +168,16 @@ void LossTerms::set_class_means(const std::string& teacher_layer, const at::Tens
 
 void LossTerms::prepare(const Side& student, const Side& teacher) {
   aux_specs_.clear();
+  regressor_of_.assign(specs_.size(), -1);
   // Term i's own map: weight `out` x `in` (then `trailing` 1-sized dims: 1x1 conv) and a bias,
-  // initialised as PyTorch's layers (fan-in uniform).
+  // initialised as PyTorch's layers (fan-in uniform). A term's maps are consecutive; the first
+  // one's index is the term's.
   auto add_map = [&](size_t i, const std::string& name, int64_t out, int64_t in,
                      std::vector<int64_t> trailing = {}) {
     const std::string prefix = "losses." + std::to_string(i) + "." + name;
     std::vector<int64_t> weight = {out, in};
     weight.insert(weight.end(), trailing.begin(), trailing.end());
-    regressor_of_[i] = static_cast<int64_t>(aux_specs_.size());
+    if (regressor_of_[i] < 0) regressor_of_[i] = static_cast<int64_t>(aux_specs_.size());
     aux_specs_.push_back({prefix + ".weight", weight, models::TensorSpec::Init::kFanInUniform, in});
     aux_specs_.push_back({prefix + ".bias", {out}, models::TensorSpec::Init::kFanInUniform, in});
   };
@@ -159,6 +187,24 @@ void LossTerms::prepare(const Side& student, const Side& teacher) {
       const int64_t ds = layer(student, spec.student_layer, true).flatten(1).size(1);
       const int64_t dt = layer(teacher, spec.teacher_layer, false).flatten(1).size(1);
       if (ds != dt) add_map(i, "projection", dt, ds);
+      continue;
+    }
+    if (spec.name == "ofa") {  // a branch from an intermediate feature to the logits
+      if (spec.student_layer == "logits") continue;
+      const at::Tensor s = layer(student, spec.student_layer, true);
+      int64_t width = spec.branch_width;
+      if (width == 0) {
+        width = width_of(s);
+        if (teacher.features && !teacher.features->empty()) {
+          width = std::max(width, width_of(teacher.features->back().second));
+        }
+      }
+      if (s.dim() == 4) {
+        add_map(i, "branch.hidden", width, s.size(1), {1, 1});
+      } else {
+        add_map(i, "branch.hidden", width, width_of(s));
+      }
+      add_map(i, "branch.output", teacher.logits.size(1), width);
       continue;
     }
     if (spec.name == "dhkd") {  // the auxiliary head: classes x flattened student feature
@@ -244,6 +290,15 @@ at::Tensor LossTerms::evaluate(const Side& student, const Side* teacher, const a
         term = dkd_loss(student.logits, teacher->logits, targets, spec.alpha, spec.beta, spec.T);
       } else if (spec.name == "pld") {
         term = pld_loss(student.logits, teacher->logits, targets, spec.T);
+      } else if (spec.name == "ofa") {
+        at::Tensor logits = student.logits;
+        if (regressor_of_[i] >= 0) {
+          const size_t r = static_cast<size_t>(regressor_of_[i]);
+          logits = ofa_branch(layer(student, spec.student_layer, true),
+                              {regressors[r], regressors[r + 1], regressors[r + 2],
+                               regressors[r + 3]});
+        }
+        term = ofa_loss(logits, teacher->logits, targets, spec.eps, spec.T);
       } else if (spec.name == "dhkd") {
         const size_t r = static_cast<size_t>(regressor_of_[i]);
         at::Tensor feature = layer(student, spec.student_layer, true).flatten(1);

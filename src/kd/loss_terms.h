@@ -21,6 +21,8 @@ struct LossSpec {
   double alpha = 1.0;
   double beta = 8.0;
   double p = 2.0;
+  double eps = 1.0;
+  int64_t branch_width = 0;
   std::string student_layer;
   std::string teacher_layer;
 
@@ -31,26 +33,37 @@ struct LossSpec {
              "pld (Plackett-Luce list-wise KD: replaces ce + hinton), dhkd (dual-head KD: an "
              "auxiliary linear head on student_layer learns the teacher's logits by BinaryKL-Norm), "
              "nd (feature norm and direction: student_layer pulled toward the teacher's class-mean "
-             "teacher_layer direction)",
+             "teacher_layer direction), ofa (One-for-All KD: the teacher's predictions with the "
+             "target class enhanced by eps, on the output or, with student_layer, on a branch "
+             "from that feature to the logits)",
              {"ce", "hinton", "reverse_kl", "dkd", "fitnet", "at", "rkd_distance", "rkd_angle",
-              "pld", "dhkd", "nd"});
+              "pld", "dhkd", "nd", "ofa"});
     v.field("weight", weight, "weight of this term in the sum", config::Range::at_least(0));
     v.field("T", T, "hinton, reverse_kl, dkd, pld (teacher only; PLD CIFAR-100: 4), dhkd "
-            "(DHKD code: 2): temperature", config::Range::above(0));
+            "(DHKD code: 2), ofa (OFA code: 1): temperature", config::Range::above(0));
     v.field("alpha", alpha, "dkd: weight of the target-class part (TCKD)",
             config::Range::at_least(0));
     v.field("beta", beta, "dkd: weight of the non-target part (NCKD)", config::Range::at_least(0));
     v.field("p", p, "at: exponent of the attention map", config::Range::above(0));
+    v.field("eps", eps,
+            "ofa: target-enhancement exponent (1 = cross-entropy with the teacher's soft labels; "
+            "OFA's CIFAR-100 example 1, ImageNet example 1.5)",
+            config::Range::above(0));
+    v.field("branch_width", branch_width,
+            "ofa with student_layer: hidden width of the branch (0 = the larger of the feature's "
+            "width and the teacher's last feature's, as OFA sizes its branches)",
+            config::Range::at_least(0));
     // The ranges let +inf through; an infinite weight, temperature or exponent is no loss.
     v.rule(std::isfinite(weight) && std::isfinite(T) && std::isfinite(alpha) &&
-               std::isfinite(beta) && std::isfinite(p),
-           "loss term '" + name + "': weight, T, alpha, beta and p must be finite, found weight " +
-               std::to_string(weight) + ", T " + std::to_string(T) + ", alpha " +
+               std::isfinite(beta) && std::isfinite(p) && std::isfinite(eps),
+           "loss term '" + name + "': weight, T, alpha, beta, p and eps must be finite, found "
+               "weight " + std::to_string(weight) + ", T " + std::to_string(T) + ", alpha " +
                std::to_string(alpha) + ", beta " + std::to_string(beta) + ", p " +
-               std::to_string(p));
+               std::to_string(p) + ", eps " + std::to_string(eps));
     v.field("student_layer", student_layer,
-            "fitnet, at, rkd_*, dhkd, nd: student feature name (\"logits\" = output; rkd default; "
-            "dhkd: the feature its auxiliary head reads, e.g. embedding)");
+            "fitnet, at, rkd_*, dhkd, nd, ofa: student feature name (\"logits\" = output; rkd "
+            "and ofa default; dhkd: the feature its auxiliary head reads, e.g. embedding; ofa: "
+            "the feature its branch reads)");
     v.field("teacher_layer", teacher_layer,
             "fitnet, at, rkd_*, nd: teacher feature name (\"logits\" = output; rkd default)");
   }
@@ -75,6 +88,8 @@ class LossTerms {
   bool needs_teacher() const;
   // True when a term reads an intermediate layer (the forward must record features).
   bool needs_features() const;
+  // True when a term reads an intermediate teacher layer (its logits alone cannot be cached).
+  bool needs_teacher_features() const;
 
   // Sizes the regressors and checks the feature shapes of every term on one probe batch, so
   // mismatches (e.g. attention maps of different sizes) fail before training.

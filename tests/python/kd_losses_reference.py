@@ -129,4 +129,11 @@ for i in range(es.shape[0]):
     terms.append(1 - (es[i] * c).sum() / torch.max(es[i].norm(), t_feat[i].norm()))
 record("nd", torch.stack(terms).mean(), es)
 
+# OFA (Hao840/OFAKD distillers/ofa.py ofa_loss): weights (p_t + one_hot)^eps - one_hot against
+# log(softmax(s / T)), summed over classes, batch mean; here eps 1.5.
+s = student("s")
+one_hot = torch.zeros_like(s).scatter_(1, labels.unsqueeze(1), 1)
+weights = torch.pow(F.softmax(inputs["t"] / T, 1) + one_hot, 1.5) - one_hot
+record("ofa", -(weights * torch.log(F.softmax(s / T, 1))).sum(1).mean(), s)
+
 torch.save(out, sys.argv[2])

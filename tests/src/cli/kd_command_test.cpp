@@ -164,6 +164,53 @@ TEST_F(KdCli, DataFractionDmlAndBornAgainRun) {
                    b["gen2_test_accuracy"].get<double>());
 }
 
+// Self-distillation (Borup & Andersen): the derived rule holds out a class-balanced split, trains
+// an alpha = 0 student per generation and records the least-squares weight, clipped; a fixed
+// alpha of 1 is the labels alone, so generation 1 repeats generation 0 bit for bit (same seeded
+// initialisation and data), while alpha 0.6 does not.
+TEST_F(KdCli, SelfDistillationMixesTheGroundTruthWithADerivedOrFixedWeight) {
+  const std::string base = "kd " + flags(data_) +
+                           "--set kd.scheme=self_distillation --set kd.generations=1 "
+                           "--set model.hidden=[16] --epochs 2 ";
+  const std::string derived = base + "--set kd.validation_fraction=0.25 --out " + dir_.file("sd");
+  CommandResult r = distill_cli(derived);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  nlohmann::json d = read_json(dir_.file("sd/results.json"));
+  EXPECT_EQ(d["held_out_images"], 15);  // 5 of each of the 3 classes
+  EXPECT_EQ(d["train_images"], 45);
+  const double unclipped = d["gen1_ground_truth_weight_unclipped"].get<double>();
+  EXPECT_DOUBLE_EQ(d["gen1_ground_truth_weight"].get<double>(),
+                   std::min(1.0, std::max(0.0, unclipped)));
+  EXPECT_TRUE(d.contains("gen1_alpha0_test_accuracy"));
+  EXPECT_TRUE(std::filesystem::exists(dir_.file("sd/gen1/alpha0/model.pt")));
+  EXPECT_DOUBLE_EQ(d["test_accuracy"].get<double>(), d["gen1_test_accuracy"].get<double>());
+  EXPECT_TRUE(contains(r.output, "gen1 ground-truth weight")) << r.output;
+  CommandResult again = distill_cli(derived + " --resume");
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_EQ(read_json(dir_.file("sd/results.json")), d);
+
+  auto params = [&](const std::string& run) {
+    return io::get_tensor(io::load_dict(dir_.file(run + "/model.pt")), "params", run);
+  };
+  CommandResult labels_only = distill_cli(base +
+                                          "--set kd.ground_truth_weight_rule=fixed "
+                                          "--set kd.ground_truth_weight=1 --out " +
+                                          dir_.file("sd1"));
+  ASSERT_EQ(labels_only.exit_code, 0) << labels_only.output;
+  nlohmann::json f = read_json(dir_.file("sd1/results.json"));
+  EXPECT_EQ(f["train_images"], 60);  // nothing held out
+  EXPECT_FALSE(f.contains("held_out_images"));
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("sd1/gen1/alpha0")));
+  EXPECT_TRUE(at::equal(params("sd1/gen0"), params("sd1/gen1")));
+  CommandResult mixed = distill_cli(base + "--set kd.ground_truth_weight_rule=fixed --out " +
+                                    dir_.file("sd6"));
+  ASSERT_EQ(mixed.exit_code, 0) << mixed.output;
+  EXPECT_DOUBLE_EQ(read_json(dir_.file("sd6/results.json"))["gen1_ground_truth_weight"].get<double>(),
+                   0.6);
+  EXPECT_TRUE(at::equal(params("sd6/gen0"), params("sd1/gen0")));
+  EXPECT_FALSE(at::equal(params("sd6/gen0"), params("sd6/gen1")));
+}
+
 TEST_F(KdCli, BadInputIsOneLineWithExit2BeforeTraining) {
   const std::string base = "kd " + flags(data_) + "--teacher " + teacher_ + " ";
   struct Case {
@@ -194,6 +241,21 @@ TEST_F(KdCli, BadInputIsOneLineWithExit2BeforeTraining) {
        "unknown key 'kd.losses[0].Temp'"},
       {base + kTeacherModel + "--set kd.data_fraction=0",
        "key 'kd.data_fraction' must be in (0, 1], found 0"},
+      {base + kTeacherModel + "--set kd.ground_truth_weight=0.3",
+       "kd.ground_truth_weight applies to scheme self_distillation only (kd.scheme is offline)"},
+      {"kd " + flags(data_) + "--set kd.scheme=self_distillation --set kd.ground_truth_weight=0.3",
+       "kd.ground_truth_weight is the fixed rule's weight"},
+      {"kd " + flags(data_) +
+           "--set kd.scheme=self_distillation --set kd.ground_truth_weight_rule=fixed "
+           "--set kd.ground_truth_weight=1.5",
+       "key 'kd.ground_truth_weight' must be in [0, 1], found 1.5"},
+      {base + "--set kd.scheme=self_distillation",
+       "self_distillation starts from the student architecture trained on the labels"},
+      {"kd " + flags(data_) + "--set kd.scheme=self_distillation --set kd.validation_fraction=0.99",
+       "holds out 20 images per class, but a class of the student's training images has only 20"},
+      {"kd " + flags(data_) +
+           "--set kd.scheme=self_distillation --set 'kd.losses=[{name=\"ce\"}]'",
+       "kd.losses does not apply to scheme self_distillation"},
   };
   for (const auto& c : cases) {
     CommandResult r = distill_cli(c.args + " --out " + dir_.file("bad"));

@@ -2,6 +2,7 @@
 
 #include "src/kd/dhkd_loss.h"
 #include "src/kd/nd_loss.h"
+#include "src/kd/ofa_loss.h"
 #include "src/kd/pld_loss.h"
 
 #include <ATen/ATen.h>
@@ -231,6 +232,35 @@ TEST(KdLosses, GradientsMatchCentralDifferences) {
   expect_gradient_matches_differences(
       [&](const at::Tensor& x) { return nd_loss(x, et.narrow(0, 0, 4) * 0.5, means, labels); },
       es.narrow(0, 0, 4).narrow(1, 0, 3).contiguous());
+  expect_gradient_matches_differences(
+      [&](const at::Tensor& x) { return ofa_loss(x, t, labels, 1.4, 2.0); }, s);
+  // The branch, through a map and a flat feature, in its input and its weights.
+  const at::Tensor map = at::randn({4, 2, 3, 3}, gen, at::kDouble);
+  std::vector<at::Tensor> branch = {at::randn({6, 2, 1, 1}, gen, at::kDouble),
+                                    at::randn({6}, gen, at::kDouble),
+                                    at::randn({5, 6}, gen, at::kDouble),
+                                    at::randn({5}, gen, at::kDouble)};
+  auto through_branch = [&](const at::Tensor& feature, const std::vector<at::Tensor>& w) {
+    return ofa_loss(ofa_branch(feature, w), t, labels, 1.4, 2.0);
+  };
+  expect_gradient_matches_differences([&](const at::Tensor& x) { return through_branch(x, branch); },
+                                      map);
+  expect_gradient_matches_differences(
+      [&](const at::Tensor& x) {
+        return through_branch(map, {x, branch[1], branch[2], branch[3]});
+      },
+      branch[0]);
+  std::vector<at::Tensor> flat_branch = {at::randn({6, 3}, gen, at::kDouble), branch[1],
+                                         branch[2], branch[3]};
+  expect_gradient_matches_differences(
+      [&](const at::Tensor& x) { return through_branch(x, flat_branch); },
+      es.narrow(0, 0, 4).narrow(1, 0, 3).contiguous());
+  expect_gradient_matches_differences(
+      [&](const at::Tensor& x) {
+        return through_branch(es.narrow(0, 0, 4).narrow(1, 0, 3),
+                              {flat_branch[0], flat_branch[1], x, flat_branch[3]});
+      },
+      branch[2]);
 }
 
 // ND by hand: 1 - <s, c_y / |c_y|> / max(|s|, |t|), averaged; 0 when s points along c_y and is
@@ -300,6 +330,60 @@ TEST(KdLosses, DhkdBinaryKlNormIsTheBernoulliKlPerLogit) {
   EXPECT_GT(binary_kl_norm_loss(kTeacher + 1.0, kTeacher, T).item<double>(), 0.1);
 }
 
+// OFA by hand: weights (p + m)^eps - m against log softmax(z / T), summed over classes, batch
+// mean; the target class weighs (1 + p_y)^eps - 1, the others p_c^eps.
+TEST(KdLosses, OfaEnhancesTheTargetClassOfTheTeachersPrediction) {
+  const double T = 2.0, eps = 1.5;
+  const Matrix s = rows(kStudent), t = rows(kTeacher);
+  const std::vector<int> y = {2, 0};
+  double expected = 0;
+  for (int i = 0; i < 2; ++i) {
+    const std::vector<double> p = softmax(t[i], T), q = softmax(s[i], T);
+    for (int c = 0; c < 3; ++c) {
+      const double w = c == y[i] ? std::pow(1 + p[c], eps) - 1 : std::pow(p[c], eps);
+      expected -= w * std::log(q[c]);
+    }
+  }
+  expected /= 2;
+  EXPECT_NEAR(ofa_loss(kStudent, kTeacher, kLabels, eps, T).item<double>(), expected, 1e-12);
+  // eps = 1: cross-entropy with the teacher's soft labels, i.e. KL + the teacher's entropy.
+  double entropy = 0;
+  for (int i = 0; i < 2; ++i) {
+    for (double p : softmax(t[i], T)) entropy -= p * std::log(p) / 2;
+  }
+  EXPECT_NEAR(ofa_loss(kStudent, kTeacher, kLabels, 1.0, T).item<double>(),
+              hinton_loss(kStudent, kTeacher, T).item<double>() / (T * T) + entropy, 1e-12);
+  // Soft labels name their argmax as the target class (OFA under Mixup/CutMix).
+  const at::Tensor soft = at::tensor({0.1, 0.2, 0.7, 0.6, 0.3, 0.1}, at::kDouble).view({2, 3});
+  EXPECT_NEAR(ofa_loss(kStudent, kTeacher, soft, eps, T).item<double>(), expected, 1e-12);
+  EXPECT_NE(error_of([] { ofa_loss(kStudent, kTeacher, kLabels.to(at::kFloat), 1.0, 1.0); })
+                .find("ofa needs int64 class ids (N) or soft labels (N,K)"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { ofa_loss(kStudent, kTeacher, kLabels, 0.0, 1.0); })
+                .find("eps must be > 0, found 0"),
+            std::string::npos);
+}
+
+// The branch: linear - ReLU - linear on a flat feature; 1x1 conv - ReLU - mean over H,W - linear
+// on a map; by hand on one example each.
+TEST(KdLosses, OfaBranchIsHiddenReluPoolThenLinear) {
+  const at::Tensor flat = at::tensor({1.0, -2.0}, at::kDouble).view({1, 2});
+  const at::Tensor w1 = at::tensor({1.0, 1.0, 2.0, 0.5, -1.0, 0.0}, at::kDouble).view({3, 2});
+  const at::Tensor b1 = at::tensor({0.5, 0.0, 0.0}, at::kDouble);
+  const at::Tensor w2 = at::tensor({1.0, 2.0, 3.0, -1.0, 0.0, 1.0}, at::kDouble).view({2, 3});
+  const at::Tensor b2 = at::tensor({0.0, 1.0}, at::kDouble);
+  // hidden = relu(-1 + .5, 2 - 1, -1) = (0, 1, 0); output = (2, 0 + 1).
+  at::Tensor out = ofa_branch(flat, {w1, b1, w2, b2});
+  EXPECT_NEAR(out[0][0].item<double>(), 2.0, 1e-12);
+  EXPECT_NEAR(out[0][1].item<double>(), 1.0, 1e-12);
+  // A 2-channel 1x2 map with pixels (1, -2) and (3, 0): hidden per pixel relu(w1 x + b1) =
+  // (0, 1, 0) and (3.5, 6, 0); mean (1.75, 3.5, 0); output (1.75 + 7, -1.75 + 1).
+  const at::Tensor map = at::tensor({1.0, 3.0, -2.0, 0.0}, at::kDouble).view({1, 2, 1, 2});
+  out = ofa_branch(map, {w1.view({3, 2, 1, 1}), b1, w2, b2});
+  EXPECT_NEAR(out[0][0].item<double>(), 8.75, 1e-12);
+  EXPECT_NEAR(out[0][1].item<double>(), -0.75, 1e-12);
+}
+
 TEST(KdLosses, MatchPython) {
   DISTILL_REQUIRE_PYTHON();
   testing::TempDir dir;
@@ -349,6 +433,7 @@ TEST(KdLosses, MatchPython) {
       {"pld", {"s"}, [&](auto& x) { return pld_loss(x[0], t, labels, 3.0); }},
       {"dhkd", {"s"}, [&](auto& x) { return binary_kl_norm_loss(x[0], t, 3.0); }},
       {"nd", {"es"}, [&](auto& x) { return nd_loss(x[0], get("nd_t"), get("nd_means"), labels); }},
+      {"ofa", {"s"}, [&](auto& x) { return ofa_loss(x[0], t, labels, 1.5, 3.0); }},
   };
   for (const auto& c : cases) {
     std::vector<at::Tensor> leaves;

@@ -9,6 +9,7 @@
 #include "src/io/tensor_file.h"
 #include "src/kd/kd_losses.h"
 #include "src/kd/nd_loss.h"
+#include "src/kd/ofa_loss.h"
 #include "tests/support/test_support.h"
 
 namespace distill::kd {
@@ -120,7 +121,7 @@ TEST(LossTerms, BadSettingsNameTheKeyAndValueBeforeTraining) {
   LossSpec tempered_ce = term("ce", 1);
   tempered_ce.T = 2;
   EXPECT_NE(make({tempered_ce}, teacher.get())
-                .find("kd.losses[0].T does not apply to 'ce' (used by hinton, reverse_kl, dkd, pld, dhkd)"),
+                .find("kd.losses[0].T does not apply to 'ce' (used by hinton, reverse_kl, dkd, pld, dhkd, ofa)"),
             std::string::npos);
   LossSpec layered_hinton = term("hinton", 1);
   layered_hinton.student_layer = "block0";
@@ -223,6 +224,103 @@ TEST(LossTerms, DhkdHeadsGetOnlyTheirOwnLossesGradients) {
   with_teacher_layer.teacher_layer = "block0";
   EXPECT_NE(error_of([&] { LossTerms({with_teacher_layer}, "kd.losses", *student, teacher->model.get()); })
                 .find("kd.losses[0].teacher_layer does not apply to 'dhkd'"),
+            std::string::npos);
+}
+
+// OFA's branches: a term with student_layer owns a branch sized max(feature, teacher's last
+// feature) (or branch_width), reaching the logits without the student's classifier; a term without
+// one scores the output. Neither reads a teacher feature, so the teacher's logits can be cached.
+TEST(LossTerms, OfaBranchesAreSizedFromBothModelsAndSkipTheClassifier) {
+  auto student = mlp({6});
+  auto teacher = random_teacher(convnet(8), 3);
+  auto [images, labels] = toy_data(6, 2);
+  LossSpec on_output = term("ofa", 1.0, 1.0);
+  on_output.eps = 1.5;
+  LossSpec branch = on_output;
+  branch.student_layer = "hidden0";
+  at::Generator gen = make_generator(4);
+  const at::Tensor params = student->init_params(gen);
+  models::Features teacher_features;
+  at::Tensor teacher_logits = teacher->forward(images, &teacher_features);
+  LossTerms::Side teacher_side{teacher_logits, &teacher_features};
+  ASSERT_EQ(teacher_features.back().first, "embedding");
+  const int64_t width = teacher_features.back().second.size(1);  // wider than hidden0's 6
+  ASSERT_GT(width, 6);
+  auto prepared = [&](LossTerms& terms) {
+    models::Features f;
+    models::ForwardArgs a;
+    a.features = &f;
+    terms.prepare({student->forward(images, params, a), &f}, teacher_side);
+    return terms.init_aux(gen);
+  };
+  LossTerms branch_only({branch}, "kd.losses", *student, teacher->model.get());
+  at::Tensor aux = prepared(branch_only);
+  ASSERT_EQ(branch_only.aux_specs().size(), 4u);
+  EXPECT_EQ(branch_only.aux_specs()[0].shape, (std::vector<int64_t>{width, 6}));
+  EXPECT_EQ(branch_only.aux_specs()[2].shape, (std::vector<int64_t>{4, width}));
+  EXPECT_FALSE(branch_only.needs_teacher_features());
+  EXPECT_TRUE(branch_only.needs_features());
+  LossSpec narrow = branch;
+  narrow.branch_width = 5;
+  LossTerms narrow_terms({narrow}, "kd.losses", *student, teacher->model.get());
+  EXPECT_EQ(prepared(narrow_terms).numel(), 5 * 6 + 5 + 4 * 5 + 4);
+  LossTerms output_only({on_output}, "kd.losses", *student, teacher->model.get());
+  EXPECT_EQ(prepared(output_only).numel(), 0);
+  EXPECT_FALSE(output_only.needs_features());
+  // On a ConvNet's map the hidden layer is a 1x1 convolution over its channels.
+  auto conv_student = convnet(4);
+  LossSpec map_branch = branch;
+  map_branch.student_layer = "block0";
+  LossTerms map_terms({map_branch}, "kd.losses", *conv_student, teacher->model.get());
+  models::Features conv_features;
+  models::ForwardArgs conv_args;
+  conv_args.features = &conv_features;
+  map_terms.prepare({conv_student->forward(images, conv_student->init_params(gen), conv_args),
+                     &conv_features},
+                    teacher_side);
+  EXPECT_EQ(map_terms.aux_specs()[0].shape, (std::vector<int64_t>{width, 4, 1, 1}));
+
+  // The branch's loss reaches the first layer and the branch, never the classifier (layers.1).
+  at::Tensor p = params.clone().requires_grad_(true), x = aux.clone().requires_grad_(true);
+  models::Features f;
+  models::ForwardArgs a;
+  a.features = &f;
+  LossTerms::Side side{student->forward(images, p, a), &f};
+  at::Tensor loss = branch_only.evaluate(side, &teacher_side, labels, x);
+  auto g = torch::autograd::grad({loss}, {p, x});
+  const auto& specs = student->param_specs();
+  const int64_t head = specs[specs.size() - 2].numel() + specs.back().numel();
+  EXPECT_EQ(g[0].narrow(0, p.numel() - head, head).abs().max().item<double>(), 0.0);
+  EXPECT_GT(g[0].narrow(0, 0, p.numel() - head).abs().max().item<double>(), 0.0);
+  EXPECT_GT(g[1].abs().max().item<double>(), 0.0);
+  // Its value: the OFA loss of the branch's logits.
+  auto views = models::Model::unflatten(aux, branch_only.aux_specs());
+  at::Tensor hidden;
+  for (const auto& [name, tensor] : f) {
+    if (name == "hidden0") hidden = tensor;
+  }
+  EXPECT_NEAR(loss.item<double>(),
+              ofa_loss(ofa_branch(hidden, views), teacher_logits, labels, 1.5, 1.0).item<double>(),
+              1e-6);
+
+  // Cached teacher logits are allowed (no teacher feature is read).
+  KdObjective objective({branch}, "kd.losses", *student, teacher, images);
+  EXPECT_NO_THROW(objective.cache_teacher_logits(images));
+
+  LossSpec wide_output = on_output;
+  wide_output.branch_width = 8;
+  EXPECT_NE(error_of([&] { LossTerms({wide_output}, "kd.losses", *student, teacher->model.get()); })
+                .find("kd.losses[0].branch_width (ofa) sizes a branch, and this term has none"),
+            std::string::npos);
+  LossSpec eps_on_hinton = term("hinton", 1.0);
+  eps_on_hinton.eps = 2;
+  EXPECT_NE(error_of([&] { LossTerms({eps_on_hinton}, "kd.losses", *student, teacher->model.get()); })
+                .find("kd.losses[0].eps does not apply to 'hinton' (used by ofa)"),
+            std::string::npos);
+  LossSpec teacher_layer = branch;
+  teacher_layer.teacher_layer = "embedding";
+  EXPECT_NE(error_of([&] { LossTerms({teacher_layer}, "kd.losses", *student, teacher->model.get()); })
+                .find("kd.losses[0].teacher_layer does not apply to 'ofa'"),
             std::string::npos);
 }
 
@@ -434,6 +532,15 @@ TEST(MutualObjective, TermsWithTheirOwnParametersAreRefusedWithAReason) {
               MutualObjective({head}, "kd.losses", cohort, toy_data(4, 1).first);
             }).find("kd.losses: dhkd trains parameters of its own per student pair"),
             std::string::npos);
+  LossSpec branch = term("ofa", 1, 1.0);
+  branch.student_layer = "hidden0";
+  EXPECT_NE(error_of([&] {
+              MutualObjective({branch}, "kd.losses", cohort, toy_data(4, 1).first);
+            }).find("kd.losses: ofa trains parameters of its own per student pair"),
+            std::string::npos);
+  // On the members' outputs, ofa has no parameters of its own: mutual learning takes it.
+  EXPECT_NO_THROW(MutualObjective({term("ofa", 1, 1.0), term("ce", 1)}, "kd.losses", cohort,
+                                  toy_data(4, 1).first));
 }
 
 // A model.pt like `distill train` writes: arch, flat params/buffers, state_dict-named tensors.
