@@ -5,7 +5,13 @@
 # PLD (T 4, one term in place of both; PLD's CIFAR-100 temperature), DHKD (ce on the MLP's own
 # classifier + BinaryKL-Norm T 2 weight 1 on an auxiliary head reading hidden1, DHKD's CIFAR-100
 # values) and KD + ND (ce 1 + Hinton T 4 weight 1 + ND weight 1 on hidden1 against the teacher's
-# embedding class means, through a linear map: the ND code's defaults).
+# embedding class means, through a linear map: the ND code's defaults), OFA (ce 1 + the OFA loss,
+# eps 1.5, T 1, on the MLP's output and on a branch from each hidden layer, weight 1: OFA's code
+# defaults for MLP students with its ImageNet eps; a ConvNet teacher and an MLP student are the
+# heterogeneous pair OFA is for; once more on the output alone, to see what the branches add), and
+# self-distillation with weighted ground truth (no teacher: 2 generations of the MLP on
+# alpha y + (1 - alpha) p_previous; alpha derived per generation on a 10 % held-out split, or fixed
+# at the paper code's 0.6).
 # Writes experiments/results/kd_recent_fashion_mnist.json and the README table
 # (<!-- table:kd-recent -->) with experiments/write_kd_recent_table.py.
 # Every run is skipped when its results.json exists, so an interrupted script continues.
@@ -46,6 +52,12 @@ for seed in $seeds; do
       --set 'kd.losses=[{name="ce"},{name="hinton",T=4,weight=1},{name="nd",weight=1,student_layer="hidden1",teacher_layer="embedding"}]'
     run "$out/ofa_$fraction/s$seed" "${student[@]}" "${with_teacher[@]}" \
       --set 'kd.losses=[{name="ce"},{name="ofa",T=1,eps=1.5},{name="ofa",T=1,eps=1.5,student_layer="hidden0"},{name="ofa",T=1,eps=1.5,student_layer="hidden1"}]'
+    run "$out/ofa_output_$fraction/s$seed" "${student[@]}" "${with_teacher[@]}" \
+      --set 'kd.losses=[{name="ce"},{name="ofa",T=1,eps=1.5}]'
+    run "$out/self_derived_$fraction/s$seed" "${student[@]}" --set kd.scheme=self_distillation \
+      --set kd.generations=2
+    run "$out/self_fixed_$fraction/s$seed" "${student[@]}" --set kd.scheme=self_distillation \
+      --set kd.generations=2 --set kd.ground_truth_weight_rule=fixed
   done
 done
 echo "wall time: $(( $(date +%s) - start )) s" >&2

@@ -24,7 +24,11 @@ METHODS = [("hard", "hard labels (ce)"),
            ("pld", "PLD T 4 (alone)"),
            ("dhkd", "DHKD: ce + BinaryKL-Norm T 2 on an auxiliary head (hidden1)"),
            ("nd", "KD + ND: ce + Hinton T 4 + ND (hidden1 vs the teacher's embedding class means)"),
-           ("ofa", "OFA eps 1.5, T 1: ce + OFA on the output and on branches from hidden0, hidden1")]
+           ("ofa", "OFA eps 1.5, T 1: ce + OFA on the output and on branches from hidden0, hidden1"),
+           ("ofa_output", "OFA eps 1.5, T 1 on the output only (no branches): ce + OFA"),
+           ("self_derived", "self-distillation, no teacher: 2 generations, alpha derived per "
+                            "generation (10 % held out)"),
+           ("self_fixed", "self-distillation, no teacher: 2 generations, alpha fixed at 0.6")]
 
 
 def run_threads(paths):
@@ -55,6 +59,9 @@ def collect(root, seeds, teacher_epochs):
                           f"{200 if fraction == '0.03' else 150} epochs; seeds {seeds}; "
                           f"{run_threads(paths)} thread(s) per run",
                 "date": date})
+            if method.startswith("self_"):  # the ground-truth weight of generations 1, 2 per seed
+                rows[-1]["ground_truth_weights"] = [
+                    [r[f"gen{g}_ground_truth_weight"] for g in (1, 2)] for r in results]
     return {"table": NAME, "dataset": "fashion-mnist", "metric": "test error %", "rows": rows}
 
 
