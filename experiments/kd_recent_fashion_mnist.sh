@@ -11,7 +11,10 @@
 # heterogeneous pair OFA is for; once more on the output alone, to see what the branches add), and
 # self-distillation with weighted ground truth (no teacher: 2 generations of the MLP on
 # alpha y + (1 - alpha) p_previous; alpha derived per generation on a 10 % held-out split, or fixed
-# at the paper code's 0.6).
+# at the paper code's 0.6), and TGeo-KD (per-example ratios of Hinton KD and ce from its fusion
+# network, learned on a 10 % held-out split through a one-step unrolled hypergradient; T 4 as the
+# Hinton row, so the two differ only in fixed .7/.3 against learned ratios; the network at 100 x
+# the student's learning rate, the TGeo code's Adam 0.1).
 # Writes experiments/results/kd_recent_fashion_mnist.json and the README table
 # (<!-- table:kd-recent -->) with experiments/write_kd_recent_table.py.
 # Every run is skipped when its results.json exists, so an interrupted script continues.
@@ -58,6 +61,8 @@ for seed in $seeds; do
       --set kd.generations=2
     run "$out/self_fixed_$fraction/s$seed" "${student[@]}" --set kd.scheme=self_distillation \
       --set kd.generations=2 --set kd.ground_truth_weight_rule=fixed
+    run "$out/tgeo_$fraction/s$seed" "${student[@]}" "${with_teacher[@]}" \
+      --set 'kd.losses=[{name="tgeo",T=4}]'
   done
 done
 echo "wall time: $(( $(date +%s) - start )) s" >&2

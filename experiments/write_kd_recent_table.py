@@ -28,7 +28,9 @@ METHODS = [("hard", "hard labels (ce)"),
            ("ofa_output", "OFA eps 1.5, T 1 on the output only (no branches): ce + OFA"),
            ("self_derived", "self-distillation, no teacher: 2 generations, alpha derived per "
                             "generation (10 % held out)"),
-           ("self_fixed", "self-distillation, no teacher: 2 generations, alpha fixed at 0.6")]
+           ("self_fixed", "self-distillation, no teacher: 2 generations, alpha fixed at 0.6"),
+           ("tgeo", "TGeo-KD T 4: per-example Hinton KD / ce ratios from the fusion network "
+                    "(10 % held out)")]
 
 
 def run_threads(paths):
@@ -59,6 +61,10 @@ def collect(root, seeds, teacher_epochs):
                           f"{200 if fraction == '0.03' else 150} epochs; seeds {seeds}; "
                           f"{run_threads(paths)} thread(s) per run",
                 "date": date})
+            if method == "tgeo":  # the fusion network's mean ratio over the last epoch, per seed
+                rows[-1]["mean_ratios"] = [
+                    json.loads((p.parent / "metrics.jsonl").read_text().splitlines()[-1])
+                    ["tgeo_mean_ratio"] for p in paths]
             if method.startswith("self_"):  # the ground-truth weight of generations 1, 2 per seed
                 rows[-1]["ground_truth_weights"] = [
                     [r[f"gen{g}_ground_truth_weight"] for g in (1, 2)] for r in results]

@@ -8,7 +8,8 @@
 # record of students (train, experts, mtt, eval, kd, committee train, synth recover, diffusion
 # train/distill: they continue from it, or start over when the attempt stopped before writing
 # one) and --overwrite for those that keep none and refuse --resume (subset, import, bench, report,
-# synth relabel/export, diffusion sample/score: the attempt's files are removed and it is redone).
+# synth relabel/export, diffusion sample/score, kd search: the attempt's files are removed and it
+# is redone).
 run() {
   local dir=$1; shift
   [ -f "$dir/results.json" ] && return 0
@@ -17,7 +18,7 @@ run() {
   if [ -f "$dir/config.toml" ]; then
     case "$1 ${2:-}" in
       "subset "* | "import "* | "bench "* | "report "* | "synth relabel" | "synth export" | \
-        "diffusion sample" | "diffusion score") rerun=(--overwrite) ;;
+        "diffusion sample" | "diffusion score" | "kd search") rerun=(--overwrite) ;;
       # Every other command resumes (one that cannot says so: exit 2, nothing is removed).
       *) rerun=(--resume) ;;
     esac

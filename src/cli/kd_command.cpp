@@ -17,6 +17,8 @@
 #include "src/kd/cohort.h"
 #include "src/kd/kd_objective.h"
 #include "src/kd/self_distillation.h"
+#include "src/kd/student_search.h"
+#include "src/kd/tgeo_kd.h"
 #include "src/kd/teacher.h"
 #include "src/train/augment.h"
 #include "src/train/trainer.h"
@@ -76,11 +78,76 @@ struct KdSettings {
             "the targets alpha y + (1 - alpha) p_previous (the paper code's example: 0.6)",
             config::Range::between(0, 1));
     v.field("validation_fraction", validation_fraction,
-            "self_distillation with the derived rule: class-balanced fraction of the student's "
-            "training images held out to estimate the weight (not trained on)",
+            "self_distillation with the derived rule, and the tgeo term: class-balanced fraction "
+            "of the student's training images held out to estimate the weight / to train tgeo's "
+            "fusion network (not trained on by the student)",
             config::Range::strictly_between(0, 1));
     v.field("cache_teacher", cache_teacher,
             "compute the teacher's logits once when the student sees un-augmented images");
+  }
+};
+
+// `distill kd search` (DisWOT): training-free ranking of candidate students ([search] settings).
+struct SearchSettings {
+  std::vector<std::string> candidates;
+  std::vector<std::string> families = {"convnet", "mlp"};
+  std::vector<int64_t> convnet_widths = {8, 16, 32, 64};
+  std::vector<int64_t> convnet_depths = {1, 2, 3};
+  std::vector<int64_t> mlp_widths = {32, 64, 128, 256};
+  std::vector<int64_t> mlp_depths = {1, 2, 3};
+  int64_t population = 20;
+  int64_t sample = 5;
+  int64_t cycles = 100;
+  int64_t batch_size = 64;
+  int64_t max_params = 0;
+  std::string semantic = "classes";
+  std::string teacher_weights = "trained";
+  int64_t top = 10;
+
+  void visit(config::Visitor& v) {
+    v.field("candidates", candidates,
+            "students to score, e.g. [\"convnet-w16-d2\", \"mlp-128-64\"] (empty = evolve in "
+            "the space below)");
+    v.field("families", families, "families the evolution draws from: convnet, mlp");
+    for (const auto& f : families) {
+      v.rule(f == "convnet" || f == "mlp",
+             "search.families: '" + f + "' is not a family of the search (convnet, mlp)");
+    }
+    v.rule(!families.empty(), "search.families must name at least one family (convnet, mlp)");
+    v.field("convnet_widths", convnet_widths, "convnet channels the evolution may pick");
+    v.field("convnet_depths", convnet_depths, "convnet block counts the evolution may pick");
+    v.field("mlp_widths", mlp_widths, "mlp hidden widths the evolution may pick");
+    v.field("mlp_depths", mlp_depths, "mlp hidden-layer counts the evolution may pick");
+    auto positive = [&](const std::vector<int64_t>& values, const std::string& key) {
+      bool ok = !values.empty();
+      for (int64_t x : values) ok = ok && x >= 1;
+      v.rule(ok, "search." + key + " must be a non-empty list of integers >= 1");
+    };
+    positive(convnet_widths, "convnet_widths");
+    positive(convnet_depths, "convnet_depths");
+    positive(mlp_widths, "mlp_widths");
+    positive(mlp_depths, "mlp_depths");
+    v.field("population", population, "evolution: population size", config::Range::at_least(1));
+    v.field("sample", sample, "evolution: members compared to pick each parent (<= population)",
+            config::Range::at_least(1));
+    v.rule(sample <= population, "search.sample must be <= search.population, found " +
+                                     std::to_string(sample) + " > " + std::to_string(population));
+    v.field("cycles", cycles, "evolution: mutations after the first population",
+            config::Range::at_least(0));
+    v.field("batch_size", batch_size, "training images of the one scoring batch (DisWOT code: 64)",
+            config::Range::at_least(2));
+    v.field("max_params", max_params,
+            "candidates with more parameters are not ranked (0 = no limit)",
+            config::Range::at_least(0));
+    v.choice("semantic", semantic,
+             "semantic distance: classes (K x K Gram of the classifier gradients: any widths) or "
+             "channels (the code's per-class C x C correlations: needs the teacher's width)",
+             {"classes", "channels"});
+    v.choice("teacher_weights", teacher_weights,
+             "trained (the teacher checkpoint) or random (a fresh teacher of that architecture, "
+             "as the DisWOT code scores)",
+             {"trained", "random"});
+    v.field("top", top, "candidates printed", config::Range::at_least(1));
   }
 };
 
@@ -93,6 +160,7 @@ struct KdCommandOptions {
   train::TrainOptions train;
   train::AugmentOptions augment;
   KdSettings kd;
+  SearchSettings search;
 
   KdCommandOptions() {
     model.arch = "mlp";
@@ -113,6 +181,7 @@ struct KdCommandOptions {
     v.section("train", train);
     v.section("augment", augment);
     v.section("kd", kd);
+    v.section("search", search);
   }
 };
 
@@ -194,8 +263,19 @@ void check_scheme_settings(const KdCommandOptions& o) {
          "ground_truth_weight_rule", only_self);
   refuse(!self && o.kd.ground_truth_weight != defaults.ground_truth_weight, "ground_truth_weight",
          only_self);
-  refuse(!self && o.kd.validation_fraction != defaults.validation_fraction, "validation_fraction",
-         only_self);
+  const bool tgeo = std::any_of(o.kd.losses.begin(), o.kd.losses.end(),
+                                [](const kd::LossSpec& l) { return l.name == "tgeo"; });
+  refuse(tgeo && o.kd.scheme != "offline", "losses",
+         "(tgeo) learns its fusion network against a fixed teacher: scheme offline only (kd.scheme "
+         "is " + o.kd.scheme + ")");
+  refuse(tgeo && (o.model.dropout > 0 || o.model.input_dropout > 0), "losses",
+         "(tgeo) differentiates through a virtual training step of the student, which would draw "
+         "dropout masks outside the run's seeded streams: set model.dropout and "
+         "model.input_dropout to 0");
+  refuse(!self && !tgeo && o.kd.validation_fraction != defaults.validation_fraction,
+         "validation_fraction",
+         "applies to scheme self_distillation and to the tgeo term only (kd.scheme is " +
+             o.kd.scheme + ")");
   if (!self) return;
   const bool fixed = o.kd.ground_truth_weight_rule == "fixed";
   refuse(!fixed && o.kd.ground_truth_weight != defaults.ground_truth_weight,
@@ -313,7 +393,150 @@ void run_self_distillation(const KdCommandOptions& o, const RunContext& run,
   }
 }
 
+// FNV-1a of a candidate's name: its initialisation's stream index, so a candidate starts from the
+// same weights whether it is scored alone, in a list or during the evolution.
+uint64_t name_index(const std::string& name) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+// `distill kd search`: DisWOT's training-free ranking of candidate students against the teacher
+// (kd/student_search.h); prints the ranking and writes search.json.
+void run_search(KdCommandOptions& o, const Invocation& invocation) {
+  refuse_resume(invocation, "kd search");
+  require_single_process("kd search");
+  const SearchSettings& s = o.search;
+  if (o.teacher.checkpoint.empty()) {
+    throw Error("kd search scores students against a teacher model: set teacher.checkpoint (a "
+                "model.pt or checkpoint.pt written by `distill train`; a TorchScript teacher has "
+                "no classifier weights to read)");
+  }
+  std::vector<kd::Candidate> listed;
+  for (size_t i = 0; i < s.candidates.size(); ++i) {
+    listed.push_back(
+        kd::parse_candidate(s.candidates[i], "search.candidates[" + std::to_string(i) + "]"));
+  }
+  kd::SearchSpace space;
+  space.families = s.families;
+  space.convnet_widths = s.convnet_widths;
+  space.convnet_depths = s.convnet_depths;
+  space.mlp_widths = s.mlp_widths;
+  space.mlp_depths = s.mlp_depths;
+  RunContext run = start_run(o.run, config::dump(o), invocation);
+  auto [train_set, test_set, norm] = data::load_normalized(o.data);
+  const int64_t channels = train_set.channels(), size = train_set.height();
+  const int64_t classes = train_set.num_classes;
+  if (s.batch_size > train_set.size()) {
+    throw Error("search.batch_size " + std::to_string(s.batch_size) + " exceeds the " +
+                std::to_string(train_set.size()) + " training images");
+  }
+  kd::Teacher teacher = kd::load_teacher(o.teacher, channels, size, classes);
+  if (s.teacher_weights == "random") {
+    at::Generator g = make_generator(run.seed, streams::kKdSearchInit);
+    teacher.params = teacher.model->init_params(g);
+    teacher.buffers = teacher.model->init_buffers();
+  }
+  at::Generator batch_generator = make_generator(run.seed, streams::kKdSearchBatch);
+  at::Tensor index = at::randperm(train_set.size(), batch_generator).narrow(0, 0, s.batch_size);
+  const at::Tensor images = train_set.images.index_select(0, index).to(run.device);
+  const at::Tensor labels = train_set.labels.index_select(0, index).to(run.device);
+  const kd::Probe teacher_probe =
+      kd::probe_network(*teacher.model, teacher.params.to(run.device),
+                        teacher.buffers.defined() ? teacher.buffers.to(run.device) : teacher.buffers,
+                        images, labels);
+
+  struct Scored {
+    std::string name;
+    int64_t params = 0;
+    kd::DiswotScore score;
+    bool over_budget = false;
+  };
+  std::map<std::string, Scored> scored;
+  auto score = [&](const kd::Candidate& candidate) {
+    Scored entry;
+    entry.name = candidate.name();
+    auto model = models::make_model(candidate.options(o.model), channels, size, classes);
+    entry.params = model->num_params();
+    entry.over_budget = s.max_params > 0 && entry.params > s.max_params;
+    if (!entry.over_budget) {
+      at::Generator g = make_generator(run.seed, streams::kKdSearchInit, name_index(entry.name));
+      entry.score = kd::diswot_score(
+          teacher_probe,
+          kd::probe_network(*model, model->init_params(g).to(run.device),
+                            model->init_buffers().to(run.device), images, labels),
+          s.semantic);
+    }
+    scored[entry.name] = entry;
+    return entry.over_budget ? -std::numeric_limits<double>::infinity() : entry.score.score;
+  };
+  if (!listed.empty()) {
+    for (const auto& c : listed) score(c);
+  } else {
+    at::Generator generator = make_generator(run.seed, streams::kKdSearchEvolution);
+    kd::evolve(space, {s.population, s.sample, s.cycles}, score, generator);
+  }
+  std::vector<Scored> ranking;
+  for (const auto& [name, entry] : scored) ranking.push_back(entry);
+  std::stable_sort(ranking.begin(), ranking.end(), [](const Scored& a, const Scored& b) {
+    if (a.over_budget != b.over_budget) return !a.over_budget;
+    return a.score.score > b.score.score;
+  });
+  nlohmann::json out;
+  out["teacher"] = teacher.model->arch();
+  out["teacher_weights"] = s.teacher_weights;
+  out["semantic"] = s.semantic;
+  out["batch_size"] = s.batch_size;
+  out["mode"] = listed.empty() ? "evolution" : "candidates";
+  out["scored"] = scored.size();
+  out["ranking"] = nlohmann::json::array();
+  for (const auto& r : ranking) {
+    nlohmann::json row = {{"name", r.name}, {"params", r.params}};
+    if (r.over_budget) {
+      row["over_budget"] = true;
+    } else {
+      row["score"] = r.score.score;
+      row["semantic_distance"] = r.score.semantic;
+      row["relation_distance"] = r.score.relation;
+    }
+    out["ranking"].push_back(row);
+  }
+  io::write_file_atomic(run.out + "/search.json", out.dump(2) + "\n");
+  nlohmann::json results = {{"mode", out["mode"]}, {"scored", scored.size()}};
+  if (!ranking.empty() && !ranking[0].over_budget) {
+    results["best"] = ranking[0].name;
+    results["best_score"] = ranking[0].score.score;
+  }
+  io::write_file_atomic(run.out + "/results.json", results.dump(2) + "\n");
+  std::cout << "rank  candidate            params     score   semantic  relation\n";
+  for (size_t i = 0; i < ranking.size() && static_cast<int64_t>(i) < s.top; ++i) {
+    const Scored& r = ranking[i];
+    char line[160];
+    if (r.over_budget) {
+      std::snprintf(line, sizeof line, "%4zu  %-18s %8lld  over search.max_params\n", i + 1,
+                    r.name.c_str(), static_cast<long long>(r.params));
+    } else {
+      std::snprintf(line, sizeof line, "%4zu  %-18s %8lld  %8.5f  %8.5f  %8.5f\n", i + 1,
+                    r.name.c_str(), static_cast<long long>(r.params), r.score.score,
+                    r.score.semantic, r.score.relation);
+    }
+    std::cout << line;
+  }
+  std::cout << scored.size() << " candidates scored; ranking in " << run.out << "/search.json\n";
+}
+
 void run_kd(KdCommandOptions& o, const Invocation& invocation) {
+  if (!invocation.positional.empty()) {
+    if (invocation.positional.size() == 1 && invocation.positional[0] == "search") {
+      return run_search(o, invocation);
+    }
+    throw Error("distill kd takes no arguments but 'search' (`distill kd search`: rank candidate "
+                "students without training), found '" + invocation.positional[0] + "'");
+  }
+  SearchSettings search_defaults;
+  if (config::dump(o.search) != config::dump(search_defaults)) {
+    throw Error("the [search] settings apply to `distill kd search` only");
+  }
   // Settings that can be checked without data fail first (the reader checked the declared
   // ranges and rules; a teacher is another section's).
   bool needs_teacher = false;
@@ -333,6 +556,11 @@ void run_kd(KdCommandOptions& o, const Invocation& invocation) {
     // Relational losses compare the samples of a batch: split over ranks they would see only a
     // rank's part (and a 1-image part cannot form a pair), so the run would not be the
     // single-process one.
+    if (world_size > 1 && o.kd.losses[i].name == "tgeo") {
+      throw Error("kd.losses[" + std::to_string(i) + "] (tgeo) steps its fusion network on one "
+                  "process's held-out batches and runs as one process (WORLD_SIZE is " +
+                  std::to_string(world_size) + ")");
+    }
     if (world_size > 1 && o.kd.losses[i].name.rfind("rkd", 0) == 0) {
       throw Error("kd.losses[" + std::to_string(i) + "] (" + o.kd.losses[i].name +
                   ") relates the samples of a batch and runs as one process (WORLD_SIZE is " +
@@ -374,7 +602,23 @@ void run_kd(KdCommandOptions& o, const Invocation& invocation) {
   train::TrainState state;
   if (o.kd.scheme == "offline") {
     auto student = models::make_model(o.model, channels, size, classes);
-    auto objective = offline_objective(o, *student, teacher, train_set, run);
+    std::shared_ptr<train::StepObjective> objective;
+    if (o.kd.losses.size() == 1 && o.kd.losses[0].name == "tgeo") {
+      // TGeo-KD's fusion network learns on a held-out split the student does not train on.
+      const kd::LossSpec& spec = o.kd.losses[0];
+      kd::LossTerms checked(o.kd.losses, "kd.losses", *student, teacher->model.get());
+      data::Dataset held_out;
+      std::tie(train_set, held_out) = hold_out(train_set, o.kd.validation_fraction, run.seed);
+      results["held_out_images"] = held_out.size();
+      results["train_images"] = train_set.size();
+      objective = std::make_shared<kd::TgeoObjective>(
+          *student, teacher, spec.T, spec.weight, o.train.optimizer.lr, spec.fusion_lr_scale,
+          train_set.images.to(run.device), train_set.labels.to(run.device), classes,
+          held_out.images.to(run.device), held_out.labels.to(run.device), o.train.batch_size,
+          run.seed, o.augment.name == "none");
+    } else {
+      objective = offline_objective(o, *student, teacher, train_set, run);
+    }
     if (run.rank == 0)
       std::cerr << "distill kd: student " << student->arch() << " (" << student->num_params()
                 << " parameters) on " << train_set.size() << " images, " << o.train.epochs
@@ -439,13 +683,15 @@ void run_kd(KdCommandOptions& o, const Invocation& invocation) {
 }  // namespace
 
 Command kd_command() {
-  return make_command<KdCommandOptions>(
+  Command command = make_command<KdCommandOptions>(
       "kd",
       "knowledge distillation from a teacher checkpoint (offline, dml, born_again, "
-      "self_distillation)",
+      "self_distillation); `kd search`: rank candidate students without training (DisWOT)",
       "distill kd --set teacher.checkpoint=runs/teacher/model.pt --set model.hidden=[100,100] "
       "--out runs/kd",
       {{"epochs", "train.epochs"}, {"teacher", "teacher.checkpoint"}}, run_kd);
+  command.takes_positional = true;
+  return command;
 }
 
 }  // namespace distill::cli

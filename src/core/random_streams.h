@@ -54,17 +54,22 @@ inline constexpr uint64_t kScmStep = 0x7363'0000;          // "sc" + stage: sCM 
 // src/cli: draws a command makes itself.
 inline constexpr uint64_t kKdSubset = 0x6b64;
 inline constexpr uint64_t kKdValidation = 0x6b65;  // self_distillation's held-out split
+inline constexpr uint64_t kKdSearchBatch = 0x6b66;      // `kd search`: the scoring batch
+inline constexpr uint64_t kKdSearchInit = 0x6b67;       // a candidate's weights (index: its name)
+inline constexpr uint64_t kKdSearchEvolution = 0x6b68;  // the evolution's draws
+inline constexpr uint64_t kKdTgeoValidation = 0x6b69;   // tgeo: a step's held-out batch
 inline constexpr uint64_t kSubset = 0x5b5e7;
 
 namespace detail {
-inline constexpr std::array<uint64_t, 33> kAll = {
+inline constexpr std::array<uint64_t, 37> kAll = {
     kTrainerInit,     kTrainerShuffle,  kTrainerAugment,    kTrainerAuxInit,  kTrainerRankDropout,
     kEvalStudent,     kEvalRealSubset,  kExpert,            kMatcherBatch,    kMatcherAugment,
     kMttInit,         kMttIteration,    kMttExpertOrder,    kMttPerturbation, kMttEvalStudents,
     kCommitteeMember, kRecoverInit,     kCommitteeValSplit, kRecoverStep,     kRecoverView,
     kDenoiserInit,    kDenoiserEpoch,   kDenoiserStep,      kSamplerNoise,    kStudentInit,
     kProgressiveStep, kConsistencyStep, kKdSubset,          kSubset,          kInferInit,
-    kInferStep,       kScmStep,         kKdValidation};
+    kInferStep,       kScmStep,         kKdValidation,      kKdSearchBatch,   kKdSearchInit,
+    kKdSearchEvolution, kKdTgeoValidation};
 // Pairwise distinct, and clear of the per-stage windows [base, base + 2^16) of the three
 // distillation streams.
 constexpr bool all_distinct() {

@@ -95,10 +95,11 @@ MutualObjective::MutualObjective(const std::vector<LossSpec>& losses, const std:
   for (const auto& spec : losses) {
     const bool branch = spec.name == "ofa" && !spec.student_layer.empty() &&
                         spec.student_layer != "logits";
-    if (spec.name == "fitnet" || spec.name == "dhkd" || spec.name == "nd" || branch) {
+    if (spec.name == "fitnet" || spec.name == "dhkd" || spec.name == "nd" || branch ||
+        spec.name == "tgeo") {
       throw Error(key + ": " + spec.name +
                   " trains parameters of its own per student pair (a regressor, an auxiliary "
-                  "head, an ofa branch) or needs a fixed teacher's class means, and is not supported in mutual "
+                  "head, an ofa branch, tgeo's fusion network) or needs a fixed teacher's class means, and is not supported in mutual "
                   "learning; use hinton, reverse_kl, dkd, pld, ofa on the output, at or rkd_* "
                   "with ce");
     }

@@ -58,18 +58,20 @@ LossTerms::LossTerms(std::vector<LossSpec> specs, std::string key, const models:
     const LossSpec defaults;
     const bool tempered = spec.name == "hinton" || spec.name == "reverse_kl" ||
                           spec.name == "dkd" || spec.name == "pld" || spec.name == "dhkd" ||
-                          spec.name == "ofa";
+                          spec.name == "ofa" || spec.name == "tgeo";
     auto unused = [&](bool set, const std::string& field, const std::string& used_by) {
       if (set) {
         throw Error(item + "." + field + " does not apply to '" + spec.name + "' (used by " +
                     used_by + ")");
       }
     };
-    unused(!tempered && spec.T != defaults.T, "T", "hinton, reverse_kl, dkd, pld, dhkd, ofa");
+    unused(!tempered && spec.T != defaults.T, "T", "hinton, reverse_kl, dkd, pld, dhkd, ofa, tgeo");
     unused(spec.name != "dkd" && spec.alpha != defaults.alpha, "alpha", "dkd");
     unused(spec.name != "dkd" && spec.beta != defaults.beta, "beta", "dkd");
     unused(spec.name != "at" && spec.p != defaults.p, "p", "at");
     unused(spec.name != "ofa" && spec.eps != defaults.eps, "eps", "ofa");
+    unused(spec.name != "tgeo" && spec.fusion_lr_scale != defaults.fusion_lr_scale,
+           "fusion_lr_scale", "tgeo");
     unused(spec.name != "ofa" && spec.branch_width != defaults.branch_width, "branch_width",
            "ofa with a student_layer");
     unused(!reads_layers(spec) && !spec.student_layer.empty(), "student_layer",
@@ -78,6 +80,11 @@ LossTerms::LossTerms(std::vector<LossSpec> specs, std::string key, const models:
            "fitnet, at, rkd_distance, rkd_angle, nd");
     if (uses_teacher(spec) && !teacher) {
       throw Error(item + what + " compares with a teacher, but none is configured");
+    }
+    if (spec.name == "tgeo" && specs_.size() > 1) {
+      throw Error(item + what + " weighs hard and soft supervision per example itself and must "
+                  "be the only term of " + key_ + ", found " + std::to_string(specs_.size()) +
+                  " terms");
     }
     if (reads_layers(spec)) {
       // rkd compares outputs by default; ofa without a layer scores the student's own output.
@@ -288,6 +295,8 @@ at::Tensor LossTerms::evaluate(const Side& student, const Side* teacher, const a
         term = reverse_kl_loss(student.logits, teacher->logits, spec.T);
       } else if (spec.name == "dkd") {
         term = dkd_loss(student.logits, teacher->logits, targets, spec.alpha, spec.beta, spec.T);
+      } else if (spec.name == "tgeo") {
+        throw RuntimeFailure("tgeo is its own objective (kd::TgeoObjective), not a summed term");
       } else if (spec.name == "pld") {
         term = pld_loss(student.logits, teacher->logits, targets, spec.T);
       } else if (spec.name == "ofa") {

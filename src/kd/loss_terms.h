@@ -23,6 +23,7 @@ struct LossSpec {
   double p = 2.0;
   double eps = 1.0;
   int64_t branch_width = 0;
+  double fusion_lr_scale = 100.0;
   std::string student_layer;
   std::string teacher_layer;
 
@@ -35,12 +36,15 @@ struct LossSpec {
              "nd (feature norm and direction: student_layer pulled toward the teacher's class-mean "
              "teacher_layer direction), ofa (One-for-All KD: the teacher's predictions with the "
              "target class enhanced by eps, on the output or, with student_layer, on a branch "
-             "from that feature to the logits)",
+             "from that feature to the logits), tgeo (TGeo-KD: a per-example ratio of Hinton KD "
+             "at T and ce, predicted from the trilateral geometry by a fusion network learned on "
+             "a held-out split; the only term, offline scheme)",
              {"ce", "hinton", "reverse_kl", "dkd", "fitnet", "at", "rkd_distance", "rkd_angle",
-              "pld", "dhkd", "nd", "ofa"});
+              "pld", "dhkd", "nd", "ofa", "tgeo"});
     v.field("weight", weight, "weight of this term in the sum", config::Range::at_least(0));
     v.field("T", T, "hinton, reverse_kl, dkd, pld (teacher only; PLD CIFAR-100: 4), dhkd "
-            "(DHKD code: 2), ofa (OFA code: 1): temperature", config::Range::above(0));
+            "(DHKD code: 2), ofa (OFA code: 1), tgeo (TGeo-KD CIFAR code: 1): temperature",
+            config::Range::above(0));
     v.field("alpha", alpha, "dkd: weight of the target-class part (TCKD)",
             config::Range::at_least(0));
     v.field("beta", beta, "dkd: weight of the non-target part (NCKD)", config::Range::at_least(0));
@@ -49,13 +53,18 @@ struct LossSpec {
             "ofa: target-enhancement exponent (1 = cross-entropy with the teacher's soft labels; "
             "OFA's CIFAR-100 example 1, ImageNet example 1.5)",
             config::Range::above(0));
+    v.field("fusion_lr_scale", fusion_lr_scale,
+            "tgeo: the fusion network's learning rate as a multiple of the student's (the TGeo "
+            "code's Adam 0.1 against distill kd's default Adam 1e-3)",
+            config::Range::above(0));
     v.field("branch_width", branch_width,
             "ofa with student_layer: hidden width of the branch (0 = the larger of the feature's "
             "width and the teacher's last feature's, as OFA sizes its branches)",
             config::Range::at_least(0));
     // The ranges let +inf through; an infinite weight, temperature or exponent is no loss.
     v.rule(std::isfinite(weight) && std::isfinite(T) && std::isfinite(alpha) &&
-               std::isfinite(beta) && std::isfinite(p) && std::isfinite(eps),
+               std::isfinite(beta) && std::isfinite(p) && std::isfinite(eps) &&
+               std::isfinite(fusion_lr_scale),
            "loss term '" + name + "': weight, T, alpha, beta, p and eps must be finite, found "
                "weight " + std::to_string(weight) + ", T " + std::to_string(T) + ", alpha " +
                std::to_string(alpha) + ", beta " + std::to_string(beta) + ", p " +

@@ -400,7 +400,8 @@ bool Trainer::train_step(TrainState& state, FitSetup& fit, int64_t epoch,
     at::NoGradGuard no_grad;
     if (aux.defined()) {
       aux_optimizer_->step(state.aux,
-                           step.grads[1].defined() ? step.grads[1] : at::zeros_like(state.aux), lr);
+                           step.grads[1].defined() ? step.grads[1] : at::zeros_like(state.aux),
+                           lr * objective_->aux_lr_scale());
     }
     optimizer_->step(state.params,
                      step.grads[0].defined() ? step.grads[0] : at::zeros_like(state.params), lr);

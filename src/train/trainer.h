@@ -113,6 +113,8 @@ class StepObjective {
   virtual bool wants_features() const { return false; }
   // Initial auxiliary parameters (undefined or empty = none).
   virtual at::Tensor init_aux(at::Generator& generator) const { return {}; }
+  // The auxiliary parameters' learning rate as a multiple of the model's (same schedule).
+  virtual double aux_lr_scale() const { return 1.0; }
   // The scalar loss of one step; differentiable in step.logits/features and step.aux.
   virtual at::Tensor loss(const StepContext& step) = 0;
   // Named scalars for metrics.jsonl (e.g. each term's epoch mean), read once per epoch.

@@ -521,7 +521,8 @@ TEST(InferPresets, EveryPresetReadsForCommitteeInferAndEval) {
 // README tables written from committed summary files (experiments/results/*.json) are what their
 // writers draw from those files, so they can be checked without the runs.
 TEST(ResultsTables, ReadmeTablesAreWhatTheSummaryFilesGive) {
-  for (const char* writer : {"write_infer_table.py", "write_kd_recent_table.py"}) {
+  for (const char* writer :
+       {"write_infer_table.py", "write_kd_recent_table.py", "write_kd_search_table.py"}) {
     CommandResult r = run_command("/usr/bin/python3 " + source_dir() + "/experiments/" + writer +
                                   " --check");
     EXPECT_EQ(r.exit_code, 0) << writer << "\n" << r.output;

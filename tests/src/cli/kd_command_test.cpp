@@ -211,6 +211,75 @@ TEST_F(KdCli, SelfDistillationMixesTheGroundTruthWithADerivedOrFixedWeight) {
   EXPECT_FALSE(at::equal(params("sd6/gen0"), params("sd6/gen1")));
 }
 
+// `kd search` (DisWOT): listed candidates are ranked by score, each from the same weights whether
+// scored alone or in a list; the evolution ranks what it visited; max_params keeps the large ones
+// out of the ranking.
+TEST_F(KdCli, SearchRanksCandidateStudentsWithoutTraining) {
+  const std::string base = "kd search " + flags(data_) + kTeacherModel + "--teacher " + teacher_ +
+                           " --set search.batch_size=32 ";
+  CommandResult listed = distill_cli(
+      base + "--set 'search.candidates=[\"mlp-16\", \"convnet-w4-d1\", \"mlp-32-8\"]' --out " +
+      dir_.file("search"));
+  ASSERT_EQ(listed.exit_code, 0) << listed.output;
+  nlohmann::json r = read_json(dir_.file("search/search.json"));
+  ASSERT_EQ(r["ranking"].size(), 3u);
+  EXPECT_EQ(r["mode"], "candidates");
+  for (size_t i = 0; i + 1 < 3; ++i) {
+    EXPECT_GE(r["ranking"][i]["score"].get<double>(), r["ranking"][i + 1]["score"].get<double>());
+  }
+  for (const auto& row : r["ranking"]) {
+    EXPECT_NEAR(row["score"].get<double>(),
+                -(row["semantic_distance"].get<double>() + row["relation_distance"].get<double>()),
+                1e-12);
+  }
+  EXPECT_EQ(read_json(dir_.file("search/results.json"))["best"], r["ranking"][0]["name"]);
+  EXPECT_TRUE(contains(listed.output, "3 candidates scored")) << listed.output;
+  CommandResult alone = distill_cli(base + "--set 'search.candidates=[\"mlp-32-8\"]' --out " +
+                                    dir_.file("alone"));
+  ASSERT_EQ(alone.exit_code, 0) << alone.output;
+  double in_list = 0;
+  for (const auto& row : r["ranking"]) {
+    if (row["name"] == "mlp-32-8") in_list = row["score"].get<double>();
+  }
+  EXPECT_EQ(read_json(dir_.file("alone/search.json"))["ranking"][0]["score"].get<double>(), in_list);
+
+  CommandResult evolved = distill_cli(base +
+                                      "--set search.population=4 --set search.sample=2 "
+                                      "--set search.cycles=6 --set search.max_params=2000 --out " +
+                                      dir_.file("evolved"));
+  ASSERT_EQ(evolved.exit_code, 0) << evolved.output;
+  nlohmann::json e = read_json(dir_.file("evolved/search.json"));
+  EXPECT_EQ(e["mode"], "evolution");
+  EXPECT_GE(e["ranking"].size(), 1u);
+  bool over_seen = false;
+  for (const auto& row : e["ranking"]) {
+    const bool over = row.contains("over_budget");
+    EXPECT_EQ(over, row["params"].get<int64_t>() > 2000) << row.dump();
+    EXPECT_FALSE(over_seen && !over) << "a ranked candidate after an over-budget one";
+    over_seen = over_seen || over;
+  }
+}
+
+// TGeo-KD: the fusion network trains on a held-out split the student never sees; its ratios and
+// held-out loss are logged; a finished run resumes to the same result.
+TEST_F(KdCli, TgeoHoldsOutItsSplitAndLogsItsRatios) {
+  const std::string args = "kd " + flags(data_) + kTeacherModel + "--teacher " + teacher_ +
+                           " --set model.hidden=[16] --epochs 2 --set 'kd.losses=[{name=\"tgeo\", "
+                           "T=2}]' --set kd.validation_fraction=0.2 --out " + dir_.file("tgeo");
+  CommandResult r = distill_cli(args);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  nlohmann::json results = read_json(dir_.file("tgeo/results.json"));
+  EXPECT_EQ(results["held_out_images"], 12);  // 4 of each of the 3 classes
+  EXPECT_EQ(results["train_images"], 48);
+  const nlohmann::json last = last_record(dir_.file("tgeo/metrics.jsonl"));
+  const double ratio = last["tgeo_mean_ratio"].get<double>();
+  EXPECT_TRUE(ratio > 0 && ratio < 1) << ratio;
+  EXPECT_TRUE(last.contains("tgeo_validation_loss"));
+  CommandResult again = distill_cli(args + " --resume");
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_EQ(read_json(dir_.file("tgeo/results.json"))["test_accuracy"], results["test_accuracy"]);
+}
+
 TEST_F(KdCli, BadInputIsOneLineWithExit2BeforeTraining) {
   const std::string base = "kd " + flags(data_) + "--teacher " + teacher_ + " ";
   struct Case {
@@ -256,6 +325,27 @@ TEST_F(KdCli, BadInputIsOneLineWithExit2BeforeTraining) {
       {"kd " + flags(data_) +
            "--set kd.scheme=self_distillation --set 'kd.losses=[{name=\"ce\"}]'",
        "kd.losses does not apply to scheme self_distillation"},
+      {base + kTeacherModel + "--set search.cycles=3", "the [search] settings apply to `distill kd search` only"},
+      {base + kTeacherModel + "--set 'kd.losses=[{name=\"tgeo\"}, {name=\"ce\"}]'",
+       "kd.losses[0] (tgeo) weighs hard and soft supervision per example itself and must be the "
+       "only term"},
+      {"kd " + flags(data_) + "--set kd.scheme=dml --set 'kd.losses=[{name=\"tgeo\"}]'",
+       "kd.losses (tgeo) learns its fusion network against a fixed teacher: scheme offline only"},
+      {base + kTeacherModel + "--set 'kd.losses=[{name=\"hinton\", fusion_lr_scale=3}]'",
+       "kd.losses[0].fusion_lr_scale does not apply to 'hinton' (used by tgeo)"},
+      {base + kTeacherModel + "--set kd.validation_fraction=0.2",
+       "kd.validation_fraction applies to scheme self_distillation and to the tgeo term only"},
+      {"kd search " + flags(data_), "kd search scores students against a teacher model: set teacher.checkpoint"},
+      {"kd serch " + flags(data_), "distill kd takes no arguments but 'search'"},
+      {"kd search " + flags(data_) + kTeacherModel + "--teacher " + teacher_ +
+           " --set 'search.candidates=[\"mlp-16\", \"resnet-9\"]'",
+       "search.candidates[1]: 'resnet-9' is not a candidate student"},
+      {"kd search " + flags(data_) + kTeacherModel + "--teacher " + teacher_ +
+           " --set search.sample=30",
+       "search.sample must be <= search.population, found 30 > 20"},
+      {"kd search " + flags(data_) + kTeacherModel + "--teacher " + teacher_ +
+           " --set 'search.families=[\"resnet\"]'",
+       "search.families: 'resnet' is not a family of the search"},
   };
   for (const auto& c : cases) {
     CommandResult r = distill_cli(c.args + " --out " + dir_.file("bad"));
