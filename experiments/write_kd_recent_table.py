@@ -13,7 +13,6 @@ import json
 import pathlib
 import statistics
 import sys
-import tomllib
 
 import readme_tables
 
@@ -35,6 +34,7 @@ METHODS = [("hard", "hard labels (ce)"),
 
 def run_threads(paths):
     """The run.threads each run recorded in its effective config (config.toml beside results)."""
+    import tomllib  # Python 3.11: only collecting needs it, not --check
     threads = sorted({tomllib.loads((p.parent / "config.toml").read_text())["run"]["threads"]
                       for p in paths})
     return "/".join(str(t) for t in threads)

@@ -84,6 +84,9 @@ struct Command {
   // Commands with sub-commands or paths after the name (bench, committee, synth, diffusion,
   // report) check their positional arguments themselves; the others refuse any.
   bool takes_positional = false;
+  // Steps a command may be given but also runs without (`kd search`); anything else positional
+  // is refused like a stray argument.
+  std::vector<std::string> optional_steps;
   std::function<std::string()> help;                                  // settings with defaults
   std::function<std::string(const config::ConfigSource&)> dump;       // effective TOML
   std::function<void(Invocation&)> run;  // may settle resume/out (claim_run_folder)

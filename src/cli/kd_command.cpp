@@ -446,32 +446,59 @@ void run_search(KdCommandOptions& o, const Invocation& invocation) {
                         teacher.buffers.defined() ? teacher.buffers.to(run.device) : teacher.buffers,
                         images, labels);
 
+  // A candidate is ranked unless excluded: over search.max_params, not buildable for this data
+  // (e.g. a ConvNet deeper than the image allows) or, for the "channels" semantic form, of another
+  // classifier width than the teacher's. A listed candidate that cannot be scored is an error.
   struct Scored {
     std::string name;
     int64_t params = 0;
     kd::DiswotScore score;
-    bool over_budget = false;
+    std::string excluded;
   };
+  const int64_t teacher_width = teacher_probe.classifier_gradient.size(1);
   std::map<std::string, Scored> scored;
-  auto score = [&](const kd::Candidate& candidate) {
+  auto score_as = [&](const kd::Candidate& candidate, const std::string& key) {
     Scored entry;
     entry.name = candidate.name();
-    auto model = models::make_model(candidate.options(o.model), channels, size, classes);
-    entry.params = model->num_params();
-    entry.over_budget = s.max_params > 0 && entry.params > s.max_params;
-    if (!entry.over_budget) {
-      at::Generator g = make_generator(run.seed, streams::kKdSearchInit, name_index(entry.name));
-      entry.score = kd::diswot_score(
-          teacher_probe,
-          kd::probe_network(*model, model->init_params(g).to(run.device),
-                            model->init_buffers().to(run.device), images, labels),
-          s.semantic);
+    std::unique_ptr<models::Model> model;
+    try {
+      model = models::make_model(candidate.options(o.model), channels, size, classes);
+    } catch (const Error& e) {
+      if (!key.empty()) throw Error(key + " ('" + entry.name + "'): " + e.what());
+      entry.excluded = std::string("not buildable: ") + e.what();
+    }
+    if (model) {
+      entry.params = model->num_params();
+      const auto& specs = model->param_specs();
+      const int64_t width = specs.size() >= 2 && specs[specs.size() - 2].shape.size() == 2
+                                ? specs[specs.size() - 2].shape[1]
+                                : -1;
+      if (s.semantic == "channels" && width != teacher_width) {
+        const std::string why = "its classifier reads " + std::to_string(width) +
+                                " values, the teacher's " + std::to_string(teacher_width) +
+                                " (search.semantic = \"channels\" compares equal widths only; "
+                                "\"classes\" compares any)";
+        if (!key.empty()) throw Error(key + " ('" + entry.name + "'): " + why);
+        entry.excluded = why;
+      } else if (s.max_params > 0 && entry.params > s.max_params) {
+        entry.excluded = "over search.max_params";
+      } else {
+        at::Generator g = make_generator(run.seed, streams::kKdSearchInit, name_index(entry.name));
+        entry.score = kd::diswot_score(
+            teacher_probe,
+            kd::probe_network(*model, model->init_params(g).to(run.device),
+                              model->init_buffers().to(run.device), images, labels),
+            s.semantic);
+      }
     }
     scored[entry.name] = entry;
-    return entry.over_budget ? -std::numeric_limits<double>::infinity() : entry.score.score;
+    return entry.excluded.empty() ? entry.score.score : -std::numeric_limits<double>::infinity();
   };
+  auto score = [&](const kd::Candidate& candidate) { return score_as(candidate, ""); };
   if (!listed.empty()) {
-    for (const auto& c : listed) score(c);
+    for (size_t i = 0; i < listed.size(); ++i) {
+      score_as(listed[i], "search.candidates[" + std::to_string(i) + "]");
+    }
   } else {
     at::Generator generator = make_generator(run.seed, streams::kKdSearchEvolution);
     kd::evolve(space, {s.population, s.sample, s.cycles}, score, generator);
@@ -479,7 +506,7 @@ void run_search(KdCommandOptions& o, const Invocation& invocation) {
   std::vector<Scored> ranking;
   for (const auto& [name, entry] : scored) ranking.push_back(entry);
   std::stable_sort(ranking.begin(), ranking.end(), [](const Scored& a, const Scored& b) {
-    if (a.over_budget != b.over_budget) return !a.over_budget;
+    if (a.excluded.empty() != b.excluded.empty()) return a.excluded.empty();
     return a.score.score > b.score.score;
   });
   nlohmann::json out;
@@ -492,8 +519,8 @@ void run_search(KdCommandOptions& o, const Invocation& invocation) {
   out["ranking"] = nlohmann::json::array();
   for (const auto& r : ranking) {
     nlohmann::json row = {{"name", r.name}, {"params", r.params}};
-    if (r.over_budget) {
-      row["over_budget"] = true;
+    if (!r.excluded.empty()) {
+      row["excluded"] = r.excluded;
     } else {
       row["score"] = r.score.score;
       row["semantic_distance"] = r.score.semantic;
@@ -503,7 +530,7 @@ void run_search(KdCommandOptions& o, const Invocation& invocation) {
   }
   io::write_file_atomic(run.out + "/search.json", out.dump(2) + "\n");
   nlohmann::json results = {{"mode", out["mode"]}, {"scored", scored.size()}};
-  if (!ranking.empty() && !ranking[0].over_budget) {
+  if (!ranking.empty() && ranking[0].excluded.empty()) {
     results["best"] = ranking[0].name;
     results["best_score"] = ranking[0].score.score;
   }
@@ -512,9 +539,9 @@ void run_search(KdCommandOptions& o, const Invocation& invocation) {
   for (size_t i = 0; i < ranking.size() && static_cast<int64_t>(i) < s.top; ++i) {
     const Scored& r = ranking[i];
     char line[160];
-    if (r.over_budget) {
-      std::snprintf(line, sizeof line, "%4zu  %-18s %8lld  over search.max_params\n", i + 1,
-                    r.name.c_str(), static_cast<long long>(r.params));
+    if (!r.excluded.empty()) {
+      std::snprintf(line, sizeof line, "%4zu  %-18s %8lld  excluded: %.80s\n", i + 1,
+                    r.name.c_str(), static_cast<long long>(r.params), r.excluded.c_str());
     } else {
       std::snprintf(line, sizeof line, "%4zu  %-18s %8lld  %8.5f  %8.5f  %8.5f\n", i + 1,
                     r.name.c_str(), static_cast<long long>(r.params), r.score.score,
@@ -530,8 +557,8 @@ void run_kd(KdCommandOptions& o, const Invocation& invocation) {
     if (invocation.positional.size() == 1 && invocation.positional[0] == "search") {
       return run_search(o, invocation);
     }
-    throw Error("distill kd takes no arguments but 'search' (`distill kd search`: rank candidate "
-                "students without training), found '" + invocation.positional[0] + "'");
+    throw Error("distill kd search takes no further arguments, found '" +
+                invocation.positional.back() + "'");
   }
   SearchSettings search_defaults;
   if (config::dump(o.search) != config::dump(search_defaults)) {
@@ -589,7 +616,11 @@ void run_kd(KdCommandOptions& o, const Invocation& invocation) {
   std::shared_ptr<const kd::Teacher> teacher;
   if (o.teacher.configured() &&
       ((needs_teacher && o.kd.scheme == "offline") || o.kd.scheme == "born_again")) {
-    teacher = std::make_shared<kd::Teacher>(kd::load_teacher(o.teacher, channels, size, classes));
+    kd::Teacher loaded = kd::load_teacher(o.teacher, channels, size, classes);
+    // On the run's device once: the objectives feed it batches that already are.
+    if (loaded.params.defined()) loaded.params = loaded.params.to(run.device);
+    if (loaded.buffers.defined()) loaded.buffers = loaded.buffers.to(run.device);
+    teacher = std::make_shared<kd::Teacher>(std::move(loaded));
     train::EvalResult t = train::evaluate(
         *teacher->model, teacher->params.to(run.device), teacher->buffers.to(run.device),
         test_set.images.to(run.device), test_set.labels.to(run.device));
@@ -612,10 +643,10 @@ void run_kd(KdCommandOptions& o, const Invocation& invocation) {
       results["held_out_images"] = held_out.size();
       results["train_images"] = train_set.size();
       objective = std::make_shared<kd::TgeoObjective>(
-          *student, teacher, spec.T, spec.weight, o.train.optimizer.lr, spec.fusion_lr_scale,
+          *student, teacher, spec.T, spec.weight, spec.fusion_lr_scale,
           train_set.images.to(run.device), train_set.labels.to(run.device), classes,
           held_out.images.to(run.device), held_out.labels.to(run.device), o.train.batch_size,
-          run.seed, o.augment.name == "none");
+          run.seed, o.kd.cache_teacher && o.augment.name == "none");
     } else {
       objective = offline_objective(o, *student, teacher, train_set, run);
     }
@@ -691,6 +722,7 @@ Command kd_command() {
       "--out runs/kd",
       {{"epochs", "train.epochs"}, {"teacher", "teacher.checkpoint"}}, run_kd);
   command.takes_positional = true;
+  command.optional_steps = {"search"};
   return command;
 }
 

@@ -89,8 +89,11 @@ bool is_word(const std::string& text) {
 // A command that takes no positional arguments got one: say so, and which option it most likely
 // meant (`distill eval runs/x/syn.pt` scored random real images only, before this check).
 std::string stray_argument_message(const Command& command, const std::string& argument) {
-  std::string message = "distill " + command.name + " takes no positional arguments, found '" +
-                        argument + "'";
+  std::string takes = "takes no positional arguments";
+  for (const auto& step : command.optional_steps) {
+    takes += (takes.back() == 's' ? " but " : ", ") + std::string("'") + step + "'";
+  }
+  std::string message = "distill " + command.name + " " + takes + ", found '" + argument + "'";
   const auto ends_with = [&](const char* suffix) {
     const std::string s = suffix;
     return argument.size() >= s.size() && argument.compare(argument.size() - s.size(), s.size(), s) == 0;
@@ -154,7 +157,14 @@ distill::cli::Invocation parse(const Command& command, const std::vector<std::st
   invocation.resume = vm.count("resume") > 0;
   invocation.overwrite = vm.count("overwrite") > 0;
   invocation.positional = positional_args;
-  if (!command.takes_positional && !invocation.positional.empty()) {
+  // A command with optional steps (`kd` and `kd search`) runs without one, and takes nothing
+  // else: anything other than a step is a stray argument.
+  const bool known_step =
+      !invocation.positional.empty() &&
+      std::find(command.optional_steps.begin(), command.optional_steps.end(),
+                invocation.positional.front()) != command.optional_steps.end();
+  if ((!command.takes_positional || !command.optional_steps.empty()) &&
+      !invocation.positional.empty() && !known_step) {
     throw distill::Error(stray_argument_message(command, invocation.positional.front()));
   }
   invocation.label = command.name;

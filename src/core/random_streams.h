@@ -53,7 +53,7 @@ inline constexpr uint64_t kScmStep = 0x7363'0000;          // "sc" + stage: sCM 
 
 // src/cli: draws a command makes itself.
 inline constexpr uint64_t kKdSubset = 0x6b64;
-inline constexpr uint64_t kKdValidation = 0x6b65;  // self_distillation's held-out split
+inline constexpr uint64_t kKdValidation = 0x6b65;  // self_distillation's and tgeo's held-out split
 inline constexpr uint64_t kKdSearchBatch = 0x6b66;      // `kd search`: the scoring batch
 inline constexpr uint64_t kKdSearchInit = 0x6b67;       // a candidate's weights (index: its name)
 inline constexpr uint64_t kKdSearchEvolution = 0x6b68;  // the evolution's draws

@@ -65,10 +65,11 @@ struct LossSpec {
     v.rule(std::isfinite(weight) && std::isfinite(T) && std::isfinite(alpha) &&
                std::isfinite(beta) && std::isfinite(p) && std::isfinite(eps) &&
                std::isfinite(fusion_lr_scale),
-           "loss term '" + name + "': weight, T, alpha, beta, p and eps must be finite, found "
-               "weight " + std::to_string(weight) + ", T " + std::to_string(T) + ", alpha " +
-               std::to_string(alpha) + ", beta " + std::to_string(beta) + ", p " +
-               std::to_string(p) + ", eps " + std::to_string(eps));
+           "loss term '" + name + "': weight, T, alpha, beta, p, eps and fusion_lr_scale must "
+               "be finite, found weight " + std::to_string(weight) + ", T " + std::to_string(T) +
+               ", alpha " + std::to_string(alpha) + ", beta " + std::to_string(beta) + ", p " +
+               std::to_string(p) + ", eps " + std::to_string(eps) + ", fusion_lr_scale " +
+               std::to_string(fusion_lr_scale));
     v.field("student_layer", student_layer,
             "fitnet, at, rkd_*, dhkd, nd, ofa: student feature name (\"logits\" = output; rkd "
             "and ofa default; dhkd: the feature its auxiliary head reads, e.g. embedding; ofa: "

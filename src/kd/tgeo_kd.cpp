@@ -100,8 +100,8 @@ at::Tensor tgeo_validation_loss(const models::Model& model, const at::Tensor& pa
 }
 
 TgeoObjective::TgeoObjective(const models::Model& student, std::shared_ptr<const Teacher> teacher,
-                             double temperature, double weight, double inner_lr,
-                             double fusion_lr_scale, const at::Tensor& train_images, const at::Tensor& train_labels,
+                             double temperature, double weight, double fusion_lr_scale,
+                             const at::Tensor& train_images, const at::Tensor& train_labels,
                              int64_t num_classes, const at::Tensor& validation_images,
                              const at::Tensor& validation_labels, int64_t validation_batch,
                              uint64_t seed, bool cache_teacher)
@@ -109,7 +109,6 @@ TgeoObjective::TgeoObjective(const models::Model& student, std::shared_ptr<const
       teacher_(std::move(teacher)),
       temperature_(temperature),
       weight_(weight),
-      inner_lr_(inner_lr),
       fusion_lr_scale_(fusion_lr_scale),
       validation_images_(validation_images),
       validation_labels_(validation_labels),
@@ -177,7 +176,7 @@ at::Tensor TgeoObjective::loss(const train::StepContext& step) {
                               .to(validation_images_.device());
   const at::Tensor validation = tgeo_validation_loss(
       student_, step.params, at::Tensor(), step.images, teacher_logits, step.targets,
-      class_average_, step.aux, temperature_, inner_lr_,
+      class_average_, step.aux, temperature_, step.lr,
       validation_images_.index_select(0, pick), validation_labels_.index_select(0, pick));
   student_sum_ += student.item<double>();
   validation_sum_ += validation.item<double>();

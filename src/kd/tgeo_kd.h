@@ -16,7 +16,7 @@
 // In distill it is the loss term "tgeo", alone in kd.losses: the fusion network is the term's
 // auxiliary parameters (stepped by the trainer's second optimizer: the student's optimizer at
 // fusion_lr_scale x its learning rate), the held-out split is kd.validation_fraction of the student's training images, and
-// the virtual step's learning rate is the student's.
+// the virtual step's learning rate is the student's at that step (after its schedule).
 #include <ATen/core/Tensor.h>
 
 #include <map>
@@ -45,8 +45,9 @@ at::Tensor tgeo_student_loss(const at::Tensor& student_logits, const at::Tensor&
 
 // The bilevel objective of the fusion network, differentiable in `fusion` (flat): the held-out
 // cross-entropy of params - inner_lr x grad_params(r-weighted loss on the training batch), both
-// passes in train mode on a copy of `buffers` (or fresh ones when undefined). Models with dropout
-// would draw from the global generator here: the caller refuses them.
+// passes in train mode on a copy of `buffers` (fresh ones when undefined, as the objective passes:
+// normalisation then uses the batch's statistics either way). Models with dropout would draw from
+// the global generator here: the caller refuses them.
 at::Tensor tgeo_validation_loss(const models::Model& model, const at::Tensor& params,
                                 const at::Tensor& buffers, const at::Tensor& images,
                                 const at::Tensor& teacher_logits, const at::Tensor& labels,
@@ -61,7 +62,7 @@ class TgeoObjective : public train::StepObjective {
   // from them); `validation_*`: the held-out split. `cache_teacher`: the student sees the training
   // images unaugmented, so the teacher's logits are computed once; otherwise per batch.
   TgeoObjective(const models::Model& student, std::shared_ptr<const Teacher> teacher,
-                double temperature, double weight, double inner_lr, double fusion_lr_scale,
+                double temperature, double weight, double fusion_lr_scale,
                 const at::Tensor& train_images,
                 const at::Tensor& train_labels, int64_t num_classes,
                 const at::Tensor& validation_images, const at::Tensor& validation_labels,
@@ -77,7 +78,7 @@ class TgeoObjective : public train::StepObjective {
  private:
   const models::Model& student_;
   std::shared_ptr<const Teacher> teacher_;
-  double temperature_, weight_, inner_lr_, fusion_lr_scale_;
+  double temperature_, weight_, fusion_lr_scale_;
   at::Tensor teacher_logits_;  // the training set's, computed once (eval mode, no augmentation)
   at::Tensor class_average_;   // K x K: mean teacher softmax per true class
   at::Tensor validation_images_, validation_labels_;

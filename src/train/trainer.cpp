@@ -374,7 +374,7 @@ bool Trainer::train_step(TrainState& state, FitSetup& fit, int64_t epoch,
   const double lr = lr_at(state, fit.batches);
   const at::Tensor aux =
       state.aux.defined() ? state.aux.detach().requires_grad_(true) : at::Tensor();
-  StepResult step = forward_backward(state, fit, epoch, batch, aux);
+  StepResult step = forward_backward(state, fit, epoch, batch, aux, lr);
   // A non-finite loss is a diverged run even in fp16 (a loss scale cures overflowing
   // gradients, not an overflowing forward pass): stop, naming the step.
   if (!std::isfinite(step.loss)) {
@@ -471,7 +471,7 @@ Trainer::StepBatch Trainer::make_batch(const TrainState& state, const FitSetup& 
 
 Trainer::StepResult Trainer::forward_backward(TrainState& state, const FitSetup& fit,
                                               int64_t epoch, StepBatch& batch,
-                                              const at::Tensor& aux) {
+                                              const at::Tensor& aux, double lr) {
   at::Tensor params = state.params.detach().requires_grad_(true);
   models::Features features;
   models::ForwardArgs args;
@@ -528,6 +528,7 @@ Trainer::StepResult Trainer::forward_backward(TrainState& state, const FitSetup&
     };
     step.epoch = epoch;
     step.step = state.step;
+    step.lr = lr;
     loss = objective_->loss(step);
   } else {
     loss = classification_loss(logits, batch.y, options_.label_temperature,

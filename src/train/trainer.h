@@ -102,6 +102,7 @@ struct StepContext {
   std::function<at::Tensor(const at::Tensor&)> forward;
   int64_t epoch = 0;
   int64_t step = 0;
+  double lr = 0.0;  // the learning rate this step's update uses (after the schedule)
 };
 
 // A training objective other than classification_loss (KD: teacher-driven losses). It may own
@@ -266,7 +267,7 @@ class Trainer {
   StepBatch make_batch(const TrainState& state, const FitSetup& fit, int64_t epoch,
                        const at::Tensor& order) const;
   StepResult forward_backward(TrainState& state, const FitSetup& fit, int64_t epoch,
-                              StepBatch& batch, const at::Tensor& aux);
+                              StepBatch& batch, const at::Tensor& aux, double lr);
   void reduce_over_ranks(TrainState& state, StepResult& step, double grad_weight,
                          double n_r) const;
   // Metrics, test accuracy, log, epoch hook and checkpoint after epoch state.epoch.

@@ -121,7 +121,7 @@ TEST(LossTerms, BadSettingsNameTheKeyAndValueBeforeTraining) {
   LossSpec tempered_ce = term("ce", 1);
   tempered_ce.T = 2;
   EXPECT_NE(make({tempered_ce}, teacher.get())
-                .find("kd.losses[0].T does not apply to 'ce' (used by hinton, reverse_kl, dkd, pld, dhkd, ofa)"),
+                .find("kd.losses[0].T does not apply to 'ce' (used by hinton, reverse_kl, dkd, pld, dhkd, ofa, tgeo)"),
             std::string::npos);
   LossSpec layered_hinton = term("hinton", 1);
   layered_hinton.student_layer = "block0";

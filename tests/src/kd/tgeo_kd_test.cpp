@@ -115,7 +115,7 @@ TEST(TgeoKd, ObjectiveRoutesTheHeldOutLossToTheFusionNetworkOnly) {
   const at::Tensor labels = at::tensor({0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2}, at::kLong);
   const at::Tensor held = at::randn({6, 1, 3, 3}, gen);
   const at::Tensor held_labels = at::tensor({0, 1, 2, 0, 1, 2}, at::kLong);
-  TgeoObjective objective(*model, teacher, 2.0, 1.0, 0.1, 100.0, images, labels, 3, held,
+  TgeoObjective objective(*model, teacher, 2.0, 1.0, 100.0, images, labels, 3, held,
                           held_labels, 4, 7, /*cache_teacher=*/true);
   EXPECT_EQ(objective.aux_lr_scale(), 100.0);
   // The class averages are the teacher's mean softmax per true class.
@@ -136,6 +136,7 @@ TEST(TgeoKd, ObjectiveRoutesTheHeldOutLossToTheFusionNetworkOnly) {
   step.params = params;
   step.aux = aux;
   step.step = 3;
+  step.lr = 0.1;
   const at::Tensor loss = objective.loss(step);
   auto grads = torch::autograd::grad({loss}, {params, aux}, {}, true, false, true);
   const std::vector<at::Tensor> weights = models::Model::unflatten(aux, fusion_specs(3));
