@@ -241,15 +241,10 @@ CommitteeManifest train_committee(const CommitteeOptions& options, const data::D
   // Class-balanced held-out split: the accuracies that weight the votes are measured on images
   // no trained-here member saw (the test split stays untouched).
   at::Generator split_generator = make_generator(seed, streams::kCommitteeValSplit);
-  at::Tensor val_index = data::sample_per_class(train_set.labels, classes, options.val_per_class,
-                                                split_generator);
-  at::Tensor keep = at::ones({train_set.size()}, at::kBool);
-  keep.index_fill_(0, val_index, false);
-  at::Tensor train_index = keep.nonzero().squeeze(1);
-  at::Tensor fit_images = train_set.images.index_select(0, train_index).to(device);
-  at::Tensor fit_labels = train_set.labels.index_select(0, train_index).to(device);
-  at::Tensor val_images = train_set.images.index_select(0, val_index).to(device);
-  at::Tensor val_labels = train_set.labels.index_select(0, val_index).to(device);
+  const auto [fit_set, val_set] =
+      data::hold_out_per_class(train_set, options.val_per_class, split_generator);
+  at::Tensor fit_images = fit_set.images.to(device), fit_labels = fit_set.labels.to(device);
+  at::Tensor val_images = val_set.images.to(device), val_labels = val_set.labels.to(device);
   at::Tensor test_images = test_set.images.to(device), test_labels = test_set.labels.to(device);
 
   CommitteeManifest manifest;

@@ -90,14 +90,8 @@ struct KdSettings {
 // `distill kd search` (DisWOT): training-free ranking of candidate students ([search] settings).
 struct SearchSettings {
   std::vector<std::string> candidates;
-  std::vector<std::string> families = {"convnet", "mlp"};
-  std::vector<int64_t> convnet_widths = {8, 16, 32, 64};
-  std::vector<int64_t> convnet_depths = {1, 2, 3};
-  std::vector<int64_t> mlp_widths = {32, 64, 128, 256};
-  std::vector<int64_t> mlp_depths = {1, 2, 3};
-  int64_t population = 20;
-  int64_t sample = 5;
-  int64_t cycles = 100;
+  kd::SearchSpace space;          // their defaults are the settings' defaults
+  kd::EvolutionOptions evolution;
   int64_t batch_size = 64;
   int64_t max_params = 0;
   std::string semantic = "classes";
@@ -108,31 +102,35 @@ struct SearchSettings {
     v.field("candidates", candidates,
             "students to score, e.g. [\"convnet-w16-d2\", \"mlp-128-64\"] (empty = evolve in "
             "the space below)");
-    v.field("families", families, "families the evolution draws from: convnet, mlp");
-    for (const auto& f : families) {
+    v.field("families", space.families, "families the evolution draws from: convnet, mlp");
+    for (const auto& f : space.families) {
       v.rule(f == "convnet" || f == "mlp",
              "search.families: '" + f + "' is not a family of the search (convnet, mlp)");
     }
-    v.rule(!families.empty(), "search.families must name at least one family (convnet, mlp)");
-    v.field("convnet_widths", convnet_widths, "convnet channels the evolution may pick");
-    v.field("convnet_depths", convnet_depths, "convnet block counts the evolution may pick");
-    v.field("mlp_widths", mlp_widths, "mlp hidden widths the evolution may pick");
-    v.field("mlp_depths", mlp_depths, "mlp hidden-layer counts the evolution may pick");
+    v.rule(!space.families.empty(),
+           "search.families must name at least one family (convnet, mlp)");
+    v.field("convnet_widths", space.convnet_widths, "convnet channels the evolution may pick");
+    v.field("convnet_depths", space.convnet_depths, "convnet block counts the evolution may pick");
+    v.field("mlp_widths", space.mlp_widths, "mlp hidden widths the evolution may pick");
+    v.field("mlp_depths", space.mlp_depths, "mlp hidden-layer counts the evolution may pick");
     auto positive = [&](const std::vector<int64_t>& values, const std::string& key) {
       bool ok = !values.empty();
       for (int64_t x : values) ok = ok && x >= 1;
       v.rule(ok, "search." + key + " must be a non-empty list of integers >= 1");
     };
-    positive(convnet_widths, "convnet_widths");
-    positive(convnet_depths, "convnet_depths");
-    positive(mlp_widths, "mlp_widths");
-    positive(mlp_depths, "mlp_depths");
-    v.field("population", population, "evolution: population size", config::Range::at_least(1));
-    v.field("sample", sample, "evolution: members compared to pick each parent (<= population)",
+    positive(space.convnet_widths, "convnet_widths");
+    positive(space.convnet_depths, "convnet_depths");
+    positive(space.mlp_widths, "mlp_widths");
+    positive(space.mlp_depths, "mlp_depths");
+    v.field("population", evolution.population, "evolution: population size",
             config::Range::at_least(1));
-    v.rule(sample <= population, "search.sample must be <= search.population, found " +
-                                     std::to_string(sample) + " > " + std::to_string(population));
-    v.field("cycles", cycles, "evolution: mutations after the first population",
+    v.field("sample", evolution.sample,
+            "evolution: members compared to pick each parent (<= population)",
+            config::Range::at_least(1));
+    v.rule(evolution.sample <= evolution.population,
+           "search.sample must be <= search.population, found " +
+               std::to_string(evolution.sample) + " > " + std::to_string(evolution.population));
+    v.field("cycles", evolution.cycles, "evolution: mutations after the first population",
             config::Range::at_least(0));
     v.field("batch_size", batch_size, "training images of the one scoring batch (DisWOT code: 64)",
             config::Range::at_least(2));
@@ -315,16 +313,7 @@ std::pair<data::Dataset, data::Dataset> hold_out(const data::Dataset& set, doubl
                 ": raise kd.data_fraction or lower kd.validation_fraction");
   }
   at::Generator generator = make_generator(seed, streams::kKdValidation);
-  at::Tensor held = data::sample_per_class(set.labels, set.num_classes, per_class, generator);
-  at::Tensor keep = at::ones({set.size()}, at::kBool);
-  keep.index_fill_(0, held, false);
-  at::Tensor kept = keep.nonzero().flatten();
-  data::Dataset train = set, validation = set;
-  train.images = set.images.index_select(0, kept);
-  train.labels = set.labels.index_select(0, kept);
-  validation.images = set.images.index_select(0, held);
-  validation.labels = set.labels.index_select(0, held);
-  return {train, validation};
+  return data::hold_out_per_class(set, per_class, generator);
 }
 
 // Borup & Andersen's self-distillation: generation 0 fits the labels; generation g trains a fresh
@@ -393,14 +382,6 @@ void run_self_distillation(const KdCommandOptions& o, const RunContext& run,
   }
 }
 
-// FNV-1a of a candidate's name: its initialisation's stream index, so a candidate starts from the
-// same weights whether it is scored alone, in a list or during the evolution.
-uint64_t name_index(const std::string& name) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
-
 // `distill kd search`: DisWOT's training-free ranking of candidate students against the teacher
 // (kd/student_search.h); prints the ranking and writes search.json.
 void run_search(KdCommandOptions& o, const Invocation& invocation) {
@@ -417,12 +398,6 @@ void run_search(KdCommandOptions& o, const Invocation& invocation) {
     listed.push_back(
         kd::parse_candidate(s.candidates[i], "search.candidates[" + std::to_string(i) + "]"));
   }
-  kd::SearchSpace space;
-  space.families = s.families;
-  space.convnet_widths = s.convnet_widths;
-  space.convnet_depths = s.convnet_depths;
-  space.mlp_widths = s.mlp_widths;
-  space.mlp_depths = s.mlp_depths;
   RunContext run = start_run(o.run, config::dump(o), invocation);
   auto [train_set, test_set, norm] = data::load_normalized(o.data);
   const int64_t channels = train_set.channels(), size = train_set.height();
@@ -483,7 +458,9 @@ void run_search(KdCommandOptions& o, const Invocation& invocation) {
       } else if (s.max_params > 0 && entry.params > s.max_params) {
         entry.excluded = "over search.max_params";
       } else {
-        at::Generator g = make_generator(run.seed, streams::kKdSearchInit, name_index(entry.name));
+        // Indexed by the name's hash: a candidate starts from the same weights whether it is
+        // scored alone, in a list or during the evolution.
+        at::Generator g = make_generator(run.seed, streams::kKdSearchInit, fnv1a(entry.name));
         entry.score = kd::diswot_score(
             teacher_probe,
             kd::probe_network(*model, model->init_params(g).to(run.device),
@@ -501,7 +478,7 @@ void run_search(KdCommandOptions& o, const Invocation& invocation) {
     }
   } else {
     at::Generator generator = make_generator(run.seed, streams::kKdSearchEvolution);
-    kd::evolve(space, {s.population, s.sample, s.cycles}, score, generator);
+    kd::evolve(s.space, s.evolution, score, generator);
   }
   std::vector<Scored> ranking;
   for (const auto& [name, entry] : scored) ranking.push_back(entry);

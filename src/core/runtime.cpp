@@ -100,6 +100,15 @@ MachineMemory machine_memory() {
   return memory;
 }
 
+uint64_t fnv1a(const std::string& bytes) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a 64-bit offset basis and prime
+  for (unsigned char c : bytes) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
 uint64_t mix_seed(uint64_t seed, uint64_t stream, uint64_t index) {
   // splitmix64 over the three words: nearby inputs give unrelated seeds.
   auto mix = [](uint64_t z) {

@@ -35,6 +35,10 @@ MachineMemory machine_memory();
 at::Generator make_generator(uint64_t seed, uint64_t stream = 0, uint64_t index = 0);
 uint64_t mix_seed(uint64_t seed, uint64_t stream, uint64_t index);
 
+// 64-bit FNV-1a of `bytes`: a hash that is the same on every machine and build (file fingerprints,
+// a name's stream index).
+uint64_t fnv1a(const std::string& bytes);
+
 // Ctrl-C handling: the first SIGINT sets a flag that long loops poll; the second one kills.
 void install_interrupt_handler();
 bool interrupt_requested();

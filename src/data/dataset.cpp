@@ -140,6 +140,20 @@ at::Tensor sample_per_class(const at::Tensor& labels, int64_t num_classes, int64
   return at::cat(picks);
 }
 
+std::pair<Dataset, Dataset> hold_out_per_class(const Dataset& set, int64_t per_class,
+                                               at::Generator& generator) {
+  const at::Tensor held = sample_per_class(set.labels, set.num_classes, per_class, generator);
+  at::Tensor keep = at::ones({set.size()}, at::kBool);
+  keep.index_fill_(0, held, false);
+  const at::Tensor kept = keep.nonzero().squeeze(1);
+  Dataset rest = set, held_out = set;
+  rest.images = set.images.index_select(0, kept);
+  rest.labels = set.labels.index_select(0, kept);
+  held_out.images = set.images.index_select(0, held);
+  held_out.labels = set.labels.index_select(0, held);
+  return {rest, held_out};
+}
+
 void validate(const Dataset& d, const std::string& what) {
   if (!d.images.defined() || d.images.dim() != 4) {
     throw Error(what + ": expected images shaped N,C,H,W, found " +

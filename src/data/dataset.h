@@ -102,6 +102,11 @@ PreparedData load_normalized(const DataOptions& options);
 at::Tensor sample_per_class(const at::Tensor& labels, int64_t num_classes, int64_t per_class,
                             at::Generator& generator);
 
+// Splits `set` into {the rest, `per_class` images of each class drawn by sample_per_class}, both
+// in the original order within each part: a class-balanced held-out split.
+std::pair<Dataset, Dataset> hold_out_per_class(const Dataset& set, int64_t per_class,
+                                               at::Generator& generator);
+
 // Checks shapes and label range; `what` names the source in the error.
 void validate(const Dataset& dataset, const std::string& what);
 

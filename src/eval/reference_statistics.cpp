@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "src/core/error.h"
+#include "src/core/runtime.h"
 #include "src/io/atomic_file.h"
 #include "src/io/tensor_file.h"
 
@@ -52,13 +53,8 @@ ClassifierOutputs classifier_outputs(const models::Model& model, const at::Tenso
 }
 
 std::string text_fingerprint(const std::string& bytes) {
-  uint64_t h = 1469598103934665603ull;  // FNV-1a 64-bit offset basis and prime
-  for (unsigned char c : bytes) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
   char text[17];
-  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(fnv1a(bytes)));
   return text;
 }
 

@@ -48,12 +48,7 @@ void KdObjective::cache_teacher_logits(const at::Tensor& train_images, int64_t b
   if (terms_.needs_teacher_features()) {
     throw Error("teacher logits cannot be cached when a term reads intermediate teacher features");
   }
-  std::vector<at::Tensor> chunks;
-  for (int64_t start = 0; start < train_images.size(0); start += batch_size) {
-    const int64_t count = std::min(batch_size, train_images.size(0) - start);
-    chunks.push_back(teacher_->forward(train_images.narrow(0, start, count)));
-  }
-  cached_logits_ = at::cat(chunks);
+  cached_logits_ = teacher_->forward_in_batches(train_images, batch_size);
 }
 
 at::Tensor KdObjective::loss(const train::StepContext& step) {
@@ -99,9 +94,9 @@ MutualObjective::MutualObjective(const std::vector<LossSpec>& losses, const std:
         spec.name == "tgeo") {
       throw Error(key + ": " + spec.name +
                   " trains parameters of its own per student pair (a regressor, an auxiliary "
-                  "head, an ofa branch, tgeo's fusion network) or needs a fixed teacher's class means, and is not supported in mutual "
-                  "learning; use hinton, reverse_kl, dkd, pld, ofa on the output, at or rkd_* "
-                  "with ce");
+                  "head, an ofa branch, tgeo's fusion network) or needs a fixed teacher's class "
+                  "means, and is not supported in mutual learning; use hinton, reverse_kl, dkd, "
+                  "pld, ofa on the output, at or rkd_* with ce");
     }
   }
   for (size_t i = 0; i < cohort.size(); ++i) {

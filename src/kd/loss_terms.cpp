@@ -3,7 +3,6 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <cmath>
 #include <map>
 
 #include "src/config/config_io.h"
@@ -258,17 +257,8 @@ void LossTerms::prepare(const Side& student, const Side& teacher) {
 }
 
 at::Tensor LossTerms::init_aux(at::Generator& generator) const {
-  int64_t total = 0;
-  for (const auto& spec : aux_specs_) total += spec.numel();
-  at::Tensor flat = at::zeros({total}, at::kFloat);
-  if (total == 0) return flat;
-  models::TensorCursor cursor(flat, aux_specs_);
-  for (const auto& spec : aux_specs_) {
-    // PyTorch's Conv2d/Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias.
-    const double bound = 1.0 / std::sqrt(static_cast<double>(spec.fan_in));
-    cursor.next().uniform_(-bound, bound, generator);
-  }
-  return flat;
+  // PyTorch's Conv2d/Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias.
+  return models::Model::init_flat(aux_specs_, generator);
 }
 
 at::Tensor LossTerms::evaluate(const Side& student, const Side* teacher, const at::Tensor& targets,

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <sstream>
 #include <vector>
 
@@ -27,6 +28,14 @@ at::Tensor Teacher::forward(const at::Tensor& images, models::Features* features
   args.buffers = buffers;
   args.features = features;
   return model->forward(images, params, args);
+}
+
+at::Tensor Teacher::forward_in_batches(const at::Tensor& images, int64_t batch_size) const {
+  std::vector<at::Tensor> chunks;
+  for (int64_t start = 0; start < images.size(0); start += batch_size) {
+    chunks.push_back(forward(images.narrow(0, start, std::min(batch_size, images.size(0) - start))));
+  }
+  return at::cat(chunks);
 }
 
 Teacher load_teacher(const TeacherOptions& options, int64_t channels, int64_t image_size,

@@ -35,6 +35,8 @@ struct Teacher {
 
   // Logits (and the named features when `features` is set) without autograd.
   at::Tensor forward(const at::Tensor& images, models::Features* features = nullptr) const;
+  // The logits of a whole image set, computed `batch_size` images at a time.
+  at::Tensor forward_in_batches(const at::Tensor& images, int64_t batch_size = 500) const;
 };
 
 // Builds the configured architecture for the data's shape and loads the file into it (or loads

@@ -3,7 +3,6 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/autograd.h>
 
-#include <cmath>
 
 #include "src/core/error.h"
 #include "src/core/random_streams.h"
@@ -117,13 +116,8 @@ TgeoObjective::TgeoObjective(const models::Model& student, std::shared_ptr<const
       classes_(num_classes) {
   if (!teacher_) throw Error("tgeo compares with a teacher, but none is configured");
   if (validation_images.size(0) < 1) throw Error("tgeo needs a held-out split (none was given)");
-  // The teacher's logits of the training set, in batches; its class averages from them.
-  std::vector<at::Tensor> chunks;
-  for (int64_t start = 0; start < train_images.size(0); start += 500) {
-    const int64_t n = std::min<int64_t>(500, train_images.size(0) - start);
-    chunks.push_back(teacher_->forward(train_images.narrow(0, start, n)));
-  }
-  const at::Tensor logits = at::cat(chunks);
+  // The teacher's logits of the training set; its class averages from them.
+  const at::Tensor logits = teacher_->forward_in_batches(train_images);
   const at::Tensor probabilities = at::softmax(logits, 1).to(at::kDouble).cpu();
   at::Tensor sums = at::zeros({num_classes, logits.size(1)}, at::kDouble);
   at::Tensor counts = at::zeros({num_classes}, at::kDouble);
@@ -141,16 +135,7 @@ TgeoObjective::TgeoObjective(const models::Model& student, std::shared_ptr<const
 }
 
 at::Tensor TgeoObjective::init_aux(at::Generator& generator) const {
-  const std::vector<models::TensorSpec> specs = fusion_specs(classes_);
-  int64_t total = 0;
-  for (const auto& spec : specs) total += spec.numel();
-  at::Tensor flat = at::zeros({total}, at::kFloat);
-  models::TensorCursor cursor(flat, specs);
-  for (const auto& spec : specs) {  // PyTorch's nn.Linear default
-    const double bound = 1.0 / std::sqrt(static_cast<double>(spec.fan_in));
-    cursor.next().uniform_(-bound, bound, generator);
-  }
-  return flat;
+  return models::Model::init_flat(fusion_specs(classes_), generator);  // nn.Linear's default
 }
 
 at::Tensor TgeoObjective::loss(const train::StepContext& step) {

@@ -65,9 +65,16 @@ int64_t Model::num_buffers() const {
 }
 
 at::Tensor Model::init_params(at::Generator& generator) const {
-  at::Tensor flat = at::empty({num_params()}, at::kFloat);
-  TensorCursor cursor(flat, params_);
-  for (const auto& spec : params_) {
+  return init_flat(params_, generator);
+}
+
+at::Tensor Model::init_flat(const std::vector<TensorSpec>& specs, at::Generator& generator) {
+  int64_t total = 0;
+  for (const auto& spec : specs) total += spec.numel();
+  at::Tensor flat = at::empty({total}, at::kFloat);
+  if (total == 0) return flat;  // a loss with no parameters of its own
+  TensorCursor cursor(flat, specs);
+  for (const auto& spec : specs) {
     at::Tensor view = cursor.next();
     switch (spec.init) {
       case TensorSpec::Init::kFanInUniform: {

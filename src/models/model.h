@@ -105,6 +105,9 @@ class Model {
   // Views of `flat` shaped per spec (params or buffers), in order.
   static std::vector<at::Tensor> unflatten(const at::Tensor& flat,
                                            const std::vector<TensorSpec>& specs);
+  // One flat float tensor initialised per spec as init_params does (also for a loss's own
+  // parameters: regressors, heads, branches, fusion networks).
+  static at::Tensor init_flat(const std::vector<TensorSpec>& specs, at::Generator& generator);
 
  protected:
   // Registration, in PyTorch's parameter order; forward reads them back with a TensorCursor.
